@@ -1,0 +1,82 @@
+"""``create_app``: the one place the HTTP application is assembled."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
+from litestar.middleware import DefineMiddleware
+from litestar.middleware.rate_limit import RateLimitConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+from api.auth import PUBLIC_PATHS, AuthController, BearerAuthMiddleware
+from api.bootstrap import Services, build_services
+from api.channels import ChannelController
+from api.errors import EXCEPTION_HANDLERS
+from api.events import EventController
+from api.health import health, ready
+from api.workspaces import InviteController, WorkspaceController
+from infrastructure.settings import Settings
+
+log = logging.getLogger("chorus")
+
+
+def create_app(settings: Settings, database_url: str, services: Services | None = None) -> Litestar:
+    """The HTTP application on ``database_url``. Services are built at start-up (schema
+    migrated, projections running) unless given."""
+    state = State({"services": services})
+
+    def start(app: Litestar) -> None:
+        if app.state.services is None:
+            app.state.services = build_services(settings, database_url)
+
+    def stop(app: Litestar) -> None:
+        if app.state.services is not None:
+            app.state.services.close()
+            app.state.services = None
+
+    middleware: list[Any] = [DefineMiddleware(BearerAuthMiddleware, exclude=PUBLIC_PATHS)]
+    if settings.rate_limit_per_second:
+        middleware.insert(
+            0,
+            RateLimitConfig(
+                rate_limit=("second", settings.rate_limit_per_second),
+                exclude=[r"^/health$", r"^/ready$"],
+            ).middleware,
+        )
+    return Litestar(
+        route_handlers=[
+            AuthController,
+            WorkspaceController,
+            InviteController,
+            ChannelController,
+            EventController,
+            health,
+            ready,
+        ],
+        on_startup=[start],
+        on_shutdown=[stop],
+        state=state,
+        middleware=middleware,
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=settings.max_body_bytes,
+        cors_config=CORSConfig(allow_origins=list(settings.cors_origins))
+        if settings.cors_origins
+        else None,
+        openapi_config=OpenAPIConfig(
+            title="Chorus",
+            version="1.0.0",
+            path="/schema",
+            components=Components(
+                security_schemes={
+                    "BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
+                }
+            ),
+            security=[{"BearerToken": []}],
+        ),
+        debug=False,
+    )

@@ -1,0 +1,180 @@
+"""Authentication of every request and WebSocket, and the sign-up/login endpoints."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.connection import ASGIConnection
+from litestar.enums import ScopeType
+from litestar.exceptions import NotAuthorizedException
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+from litestar.params import Body
+from litestar.response import Response
+from litestar.status_codes import HTTP_204_NO_CONTENT
+
+from api.commands import execute, services_of
+from api.errors import problems
+from api.reads import read_cursor
+from application.commands import RegisterUser
+from domain.errors import NotFound, UsernameTaken
+from domain.identity import user_id_for
+from domain.rules import MAX_PASSWORD
+from infrastructure.tokens import InvalidToken
+from projections.users import get_user
+
+PUBLIC_PATHS = [
+    r"^/health$",
+    r"^/ready$",
+    r"^/schema",
+    r"^/api/auth/(signup|login|refresh|logout)$",
+]
+_PUBLIC = [re.compile(p) for p in PUBLIC_PATHS]
+
+
+class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
+    """Checks the access JWT of every request not on a public path."""
+
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
+        header = connection.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if not header and connection.scope["type"] == ScopeType.WEBSOCKET:
+            token, scheme = connection.query_params.get("token", ""), "bearer"
+        if scheme.lower() != "bearer" or not token.strip():
+            raise NotAuthorizedException("missing bearer token")
+        try:
+            claims = services_of(connection).access_tokens.decode(token.strip())
+        except InvalidToken as exc:
+            raise NotAuthorizedException(f"invalid access token: {exc}") from None
+        return AuthenticationResult(user=claims.user_id, auth=claims)
+
+
+# -- bodies ------------------------------------------------------------------------------------
+
+Username = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Password = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PASSWORD)]
+Opaque = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+
+
+class SignupBody(msgspec.Struct, forbid_unknown_fields=True):
+    username: Username
+    password: Password
+    display_name: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+
+
+class LoginBody(msgspec.Struct, forbid_unknown_fields=True):
+    username: Username
+    password: Password
+
+
+class RefreshBody(msgspec.Struct, forbid_unknown_fields=True):
+    refresh_token: Opaque
+
+
+class TokenPair(msgspec.Struct):
+    user_id: str
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    token_type: str = "Bearer"
+    position: int | None = None
+
+
+class Me(msgspec.Struct):
+    user_id: str
+    username: str
+    display_name: str
+
+
+def _tokens(request: Request[Any, Any, Any], user_id: str, position: int | None) -> TokenPair:
+    services = services_of(request)
+    access, expires_in = services.access_tokens.issue(user_id)
+    refresh = services.refresh_tokens.issue(user_id)
+    return TokenPair(user_id, access, refresh, expires_in, position=position)
+
+
+class AuthController(Controller):
+    path = "/api/auth"
+    tags = ["auth"]
+
+    @post(
+        "/signup",
+        sync_to_thread=True,
+        operation_id="Signup",
+        responses=problems(400, 409, 413, 422, 429),
+    )
+    def signup(self, request: Request[Any, Any, Any], data: SignupBody) -> Response[TokenPair]:
+        """Registers a user and signs them in."""
+        command = RegisterUser(
+            username=data.username, password=data.password, display_name=data.display_name
+        )
+        result = execute(request, command, None)
+        user_id = str(result.body["user_id"])
+        if result.replayed:
+            # A replayed sign-up hands out tokens only to whoever knows the password.
+            stored = services_of(request).app.store.find_password_hash(user_id_for(data.username))
+            if not services_of(request).passwords.verify(stored, data.password):
+                raise UsernameTaken("that username is taken")
+        if result.position is not None:
+            services_of(request).last_writes.record(user_id, result.position)
+        return Response(_tokens(request, user_id, result.position), status_code=result.status)
+
+    @post(
+        "/login",
+        sync_to_thread=True,
+        operation_id="Login",
+        status_code=200,
+        responses=problems(400, 401, 413, 422, 429),
+    )
+    def login(self, request: Request[Any, Any, Any], data: LoginBody) -> TokenPair:
+        """Exchanges a username and password for a token pair."""
+        services = services_of(request)
+        try:
+            user_id = user_id_for(data.username)
+            stored = services.app.store.find_password_hash(user_id)
+        except Exception:  # an impossible username is an unknown user, at the same cost
+            user_id, stored = None, None
+        if not services.passwords.verify(stored, data.password) or user_id is None:
+            raise NotAuthorizedException("wrong username or password")
+        return _tokens(request, str(user_id), None)
+
+    @post(
+        "/refresh",
+        sync_to_thread=True,
+        operation_id="RefreshTokens",
+        status_code=200,
+        responses=problems(400, 401, 413, 422, 429),
+    )
+    def refresh(self, request: Request[Any, Any, Any], data: RefreshBody) -> TokenPair:
+        """Spends a refresh token for a new pair; reusing a spent one revokes its family."""
+        services = services_of(request)
+        user_id, new_refresh = services.refresh_tokens.rotate(data.refresh_token)
+        access, expires_in = services.access_tokens.issue(user_id)
+        return TokenPair(user_id, access, new_refresh, expires_in)
+
+    @post(
+        "/logout",
+        sync_to_thread=True,
+        operation_id="Logout",
+        status_code=HTTP_204_NO_CONTENT,
+        responses=problems(400, 413, 422, 429),
+    )
+    def logout(self, request: Request[Any, Any, Any], data: RefreshBody) -> None:
+        """Revokes the refresh token's whole family (every token of this sign-in)."""
+        services_of(request).refresh_tokens.revoke(data.refresh_token)
+
+    @get("/me", sync_to_thread=True, operation_id="GetMe", responses=problems(401, 429))
+    def me(self, request: Request[str, Any, Any], min_position: int | None = None) -> Me:
+        """The signed-in user."""
+        with read_cursor(request, min_position) as cur:
+            row = get_user(cur, request.user)
+        if row is None:
+            raise NotFound("unknown user")
+        return Me(row["user_id"], row["username"], row["display_name"])
+
+
+__all__ = ["PUBLIC_PATHS", "AuthController", "BearerAuthMiddleware", "Body"]

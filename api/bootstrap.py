@@ -1,0 +1,109 @@
+"""The one place that builds the concrete parts and wires them together."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from application.chorus import Chorus
+from infrastructure.eventstore import SCHEMA_SQL, create_event_store_tables, eventsourcing_env
+from infrastructure.passwords import PasswordHasher
+from infrastructure.refresh_tokens import RefreshTokens
+from infrastructure.settings import Settings
+from infrastructure.tokens import AccessTokens
+from projections.runner import ProjectionRunner, all_projections, create_tables
+
+MIGRATION_LOCK = 7_140_411  # any constant shared by every Chorus process
+
+
+def migrate(database_url: str) -> None:
+    """Creates every table once. Several processes starting together take turns on an
+    advisory lock (concurrent DDL fails with "tuple concurrently updated")."""
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+        try:
+            create_event_store_tables(database_url)
+            with conn.cursor() as cur:
+                cur.execute(SCHEMA_SQL)
+                cur.execute(RefreshTokens.TABLES_SQL)
+                create_tables(cur, all_projections())
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+
+
+class LastWrites:
+    """Each user's last write position in this process, so their next read waits for it
+    (read-your-writes without the client having to ask)."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._lock = threading.Lock()
+        self._positions: OrderedDict[str, int] = OrderedDict()
+        self._capacity = capacity
+
+    def record(self, user_id: str, position: int) -> None:
+        with self._lock:
+            self._positions[user_id] = max(position, self._positions.get(user_id, 0))
+            self._positions.move_to_end(user_id)
+            while len(self._positions) > self._capacity:
+                self._positions.popitem(last=False)
+
+    def get(self, user_id: str) -> int:
+        with self._lock:
+            return self._positions.get(user_id, 0)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    database_url: str
+    app: Chorus
+    read_pool: ConnectionPool[Any]
+    runner: ProjectionRunner
+    access_tokens: AccessTokens
+    refresh_tokens: RefreshTokens
+    passwords: PasswordHasher
+    last_writes: LastWrites = field(default_factory=LastWrites)
+
+    def close(self) -> None:
+        self.runner.stop()
+        self.app.close()
+        self.read_pool.close()
+
+
+def build_services(
+    settings: Settings, database_url: str, *, run_projections: bool = True
+) -> Services:
+    migrate(database_url)
+    passwords = PasswordHasher()
+    app = Chorus(
+        eventsourcing_env(database_url, pool_size=settings.db_pool_size), passwords=passwords
+    )
+    read_pool: ConnectionPool[Any] = ConnectionPool(
+        database_url,
+        min_size=2,
+        max_size=settings.db_pool_size * 2,
+        kwargs={"autocommit": True, "row_factory": dict_row},
+        open=True,
+        name="chorus-read",
+    )
+    runner = ProjectionRunner(read_pool, database_url)
+    if run_projections:
+        runner.start()
+    return Services(
+        settings=settings,
+        database_url=database_url,
+        app=app,
+        read_pool=read_pool,
+        runner=runner,
+        access_tokens=AccessTokens(
+            settings.resolved_jwt_secret(), ttl_s=settings.access_token_ttl_s
+        ),
+        refresh_tokens=RefreshTokens(read_pool, ttl_s=settings.refresh_token_ttl_s),
+        passwords=passwords,
+    )

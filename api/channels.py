@@ -1,0 +1,309 @@
+"""Channels, direct messages and message timelines over HTTP."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, delete, get, patch, post, put
+from litestar.response import Response
+
+from api.commands import Created, Written, execute, reply
+from api.errors import problems
+from api.reads import DEFAULT_LIMIT, check_limit, parse_cursor, read_cursor
+from application.commands import (
+    AddChannelMember,
+    AddReaction,
+    ArchiveChannel,
+    ChangeChannel,
+    CreateChannel,
+    DeleteMessage,
+    EditMessage,
+    OpenDirectMessage,
+    RemoveChannelMember,
+    RemoveReaction,
+    SendMessage,
+    UnarchiveChannel,
+)
+from domain.base import as_uuid
+from domain.errors import InvalidValue, NotAMember
+from domain.rules import MAX_CHANNEL_NAME, MAX_MESSAGE_TEXT, MAX_TOPIC
+from projections import channels as channel_views
+from projections import timelines
+from projections.workspaces import get_workspace
+
+Req = Request[str, Any, Any]
+WRITE_ERRORS = problems(400, 401, 403, 404, 409, 410, 413, 422, 429)
+READ_ERRORS = problems(401, 404, 422, 429)
+
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+# Limits on raw input are looser than the domain's (which strips white space first), so
+# the domain gives the precise message; these only stop absurd sizes early.
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_MESSAGE_TEXT * 2)]
+
+
+class CreateChannelBody(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CHANNEL_NAME * 2)]
+    private: bool = False
+    topic: Annotated[str, msgspec.Meta(max_length=MAX_TOPIC * 2)] | None = None
+
+
+class ChangeChannelBody(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CHANNEL_NAME * 2)] | None = None
+    topic: Annotated[str, msgspec.Meta(max_length=MAX_TOPIC * 2)] | None = None
+
+
+class UserRef(msgspec.Struct, forbid_unknown_fields=True):
+    user_id: Id
+
+
+class SendBody(msgspec.Struct, forbid_unknown_fields=True):
+    text: Text
+    reply_to: Id | None = None
+
+
+class EditBody(msgspec.Struct, forbid_unknown_fields=True):
+    text: Text
+
+
+class ChannelView(msgspec.Struct):
+    id: str
+    workspace_id: str | None
+    kind: str
+    name: str
+    private: bool
+    topic: str
+    archived: bool
+    created_at: datetime
+
+
+class ChannelList(msgspec.Struct):
+    items: list[ChannelView]
+    next: str | None = None
+
+
+class DirectChannel(msgspec.Struct):
+    channel_id: str
+    position: int | None
+
+
+class MessageView(msgspec.Struct):
+    id: str
+    channel_id: str
+    author_id: str
+    text: str
+    created_at: datetime
+    edited_at: datetime | None
+    deleted: bool
+    reactions: dict[str, list[str]]
+    reply_to: str | None
+    reply_count: int
+    mentions: list[str]
+
+
+class MessagePage(msgspec.Struct):
+    items: list[MessageView]
+    next: str | None
+
+
+class ChannelController(Controller):
+    path = "/api"
+    tags = ["channels"]
+
+    @post(
+        "/workspaces/{ws:str}/channels",
+        sync_to_thread=True,
+        operation_id="CreateChannel",
+        responses=WRITE_ERRORS,
+    )
+    def create(self, request: Req, ws: str, data: CreateChannelBody) -> Response[Created]:
+        """Creates a channel (needs ``manage_channels``); a private one starts with its creator."""
+        cmd = CreateChannel(workspace_id=ws, name=data.name, private=data.private, topic=data.topic)
+        return reply(execute(request, cmd, request.user), Created)
+
+    @get(
+        "/workspaces/{ws:str}/channels",
+        sync_to_thread=True,
+        operation_id="ListChannels",
+        responses=READ_ERRORS,
+    )
+    def list_channels(self, request: Req, ws: str, min_position: int | None = None) -> ChannelList:
+        """The workspace's channels visible to me."""
+        with read_cursor(request, min_position) as cur:
+            workspace = get_workspace(cur, str(as_uuid(ws)), request.user)
+            if workspace is None or not workspace["is_member"]:
+                raise NotAMember("unknown workspace")
+            rows = channel_views.list_visible_channels(cur, str(as_uuid(ws)), request.user)
+        return ChannelList(items=[msgspec.convert(r, ChannelView) for r in rows])
+
+    @get(
+        "/channels/{ch:str}", sync_to_thread=True, operation_id="GetChannel", responses=READ_ERRORS
+    )
+    def show(self, request: Req, ch: str, min_position: int | None = None) -> ChannelView:
+        with read_cursor(request, min_position) as cur:
+            row = channel_views.visible_channel(cur, str(as_uuid(ch)), request.user)
+        if row is None:
+            raise NotAMember("unknown channel")
+        return msgspec.convert(row, ChannelView)
+
+    @patch(
+        "/channels/{ch:str}",
+        sync_to_thread=True,
+        operation_id="ChangeChannel",
+        responses=WRITE_ERRORS,
+    )
+    def change(self, request: Req, ch: str, data: ChangeChannelBody) -> Response[Written]:
+        """Renames a channel or changes its topic (needs ``manage_channels``)."""
+        cmd = ChangeChannel(channel_id=ch, name=data.name, topic=data.topic)
+        return reply(execute(request, cmd, request.user), Written)
+
+    @post(
+        "/channels/{ch:str}/archive",
+        sync_to_thread=True,
+        operation_id="ArchiveChannel",
+        status_code=200,
+        responses=WRITE_ERRORS,
+    )
+    def archive(self, request: Req, ch: str) -> Response[Written]:
+        """Archives a channel: readable, but it takes no new messages."""
+        return reply(execute(request, ArchiveChannel(channel_id=ch), request.user), Written)
+
+    @post(
+        "/channels/{ch:str}/unarchive",
+        sync_to_thread=True,
+        operation_id="UnarchiveChannel",
+        status_code=200,
+        responses=WRITE_ERRORS,
+    )
+    def unarchive(self, request: Req, ch: str) -> Response[Written]:
+        return reply(execute(request, UnarchiveChannel(channel_id=ch), request.user), Written)
+
+    @post(
+        "/channels/{ch:str}/members",
+        sync_to_thread=True,
+        operation_id="AddChannelMember",
+        status_code=200,
+        responses=WRITE_ERRORS,
+    )
+    def add_member(self, request: Req, ch: str, data: UserRef) -> Response[Written]:
+        """Adds a workspace member to a private channel."""
+        return reply(
+            execute(request, AddChannelMember(channel_id=ch, user_id=data.user_id), request.user),
+            Written,
+        )
+
+    @delete(
+        "/channels/{ch:str}/members/{user:str}",
+        sync_to_thread=True,
+        operation_id="RemoveChannelMember",
+        status_code=200,
+        responses=WRITE_ERRORS,
+    )
+    def remove_member(self, request: Req, ch: str, user: str) -> Response[Written]:
+        return reply(
+            execute(request, RemoveChannelMember(channel_id=ch, user_id=user), request.user),
+            Written,
+        )
+
+    @post("/dms", sync_to_thread=True, operation_id="OpenDirectMessage", responses=WRITE_ERRORS)
+    def open_dm(self, request: Req, data: UserRef) -> Response[DirectChannel]:
+        """The private two-person channel with a user: created once, the same id after."""
+        return reply(
+            execute(request, OpenDirectMessage(user_id=data.user_id), request.user), DirectChannel
+        )
+
+    # -- messages --------------------------------------------------------------------------
+
+    @post(
+        "/channels/{ch:str}/messages",
+        sync_to_thread=True,
+        operation_id="SendMessage",
+        responses=WRITE_ERRORS,
+    )
+    def send(self, request: Req, ch: str, data: SendBody) -> Response[Created]:
+        """Posts a message; ``@username`` mentions of people who can read the channel are kept."""
+        cmd = SendMessage(channel_id=ch, text=data.text, reply_to=data.reply_to)
+        return reply(execute(request, cmd, request.user), Created)
+
+    @get(
+        "/channels/{ch:str}/messages",
+        sync_to_thread=True,
+        operation_id="ListMessages",
+        responses=READ_ERRORS,
+    )
+    def timeline(
+        self,
+        request: Req,
+        ch: str,
+        limit: int = DEFAULT_LIMIT,
+        before: str | None = None,
+        after: str | None = None,
+        min_position: int | None = None,
+    ) -> MessagePage:
+        """Newest first. Pass ``next`` back as ``before`` for older messages (or, when paging
+        with ``after``, as ``after`` for newer ones)."""
+        check_limit(limit)
+        before_seq, after_seq = parse_cursor(before, "before"), parse_cursor(after, "after")
+        if before_seq is not None and after_seq is not None:
+            raise InvalidValue("give before or after, not both")
+        with read_cursor(request, min_position) as cur:
+            channel = channel_views.visible_channel(cur, str(as_uuid(ch)), request.user)
+            if channel is None:
+                raise NotAMember("unknown channel")
+            items, next_seq = timelines.list_messages(
+                cur, channel["id"], limit=limit, before=before_seq, after=after_seq
+            )
+        return MessagePage(
+            items=[msgspec.convert(i, MessageView) for i in items],
+            next=None if next_seq is None else str(next_seq),
+        )
+
+    @patch(
+        "/messages/{msg:str}",
+        sync_to_thread=True,
+        operation_id="EditMessage",
+        responses=WRITE_ERRORS,
+    )
+    def edit(self, request: Req, msg: str, data: EditBody) -> Response[Written]:
+        """Edits my message; earlier versions stay in the event log."""
+        return reply(
+            execute(request, EditMessage(message_id=msg, text=data.text), request.user), Written
+        )
+
+    @delete(
+        "/messages/{msg:str}",
+        sync_to_thread=True,
+        operation_id="DeleteMessage",
+        status_code=200,
+        responses=WRITE_ERRORS,
+    )
+    def delete_message(self, request: Req, msg: str) -> Response[Written]:
+        """Deletes a message (its author, or anyone with ``manage_messages``): a tombstone."""
+        return reply(execute(request, DeleteMessage(message_id=msg), request.user), Written)
+
+    @put(
+        "/messages/{msg:str}/reactions/{emoji:str}",
+        sync_to_thread=True,
+        operation_id="AddReaction",
+        status_code=200,
+        responses=WRITE_ERRORS,
+    )
+    def react(self, request: Req, msg: str, emoji: str) -> Response[Written]:
+        """Adds my reaction (idempotent: ``position`` is null when it was already there)."""
+        return reply(
+            execute(request, AddReaction(message_id=msg, emoji=emoji), request.user), Written
+        )
+
+    @delete(
+        "/messages/{msg:str}/reactions/{emoji:str}",
+        sync_to_thread=True,
+        operation_id="RemoveReaction",
+        status_code=200,
+        responses=WRITE_ERRORS,
+    )
+    def unreact(self, request: Req, msg: str, emoji: str) -> Response[Written]:
+        """Removes my reaction (``position`` is null when there was none)."""
+        return reply(
+            execute(request, RemoveReaction(message_id=msg, emoji=emoji), request.user), Written
+        )

@@ -1,0 +1,98 @@
+"""The ``chorus`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from infrastructure.settings import Settings, SettingsError
+
+log = logging.getLogger("chorus")
+
+
+@contextmanager
+def database(settings: Settings) -> Iterator[str]:
+    """``DATABASE_URL``, or a private PostgreSQL in ``<data dir>/pg`` for as long as we run."""
+    if settings.database_url is not None:
+        yield settings.database_url
+        return
+    from infrastructure.embedded_postgres import EmbeddedPostgres
+
+    server = EmbeddedPostgres(settings.data_dir / "pg")
+    log.info("no DATABASE_URL: starting a private PostgreSQL in %s", server.data_dir)
+    url = server.start()
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+def serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.public:
+        print(
+            f"refusing to bind {args.host}: pass --public to listen beyond this machine",
+            file=sys.stderr,
+        )
+        return 2
+    with database(settings) as url:
+        # Generated once here so every worker signs and checks tokens with the same key.
+        os.environ["CHORUS_JWT_SECRET"] = settings.resolved_jwt_secret()
+        common = {"host": args.host, "port": args.port, "log_level": args.log_level}
+        if args.workers > 1:
+            os.environ["DATABASE_URL"] = url
+            uvicorn.run("api.asgi:app", factory=True, workers=args.workers, **common)
+        else:
+            uvicorn.run(create_app(settings, url), **common)
+    return 0
+
+
+def migrate(_: argparse.Namespace, settings: Settings) -> int:
+    from api.bootstrap import migrate as run_migrations
+
+    with database(settings) as url:
+        run_migrations(url)
+    print("schema is up to date")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="chorus", description="Chorus: event-sourced collaboration backend"
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="run the HTTP API")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--public", action="store_true", help="allow binding a non-loopback address")
+    s.add_argument("--log-level", default="info")
+    s.set_defaults(run=serve)
+    m = sub.add_parser("migrate", help="create or update the database schema, then exit")
+    m.set_defaults(run=migrate)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    args = parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    result: int = args.run(args, settings)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,59 @@
+"""Running a command from an HTTP request: idempotency key, actor, read-your-writes."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+from litestar.connection import ASGIConnection
+from litestar.response import Response
+
+from api.bootstrap import Services
+from application.chorus import CommandResult
+from application.commands import Command
+from domain.base import Cause
+from domain.errors import InvalidValue
+
+MAX_IDEMPOTENCY_KEY = 128
+T = TypeVar("T")
+
+
+class BadIdempotencyKey(InvalidValue):
+    pass
+
+
+class Written(msgspec.Struct):
+    """A write that appended events at ``position`` (None when nothing changed)."""
+
+    position: int | None
+
+
+class Created(msgspec.Struct):
+    id: str
+    position: int | None
+
+
+def services_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Services:
+    services: Services = connection.app.state.services
+    return services
+
+
+def execute(
+    connection: ASGIConnection[Any, Any, Any, Any],
+    command: Command,
+    actor: str | None,
+) -> CommandResult:
+    """Runs a command as ``actor`` (the signed-in user; None only for sign-up); the
+    ``Idempotency-Key`` header makes retries safe."""
+    key = connection.headers.get("idempotency-key")
+    if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise BadIdempotencyKey(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    services = services_of(connection)
+    result = services.app.execute(command, Cause(actor_id=actor, command_id=key))
+    if actor is not None and result.position is not None:
+        services.last_writes.record(actor, result.position)
+    return result
+
+
+def reply(result: CommandResult, body_type: type[T]) -> Response[T]:
+    return Response(msgspec.convert(result.body, body_type), status_code=result.status)

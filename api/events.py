@@ -1,0 +1,85 @@
+"""The event log as envelopes, filtered to what the reader may see."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, get
+
+from api.errors import problems
+from api.reads import DEFAULT_LIMIT, check_limit, read_cursor
+from domain.base import as_uuid
+from domain.errors import InvalidValue
+from projections.base import LogEvent
+from projections.log import visible_events
+
+
+class Envelope(msgspec.Struct):
+    """The contract's event envelope."""
+
+    position: int
+    stream: str
+    version: int
+    type: str
+    at: datetime
+    actor: str | None
+    command_id: str | None
+    data: dict[str, Any]
+
+
+class EventPage(msgspec.Struct):
+    items: list[Envelope]
+    next: str | None
+
+
+def envelope(event: LogEvent) -> Envelope:
+    return Envelope(
+        position=event.position,
+        stream=str(event.stream),
+        version=event.version,
+        type=event.type,
+        at=event.at,
+        actor=event.actor,
+        command_id=event.command_id,
+        data=event.data,
+    )
+
+
+class EventController(Controller):
+    path = "/api/events"
+    tags = ["events"]
+
+    @get("/", sync_to_thread=True, operation_id="ListEvents", responses=problems(401, 422, 429))
+    def list_events(
+        self,
+        request: Request[str, Any, Any],
+        after: int = 0,
+        limit: int = DEFAULT_LIMIT,
+        stream: str | None = None,
+        type: str | None = None,
+        min_position: int | None = None,
+    ) -> EventPage:
+        """Events in position order after ``after``: every stream of the workspaces where I
+        hold ``view_audit``, otherwise only the streams I may view. Pass ``next`` back as
+        ``after``."""
+        check_limit(limit)
+        if after < 0:
+            raise InvalidValue("after must not be negative")
+        if type is not None and not (type.isalnum() and len(type) <= 64):
+            raise InvalidValue("type must be an event type name such as MessageSent")
+        stream_id = None if stream is None else str(_stream(stream))
+        with read_cursor(request, min_position) as cur:
+            events = visible_events(
+                cur, request.user, after=after, limit=limit, stream=stream_id, type_name=type
+            )
+        items = [envelope(e) for e in events]
+        return EventPage(items=items, next=str(items[-1].position) if len(items) == limit else None)
+
+
+def _stream(value: str) -> Any:
+    try:
+        return as_uuid(value)
+    except Exception:
+        raise InvalidValue("stream must be a stream id") from None

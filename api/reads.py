@@ -1,0 +1,51 @@
+"""Reading projections: wait until they include the reader's writes, then query."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from psycopg import Cursor
+
+from api.commands import services_of
+from api.errors import ReadPositionInFuture, ServiceUnavailable
+from domain.errors import InvalidValue
+from projections.log import max_position
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+
+@contextmanager
+def read_cursor(
+    connection: ASGIConnection[Any, Any, Any, Any], min_position: int | None
+) -> Iterator[Cursor[Any]]:
+    """A cursor on the read models once they have reached ``min_position`` and the
+    caller's own last write in this process."""
+    services = services_of(connection)
+    user = connection.scope.get("user")
+    target = max(min_position or 0, services.last_writes.get(user) if user else 0)
+    if min_position is not None and min_position < 0:
+        raise InvalidValue("min_position must not be negative")
+    with services.read_pool.connection() as conn, conn.cursor() as cur:
+        if target and not services.runner.wait_for(target, services.settings.read_wait_timeout_s):
+            if target > max_position(cur):
+                raise ReadPositionInFuture("min_position is past the last event")
+            raise ServiceUnavailable("read models are catching up; retry shortly")
+        yield cur
+
+
+def check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidValue(f"limit must be between 1 and {MAX_LIMIT}")
+    return limit
+
+
+def parse_cursor(value: str | None, name: str) -> int | None:
+    if value is None or value == "":
+        return None
+    if not value.isdigit() or len(value) > 19:
+        raise InvalidValue(f"{name} is not a valid cursor")
+    return int(value)

@@ -1,0 +1,89 @@
+"""Handlers of channel commands, direct messages included."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from uuid import uuid4
+
+from application.commands import (
+    AddChannelMember,
+    ArchiveChannel,
+    ChangeChannel,
+    CreateChannel,
+    OpenDirectMessage,
+    RemoveChannelMember,
+    UnarchiveChannel,
+)
+from application.decisions import Decision, handles
+from domain.base import Cause
+from domain.channels import Channel, direct_channel_id
+from domain.identity import User
+from domain.workspaces import Workspace
+
+if TYPE_CHECKING:
+    from application.chorus import Chorus
+
+
+def channel_with_workspace(
+    app: Chorus, channel_id: str, user_id: str
+) -> tuple[Channel, Workspace | None]:
+    """A channel the user may see, and its workspace (None for direct messages)."""
+    channel = app.load(Channel, channel_id)
+    workspace = None if channel.workspace_id is None else app.load(Workspace, channel.workspace_id)
+    channel.check_can_view(user_id, workspace)
+    return channel, workspace
+
+
+@handles(CreateChannel)
+def create_channel(app: Chorus, cmd: CreateChannel, cause: Cause) -> Decision:
+    workspace = app.load(Workspace, cmd.workspace_id)
+    workspace.check_member(cause.actor_id or "")
+    channel = Channel.create(uuid4(), workspace, cmd.name, cmd.private, cmd.topic, cause)
+    return Decision([channel], {"id": str(channel.id)}, status=201)
+
+
+@handles(ChangeChannel)
+def change_channel(app: Chorus, cmd: ChangeChannel, cause: Cause) -> Decision:
+    channel, workspace = channel_with_workspace(app, cmd.channel_id, cause.actor_id or "")
+    channel.change(cmd.name, cmd.topic, workspace, cause)
+    return Decision([channel])
+
+
+@handles(ArchiveChannel)
+def archive_channel(app: Chorus, cmd: ArchiveChannel, cause: Cause) -> Decision:
+    channel, workspace = channel_with_workspace(app, cmd.channel_id, cause.actor_id or "")
+    channel.archive(workspace, cause)
+    return Decision([channel])
+
+
+@handles(UnarchiveChannel)
+def unarchive_channel(app: Chorus, cmd: UnarchiveChannel, cause: Cause) -> Decision:
+    channel, workspace = channel_with_workspace(app, cmd.channel_id, cause.actor_id or "")
+    channel.unarchive(workspace, cause)
+    return Decision([channel])
+
+
+@handles(AddChannelMember)
+def add_channel_member(app: Chorus, cmd: AddChannelMember, cause: Cause) -> Decision:
+    channel, workspace = channel_with_workspace(app, cmd.channel_id, cause.actor_id or "")
+    user = app.load(User, cmd.user_id, "user")
+    channel.add_member(str(user.id), workspace, cause)
+    return Decision([channel])
+
+
+@handles(RemoveChannelMember)
+def remove_channel_member(app: Chorus, cmd: RemoveChannelMember, cause: Cause) -> Decision:
+    channel, workspace = channel_with_workspace(app, cmd.channel_id, cause.actor_id or "")
+    user = app.load(User, cmd.user_id, "user")
+    channel.remove_member(str(user.id), workspace, cause)
+    return Decision([channel])
+
+
+@handles(OpenDirectMessage)
+def open_direct_message(app: Chorus, cmd: OpenDirectMessage, cause: Cause) -> Decision:
+    other = app.load(User, cmd.user_id, "user")
+    channel_id = direct_channel_id(cause.actor_id or "", str(other.id))
+    if app.exists(channel_id):
+        return Decision([], {"channel_id": str(channel_id)})
+    channel = Channel.open_direct(str(other.id), cause)
+    return Decision([channel], {"channel_id": str(channel.id)}, status=201)

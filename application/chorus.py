@@ -1,0 +1,155 @@
+"""The Chorus application service: runs commands against the event store."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar, cast
+from uuid import UUID
+
+import msgspec
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError
+from eventsourcing.utils import EnvType
+
+from application import channels, identity, messages, workspaces
+from application.commands import Command
+from application.decisions import HANDLERS
+from application.ports import CommandStore, PasswordHashing
+from domain.base import Cause, ChorusAggregate, as_uuid
+from domain.errors import Conflict, InvalidValue, NotFound
+
+A = TypeVar("A", bound=ChorusAggregate)
+
+# Importing the context modules registers their handlers.
+_CONTEXTS = (identity, workspaces, channels, messages)
+
+# A concurrent write to the same aggregate makes a save fail; the command is then decided
+# again against the newer state, so no write is lost or silently overwritten.
+MAX_ATTEMPTS = 5
+
+
+class IdempotencyKeyReused(InvalidValue):
+    """The same Idempotency-Key came back with a different request."""
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """``status`` and ``body`` as the client sees them; ``body['position']`` is the global
+    position of the last event appended (None when the command changed nothing)."""
+
+    status: int
+    body: dict[str, Any]
+    replayed: bool = False
+
+    @property
+    def position(self) -> int | None:
+        value = self.body.get("position")
+        return None if value is None else int(value)
+
+
+@dataclass(frozen=True)
+class _Record:
+    scope: str
+    key: str
+    fingerprint: str
+    status: int
+    result: dict[str, Any]
+
+
+class Chorus(Application[UUID]):
+    """One application, one event store, one global order of events."""
+
+    name = "Chorus"
+
+    def __init__(
+        self,
+        env: EnvType | None = None,
+        *,
+        passwords: PasswordHashing,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        super().__init__(env)
+        self.passwords = passwords
+        self.clock = clock
+
+    @property
+    def store(self) -> CommandStore:
+        return cast(CommandStore, self.recorder)
+
+    # -- loading ------------------------------------------------------------------------
+
+    def load(self, kind: type[A], aggregate_id: str | UUID, what: str | None = None) -> A:
+        """The current state of an aggregate of the given kind, or NotFound."""
+        label = what or kind.__name__.lower()
+        uid = as_uuid(aggregate_id)
+        try:
+            aggregate: object = self.repository.get(uid)
+        except AggregateNotFoundError:
+            raise NotFound(f"unknown {label}") from None
+        if not isinstance(aggregate, kind):
+            raise NotFound(f"unknown {label}")
+        return aggregate
+
+    def exists(self, aggregate_id: UUID) -> bool:
+        return aggregate_id in self.repository
+
+    # -- running commands -----------------------------------------------------------------
+
+    def execute(self, command: Command, cause: Cause) -> CommandResult:
+        """Decides a command against current state and saves its events atomically with its
+        idempotency record. A retry with the same key gets the first result back."""
+        handler = HANDLERS[type(command)]
+        scope = cause.actor_id or "anonymous"
+        record: _Record | None = None
+        if cause.command_id is not None:
+            fingerprint = _fingerprint(command)
+            replay = self._replay(scope, cause.command_id, fingerprint)
+            if replay is not None:
+                return replay
+        for attempt in range(MAX_ATTEMPTS):
+            decision = handler(self, command, cause)
+            pending = any(a.pending_events for a in decision.aggregates)
+            if not pending:
+                return CommandResult(decision.status, {**decision.body, "position": None})
+            if cause.command_id is not None:
+                record = _Record(
+                    scope, cause.command_id, fingerprint, decision.status, decision.body
+                )
+            try:
+                recordings = self.save(
+                    *decision.aggregates, command=record, credentials=decision.credentials
+                )
+            except IntegrityError:
+                if cause.command_id is not None:
+                    replay = self._replay(scope, cause.command_id, fingerprint)
+                    if replay is not None:
+                        return replay
+                if attempt == MAX_ATTEMPTS - 1:
+                    raise Conflict("the data changed while this was decided; try again") from None
+                continue
+            position = max(r.notification.id for r in recordings)
+            return CommandResult(decision.status, {**decision.body, "position": position})
+        raise AssertionError("unreachable")
+
+    def _replay(self, scope: str, key: str, fingerprint: str) -> CommandResult | None:
+        stored = self.store.find_command(scope, key)
+        if stored is None:
+            return None
+        if stored.fingerprint != fingerprint:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was already used for a different request"
+            )
+        return CommandResult(stored.status, dict(stored.result), replayed=True)
+
+
+def _fingerprint(command: Command) -> str:
+    """Identifies the request a key was first used for. Passwords are left out: their
+    digest would be a cheap offline guessing target, and a replayed sign-up checks the
+    password anyway."""
+    fields = msgspec.structs.asdict(command)
+    fields.pop("password", None)
+    payload = msgspec.json.encode([type(command).__name__, fields])
+    return hashlib.sha256(payload).hexdigest()

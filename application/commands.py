@@ -1,0 +1,170 @@
+"""Every command a client can send, named in the imperative.
+
+The same Structs serve REST (built from path and body) and the WebSocket
+(``{"op": "command", "type": "SendMessage", "data": {...}}``). Schemas change only by adding
+fields with defaults.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Command(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag=True):
+    """Base of all commands; the tag is the class name."""
+
+
+# -- identity ----------------------------------------------------------------------------
+class RegisterUser(Command, frozen=True):
+    username: str
+    password: str
+    display_name: str | None = None
+
+
+# -- workspaces --------------------------------------------------------------------------
+class CreateWorkspace(Command, frozen=True):
+    name: str
+    visibility: str = "private"
+    password: str | None = None
+
+
+class JoinWorkspace(Command, frozen=True):
+    workspace_id: str
+    password: str | None = None
+
+
+class LeaveWorkspace(Command, frozen=True):
+    workspace_id: str
+
+
+class CreateInvite(Command, frozen=True):
+    workspace_id: str
+    max_uses: int | None = None
+    expires_in_s: int | None = None
+
+
+class AcceptInvite(Command, frozen=True):
+    code: str
+
+
+class KickMember(Command, frozen=True):
+    workspace_id: str
+    user_id: str
+
+
+class BanMember(Command, frozen=True):
+    workspace_id: str
+    user_id: str
+
+
+class UnbanMember(Command, frozen=True):
+    workspace_id: str
+    user_id: str
+
+
+class CreateRole(Command, frozen=True):
+    workspace_id: str
+    name: str
+    permissions: list[str]
+
+
+class GrantRole(Command, frozen=True):
+    workspace_id: str
+    user_id: str
+    role: str
+
+
+class RevokeRole(Command, frozen=True):
+    workspace_id: str
+    user_id: str
+    role: str
+
+
+# -- channels ----------------------------------------------------------------------------
+class CreateChannel(Command, frozen=True):
+    workspace_id: str
+    name: str
+    private: bool = False
+    topic: str | None = None
+
+
+class ChangeChannel(Command, frozen=True):
+    channel_id: str
+    name: str | None = None
+    topic: str | None = None
+
+
+class ArchiveChannel(Command, frozen=True):
+    channel_id: str
+
+
+class UnarchiveChannel(Command, frozen=True):
+    channel_id: str
+
+
+class AddChannelMember(Command, frozen=True):
+    channel_id: str
+    user_id: str
+
+
+class RemoveChannelMember(Command, frozen=True):
+    channel_id: str
+    user_id: str
+
+
+class OpenDirectMessage(Command, frozen=True):
+    user_id: str
+
+
+# -- messages ----------------------------------------------------------------------------
+class SendMessage(Command, frozen=True):
+    channel_id: str
+    text: str
+    reply_to: str | None = None
+
+
+class EditMessage(Command, frozen=True):
+    message_id: str
+    text: str
+
+
+class DeleteMessage(Command, frozen=True):
+    message_id: str
+
+
+class AddReaction(Command, frozen=True):
+    message_id: str
+    emoji: str
+
+
+class RemoveReaction(Command, frozen=True):
+    message_id: str
+    emoji: str
+
+
+AnyCommand = (
+    RegisterUser
+    | CreateWorkspace
+    | JoinWorkspace
+    | LeaveWorkspace
+    | CreateInvite
+    | AcceptInvite
+    | KickMember
+    | BanMember
+    | UnbanMember
+    | CreateRole
+    | GrantRole
+    | RevokeRole
+    | CreateChannel
+    | ChangeChannel
+    | ArchiveChannel
+    | UnarchiveChannel
+    | AddChannelMember
+    | RemoveChannelMember
+    | OpenDirectMessage
+    | SendMessage
+    | EditMessage
+    | DeleteMessage
+    | AddReaction
+    | RemoveReaction
+)

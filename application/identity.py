@@ -1,0 +1,30 @@
+"""Handlers of identity commands."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from application.commands import RegisterUser
+from application.decisions import Decision, handles
+from domain.base import Cause
+from domain.errors import UsernameTaken
+from domain.identity import User, user_id_for
+from domain.rules import check_password_length, normalise_username
+
+if TYPE_CHECKING:
+    from application.chorus import Chorus
+
+
+@handles(RegisterUser)
+def register_user(app: Chorus, cmd: RegisterUser, cause: Cause) -> Decision:
+    username = normalise_username(cmd.username)
+    check_password_length(cmd.password)
+    if app.exists(user_id_for(username)):
+        raise UsernameTaken("that username is taken")
+    user = User.register(username, cmd.display_name, cause)
+    return Decision(
+        [user],
+        {"user_id": str(user.id)},
+        status=201,
+        credentials={user.id: app.passwords.hash(cmd.password)},
+    )

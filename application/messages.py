@@ -1,0 +1,82 @@
+"""Handlers of message commands."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from uuid import uuid4
+
+from application.channels import channel_with_workspace
+from application.commands import (
+    AddReaction,
+    DeleteMessage,
+    EditMessage,
+    RemoveReaction,
+    SendMessage,
+)
+from application.decisions import Decision, handles
+from domain.base import Cause
+from domain.channels import Channel
+from domain.identity import user_id_for
+from domain.messages import Message, parse_mentions
+from domain.workspaces import Workspace
+
+if TYPE_CHECKING:
+    from application.chorus import Chorus
+
+
+def _mentioned_user_ids(
+    app: Chorus, text: str, channel: Channel, workspace: Workspace | None
+) -> list[str]:
+    """Mentions that name someone who can read the channel; the rest stay plain text."""
+    found = []
+    for username in parse_mentions(text):
+        user_id = str(user_id_for(username))
+        if channel.can_view(user_id, workspace):
+            found.append(user_id)
+    return found
+
+
+def _message_in_context(
+    app: Chorus, message_id: str, user_id: str
+) -> tuple[Message, Channel, Workspace | None]:
+    message = app.load(Message, message_id)
+    channel, workspace = channel_with_workspace(app, str(message.channel_id), user_id)
+    return message, channel, workspace
+
+
+@handles(SendMessage)
+def send_message(app: Chorus, cmd: SendMessage, cause: Cause) -> Decision:
+    channel, workspace = channel_with_workspace(app, cmd.channel_id, cause.actor_id or "")
+    reply_to = None if cmd.reply_to is None else app.load(Message, cmd.reply_to, "reply_to message")
+    mentions = _mentioned_user_ids(app, cmd.text, channel, workspace)
+    message = Message.send(uuid4(), channel, workspace, cmd.text, mentions, reply_to, cause)
+    return Decision([message], {"id": str(message.id)}, status=201)
+
+
+@handles(EditMessage)
+def edit_message(app: Chorus, cmd: EditMessage, cause: Cause) -> Decision:
+    message, channel, workspace = _message_in_context(app, cmd.message_id, cause.actor_id or "")
+    mentions = _mentioned_user_ids(app, cmd.text, channel, workspace)
+    message.edit(cmd.text, mentions, channel, workspace, cause)
+    return Decision([message])
+
+
+@handles(DeleteMessage)
+def delete_message(app: Chorus, cmd: DeleteMessage, cause: Cause) -> Decision:
+    message, channel, workspace = _message_in_context(app, cmd.message_id, cause.actor_id or "")
+    message.delete(channel, workspace, cause)
+    return Decision([message])
+
+
+@handles(AddReaction)
+def add_reaction(app: Chorus, cmd: AddReaction, cause: Cause) -> Decision:
+    message, channel, workspace = _message_in_context(app, cmd.message_id, cause.actor_id or "")
+    message.add_reaction(cmd.emoji, channel, workspace, cause)
+    return Decision([message])
+
+
+@handles(RemoveReaction)
+def remove_reaction(app: Chorus, cmd: RemoveReaction, cause: Cause) -> Decision:
+    message, channel, workspace = _message_in_context(app, cmd.message_id, cause.actor_id or "")
+    message.remove_reaction(cmd.emoji, channel, workspace, cause)
+    return Decision([message])

@@ -1,0 +1,156 @@
+"""Handlers of workspace commands: membership, invites, roles."""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING
+from uuid import UUID, uuid4
+
+from application.commands import (
+    AcceptInvite,
+    BanMember,
+    CreateInvite,
+    CreateRole,
+    CreateWorkspace,
+    GrantRole,
+    JoinWorkspace,
+    KickMember,
+    LeaveWorkspace,
+    RevokeRole,
+    UnbanMember,
+)
+from application.decisions import Decision, handles
+from domain.base import Cause
+from domain.errors import InvalidValue, NotFound
+from domain.identity import User
+from domain.rules import check_password_length
+from domain.workspaces import Workspace
+
+if TYPE_CHECKING:
+    from application.chorus import Chorus
+
+INVITE_CODE_MAX = 80
+
+
+def _visible_workspace(app: Chorus, workspace_id: str, user_id: str) -> Workspace:
+    workspace = app.load(Workspace, workspace_id)
+    workspace.check_visible_to(user_id)
+    return workspace
+
+
+def _member_workspace(app: Chorus, workspace_id: str, user_id: str) -> Workspace:
+    workspace = app.load(Workspace, workspace_id)
+    workspace.check_member(user_id)
+    return workspace
+
+
+def _user_id(app: Chorus, user_id: str) -> str:
+    """A user id that names a registered user, in canonical form."""
+    return str(app.load(User, user_id, "user").id)
+
+
+@handles(CreateWorkspace)
+def create_workspace(app: Chorus, cmd: CreateWorkspace, cause: Cause) -> Decision:
+    credentials: dict[UUID, str] = {}
+    workspace_id = uuid4()
+    if cmd.password is not None:
+        check_password_length(cmd.password)
+    workspace = Workspace.create(
+        workspace_id, cmd.name, cmd.visibility, cmd.password is not None, cause
+    )
+    if cmd.password is not None:
+        credentials[workspace_id] = app.passwords.hash(cmd.password)
+    return Decision([workspace], {"id": str(workspace.id)}, status=201, credentials=credentials)
+
+
+@handles(JoinWorkspace)
+def join_workspace(app: Chorus, cmd: JoinWorkspace, cause: Cause) -> Decision:
+    workspace = _visible_workspace(app, cmd.workspace_id, cause.actor_id or "")
+    password_ok = False
+    if workspace.has_password:
+        stored = app.store.find_password_hash(workspace.id)
+        password_ok = app.passwords.verify(stored, cmd.password or "")
+    workspace.join(cause, password_ok=password_ok)
+    return Decision([workspace], {"workspace_id": str(workspace.id)})
+
+
+@handles(LeaveWorkspace)
+def leave_workspace(app: Chorus, cmd: LeaveWorkspace, cause: Cause) -> Decision:
+    workspace = _member_workspace(app, cmd.workspace_id, cause.actor_id or "")
+    workspace.leave(cause)
+    return Decision([workspace])
+
+
+def new_invite_code(workspace_id: UUID) -> str:
+    """The code names its workspace, so accepting needs no lookup table; the random part
+    is what makes it a secret, and only its hash is stored."""
+    return f"{workspace_id.hex}-{secrets.token_urlsafe(18)}"
+
+
+def workspace_of_invite(code: str) -> UUID:
+    head, _, secret = code.partition("-")
+    if len(code) > INVITE_CODE_MAX or not secret:
+        raise NotFound("unknown invite")
+    try:
+        return UUID(hex=head)
+    except ValueError:
+        raise NotFound("unknown invite") from None
+
+
+@handles(CreateInvite)
+def create_invite(app: Chorus, cmd: CreateInvite, cause: Cause) -> Decision:
+    workspace = _member_workspace(app, cmd.workspace_id, cause.actor_id or "")
+    code = new_invite_code(workspace.id)
+    workspace.create_invite(code, cmd.max_uses, cmd.expires_in_s, app.clock(), cause)
+    return Decision([workspace], {"code": code}, status=201)
+
+
+@handles(AcceptInvite)
+def accept_invite(app: Chorus, cmd: AcceptInvite, cause: Cause) -> Decision:
+    workspace = app.load(Workspace, workspace_of_invite(cmd.code), "invite")
+    workspace.accept_invite(cmd.code, app.clock(), cause)
+    return Decision([workspace], {"workspace_id": str(workspace.id)})
+
+
+@handles(KickMember)
+def kick_member(app: Chorus, cmd: KickMember, cause: Cause) -> Decision:
+    workspace = _member_workspace(app, cmd.workspace_id, cause.actor_id or "")
+    workspace.kick(_user_id(app, cmd.user_id), cause)
+    return Decision([workspace])
+
+
+@handles(BanMember)
+def ban_member(app: Chorus, cmd: BanMember, cause: Cause) -> Decision:
+    workspace = _member_workspace(app, cmd.workspace_id, cause.actor_id or "")
+    workspace.ban(_user_id(app, cmd.user_id), cause)
+    return Decision([workspace])
+
+
+@handles(UnbanMember)
+def unban_member(app: Chorus, cmd: UnbanMember, cause: Cause) -> Decision:
+    workspace = _member_workspace(app, cmd.workspace_id, cause.actor_id or "")
+    workspace.unban(_user_id(app, cmd.user_id), cause)
+    return Decision([workspace])
+
+
+@handles(CreateRole)
+def create_role(app: Chorus, cmd: CreateRole, cause: Cause) -> Decision:
+    workspace = _member_workspace(app, cmd.workspace_id, cause.actor_id or "")
+    if len(cmd.permissions) > 64:
+        raise InvalidValue("too many permissions")
+    workspace.create_role(cmd.name, cmd.permissions, cause)
+    return Decision([workspace], {"name": cmd.name}, status=201)
+
+
+@handles(GrantRole)
+def grant_role(app: Chorus, cmd: GrantRole, cause: Cause) -> Decision:
+    workspace = _member_workspace(app, cmd.workspace_id, cause.actor_id or "")
+    workspace.grant_role(_user_id(app, cmd.user_id), cmd.role, cause)
+    return Decision([workspace])
+
+
+@handles(RevokeRole)
+def revoke_role(app: Chorus, cmd: RevokeRole, cause: Cause) -> Decision:
+    workspace = _member_workspace(app, cmd.workspace_id, cause.actor_id or "")
+    workspace.revoke_role(_user_id(app, cmd.user_id), cmd.role, cause)
+    return Decision([workspace])

@@ -1,0 +1,206 @@
+"""Channels: public or private rooms of a workspace, and direct-message channels."""
+
+from __future__ import annotations
+
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import event
+
+from domain.base import Cause, ChorusAggregate
+from domain.errors import (
+    AlreadyAMember,
+    ChannelArchived,
+    Conflict,
+    InvalidValue,
+    NotAMember,
+    NotFound,
+    PermissionDenied,
+)
+from domain.rules import MAX_CHANNEL_NAME, MAX_TOPIC, bounded_text
+from domain.workspaces import Workspace
+
+_DIRECT = uuid5(NAMESPACE_URL, "chorus:direct-messages")
+
+KIND_CHANNEL = "channel"
+KIND_DIRECT = "direct"
+
+
+def direct_channel_id(user_a: str, user_b: str) -> UUID:
+    """The same two people always get the same direct channel, whoever opens it."""
+    first, second = sorted((user_a, user_b))
+    return uuid5(_DIRECT, f"{first}:{second}")
+
+
+class Channel(ChorusAggregate):
+    """A channel. Private channels (and direct messages) list their members explicitly;
+    public ones are open to every member of the workspace with ``view_channels``."""
+
+    @classmethod
+    def create(
+        cls,
+        id: UUID,
+        workspace: Workspace,
+        name: str,
+        private: bool,
+        topic: str | None,
+        cause: Cause,
+    ) -> Channel:
+        actor = cause.actor_id or ""
+        workspace.check_permission(actor, "manage_channels")
+        return cls(
+            id=id,
+            workspace_id=workspace.id,
+            name=bounded_text(name, field="name", max_length=MAX_CHANNEL_NAME),
+            private=private,
+            topic=_topic(topic),
+            kind=KIND_CHANNEL,
+            member_ids=[actor] if private else [],
+            actor_id=actor,
+            command_id=cause.command_id,
+        )
+
+    @classmethod
+    def open_direct(cls, other_user_id: str, cause: Cause) -> Channel:
+        actor = cause.actor_id or ""
+        if other_user_id == actor:
+            raise InvalidValue("a direct message needs another person")
+        return cls(
+            id=direct_channel_id(actor, other_user_id),
+            workspace_id=None,
+            name="",
+            private=True,
+            topic="",
+            kind=KIND_DIRECT,
+            member_ids=sorted([actor, other_user_id]),
+            actor_id=actor,
+            command_id=cause.command_id,
+        )
+
+    @event("ChannelCreated")
+    def __init__(
+        self,
+        id: UUID,
+        workspace_id: UUID | None,
+        name: str,
+        private: bool,
+        topic: str,
+        kind: str,
+        member_ids: list[str],
+        actor_id: str | None,
+        command_id: str | None,
+    ) -> None:
+        self.workspace_id = workspace_id
+        self.name = name
+        self.private = private
+        self.topic = topic
+        self.kind = kind
+        self.member_ids = set(member_ids)
+        self.archived = False
+
+    # -- access ------------------------------------------------------------------------------
+
+    def can_view(self, user_id: str, workspace: Workspace | None) -> bool:
+        if self.kind == KIND_DIRECT:
+            return user_id in self.member_ids
+        if workspace is None or "view_channels" not in workspace.permissions_of(user_id):
+            return False
+        return not self.private or user_id in self.member_ids
+
+    def check_can_view(self, user_id: str, workspace: Workspace | None) -> None:
+        if not self.can_view(user_id, workspace):
+            raise NotAMember("unknown channel")
+
+    def check_can_post(self, user_id: str, workspace: Workspace | None) -> None:
+        self.check_can_view(user_id, workspace)
+        if self.archived:
+            raise ChannelArchived("the channel is archived")
+        if workspace is not None and "send_messages" not in workspace.permissions_of(user_id):
+            raise PermissionDenied("missing permission 'send_messages'")
+
+    def check_can_moderate(self, user_id: str, workspace: Workspace | None) -> None:
+        self.check_can_view(user_id, workspace)
+        if workspace is None or "manage_messages" not in workspace.permissions_of(user_id):
+            raise PermissionDenied("missing permission 'manage_messages'")
+
+    def _check_can_manage(self, actor: str, workspace: Workspace | None) -> None:
+        if self.kind == KIND_DIRECT or workspace is None:
+            raise PermissionDenied("direct-message channels cannot be changed")
+        self.check_can_view(actor, workspace)
+        workspace.check_permission(actor, "manage_channels")
+
+    # -- changes -------------------------------------------------------------------------
+
+    def add_member(self, user_id: str, workspace: Workspace | None, cause: Cause) -> None:
+        actor = cause.actor_id or ""
+        self._check_can_manage(actor, workspace)
+        if not self.private:
+            raise Conflict("public channels are open to every workspace member")
+        assert workspace is not None
+        if not workspace.is_member(user_id):
+            raise NotFound("that user is not a member of the workspace")
+        if user_id in self.member_ids:
+            raise AlreadyAMember("already a member of this channel")
+        self._member_added(user_id=user_id, actor_id=actor, command_id=cause.command_id)
+
+    @event("ChannelMemberAdded")
+    def _member_added(self, user_id: str, actor_id: str | None, command_id: str | None) -> None:
+        self.member_ids.add(user_id)
+
+    def remove_member(self, user_id: str, workspace: Workspace | None, cause: Cause) -> None:
+        actor = cause.actor_id or ""
+        self._check_can_manage(actor, workspace)
+        if user_id not in self.member_ids:
+            raise NotFound("not a member of this channel")
+        self._member_removed(user_id=user_id, actor_id=actor, command_id=cause.command_id)
+
+    @event("ChannelMemberRemoved")
+    def _member_removed(self, user_id: str, actor_id: str | None, command_id: str | None) -> None:
+        self.member_ids.discard(user_id)
+
+    def change(
+        self, name: str | None, topic: str | None, workspace: Workspace | None, cause: Cause
+    ) -> None:
+        actor = cause.actor_id or ""
+        self._check_can_manage(actor, workspace)
+        if name is None and topic is None:
+            raise InvalidValue("nothing to change: give a name or a topic")
+        new_name = (
+            self.name
+            if name is None
+            else bounded_text(name, field="name", max_length=MAX_CHANNEL_NAME)
+        )
+        new_topic = self.topic if topic is None else _topic(topic)
+        self._changed(name=new_name, topic=new_topic, actor_id=actor, command_id=cause.command_id)
+
+    @event("ChannelChanged")
+    def _changed(self, name: str, topic: str, actor_id: str | None, command_id: str | None) -> None:
+        self.name = name
+        self.topic = topic
+
+    def archive(self, workspace: Workspace | None, cause: Cause) -> None:
+        actor = cause.actor_id or ""
+        self._check_can_manage(actor, workspace)
+        if self.archived:
+            raise Conflict("already archived")
+        self._archived(actor_id=actor, command_id=cause.command_id)
+
+    @event("ChannelArchived")
+    def _archived(self, actor_id: str | None, command_id: str | None) -> None:
+        self.archived = True
+
+    def unarchive(self, workspace: Workspace | None, cause: Cause) -> None:
+        actor = cause.actor_id or ""
+        self._check_can_manage(actor, workspace)
+        if not self.archived:
+            raise Conflict("not archived")
+        self._unarchived(actor_id=actor, command_id=cause.command_id)
+
+    @event("ChannelUnarchived")
+    def _unarchived(self, actor_id: str | None, command_id: str | None) -> None:
+        self.archived = False
+
+
+def _topic(topic: str | None) -> str:
+    if topic is None:
+        return ""
+    return bounded_text(topic, field="topic", max_length=MAX_TOPIC, allow_empty=True)

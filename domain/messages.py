@@ -1,0 +1,190 @@
+"""Messages: one stream per message, so busy channels have no write contention."""
+
+from __future__ import annotations
+
+import re
+from uuid import UUID
+
+from eventsourcing.domain import event
+
+from domain.base import Cause, ChorusAggregate
+from domain.channels import Channel
+from domain.errors import Conflict, InvalidValue, MessageDeleted, NotFound, PermissionDenied
+from domain.rules import (
+    MAX_DISTINCT_REACTIONS,
+    MAX_EMOJI,
+    MAX_MENTIONS,
+    MAX_MESSAGE_TEXT,
+    bounded_text,
+)
+from domain.workspaces import Workspace
+
+_MENTION = re.compile(r"(?<![\w@.])@([A-Za-z0-9_.]{3,32})")
+
+
+def parse_mentions(text: str) -> list[str]:
+    """Usernames mentioned as ``@username``, lower-cased, first-seen order, no repeats."""
+    seen: dict[str, None] = {}
+    for match in _MENTION.finditer(text):
+        seen.setdefault(match.group(1).lower().rstrip("."), None)
+    return list(seen)[:MAX_MENTIONS]
+
+
+def check_text(text: str) -> str:
+    return bounded_text(text, field="text", max_length=MAX_MESSAGE_TEXT)
+
+
+def check_emoji(emoji: str) -> str:
+    if not emoji or len(emoji) > MAX_EMOJI or any(ch.isspace() for ch in emoji):
+        raise InvalidValue(f"emoji must be 1 to {MAX_EMOJI} characters with no spaces")
+    return emoji
+
+
+class Message(ChorusAggregate):
+    """A message in a channel, with its edits, deletion and reactions."""
+
+    @classmethod
+    def send(
+        cls,
+        id: UUID,
+        channel: Channel,
+        workspace: Workspace | None,
+        text: str,
+        mentions: list[str],
+        reply_to: Message | None,
+        cause: Cause,
+    ) -> Message:
+        """``mentions`` are the user ids the caller resolved from ``parse_mentions``."""
+        author = cause.actor_id or ""
+        channel.check_can_post(author, workspace)
+        if reply_to is not None:
+            if reply_to.channel_id != channel.id:
+                raise NotFound("reply_to is not a message of this channel")
+            if reply_to.deleted:
+                raise MessageDeleted("cannot reply to a deleted message")
+        return cls(
+            id=id,
+            channel_id=channel.id,
+            workspace_id=channel.workspace_id,
+            author_id=author,
+            text=check_text(text),
+            mentions=mentions[:MAX_MENTIONS],
+            reply_to=None if reply_to is None else reply_to.id,
+            actor_id=author,
+            command_id=cause.command_id,
+        )
+
+    @event("MessageSent")
+    def __init__(
+        self,
+        id: UUID,
+        channel_id: UUID,
+        workspace_id: UUID | None,
+        author_id: str,
+        text: str,
+        mentions: list[str],
+        reply_to: UUID | None,
+        actor_id: str | None,
+        command_id: str | None,
+    ) -> None:
+        self.channel_id = channel_id
+        self.workspace_id = workspace_id
+        self.author_id = author_id
+        self.text = text
+        self.mentions = mentions
+        self.reply_to = reply_to
+        self.deleted = False
+        self.reactions: dict[str, set[str]] = {}
+
+    def _check_not_deleted(self) -> None:
+        if self.deleted:
+            raise MessageDeleted("the message was deleted")
+
+    def edit(
+        self,
+        text: str,
+        mentions: list[str],
+        channel: Channel,
+        workspace: Workspace | None,
+        cause: Cause,
+    ) -> None:
+        actor = cause.actor_id or ""
+        channel.check_can_view(actor, workspace)
+        self._check_not_deleted()
+        if actor != self.author_id:
+            raise PermissionDenied("only the author can edit a message")
+        new_text = check_text(text)
+        if new_text == self.text:
+            raise Conflict("the text is unchanged")
+        self._edited(
+            text=new_text,
+            mentions=mentions[:MAX_MENTIONS],
+            actor_id=actor,
+            command_id=cause.command_id,
+        )
+
+    @event("MessageEdited")
+    def _edited(
+        self, text: str, mentions: list[str], actor_id: str | None, command_id: str | None
+    ) -> None:
+        self.text = text
+        self.mentions = mentions
+
+    def delete(self, channel: Channel, workspace: Workspace | None, cause: Cause) -> None:
+        actor = cause.actor_id or ""
+        channel.check_can_view(actor, workspace)
+        self._check_not_deleted()
+        if actor != self.author_id:
+            channel.check_can_moderate(actor, workspace)
+        self._deleted(actor_id=actor, command_id=cause.command_id)
+
+    @event("MessageDeleted")
+    def _deleted(self, actor_id: str | None, command_id: str | None) -> None:
+        self.deleted = True
+        self.text = ""
+
+    def add_reaction(
+        self, emoji: str, channel: Channel, workspace: Workspace | None, cause: Cause
+    ) -> bool:
+        """Returns False when the reaction was already there (nothing to record)."""
+        actor = cause.actor_id or ""
+        channel.check_can_post(actor, workspace)
+        self._check_not_deleted()
+        emoji = check_emoji(emoji)
+        if actor in self.reactions.get(emoji, set()):
+            return False
+        if emoji not in self.reactions and len(self.reactions) >= MAX_DISTINCT_REACTIONS:
+            raise InvalidValue(f"a message has at most {MAX_DISTINCT_REACTIONS} distinct reactions")
+        self._reaction_added(
+            emoji=emoji, user_id=actor, actor_id=actor, command_id=cause.command_id
+        )
+        return True
+
+    @event("ReactionAdded")
+    def _reaction_added(
+        self, emoji: str, user_id: str, actor_id: str | None, command_id: str | None
+    ) -> None:
+        self.reactions.setdefault(emoji, set()).add(user_id)
+
+    def remove_reaction(
+        self, emoji: str, channel: Channel, workspace: Workspace | None, cause: Cause
+    ) -> bool:
+        """Returns False when there was no such reaction (nothing to record)."""
+        actor = cause.actor_id or ""
+        channel.check_can_view(actor, workspace)
+        self._check_not_deleted()
+        if actor not in self.reactions.get(emoji, set()):
+            return False
+        self._reaction_removed(
+            emoji=emoji, user_id=actor, actor_id=actor, command_id=cause.command_id
+        )
+        return True
+
+    @event("ReactionRemoved")
+    def _reaction_removed(
+        self, emoji: str, user_id: str, actor_id: str | None, command_id: str | None
+    ) -> None:
+        users = self.reactions.get(emoji, set())
+        users.discard(user_id)
+        if not users:
+            self.reactions.pop(emoji, None)

@@ -1,0 +1,371 @@
+"""Workspaces: membership, roles and their permissions, invites and bans."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from eventsourcing.domain import event
+
+from domain.base import Cause, ChorusAggregate
+from domain.errors import (
+    AlreadyAMember,
+    Banned,
+    Conflict,
+    Gone,
+    InvalidValue,
+    LastOwner,
+    NotAMember,
+    NotFound,
+    PermissionDenied,
+)
+from domain.permissions import ALL_PERMISSIONS, BUILTIN_ROLES, DEFAULT_ROLE, OWNER
+from domain.rules import (
+    DEFAULT_INVITE_TTL_S,
+    MAX_CUSTOM_ROLES,
+    MAX_INVITE_TTL_S,
+    MAX_INVITE_USES,
+    MAX_WORKSPACE_NAME,
+    MIN_INVITE_TTL_S,
+    ROLE_NAME_PATTERN,
+    bounded_text,
+)
+
+PUBLIC = "public"
+PRIVATE = "private"
+
+
+def invite_code_hash(code: str) -> str:
+    """Invites are stored by hash: whoever reads the log cannot join with what they read."""
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+@dataclass
+class Invite:
+    created_by: str
+    max_uses: int | None
+    expires_at: datetime
+    uses: int = 0
+
+    def check_usable(self, now: datetime) -> None:
+        if now >= self.expires_at:
+            raise Gone("this invite has expired")
+        if self.max_uses is not None and self.uses >= self.max_uses:
+            raise Gone("this invite has been used up")
+
+
+@dataclass
+class _Roles:
+    custom: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def permissions_of(self, name: str) -> frozenset[str]:
+        if name in BUILTIN_ROLES:
+            return BUILTIN_ROLES[name]
+        return self.custom.get(name, frozenset())
+
+    def exists(self, name: str) -> bool:
+        return name in BUILTIN_ROLES or name in self.custom
+
+
+class Workspace(ChorusAggregate):
+    """A workspace and who may do what in it. Its creator is its first owner."""
+
+    @classmethod
+    def create(
+        cls,
+        id: UUID,
+        name: str,
+        visibility: str,
+        has_password: bool,
+        cause: Cause,
+    ) -> Workspace:
+        if cause.actor_id is None:
+            raise PermissionDenied("a workspace needs an owner")
+        if visibility not in (PUBLIC, PRIVATE):
+            raise InvalidValue("visibility must be 'public' or 'private'")
+        if has_password and visibility != PUBLIC:
+            raise InvalidValue("only a public workspace can have a join password")
+        return cls(
+            id=id,
+            name=bounded_text(name, field="name", max_length=MAX_WORKSPACE_NAME),
+            visibility=visibility,
+            has_password=has_password,
+            owner_id=cause.actor_id,
+            actor_id=cause.actor_id,
+            command_id=cause.command_id,
+        )
+
+    @event("WorkspaceCreated")
+    def __init__(
+        self,
+        id: UUID,
+        name: str,
+        visibility: str,
+        has_password: bool,
+        owner_id: str,
+        actor_id: str | None,
+        command_id: str | None,
+    ) -> None:
+        self.name = name
+        self.visibility = visibility
+        self.has_password = has_password
+        self.owner_id = owner_id
+        # Each member's role names; when they joined is the read model's business.
+        self.members: dict[str, set[str]] = {owner_id: {OWNER}}
+        self.roles = _Roles()
+        self.banned: set[str] = set()
+        self.invites: dict[str, Invite] = {}
+
+    # -- queries on current state --------------------------------------------------------
+
+    def is_member(self, user_id: str) -> bool:
+        return user_id in self.members
+
+    def permissions_of(self, user_id: str) -> frozenset[str]:
+        member = self.members.get(user_id)
+        if member is None:
+            return frozenset()
+        perms: set[str] = set()
+        for role in member:
+            perms |= self.roles.permissions_of(role)
+        return frozenset(perms)
+
+    def owners(self) -> list[str]:
+        return [uid for uid, m in self.members.items() if OWNER in m]
+
+    def check_visible_to(self, user_id: str) -> None:
+        """Private workspaces do not exist for those outside them."""
+        if self.visibility == PRIVATE and not self.is_member(user_id):
+            raise NotAMember("unknown workspace")
+
+    def check_member(self, user_id: str) -> None:
+        if not self.is_member(user_id):
+            raise NotAMember("you are not a member of this workspace")
+
+    def check_permission(self, user_id: str, permission: str) -> None:
+        self.check_member(user_id)
+        if permission not in self.permissions_of(user_id):
+            raise PermissionDenied(f"missing permission {permission!r}")
+
+    def _check_can_join(self, user_id: str) -> None:
+        if user_id in self.banned:
+            raise Banned("you are banned from this workspace")
+        if self.is_member(user_id):
+            raise AlreadyAMember("already a member of this workspace")
+
+    # -- membership ------------------------------------------------------------------------
+
+    def join(self, cause: Cause, *, password_ok: bool) -> None:
+        """Joins a public workspace; one with a password needs it checked by the caller."""
+        user_id = _actor(cause)
+        if self.visibility != PUBLIC:
+            raise NotAMember("unknown workspace")
+        self._check_can_join(user_id)
+        if self.has_password and not password_ok:
+            raise PermissionDenied("wrong or missing workspace password")
+        self._member_joined(
+            user_id=user_id, invite_hash=None, actor_id=user_id, command_id=cause.command_id
+        )
+
+    def accept_invite(self, code: str, now: datetime, cause: Cause) -> None:
+        user_id = _actor(cause)
+        code_hash = invite_code_hash(code)
+        invite = self.invites.get(code_hash)
+        if invite is None:
+            raise NotFound("unknown invite")
+        self._check_can_join(user_id)
+        invite.check_usable(now)
+        self._member_joined(
+            user_id=user_id, invite_hash=code_hash, actor_id=user_id, command_id=cause.command_id
+        )
+
+    @event("MemberJoined")
+    def _member_joined(
+        self, user_id: str, invite_hash: str | None, actor_id: str | None, command_id: str | None
+    ) -> None:
+        self.members[user_id] = {DEFAULT_ROLE}
+        if invite_hash is not None:
+            self.invites[invite_hash].uses += 1
+
+    def leave(self, cause: Cause) -> None:
+        user_id = _actor(cause)
+        self.check_member(user_id)
+        self._check_not_last_owner(user_id)
+        self._member_left(user_id=user_id, actor_id=user_id, command_id=cause.command_id)
+
+    @event("MemberLeft")
+    def _member_left(self, user_id: str, actor_id: str | None, command_id: str | None) -> None:
+        del self.members[user_id]
+
+    def kick(self, user_id: str, cause: Cause) -> None:
+        actor = _actor(cause)
+        self.check_permission(actor, "kick_members")
+        self._check_can_act_on(actor, user_id)
+        if not self.is_member(user_id):
+            raise NotFound("no such member")
+        self._member_kicked(user_id=user_id, actor_id=actor, command_id=cause.command_id)
+
+    @event("MemberKicked")
+    def _member_kicked(self, user_id: str, actor_id: str | None, command_id: str | None) -> None:
+        del self.members[user_id]
+
+    def ban(self, user_id: str, cause: Cause) -> None:
+        actor = _actor(cause)
+        self.check_permission(actor, "ban_members")
+        self._check_can_act_on(actor, user_id)
+        if user_id in self.banned:
+            raise Conflict("already banned")
+        self._member_banned(user_id=user_id, actor_id=actor, command_id=cause.command_id)
+
+    @event("MemberBanned")
+    def _member_banned(self, user_id: str, actor_id: str | None, command_id: str | None) -> None:
+        self.members.pop(user_id, None)
+        self.banned.add(user_id)
+
+    def unban(self, user_id: str, cause: Cause) -> None:
+        actor = _actor(cause)
+        self.check_permission(actor, "ban_members")
+        if user_id not in self.banned:
+            raise NotFound("that user is not banned")
+        self._member_unbanned(user_id=user_id, actor_id=actor, command_id=cause.command_id)
+
+    @event("MemberUnbanned")
+    def _member_unbanned(self, user_id: str, actor_id: str | None, command_id: str | None) -> None:
+        self.banned.discard(user_id)
+
+    def _check_can_act_on(self, actor: str, target: str) -> None:
+        """Moderators cannot act on themselves, on owners, or on anyone holding a
+        permission they lack (no admin can remove the admin who outranks them)."""
+        if actor == target:
+            raise PermissionDenied("you cannot do this to yourself")
+        if OWNER in self.members.get(target, set()):
+            raise PermissionDenied("owners cannot be kicked or banned")
+        if not self.permissions_of(target) <= self.permissions_of(actor):
+            raise PermissionDenied("that member holds permissions you do not")
+
+    def _check_not_last_owner(self, user_id: str) -> None:
+        if self.owners() == [user_id]:
+            raise LastOwner("the last owner cannot leave or lose the owner role")
+
+    # -- invites ---------------------------------------------------------------------------
+
+    def create_invite(
+        self,
+        code: str,
+        max_uses: int | None,
+        expires_in_s: int | None,
+        now: datetime,
+        cause: Cause,
+    ) -> None:
+        actor = _actor(cause)
+        self.check_permission(actor, "invite")
+        if max_uses is not None and not 1 <= max_uses <= MAX_INVITE_USES:
+            raise InvalidValue(f"max_uses must be between 1 and {MAX_INVITE_USES}")
+        ttl = DEFAULT_INVITE_TTL_S if expires_in_s is None else expires_in_s
+        if not MIN_INVITE_TTL_S <= ttl <= MAX_INVITE_TTL_S:
+            raise InvalidValue(
+                f"expires_in_s must be between {MIN_INVITE_TTL_S} and {MAX_INVITE_TTL_S}"
+            )
+        self._invite_created(
+            code_hash=invite_code_hash(code),
+            max_uses=max_uses,
+            expires_at=now + timedelta(seconds=ttl),
+            actor_id=actor,
+            command_id=cause.command_id,
+        )
+
+    @event("InviteCreated")
+    def _invite_created(
+        self,
+        code_hash: str,
+        max_uses: int | None,
+        expires_at: datetime,
+        actor_id: str | None,
+        command_id: str | None,
+    ) -> None:
+        self.invites[code_hash] = Invite(actor_id or "", max_uses, expires_at)
+
+    # -- roles -----------------------------------------------------------------------------
+
+    def create_role(self, name: str, permissions: list[str], cause: Cause) -> None:
+        actor = _actor(cause)
+        self.check_permission(actor, "manage_roles")
+        if not ROLE_NAME_PATTERN.match(name):
+            raise InvalidValue("role name must be 1 to 32 characters of a-z, 0-9, '_' or '-'")
+        if self.roles.exists(name):
+            raise Conflict(f"role {name!r} already exists")
+        if len(self.roles.custom) >= MAX_CUSTOM_ROLES:
+            raise InvalidValue(f"a workspace has at most {MAX_CUSTOM_ROLES} custom roles")
+        unknown = set(permissions) - ALL_PERMISSIONS
+        if unknown:
+            raise InvalidValue(f"unknown permissions: {', '.join(sorted(unknown))}")
+        self._check_holds(actor, frozenset(permissions))
+        self._role_created(
+            name=name,
+            permissions=sorted(set(permissions)),
+            actor_id=actor,
+            command_id=cause.command_id,
+        )
+
+    @event("RoleCreated")
+    def _role_created(
+        self, name: str, permissions: list[str], actor_id: str | None, command_id: str | None
+    ) -> None:
+        self.roles.custom[name] = frozenset(permissions)
+
+    def grant_role(self, user_id: str, role: str, cause: Cause) -> None:
+        actor = _actor(cause)
+        self._check_can_change_roles(actor, user_id, role)
+        if role in self.members[user_id]:
+            raise Conflict(f"already holds role {role!r}")
+        self._role_granted(user_id=user_id, role=role, actor_id=actor, command_id=cause.command_id)
+
+    @event("RoleGranted")
+    def _role_granted(
+        self, user_id: str, role: str, actor_id: str | None, command_id: str | None
+    ) -> None:
+        self.members[user_id].add(role)
+
+    def revoke_role(self, user_id: str, role: str, cause: Cause) -> None:
+        actor = _actor(cause)
+        self._check_can_change_roles(actor, user_id, role)
+        if role not in self.members[user_id]:
+            raise NotFound(f"does not hold role {role!r}")
+        if role == OWNER:
+            self._check_not_last_owner(user_id)
+        self._role_revoked(user_id=user_id, role=role, actor_id=actor, command_id=cause.command_id)
+
+    @event("RoleRevoked")
+    def _role_revoked(
+        self, user_id: str, role: str, actor_id: str | None, command_id: str | None
+    ) -> None:
+        self.members[user_id].discard(role)
+
+    def _check_can_change_roles(self, actor: str, user_id: str, role: str) -> None:
+        self.check_permission(actor, "manage_roles")
+        if not self.roles.exists(role):
+            raise NotFound(f"unknown role {role!r}")
+        if not self.is_member(user_id):
+            raise NotFound("no such member")
+        if actor == user_id:
+            raise PermissionDenied("nobody can change their own roles")
+        if role == OWNER and OWNER not in self.members[actor]:
+            raise PermissionDenied("only an owner can grant or revoke the owner role")
+        if OWNER in self.members[user_id] and OWNER not in self.members[actor]:
+            raise PermissionDenied("only an owner can change an owner's roles")
+        self._check_holds(actor, self.roles.permissions_of(role))
+
+    def _check_holds(self, actor: str, permissions: frozenset[str]) -> None:
+        missing = permissions - self.permissions_of(actor)
+        if missing:
+            raise PermissionDenied(
+                f"you cannot hand out permissions you do not hold: {', '.join(sorted(missing))}"
+            )
+
+
+def _actor(cause: Cause) -> str:
+    if cause.actor_id is None:
+        raise PermissionDenied("this needs a signed-in user")
+    return cause.actor_id

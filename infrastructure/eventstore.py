@@ -1,0 +1,183 @@
+"""The PostgreSQL event store: eventsourcing's recorder, plus what must commit with events.
+
+Two things are written in the same transaction as a command's events:
+- its idempotency record (so a retry finds the first result, even after a crash or when two
+  retries race: the primary key lets only one of them commit), and
+- credentials (password hashes), which must not exist without their events or vice versa;
+  they live beside the log, never in it.
+The recorder keeps eventsourcing's default insert path: ``LOCK TABLE ... IN EXCLUSIVE MODE``
+makes commit order equal position order, so a tailing reader never skips a late commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import unquote, urlparse
+from uuid import UUID
+
+import msgspec
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from psycopg import Cursor
+from psycopg.rows import DictRow
+
+APPLICATION_NAME = "Chorus"
+EVENTS_TABLE = "chorus_events"
+NOTIFY_CHANNEL = EVENTS_TABLE
+
+SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS chorus_commands (
+    scope text NOT NULL,
+    key text NOT NULL,
+    fingerprint text NOT NULL,
+    status smallint NOT NULL,
+    result jsonb NOT NULL,
+    position bigint NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (scope, key)
+);
+CREATE TABLE IF NOT EXISTS chorus_credentials (
+    subject_id uuid PRIMARY KEY,
+    password_hash text NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+
+class CommandRecord(Protocol):
+    """What a retry of the command with the same key gets back (see application.chorus)."""
+
+    scope: str
+    key: str
+    fingerprint: str
+    status: int
+    result: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StoredCommand:
+    fingerprint: str
+    status: int
+    result: dict[str, Any]
+
+
+class ChorusRecorder(PostgresApplicationRecorder):
+    """Records events, and with them the command's idempotency record and side writes."""
+
+    def _insert_events(
+        self,
+        curs: Cursor[DictRow],
+        stored_events: Sequence[StoredEvent],
+        *,
+        credentials: Mapping[UUID, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super()._insert_events(curs, stored_events, **kwargs)
+        for subject_id, password_hash in (credentials or {}).items():
+            curs.execute(
+                "INSERT INTO chorus_credentials (subject_id, password_hash) VALUES (%s, %s)"
+                " ON CONFLICT (subject_id) DO UPDATE"
+                " SET password_hash = excluded.password_hash, updated_at = now()",
+                (subject_id, password_hash),
+            )
+
+    def _fetch_ids_after_insert_events(
+        self,
+        curs: Cursor[DictRow],
+        stored_events: Sequence[StoredEvent],
+        *,
+        command: CommandRecord | None = None,
+        **kwargs: Any,
+    ) -> Sequence[int] | None:
+        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        if command is not None and ids:
+            position = max(ids)
+            result = dict(command.result, position=position)
+            # The nested pipeline syncs on exit, so a duplicate key (a racing retry) fails
+            # here, inside the recorder's error handling, and rolls the events back too.
+            with curs.connection.pipeline():
+                curs.execute(
+                    "INSERT INTO chorus_commands"
+                    " (scope, key, fingerprint, status, result, position)"
+                    " VALUES (%s, %s, %s, %s, %s::jsonb, %s)",
+                    (
+                        command.scope,
+                        command.key,
+                        command.fingerprint,
+                        command.status,
+                        msgspec.json.encode(result).decode(),
+                        position,
+                    ),
+                )
+        return ids
+
+    def find_command(self, scope: str, key: str) -> StoredCommand | None:
+        """The recorded outcome of an earlier command with this idempotency key."""
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(
+                "SELECT fingerprint, status, result FROM chorus_commands"
+                " WHERE scope = %s AND key = %s",
+                (scope, key),
+            )
+            row = curs.fetchone()
+        if row is None:
+            return None
+        return StoredCommand(row["fingerprint"], row["status"], row["result"])
+
+    def find_password_hash(self, subject_id: UUID) -> str | None:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(
+                "SELECT password_hash FROM chorus_credentials WHERE subject_id = %s",
+                (subject_id,),
+            )
+            row = curs.fetchone()
+        return None if row is None else str(row["password_hash"])
+
+
+def eventsourcing_env(database_url: str, *, pool_size: int = 8) -> dict[str, str]:
+    """The eventsourcing environment for a ``postgresql://`` URL."""
+    url = urlparse(database_url)
+    if url.scheme not in ("postgresql", "postgres"):
+        raise ValueError("DATABASE_URL must be a postgresql:// URL")
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "APPLICATION_RECORDER_TOPIC": "infrastructure.eventstore:ChorusRecorder",
+        "MAPPER_TOPIC": "infrastructure.serialisation:MsgspecMapper",
+        "POSTGRES_DBNAME": unquote(url.path.lstrip("/")) or "postgres",
+        "POSTGRES_HOST": url.hostname or "127.0.0.1",
+        "POSTGRES_PORT": str(url.port or 5432),
+        "POSTGRES_USER": unquote(url.username or "postgres"),
+        "POSTGRES_PASSWORD": unquote(url.password or ""),
+        "POSTGRES_POOL_SIZE": str(pool_size),
+        "POSTGRES_MAX_OVERFLOW": str(pool_size),
+        "POSTGRES_CONNECT_TIMEOUT": "10",
+        "POSTGRES_LOCK_TIMEOUT": "10",
+        # Tables are made once by ``migrate`` under an advisory lock: several processes
+        # creating them at once fail with "tuple concurrently updated".
+        "CREATE_TABLE": "false",
+        # Never ``POSTGRES_ENABLE_DB_FUNCTIONS``: with it, concurrent writers commit out of
+        # position order and tailing readers miss events.
+        "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
+        # Reuse decided aggregates between commands; a newer version in the store (another
+        # process wrote) is fetched on the next get.
+        "AGGREGATE_CACHE_MAXSIZE": "20000",
+        "AGGREGATE_CACHE_FASTFORWARD": "y",
+    }
+
+
+def create_event_store_tables(database_url: str) -> None:
+    """Creates the events table (and the library's types) if missing."""
+    env = eventsourcing_env(database_url, pool_size=1)
+    datastore = PostgresDatastore(
+        dbname=env["POSTGRES_DBNAME"],
+        host=env["POSTGRES_HOST"],
+        port=env["POSTGRES_PORT"],
+        user=env["POSTGRES_USER"],
+        password=env["POSTGRES_PASSWORD"],
+    )
+    try:
+        ChorusRecorder(datastore, events_table_name=EVENTS_TABLE).create_table()
+    finally:
+        datastore.close()

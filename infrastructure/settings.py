@@ -1,0 +1,85 @@
+"""Configuration from environment variables, validated once at start-up."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything ``chorus serve`` reads from the environment (see README, Configuration)."""
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    jwt_secret: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    data_dir: Path = field(default_factory=lambda: Path(".chorus"))
+    access_token_ttl_s: int = 900
+    refresh_token_ttl_s: int = 30 * 24 * 3600
+    max_body_bytes: int = 256 * 1024
+    rate_limit_per_second: int = 200
+    read_wait_timeout_s: float = 5.0
+    db_pool_size: int = 8
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        database_url = env.get("DATABASE_URL") or None
+        if database_url is not None and not database_url.startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise SettingsError("DATABASE_URL must be a postgresql:// URL")
+        redis_url = env.get("REDIS_URL") or None
+        if redis_url is not None and not redis_url.startswith(("redis://", "rediss://")):
+            raise SettingsError("REDIS_URL must be a redis:// or rediss:// URL")
+        secret = env.get("CHORUS_JWT_SECRET") or None
+        if secret is not None and len(secret.encode()) < 32:
+            raise SettingsError("CHORUS_JWT_SECRET must be at least 32 bytes")
+        origins = tuple(
+            o.strip() for o in env.get("CHORUS_CORS_ORIGINS", "").split(",") if o.strip()
+        )
+        return cls(
+            database_url=database_url,
+            redis_url=redis_url,
+            jwt_secret=secret,
+            cors_origins=origins,
+            data_dir=Path(env.get("CHORUS_DATA_DIR", ".chorus")),
+            access_token_ttl_s=_int(env, "CHORUS_ACCESS_TOKEN_TTL_S", 900, 30, 24 * 3600),
+            rate_limit_per_second=_int(env, "CHORUS_RATE_LIMIT_PER_SECOND", 200, 0, 1_000_000),
+            max_body_bytes=_int(env, "CHORUS_MAX_BODY_BYTES", 256 * 1024, 1024, 64 * 1024 * 1024),
+            db_pool_size=_int(env, "CHORUS_DB_POOL_SIZE", 8, 1, 200),
+        )
+
+    def resolved_jwt_secret(self) -> str:
+        """The configured secret, or one generated once and kept in the data directory."""
+        if self.jwt_secret is not None:
+            return self.jwt_secret
+        path = self.data_dir / "jwt-secret"
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_urlsafe(48)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secret)
+        return secret
+
+
+def _int(env: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}")
+    return value

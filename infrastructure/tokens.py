@@ -1,0 +1,178 @@
+"""Short-lived access tokens (JWT, HS256)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+import jwt
+from jwt.exceptions import InvalidJTIError, InvalidSubjectError
+
+__all__ = ["AccessClaims", "AccessTokens", "InvalidToken"]
+
+_ALGORITHM: Final = "HS256"
+_TOKEN_TYPE: Final = "access"
+_REQUIRED_CLAIMS: Final = ("exp", "iat", "nbf", "iss", "aud", "sub", "jti", "typ")
+_MIN_SECRET_BYTES: Final = 32
+# Tolerates clock skew between API nodes without materially extending a token's life.
+_LEEWAY_S: Final = 5
+# Our tokens are ~300 bytes; refusing huge inputs before base64/JSON decoding keeps a
+# hostile Authorization header (or ?token=) from costing real CPU.
+_MAX_TOKEN_CHARS: Final = 4096
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    """The verified claims of an access token that callers act on."""
+
+    user_id: str
+    expires_at: int
+    token_id: str
+
+
+class InvalidToken(Exception):
+    """An access token was rejected. The message says why; it never contains the token."""
+
+
+class AccessTokens:
+    """Issues and verifies access JWTs.
+
+    Tokens are HS256-signed with claims ``iss``, ``aud``, ``sub`` (user id), ``iat``,
+    ``nbf``, ``exp``, ``jti`` and a private claim ``typ: "access"``. The private claim
+    (rather than the RFC 9068 header ``typ: at+jwt``) is what marks the token kind: it is
+    covered by the same claim validation as everything else and lets any future
+    HS256 token minted with this secret (e.g. an email-verification link) carry a
+    different ``typ`` and be refused here. The JOSE header keeps pyjwt's default
+    ``typ: JWT``.
+
+    ``decode`` pins the algorithm to HS256 (``alg: none``, HS384, RS256 and anything
+    else is refused before the signature is looked at), requires every claim above,
+    and allows five seconds of clock skew.
+    """
+
+    def __init__(
+        self,
+        secret: bytes | str,
+        *,
+        issuer: str = "chorus",
+        audience: str = "chorus-api",
+        ttl_s: int = 900,
+    ) -> None:
+        key = secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
+        if len(key) < _MIN_SECRET_BYTES:
+            # RFC 7518 3.2: an HS256 key must be at least as long as the hash output.
+            raise ValueError(f"JWT secret must be at least {_MIN_SECRET_BYTES} bytes")
+        if not issuer or not audience:
+            raise ValueError("issuer and audience must be non-empty")
+        if ttl_s <= 0:
+            raise ValueError("ttl_s must be positive")
+        try:
+            # pyjwt refuses some byte strings as HMAC keys (PEM/SSH/JWK-looking ones); fail
+            # at startup rather than on the first login.
+            jwt.encode({}, key, algorithm=_ALGORITHM)
+        except jwt.InvalidKeyError as exc:
+            raise ValueError(f"unusable JWT secret: {exc}") from None
+        self._key = key
+        self._issuer = issuer
+        self._audience = audience
+        self._ttl_s = ttl_s
+
+    @property
+    def ttl_s(self) -> int:
+        """Lifetime of newly issued tokens, in seconds."""
+        return self._ttl_s
+
+    def issue(self, user_id: str) -> tuple[str, int]:
+        """Return ``(token, expires_in)`` for ``user_id``; ``expires_in`` is in seconds."""
+        if not isinstance(user_id, str) or not user_id:
+            raise ValueError("user_id must be a non-empty string")
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self._issuer,
+            "aud": self._audience,
+            "sub": user_id,
+            "iat": now,
+            "nbf": now,
+            "exp": now + self._ttl_s,
+            "jti": secrets.token_urlsafe(16),
+            "typ": _TOKEN_TYPE,
+        }
+        return jwt.encode(claims, self._key, algorithm=_ALGORITHM), self._ttl_s
+
+    def decode(self, token: str) -> AccessClaims:
+        """Verify ``token`` and return its claims, or raise ``InvalidToken``."""
+        if not isinstance(token, str) or not token:
+            raise InvalidToken("missing token")
+        if len(token) > _MAX_TOKEN_CHARS:
+            raise InvalidToken("token too long")
+        try:
+            payload: dict[str, Any] = jwt.decode(
+                token,
+                self._key,
+                algorithms=[_ALGORITHM],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=_LEEWAY_S,
+                options={
+                    "require": list(_REQUIRED_CLAIMS),
+                    "verify_signature": True,
+                    "verify_exp": True,
+                    "verify_nbf": True,
+                    "verify_iat": True,
+                    "verify_iss": True,
+                    "verify_aud": True,
+                    "verify_sub": True,
+                    "verify_jti": True,
+                    "strict_aud": True,
+                },
+            )
+        except jwt.PyJWTError as exc:
+            # Fixed messages: some pyjwt messages quote decoded header/payload fragments.
+            raise InvalidToken(_describe(exc)) from None
+        except (TypeError, ValueError, UnicodeError):
+            # Defensive: malformed input must never escape as a 500.
+            raise InvalidToken("malformed token") from None
+
+        if payload["typ"] != _TOKEN_TYPE:
+            raise InvalidToken("wrong token type")
+        for claim in ("exp", "iat", "nbf"):
+            # We only ever mint integers; pyjwt would also accept floats and numeric strings.
+            value = payload[claim]
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise InvalidToken(f"claim {claim!r} must be an integer")
+        user_id = payload["sub"]
+        token_id = payload["jti"]
+        if not user_id:
+            raise InvalidToken("empty subject")
+        if not token_id:
+            raise InvalidToken("empty token id")
+        return AccessClaims(user_id=user_id, expires_at=payload["exp"], token_id=token_id)
+
+
+def _describe(exc: jwt.PyJWTError) -> str:
+    # Order matters: several of these subclass DecodeError / InvalidTokenError.
+    if isinstance(exc, jwt.ExpiredSignatureError):
+        return "token expired"
+    if isinstance(exc, jwt.ImmatureSignatureError):
+        return "token not yet valid"
+    if isinstance(exc, jwt.InvalidAudienceError):
+        return "wrong audience"
+    if isinstance(exc, jwt.InvalidIssuerError):
+        return "wrong issuer"
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return f"missing claim {exc.claim!r}"
+    if isinstance(exc, jwt.InvalidAlgorithmError):
+        return "algorithm not allowed"
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return "bad signature"
+    if isinstance(exc, jwt.InvalidIssuedAtError):
+        return "invalid 'iat' claim"
+    if isinstance(exc, InvalidSubjectError):
+        return "invalid 'sub' claim"
+    if isinstance(exc, InvalidJTIError):
+        return "invalid 'jti' claim"
+    if isinstance(exc, jwt.DecodeError):
+        return "malformed token"
+    return "invalid token"

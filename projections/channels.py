@@ -1,0 +1,142 @@
+"""Read model of channels (direct messages included) and private-channel members."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import Cursor
+
+from projections.base import LogEvent, Projection
+from projections.workspaces import permissions_of
+
+
+class ChannelsProjection(Projection):
+    name = "channels"
+    tables = ("rm_channels", "rm_channel_members")
+    create_sql = """
+    CREATE TABLE IF NOT EXISTS rm_channels (
+        channel_id uuid PRIMARY KEY,
+        workspace_id uuid,
+        kind text NOT NULL,
+        name text NOT NULL,
+        private boolean NOT NULL,
+        topic text NOT NULL,
+        archived boolean NOT NULL DEFAULT false,
+        created_by uuid,
+        created_at timestamptz NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS rm_channels_workspace ON rm_channels (workspace_id);
+    CREATE TABLE IF NOT EXISTS rm_channel_members (
+        channel_id uuid NOT NULL,
+        user_id uuid NOT NULL,
+        PRIMARY KEY (channel_id, user_id)
+    );
+    CREATE INDEX IF NOT EXISTS rm_channel_members_user ON rm_channel_members (user_id);
+    """
+    handles = frozenset(
+        {
+            "ChannelCreated",
+            "ChannelChanged",
+            "ChannelArchived",
+            "ChannelUnarchived",
+            "ChannelMemberAdded",
+            "ChannelMemberRemoved",
+        }
+    )
+
+    def apply(self, cur: Cursor[Any], event: LogEvent) -> None:
+        d, ch = event.data, event.stream
+        match event.type:
+            case "ChannelCreated":
+                cur.execute(
+                    "INSERT INTO rm_channels (channel_id, workspace_id, kind, name, private,"
+                    " topic, created_by, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    (
+                        ch,
+                        d["workspace_id"],
+                        d["kind"],
+                        d["name"],
+                        d["private"],
+                        d["topic"],
+                        event.actor,
+                        event.at,
+                    ),
+                )
+                cur.executemany(
+                    "INSERT INTO rm_channel_members (channel_id, user_id) VALUES (%s, %s)",
+                    [(ch, uid) for uid in d["member_ids"]],
+                )
+            case "ChannelChanged":
+                cur.execute(
+                    "UPDATE rm_channels SET name = %s, topic = %s WHERE channel_id = %s",
+                    (d["name"], d["topic"], ch),
+                )
+            case "ChannelArchived" | "ChannelUnarchived":
+                cur.execute(
+                    "UPDATE rm_channels SET archived = %s WHERE channel_id = %s",
+                    (event.type == "ChannelArchived", ch),
+                )
+            case "ChannelMemberAdded":
+                cur.execute(
+                    "INSERT INTO rm_channel_members (channel_id, user_id) VALUES (%s, %s)",
+                    (ch, d["user_id"]),
+                )
+            case "ChannelMemberRemoved":
+                cur.execute(
+                    "DELETE FROM rm_channel_members WHERE channel_id = %s AND user_id = %s",
+                    (ch, d["user_id"]),
+                )
+
+
+# -- queries ---------------------------------------------------------------------------------
+
+_COLUMNS = (
+    "c.channel_id::text AS id, c.workspace_id::text, c.kind, c.name, c.private, c.topic,"
+    " c.archived, c.created_at"
+)
+
+
+def visible_channel(cur: Cursor[Any], channel_id: str, user_id: str) -> dict[str, Any] | None:
+    """The channel if the user may read it: direct and private channels by membership,
+    public ones by ``view_channels`` in the workspace."""
+    cur.execute(
+        f"SELECT {_COLUMNS}, EXISTS (SELECT 1 FROM rm_channel_members cm"
+        "   WHERE cm.channel_id = c.channel_id AND cm.user_id = %s) AS is_member"
+        " FROM rm_channels c WHERE c.channel_id = %s",
+        (user_id, channel_id),
+    )
+    row = cur.fetchone()
+    if row is None:
+        return None
+    if row["kind"] == "direct":
+        return dict(row) if row["is_member"] else None
+    perms = permissions_of(cur, row["workspace_id"], user_id)
+    if perms is None or "view_channels" not in perms:
+        return None
+    if row["private"] and not row["is_member"]:
+        return None
+    return dict(row)
+
+
+def list_visible_channels(
+    cur: Cursor[Any], workspace_id: str, user_id: str
+) -> list[dict[str, Any]]:
+    cur.execute(
+        f"SELECT {_COLUMNS} FROM rm_channels c"
+        " WHERE c.workspace_id = %s AND (NOT c.private OR EXISTS (SELECT 1"
+        "   FROM rm_channel_members cm WHERE cm.channel_id = c.channel_id AND cm.user_id = %s))"
+        " ORDER BY c.created_at, c.channel_id",
+        (workspace_id, user_id),
+    )
+    return list(cur.fetchall())
+
+
+def list_direct_channels(cur: Cursor[Any], user_id: str) -> list[dict[str, Any]]:
+    cur.execute(
+        f"SELECT {_COLUMNS}, array_agg(other.user_id::text) AS member_ids FROM rm_channels c"
+        " JOIN rm_channel_members me ON me.channel_id = c.channel_id AND me.user_id = %s"
+        " JOIN rm_channel_members other ON other.channel_id = c.channel_id"
+        " WHERE c.kind = 'direct' GROUP BY c.channel_id ORDER BY c.created_at",
+        (user_id,),
+    )
+    return list(cur.fetchall())

@@ -1,0 +1,116 @@
+"""Reading the event store's table in position order, as ``LogEvent``s."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from psycopg import Cursor
+
+from infrastructure.eventstore import EVENTS_TABLE
+from infrastructure.serialisation import event_type_name
+from projections.base import LogEvent
+
+# Fields of the stored state that the envelope shows on its own, not inside ``data``.
+_ENVELOPE_FIELDS = ("timestamp", "actor_id", "command_id", "originator_topic")
+
+SELECT_EVENTS = (
+    "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state"
+    f" FROM {EVENTS_TABLE} e"
+)
+
+
+def to_log_event(row: dict[str, Any]) -> LogEvent:
+    state: dict[str, Any] = msgspec.json.decode(bytes(row["state"]))
+    at = state.pop("timestamp")
+    actor = state.pop("actor_id", None)
+    command_id = state.pop("command_id", None)
+    state.pop("originator_topic", None)
+    return LogEvent(
+        position=row["notification_id"],
+        stream=row["originator_id"],
+        version=row["originator_version"],
+        type=event_type_name(row["topic"]),
+        at=datetime.fromisoformat(at),
+        actor=actor,
+        command_id=command_id,
+        data=state,
+    )
+
+
+def read_events(cur: Cursor[Any], *, after: int, limit: int) -> list[LogEvent]:
+    cur.execute(
+        f"{SELECT_EVENTS} WHERE e.notification_id > %s ORDER BY e.notification_id LIMIT %s",
+        (after, limit),
+    )
+    return [to_log_event(row) for row in cur.fetchall()]
+
+
+def max_position(cur: Cursor[Any]) -> int:
+    cur.execute(f"SELECT coalesce(max(notification_id), 0) AS p FROM {EVENTS_TABLE}")
+    row = cur.fetchone()
+    return int(row["p"]) if row else 0
+
+
+def count_events(cur: Cursor[Any]) -> int:
+    cur.execute(f"SELECT count(*) AS n FROM {EVENTS_TABLE}")
+    row = cur.fetchone()
+    return int(row["n"]) if row else 0
+
+
+# The read models the visibility filter below depends on: events are shown only up to the
+# position all of them have reached, so a reader paging with ``after`` never skips an event
+# whose stream was not yet known when it read past it.
+VISIBILITY_MODELS = ("streams", "channels", "workspaces")
+
+
+def visible_events(
+    cur: Cursor[Any],
+    user_id: str,
+    *,
+    after: int,
+    limit: int,
+    stream: str | None,
+    type_name: str | None,
+) -> list[LogEvent]:
+    """Events of the streams the user may view, in position order. ``view_audit`` in a
+    workspace shows every stream of that workspace."""
+    cur.execute(
+        "WITH my_ws AS (SELECT workspace_id, roles FROM rm_workspace_members"
+        "   WHERE user_id = %(u)s),"
+        " perms AS (SELECT m.workspace_id, array_agg(DISTINCT p) AS perms FROM my_ws m"
+        "   JOIN rm_workspace_roles r ON r.workspace_id = m.workspace_id AND r.name = ANY(m.roles)"
+        "   CROSS JOIN LATERAL unnest(r.permissions) AS p GROUP BY m.workspace_id),"
+        " vis_channels AS ("
+        "   SELECT c.channel_id FROM rm_channels c"
+        "   JOIN rm_channel_members cm ON cm.channel_id = c.channel_id AND cm.user_id = %(u)s"
+        "   WHERE c.kind = 'direct'"
+        "   UNION SELECT c.channel_id FROM rm_channels c"
+        "   JOIN perms ON perms.workspace_id = c.workspace_id"
+        "   WHERE 'view_channels' = ANY(perms.perms) AND (NOT c.private OR EXISTS (SELECT 1"
+        "     FROM rm_channel_members cm WHERE cm.channel_id = c.channel_id"
+        "     AND cm.user_id = %(u)s))),"
+        " bound AS (SELECT min(position) AS p FROM rm_tracking"
+        "   WHERE projection = ANY(%(models)s))"
+        f" {SELECT_EVENTS} JOIN rm_streams s ON s.stream_id = e.originator_id"
+        " WHERE e.notification_id > %(after)s AND e.notification_id <= (SELECT p FROM bound)"
+        " AND (%(stream)s::uuid IS NULL OR e.originator_id = %(stream)s::uuid)"
+        " AND (%(type)s::text IS NULL OR right(e.topic, length(%(type)s) + 1) = '.' || %(type)s)"
+        " AND (s.workspace_id IN (SELECT workspace_id FROM perms"
+        "        WHERE 'view_audit' = ANY(perms.perms))"
+        "   OR (s.kind = 'workspace' AND s.stream_id IN (SELECT workspace_id FROM my_ws))"
+        "   OR (s.kind IN ('channel', 'message')"
+        "       AND s.channel_id IN (SELECT channel_id FROM vis_channels))"
+        "   OR (s.kind = 'user' AND s.stream_id = %(u)s))"
+        " ORDER BY e.notification_id LIMIT %(limit)s",
+        {
+            "u": user_id,
+            "models": list(VISIBILITY_MODELS),
+            "after": after,
+            "stream": stream,
+            "type": type_name,
+            "limit": limit,
+        },
+    )
+    return [to_log_event(row) for row in cur.fetchall()]

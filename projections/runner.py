@@ -1,0 +1,199 @@
+"""Keeps every read model up to date with the event store.
+
+Each batch of a projection runs in one transaction that locks the projection's tracking
+row, reads the events after it, applies them and moves the tracking position: exactly once,
+resumable after a crash, and safe when several processes run projections at once (the row
+lock serialises them; the second sees the moved position and skips what is done).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from infrastructure.eventstore import NOTIFY_CHANNEL
+from projections.base import Projection
+from projections.channels import ChannelsProjection
+from projections.log import read_events
+from projections.streams import StreamsProjection
+from projections.timelines import TimelinesProjection
+from projections.users import UsersProjection
+from projections.workspaces import WorkspacesProjection
+
+log = logging.getLogger(__name__)
+
+TRACKING_SQL = """
+CREATE TABLE IF NOT EXISTS rm_tracking (
+    projection text PRIMARY KEY,
+    position bigint NOT NULL
+);
+"""
+
+
+def create_tables(cur: psycopg.Cursor[Any], projections: Sequence[Projection]) -> None:
+    """Creates read-model tables and tracking rows that are missing (idempotent)."""
+    cur.execute(TRACKING_SQL)
+    for projection in projections:
+        cur.execute(projection.create_sql)
+        cur.execute(
+            "INSERT INTO rm_tracking (projection, position) VALUES (%s, 0)"
+            " ON CONFLICT (projection) DO NOTHING",
+            (projection.name,),
+        )
+
+
+def all_projections() -> list[Projection]:
+    return [
+        UsersProjection(),
+        WorkspacesProjection(),
+        ChannelsProjection(),
+        TimelinesProjection(),
+        StreamsProjection(),
+    ]
+
+
+class ProjectionRunner:
+    """Runs projections in a background thread, woken by PostgreSQL NOTIFY."""
+
+    def __init__(
+        self,
+        pool: ConnectionPool[Any],
+        database_url: str,
+        projections: Sequence[Projection] | None = None,
+        *,
+        batch_size: int = 1000,
+    ) -> None:
+        self.pool = pool
+        self.database_url = database_url
+        self.projections = list(projections if projections is not None else all_projections())
+        self.batch_size = batch_size
+        self._positions: dict[str, int] = {}
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    # -- schema ------------------------------------------------------------------------------
+
+    def create_tables(self, cur: psycopg.Cursor[Any]) -> None:
+        create_tables(cur, self.projections)
+
+    def drop_tables(self, cur: psycopg.Cursor[Any], names: Sequence[str] | None = None) -> None:
+        """Forgets read models so they are rebuilt from position 0."""
+        for projection in self.projections:
+            if names is not None and projection.name not in names:
+                continue
+            for table in projection.tables:
+                cur.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
+            cur.execute("DELETE FROM rm_tracking WHERE projection = %s", (projection.name,))
+
+    # -- processing --------------------------------------------------------------------------
+
+    def step(self, projection: Projection) -> int:
+        """Applies one batch; returns how many events it read."""
+        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.execute(
+                "SELECT position FROM rm_tracking WHERE projection = %s FOR UPDATE",
+                (projection.name,),
+            )
+            row = cur.fetchone()
+            position = int(row["position"]) if row else 0
+            events = read_events(cur, after=position, limit=self.batch_size)
+            for event in events:
+                if event.type in projection.handles:
+                    projection.apply(cur, event)
+            if events:
+                position = events[-1].position
+                cur.execute(
+                    "UPDATE rm_tracking SET position = %s WHERE projection = %s",
+                    (position, projection.name),
+                )
+        self._advance(projection.name, position)
+        return len(events)
+
+    def catch_up(self) -> None:
+        """Processes until every projection has read every committed event."""
+        busy = True
+        while busy and not self._stop.is_set():
+            busy = False
+            for projection in self.projections:
+                if self.step(projection):
+                    busy = True
+
+    def _advance(self, name: str, position: int) -> None:
+        with self._changed:
+            self._positions[name] = position
+            self._changed.notify_all()
+
+    # -- background thread -------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="projections", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(
+                    self.database_url, autocommit=True, row_factory=dict_row
+                ) as listener:
+                    listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    while not self._stop.is_set():
+                        self.catch_up()
+                        # Every commit to the store NOTIFYs, from any process; the timeout
+                        # only bounds how long a stop request waits.
+                        for _ in listener.notifies(timeout=1.0, stop_after=1):
+                            pass
+                self.error = None
+            except Exception as exc:  # keep projecting through database restarts
+                self.error = exc
+                log.warning("projection runner: %s; retrying", exc)
+                self._stop.wait(0.5)
+
+    # -- read-your-writes ------------------------------------------------------------------
+
+    def position(self) -> int:
+        """The position every read model has reached (the slowest one's)."""
+        with self._changed:
+            if len(self._positions) < len(self.projections):
+                return 0
+            return min(self._positions.values())
+
+    def refresh_positions(self) -> None:
+        """Reads positions from the database (projections may run in another process)."""
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            cur.execute("SELECT projection, position FROM rm_tracking")
+            rows = cur.fetchall()
+        with self._changed:
+            for row in rows:
+                name = row["projection"]
+                self._positions[name] = max(self._positions.get(name, 0), int(row["position"]))
+            self._changed.notify_all()
+
+    def wait_for(self, position: int, timeout: float) -> bool:
+        """Blocks until every read model has reached ``position``; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.position() >= position:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with self._changed:
+                self._changed.wait(min(remaining, 0.05))
+            if self._thread is None:
+                self.refresh_positions()

@@ -1,0 +1,39 @@
+"""Read model of users: who is registered, by id and by username."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import Cursor
+
+from projections.base import LogEvent, Projection
+
+
+class UsersProjection(Projection):
+    name = "users"
+    tables = ("rm_users",)
+    create_sql = """
+    CREATE TABLE IF NOT EXISTS rm_users (
+        user_id uuid PRIMARY KEY,
+        username text NOT NULL UNIQUE,
+        display_name text NOT NULL,
+        registered_at timestamptz NOT NULL
+    );
+    """
+    handles = frozenset({"UserRegistered"})
+
+    def apply(self, cur: Cursor[Any], event: LogEvent) -> None:
+        d = event.data
+        cur.execute(
+            "INSERT INTO rm_users (user_id, username, display_name, registered_at)"
+            " VALUES (%s, %s, %s, %s)",
+            (event.stream, d["username"], d["display_name"], event.at),
+        )
+
+
+def get_user(cur: Cursor[Any], user_id: str) -> dict[str, Any] | None:
+    cur.execute(
+        "SELECT user_id::text, username, display_name FROM rm_users WHERE user_id = %s",
+        (user_id,),
+    )
+    return cur.fetchone()

@@ -1,0 +1,237 @@
+"""Read model of workspaces, their members with roles, custom roles, bans and invites."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import Cursor
+
+from domain.permissions import BUILTIN_ROLES, DEFAULT_ROLE, OWNER
+from projections.base import LogEvent, Projection
+
+
+class WorkspacesProjection(Projection):
+    name = "workspaces"
+    tables = (
+        "rm_workspaces",
+        "rm_workspace_members",
+        "rm_workspace_roles",
+        "rm_workspace_bans",
+        "rm_workspace_invites",
+    )
+    create_sql = """
+    CREATE TABLE IF NOT EXISTS rm_workspaces (
+        workspace_id uuid PRIMARY KEY,
+        name text NOT NULL,
+        visibility text NOT NULL,
+        has_password boolean NOT NULL,
+        owner_id uuid NOT NULL,
+        member_count integer NOT NULL,
+        created_at timestamptz NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS rm_workspace_members (
+        workspace_id uuid NOT NULL,
+        user_id uuid NOT NULL,
+        roles text[] NOT NULL,
+        joined_at timestamptz NOT NULL,
+        PRIMARY KEY (workspace_id, user_id)
+    );
+    CREATE INDEX IF NOT EXISTS rm_workspace_members_user ON rm_workspace_members (user_id);
+    CREATE TABLE IF NOT EXISTS rm_workspace_roles (
+        workspace_id uuid NOT NULL,
+        name text NOT NULL,
+        permissions text[] NOT NULL,
+        builtin boolean NOT NULL,
+        PRIMARY KEY (workspace_id, name)
+    );
+    CREATE TABLE IF NOT EXISTS rm_workspace_bans (
+        workspace_id uuid NOT NULL,
+        user_id uuid NOT NULL,
+        banned_by uuid,
+        banned_at timestamptz NOT NULL,
+        PRIMARY KEY (workspace_id, user_id)
+    );
+    CREATE TABLE IF NOT EXISTS rm_workspace_invites (
+        code_hash text PRIMARY KEY,
+        workspace_id uuid NOT NULL,
+        created_by uuid,
+        max_uses integer,
+        uses integer NOT NULL,
+        expires_at timestamptz NOT NULL
+    );
+    """
+    handles = frozenset(
+        {
+            "WorkspaceCreated",
+            "MemberJoined",
+            "MemberLeft",
+            "MemberKicked",
+            "MemberBanned",
+            "MemberUnbanned",
+            "InviteCreated",
+            "RoleCreated",
+            "RoleGranted",
+            "RoleRevoked",
+        }
+    )
+
+    def apply(self, cur: Cursor[Any], event: LogEvent) -> None:
+        d, ws = event.data, event.stream
+        match event.type:
+            case "WorkspaceCreated":
+                cur.execute(
+                    "INSERT INTO rm_workspaces (workspace_id, name, visibility, has_password,"
+                    " owner_id, member_count, created_at) VALUES (%s, %s, %s, %s, %s, 1, %s)",
+                    (ws, d["name"], d["visibility"], d["has_password"], d["owner_id"], event.at),
+                )
+                cur.execute(
+                    "INSERT INTO rm_workspace_members (workspace_id, user_id, roles, joined_at)"
+                    " VALUES (%s, %s, %s, %s)",
+                    (ws, d["owner_id"], [OWNER], event.at),
+                )
+                cur.executemany(
+                    "INSERT INTO rm_workspace_roles (workspace_id, name, permissions, builtin)"
+                    " VALUES (%s, %s, %s, true)",
+                    [(ws, name, sorted(perms)) for name, perms in BUILTIN_ROLES.items()],
+                )
+            case "MemberJoined":
+                cur.execute(
+                    "INSERT INTO rm_workspace_members (workspace_id, user_id, roles, joined_at)"
+                    " VALUES (%s, %s, %s, %s)",
+                    (ws, d["user_id"], [DEFAULT_ROLE], event.at),
+                )
+                self._count(cur, ws, +1)
+                if d.get("invite_hash"):
+                    cur.execute(
+                        "UPDATE rm_workspace_invites SET uses = uses + 1 WHERE code_hash = %s",
+                        (d["invite_hash"],),
+                    )
+            case "MemberLeft" | "MemberKicked":
+                self._remove_member(cur, ws, d["user_id"])
+            case "MemberBanned":
+                self._remove_member(cur, ws, d["user_id"])
+                cur.execute(
+                    "INSERT INTO rm_workspace_bans (workspace_id, user_id, banned_by, banned_at)"
+                    " VALUES (%s, %s, %s, %s)",
+                    (ws, d["user_id"], event.actor, event.at),
+                )
+            case "MemberUnbanned":
+                cur.execute(
+                    "DELETE FROM rm_workspace_bans WHERE workspace_id = %s AND user_id = %s",
+                    (ws, d["user_id"]),
+                )
+            case "InviteCreated":
+                cur.execute(
+                    "INSERT INTO rm_workspace_invites (code_hash, workspace_id, created_by,"
+                    " max_uses, uses, expires_at) VALUES (%s, %s, %s, %s, 0, %s)",
+                    (d["code_hash"], ws, event.actor, d["max_uses"], d["expires_at"]),
+                )
+            case "RoleCreated":
+                cur.execute(
+                    "INSERT INTO rm_workspace_roles (workspace_id, name, permissions, builtin)"
+                    " VALUES (%s, %s, %s, false)",
+                    (ws, d["name"], d["permissions"]),
+                )
+            case "RoleGranted":
+                cur.execute(
+                    "UPDATE rm_workspace_members SET roles = array_append(roles, %s)"
+                    " WHERE workspace_id = %s AND user_id = %s",
+                    (d["role"], ws, d["user_id"]),
+                )
+            case "RoleRevoked":
+                cur.execute(
+                    "UPDATE rm_workspace_members SET roles = array_remove(roles, %s)"
+                    " WHERE workspace_id = %s AND user_id = %s",
+                    (d["role"], ws, d["user_id"]),
+                )
+
+    @staticmethod
+    def _remove_member(cur: Cursor[Any], ws: object, user_id: str) -> None:
+        cur.execute(
+            "DELETE FROM rm_workspace_members WHERE workspace_id = %s AND user_id = %s",
+            (ws, user_id),
+        )
+        if cur.rowcount:
+            WorkspacesProjection._count(cur, ws, -1)
+
+    @staticmethod
+    def _count(cur: Cursor[Any], ws: object, delta: int) -> None:
+        cur.execute(
+            "UPDATE rm_workspaces SET member_count = member_count + %s WHERE workspace_id = %s",
+            (delta, ws),
+        )
+
+
+# -- queries ---------------------------------------------------------------------------------
+
+_WORKSPACE_COLUMNS = (
+    "w.workspace_id::text AS id, w.name, w.visibility, w.owner_id::text, w.member_count,"
+    " w.has_password, w.created_at"
+)
+
+
+def permissions_of(cur: Cursor[Any], workspace_id: str, user_id: str) -> frozenset[str] | None:
+    """A member's permissions in a workspace, or None when not a member."""
+    cur.execute(
+        "SELECT coalesce(array_agg(DISTINCT p), '{}') AS perms, count(m.user_id) AS n"
+        " FROM rm_workspace_members m"
+        " LEFT JOIN rm_workspace_roles r"
+        "   ON r.workspace_id = m.workspace_id AND r.name = ANY(m.roles)"
+        " LEFT JOIN LATERAL unnest(r.permissions) AS p ON true"
+        " WHERE m.workspace_id = %s AND m.user_id = %s",
+        (workspace_id, user_id),
+    )
+    row = cur.fetchone()
+    if row is None or row["n"] == 0:
+        return None
+    return frozenset(p for p in row["perms"] if p is not None)
+
+
+def get_workspace(cur: Cursor[Any], workspace_id: str, user_id: str) -> dict[str, Any] | None:
+    """A workspace as the user may see it: members see it, others only if it is public."""
+    cur.execute(
+        f"SELECT {_WORKSPACE_COLUMNS},"
+        " EXISTS (SELECT 1 FROM rm_workspace_members m"
+        "   WHERE m.workspace_id = w.workspace_id AND m.user_id = %s) AS is_member"
+        " FROM rm_workspaces w WHERE w.workspace_id = %s",
+        (user_id, workspace_id),
+    )
+    row = cur.fetchone()
+    if row is None or (row["visibility"] != "public" and not row["is_member"]):
+        return None
+    return dict(row)
+
+
+def list_my_workspaces(cur: Cursor[Any], user_id: str) -> list[dict[str, Any]]:
+    cur.execute(
+        f"SELECT {_WORKSPACE_COLUMNS}, true AS is_member FROM rm_workspaces w"
+        " JOIN rm_workspace_members m ON m.workspace_id = w.workspace_id"
+        " WHERE m.user_id = %s ORDER BY w.created_at, w.workspace_id",
+        (user_id,),
+    )
+    return list(cur.fetchall())
+
+
+def list_members(
+    cur: Cursor[Any], workspace_id: str, *, limit: int, after: str | None
+) -> list[dict[str, Any]]:
+    """Members in join order; ``after`` is the last user id of the previous page."""
+    cur.execute(
+        "SELECT m.user_id::text, m.roles, m.joined_at, u.username, u.display_name"
+        " FROM rm_workspace_members m LEFT JOIN rm_users u ON u.user_id = m.user_id"
+        " WHERE m.workspace_id = %s AND (%s::uuid IS NULL OR (m.joined_at, m.user_id) >"
+        "   (SELECT joined_at, user_id FROM rm_workspace_members"
+        "    WHERE workspace_id = %s AND user_id = %s::uuid))"
+        " ORDER BY m.joined_at, m.user_id LIMIT %s",
+        (workspace_id, after, workspace_id, after, limit),
+    )
+    return list(cur.fetchall())
+
+
+def list_roles(cur: Cursor[Any], workspace_id: str) -> list[dict[str, Any]]:
+    cur.execute(
+        "SELECT name, permissions, builtin FROM rm_workspace_roles"
+        " WHERE workspace_id = %s ORDER BY builtin DESC, name",
+        (workspace_id,),
+    )
+    return list(cur.fetchall())

@@ -1,0 +1,1 @@
+def test_b(postgres_url): pass

@@ -1,0 +1,2 @@
+import time, pytest
+def test_a(redis_url): pass
