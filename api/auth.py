@@ -11,7 +11,7 @@ from litestar.connection import ASGIConnection
 from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
-from litestar.params import Body
+from litestar.params import Body, FromQuery, JSONBody
 from litestar.response import Response
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
@@ -107,7 +107,9 @@ class AuthController(Controller):
         operation_id="Signup",
         responses=problems(400, 409, 413, 422, 429),
     )
-    def signup(self, request: Request[Any, Any, Any], data: SignupBody) -> Response[TokenPair]:
+    def signup(
+        self, request: Request[Any, Any, Any], data: JSONBody[SignupBody]
+    ) -> Response[TokenPair]:
         """Registers a user and signs them in."""
         command = RegisterUser(
             username=data.username, password=data.password, display_name=data.display_name
@@ -130,7 +132,7 @@ class AuthController(Controller):
         status_code=200,
         responses=problems(400, 401, 413, 422, 429),
     )
-    def login(self, request: Request[Any, Any, Any], data: LoginBody) -> TokenPair:
+    def login(self, request: Request[Any, Any, Any], data: JSONBody[LoginBody]) -> TokenPair:
         """Exchanges a username and password for a token pair."""
         services = services_of(request)
         try:
@@ -149,7 +151,7 @@ class AuthController(Controller):
         status_code=200,
         responses=problems(400, 401, 413, 422, 429),
     )
-    def refresh(self, request: Request[Any, Any, Any], data: RefreshBody) -> TokenPair:
+    def refresh(self, request: Request[Any, Any, Any], data: JSONBody[RefreshBody]) -> TokenPair:
         """Spends a refresh token for a new pair; reusing a spent one revokes its family."""
         services = services_of(request)
         user_id, new_refresh = services.refresh_tokens.rotate(data.refresh_token)
@@ -163,12 +165,12 @@ class AuthController(Controller):
         status_code=HTTP_204_NO_CONTENT,
         responses=problems(400, 413, 422, 429),
     )
-    def logout(self, request: Request[Any, Any, Any], data: RefreshBody) -> None:
+    def logout(self, request: Request[Any, Any, Any], data: JSONBody[RefreshBody]) -> None:
         """Revokes the refresh token's whole family (every token of this sign-in)."""
         services_of(request).refresh_tokens.revoke(data.refresh_token)
 
     @get("/me", sync_to_thread=True, operation_id="GetMe", responses=problems(401, 429))
-    def me(self, request: Request[str, Any, Any], min_position: int | None = None) -> Me:
+    def me(self, request: Request[str, Any, Any], min_position: FromQuery[int | None] = None) -> Me:
         """The signed-in user."""
         with read_cursor(request, min_position) as cur:
             row = get_user(cur, request.user)

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, delete, get, patch, post, put
+from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import Response
 
 from api.commands import Created, Written, execute, reply
@@ -117,7 +118,9 @@ class ChannelController(Controller):
         operation_id="CreateChannel",
         responses=WRITE_ERRORS,
     )
-    def create(self, request: Req, ws: str, data: CreateChannelBody) -> Response[Created]:
+    def create(
+        self, request: Req, ws: FromPath[str], data: JSONBody[CreateChannelBody]
+    ) -> Response[Created]:
         """Creates a channel (needs ``manage_channels``); a private one starts with its creator."""
         cmd = CreateChannel(workspace_id=ws, name=data.name, private=data.private, topic=data.topic)
         return reply(execute(request, cmd, request.user), Created)
@@ -128,7 +131,9 @@ class ChannelController(Controller):
         operation_id="ListChannels",
         responses=READ_ERRORS,
     )
-    def list_channels(self, request: Req, ws: str, min_position: int | None = None) -> ChannelList:
+    def list_channels(
+        self, request: Req, ws: FromPath[str], min_position: FromQuery[int | None] = None
+    ) -> ChannelList:
         """The workspace's channels visible to me."""
         with read_cursor(request, min_position) as cur:
             workspace = get_workspace(cur, str(as_uuid(ws)), request.user)
@@ -140,7 +145,9 @@ class ChannelController(Controller):
     @get(
         "/channels/{ch:str}", sync_to_thread=True, operation_id="GetChannel", responses=READ_ERRORS
     )
-    def show(self, request: Req, ch: str, min_position: int | None = None) -> ChannelView:
+    def show(
+        self, request: Req, ch: FromPath[str], min_position: FromQuery[int | None] = None
+    ) -> ChannelView:
         with read_cursor(request, min_position) as cur:
             row = channel_views.visible_channel(cur, str(as_uuid(ch)), request.user)
         if row is None:
@@ -153,7 +160,9 @@ class ChannelController(Controller):
         operation_id="ChangeChannel",
         responses=WRITE_ERRORS,
     )
-    def change(self, request: Req, ch: str, data: ChangeChannelBody) -> Response[Written]:
+    def change(
+        self, request: Req, ch: FromPath[str], data: JSONBody[ChangeChannelBody]
+    ) -> Response[Written]:
         """Renames a channel or changes its topic (needs ``manage_channels``)."""
         cmd = ChangeChannel(channel_id=ch, name=data.name, topic=data.topic)
         return reply(execute(request, cmd, request.user), Written)
@@ -165,7 +174,7 @@ class ChannelController(Controller):
         status_code=200,
         responses=WRITE_ERRORS,
     )
-    def archive(self, request: Req, ch: str) -> Response[Written]:
+    def archive(self, request: Req, ch: FromPath[str]) -> Response[Written]:
         """Archives a channel: readable, but it takes no new messages."""
         return reply(execute(request, ArchiveChannel(channel_id=ch), request.user), Written)
 
@@ -176,7 +185,7 @@ class ChannelController(Controller):
         status_code=200,
         responses=WRITE_ERRORS,
     )
-    def unarchive(self, request: Req, ch: str) -> Response[Written]:
+    def unarchive(self, request: Req, ch: FromPath[str]) -> Response[Written]:
         return reply(execute(request, UnarchiveChannel(channel_id=ch), request.user), Written)
 
     @post(
@@ -186,7 +195,9 @@ class ChannelController(Controller):
         status_code=200,
         responses=WRITE_ERRORS,
     )
-    def add_member(self, request: Req, ch: str, data: UserRef) -> Response[Written]:
+    def add_member(
+        self, request: Req, ch: FromPath[str], data: JSONBody[UserRef]
+    ) -> Response[Written]:
         """Adds a workspace member to a private channel."""
         return reply(
             execute(request, AddChannelMember(channel_id=ch, user_id=data.user_id), request.user),
@@ -200,14 +211,16 @@ class ChannelController(Controller):
         status_code=200,
         responses=WRITE_ERRORS,
     )
-    def remove_member(self, request: Req, ch: str, user: str) -> Response[Written]:
+    def remove_member(
+        self, request: Req, ch: FromPath[str], user: FromPath[str]
+    ) -> Response[Written]:
         return reply(
             execute(request, RemoveChannelMember(channel_id=ch, user_id=user), request.user),
             Written,
         )
 
     @post("/dms", sync_to_thread=True, operation_id="OpenDirectMessage", responses=WRITE_ERRORS)
-    def open_dm(self, request: Req, data: UserRef) -> Response[DirectChannel]:
+    def open_dm(self, request: Req, data: JSONBody[UserRef]) -> Response[DirectChannel]:
         """The private two-person channel with a user: created once, the same id after."""
         return reply(
             execute(request, OpenDirectMessage(user_id=data.user_id), request.user), DirectChannel
@@ -221,7 +234,7 @@ class ChannelController(Controller):
         operation_id="SendMessage",
         responses=WRITE_ERRORS,
     )
-    def send(self, request: Req, ch: str, data: SendBody) -> Response[Created]:
+    def send(self, request: Req, ch: FromPath[str], data: JSONBody[SendBody]) -> Response[Created]:
         """Posts a message; ``@username`` mentions of people who can read the channel are kept."""
         cmd = SendMessage(channel_id=ch, text=data.text, reply_to=data.reply_to)
         return reply(execute(request, cmd, request.user), Created)
@@ -235,11 +248,11 @@ class ChannelController(Controller):
     def timeline(
         self,
         request: Req,
-        ch: str,
-        limit: int = DEFAULT_LIMIT,
-        before: str | None = None,
-        after: str | None = None,
-        min_position: int | None = None,
+        ch: FromPath[str],
+        limit: FromQuery[int] = DEFAULT_LIMIT,
+        before: FromQuery[str | None] = None,
+        after: FromQuery[str | None] = None,
+        min_position: FromQuery[int | None] = None,
     ) -> MessagePage:
         """Newest first. Pass ``next`` back as ``before`` for older messages (or, when paging
         with ``after``, as ``after`` for newer ones)."""
@@ -265,7 +278,7 @@ class ChannelController(Controller):
         operation_id="EditMessage",
         responses=WRITE_ERRORS,
     )
-    def edit(self, request: Req, msg: str, data: EditBody) -> Response[Written]:
+    def edit(self, request: Req, msg: FromPath[str], data: JSONBody[EditBody]) -> Response[Written]:
         """Edits my message; earlier versions stay in the event log."""
         return reply(
             execute(request, EditMessage(message_id=msg, text=data.text), request.user), Written
@@ -278,7 +291,7 @@ class ChannelController(Controller):
         status_code=200,
         responses=WRITE_ERRORS,
     )
-    def delete_message(self, request: Req, msg: str) -> Response[Written]:
+    def delete_message(self, request: Req, msg: FromPath[str]) -> Response[Written]:
         """Deletes a message (its author, or anyone with ``manage_messages``): a tombstone."""
         return reply(execute(request, DeleteMessage(message_id=msg), request.user), Written)
 
@@ -289,7 +302,7 @@ class ChannelController(Controller):
         status_code=200,
         responses=WRITE_ERRORS,
     )
-    def react(self, request: Req, msg: str, emoji: str) -> Response[Written]:
+    def react(self, request: Req, msg: FromPath[str], emoji: FromPath[str]) -> Response[Written]:
         """Adds my reaction (idempotent: ``position`` is null when it was already there)."""
         return reply(
             execute(request, AddReaction(message_id=msg, emoji=emoji), request.user), Written
@@ -302,7 +315,7 @@ class ChannelController(Controller):
         status_code=200,
         responses=WRITE_ERRORS,
     )
-    def unreact(self, request: Req, msg: str, emoji: str) -> Response[Written]:
+    def unreact(self, request: Req, msg: FromPath[str], emoji: FromPath[str]) -> Response[Written]:
         """Removes my reaction (``position`` is null when there was none)."""
         return reply(
             execute(request, RemoveReaction(message_id=msg, emoji=emoji), request.user), Written

@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, get
+from litestar.params import FromQuery
 
 from api.errors import problems
 from api.reads import DEFAULT_LIMIT, check_limit, read_cursor
@@ -55,11 +56,11 @@ class EventController(Controller):
     def list_events(
         self,
         request: Request[str, Any, Any],
-        after: int = 0,
-        limit: int = DEFAULT_LIMIT,
-        stream: str | None = None,
-        type: str | None = None,
-        min_position: int | None = None,
+        after: FromQuery[int] = 0,
+        limit: FromQuery[int] = DEFAULT_LIMIT,
+        stream: FromQuery[str | None] = None,
+        type: FromQuery[str | None] = None,
+        min_position: FromQuery[int | None] = None,
     ) -> EventPage:
         """Events in position order after ``after``: every stream of the workspaces where I
         hold ``view_audit``, otherwise only the streams I may view. Pass ``next`` back as

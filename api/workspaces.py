@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, delete, get, post, put
+from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import Response
 
 from api.commands import Created, Written, execute, reply
@@ -124,20 +125,22 @@ class WorkspaceController(Controller):
     tags = ["workspaces"]
 
     @post("/", sync_to_thread=True, operation_id="CreateWorkspace", responses=WRITE_ERRORS)
-    def create(self, request: Req, data: CreateWorkspaceBody) -> Response[Created]:
+    def create(self, request: Req, data: JSONBody[CreateWorkspaceBody]) -> Response[Created]:
         """Creates a workspace; its creator is its owner."""
         cmd = CreateWorkspace(name=data.name, visibility=data.visibility, password=data.password)
         return reply(execute(request, cmd, request.user), Created)
 
     @get("/", sync_to_thread=True, operation_id="ListMyWorkspaces", responses=READ_ERRORS)
-    def list_mine(self, request: Req, min_position: int | None = None) -> WorkspaceList:
+    def list_mine(self, request: Req, min_position: FromQuery[int | None] = None) -> WorkspaceList:
         """The workspaces I belong to."""
         with read_cursor(request, min_position) as cur:
             rows = views.list_my_workspaces(cur, request.user)
         return WorkspaceList(items=[msgspec.convert(r, WorkspaceView) for r in rows])
 
     @get("/{ws:str}", sync_to_thread=True, operation_id="GetWorkspace", responses=READ_ERRORS)
-    def show(self, request: Req, ws: str, min_position: int | None = None) -> WorkspaceView:
+    def show(
+        self, request: Req, ws: FromPath[str], min_position: FromQuery[int | None] = None
+    ) -> WorkspaceView:
         """A workspace I belong to, or any public one."""
         with read_cursor(request, min_position) as cur:
             row = views.get_workspace(cur, _uuid(ws), request.user)
@@ -152,7 +155,9 @@ class WorkspaceController(Controller):
         status_code=200,
         responses=WRITE_ERRORS,
     )
-    def join(self, request: Req, ws: str, data: JoinBody | None = None) -> Response[Joined]:
+    def join(
+        self, request: Req, ws: FromPath[str], data: JSONBody[JoinBody | None] = None
+    ) -> Response[Joined]:
         """Joins a public workspace (with its password, if it has one)."""
         cmd = JoinWorkspace(workspace_id=ws, password=data.password if data else None)
         return reply(execute(request, cmd, request.user), Joined)
@@ -164,7 +169,7 @@ class WorkspaceController(Controller):
         status_code=200,
         responses=WRITE_ERRORS,
     )
-    def leave(self, request: Req, ws: str) -> Response[Written]:
+    def leave(self, request: Req, ws: FromPath[str]) -> Response[Written]:
         """Leaves a workspace (the last owner cannot)."""
         return reply(execute(request, LeaveWorkspace(workspace_id=ws), request.user), Written)
 
@@ -174,10 +179,10 @@ class WorkspaceController(Controller):
     def members(
         self,
         request: Req,
-        ws: str,
-        limit: int = DEFAULT_LIMIT,
-        after: str | None = None,
-        min_position: int | None = None,
+        ws: FromPath[str],
+        limit: FromQuery[int] = DEFAULT_LIMIT,
+        after: FromQuery[str | None] = None,
+        min_position: FromQuery[int | None] = None,
     ) -> MemberPage:
         """Members in join order with their roles; pass ``next`` back as ``after``."""
         check_limit(limit)
@@ -192,7 +197,9 @@ class WorkspaceController(Controller):
         )
 
     @get("/{ws:str}/roles", sync_to_thread=True, operation_id="ListRoles", responses=READ_ERRORS)
-    def roles(self, request: Req, ws: str, min_position: int | None = None) -> RoleList:
+    def roles(
+        self, request: Req, ws: FromPath[str], min_position: FromQuery[int | None] = None
+    ) -> RoleList:
         """Built-in and custom roles with their permissions."""
         with read_cursor(request, min_position) as cur:
             _member_view(cur, request, _uuid(ws))
@@ -205,7 +212,9 @@ class WorkspaceController(Controller):
         operation_id="CreateInvite",
         responses=WRITE_ERRORS,
     )
-    def invite(self, request: Req, ws: str, data: InviteBody | None = None) -> Response[InviteCode]:
+    def invite(
+        self, request: Req, ws: FromPath[str], data: JSONBody[InviteBody | None] = None
+    ) -> Response[InviteCode]:
         """Creates an invite code (needs ``invite``)."""
         body = data or InviteBody()
         cmd = CreateInvite(workspace_id=ws, max_uses=body.max_uses, expires_in_s=body.expires_in_s)
@@ -218,7 +227,7 @@ class WorkspaceController(Controller):
         status_code=200,
         responses=WRITE_ERRORS,
     )
-    def kick(self, request: Req, ws: str, user: str) -> Response[Written]:
+    def kick(self, request: Req, ws: FromPath[str], user: FromPath[str]) -> Response[Written]:
         return reply(
             execute(request, KickMember(workspace_id=ws, user_id=user), request.user), Written
         )
@@ -230,7 +239,7 @@ class WorkspaceController(Controller):
         status_code=200,
         responses=WRITE_ERRORS,
     )
-    def ban(self, request: Req, ws: str, user: str) -> Response[Written]:
+    def ban(self, request: Req, ws: FromPath[str], user: FromPath[str]) -> Response[Written]:
         """Bans a user: removed if a member, and unable to rejoin until unbanned."""
         return reply(
             execute(request, BanMember(workspace_id=ws, user_id=user), request.user), Written
@@ -243,13 +252,15 @@ class WorkspaceController(Controller):
         status_code=200,
         responses=WRITE_ERRORS,
     )
-    def unban(self, request: Req, ws: str, user: str) -> Response[Written]:
+    def unban(self, request: Req, ws: FromPath[str], user: FromPath[str]) -> Response[Written]:
         return reply(
             execute(request, UnbanMember(workspace_id=ws, user_id=user), request.user), Written
         )
 
     @post("/{ws:str}/roles", sync_to_thread=True, operation_id="CreateRole", responses=WRITE_ERRORS)
-    def create_role(self, request: Req, ws: str, data: RoleBody) -> Response[RoleCreated]:
+    def create_role(
+        self, request: Req, ws: FromPath[str], data: JSONBody[RoleBody]
+    ) -> Response[RoleCreated]:
         """Creates a custom role; nobody can create one with permissions they lack."""
         cmd = CreateRole(workspace_id=ws, name=data.name, permissions=data.permissions)
         return reply(execute(request, cmd, request.user), RoleCreated)
@@ -261,7 +272,9 @@ class WorkspaceController(Controller):
         status_code=200,
         responses=WRITE_ERRORS,
     )
-    def grant(self, request: Req, ws: str, user: str, role: str) -> Response[Written]:
+    def grant(
+        self, request: Req, ws: FromPath[str], user: FromPath[str], role: FromPath[str]
+    ) -> Response[Written]:
         """Grants a role; nobody grants a permission they do not hold, nor roles to themselves."""
         return reply(
             execute(request, GrantRole(workspace_id=ws, user_id=user, role=role), request.user),
@@ -275,7 +288,9 @@ class WorkspaceController(Controller):
         status_code=200,
         responses=WRITE_ERRORS,
     )
-    def revoke(self, request: Req, ws: str, user: str, role: str) -> Response[Written]:
+    def revoke(
+        self, request: Req, ws: FromPath[str], user: FromPath[str], role: FromPath[str]
+    ) -> Response[Written]:
         """Revokes a role; the last owner keeps theirs."""
         return reply(
             execute(request, RevokeRole(workspace_id=ws, user_id=user, role=role), request.user),
@@ -294,7 +309,7 @@ class InviteController(Controller):
         status_code=200,
         responses=problems(400, 401, 403, 404, 409, 410, 413, 422, 429),
     )
-    def accept(self, request: Req, code: str) -> Response[Joined]:
+    def accept(self, request: Req, code: FromPath[str]) -> Response[Joined]:
         """Joins the invite's workspace (refused once expired or used up: 410)."""
         return reply(execute(request, AcceptInvite(code=code), request.user), Joined)
 

@@ -1,1 +1,0 @@
-def test_b(postgres_url): pass

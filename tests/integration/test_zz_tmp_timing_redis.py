@@ -1,2 +1,0 @@
-import time, pytest
-def test_a(redis_url): pass
