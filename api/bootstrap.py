@@ -68,12 +68,14 @@ class Services:
     access_tokens: AccessTokens
     refresh_tokens: RefreshTokens
     passwords: PasswordHasher
+    auth_pool: ConnectionPool[Any]
     last_writes: LastWrites = field(default_factory=LastWrites)
 
     def close(self) -> None:
         self.runner.stop()
         self.app.close()
         self.read_pool.close()
+        self.auth_pool.close()
 
 
 def build_services(
@@ -92,6 +94,15 @@ def build_services(
         open=True,
         name="chorus-read",
     )
+    # Refresh tokens read plain tuple rows; the read models' pool hands out dict rows.
+    auth_pool: ConnectionPool[Any] = ConnectionPool(
+        database_url,
+        min_size=1,
+        max_size=4,
+        kwargs={"autocommit": True},
+        open=True,
+        name="chorus-auth",
+    )
     runner = ProjectionRunner(read_pool, database_url)
     if run_projections:
         runner.start()
@@ -104,6 +115,7 @@ def build_services(
         access_tokens=AccessTokens(
             settings.resolved_jwt_secret(), ttl_s=settings.access_token_ttl_s
         ),
-        refresh_tokens=RefreshTokens(read_pool, ttl_s=settings.refresh_token_ttl_s),
+        refresh_tokens=RefreshTokens(auth_pool, ttl_s=settings.refresh_token_ttl_s),
+        auth_pool=auth_pool,
         passwords=passwords,
     )

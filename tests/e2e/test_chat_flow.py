@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.fixtures.chorus import Running
+from tests.fixtures.chorus import Running, User
 
 
 def test_three_people_collaborate_in_a_private_workspace(chorus: Running) -> None:
@@ -38,7 +38,11 @@ def test_three_people_collaborate_in_a_private_workspace(chorus: Running) -> Non
         api.post(f"/api/workspaces/{wsid}/channels", ada, {"name": "secret", "private": True}), 201
     )
     api.ok(api.post(f"/api/channels/{secret['id']}/members", ada, {"user_id": bob.user_id}))
-    names = lambda user: {c["name"] for c in api.ok(api.get(f"/api/workspaces/{wsid}/channels", user))["items"]}  # noqa: E731
+
+    def names(user: User) -> set[str]:
+        listing = api.ok(api.get(f"/api/workspaces/{wsid}/channels", user))
+        return {c["name"] for c in listing["items"]}
+
     assert names(bob) == {"general", "secret"}
     assert names(cy) == {"general"}
     assert api.post(f"/api/channels/{secret['id']}/messages", cy, {"text": "hi"}).status_code == 404
@@ -47,7 +51,9 @@ def test_three_people_collaborate_in_a_private_workspace(chorus: Running) -> Non
 
     # Members post, edit, react, reply and delete.
     ch = general["id"]
-    first = api.ok(api.post(f"/api/channels/{ch}/messages", bob, {"text": "Hello @" + cy.username}), 201)
+    first = api.ok(
+        api.post(f"/api/channels/{ch}/messages", bob, {"text": "Hello @" + cy.username}), 201
+    )
     api.ok(api.patch(f"/api/messages/{first['id']}", bob, {"text": "Hello everyone"}))
     assert api.patch(f"/api/messages/{first['id']}", cy, {"text": "hijack"}).status_code == 403
     api.ok(api.put(f"/api/messages/{first['id']}/reactions/👍", cy))
@@ -62,12 +68,20 @@ def test_three_people_collaborate_in_a_private_workspace(chorus: Running) -> Non
     # A plain member cannot delete someone else's message; a `mod` can.
     assert api.delete(f"/api/messages/{reply['id']}", bob).status_code == 403
     api.ok(
-        api.post(f"/api/workspaces/{wsid}/roles", ada, {"name": "mod", "permissions": ["view_channels", "send_messages", "manage_messages"]}),
+        api.post(
+            f"/api/workspaces/{wsid}/roles",
+            ada,
+            {"name": "mod", "permissions": ["view_channels", "send_messages", "manage_messages"]},
+        ),
         201,
     )
     # Nobody can grant themselves a role, owner or not; plain members cannot grant at all.
-    assert api.put(f"/api/workspaces/{wsid}/members/{bob.user_id}/roles/mod", bob).status_code == 403
-    assert api.put(f"/api/workspaces/{wsid}/members/{ada.user_id}/roles/mod", ada).status_code == 403
+    assert (
+        api.put(f"/api/workspaces/{wsid}/members/{bob.user_id}/roles/mod", bob).status_code == 403
+    )
+    assert (
+        api.put(f"/api/workspaces/{wsid}/members/{ada.user_id}/roles/mod", ada).status_code == 403
+    )
     api.ok(api.put(f"/api/workspaces/{wsid}/members/{cy.user_id}/roles/mod", ada))
     spam = api.ok(api.post(f"/api/channels/{ch}/messages", bob, {"text": "spam"}), 201)
     api.ok(api.delete(f"/api/messages/{spam['id']}", cy))

@@ -1,0 +1,358 @@
+"""``python -m bench``: every benchmark, each beside its baseline, on a private PostgreSQL.
+
+Starts its own PostgreSQL (default durability: fsync on) in a temporary directory, runs
+
+1. raw single-row INSERT + COMMIT into an events-shaped table (the baseline), plain and with
+   the recorder's LOCK TABLE + NOTIFY;
+2. ``Chorus.execute(SendMessage)`` in this process;
+3. ``POST /api/channels/{ch}/messages`` and ``GET /api/auth/me`` against ``chorus serve``,
+
+each at every concurrency level, prints a table and writes JSON to bench/results/latest.json.
+Everything it starts is stopped and the temporary directory removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from api.bootstrap import build_services
+from bench import scenarios
+from bench.harness import CpuProbe, LoadResult, WorkerFactory, run_load, self_probe
+from bench.machine import machine_info, postgres_info
+from infrastructure.embedded_postgres import EmbeddedPostgres
+from infrastructure.settings import Settings
+
+RESULTS_DIR = scenarios.REPO / "bench" / "results"
+
+
+@dataclass(frozen=True)
+class Timing:
+    warmup_s: float
+    duration_s: float
+
+
+FULL = Timing(warmup_s=2.0, duration_s=8.0)
+QUICK = Timing(warmup_s=0.5, duration_s=1.5)
+
+# Figure keys, labels and what each is compared with (at the same concurrency).
+LABELS = {
+    "raw_insert": "raw INSERT+COMMIT (baseline)",
+    "raw_insert_locked": "raw INSERT+COMMIT +LOCK TABLE+NOTIFY",
+    "app_send_message": "Chorus.execute(SendMessage)",
+    "http_get_me": "HTTP GET /api/auth/me (baseline)",
+    "http_send_message": "HTTP POST /api/channels/{ch}/messages",
+}
+COMPARISONS = {
+    "raw_insert_locked": ("raw_insert",),
+    "app_send_message": ("raw_insert",),
+    "http_send_message": ("raw_insert", "app_send_message", "http_get_me"),
+}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="short windows: about 30 s in all")
+    p.add_argument(
+        "--concurrency",
+        default="1,16",
+        help="comma-separated thread/client counts to run each figure at (default 1,16)",
+    )
+    p.add_argument("--duration", type=float, help="measured seconds per figure (overrides mode)")
+    p.add_argument("--warmup", type=float, help="warm-up seconds per figure (overrides mode)")
+    p.add_argument(
+        "--payload-bytes",
+        type=int,
+        default=420,
+        help="bytes of 'state' per baseline row (default: about a stored MessageSent)",
+    )
+    p.add_argument(
+        "--output", type=Path, default=RESULTS_DIR / "latest.json", help="where to write JSON"
+    )
+    p.add_argument(
+        "--keep-data", action="store_true", help="keep the temporary directory (database, logs)"
+    )
+    args = p.parse_args(argv)
+    try:
+        args.levels = sorted({int(x) for x in args.concurrency.split(",") if x.strip()})
+    except ValueError:
+        p.error("--concurrency takes whole numbers, e.g. 1,16")
+    if not args.levels or min(args.levels) < 1:
+        p.error("--concurrency needs at least one level >= 1")
+    base = QUICK if args.quick else FULL
+    args.timing = Timing(
+        warmup_s=base.warmup_s if args.warmup is None else args.warmup,
+        duration_s=base.duration_s if args.duration is None else args.duration,
+    )
+    return args
+
+
+class Bench:
+    """Runs figures and keeps their results, printing each as it completes."""
+
+    def __init__(self, timing: Timing, levels: list[int]) -> None:
+        self.timing = timing
+        self.levels = levels
+        self.results: dict[tuple[str, int], LoadResult] = {}
+
+    def run(
+        self,
+        key: str,
+        factory: WorkerFactory,
+        probes: list[CpuProbe],
+        after: Callable[[LoadResult], None] | None = None,
+    ) -> None:
+        for n in self.levels:
+            result = run_load(
+                key,
+                factory,
+                concurrency=n,
+                warmup_s=self.timing.warmup_s,
+                duration_s=self.timing.duration_s,
+                probes=probes,
+            )
+            if after is not None:
+                after(result)
+            self.results[key, n] = result
+            p50, p99 = result.percentile_ms(50), result.percentile_ms(99)
+            line = f"  {LABELS[key]:<40} x{n:<3} {result.rate:>9.0f}/s  p50 {_ms(p50)}"
+            line += f"  p99 {_ms(p99)}"
+            if result.errors:
+                line += f"  ERRORS {result.errors}: {result.first_error}"
+            print(line, flush=True)
+
+    def ratio(self, key: str, other: str, n: int) -> float | None:
+        a, b = self.results.get((key, n)), self.results.get((other, n))
+        if a is None or b is None or b.rate == 0:
+            return None
+        return a.rate / b.rate
+
+
+def _ms(value: float | None) -> str:
+    return "      -" if value is None else f"{value:7.2f}"
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def table(bench: Bench) -> str:
+    header = (
+        f"{'figure':<40} {'conc':>4} {'ops/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'÷raw':>5} {'÷app':>5} {'÷GET':>5}  {'CPU ms/op bench/server/pg':<26} {'err':>3}"
+    )
+    lines = [header, "-" * len(header)]
+    for key in LABELS:
+        for n in bench.levels:
+            result = bench.results.get((key, n))
+            if result is None:
+                continue
+            ratios = {
+                other: bench.ratio(key, other, n) for other in COMPARISONS.get(key, ())
+            }
+            cpu = result.cpu_ms_per_op()
+            cpu_text = "/".join(
+                "-" if cpu.get(k) is None else f"{cpu[k]:.2f}" for k in ("bench", "server", "pg")
+            )
+            lines.append(
+                f"{LABELS[key]:<40} {n:>4} {result.rate:>8.0f} "
+                f"{_ms(result.percentile_ms(50))} {_ms(result.percentile_ms(99))} "
+                f"{_ratio(ratios.get('raw_insert')):>5} {_ratio(ratios.get('app_send_message')):>5} "
+                f"{_ratio(ratios.get('http_get_me')):>5}  {cpu_text:<26} {result.errors:>3}"
+            )
+    return "\n".join(lines)
+
+
+def _raise_on_sigterm(signum: int, _: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # A kill (not only Ctrl-C) still runs the clean-up below.
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    started = dt.datetime.now(dt.UTC)
+    t_start = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="chorus-bench-"))
+    # The unprivileged user running PostgreSQL (when we are root) must traverse it.
+    os.chmod(work, 0o711)
+    # No settings: PostgreSQL's default durability (fsync on, synchronous_commit on).
+    pg = EmbeddedPostgres(work / "pg")
+    server: scenarios.ChorusServer | None = None
+    bench = Bench(args.timing, args.levels)
+    extra: dict[str, Any] = {}
+    try:
+        admin_url = pg.start()
+        machine = machine_info(work, scenarios.REPO)
+        pg_info = postgres_info(admin_url)
+        print_header(args, machine, pg_info, work)
+        pg_probe = CpuProbe("pg", pg.server_pids)
+        bench_probe = self_probe("bench")
+
+        print("1. baseline: raw single-row inserts (psycopg, one connection per thread)")
+        scenarios.create_database(admin_url, "bench_raw")
+        raw_url = pg.url_for("bench_raw")
+        scenarios.prepare_baseline(raw_url)
+        for key, locked in (("raw_insert", False), ("raw_insert_locked", True)):
+            factory = scenarios.raw_insert_factory(
+                raw_url, payload_bytes=args.payload_bytes, locked=locked
+            )
+            bench.run(key, factory, [bench_probe, pg_probe])
+
+        print("2. application layer: Chorus.execute(SendMessage) in this process")
+        scenarios.create_database(admin_url, "bench_app")
+        app_url = pg.url_for("bench_app")
+        settings = Settings(
+            jwt_secret=scenarios.BENCH_SECRET, rate_limit_per_second=0, data_dir=work / "app"
+        )
+        services = build_services(settings, app_url, run_projections=False)
+        extra["db_pool_size"] = settings.db_pool_size
+        try:
+            chat = scenarios.prepare_chat(services.app)
+            factory = scenarios.send_message_factory(services.app, chat)
+            bench.run("app_send_message", factory, [bench_probe, pg_probe])
+        finally:
+            services.close()
+        extra["message_sent_state_bytes"] = scenarios.mean_state_bytes(app_url, "%MessageSent")
+
+        print("3. HTTP: chorus serve (uvicorn, one process) and httpx clients, one per thread")
+        scenarios.create_database(admin_url, "bench_http")
+        server = scenarios.ChorusServer(pg.url_for("bench_http"), work).start()
+        server_pid = server.pid
+        server_probe = CpuProbe("server", lambda: [] if server_pid is None else [server_pid])
+        probes = [bench_probe, server_probe, pg_probe]
+        http_chat = scenarios.prepare_http_chat(server.url)
+        scenarios.wait_for_projections(server.url, timeout_s=30)
+        bench.run("http_get_me", scenarios.http_factory(server.url, http_chat, post=False), probes)
+
+        def catch_up(result: LoadResult) -> None:
+            # The server projects what was written while the next figure runs otherwise.
+            assert server is not None
+            lag, seconds = scenarios.wait_for_projections(server.url, timeout_s=60)
+            result.extra["projection_lag_after_run"] = lag
+            result.extra["projection_catch_up_s"] = None if seconds is None else round(seconds, 2)
+
+        post = scenarios.http_factory(server.url, http_chat, post=True)
+        bench.run("http_send_message", post, probes, after=catch_up)
+        server.stop()
+        server = None
+    finally:
+        if server is not None:
+            server.stop()
+        pg.stop()
+        if args.keep_data:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+    elapsed = time.perf_counter() - t_start
+    print()
+    print(table(bench))
+    print()
+    for (key, n), result in bench.results.items():
+        if "projection_lag_after_run" in result.extra:
+            print(
+                f"read models after {LABELS[key]} x{n}: "
+                f"{result.extra['projection_lag_after_run']} events behind when the run ended, "
+                f"caught up in {result.extra['projection_catch_up_s']} s"
+            )
+    if extra.get("message_sent_state_bytes") is not None:
+        print(
+            f"stored MessageSent state: {extra['message_sent_state_bytes']:.0f} bytes on average "
+            f"(baseline rows: {args.payload_bytes})"
+        )
+    print(f"total time {elapsed:.0f} s")
+    write_json(args, started, elapsed, machine, pg_info, bench, extra)
+    return 1 if any(r.errors for r in bench.results.values()) else 0
+
+
+def print_header(
+    args: argparse.Namespace, machine: dict[str, Any], pg_info: dict[str, Any], work: Path
+) -> None:
+    s = pg_info["settings"]
+    fsync = machine["fdatasync_8k"]
+    mode = "quick" if args.quick else "full"
+    print(
+        f"Chorus benchmarks ({mode}: {args.timing.warmup_s:g} s warm-up + "
+        f"{args.timing.duration_s:g} s measured per figure, concurrency {args.levels})"
+    )
+    print(
+        f"machine: {machine['cpu_model']}, {machine['cpu_count']} CPUs "
+        f"({machine['cpus_usable']} usable), {machine['memory_gib']} GiB, "
+        f"load {machine['load_average_at_start']}"
+    )
+    print(
+        f"python {machine['python']} ({machine['python_implementation']}), "
+        f"psycopg {machine['libraries'].get('psycopg')} ({machine['psycopg_impl']})"
+    )
+    print(
+        f"PostgreSQL {pg_info['version']} in {work}, DEFAULT DURABILITY: fsync={s['fsync']}, "
+        f"synchronous_commit={s['synchronous_commit']}, wal_sync_method={s['wal_sync_method']}"
+    )
+    print(
+        f"disk: {machine['data_filesystem']}; 8 KiB write+fdatasync "
+        f"p50 {fsync['p50_ms']} ms, p99 {fsync['p99_ms']} ms"
+    )
+    print("client, server and PostgreSQL share this machine's CPUs")
+    print(flush=True)
+
+
+def write_json(
+    args: argparse.Namespace,
+    started: dt.datetime,
+    elapsed: float,
+    machine: dict[str, Any],
+    pg_info: dict[str, Any],
+    bench: Bench,
+    extra: dict[str, Any],
+) -> None:
+    ratios = {}
+    for key, others in COMPARISONS.items():
+        for other in others:
+            for n in bench.levels:
+                value = bench.ratio(key, other, n)
+                if value is not None:
+                    ratios[f"{key}/{other}@{n}"] = round(value, 3)
+    document = {
+        "started_at": started.isoformat(timespec="seconds"),
+        "elapsed_s": round(elapsed, 1),
+        "command": " ".join(["python -m bench", *(sys.argv[1:])]),
+        "mode": "quick" if args.quick else "full",
+        "warmup_s": args.timing.warmup_s,
+        "duration_s": args.timing.duration_s,
+        "concurrency": bench.levels,
+        "baseline_payload_bytes": args.payload_bytes,
+        "machine": machine,
+        "postgres": pg_info,
+        "results": [r.to_json() | {"label": LABELS[r.name]} for r in bench.results.values()],
+        "ratios": ratios,
+        **extra,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(document, indent=2) + "\n"
+    args.output.write_text(text)
+    # A dated copy beside it, so earlier runs can be compared (bench/results/ is git-ignored).
+    if args.output == RESULTS_DIR / "latest.json":
+        stamp = started.strftime("%Y%m%dT%H%M%SZ")
+        with contextlib.suppress(OSError):
+            (RESULTS_DIR / f"{stamp}-{document['mode']}.json").write_text(text)
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,308 @@
+"""The workloads: raw inserts (the baseline), the application layer, and HTTP."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from psycopg import sql
+
+from application.chorus import Chorus
+from application.commands import CreateChannel, CreateWorkspace, RegisterUser, SendMessage
+from bench.harness import Worker, WorkerFactory
+from domain.base import Cause
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH_SECRET = "chorus-benchmark-secret-" + "x" * 32
+PASSWORD = "benchmark password"
+MESSAGE_TEXT = "benchmark message: the quick brown fox jumps over the lazy dog"
+
+
+def create_database(admin_url: str, name: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+# -- 1. baseline: raw single-row inserts ------------------------------------------------------
+
+# Shaped like eventsourcing's events table (uuid, bigint, text, bytea, bigserial position with
+# a unique index), with none of its locking.
+BASELINE_DDL = """
+CREATE TABLE bench_events (
+    originator_id uuid NOT NULL,
+    originator_version bigint NOT NULL,
+    topic text,
+    state bytea,
+    notification_id bigserial,
+    PRIMARY KEY (originator_id, originator_version)
+);
+CREATE UNIQUE INDEX bench_events_notification_id ON bench_events (notification_id);
+"""
+BASELINE_INSERT = (
+    "INSERT INTO bench_events (originator_id, originator_version, topic, state)"
+    " VALUES (%s, %s, %s, %s) RETURNING notification_id"
+)
+BASELINE_TOPIC = "domain.messages:Message.MessageSent"
+
+
+def prepare_baseline(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(BASELINE_DDL)
+
+
+def raw_insert_factory(url: str, *, payload_bytes: int, locked: bool) -> WorkerFactory:
+    """One connection per worker; each operation is one transaction holding one row.
+
+    ``locked`` adds what eventsourcing's recorder does around its insert (``LOCK TABLE ... IN
+    EXCLUSIVE MODE`` and ``NOTIFY``), still without any Python layer on top, to show what the
+    lock alone costs.
+    """
+    state = os.urandom(payload_bytes)
+
+    def factory(_: int) -> Worker:
+        conn = psycopg.connect(url)
+        cur = conn.cursor()
+
+        def op() -> None:
+            if locked:
+                cur.execute("LOCK TABLE bench_events IN EXCLUSIVE MODE")
+            cur.execute(BASELINE_INSERT, (uuid.uuid4(), 1, BASELINE_TOPIC, state))
+            cur.fetchone()
+            if locked:
+                cur.execute("NOTIFY bench_events")
+            conn.commit()
+
+        return op, conn.close
+
+    return factory
+
+
+# -- 2. application layer -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Chat:
+    user_id: str
+    workspace_id: str
+    channel_id: str
+
+
+def prepare_chat(app: Chorus) -> Chat:
+    """One user (one argon2 hash, ~0.3 s), one workspace, one channel."""
+    registered = app.execute(
+        RegisterUser(username="bench_app", password=PASSWORD), Cause(actor_id=None)
+    )
+    user_id = str(registered.body["user_id"])
+    workspace = app.execute(CreateWorkspace(name="bench"), Cause(actor_id=user_id))
+    workspace_id = str(workspace.body["id"])
+    channel = app.execute(
+        CreateChannel(workspace_id=workspace_id, name="general"), Cause(actor_id=user_id)
+    )
+    return Chat(user_id, workspace_id, str(channel.body["id"]))
+
+
+def send_message_factory(app: Chorus, chat: Chat) -> WorkerFactory:
+    """Every operation sends a new message: a new stream, so no two writers contend for an
+    aggregate, only for the events table."""
+
+    def factory(i: int) -> Worker:
+        command = SendMessage(channel_id=chat.channel_id, text=f"{MESSAGE_TEXT} ({i})")
+        cause = Cause(actor_id=chat.user_id)
+
+        def op() -> None:
+            result = app.execute(command, cause)
+            if result.status != 201 or result.position is None:
+                raise RuntimeError(f"unexpected result {result}")
+
+        return op, lambda: None
+
+    return factory
+
+
+def mean_state_bytes(url: str, topic_like: str) -> float | None:
+    """The mean stored size of events whose topic matches, to size the baseline's rows alike."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT avg(octet_length(state)) FROM chorus_events WHERE topic LIKE %s",
+            (topic_like,),
+        ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+# -- 3. HTTP ------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ChorusServer:
+    """``chorus serve`` (one uvicorn process, its own GIL) on 127.0.0.1 and a free port."""
+
+    def __init__(self, database_url: str, work_dir: Path) -> None:
+        self.database_url = database_url
+        self.work_dir = work_dir
+        self.log_path = work_dir / "chorus-serve.log"
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+    def start(self, timeout_s: float = 60.0) -> ChorusServer:
+        self.port = _free_port()
+        env = dict(os.environ)
+        env.update(
+            {
+                "DATABASE_URL": self.database_url,
+                "CHORUS_JWT_SECRET": BENCH_SECRET,
+                "CHORUS_RATE_LIMIT_PER_SECOND": "0",
+                "CHORUS_ACCESS_TOKEN_TTL_S": "3600",
+                "CHORUS_DATA_DIR": str(self.work_dir / "chorus-data"),
+            }
+        )
+        argv = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1"]
+        argv += ["--port", str(self.port), "--log-level", "warning"]
+        with open(self.log_path, "ab") as log:
+            # Own session: a Ctrl-C reaches the bench first, which then stops the server.
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=REPO,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout_s
+        with httpx.Client(base_url=self.url, timeout=2) as client:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"chorus serve exited during start-up:\n{self.log_tail()}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get("/health").status_code == 200:
+                        return self
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"chorus serve did not answer /health:\n{self.log_tail()}")
+                time.sleep(0.1)
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """Graceful shutdown (SIGINT, as a Ctrl-C), escalating if it does not exit."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        for sig, wait_s in ((signal.SIGINT, 20.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            if proc.poll() is not None:
+                return
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=wait_s)
+
+
+@dataclass(frozen=True)
+class HttpChat:
+    access_token: str
+    user_id: str
+    channel_id: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+
+def prepare_http_chat(base_url: str) -> HttpChat:
+    """Signs one user up (one argon2 hash) and creates a workspace and channel over HTTP."""
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        r = client.post("/api/auth/signup", json={"username": "bench_http", "password": PASSWORD})
+        body = _expect(r, 201)
+        chat_headers = {"Authorization": f"Bearer {body['access_token']}"}
+        r = client.post("/api/workspaces", json={"name": "bench"}, headers=chat_headers)
+        workspace_id = _expect(r, 201)["id"]
+        r = client.post(
+            f"/api/workspaces/{workspace_id}/channels",
+            json={"name": "general"},
+            headers=chat_headers,
+        )
+        channel_id = _expect(r, 201)["id"]
+    return HttpChat(body["access_token"], body["user_id"], channel_id)
+
+
+def _expect(response: httpx.Response, status: int) -> Any:
+    if response.status_code != status:
+        raise RuntimeError(
+            f"{response.request.method} {response.request.url.path}: "
+            f"{response.status_code} {response.text[:300]}"
+        )
+    return response.json()
+
+
+def projection_lag(base_url: str) -> int | None:
+    """How many positions the slowest read model is behind the store (``GET /ready``)."""
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        body = client.get("/ready").json()
+    lag = body.get("projection_lag")
+    return None if lag is None else int(lag)
+
+
+def wait_for_projections(base_url: str, timeout_s: float) -> tuple[int | None, float | None]:
+    """The lag now, and how long the read models took to reach the store's head (None if they
+    did not within ``timeout_s``)."""
+    t0 = time.perf_counter()
+    first = projection_lag(base_url)
+    lag = first
+    while lag is None or lag > 0:
+        if time.perf_counter() - t0 > timeout_s:
+            return first, None
+        time.sleep(0.05)
+        lag = projection_lag(base_url)
+    return first, time.perf_counter() - t0
+
+
+def http_factory(base_url: str, chat: HttpChat, *, post: bool) -> WorkerFactory:
+    """One keep-alive HTTP/1.1 connection per worker, sending either ``GET /api/auth/me`` or
+    ``POST /api/channels/{ch}/messages``."""
+
+    def factory(i: int) -> Worker:
+        client = httpx.Client(base_url=base_url, headers=chat.headers, timeout=30)
+        path = f"/api/channels/{chat.channel_id}/messages"
+        body = {"text": f"{MESSAGE_TEXT} ({i})"}
+
+        def send() -> None:
+            r = client.post(path, json=body)
+            if r.status_code != 201:
+                raise RuntimeError(f"POST {r.status_code}: {r.text[:200]}")
+
+        def me() -> None:
+            r = client.get("/api/auth/me")
+            if r.status_code != 200:
+                raise RuntimeError(f"GET {r.status_code}: {r.text[:200]}")
+
+        return (send if post else me), client.close
+
+    return factory
