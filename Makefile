@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(VENV)/bin/python -m pip install -e ".[dev]"
 	touch $@
 
-serve: venv ## Run the API with .venv/bin/chorus serve (extra options: make serve ARGS="--port 9000")
+serve: deps venv ## Run the API with .venv/bin/chorus serve (extra options: make serve ARGS="--port 9000")
 	$(VENV)/bin/chorus serve $(ARGS)
 
 # Installs with apt-get only as root; anyone else is told what to install. PostgreSQL gets

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,8 +29,10 @@ A = TypeVar("A", bound=ChorusAggregate)
 _CONTEXTS = (identity, workspaces, channels, messages)
 
 # A concurrent write to the same aggregate makes a save fail; the command is then decided
-# again against the newer state, so no write is lost or silently overwritten.
-MAX_ATTEMPTS = 5
+# again against the newer state, so no write is lost or silently overwritten. A short random
+# pause spreads out writers that keep colliding on one hot aggregate.
+MAX_ATTEMPTS = 30
+BACKOFF_S = 0.002
 
 
 class IdempotencyKeyReused(InvalidValue):
@@ -129,6 +133,7 @@ class Chorus(Application[UUID]):
                         return replay
                 if attempt == MAX_ATTEMPTS - 1:
                     raise Conflict("the data changed while this was decided; try again") from None
+                time.sleep(random.uniform(0, BACKOFF_S * min(attempt + 1, 10)))
                 continue
             position = max(r.notification.id for r in recordings)
             return CommandResult(decision.status, {**decision.body, "position": position})

@@ -32,12 +32,22 @@ from typing import Any
 
 from api.bootstrap import build_services
 from bench import scenarios
-from bench.harness import CpuProbe, LoadResult, WorkerFactory, run_load, self_probe
+from bench.harness import (
+    CpuProbe,
+    LoadResult,
+    WorkerFactory,
+    machine_probe,
+    pids_probe,
+    run_load,
+    self_probe,
+)
 from bench.machine import machine_info, postgres_info
 from infrastructure.embedded_postgres import EmbeddedPostgres
 from infrastructure.settings import Settings
 
 RESULTS_DIR = scenarios.REPO / "bench" / "results"
+# Above this many cores busy with other work during a window, the run is flagged as noisy.
+NOISY_CORES = 0.25
 
 
 @dataclass(frozen=True)
@@ -56,11 +66,13 @@ LABELS = {
     "app_send_message": "Chorus.execute(SendMessage)",
     "http_get_me": "HTTP GET /api/auth/me (baseline)",
     "http_send_message": "HTTP POST /api/channels/{ch}/messages",
+    "http_send_no_projections": "  same, projection runner off (diagnostic)",
 }
 COMPARISONS = {
     "raw_insert_locked": ("raw_insert",),
     "app_send_message": ("raw_insert",),
     "http_send_message": ("raw_insert", "app_send_message", "http_get_me"),
+    "http_send_no_projections": ("raw_insert", "app_send_message", "http_get_me"),
 }
 
 
@@ -152,8 +164,9 @@ def _ratio(value: float | None) -> str:
 
 def table(bench: Bench) -> str:
     header = (
-        f"{'figure':<40} {'conc':>4} {'ops/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'÷raw':>5} {'÷app':>5} {'÷GET':>5}  {'CPU ms/op bench/server/pg':<26} {'err':>3}"
+        f"{'figure':<40} {'conc':>4} {'ops/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'÷raw':>5} {'÷app':>5} {'÷GET':>5}  {'CPU ms/op bench/server/pg':<25} "
+        f"{'other':>5} {'err':>3}"
     )
     lines = [header, "-" * len(header)]
     for key in LABELS:
@@ -161,19 +174,31 @@ def table(bench: Bench) -> str:
             result = bench.results.get((key, n))
             if result is None:
                 continue
-            ratios = {
-                other: bench.ratio(key, other, n) for other in COMPARISONS.get(key, ())
-            }
+            ratios = [
+                _ratio(bench.ratio(key, other, n) if other in COMPARISONS.get(key, ()) else None)
+                for other in ("raw_insert", "app_send_message", "http_get_me")
+            ]
             cpu = result.cpu_ms_per_op()
             cpu_text = "/".join(
                 "-" if cpu.get(k) is None else f"{cpu[k]:.2f}" for k in ("bench", "server", "pg")
             )
+            other = result.cores_busy().get("other")
             lines.append(
-                f"{LABELS[key]:<40} {n:>4} {result.rate:>8.0f} "
+                f"{LABELS[key]:<40} {n:>4} {result.rate:>7.0f} "
                 f"{_ms(result.percentile_ms(50))} {_ms(result.percentile_ms(99))} "
-                f"{_ratio(ratios.get('raw_insert')):>5} {_ratio(ratios.get('app_send_message')):>5} "
-                f"{_ratio(ratios.get('http_get_me')):>5}  {cpu_text:<26} {result.errors:>3}"
+                + " ".join(f"{r:>5}" for r in ratios)
+                + f"  {cpu_text:<25} {'-' if other is None else f'{other:.2f}':>5}"
+                f" {result.errors:>3}"
             )
+    lines.append("")
+    lines.append(
+        "÷x: ops/s divided by figure x's at the same concurrency. CPU ms/op: CPU time of this"
+        " process (bench),"
+    )
+    lines.append(
+        "chorus serve (server) and PostgreSQL (pg) per operation. other: CPU cores busy with"
+        " other people's work."
+    )
     return "\n".join(lines)
 
 
@@ -201,8 +226,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         machine = machine_info(work, scenarios.REPO)
         pg_info = postgres_info(admin_url)
         print_header(args, machine, pg_info, work)
-        pg_probe = CpuProbe("pg", pg.server_pids)
+        pg_probe = pids_probe("pg", pg.server_pids)
         bench_probe = self_probe("bench")
+        everything = machine_probe()
 
         print("1. baseline: raw single-row inserts (psycopg, one connection per thread)")
         scenarios.create_database(admin_url, "bench_raw")
@@ -212,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             factory = scenarios.raw_insert_factory(
                 raw_url, payload_bytes=args.payload_bytes, locked=locked
             )
-            bench.run(key, factory, [bench_probe, pg_probe])
+            bench.run(key, factory, [bench_probe, pg_probe, everything])
 
         print("2. application layer: Chorus.execute(SendMessage) in this process")
         scenarios.create_database(admin_url, "bench_app")
@@ -225,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             chat = scenarios.prepare_chat(services.app)
             factory = scenarios.send_message_factory(services.app, chat)
-            bench.run("app_send_message", factory, [bench_probe, pg_probe])
+            bench.run("app_send_message", factory, [bench_probe, pg_probe, everything])
         finally:
             services.close()
         extra["message_sent_state_bytes"] = scenarios.mean_state_bytes(app_url, "%MessageSent")
@@ -233,9 +259,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("3. HTTP: chorus serve (uvicorn, one process) and httpx clients, one per thread")
         scenarios.create_database(admin_url, "bench_http")
         server = scenarios.ChorusServer(pg.url_for("bench_http"), work).start()
-        server_pid = server.pid
-        server_probe = CpuProbe("server", lambda: [] if server_pid is None else [server_pid])
-        probes = [bench_probe, server_probe, pg_probe]
+
+        def server_pids() -> list[int]:
+            # Whichever server is running now (each HTTP figure starts its own).
+            pid = None if server is None else server.pid
+            return [] if pid is None else [pid]
+
+        server_probe = pids_probe("server", server_pids)
+        probes = [bench_probe, server_probe, pg_probe, everything]
         http_chat = scenarios.prepare_http_chat(server.url)
         scenarios.wait_for_projections(server.url, timeout_s=30)
         bench.run("http_get_me", scenarios.http_factory(server.url, http_chat, post=False), probes)
@@ -249,6 +280,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         post = scenarios.http_factory(server.url, http_chat, post=True)
         bench.run("http_send_message", post, probes, after=catch_up)
+        server.stop()
+        server = None
+
+        # The same writes with no projection runner behind them: what projecting costs.
+        scenarios.create_database(admin_url, "bench_http_no_projections")
+        server = scenarios.ChorusServer(
+            pg.url_for("bench_http_no_projections"), work, projections=False
+        ).start()
+        quiet_chat = scenarios.prepare_http_chat(server.url)
+        post = scenarios.http_factory(server.url, quiet_chat, post=True)
+        bench.run("http_send_no_projections", post, probes)
         server.stop()
         server = None
     finally:
@@ -275,6 +317,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"stored MessageSent state: {extra['message_sent_state_bytes']:.0f} bytes on average "
             f"(baseline rows: {args.payload_bytes})"
+        )
+    busiest = max((r.cores_busy().get("other", 0.0) for r in bench.results.values()), default=0.0)
+    extra["other_cores_busy_max"] = round(busiest, 2)
+    extra["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    if busiest > NOISY_CORES:
+        print(
+            f"WARNING: other processes kept up to {busiest:.2f} CPU cores busy during the "
+            "measurements (column 'other'); those figures are lower than this machine can do"
         )
     print(f"total time {elapsed:.0f} s")
     write_json(args, started, elapsed, machine, pg_info, bench, extra)

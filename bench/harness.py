@@ -19,11 +19,12 @@ WorkerFactory = Callable[[int], Worker]
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 # A worker whose every operation fails stops after this many errors instead of spinning.
 _MAX_ERRORS_PER_WORKER = 100
+MACHINE = "machine"
 
 
-def pid_cpu_seconds(pids: Iterable[int]) -> float:
-    """User + system CPU seconds of the given processes (all their threads); gone ones count 0."""
-    total = 0
+def pid_cpu_seconds(pids: Iterable[int]) -> dict[int, float]:
+    """User + system CPU seconds of each live process given (all its threads)."""
+    found = {}
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as fh:
@@ -31,23 +32,43 @@ def pid_cpu_seconds(pids: Iterable[int]) -> float:
                 fields = fh.read().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / _CLK_TCK
+        found[pid] = (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime
+    return found
+
+
+def machine_cpu_seconds() -> dict[str, float]:
+    """CPU seconds every process on the machine has spent busy (from /proc/stat)."""
+    with open("/proc/stat") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return {"all": (user + nice + system + irq + softirq + steal) / _CLK_TCK}
 
 
 @dataclass
 class CpuProbe:
-    """Where CPU time is measured: ``pids`` is called at each sample, so it may change."""
+    """Where CPU time is measured. ``sample`` gives CPU seconds per process; a process that
+    exits during the window loses its share (never counts negative), one that starts counts
+    from zero."""
 
     name: str
-    pids: Callable[[], Iterable[int]]
+    sample: Callable[[], dict[Any, float]]
 
-    def sample(self) -> float:
-        return pid_cpu_seconds(self.pids())
+    @staticmethod
+    def delta(before: dict[Any, float], after: dict[Any, float]) -> float:
+        return sum(max(0.0, v - before.get(k, 0.0)) for k, v in after.items())
 
 
-def self_probe(name: str = "client") -> CpuProbe:
-    return CpuProbe(name, lambda: [os.getpid()])
+def pids_probe(name: str, pids: Callable[[], Iterable[int]]) -> CpuProbe:
+    return CpuProbe(name, lambda: pid_cpu_seconds(pids()))
+
+
+def self_probe(name: str = "bench") -> CpuProbe:
+    return pids_probe(name, lambda: [os.getpid()])
+
+
+def machine_probe() -> CpuProbe:
+    """All busy CPU on the machine, ours and everyone else's (to spot a noisy neighbour)."""
+    return CpuProbe(MACHINE, machine_cpu_seconds)
 
 
 @dataclass
@@ -75,11 +96,20 @@ class LoadResult:
         return ordered[rank - 1] * 1000
 
     def cpu_ms_per_op(self) -> dict[str, float | None]:
-        return {k: (v / self.ops * 1000 if self.ops else None) for k, v in self.cpu_s.items()}
+        return {
+            k: (v / self.ops * 1000 if self.ops else None)
+            for k, v in self.cpu_s.items()
+            if k != MACHINE
+        }
 
     def cores_busy(self) -> dict[str, float]:
-        """Average number of CPU cores each process kept busy during the window."""
-        return {k: v / self.seconds for k, v in self.cpu_s.items()}
+        """Average number of CPU cores each process kept busy during the window, and
+        ``other``: what the rest of the machine used (other people's work skews a run)."""
+        busy = {k: v / self.seconds for k, v in self.cpu_s.items() if k != MACHINE}
+        if MACHINE in self.cpu_s:
+            ours = sum(v for k, v in self.cpu_s.items() if k != MACHINE)
+            busy["other"] = max(0.0, self.cpu_s[MACHINE] - ours) / self.seconds
+        return busy
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -200,7 +230,7 @@ def run_load(
         ops=totals["ops"],
         errors=totals["errors"],
         latencies_s=latencies,
-        cpu_s={k: after[k] - before[k] for k in before},
+        cpu_s={p.name: CpuProbe.delta(before[p.name], after[p.name]) for p in probes},
         first_error=first_error[0] if first_error else None,
     )
 

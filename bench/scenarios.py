@@ -151,12 +151,15 @@ def _free_port() -> int:
 
 
 class ChorusServer:
-    """``chorus serve`` (one uvicorn process, its own GIL) on 127.0.0.1 and a free port."""
+    """``chorus serve`` (one uvicorn process, its own GIL) on 127.0.0.1 and a free port; with
+    ``projections=False``, the same app without its projection runner (``bench.server``)."""
 
-    def __init__(self, database_url: str, work_dir: Path) -> None:
+    def __init__(self, database_url: str, work_dir: Path, *, projections: bool = True) -> None:
         self.database_url = database_url
         self.work_dir = work_dir
-        self.log_path = work_dir / "chorus-serve.log"
+        self.projections = projections
+        name = "chorus-serve" if projections else "chorus-serve-no-projections"
+        self.log_path = work_dir / f"{name}.log"
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -180,7 +183,10 @@ class ChorusServer:
                 "CHORUS_DATA_DIR": str(self.work_dir / "chorus-data"),
             }
         )
-        argv = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1"]
+        if self.projections:
+            argv = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1"]
+        else:
+            argv = [sys.executable, "-m", "bench.server"]
         argv += ["--port", str(self.port), "--log-level", "warning"]
         with open(self.log_path, "ab") as log:
             # Own session: a Ctrl-C reaches the bench first, which then stops the server.

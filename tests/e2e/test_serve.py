@@ -1,0 +1,93 @@
+"""`chorus serve` with no DATABASE_URL runs its own PostgreSQL and keeps data across restarts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from infrastructure.embedded_postgres import EmbeddedPostgres
+
+CHORUS = str(Path(sys.executable).with_name("chorus"))
+
+
+@contextmanager
+def serve(cwd: Path, port: int) -> Iterator[httpx.Client]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.pop("CHORUS_JWT_SECRET", None)
+    log = (cwd / "serve.log").open("ab")
+    proc = subprocess.Popen(
+        [CHORUS, "serve", "--port", str(port)], cwd=cwd, env=env, stdout=log, stderr=log
+    )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    try:
+        deadline = time.monotonic() + 90
+        while True:  # bounded readiness poll of a real endpoint
+            assert proc.poll() is None, (cwd / "serve.log").read_text()[-3000:]
+            try:
+                if client.get("/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "chorus serve did not become ready"
+            time.sleep(0.2)
+        yield client
+    finally:
+        client.close()
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.mark.slow
+def test_serve_keeps_its_data_across_restarts(tmp_path: Path, free_port: int) -> None:
+    with serve(tmp_path, free_port) as http:
+        signup = http.post(
+            "/api/auth/signup", json={"username": "persistent", "password": "pw-pw-pw-pw"}
+        )
+        assert signup.status_code == 201, signup.text
+        token = signup.json()["access_token"]
+        ws = http.post(
+            "/api/workspaces",
+            json={"name": "Kept"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert ws.status_code == 201
+    # It stopped its PostgreSQL on exit, and keeps the data and the signing key on disk.
+    assert EmbeddedPostgres(tmp_path / ".chorus" / "pg").server_pids() == []
+    assert (tmp_path / ".chorus" / "jwt-secret").exists()
+
+    with serve(tmp_path, free_port) as http:
+        # The old access token still verifies: the generated key was kept, not regenerated.
+        mine = http.get("/api/workspaces", headers={"Authorization": f"Bearer {token}"})
+        assert [w["name"] for w in mine.json()["items"]] == ["Kept"]
+        login = http.post(
+            "/api/auth/login", json={"username": "persistent", "password": "pw-pw-pw-pw"}
+        )
+        assert login.status_code == 200
+        assert login.json()["user_id"] == signup.json()["user_id"]
+    assert EmbeddedPostgres(tmp_path / ".chorus" / "pg").server_pids() == []
+
+
+def test_serve_refuses_a_public_address_without_consent(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [CHORUS, "serve", "--host", "0.0.0.0"], cwd=tmp_path, capture_output=True, timeout=60
+    )
+    assert result.returncode == 2 and b"--public" in result.stderr
+
+
+def test_cli_lists_its_commands() -> None:
+    result = subprocess.run([CHORUS, "--help"], capture_output=True, timeout=60, check=True)
+    assert b"serve" in result.stdout and b"migrate" in result.stdout

@@ -1,0 +1,170 @@
+"""The event store: typed JSON records, optimistic concurrency, commands decided again on
+conflict, and idempotency records committed with the events."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from uuid import UUID
+
+import psycopg
+import pytest
+from eventsourcing.persistence import IntegrityError
+
+from api.bootstrap import migrate
+from application.chorus import Chorus, IdempotencyKeyReused
+from application.commands import CreateWorkspace, JoinWorkspace, RegisterUser
+from domain.base import Cause
+from domain.errors import UsernameTaken
+from domain.workspaces import Workspace
+from infrastructure.eventstore import eventsourcing_env
+
+
+class CheapPasswords:
+    """Password hashing is not under test here; argon2 is (tests/unit/test_passwords.py)."""
+
+    def hash(self, password: str) -> str:
+        return "plain:" + password
+
+    def verify(self, stored_hash: str | None, password: str) -> bool:
+        return stored_hash == "plain:" + password
+
+
+@pytest.fixture
+def store_url(database_url: str) -> str:
+    migrate(database_url)
+    return database_url
+
+
+@pytest.fixture
+def app(store_url: str) -> Iterator[Chorus]:
+    chorus = Chorus(eventsourcing_env(store_url), passwords=CheapPasswords())
+    yield chorus
+    chorus.close()
+
+
+def _user(app: Chorus, name: str) -> str:
+    result = app.execute(RegisterUser(username=name, password="password1"), Cause(None))
+    return str(result.body["user_id"])
+
+
+def test_events_are_typed_json_readable_in_sql(app: Chorus, store_url: str) -> None:
+    owner = _user(app, "owner")
+    result = app.execute(CreateWorkspace(name="Typed", visibility="public"), Cause(owner, "k1"))
+    with psycopg.connect(store_url) as conn:
+        row = conn.execute(
+            "SELECT convert_from(state, 'UTF8')::jsonb FROM chorus_events"
+            " WHERE notification_id = %s",
+            (result.position,),
+        ).fetchone()
+    assert row is not None
+    assert row[0]["name"] == "Typed" and row[0]["actor_id"] == owner
+    assert row[0]["command_id"] == "k1"
+    # Read back through the mapper, the fields have their declared types again.
+    events = list(app.events.get(UUID(str(result.body["id"]))))
+    assert isinstance(events[0].originator_id, UUID)
+    assert isinstance(events[0].timestamp, datetime)
+    assert vars(events[0])["has_password"] is False
+
+
+def test_a_stale_write_is_refused_not_applied(store_url: str) -> None:
+    first = Chorus(eventsourcing_env(store_url), passwords=CheapPasswords())
+    second = Chorus(eventsourcing_env(store_url), passwords=CheapPasswords())
+    try:
+        owner = _user(first, "ann")
+        joiner = _user(first, "ben")
+        created = first.execute(CreateWorkspace(name="W", visibility="public"), Cause(owner))
+        ws_id = UUID(str(created.body["id"]))
+        a = first.repository.get(ws_id)
+        b = second.repository.get(ws_id)
+        assert isinstance(a, Workspace) and isinstance(b, Workspace)
+        a.join(Cause(joiner), password_ok=False)
+        first.save(a)
+        b.create_role("late", ["view_channels"], Cause(owner))
+        with pytest.raises(IntegrityError):
+            second.save(b)
+        assert [type(e).__name__ for e in first.events.get(ws_id)] == [
+            "WorkspaceCreated",
+            "MemberJoined",
+        ]
+    finally:
+        first.close()
+        second.close()
+
+
+def test_concurrent_commands_on_one_aggregate_are_all_decided(app: Chorus, store_url: str) -> None:
+    """Twelve people join one workspace at once: each conflict is decided again against the
+    newer state, so every join lands exactly once and versions stay contiguous."""
+    owner = _user(app, "host")
+    joiners = [_user(app, f"guest{i}") for i in range(12)]
+    ws = str(
+        app.execute(CreateWorkspace(name="Busy", visibility="public"), Cause(owner)).body["id"]
+    )
+    others = [Chorus(eventsourcing_env(store_url), passwords=CheapPasswords()) for _ in range(3)]
+    barrier = threading.Barrier(len(joiners))
+
+    def join(i: int) -> int | None:
+        barrier.wait()
+        return others[i % 3].execute(JoinWorkspace(workspace_id=ws), Cause(joiners[i])).position
+
+    try:
+        with ThreadPoolExecutor(len(joiners)) as pool:
+            positions = list(pool.map(join, range(len(joiners))))
+    finally:
+        for other in others:
+            other.close()
+    assert all(p is not None for p in positions) and len(set(positions)) == len(positions)
+    events = list(app.events.get(UUID(ws)))
+    assert [e.originator_version for e in events] == list(range(1, len(joiners) + 2))
+    workspace = app.load(Workspace, ws)
+    assert set(workspace.members) == {owner, *joiners}
+
+
+def test_username_is_unique_even_when_two_signups_race(app: Chorus, store_url: str) -> None:
+    other = Chorus(eventsourcing_env(store_url), passwords=CheapPasswords())
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def signup(chorus: Chorus) -> None:
+        barrier.wait()
+        try:
+            chorus.execute(RegisterUser(username="only_one", password="password1"), Cause(None))
+            outcomes.append("ok")
+        except UsernameTaken:
+            outcomes.append("taken")
+
+    threads = [threading.Thread(target=signup, args=(c,)) for c in (app, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    other.close()
+    assert sorted(outcomes) == ["ok", "taken"]
+
+
+def test_idempotency_record_survives_a_new_process(app: Chorus, store_url: str) -> None:
+    owner = _user(app, "keeper")
+    key = "create-" + uuid.uuid4().hex
+    first = app.execute(CreateWorkspace(name="Once"), Cause(owner, key))
+    restarted = Chorus(eventsourcing_env(store_url), passwords=CheapPasswords())
+    try:
+        again = restarted.execute(CreateWorkspace(name="Once"), Cause(owner, key))
+        assert again.replayed and again.body == first.body and again.status == first.status
+        with pytest.raises(IdempotencyKeyReused):
+            restarted.execute(CreateWorkspace(name="Twice"), Cause(owner, key))
+    finally:
+        restarted.close()
+    with psycopg.connect(store_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM chorus_events WHERE topic LIKE %s", ("%WorkspaceCreated",)
+        ).fetchone()
+    assert row == (1,)
+
+
+def test_db_functions_stay_disabled() -> None:
+    env = eventsourcing_env("postgresql://u:p@127.0.0.1:5432/db")
+    assert env["POSTGRES_ENABLE_DB_FUNCTIONS"] == "n"
+    assert env["CREATE_TABLE"] == "false"
