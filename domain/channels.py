@@ -61,7 +61,9 @@ class Channel(ChorusAggregate):
 
     @classmethod
     def open_direct(cls, other_user_id: str, cause: Cause) -> Channel:
-        actor = cause.actor_id or ""
+        actor = cause.actor_id
+        if actor is None:
+            raise PermissionDenied("this needs a signed-in user")
         if other_user_id == actor:
             raise InvalidValue("a direct message needs another person")
         return cls(

@@ -15,18 +15,25 @@ from domain.rules import (
     MAX_EMOJI,
     MAX_MENTIONS,
     MAX_MESSAGE_TEXT,
+    USERNAME_PATTERN,
     bounded_text,
 )
 from domain.workspaces import Workspace
 
-_MENTION = re.compile(r"(?<![\w@.])@([A-Za-z0-9_.]{3,32})")
+_MENTION = re.compile(r"(?<![\w@.])@([A-Za-z0-9_.]+)")
 
 
 def parse_mentions(text: str) -> list[str]:
-    """Usernames mentioned as ``@username``, lower-cased, first-seen order, no repeats."""
+    """Usernames mentioned as ``@username``, lower-cased, first-seen order, no repeats.
+
+    A sentence's full stop is not part of the name ("thanks @ann."), and a run of name
+    characters too long or too short to be a username mentions nobody (never a prefix of it).
+    """
     seen: dict[str, None] = {}
     for match in _MENTION.finditer(text):
-        seen.setdefault(match.group(1).lower().rstrip("."), None)
+        name = match.group(1).lower().rstrip(".")
+        if USERNAME_PATTERN.fullmatch(name):
+            seen.setdefault(name, None)
     return list(seen)[:MAX_MENTIONS]
 
 
@@ -113,6 +120,9 @@ class Message(ChorusAggregate):
         self._check_not_deleted()
         if actor != self.author_id:
             raise PermissionDenied("only the author can edit a message")
+        # An archived channel is read-only, and an author who may no longer post may no
+        # longer rewrite what they posted.
+        channel.check_can_post(actor, workspace)
         new_text = check_text(text)
         if new_text == self.text:
             raise Conflict("the text is unchanged")

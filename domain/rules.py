@@ -6,13 +6,13 @@ import re
 
 from domain.errors import InvalidValue
 
-USERNAME_PATTERN = re.compile(r"^[a-z0-9_.]{3,32}$")
+USERNAME_PATTERN = re.compile(r"[a-z0-9_.]{3,32}")
 MAX_DISPLAY_NAME = 64
 MAX_WORKSPACE_NAME = 100
 MAX_CHANNEL_NAME = 100
 MAX_TOPIC = 1024
 MAX_ROLE_NAME = 32
-ROLE_NAME_PATTERN = re.compile(r"^[a-z0-9_-]{1,32}$")
+ROLE_NAME_PATTERN = re.compile(r"[a-z0-9_-]{1,32}")
 MAX_MESSAGE_TEXT = 4000
 MAX_MENTIONS = 20
 MAX_EMOJI = 64
@@ -40,7 +40,7 @@ def bounded_text(value: str, *, field: str, max_length: int, allow_empty: bool =
 
 def normalise_username(username: str) -> str:
     name = username.strip().lower()
-    if not USERNAME_PATTERN.match(name):
+    if not USERNAME_PATTERN.fullmatch(name):
         raise InvalidValue("username must be 3 to 32 characters of a-z, 0-9, '_' or '.'")
     return name
 

@@ -292,7 +292,7 @@ class Workspace(ChorusAggregate):
     def create_role(self, name: str, permissions: list[str], cause: Cause) -> None:
         actor = _actor(cause)
         self.check_permission(actor, "manage_roles")
-        if not ROLE_NAME_PATTERN.match(name):
+        if not ROLE_NAME_PATTERN.fullmatch(name):
             raise InvalidValue("role name must be 1 to 32 characters of a-z, 0-9, '_' or '-'")
         if self.roles.exists(name):
             raise Conflict(f"role {name!r} already exists")

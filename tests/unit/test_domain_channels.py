@@ -7,6 +7,7 @@ from uuid import uuid4
 
 import pytest
 
+from domain.base import Cause
 from domain.channels import KIND_CHANNEL, KIND_DIRECT, Channel, direct_channel_id
 from domain.errors import (
     AlreadyAMember,
@@ -525,3 +526,8 @@ def test_replaying_a_direct_channel_reproduces_it() -> None:
     assert again == channel
     assert again.kind == KIND_DIRECT
     assert event_names(again) == []
+
+
+def test_a_direct_channel_needs_a_signed_in_user() -> None:
+    with refused(PermissionDenied, match="signed-in"):
+        Channel.open_direct(MAX, Cause(None))

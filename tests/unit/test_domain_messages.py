@@ -267,6 +267,23 @@ def test_an_author_who_lost_sight_of_the_channel_cannot_edit() -> None:
     nothing_recorded(r.message)
 
 
+def test_an_archived_channel_refuses_edits() -> None:
+    r = room()
+    r.channel.archive(r.ws, by(ADAM))
+    with refused(ChannelArchived):
+        r.message.edit("rewriting history", [], r.channel, r.ws, by(MIA))
+    nothing_recorded(r.message)
+
+
+def test_an_author_who_may_no_longer_post_cannot_edit() -> None:
+    r = room()
+    r.ws.grant_role(MIA, "viewer", by(ADAM))
+    r.ws.revoke_role(MIA, "member", by(ADAM))
+    with refused(PermissionDenied, match="send_messages"):
+        r.message.edit("quietly changed", [], r.channel, r.ws, by(MIA))
+    nothing_recorded(r.message)
+
+
 # -- deleting -------------------------------------------------------------------------------
 
 
@@ -468,7 +485,7 @@ def test_mentions_are_usernames_after_an_at_sign_lower_cased_in_order_without_re
     "text",
     ["mail a@b.com", "write to alice@example.com", "john.doe@example.org", "x@alice", "@@alice"],
 )
-def test_email_addresses_are_not_mentions(text: str) -> None:
+def test_email_addresses_and_at_signs_inside_words_are_not_mentions(text: str) -> None:
     assert parse_mentions(text) == []
 
 
