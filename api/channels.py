@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, delete, get, patch, post, put
-from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody
 from litestar.response import Response
 
 from api.commands import Created, Written, execute, reply
@@ -101,6 +101,7 @@ class MessageView(msgspec.Struct):
     reply_to: str | None
     reply_count: int
     mentions: list[str]
+    version: int
 
 
 class MessagePage(msgspec.Struct):
@@ -278,11 +279,18 @@ class ChannelController(Controller):
         operation_id="EditMessage",
         responses=WRITE_ERRORS,
     )
-    def edit(self, request: Req, msg: FromPath[str], data: JSONBody[EditBody]) -> Response[Written]:
-        """Edits my message; earlier versions stay in the event log."""
-        return reply(
-            execute(request, EditMessage(message_id=msg, text=data.text), request.user), Written
-        )
+    def edit(
+        self,
+        request: Req,
+        msg: FromPath[str],
+        data: JSONBody[EditBody],
+        if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
+    ) -> Response[Written]:
+        """Edits my message; earlier versions stay in the event log. With ``If-Match:
+        <version>`` (the ``version`` the timeline showed), an edit of a message that changed
+        since is refused with 409 instead of overwriting the newer text."""
+        cmd = EditMessage(message_id=msg, text=data.text, expected_version=_version(if_match))
+        return reply(execute(request, cmd, request.user), Written)
 
     @delete(
         "/messages/{msg:str}",
@@ -320,3 +328,12 @@ class ChannelController(Controller):
         return reply(
             execute(request, RemoveReaction(message_id=msg, emoji=emoji), request.user), Written
         )
+
+
+def _version(if_match: str | None) -> int | None:
+    if if_match is None:
+        return None
+    value = if_match.strip().removeprefix("W/").strip('"')
+    if not value.isdigit() or len(value) > 9:
+        raise InvalidValue('If-Match must be a message version such as "3"')
+    return int(value)

@@ -126,6 +126,7 @@ class SendMessage(Command, frozen=True):
 class EditMessage(Command, frozen=True):
     message_id: str
     text: str
+    expected_version: int | None = None
 
 
 class DeleteMessage(Command, frozen=True):

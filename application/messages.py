@@ -57,7 +57,7 @@ def send_message(app: Chorus, cmd: SendMessage, cause: Cause) -> Decision:
 def edit_message(app: Chorus, cmd: EditMessage, cause: Cause) -> Decision:
     message, channel, workspace = _message_in_context(app, cmd.message_id, cause.actor_id or "")
     mentions = _mentioned_user_ids(app, cmd.text, channel, workspace)
-    message.edit(cmd.text, mentions, channel, workspace, cause)
+    message.edit(cmd.text, mentions, channel, workspace, cause, cmd.expected_version)
     return Decision([message])
 
 

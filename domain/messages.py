@@ -114,12 +114,19 @@ class Message(ChorusAggregate):
         channel: Channel,
         workspace: Workspace | None,
         cause: Cause,
+        expected_version: int | None = None,
     ) -> None:
+        """``expected_version`` is the version the author's client last saw: an edit made
+        on an older version is refused rather than silently replacing newer changes."""
         actor = cause.actor_id or ""
         channel.check_can_view(actor, workspace)
         self._check_not_deleted()
         if actor != self.author_id:
             raise PermissionDenied("only the author can edit a message")
+        if expected_version is not None and expected_version != self.version:
+            raise Conflict(
+                f"the message is at version {self.version}, not {expected_version}: reload it"
+            )
         # An archived channel is read-only, and an author who may no longer post may no
         # longer rewrite what they posted.
         channel.check_can_post(actor, workspace)

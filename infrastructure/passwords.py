@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import threading
 
 from argon2 import PasswordHasher as _Argon2Hasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -24,8 +26,11 @@ class PasswordHasher:
     store a fresh ``hash`` when it returns True.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_concurrent: int | None = None) -> None:
         self._hasher = _Argon2Hasher.from_parameters(DEFAULT_PARAMETERS)
+        # Each hash takes 64 MiB and a core for ~0.3 s: a burst of logins queues here
+        # instead of running forty at once and exhausting memory.
+        self._slots = threading.BoundedSemaphore(max_concurrent or os.cpu_count() or 2)
         # Unknown usernames are verified against this so a login probe for a non-existent
         # account costs the same argon2 work as one for a real account (no user enumeration
         # by timing). The password is random so nothing can ever match it.
@@ -39,7 +44,8 @@ class PasswordHasher:
 
     def hash(self, password: str) -> str:
         """Return a salted argon2id PHC string for ``password``."""
-        return self._hasher.hash(password)
+        with self._slots:
+            return self._hasher.hash(password)
 
     def verify(self, stored_hash: str | None, password: str) -> bool:
         """True iff ``password`` matches ``stored_hash``.
@@ -50,7 +56,8 @@ class PasswordHasher:
         """
         target = self._dummy_hash if stored_hash is None else stored_hash
         try:
-            ok = self._hasher.verify(target, password)
+            with self._slots:
+                ok = self._hasher.verify(target, password)
         except (VerificationError, InvalidHashError):
             return False
         except (TypeError, ValueError):

@@ -25,7 +25,8 @@ class TimelinesProjection(Projection):
         created_at timestamptz NOT NULL,
         edited_at timestamptz,
         deleted boolean NOT NULL DEFAULT false,
-        seq bigint NOT NULL
+        seq bigint NOT NULL,
+        version integer NOT NULL
     );
     CREATE INDEX IF NOT EXISTS rm_messages_timeline ON rm_messages (channel_id, seq);
     CREATE TABLE IF NOT EXISTS rm_reactions (
@@ -42,14 +43,19 @@ class TimelinesProjection(Projection):
 
     def apply(self, cur: Cursor[Any], event: LogEvent) -> None:
         d, msg = event.data, event.stream
+        if event.type != "MessageSent":
+            # Clients send it back as If-Match on edits.
+            cur.execute(
+                "UPDATE rm_messages SET version = %s WHERE message_id = %s", (event.version, msg)
+            )
         match event.type:
             case "MessageSent":
                 # The position of the first event orders the timeline: it is global, so it
                 # is also a stable, unique cursor.
                 cur.execute(
                     "INSERT INTO rm_messages (message_id, channel_id, workspace_id, author_id,"
-                    " text, mentions, reply_to, created_at, seq)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    " text, mentions, reply_to, created_at, seq, version)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 1)",
                     (
                         msg,
                         d["channel_id"],
@@ -142,6 +148,7 @@ def list_messages(
             "reactions": reactions.get(r["message_id"], {}),
             "reply_to": None if r["reply_to"] is None else str(r["reply_to"]),
             "reply_count": r["reply_count"],
+            "version": r["version"],
             "mentions": [str(m) for m in r["mentions"]],
         }
         for r in rows

@@ -96,3 +96,25 @@ def test_direct_messages_are_one_channel_per_pair(chorus: Running) -> None:
     assert api.get(f"/api/channels/{ch}/messages", c).status_code == 404
     assert api.post(f"/api/channels/{ch}/messages", c, {"text": "me too"}).status_code == 404
     assert api.post("/api/dms", a, {"user_id": a.user_id}).status_code == 422
+
+
+def test_an_edit_of_a_stale_version_is_a_409_and_appends_nothing(chorus: Running) -> None:
+    api = chorus.api
+    user = api.signup("editor")
+    ws = api.ok(api.post("/api/workspaces", user, {"name": "Edits"}), 201)
+    ch = api.ok(api.post(f"/api/workspaces/{ws['id']}/channels", user, {"name": "e"}), 201)["id"]
+    msg = api.ok(api.post(f"/api/channels/{ch}/messages", user, {"text": "draft"}), 201)["id"]
+    seen = api.ok(api.get(f"/api/channels/{ch}/messages", user))["items"][0]
+    assert seen["version"] == 1
+    api.ok(
+        api.patch(f"/api/messages/{msg}", user, {"text": "tab one"}, headers={"If-Match": '"1"'})
+    )
+    before = chorus.events()
+    stale = api.patch(
+        f"/api/messages/{msg}", user, {"text": "tab two"}, headers={"If-Match": '"1"'}
+    )
+    assert stale.status_code == 409 and "version 2" in stale.json()["detail"]
+    assert chorus.events() == before
+    bad = api.patch(f"/api/messages/{msg}", user, {"text": "x"}, headers={"If-Match": "latest"})
+    assert bad.status_code == 422
+    assert api.ok(api.get(f"/api/channels/{ch}/messages", user))["items"][0]["version"] == 2

@@ -543,3 +543,18 @@ def test_replaying_a_deleted_message_reproduces_the_tombstone() -> None:
     again = replayed(events)
     assert again == message
     assert (again.deleted, again.text) == (True, "")
+
+
+def test_an_edit_based_on_the_current_version_is_accepted() -> None:
+    r = room()
+    r.message.edit("hello again", [], r.channel, r.ws, by(MIA), expected_version=1)
+    recorded(r.message, "MessageEdited", by(MIA), text="hello again")
+
+
+def test_an_edit_based_on_a_stale_version_is_refused() -> None:
+    r = room()
+    r.message.edit("second thoughts", [], r.channel, r.ws, by(MIA))
+    r.message.collect_events()
+    with refused(Conflict, match="version 2, not 1"):
+        r.message.edit("from an old tab", [], r.channel, r.ws, by(MIA), expected_version=1)
+    nothing_recorded(r.message)
