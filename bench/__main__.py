@@ -2,8 +2,8 @@
 
 Starts its own PostgreSQL (default durability: fsync on) in a temporary directory, runs
 
-1. raw single-row INSERT + COMMIT into an events-shaped table (the baseline), plain and with
-   the recorder's LOCK TABLE + NOTIFY;
+1. raw single-row INSERT + COMMIT into an events-shaped table (the baseline): autocommit, in
+   an explicit transaction, and with the recorder's LOCK TABLE + NOTIFY;
 2. ``Chorus.execute(SendMessage)`` in this process;
 3. ``POST /api/channels/{ch}/messages`` and ``GET /api/auth/me`` against ``chorus serve``,
 
@@ -36,7 +36,7 @@ from bench.harness import (
     CpuProbe,
     LoadResult,
     WorkerFactory,
-    machine_probe,
+    machine_probes,
     pids_probe,
     run_load,
     self_probe,
@@ -57,18 +57,20 @@ class Timing:
 
 
 FULL = Timing(warmup_s=2.0, duration_s=8.0)
-QUICK = Timing(warmup_s=0.5, duration_s=1.5)
+QUICK = Timing(warmup_s=0.3, duration_s=1.0)
 
 # Figure keys, labels and what each is compared with (at the same concurrency).
 LABELS = {
-    "raw_insert": "raw INSERT+COMMIT (baseline)",
-    "raw_insert_locked": "raw INSERT+COMMIT +LOCK TABLE+NOTIFY",
+    "raw_insert": "raw INSERT, autocommit (baseline)",
+    "raw_insert_transaction": "  BEGIN; INSERT; COMMIT",
+    "raw_insert_locked": "  BEGIN; LOCK; INSERT; NOTIFY; COMMIT",
     "app_send_message": "Chorus.execute(SendMessage)",
     "http_get_me": "HTTP GET /api/auth/me (baseline)",
     "http_send_message": "HTTP POST /api/channels/{ch}/messages",
     "http_send_no_projections": "  same, projection runner off (diagnostic)",
 }
 COMPARISONS = {
+    "raw_insert_transaction": ("raw_insert",),
     "raw_insert_locked": ("raw_insert",),
     "app_send_message": ("raw_insert",),
     "http_send_message": ("raw_insert", "app_send_message", "http_get_me"),
@@ -197,7 +199,7 @@ def table(bench: Bench) -> str:
     )
     lines.append(
         "chorus serve (server) and PostgreSQL (pg) per operation. other: CPU cores busy with"
-        " other people's work."
+        " anything else (steal too)."
     )
     return "\n".join(lines)
 
@@ -228,17 +230,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_header(args, machine, pg_info, work)
         pg_probe = pids_probe("pg", pg.server_pids)
         bench_probe = self_probe("bench")
-        everything = machine_probe()
+        everything = machine_probes()
 
         print("1. baseline: raw single-row inserts (psycopg, one connection per thread)")
         scenarios.create_database(admin_url, "bench_raw")
         raw_url = pg.url_for("bench_raw")
         scenarios.prepare_baseline(raw_url)
-        for key, locked in (("raw_insert", False), ("raw_insert_locked", True)):
+        for key, mode in (
+            ("raw_insert", "autocommit"),
+            ("raw_insert_transaction", "transaction"),
+            ("raw_insert_locked", "locked"),
+        ):
             factory = scenarios.raw_insert_factory(
-                raw_url, payload_bytes=args.payload_bytes, locked=locked
+                raw_url, payload_bytes=args.payload_bytes, mode=mode
             )
-            bench.run(key, factory, [bench_probe, pg_probe, everything])
+            bench.run(key, factory, [bench_probe, pg_probe, *everything])
 
         print("2. application layer: Chorus.execute(SendMessage) in this process")
         scenarios.create_database(admin_url, "bench_app")
@@ -250,8 +256,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra["db_pool_size"] = settings.db_pool_size
         try:
             chat = scenarios.prepare_chat(services.app)
+            timers = scenarios.instrument(services.app)
             factory = scenarios.send_message_factory(services.app, chat)
-            bench.run("app_send_message", factory, [bench_probe, pg_probe, everything])
+
+            def breakdown(result: LoadResult) -> None:
+                # Means over this level's warm-up and window (timers restart per level).
+                commands = timers["execute"].calls
+                result.extra["breakdown"] = {k: t.to_json(commands) for k, t in timers.items()}
+                for timer in timers.values():
+                    timer.calls, timer.cpu_s, timer.wall_s = 0, 0.0, 0.0
+
+            bench.run(
+                "app_send_message", factory, [bench_probe, pg_probe, *everything], after=breakdown
+            )
         finally:
             services.close()
         extra["message_sent_state_bytes"] = scenarios.mean_state_bytes(app_url, "%MessageSent")
@@ -266,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return [] if pid is None else [pid]
 
         server_probe = pids_probe("server", server_pids)
-        probes = [bench_probe, server_probe, pg_probe, everything]
+        probes = [bench_probe, server_probe, pg_probe, *everything]
         http_chat = scenarios.prepare_http_chat(server.url)
         scenarios.wait_for_projections(server.url, timeout_s=30)
         bench.run("http_get_me", scenarios.http_factory(server.url, http_chat, post=False), probes)
@@ -307,6 +324,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(bench))
     print()
     for (key, n), result in bench.results.items():
+        if "breakdown" in result.extra:
+            parts = result.extra["breakdown"]
+            print(
+                f"{LABELS[key]} x{n}, per call (CPU/wall ms): "
+                + ", ".join(
+                    f"{name} x{p['calls_per_op']} {p['cpu_ms_per_call']}/{p['wall_ms_per_call']}"
+                    for name, p in parts.items()
+                )
+            )
         if "projection_lag_after_run" in result.extra:
             print(
                 f"read models after {LABELS[key]} x{n}: "
@@ -323,8 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     extra["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     if busiest > NOISY_CORES:
         print(
-            f"WARNING: other processes kept up to {busiest:.2f} CPU cores busy during the "
-            "measurements (column 'other'); those figures are lower than this machine can do"
+            f"WARNING: other work (processes, hypervisor steal) kept up to {busiest:.2f} cores "
+            "busy during the measurements (column 'other'): figures are lower than on a quiet "
+            "machine"
         )
     print(f"total time {elapsed:.0f} s")
     write_json(args, started, elapsed, machine, pg_info, bench, extra)

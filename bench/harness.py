@@ -20,6 +20,7 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 # A worker whose every operation fails stops after this many errors instead of spinning.
 _MAX_ERRORS_PER_WORKER = 100
 MACHINE = "machine"
+STEAL = "steal"
 
 
 def pid_cpu_seconds(pids: Iterable[int]) -> dict[int, float]:
@@ -36,12 +37,21 @@ def pid_cpu_seconds(pids: Iterable[int]) -> dict[int, float]:
     return found
 
 
-def machine_cpu_seconds() -> dict[str, float]:
-    """CPU seconds every process on the machine has spent busy (from /proc/stat)."""
+def _proc_stat_cpu() -> list[int]:
     with open("/proc/stat") as fh:
-        fields = [int(x) for x in fh.readline().split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+        return [int(x) for x in fh.readline().split()[1:]]
+
+
+def machine_cpu_seconds() -> dict[str, float]:
+    """CPU seconds the machine's CPUs were busy (from /proc/stat), including time the
+    hypervisor gave to other guests (steal)."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = _proc_stat_cpu()[:8]
     return {"all": (user + nice + system + irq + softirq + steal) / _CLK_TCK}
+
+
+def steal_cpu_seconds() -> dict[str, float]:
+    """CPU seconds a virtual machine's CPUs waited while the hypervisor ran someone else."""
+    return {"steal": _proc_stat_cpu()[7] / _CLK_TCK}
 
 
 @dataclass
@@ -66,9 +76,10 @@ def self_probe(name: str = "bench") -> CpuProbe:
     return pids_probe(name, lambda: [os.getpid()])
 
 
-def machine_probe() -> CpuProbe:
-    """All busy CPU on the machine, ours and everyone else's (to spot a noisy neighbour)."""
-    return CpuProbe(MACHINE, machine_cpu_seconds)
+def machine_probes() -> list[CpuProbe]:
+    """All busy CPU on the machine, ours and everyone else's, and the hypervisor's steal
+    (to spot a noisy neighbour)."""
+    return [CpuProbe(MACHINE, machine_cpu_seconds), CpuProbe(STEAL, steal_cpu_seconds)]
 
 
 @dataclass
@@ -99,15 +110,16 @@ class LoadResult:
         return {
             k: (v / self.ops * 1000 if self.ops else None)
             for k, v in self.cpu_s.items()
-            if k != MACHINE
+            if k not in (MACHINE, STEAL)
         }
 
     def cores_busy(self) -> dict[str, float]:
         """Average number of CPU cores each process kept busy during the window, and
-        ``other``: what the rest of the machine used (other people's work skews a run)."""
+        ``other``: what the rest of the machine used, steal included (other people's work
+        skews a run); ``steal``: what the hypervisor gave to other guests."""
         busy = {k: v / self.seconds for k, v in self.cpu_s.items() if k != MACHINE}
         if MACHINE in self.cpu_s:
-            ours = sum(v for k, v in self.cpu_s.items() if k != MACHINE)
+            ours = sum(v for k, v in self.cpu_s.items() if k not in (MACHINE, STEAL))
             busy["other"] = max(0.0, self.cpu_s[MACHINE] - ours) / self.seconds
         return busy
 
@@ -162,6 +174,9 @@ def run_load(
         window["end"] = window["start"] + duration_s
 
     barrier = threading.Barrier(concurrency + 1, action=set_window)
+    # Workers keep their connections open until the last CPU sample is taken: a PostgreSQL
+    # backend that exits first takes its CPU time with it.
+    sampled = threading.Event()
 
     def worker_main(i: int) -> None:
         try:
@@ -195,6 +210,7 @@ def run_load(
         except threading.BrokenBarrierError:
             pass
         finally:
+            sampled.wait(timeout=warmup_s + duration_s + 60)
             close()
         with lock:
             latencies.extend(mine)
@@ -212,15 +228,18 @@ def run_load(
     try:
         barrier.wait()
     except threading.BrokenBarrierError:
+        sampled.set()
         for thread in threads:
             thread.join()
-        raise RuntimeError(f"{name}: a worker failed to start: {setup_errors[0]!r}") from (
-            setup_errors[0] if setup_errors else None
-        )
-    _sleep_until(window["start"])
-    before = {p.name: p.sample() for p in probes}
-    _sleep_until(window["end"])
-    after = {p.name: p.sample() for p in probes}
+        cause = setup_errors[0] if setup_errors else None
+        raise RuntimeError(f"{name}: a worker failed to start: {cause!r}") from cause
+    try:
+        _sleep_until(window["start"])
+        before = {p.name: p.sample() for p in probes}
+        _sleep_until(window["end"])
+        after = {p.name: p.sample() for p in probes}
+    finally:
+        sampled.set()
     for thread in threads:
         thread.join()
     return LoadResult(

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -61,27 +62,35 @@ def prepare_baseline(url: str) -> None:
         conn.execute(BASELINE_DDL)
 
 
-def raw_insert_factory(url: str, *, payload_bytes: int, locked: bool) -> WorkerFactory:
-    """One connection per worker; each operation is one transaction holding one row.
+RAW_MODES = ("autocommit", "transaction", "locked")
 
-    ``locked`` adds what eventsourcing's recorder does around its insert (``LOCK TABLE ... IN
-    EXCLUSIVE MODE`` and ``NOTIFY``), still without any Python layer on top, to show what the
-    lock alone costs.
+
+def raw_insert_factory(url: str, *, payload_bytes: int, mode: str) -> WorkerFactory:
+    """One connection per worker; each operation durably commits one row.
+
+    - ``autocommit``: the INSERT alone, committed by the server (one round trip): the ceiling.
+    - ``transaction``: BEGIN, INSERT, COMMIT (three round trips), as most client code does.
+    - ``locked``: BEGIN, ``LOCK TABLE ... IN EXCLUSIVE MODE``, INSERT, NOTIFY, COMMIT: the
+      statements eventsourcing's recorder sends, still without any Python layer on top, to
+      show what the lock alone costs.
     """
+    if mode not in RAW_MODES:
+        raise ValueError(f"mode must be one of {RAW_MODES}")
     state = os.urandom(payload_bytes)
 
     def factory(_: int) -> Worker:
-        conn = psycopg.connect(url)
+        conn = psycopg.connect(url, autocommit=mode == "autocommit")
         cur = conn.cursor()
 
         def op() -> None:
-            if locked:
+            if mode == "locked":
                 cur.execute("LOCK TABLE bench_events IN EXCLUSIVE MODE")
             cur.execute(BASELINE_INSERT, (uuid.uuid4(), 1, BASELINE_TOPIC, state))
             cur.fetchone()
-            if locked:
+            if mode == "locked":
                 cur.execute("NOTIFY bench_events")
-            conn.commit()
+            if mode != "autocommit":
+                conn.commit()
 
         return op, conn.close
 
@@ -110,6 +119,51 @@ def prepare_chat(app: Chorus) -> Chat:
         CreateChannel(workspace_id=workspace_id, name="general"), Cause(actor_id=user_id)
     )
     return Chat(user_id, workspace_id, str(channel.body["id"]))
+
+
+class CallTimer:
+    """Wraps one method of one object (this instance only) to add up the calls' thread CPU
+    time and wall time; worker threads call it concurrently."""
+
+    def __init__(self, owner: object, method: str) -> None:
+        self.calls = 0
+        self.cpu_s = 0.0
+        self.wall_s = 0.0
+        self._lock = threading.Lock()
+        inner = getattr(owner, method)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            c0, w0 = time.thread_time(), time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                cpu, wall = time.thread_time() - c0, time.perf_counter() - w0
+                with self._lock:
+                    self.calls += 1
+                    self.cpu_s += cpu
+                    self.wall_s += wall
+
+        setattr(owner, method, timed)
+
+    def to_json(self, per: int) -> dict[str, float | int | None]:
+        """Mean CPU and wall milliseconds per call, and calls per operation (``per`` ops)."""
+        calls = max(self.calls, 1)
+        return {
+            "calls": self.calls,
+            "calls_per_op": round(self.calls / per, 2) if per else None,
+            "cpu_ms_per_call": round(self.cpu_s / calls * 1000, 3),
+            "wall_ms_per_call": round(self.wall_s / calls * 1000, 3),
+        }
+
+
+def instrument(app: Chorus) -> dict[str, CallTimer]:
+    """Times ``execute`` (whole command), ``save`` (the write transaction) and
+    ``repository.get`` (each aggregate load; the cache fast-forwards with a query)."""
+    return {
+        "execute": CallTimer(app, "execute"),
+        "save": CallTimer(app, "save"),
+        "repository_get": CallTimer(app.repository, "get"),
+    }
 
 
 def send_message_factory(app: Chorus, chat: Chat) -> WorkerFactory:

@@ -20,9 +20,6 @@ import redis
 
 from infrastructure.embedded_postgres import EmbeddedPostgres, find_pg_bin
 
-# Redundant once the root conftest loads it; keeps this file runnable on its own.
-pytest_plugins = ["tests.fixtures.servers"]
-
 FAST = {"fsync": "off"}
 
 
