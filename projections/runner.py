@@ -96,36 +96,44 @@ class ProjectionRunner:
 
     # -- processing --------------------------------------------------------------------------
 
-    def step(self, projection: Projection) -> int:
-        """Applies one batch; returns how many events it read."""
+    def step(self, projections: Sequence[Projection] | None = None) -> int:
+        """Applies one batch of events to the given projections (default: all) in one
+        transaction; returns how many events it read. The batch is read once, from the
+        slowest projection's position; each projection skips what it has already applied."""
+        chosen = list(self.projections if projections is None else projections)
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            # One lock order for every process, so two runners cannot deadlock.
             cur.execute(
-                "SELECT position FROM rm_tracking WHERE projection = %s FOR UPDATE",
-                (projection.name,),
+                "SELECT projection, position FROM rm_tracking WHERE projection = ANY(%s)"
+                " ORDER BY projection FOR UPDATE",
+                ([p.name for p in chosen],),
             )
-            row = cur.fetchone()
-            position = int(row["position"]) if row else 0
-            events = read_events(cur, after=position, limit=self.batch_size)
-            for event in events:
-                if event.type in projection.handles:
-                    projection.apply(cur, event)
+            positions = {row["projection"]: int(row["position"]) for row in cur.fetchall()}
+            start = min((positions.get(p.name, 0) for p in chosen), default=0)
+            events = read_events(cur, after=start, limit=self.batch_size)
             if events:
-                position = events[-1].position
-                cur.execute(
-                    "UPDATE rm_tracking SET position = %s WHERE projection = %s",
-                    (position, projection.name),
-                )
-        self._advance(projection.name, position)
+                last = events[-1].position
+                for projection in chosen:
+                    done = positions.get(projection.name, 0)
+                    for event in events:
+                        if event.position > done and event.type in projection.handles:
+                            projection.apply(cur, event)
+                    if last > done:
+                        cur.execute(
+                            "INSERT INTO rm_tracking (projection, position) VALUES (%s, %s)"
+                            " ON CONFLICT (projection) DO UPDATE SET position = excluded.position",
+                            (projection.name, last),
+                        )
+                        positions[projection.name] = last
+        for projection in chosen:
+            self._advance(projection.name, positions.get(projection.name, 0))
         return len(events)
 
     def catch_up(self) -> None:
-        """Processes until every projection has read every committed event."""
-        busy = True
-        while busy and not self._stop.is_set():
-            busy = False
-            for projection in self.projections:
-                if self.step(projection):
-                    busy = True
+        """Processes until every projection has read every committed event. A batch shorter
+        than the batch size was the end of the log: no need to ask again."""
+        while not self._stop.is_set() and self.step() >= self.batch_size:
+            pass
 
     def _advance(self, name: str, position: int) -> None:
         with self._changed:
