@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
+import anyio
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
@@ -19,6 +21,7 @@ from api.channels import ChannelController
 from api.errors import EXCEPTION_HANDLERS
 from api.events import EventController
 from api.health import health, ready
+from api.realtime.socket import ws_endpoint
 from api.workspaces import InviteController, WorkspaceController
 from infrastructure.settings import Settings
 
@@ -30,9 +33,12 @@ def create_app(settings: Settings, database_url: str, services: Services | None 
     migrated, projections running) unless given."""
     state = State({"services": services})
 
-    def start(app: Litestar) -> None:
+    async def start(app: Litestar) -> None:
         if app.state.services is None:
-            app.state.services = build_services(settings, database_url)
+            app.state.services = await anyio.to_thread.run_sync(
+                build_services, settings, database_url
+            )
+        app.state.services.hub.start(asyncio.get_running_loop())
 
     def stop(app: Litestar) -> None:
         if app.state.services is not None:
@@ -57,6 +63,7 @@ def create_app(settings: Settings, database_url: str, services: Services | None 
             EventController,
             health,
             ready,
+            ws_endpoint,
         ],
         on_startup=[start],
         on_shutdown=[stop],

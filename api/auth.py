@@ -30,6 +30,8 @@ PUBLIC_PATHS = [
     r"^/ready$",
     r"^/schema",
     r"^/api/auth/(signup|login|refresh|logout)$",
+    # The socket authenticates itself after accepting, to refuse with a close code.
+    r"^/ws$",
 ]
 _PUBLIC = [re.compile(p) for p in PUBLIC_PATHS]
 

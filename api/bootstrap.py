@@ -11,6 +11,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from api.realtime.hub import EventHub
 from application.chorus import Chorus
 from infrastructure.eventstore import SCHEMA_SQL, create_event_store_tables, eventsourcing_env
 from infrastructure.passwords import PasswordHasher
@@ -69,9 +70,11 @@ class Services:
     refresh_tokens: RefreshTokens
     passwords: PasswordHasher
     auth_pool: ConnectionPool[Any]
+    hub: EventHub
     last_writes: LastWrites = field(default_factory=LastWrites)
 
     def close(self) -> None:
+        self.hub.stop()
         self.runner.stop()
         self.app.close()
         self.read_pool.close()
@@ -117,5 +120,6 @@ def build_services(
         ),
         refresh_tokens=RefreshTokens(auth_pool, ttl_s=settings.refresh_token_ttl_s),
         auth_pool=auth_pool,
+        hub=EventHub(read_pool, database_url),
         passwords=passwords,
     )

@@ -60,11 +60,16 @@ def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> 
     )
 
 
-def _domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
+def status_of(exc: DomainError) -> int:
+    """The contract's status for a refused command (HTTP and WebSocket alike)."""
     for kind, status in _DOMAIN_STATUS:
         if isinstance(exc, kind):
-            return problem(status, str(exc))
-    return problem(400, str(exc))
+            return status
+    return 400
+
+
+def _domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
+    return problem(status_of(exc), str(exc))
 
 
 def _unauthorized(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

@@ -2,50 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import msgspec
 from litestar import Controller, Request, get
 from litestar.params import FromQuery
 
+from api.envelopes import Envelope, envelope
 from api.errors import problems
 from api.reads import DEFAULT_LIMIT, check_limit, read_cursor
 from domain.base import as_uuid
 from domain.errors import InvalidValue
-from projections.base import LogEvent
 from projections.log import visible_events
-
-
-class Envelope(msgspec.Struct):
-    """The contract's event envelope."""
-
-    position: int
-    stream: str
-    version: int
-    type: str
-    at: datetime
-    actor: str | None
-    command_id: str | None
-    data: dict[str, Any]
 
 
 class EventPage(msgspec.Struct):
     items: list[Envelope]
     next: str | None
-
-
-def envelope(event: LogEvent) -> Envelope:
-    return Envelope(
-        position=event.position,
-        stream=str(event.stream),
-        version=event.version,
-        type=event.type,
-        at=event.at,
-        actor=event.actor,
-        command_id=event.command_id,
-        data=event.data,
-    )
 
 
 class EventController(Controller):

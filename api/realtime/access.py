@@ -1,0 +1,127 @@
+"""What one user may receive through one subscription, decided against current state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from api.realtime.hub import Delivery
+from application.channels import channel_with_workspace
+from application.chorus import Chorus
+from domain.base import as_uuid
+from domain.channels import Channel
+from domain.errors import InvalidValue, NotAMember
+from domain.workspaces import Workspace
+
+KINDS = ("workspace", "channel", "user", "document")
+
+# Events that can change what a user may see, when they name that user.
+ACCESS_EVENTS = frozenset(
+    {
+        "MemberLeft",
+        "MemberKicked",
+        "MemberBanned",
+        "RoleGranted",
+        "RoleRevoked",
+        "ChannelMemberAdded",
+        "ChannelMemberRemoved",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str
+    id: str
+
+    @classmethod
+    def parse(cls, spec: dict[str, str], user_id: str) -> Target:
+        if len(spec) != 1:
+            raise InvalidValue("each stream is one of {workspace}, {channel}, {user}")
+        ((kind, value),) = spec.items()
+        if kind not in KINDS:
+            raise InvalidValue(f"unknown stream kind {kind!r}")
+        if kind == "document":
+            raise InvalidValue("document streams are not served yet")
+        if kind == "user":
+            if value not in ("me", user_id):
+                raise NotAMember("only your own user stream can be subscribed to")
+            return cls(kind, user_id)
+        # Canonical form, as the hub writes stream ids.
+        return cls(kind, str(as_uuid(value)))
+
+
+@dataclass
+class Access:
+    """Checked when the subscription starts and again whenever an event changes the user's
+    membership or roles; per-channel visibility is cached until then."""
+
+    app: Chorus
+    user_id: str
+    target: Target
+    workspace_id: str | None = None
+    _channels: dict[str, bool] = field(default_factory=dict)
+
+    def check(self) -> None:
+        """Raises a domain error when the user may not (or no longer) see the target."""
+        self._channels.clear()
+        match self.target.kind:
+            case "channel":
+                _, workspace = channel_with_workspace(self.app, self.target.id, self.user_id)
+                self.workspace_id = None if workspace is None else str(workspace.id)
+            case "workspace":
+                workspace = self.app.load(Workspace, self.target.id)
+                workspace.check_member(self.user_id)
+                self.workspace_id = str(workspace.id)
+
+    def concerns(self, d: Delivery) -> bool:
+        """Cheap test, on the event loop, of whether the event is about this target at all."""
+        s = d.scope
+        match self.target.kind:
+            case "channel":
+                return s.channel == self.target.id or (
+                    s.workspace == self.workspace_id and s.channel is None
+                )
+            case "workspace":
+                return s.workspace == self.target.id
+            case _:
+                return (s.kind == "user" and str(d.event.stream) == self.user_id) or (
+                    s.workspace is None and s.channel is not None
+                )
+
+    def changes_access(self, d: Delivery) -> bool:
+        return d.event.type in ACCESS_EVENTS and d.event.data.get("user_id") == self.user_id
+
+    def admits_cached(self, d: Delivery) -> bool | None:
+        """Whether to deliver, or None when it needs a look at current state (a thread)."""
+        s = d.scope
+        if not self.concerns(d):
+            return False
+        match self.target.kind:
+            case "channel":
+                return s.channel == self.target.id
+            case "workspace":
+                return True if s.channel is None else self._channels.get(s.channel)
+            case _:
+                if s.kind == "user":
+                    return True
+                return self._channels.get(s.channel or "")
+
+    def admits(self, d: Delivery) -> bool:
+        """Like ``admits_cached``, loading channels it has not decided yet (blocking)."""
+        cached = self.admits_cached(d)
+        if cached is not None:
+            return cached
+        channel_id = d.scope.channel or ""
+        try:
+            channel = self.app.load(Channel, channel_id)
+        except Exception:
+            visible = False
+        else:
+            workspace = (
+                None
+                if channel.workspace_id is None
+                else self.app.load(Workspace, channel.workspace_id)
+            )
+            visible = channel.can_view(self.user_id, workspace)
+        self._channels[channel_id] = visible
+        return visible

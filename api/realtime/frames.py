@@ -1,0 +1,77 @@
+"""WebSocket frames: what clients send (a tagged union decoded by one typed decoder) and the
+frames the server sends back."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+SubId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
+class Frame(msgspec.Struct, tag_field="op", forbid_unknown_fields=True, frozen=True):
+    """Base of client frames; ``op`` names the kind."""
+
+
+class Subscribe(Frame, tag="subscribe", frozen=True):
+    sub: SubId
+    streams: Annotated[list[dict[str, Id]], msgspec.Meta(min_length=1, max_length=16)]
+    after: int | None = None
+
+
+class Unsubscribe(Frame, tag="unsubscribe", frozen=True):
+    sub: SubId
+
+
+class CommandFrame(Frame, tag="command", frozen=True):
+    id: Id
+    type: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    data: dict[str, Any]
+
+
+class SignalFrame(Frame, tag="signal", frozen=True):
+    workspace: Id
+    kind: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class Ping(Frame, tag="ping", frozen=True):
+    pass
+
+
+ClientFrame = Subscribe | Unsubscribe | CommandFrame | SignalFrame | Ping
+
+decoder = msgspec.json.Decoder(ClientFrame)
+encoder = msgspec.json.Encoder()
+
+
+def error(status: int, detail: str, *, id: str | None = None, sub: str | None = None) -> bytes:
+    frame: dict[str, Any] = {"op": "error", "status": status, "detail": detail}
+    if id is not None:
+        frame["id"] = id
+    if sub is not None:
+        frame["sub"] = sub
+    return encoder.encode(frame)
+
+
+def ack(id: str, position: int | None, result: dict[str, Any]) -> bytes:
+    return encoder.encode({"op": "ack", "id": id, "position": position, "result": result})
+
+
+def end(sub: str, reason: str, position: int | None = None) -> bytes:
+    return encoder.encode({"op": "end", "sub": sub, "reason": reason, "position": position})
+
+
+def subscribed(sub: str, after: int, head: int) -> bytes:
+    """The subscription is live: events after ``after`` follow, catch-up up to ``head`` first."""
+    return encoder.encode({"op": "subscribed", "sub": sub, "after": after, "head": head})
+
+
+def event(sub: str, envelope: bytes) -> bytes:
+    """The envelope is encoded once per event and spliced into every subscriber's frame."""
+    return b'{"op":"event","sub":' + encoder.encode(sub) + b',"event":' + envelope + b"}"
+
+
+PONG = encoder.encode({"op": "pong"})

@@ -1,0 +1,180 @@
+"""One subscription to the event store per process, fanned out in memory.
+
+A thread tails ``chorus_events`` by position (woken by the store's NOTIFY), works out which
+workspace and channel each event belongs to, encodes its envelope once, and hands the batch
+to the event loop, where every interested listener gets it. Readers never see position N+1
+before N: the store's insert path commits in position order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import msgspec
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from api.envelopes import envelope
+from infrastructure.eventstore import EVENTS_TABLE, NOTIFY_CHANNEL
+from projections.base import LogEvent
+from projections.log import max_position, read_events
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where an event's stream lives: which workspace and channel it belongs to."""
+
+    kind: str  # user | workspace | channel | message | other
+    workspace: str | None
+    channel: str | None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    event: LogEvent
+    scope: Scope
+    envelope: bytes
+
+
+def scope_of_created(event_type: str, stream: str, data: dict[str, Any]) -> Scope:
+    match event_type:
+        case "UserRegistered":
+            return Scope("user", None, None)
+        case "WorkspaceCreated":
+            return Scope("workspace", stream, None)
+        case "ChannelCreated":
+            return Scope("channel", data.get("workspace_id"), stream)
+        case "MessageSent":
+            return Scope("message", data.get("workspace_id"), data.get("channel_id"))
+    return Scope("other", None, None)
+
+
+class Listener(Protocol):
+    def deliver(self, batch: list[Delivery]) -> None: ...
+
+
+class Scopes:
+    """Stream id → Scope, learnt from creation events and looked up in the store on a miss
+    (the first event of a stream says where it lives)."""
+
+    def __init__(self, pool: ConnectionPool[Any], capacity: int = 200_000) -> None:
+        self._pool = pool
+        self._cache: OrderedDict[str, Scope] = OrderedDict()
+        self._capacity = capacity
+        self._lock = threading.Lock()
+
+    def of(self, event: LogEvent) -> Scope:
+        stream = str(event.stream)
+        if event.version == 1:
+            scope = scope_of_created(event.type, stream, event.data)
+        else:
+            with self._lock:
+                cached = self._cache.get(stream)
+            scope = cached if cached is not None else self._lookup(stream)
+        with self._lock:
+            self._cache[stream] = scope
+            self._cache.move_to_end(stream)
+            while len(self._cache) > self._capacity:
+                self._cache.popitem(last=False)
+        return scope
+
+    def _lookup(self, stream: str) -> Scope:
+        with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                f"SELECT topic, state FROM {EVENTS_TABLE}"
+                " WHERE originator_id = %s AND originator_version = 1",
+                (stream,),
+            )
+            row = cur.fetchone()
+        if row is None:
+            return Scope("other", None, None)
+        name = row["topic"].rsplit(".", 1)[-1]
+        return scope_of_created(name, stream, msgspec.json.decode(bytes(row["state"])))
+
+
+def deliveries(events: list[LogEvent], scopes: Scopes) -> list[Delivery]:
+    return [Delivery(e, scopes.of(e), msgspec.json.encode(envelope(e))) for e in events]
+
+
+class EventHub:
+    """Tails the store once for this process and fans each batch out to listeners."""
+
+    def __init__(
+        self, pool: ConnectionPool[Any], database_url: str, *, batch_size: int = 500
+    ) -> None:
+        self.pool = pool
+        self.database_url = database_url
+        self.batch_size = batch_size
+        self.scopes = Scopes(pool)
+        self.position = 0
+        self._listeners: set[Listener] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- listeners (event loop side) ---------------------------------------------------------
+
+    def add(self, listener: Listener) -> None:
+        self._listeners.add(listener)
+
+    def remove(self, listener: Listener) -> None:
+        self._listeners.discard(listener)
+
+    @property
+    def listener_count(self) -> int:
+        return len(self._listeners)
+
+    def _fan_out(self, batch: list[Delivery]) -> None:
+        for listener in list(self._listeners):
+            listener.deliver(batch)
+
+    # -- tailing thread ----------------------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            self.position = max_position(cur)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="event-hub", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.database_url, autocommit=True) as listener:
+                    listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    while not self._stop.is_set():
+                        self._pull()
+                        for _ in listener.notifies(timeout=1.0, stop_after=1):
+                            pass
+            except Exception as exc:  # keep tailing through database restarts
+                log.warning("event hub: %s; retrying", exc)
+                self._stop.wait(0.5)
+
+    def _pull(self) -> None:
+        while not self._stop.is_set():
+            with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+                events = read_events(cur, after=self.position, limit=self.batch_size)
+            if not events:
+                return
+            batch = deliveries(events, self.scopes)
+            self.position = events[-1].position
+            loop = self._loop
+            if loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(self._fan_out, batch)
+            if len(events) < self.batch_size:
+                return

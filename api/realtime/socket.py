@@ -1,0 +1,363 @@
+"""The ``/ws`` endpoint: commands, subscriptions (catch-up then live) and signals on one socket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import msgspec
+from litestar import WebSocket, websocket
+from litestar.exceptions import WebSocketDisconnect
+
+from api.bootstrap import Services
+from api.errors import status_of
+from api.realtime import frames
+from api.realtime.access import Access, Target
+from api.realtime.hub import Delivery, deliveries
+from application import commands as command_types
+from application.commands import Command, RegisterUser
+from domain.base import Cause
+from domain.errors import DomainError, InvalidValue
+from infrastructure.tokens import AccessClaims, InvalidToken
+from projections.log import max_position, read_events
+
+log = logging.getLogger(__name__)
+
+MAX_FRAME_BYTES = 64 * 1024
+MESSAGES_PER_SECOND = 50
+BURST = 100
+MAX_SUBSCRIPTIONS = 32
+INBOX_BATCHES = 1024  # a consumer this far behind is disconnected, not buffered without bound
+MAX_CATCH_UP = 100_000  # events behind the head; further back, reload over REST
+CATCH_UP_PAGE = 500
+
+# Close codes: 1008 policy (token expired), 1013 try again later (too slow), 4401/4403 refused.
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
+
+COMMANDS: dict[str, type[Command]] = {
+    cls.__name__: cls
+    for cls in vars(command_types).values()
+    if isinstance(cls, type) and issubclass(cls, Command) and cls not in (Command, RegisterUser)
+}
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.capacity, self.tokens = rate, burst, burst
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One ``subscribe``: a listener of the process's hub with a bounded inbox. A subscribe
+    naming several streams is one subscription: an event in two of them arrives once."""
+
+    connection: Connection
+    name: str
+    accesses: list[Access]
+    inbox: asyncio.Queue[list[Delivery]] = field(
+        default_factory=lambda: asyncio.Queue(INBOX_BATCHES)
+    )
+    last: int = 0
+    task: asyncio.Task[None] | None = None
+    overflowed: bool = False
+
+    def deliver(self, batch: list[Delivery]) -> None:
+        relevant = [d for d in batch if self.concerns(d)]
+        if not relevant or self.overflowed:
+            return
+        try:
+            self.inbox.put_nowait(relevant)
+        except asyncio.QueueFull:
+            self.overflowed = True
+            self.connection.services.hub.remove(self)
+            asyncio.get_running_loop().create_task(self.connection.too_slow(self))
+
+    def concerns(self, d: Delivery) -> bool:
+        return any(a.concerns(d) for a in self.accesses)
+
+    def check(self) -> None:
+        for access in self.accesses:
+            access.check()
+
+    def changes_access(self, d: Delivery) -> bool:
+        return any(a.changes_access(d) for a in self.accesses)
+
+    def admits_cached(self, d: Delivery) -> bool | None:
+        answers = [a.admits_cached(d) for a in self.accesses]
+        if any(answers):
+            return True
+        return None if None in answers else False
+
+    def admits(self, d: Delivery) -> bool:
+        return any(a.admits(d) for a in self.accesses)
+
+
+class Connection:
+    def __init__(
+        self, socket: WebSocket[Any, Any, Any], services: Services, claims: AccessClaims
+    ) -> None:
+        self.socket = socket
+        self.services = services
+        self.user_id = claims.user_id
+        self.claims = claims
+        self.subscriptions: dict[str, Subscription] = {}
+        self.bucket = TokenBucket(MESSAGES_PER_SECOND, BURST)
+        self._send_lock = asyncio.Lock()
+        self.closed = False
+
+    # -- sending ---------------------------------------------------------------------------
+
+    async def send(self, data: bytes) -> None:
+        if self.closed:
+            return
+        async with self._send_lock:
+            with contextlib.suppress(Exception):
+                await self.socket.send_data(data.decode(), mode="text")
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for sub in list(self.subscriptions.values()):
+            self._drop(sub)
+        with contextlib.suppress(Exception):
+            await self.socket.close(code=code, reason=reason)
+
+    async def too_slow(self, sub: Subscription) -> None:
+        await self.send(frames.end(sub.name, "too slow: resume with after", sub.last))
+        await self.close(1013, "consumer too slow")
+
+    # -- the connection's life --------------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        expiry = loop.call_later(
+            max(0.0, self.claims.expires_at - time.time()),
+            lambda: loop.create_task(self.close(1008, "token expired")),
+        )
+        try:
+            while not self.closed:
+                message = await self.socket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                text = message.get("text")
+                if not isinstance(text, str):
+                    await self.send(frames.error(400, "frames are JSON text"))
+                    continue
+                await self.handle(text.encode())
+        except WebSocketDisconnect:
+            pass
+        finally:
+            expiry.cancel()
+            self.closed = True
+            for sub in list(self.subscriptions.values()):
+                self._drop(sub)
+
+    async def handle(self, raw: bytes) -> None:
+        if len(raw) > MAX_FRAME_BYTES:
+            await self.send(frames.error(413, f"frames are limited to {MAX_FRAME_BYTES} bytes"))
+            return
+        if not self.bucket.take():
+            await self.send(frames.error(429, f"at most {MESSAGES_PER_SECOND} frames per second"))
+            return
+        try:
+            frame = frames.decoder.decode(raw)
+        except msgspec.ValidationError as exc:  # a subclass of DecodeError: test it first
+            await self.send(frames.error(422, f"invalid frame: {exc}"))
+            return
+        except msgspec.DecodeError as exc:
+            await self.send(frames.error(400, f"malformed frame: {exc}"))
+            return
+        match frame:
+            case frames.Ping():
+                await self.send(frames.PONG)
+            case frames.CommandFrame():
+                await self.command(frame)
+            case frames.Subscribe():
+                await self.subscribe(frame)
+            case frames.Unsubscribe():
+                sub = self.subscriptions.get(frame.sub)
+                if sub is None:
+                    await self.send(frames.error(404, "no such subscription", sub=frame.sub))
+                else:
+                    self._drop(sub)
+                    await self.send(frames.end(sub.name, "unsubscribed", sub.last))
+            case frames.SignalFrame():
+                await self.signal(frame)
+
+    # -- commands --------------------------------------------------------------------------
+
+    async def command(self, frame: frames.CommandFrame) -> None:
+        kind = COMMANDS.get(frame.type)
+        if kind is None:
+            await self.send(frames.error(422, f"unknown command type {frame.type!r}", id=frame.id))
+            return
+        try:
+            command = msgspec.convert(frame.data, kind)
+        except msgspec.ValidationError as exc:
+            await self.send(frames.error(422, f"invalid command: {exc}", id=frame.id))
+            return
+        app, cause = self.services.app, Cause(self.user_id, frame.id)
+        try:
+            result = await anyio.to_thread.run_sync(app.execute, command, cause)
+        except DomainError as exc:
+            await self.send(frames.error(status_of(exc), str(exc), id=frame.id))
+            return
+        if result.position is not None:
+            self.services.last_writes.record(self.user_id, result.position)
+        body = {k: v for k, v in result.body.items() if k != "position"}
+        await self.send(frames.ack(frame.id, result.position, body))
+
+    # -- subscriptions ---------------------------------------------------------------------
+
+    async def subscribe(self, frame: frames.Subscribe) -> None:
+        if frame.sub in self.subscriptions:
+            await self.send(frames.error(409, "subscription name in use", sub=frame.sub))
+            return
+        if len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
+            limit = f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection"
+            await self.send(frames.error(429, limit, sub=frame.sub))
+            return
+        try:
+            targets = [Target.parse(spec, self.user_id) for spec in frame.streams]
+        except DomainError as exc:
+            await self.send(frames.error(status_of(exc), str(exc), sub=frame.sub))
+            return
+        accesses = [Access(self.services.app, self.user_id, t) for t in targets]
+        sub = Subscription(self, frame.sub, accesses)
+        self.subscriptions[frame.sub] = sub
+        sub.task = asyncio.get_running_loop().create_task(self._pump(sub, frame.after))
+
+    def _drop(self, sub: Subscription) -> None:
+        self.services.hub.remove(sub)
+        if self.subscriptions.get(sub.name) is sub:
+            del self.subscriptions[sub.name]
+        if sub.task is not None and sub.task is not asyncio.current_task():
+            sub.task.cancel()
+
+    async def _pump(self, sub: Subscription, after: int | None) -> None:
+        hub = self.services.hub
+        hub.add(sub)  # buffer live events before catching up: nothing falls in the seam
+        try:
+            await anyio.to_thread.run_sync(sub.check)
+            head = await anyio.to_thread.run_sync(self._head)
+            if after is not None and not 0 <= after <= head:
+                raise InvalidValue(f"after must be between 0 and the last position ({head})")
+            if after is not None and head - after > MAX_CATCH_UP:
+                raise InvalidValue(
+                    f"after is more than {MAX_CATCH_UP} events behind: reload over REST,"
+                    " then subscribe from its position"
+                )
+            sub.last = head if after is None else after
+            await self.send(frames.subscribed(sub.name, sub.last, head))
+            if after is not None:
+                await self._catch_up(sub)
+            while not self.closed:
+                batch = await sub.inbox.get()
+                if not await self._send_batch(sub, batch):
+                    return
+        except DomainError as exc:
+            await self.send(frames.error(status_of(exc), str(exc), sub=sub.name))
+            self._drop(sub)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("subscription %s failed", sub.name)
+            await self.send(frames.end(sub.name, "internal error", sub.last))
+            self._drop(sub)
+
+    def _head(self) -> int:
+        with self.services.read_pool.connection() as conn, conn.cursor() as cur:
+            return max_position(cur)
+
+    async def _catch_up(self, sub: Subscription) -> None:
+        hub = self.services.hub
+
+        def page(after: int) -> list[Delivery]:
+            with self.services.read_pool.connection() as conn, conn.cursor() as cur:
+                events = read_events(cur, after=after, limit=CATCH_UP_PAGE)
+            return deliveries(events, hub.scopes)
+
+        while not self.closed:
+            batch = await anyio.to_thread.run_sync(page, sub.last)
+            if not batch:
+                return
+            if not await self._send_batch(sub, batch):
+                return
+
+    async def _send_batch(self, sub: Subscription, batch: list[Delivery]) -> bool:
+        """Sends what the user may see, in order, once; False when the subscription ended."""
+        for d in batch:
+            position = d.event.position
+            if position <= sub.last:
+                continue  # already sent (the catch-up/live seam)
+            if sub.changes_access(d):
+                try:
+                    await anyio.to_thread.run_sync(sub.check)
+                except DomainError:
+                    sub.last = position - 1
+                    await self.send(frames.end(sub.name, "access revoked", sub.last))
+                    self._drop(sub)
+                    return False
+            admitted = sub.admits_cached(d)
+            if admitted is None:
+                admitted = await anyio.to_thread.run_sync(sub.admits, d)
+            if admitted:
+                await self.send(frames.event(sub.name, d.envelope))
+            sub.last = position
+        return True
+
+    # -- signals ---------------------------------------------------------------------------
+
+    async def signal(self, frame: frames.SignalFrame) -> None:
+        await self.send(frames.error(422, "signals are not available yet"))
+
+
+def _origin_allowed(socket: WebSocket[Any, Any, Any], services: Services) -> bool:
+    origin = socket.headers.get("origin")
+    return origin is None or origin in services.settings.cors_origins
+
+
+def _claims(socket: WebSocket[Any, Any, Any], services: Services) -> AccessClaims:
+    header = socket.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if not header:
+        token, scheme = socket.query_params.get("token", ""), "bearer"
+    if scheme.lower() != "bearer" or not token.strip():
+        raise InvalidToken("missing token")
+    return services.access_tokens.decode(token.strip())
+
+
+@websocket("/ws", name="ws")
+async def ws_endpoint(socket: WebSocket[Any, Any, Any]) -> None:
+    """Commands, subscriptions and signals (see docs/API.md, "WebSocket /ws")."""
+    services: Services = socket.app.state.services
+    # Accept first: a refusal then reaches the client as a close code and reason, which
+    # clients treat as final, instead of a bare HTTP 403 they may retry forever.
+    await socket.accept()
+    if not _origin_allowed(socket, services):
+        await socket.close(code=CLOSE_FORBIDDEN, reason="origin not allowed")
+        return
+    try:
+        claims = _claims(socket, services)
+    except InvalidToken as exc:
+        await socket.close(code=CLOSE_UNAUTHORIZED, reason=f"unauthorized: {exc}")
+        return
+    connection = Connection(socket, services, claims)
+    await connection.run()

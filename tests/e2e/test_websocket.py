@@ -1,0 +1,383 @@
+"""The /ws endpoint with a real WebSocket client against the running server."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from infrastructure.embedded_postgres import EmbeddedPostgres
+from tests.fixtures.chorus import (
+    TEST_SECRET,
+    Api,
+    Running,
+    ServerThread,
+    User,
+    chorus_settings,
+    running_chorus,
+)
+
+TIMEOUT = 10
+
+
+@contextmanager
+def socket(chorus: Running, token: str | None, **headers: str) -> Iterator[ClientConnection]:
+    url = chorus.server.url.replace("http", "ws") + "/ws"
+    if token is not None:
+        url += f"?token={token}"
+    with connect(url, additional_headers=headers, open_timeout=TIMEOUT) as ws:
+        yield ws
+
+
+def send(ws: ClientConnection, frame: dict[str, Any]) -> None:
+    ws.send(json.dumps(frame))
+
+
+def recv(ws: ClientConnection) -> dict[str, Any]:
+    frame: dict[str, Any] = json.loads(ws.recv(timeout=TIMEOUT))
+    return frame
+
+
+def until(ws: ClientConnection, op: str) -> dict[str, Any]:
+    """The next frame of kind ``op`` (frames of other kinds in between are returned too
+    often enough in these tests to matter, so they fail loudly)."""
+    frame = recv(ws)
+    assert frame["op"] == op, frame
+    return frame
+
+
+def events(ws: ClientConnection, count: int) -> list[dict[str, Any]]:
+    return [until(ws, "event") for _ in range(count)]
+
+
+def closed_with(ws: ClientConnection) -> tuple[int, str]:
+    with pytest.raises(ConnectionClosed) as info:
+        while True:
+            ws.recv(timeout=TIMEOUT)
+    close = info.value.rcvd
+    assert close is not None
+    return close.code, close.reason
+
+
+def _room(api: Api, owner: User, *members: User, private: bool = False) -> tuple[str, str]:
+    ws = api.ok(api.post("/api/workspaces", owner, {"name": "Live", "visibility": "public"}), 201)
+    for m in members:
+        api.ok(api.post(f"/api/workspaces/{ws['id']}/join", m))
+    body = {"name": "live", "private": private}
+    ch = api.ok(api.post(f"/api/workspaces/{ws['id']}/channels", owner, body), 201)
+    return ws["id"], ch["id"]
+
+
+# -- the handshake ------------------------------------------------------------------------------
+
+
+def test_missing_forged_and_expired_tokens_are_refused(chorus: Running) -> None:
+    user = chorus.api.signup("ws")
+    forged = jwt.encode({"sub": user.user_id}, "not-the-key-" + "z" * 40, algorithm="HS256")
+    for token in (None, forged, user.refresh_token):
+        with socket(chorus, token) as ws:
+            code, reason = closed_with(ws)
+            assert code == 4401 and "unauthorized" in reason
+
+
+def test_a_foreign_origin_is_refused(chorus: Running) -> None:
+    user = chorus.api.signup("ws")
+    with socket(chorus, user.access_token, Origin="https://evil.example") as ws:
+        assert closed_with(ws) == (4403, "origin not allowed")
+    with socket(chorus, user.access_token, Origin="https://app.example") as ws:
+        send(ws, {"op": "ping"})
+        assert recv(ws) == {"op": "pong"}
+
+
+def test_the_socket_closes_when_its_token_lapses(chorus: Running) -> None:
+    user = chorus.api.signup("ws")
+    now = int(time.time())
+    short = jwt.encode(
+        {"iss": "chorus", "aud": "chorus-api", "sub": user.user_id, "iat": now, "nbf": now,
+         "exp": now + 2, "jti": "short", "typ": "access"},
+        TEST_SECRET, algorithm="HS256",
+    )  # fmt: skip
+    with socket(chorus, short) as ws:
+        send(ws, {"op": "ping"})
+        assert recv(ws) == {"op": "pong"}
+        assert closed_with(ws) == (1008, "token expired")
+
+
+# -- frames -------------------------------------------------------------------------------------
+
+
+def test_bad_frames_get_error_frames_and_the_socket_stays_open(chorus: Running) -> None:
+    user = chorus.api.signup("ws")
+    with socket(chorus, user.access_token) as ws:
+        ws.send("{not json")
+        assert until(ws, "error")["status"] == 400
+        send(ws, {"op": "fly"})
+        assert until(ws, "error")["status"] == 422
+        send(ws, {"op": "subscribe", "sub": "s", "streams": "all"})
+        assert until(ws, "error")["status"] == 422
+        ws.send(json.dumps({"op": "ping", "pad": "x" * 70_000}))
+        assert until(ws, "error")["status"] == 413
+        ws.send(b"\x00binary")
+        assert until(ws, "error")["status"] == 400
+        send(ws, {"op": "ping"})
+        assert recv(ws) == {"op": "pong"}
+
+
+def test_a_flood_is_rate_limited(chorus: Running) -> None:
+    user = chorus.api.signup("ws")
+    with socket(chorus, user.access_token) as ws:
+        for _ in range(160):
+            send(ws, {"op": "ping"})
+        replies = [recv(ws) for _ in range(160)]
+    limited = [r for r in replies if r["op"] == "error"]
+    assert limited and all(r["status"] == 429 for r in limited)
+    assert sum(r["op"] == "pong" for r in replies) >= 100
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+def test_commands_are_acked_with_their_position_and_are_idempotent(chorus: Running) -> None:
+    api, user = chorus.api, chorus.api.signup("ws")
+    _, ch = _room(api, user)
+    with socket(chorus, user.access_token) as ws:
+        frame = {"op": "command", "id": "c-" + uuid.uuid4().hex, "type": "SendMessage",
+                 "data": {"channel_id": ch, "text": "over the socket"}}  # fmt: skip
+        send(ws, frame)
+        ack = until(ws, "ack")
+        assert ack["id"] == frame["id"] and isinstance(ack["position"], int)
+        before = chorus.events()
+        send(ws, frame)
+        assert until(ws, "ack") == ack
+        assert chorus.events() == before
+        send(ws, {**frame, "id": "c2", "data": {"channel_id": str(uuid.uuid4()), "text": "x"}})
+        error = until(ws, "error")
+        assert (error["id"], error["status"]) == ("c2", 404)
+        send(ws, {**frame, "id": "c3", "type": "RegisterUser", "data": {}})
+        assert until(ws, "error")["status"] == 422
+        send(ws, {**frame, "id": "c4", "data": {"channel_id": ch}})
+        assert until(ws, "error")["status"] == 422
+        assert chorus.events() == before
+    api.position = ack["position"]
+    timeline = api.ok(api.get(f"/api/channels/{ch}/messages", user))["items"]
+    assert timeline[0]["id"] == ack["result"]["id"]
+
+
+# -- subscriptions --------------------------------------------------------------------------------
+
+
+def test_catch_up_then_live_in_order_exactly_once(chorus: Running) -> None:
+    api = chorus.api
+    owner, reader = api.signup("own"), api.signup("rdr")
+    _, ch = _room(api, owner, reader)
+    first = api.ok(api.post(f"/api/channels/{ch}/messages", owner, {"text": "m0"}), 201)
+    start = first["position"] - 1
+    for i in range(1, 5):
+        api.ok(api.post(f"/api/channels/{ch}/messages", owner, {"text": f"m{i}"}), 201)
+    with socket(chorus, reader.access_token) as ws:
+        send(ws, {"op": "subscribe", "sub": "s1", "streams": [{"channel": ch}], "after": start})
+        until(ws, "subscribed")
+        caught_up = events(ws, 5)
+        for i in range(5, 25):
+            api.ok(api.post(f"/api/channels/{ch}/messages", owner, {"text": f"m{i}"}), 201)
+        live = events(ws, 20)
+        send(ws, {"op": "ping"})
+        assert recv(ws) == {"op": "pong"}  # nothing more was queued
+    got = caught_up + live
+    assert [e["event"]["data"]["text"] for e in got] == [f"m{i}" for i in range(25)]
+    positions = [e["event"]["position"] for e in got]
+    assert positions == sorted(set(positions))
+    assert {e["sub"] for e in got} == {"s1"}
+
+
+def test_resuming_with_after_gets_exactly_what_was_missed(chorus: Running) -> None:
+    api = chorus.api
+    owner = api.signup("own")
+    _, ch = _room(api, owner)
+    with socket(chorus, owner.access_token) as ws:
+        send(ws, {"op": "subscribe", "sub": "s", "streams": [{"channel": ch}]})
+        until(ws, "subscribed")
+        api.ok(api.post(f"/api/channels/{ch}/messages", owner, {"text": "seen"}), 201)
+        last = until(ws, "event")["event"]["position"]
+    missed = [
+        api.ok(api.post(f"/api/channels/{ch}/messages", owner, {"text": f"missed {i}"}), 201)
+        for i in range(3)
+    ]
+    with socket(chorus, owner.access_token) as ws:
+        send(ws, {"op": "subscribe", "sub": "s", "streams": [{"channel": ch}], "after": last})
+        assert until(ws, "subscribed")["after"] == last
+        got = events(ws, 3)
+        assert [e["event"]["stream"] for e in got] == [m["id"] for m in missed]
+        api.ok(api.post(f"/api/channels/{ch}/messages", owner, {"text": "live"}), 201)
+        assert until(ws, "event")["event"]["data"]["text"] == "live"
+
+
+def test_private_channels_cannot_be_subscribed_by_outsiders(chorus: Running) -> None:
+    api = chorus.api
+    owner, member = api.signup("own"), api.signup("mem")
+    _, ch = _room(api, owner, member, private=True)
+    with socket(chorus, member.access_token) as ws:
+        send(ws, {"op": "subscribe", "sub": "s", "streams": [{"channel": ch}], "after": 0})
+        error = until(ws, "error")
+        assert (error["sub"], error["status"]) == ("s", 404)
+        send(ws, {"op": "subscribe", "sub": "u", "streams": [{"user": str(uuid.uuid4())}]})
+        assert until(ws, "error")["status"] == 404
+
+
+def test_after_in_the_future_or_negative_is_refused(chorus: Running) -> None:
+    api = chorus.api
+    owner = api.signup("own")
+    _, ch = _room(api, owner)
+    with socket(chorus, owner.access_token) as ws:
+        for after in (10**12, -1):
+            send(
+                ws,
+                {
+                    "op": "subscribe",
+                    "sub": f"s{after}",
+                    "streams": [{"channel": ch}],
+                    "after": after,
+                },
+            )
+            error = until(ws, "error")
+            assert error["status"] == 422 and "after" in error["detail"]
+
+
+def test_losing_access_ends_the_subscription(chorus: Running) -> None:
+    api = chorus.api
+    owner, member = api.signup("own"), api.signup("mem")
+    ws_id, ch = _room(api, owner, member, private=True)
+    api.ok(api.post(f"/api/channels/{ch}/members", owner, {"user_id": member.user_id}))
+    with socket(chorus, member.access_token) as ws:
+        send(ws, {"op": "subscribe", "sub": "c", "streams": [{"channel": ch}]})
+        send(ws, {"op": "subscribe", "sub": "w", "streams": [{"workspace": ws_id}]})
+        assert {until(ws, "subscribed")["sub"], until(ws, "subscribed")["sub"]} == {"c", "w"}
+        api.ok(api.post(f"/api/channels/{ch}/messages", owner, {"text": "before"}), 201)
+        both = {until(ws, "event")["sub"], until(ws, "event")["sub"]}
+        assert both == {"c", "w"}
+        # Removed from the channel: its subscription ends; the workspace one no longer
+        # shows that channel (not even the removal).
+        api.ok(api.delete(f"/api/channels/{ch}/members/{member.user_id}", owner))
+        ended = until(ws, "end")
+        assert ended["sub"] == "c" and ended["reason"] == "access revoked"
+        # The workspace subscription goes on, without the private channel any more.
+        api.ok(api.post(f"/api/channels/{ch}/messages", owner, {"text": "after"}), 201)
+        api.ok(api.post(f"/api/workspaces/{ws_id}/members/{member.user_id}/kick", owner))
+        end = until(ws, "end")
+        assert end["sub"] == "w" and end["reason"] == "access revoked"
+
+
+def test_a_workspace_subscription_hides_private_channels(chorus: Running) -> None:
+    api = chorus.api
+    owner, member = api.signup("own"), api.signup("mem")
+    ws_id, public = _room(api, owner, member)
+    secret = api.ok(
+        api.post(f"/api/workspaces/{ws_id}/channels", owner, {"name": "s", "private": True}), 201
+    )["id"]
+    with socket(chorus, member.access_token) as ws:
+        send(ws, {"op": "subscribe", "sub": "w", "streams": [{"workspace": ws_id}], "after": 0})
+        until(ws, "subscribed")
+        api.ok(api.post(f"/api/channels/{secret}/messages", owner, {"text": "hidden"}), 201)
+        api.ok(api.post(f"/api/channels/{public}/messages", owner, {"text": "shown"}), 201)
+        history = [until(ws, "event")]
+        while history[-1]["event"]["data"].get("text") != "shown":
+            history.append(until(ws, "event"))
+        streams = {f["event"]["stream"] for f in history}
+        assert public in streams and ws_id in streams
+        assert secret not in streams
+        assert "hidden" not in [f["event"]["data"].get("text") for f in history]
+
+
+def test_direct_messages_arrive_on_the_user_stream(chorus: Running) -> None:
+    api = chorus.api
+    a, b, c = api.signup("a"), api.signup("b"), api.signup("c")
+    with socket(chorus, b.access_token) as ws:
+        send(ws, {"op": "subscribe", "sub": "me", "streams": [{"user": "me"}]})
+        until(ws, "subscribed")
+        dm = api.ok(api.post("/api/dms", a, {"user_id": b.user_id}), 201)["channel_id"]
+        other = api.ok(api.post("/api/dms", a, {"user_id": c.user_id}), 201)["channel_id"]
+        api.ok(api.post(f"/api/channels/{other}/messages", a, {"text": "not for b"}), 201)
+        api.ok(api.post(f"/api/channels/{dm}/messages", a, {"text": "for b"}), 201)
+        created, sent = until(ws, "event"), until(ws, "event")
+        assert created["event"]["type"] == "ChannelCreated" and created["event"]["stream"] == dm
+        assert sent["event"]["data"]["text"] == "for b"
+
+
+def test_two_instances_act_as_one_service(
+    postgres_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """200 messages posted on instance A reach a subscriber on B in order, exactly once;
+    it then resumes on A with ``after`` and gets exactly what it missed."""
+    with running_chorus(postgres_server, tmp_path) as a:
+        b_server = ServerThread(chorus_settings(tmp_path), a.database_url).start()
+        b = Running(a.database_url, b_server, Api(b_server.url))
+        try:
+            owner = a.api.signup("own")
+            _, ch = _room(a.api, owner)
+            with socket(b, owner.access_token) as ws:
+                send(ws, {"op": "subscribe", "sub": "s", "streams": [{"channel": ch}]})
+                until(ws, "subscribed")
+                sent = [
+                    a.api.ok(
+                        a.api.post(f"/api/channels/{ch}/messages", owner, {"text": f"{i}"}), 201
+                    )
+                    for i in range(200)
+                ]
+                got = events(ws, 200)
+            assert [e["event"]["stream"] for e in got] == [m["id"] for m in sent]
+            last = got[-1]["event"]["position"]
+            missed = [
+                b.api.ok(b.api.post(f"/api/channels/{ch}/messages", owner, {"text": "x"}), 201)
+                for _ in range(3)
+            ]
+            with socket(a, owner.access_token) as ws:
+                send(
+                    ws, {"op": "subscribe", "sub": "s", "streams": [{"channel": ch}], "after": last}
+                )
+                until(ws, "subscribed")
+                assert [e["event"]["stream"] for e in events(ws, 3)] == [m["id"] for m in missed]
+        finally:
+            b.api.close()
+            b_server.stop()
+
+
+def test_no_gap_or_duplicate_at_the_catch_up_seam(chorus: Running) -> None:
+    """Writers keep posting while a subscriber catches up from 0 and goes live."""
+    api = chorus.api
+    owner = api.signup("own")
+    _, ch = _room(api, owner)
+    for i in range(30):
+        api.ok(api.post(f"/api/channels/{ch}/messages", owner, {"text": f"old {i}"}), 201)
+    done = threading.Event()
+    posted: list[int] = []
+
+    def writer() -> None:
+        client = Api(chorus.server.url)
+        try:
+            for i in range(60):
+                r = client.post(f"/api/channels/{ch}/messages", owner, {"text": f"new {i}"})
+                posted.append(r.json()["position"])
+        finally:
+            client.close()
+            done.set()
+
+    thread = threading.Thread(target=writer)
+    with socket(chorus, owner.access_token) as ws:
+        thread.start()
+        send(ws, {"op": "subscribe", "sub": "s", "streams": [{"channel": ch}], "after": 0})
+        until(ws, "subscribed")
+        got = [until(ws, "event") for _ in range(1 + 30 + 60)]  # ChannelCreated + messages
+        thread.join()
+    positions = [e["event"]["position"] for e in got]
+    assert positions == sorted(set(positions))
+    assert set(posted) <= set(positions)
