@@ -39,6 +39,7 @@ def create_app(settings: Settings, database_url: str, services: Services | None 
                 build_services, settings, database_url
             )
         app.state.services.hub.start(asyncio.get_running_loop())
+        app.state.services.presence.start()
 
     def stop(app: Litestar) -> None:
         if app.state.services is not None:

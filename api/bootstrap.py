@@ -12,8 +12,10 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from api.realtime.hub import EventHub
+from api.realtime.presence import PresenceKeeper
 from application.chorus import Chorus
 from infrastructure.eventstore import SCHEMA_SQL, create_event_store_tables, eventsourcing_env
+from infrastructure.instances import INSTANCES_SQL
 from infrastructure.passwords import PasswordHasher
 from infrastructure.refresh_tokens import RefreshTokens
 from infrastructure.settings import Settings
@@ -33,6 +35,7 @@ def migrate(database_url: str) -> None:
             with conn.cursor() as cur:
                 cur.execute(SCHEMA_SQL)
                 cur.execute(RefreshTokens.TABLES_SQL)
+                cur.execute(INSTANCES_SQL)
                 create_tables(cur, all_projections())
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
@@ -72,8 +75,13 @@ class Services:
     auth_pool: ConnectionPool[Any]
     hub: EventHub
     last_writes: LastWrites = field(default_factory=LastWrites)
+    presence: PresenceKeeper = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.presence = PresenceKeeper(self, self.settings.presence_heartbeat_s)
 
     def close(self) -> None:
+        self.presence.stop()
         self.hub.stop()
         self.runner.stop()
         self.app.close()

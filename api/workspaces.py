@@ -29,6 +29,7 @@ from application.commands import (
 from domain.base import as_uuid
 from domain.errors import NotAMember
 from domain.rules import MAX_PASSWORD, MAX_WORKSPACE_NAME
+from projections import presence as presence_views
 from projections import workspaces as views
 
 Req = Request[str, Any, Any]
@@ -96,6 +97,17 @@ class RoleView(msgspec.Struct):
 class RoleList(msgspec.Struct):
     items: list[RoleView]
     next: str | None = None
+
+
+class PresenceView(msgspec.Struct):
+    user_id: str
+    status: str
+    last_seen: datetime | None
+
+
+class PresencePage(msgspec.Struct):
+    items: list[PresenceView]
+    next: str | None
 
 
 class InviteCode(msgspec.Struct):
@@ -193,6 +205,34 @@ class WorkspaceController(Controller):
         rows = rows[:limit]
         return MemberPage(
             items=[msgspec.convert(r, MemberView) for r in rows],
+            next=rows[-1]["user_id"] if more and rows else None,
+        )
+
+    @get(
+        "/{ws:str}/presence",
+        sync_to_thread=True,
+        operation_id="ListPresence",
+        responses=READ_ERRORS,
+    )
+    def presence(
+        self,
+        request: Req,
+        ws: FromPath[str],
+        limit: FromQuery[int] = DEFAULT_LIMIT,
+        after: FromQuery[str | None] = None,
+        min_position: FromQuery[int | None] = None,
+    ) -> PresencePage:
+        """Who of the members is online (a WebSocket open on any instance)."""
+        check_limit(limit)
+        with read_cursor(request, min_position) as cur:
+            _member_view(cur, request, _uuid(ws))
+            rows = presence_views.workspace_presence(
+                cur, _uuid(ws), limit=limit + 1, after=_uuid_or_none(after)
+            )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return PresencePage(
+            items=[msgspec.convert(r, PresenceView) for r in rows],
             next=rows[-1]["user_id"] if more and rows else None,
         )
 

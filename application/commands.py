@@ -143,6 +143,31 @@ class RemoveReaction(Command, frozen=True):
     emoji: str
 
 
+# -- presence: issued by the server for its WebSocket sessions, never by clients ----------
+class StartSession(Command, frozen=True):
+    session_id: str
+    instance_id: str
+
+
+class EndSession(Command, frozen=True):
+    user_id: str
+    session_id: str
+    reason: str
+
+
+class EndInstanceSessions(Command, frozen=True):
+    user_id: str
+    instance_id: str
+    reason: str
+
+
+SERVER_ONLY: tuple[type[Command], ...] = (
+    RegisterUser,
+    StartSession,
+    EndSession,
+    EndInstanceSessions,
+)
+
 AnyCommand = (
     RegisterUser
     | CreateWorkspace

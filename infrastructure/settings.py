@@ -27,6 +27,7 @@ class Settings:
     rate_limit_per_second: int = 200
     read_wait_timeout_s: float = 5.0
     db_pool_size: int = 8
+    presence_heartbeat_s: float = 10.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -55,6 +56,7 @@ class Settings:
             rate_limit_per_second=_int(env, "CHORUS_RATE_LIMIT_PER_SECOND", 200, 0, 1_000_000),
             max_body_bytes=_int(env, "CHORUS_MAX_BODY_BYTES", 256 * 1024, 1024, 64 * 1024 * 1024),
             db_pool_size=_int(env, "CHORUS_DB_POOL_SIZE", 8, 1, 200),
+            presence_heartbeat_s=_float(env, "CHORUS_PRESENCE_HEARTBEAT_S", 10.0, 0.1, 15.0),
         )
 
     def resolved_jwt_secret(self) -> str:
@@ -80,6 +82,19 @@ def _int(env: dict[str, str], name: str, default: int, low: int, high: int) -> i
         value = int(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a whole number") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}")
+    return value
+
+
+def _float(env: dict[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number") from None
     if not low <= value <= high:
         raise SettingsError(f"{name} must be between {low} and {high}")
     return value

@@ -22,6 +22,7 @@ from infrastructure.eventstore import NOTIFY_CHANNEL
 from projections.base import Projection
 from projections.channels import ChannelsProjection
 from projections.log import read_events
+from projections.presence import PresenceProjection
 from projections.streams import StreamsProjection
 from projections.timelines import TimelinesProjection
 from projections.users import UsersProjection
@@ -56,6 +57,7 @@ def all_projections() -> list[Projection]:
         ChannelsProjection(),
         TimelinesProjection(),
         StreamsProjection(),
+        PresenceProjection(),
     ]
 
 

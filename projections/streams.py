@@ -23,7 +23,9 @@ class StreamsProjection(Projection):
     CREATE INDEX IF NOT EXISTS rm_streams_workspace ON rm_streams (workspace_id);
     CREATE INDEX IF NOT EXISTS rm_streams_channel ON rm_streams (channel_id);
     """
-    handles = frozenset({"UserRegistered", "WorkspaceCreated", "ChannelCreated", "MessageSent"})
+    handles = frozenset(
+        {"UserRegistered", "WorkspaceCreated", "ChannelCreated", "MessageSent", "PresenceTracked"}
+    )
 
     def apply(self, cur: Cursor[Any], event: LogEvent) -> None:
         d, s = event.data, event.stream
@@ -32,6 +34,8 @@ class StreamsProjection(Projection):
             "WorkspaceCreated": ("workspace", s, None),
             "ChannelCreated": ("channel", d.get("workspace_id"), s),
             "MessageSent": ("message", d.get("workspace_id"), d.get("channel_id")),
+            # A user's presence belongs to no workspace: only the log's raw readers see it.
+            "PresenceTracked": ("presence", None, None),
         }[event.type]
         cur.execute(
             "INSERT INTO rm_streams (stream_id, kind, workspace_id, channel_id)"

@@ -20,7 +20,7 @@ from api.realtime import frames
 from api.realtime.access import Access, Target
 from api.realtime.hub import Delivery, deliveries
 from application import commands as command_types
-from application.commands import Command, RegisterUser
+from application.commands import SERVER_ONLY, Command
 from domain.base import Cause
 from domain.errors import DomainError, InvalidValue
 from infrastructure.tokens import AccessClaims, InvalidToken
@@ -43,7 +43,7 @@ CLOSE_FORBIDDEN = 4403
 COMMANDS: dict[str, type[Command]] = {
     cls.__name__: cls
     for cls in vars(command_types).values()
-    if isinstance(cls, type) and issubclass(cls, Command) and cls not in (Command, RegisterUser)
+    if isinstance(cls, type) and issubclass(cls, Command) and cls not in (Command, *SERVER_ONLY)
 }
 
 
@@ -360,4 +360,19 @@ async def ws_endpoint(socket: WebSocket[Any, Any, Any]) -> None:
         await socket.close(code=CLOSE_UNAUTHORIZED, reason=f"unauthorized: {exc}")
         return
     connection = Connection(socket, services, claims)
-    await connection.run()
+    presence = services.presence
+    try:
+        session = await anyio.to_thread.run_sync(presence.session_started, claims.user_id)
+    except Exception:  # presence is a courtesy: the socket works without it
+        log.exception("could not record the session's start")
+        session = None
+    try:
+        await connection.run()
+    finally:
+        if session is not None:
+            try:
+                await anyio.to_thread.run_sync(
+                    presence.session_ended, claims.user_id, session, "disconnected"
+                )
+            except Exception:  # closed at shutdown or by the sweep of a lost instance
+                log.exception("could not record the session's end")

@@ -1,0 +1,94 @@
+"""Read model of presence: who is online, their open sessions, and when they were last seen."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import Cursor
+
+from projections.base import LogEvent, Projection
+
+
+class PresenceProjection(Projection):
+    name = "presence"
+    tables = ("rm_presence", "rm_presence_sessions")
+    create_sql = """
+    CREATE TABLE IF NOT EXISTS rm_presence (
+        presence_id uuid PRIMARY KEY,
+        user_id uuid NOT NULL UNIQUE,
+        online boolean NOT NULL,
+        last_seen timestamptz NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS rm_presence_sessions (
+        session_id text PRIMARY KEY,
+        presence_id uuid NOT NULL,
+        user_id uuid NOT NULL,
+        instance_id text NOT NULL,
+        started_at timestamptz NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS rm_presence_sessions_instance
+        ON rm_presence_sessions (instance_id);
+    """
+    handles = frozenset({"PresenceTracked", "SessionStarted", "SessionEnded"})
+
+    def apply(self, cur: Cursor[Any], event: LogEvent) -> None:
+        d, pid = event.data, event.stream
+        match event.type:
+            case "PresenceTracked":
+                cur.execute(
+                    "INSERT INTO rm_presence (presence_id, user_id, online, last_seen)"
+                    " VALUES (%s, %s, false, %s)",
+                    (pid, d["user_id"], event.at),
+                )
+            case "SessionStarted":
+                cur.execute(
+                    "INSERT INTO rm_presence_sessions"
+                    " (session_id, presence_id, user_id, instance_id, started_at)"
+                    " SELECT %s, presence_id, user_id, %s, %s FROM rm_presence"
+                    " WHERE presence_id = %s",
+                    (d["session_id"], d["instance_id"], event.at, pid),
+                )
+                self._refresh(cur, pid, event)
+            case "SessionEnded":
+                cur.execute(
+                    "DELETE FROM rm_presence_sessions WHERE session_id = %s", (d["session_id"],)
+                )
+                self._refresh(cur, pid, event)
+
+    @staticmethod
+    def _refresh(cur: Cursor[Any], pid: object, event: LogEvent) -> None:
+        cur.execute(
+            "UPDATE rm_presence SET last_seen = %s, online = EXISTS (SELECT 1 FROM"
+            " rm_presence_sessions s WHERE s.presence_id = rm_presence.presence_id)"
+            " WHERE presence_id = %s",
+            (event.at, pid),
+        )
+
+
+# -- queries ---------------------------------------------------------------------------------
+
+
+def workspace_presence(
+    cur: Cursor[Any], workspace_id: str, *, limit: int, after: str | None
+) -> list[dict[str, Any]]:
+    """Each member's status, in join order; ``after`` is the last user id of the previous
+    page. Members never seen online are offline with no ``last_seen``."""
+    cur.execute(
+        "SELECT m.user_id::text,"
+        " CASE WHEN p.online THEN 'online' ELSE 'offline' END AS status, p.last_seen"
+        " FROM rm_workspace_members m LEFT JOIN rm_presence p ON p.user_id = m.user_id"
+        " WHERE m.workspace_id = %s AND (%s::uuid IS NULL OR (m.joined_at, m.user_id) >"
+        "   (SELECT joined_at, user_id FROM rm_workspace_members"
+        "    WHERE workspace_id = %s AND user_id = %s::uuid))"
+        " ORDER BY m.joined_at, m.user_id LIMIT %s",
+        (workspace_id, after, workspace_id, after, limit),
+    )
+    return list(cur.fetchall())
+
+
+def sessions_on_instance(cur: Cursor[Any], instance_id: str) -> list[dict[str, Any]]:
+    cur.execute(
+        "SELECT user_id::text, session_id FROM rm_presence_sessions WHERE instance_id = %s",
+        (instance_id,),
+    )
+    return list(cur.fetchall())
