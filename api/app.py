@@ -40,10 +40,12 @@ def create_app(settings: Settings, database_url: str, services: Services | None 
             )
         app.state.services.hub.start(asyncio.get_running_loop())
         app.state.services.presence.start()
+        await app.state.services.signals.start()
 
-    def stop(app: Litestar) -> None:
+    async def stop(app: Litestar) -> None:
         if app.state.services is not None:
-            app.state.services.close()
+            await app.state.services.signals.stop()
+            await anyio.to_thread.run_sync(app.state.services.close)
             app.state.services = None
 
     middleware: list[Any] = [DefineMiddleware(BearerAuthMiddleware, exclude=PUBLIC_PATHS)]

@@ -13,6 +13,7 @@ from psycopg_pool import ConnectionPool
 
 from api.realtime.hub import EventHub
 from api.realtime.presence import PresenceKeeper
+from api.realtime.signals import SignalBus
 from application.chorus import Chorus
 from infrastructure.eventstore import SCHEMA_SQL, create_event_store_tables, eventsourcing_env
 from infrastructure.instances import INSTANCES_SQL
@@ -76,9 +77,11 @@ class Services:
     hub: EventHub
     last_writes: LastWrites = field(default_factory=LastWrites)
     presence: PresenceKeeper = field(init=False)
+    signals: SignalBus = field(init=False)
 
     def __post_init__(self) -> None:
         self.presence = PresenceKeeper(self, self.settings.presence_heartbeat_s)
+        self.signals = SignalBus(self.settings.redis_url, self.presence.instance_id)
 
     def close(self) -> None:
         self.presence.stop()

@@ -16,13 +16,14 @@ from litestar.exceptions import WebSocketDisconnect
 
 from api.bootstrap import Services
 from api.errors import status_of
-from api.realtime import frames
+from api.realtime import frames, signals
 from api.realtime.access import Access, Target
 from api.realtime.hub import Delivery, deliveries
 from application import commands as command_types
 from application.commands import SERVER_ONLY, Command
-from domain.base import Cause
+from domain.base import Cause, as_uuid
 from domain.errors import DomainError, InvalidValue
+from domain.workspaces import Workspace
 from infrastructure.tokens import AccessClaims, InvalidToken
 from projections.log import max_position, read_events
 
@@ -32,6 +33,7 @@ MAX_FRAME_BYTES = 64 * 1024
 MESSAGES_PER_SECOND = 50
 BURST = 100
 MAX_SUBSCRIPTIONS = 32
+SIGNALS_PER_SECOND = 20
 INBOX_BATCHES = 1024  # a consumer this far behind is disconnected, not buffered without bound
 MAX_CATCH_UP = 100_000  # events behind the head; further back, reload over REST
 CATCH_UP_PAGE = 500
@@ -107,6 +109,10 @@ class Subscription:
     def admits(self, d: Delivery) -> bool:
         return any(a.admits(d) for a in self.accesses)
 
+    def signal_workspaces(self) -> list[str]:
+        """Workspaces whose signals this subscription receives (its workspace streams)."""
+        return [a.target.id for a in self.accesses if a.target.kind == "workspace"]
+
 
 class Connection:
     def __init__(
@@ -118,6 +124,7 @@ class Connection:
         self.claims = claims
         self.subscriptions: dict[str, Subscription] = {}
         self.bucket = TokenBucket(MESSAGES_PER_SECOND, BURST)
+        self.signal_bucket = TokenBucket(SIGNALS_PER_SECOND, SIGNALS_PER_SECOND * 2)
         self._send_lock = asyncio.Lock()
         self.closed = False
 
@@ -246,6 +253,13 @@ class Connection:
 
     def _drop(self, sub: Subscription) -> None:
         self.services.hub.remove(sub)
+        for workspace_id in sub.signal_workspaces():
+            if not any(
+                workspace_id in other.signal_workspaces()
+                for other in self.subscriptions.values()
+                if other is not sub
+            ):
+                self.services.signals.leave(workspace_id, self)
         if self.subscriptions.get(sub.name) is sub:
             del self.subscriptions[sub.name]
         if sub.task is not None and sub.task is not asyncio.current_task():
@@ -265,6 +279,8 @@ class Connection:
                     " then subscribe from its position"
                 )
             sub.last = head if after is None else after
+            for workspace_id in sub.signal_workspaces():
+                self.services.signals.join(workspace_id, self)
             await self.send(frames.subscribed(sub.name, sub.last, head))
             if after is not None:
                 await self._catch_up(sub)
@@ -326,7 +342,27 @@ class Connection:
     # -- signals ---------------------------------------------------------------------------
 
     async def signal(self, frame: frames.SignalFrame) -> None:
-        await self.send(frames.error(422, "signals are not available yet"))
+        """Relays a typing/cursor/awareness signal to the workspace's other subscribers."""
+        if frame.kind not in signals.KINDS:
+            await self.send(frames.error(422, f"kind must be one of {sorted(signals.KINDS)}"))
+            return
+        if not self.signal_bucket.take():
+            await self.send(frames.error(429, f"at most {SIGNALS_PER_SECOND} signals per second"))
+            return
+        try:
+            workspace_id = str(as_uuid(frame.workspace))
+            await anyio.to_thread.run_sync(self._check_member, workspace_id)
+        except DomainError as exc:
+            await self.send(frames.error(status_of(exc), str(exc)))
+            return
+        out = frames.encoder.encode(
+            {"op": "signal", "workspace": workspace_id, "kind": frame.kind,
+             "from": self.user_id, "data": frame.data}
+        )  # fmt: skip
+        await self.services.signals.publish(workspace_id, out, self)
+
+    def _check_member(self, workspace_id: str) -> None:
+        self.services.app.load(Workspace, workspace_id).check_member(self.user_id)
 
 
 def _origin_allowed(socket: WebSocket[Any, Any, Any], services: Services) -> bool:
