@@ -3,9 +3,14 @@ never stored."""
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
+import pytest
+from websockets.sync.client import ClientConnection
 
 from infrastructure.embedded_postgres import EmbeddedPostgres
 from tests.e2e.test_websocket import recv, send, socket, until
@@ -17,6 +22,7 @@ from tests.fixtures.chorus import (
     chorus_settings,
     running_chorus,
 )
+from tests.fixtures.servers import RedisServer
 
 
 def _stored_besides_presence(database_url: str, after: int) -> list[str]:
@@ -78,6 +84,24 @@ def test_signals_are_rate_limited(chorus: Running) -> None:
     assert replies and {r["status"] for r in replies} == {429}
 
 
+def _crosses(watcher: ClientConnection, typist: ClientConnection, ws: str) -> dict[str, Any]:
+    """Sends signals until one reaches the other instance (Redis subscriptions start, and
+    come back after an outage, asynchronously), within a bounded time."""
+    deadline = time.monotonic() + 20
+    attempt = 0
+    while time.monotonic() < deadline:
+        attempt += 1
+        send(typist, {"op": "signal", "workspace": ws, "kind": "typing", "data": {"n": attempt}})
+        try:
+            while True:
+                frame: dict[str, Any] = json.loads(watcher.recv(timeout=0.5))
+                if frame["op"] == "signal":
+                    return frame
+        except TimeoutError:
+            continue
+    raise AssertionError("no signal crossed between the instances")
+
+
 def test_a_signal_crosses_instances_through_redis(
     postgres_server: EmbeddedPostgres, tmp_path: Path, redis_url: str
 ) -> None:
@@ -87,22 +111,56 @@ def test_a_signal_crosses_instances_through_redis(
         b = Running(a.database_url, b_server, Api(b_server.url))
         try:
             ws, owner, member, _ = _workspace(a.api)
-            with socket(a, owner.access_token) as watcher, socket(b, member.access_token) as typist:
+            with (
+                socket(a, owner.access_token) as watcher,
+                socket(b, member.access_token) as typist,
+            ):
                 send(watcher, {"op": "subscribe", "sub": "w", "streams": [{"workspace": ws}]})
                 until(watcher, "subscribed")
-                # Redis subscriptions start asynchronously: repeat until one crosses (bounded).
-                for attempt in range(50):
-                    send(
-                        typist,
-                        {"op": "signal", "workspace": ws, "kind": "typing", "data": {"n": attempt}},
-                    )
-                    try:
-                        got = until(watcher, "signal")
-                        break
-                    except TimeoutError:
-                        continue
-                assert got["from"] == member.user_id
+                assert _crosses(watcher, typist, ws)["from"] == member.user_id
             assert _stored_besides_presence(a.database_url, a.api.position) == []
         finally:
             b.api.close()
             b_server.stop()
+
+
+@pytest.mark.slow
+def test_a_redis_outage_stops_only_cross_instance_signals(
+    postgres_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    redis_server = RedisServer(tmp_path)
+    url = redis_server.start()
+    try:
+        with running_chorus(postgres_server, tmp_path, redis_url=url) as a:
+            b_server = ServerThread(chorus_settings(tmp_path, redis_url=url), a.database_url)
+            b_server.start()
+            b = Running(a.database_url, b_server, Api(b_server.url))
+            try:
+                ws, owner, member, _ = _workspace(a.api)
+                ch = a.api.ok(
+                    a.api.post(f"/api/workspaces/{ws}/channels", owner, {"name": "c"}), 201
+                )["id"]
+                with (
+                    socket(a, owner.access_token) as watcher,
+                    socket(b, member.access_token) as typist,
+                ):
+                    send(watcher, {"op": "subscribe", "sub": "w", "streams": [{"workspace": ws}]})
+                    until(watcher, "subscribed")
+                    _crosses(watcher, typist, ws)
+                    redis_server.stop()
+                    # Commands commit and subscriptions deliver: the store carries them.
+                    sent = b.api.post(
+                        f"/api/channels/{ch}/messages", member, {"text": "still here"}
+                    )
+                    assert sent.status_code == 201
+                    while (frame := recv(watcher))["op"] != "event":
+                        pass
+                    assert frame["event"]["stream"] == sent.json()["id"]
+                    # Redis back on the same address: signals cross again.
+                    redis_server.start(port=redis_server.port)
+                    assert _crosses(watcher, typist, ws)["from"] == member.user_id
+            finally:
+                b.api.close()
+                b_server.stop()
+    finally:
+        redis_server.stop()
