@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import socket as sockets
 import threading
 import time
 import uuid
@@ -16,6 +19,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from application.commands import SendMessage
+from domain.base import Cause
 from infrastructure.embedded_postgres import EmbeddedPostgres
 from tests.fixtures.chorus import (
     TEST_SECRET,
@@ -381,3 +386,59 @@ def test_no_gap_or_duplicate_at_the_catch_up_seam(chorus: Running) -> None:
     positions = [e["event"]["position"] for e in got]
     assert positions == sorted(set(positions))
     assert set(posted) <= set(positions)
+
+
+def _raw_socket(chorus: Running, token: str) -> sockets.socket:
+    """A WebSocket opened by hand on a plain TCP socket, with a small receive window, so the
+    test decides exactly when (never) to read."""
+    raw = sockets.socket(sockets.AF_INET, sockets.SOCK_STREAM)
+    raw.setsockopt(sockets.SOL_SOCKET, sockets.SO_RCVBUF, 4096)
+    raw.connect(("127.0.0.1", chorus.server.port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    raw.sendall(
+        f"GET /ws?token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += raw.recv(1)
+    assert response.startswith(b"HTTP/1.1 101"), response
+    return raw
+
+
+def _send_text(raw: sockets.socket, text: str) -> None:
+    payload, mask = text.encode(), os.urandom(4)
+    assert len(payload) < 126
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    raw.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+
+
+def test_a_consumer_that_stops_reading_is_cut_off(
+    chorus: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server buffers a bounded number of batches per subscription, then ends the
+    subscription and closes the socket instead of buffering without bound."""
+    from api.realtime import socket as realtime
+
+    monkeypatch.setattr(realtime, "INBOX_BATCHES", 2)
+    api = chorus.api
+    owner = api.signup("own")
+    _, ch = _room(api, owner)
+    hub = chorus.server.services.hub
+    before = hub.listener_count
+    raw = _raw_socket(chorus, owner.access_token)
+    try:
+        _send_text(raw, json.dumps({"op": "subscribe", "sub": "s", "streams": [{"channel": ch}]}))
+        deadline = time.monotonic() + TIMEOUT
+        while hub.listener_count == before:  # bounded wait for the subscription to register
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        app, text = chorus.server.services.app, "x" * 3900
+        for _ in range(3000):  # up to ~12 MB of frames nobody reads
+            app.execute(SendMessage(channel_id=ch, text=text), Cause(owner.user_id))
+            if hub.listener_count == before:
+                break
+        assert hub.listener_count == before, "the unread subscription was never cut off"
+    finally:
+        raw.close()
