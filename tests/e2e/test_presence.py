@@ -3,25 +3,18 @@ its instance dies."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
 from websockets.sync.client import connect
 
 from infrastructure.embedded_postgres import EmbeddedPostgres
 from tests.e2e.test_websocket import send, socket, until
-from tests.fixtures.chorus import TEST_SECRET, Api, Running, User, running_chorus
+from tests.fixtures.chorus import Api, Running, User, running_chorus
+from tests.fixtures.processes import ChorusProcess, processes, start_all
 
-CHORUS = str(Path(sys.executable).with_name("chorus"))
 HEARTBEAT_S = 0.3
 
 
@@ -73,45 +66,9 @@ def test_online_while_connected_offline_after(chorus: Running) -> None:
     assert kinds.count("SessionStarted") >= 2 and kinds.count("SessionEnded") >= 2
 
 
-@contextmanager
-def serve_process(database_url: str, cwd: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "CHORUS_JWT_SECRET": TEST_SECRET,
-        "CHORUS_RATE_LIMIT_PER_SECOND": "0",
-        "CHORUS_PRESENCE_HEARTBEAT_S": str(HEARTBEAT_S),
-    }
-    log = (cwd / f"serve-{port}.log").open("ab")
-    proc = subprocess.Popen(
-        [CHORUS, "serve", "--port", str(port)], cwd=cwd, env=env, stdout=log, stderr=log
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:  # bounded readiness poll of a real endpoint
-            assert proc.poll() is None, (cwd / f"serve-{port}.log").read_text()[-2000:]
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.close()
-
-
 @pytest.mark.slow
 def test_sessions_of_a_killed_instance_go_offline(
-    postgres_server: EmbeddedPostgres, tmp_path: Path, free_port: int
+    postgres_server: EmbeddedPostgres, tmp_path: Path
 ) -> None:
     with running_chorus(postgres_server, tmp_path, presence_heartbeat_s=HEARTBEAT_S) as a:
         api = a.api
@@ -120,14 +77,19 @@ def test_sessions_of_a_killed_instance_go_offline(
             "id"
         ]
         api.ok(api.post(f"/api/workspaces/{ws}/join", member))
-        with serve_process(a.database_url, tmp_path, free_port) as b:
-            url = f"ws://127.0.0.1:{free_port}/ws?token={member.access_token}"
+        with processes() as instances:
+            b = ChorusProcess(
+                tmp_path / "b",
+                a.database_url,
+                env={"CHORUS_PRESENCE_HEARTBEAT_S": str(HEARTBEAT_S)},
+            )
+            start_all(instances, b)
+            url = b.url.replace("http", "ws") + f"/ws?token={member.access_token}"
             with connect(url, open_timeout=10) as conn:
                 send(conn, {"op": "ping"})
                 until(conn, "pong")
                 _wait_for_status(api, ws, owner, member, "online")
-                b.send_signal(signal.SIGKILL)
-                b.wait(timeout=30)
+                b.kill9()
             # Instance A notices B's silence and closes its sessions: offline within the
             # documented bound ((3 + 1) heartbeats, plus projection).
             started = time.monotonic()

@@ -13,8 +13,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from infrastructure.embedded_postgres import EmbeddedPostgres
+from tests.e2e.test_websocket import send, until
+from tests.fixtures.chorus import Api
+from tests.fixtures.processes import ChorusProcess, processes, start_all
+from tests.fixtures.servers import new_database
 
 CHORUS = str(Path(sys.executable).with_name("chorus"))
 
@@ -91,3 +96,37 @@ def test_serve_refuses_a_public_address_without_consent(tmp_path: Path) -> None:
 def test_cli_lists_its_commands() -> None:
     result = subprocess.run([CHORUS, "--help"], capture_output=True, timeout=60, check=True)
     assert b"serve" in result.stdout and b"migrate" in result.stdout
+
+
+@pytest.mark.slow
+def test_serve_with_several_workers(postgres_server: EmbeddedPostgres, tmp_path: Path) -> None:
+    """`--workers 2`: the workers migrate the schema together (advisory lock), and together
+    serve requests and WebSocket subscriptions as one service."""
+    with new_database(postgres_server) as url, processes() as instances:
+        server = ChorusProcess(tmp_path, url, args=("--workers", "2"))
+        start_all(instances, server)
+        api = Api(server.url)
+        try:
+            owner = api.signup("workers")
+            ws = api.ok(api.post("/api/workspaces", owner, {"name": "W"}), 201)["id"]
+            ch = api.ok(api.post(f"/api/workspaces/{ws}/channels", owner, {"name": "c"}), 201)["id"]
+            with connect(
+                f"{server.url.replace('http', 'ws')}/ws?token={owner.access_token}"
+            ) as sock:
+                send(sock, {"op": "subscribe", "sub": "s", "streams": [{"channel": ch}]})
+                until(sock, "subscribed")
+                sent = [
+                    api.ok(api.post(f"/api/channels/{ch}/messages", owner, {"text": str(i)}), 201)
+                    for i in range(20)
+                ]
+                got = [until(sock, "event")["event"]["stream"] for _ in range(20)]
+            assert got == [m["id"] for m in sent]
+            assert len(_children(server)) >= 2, "expected two worker processes"
+        finally:
+            api.close()
+
+
+def _children(server: ChorusProcess) -> list[int]:
+    assert server.proc is not None
+    pid = server.proc.pid
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]

@@ -22,15 +22,9 @@ from websockets.sync.client import ClientConnection, connect
 from application.commands import SendMessage
 from domain.base import Cause
 from infrastructure.embedded_postgres import EmbeddedPostgres
-from tests.fixtures.chorus import (
-    TEST_SECRET,
-    Api,
-    Running,
-    ServerThread,
-    User,
-    chorus_settings,
-    running_chorus,
-)
+from tests.fixtures.chorus import TEST_SECRET, Api, Running, User
+from tests.fixtures.processes import ChorusProcess, processes, start_all
+from tests.fixtures.servers import new_database
 
 TIMEOUT = 10
 
@@ -318,42 +312,52 @@ def test_direct_messages_arrive_on_the_user_stream(chorus: Running) -> None:
         assert sent["event"]["data"]["text"] == "for b"
 
 
-def test_two_instances_act_as_one_service(
-    postgres_server: EmbeddedPostgres, tmp_path: Path
+@pytest.mark.slow
+def test_two_server_processes_act_as_one_service(
+    postgres_server: EmbeddedPostgres, tmp_path: Path, redis_url: str
 ) -> None:
-    """200 messages posted on instance A reach a subscriber on B in order, exactly once;
-    it then resumes on A with ``after`` and gets exactly what it missed."""
-    with running_chorus(postgres_server, tmp_path) as a:
-        b_server = ServerThread(chorus_settings(tmp_path), a.database_url).start()
-        b = Running(a.database_url, b_server, Api(b_server.url))
+    """Two `chorus serve` processes on one PostgreSQL and Redis: 200 messages posted on B
+    reach a subscriber on A in order, exactly once; it then resumes on B with ``after`` and
+    gets exactly what it missed, then live ones."""
+    with new_database(postgres_server) as url, processes() as instances:
+        a = ChorusProcess(tmp_path / "a", url, env={"REDIS_URL": redis_url})
+        b = ChorusProcess(tmp_path / "b", url, env={"REDIS_URL": redis_url})
+        start_all(instances, a, b)
+        api_a, api_b = Api(a.url), Api(b.url)
         try:
-            owner = a.api.signup("own")
-            _, ch = _room(a.api, owner)
-            with socket(b, owner.access_token) as ws:
+            owner = api_b.signup("own")
+            _, ch = _room(api_b, owner)
+            with connect(f"{a.url.replace('http', 'ws')}/ws?token={owner.access_token}") as ws:
                 send(ws, {"op": "subscribe", "sub": "s", "streams": [{"channel": ch}]})
                 until(ws, "subscribed")
                 sent = [
-                    a.api.ok(
-                        a.api.post(f"/api/channels/{ch}/messages", owner, {"text": f"{i}"}), 201
+                    api_b.ok(
+                        api_b.post(f"/api/channels/{ch}/messages", owner, {"text": f"{i}"}), 201
                     )
                     for i in range(200)
                 ]
                 got = events(ws, 200)
+                send(ws, {"op": "ping"})
+                assert recv(ws) == {"op": "pong"}  # nothing more, nothing twice
             assert [e["event"]["stream"] for e in got] == [m["id"] for m in sent]
             last = got[-1]["event"]["position"]
             missed = [
-                b.api.ok(b.api.post(f"/api/channels/{ch}/messages", owner, {"text": "x"}), 201)
+                api_a.ok(api_a.post(f"/api/channels/{ch}/messages", owner, {"text": "x"}), 201)
                 for _ in range(3)
             ]
-            with socket(a, owner.access_token) as ws:
+            with connect(f"{b.url.replace('http', 'ws')}/ws?token={owner.access_token}") as ws:
                 send(
                     ws, {"op": "subscribe", "sub": "s", "streams": [{"channel": ch}], "after": last}
                 )
                 until(ws, "subscribed")
                 assert [e["event"]["stream"] for e in events(ws, 3)] == [m["id"] for m in missed]
+                live = api_a.ok(
+                    api_a.post(f"/api/channels/{ch}/messages", owner, {"text": "y"}), 201
+                )
+                assert until(ws, "event")["event"]["stream"] == live["id"]
         finally:
-            b.api.close()
-            b_server.stop()
+            api_a.close()
+            api_b.close()
 
 
 def test_no_gap_or_duplicate_at_the_catch_up_seam(chorus: Running) -> None:
