@@ -49,3 +49,12 @@ def parse_cursor(value: str | None, name: str) -> int | None:
     if not value.isdigit() or len(value) > 19:
         raise InvalidValue(f"{name} is not a valid cursor")
     return int(value)
+
+
+def paged(
+    rows: list[dict[str, Any]], limit: int, key: str
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Rows fetched with ``limit + 1``: the page, and the cursor of the next one (None at the
+    end)."""
+    page = rows[:limit]
+    return page, (str(page[-1][key]) if len(rows) > limit and page else None)

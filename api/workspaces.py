@@ -12,7 +12,7 @@ from litestar.response import Response
 
 from api.commands import Created, Written, execute, reply
 from api.errors import problems
-from api.reads import DEFAULT_LIMIT, check_limit, read_cursor
+from api.reads import DEFAULT_LIMIT, check_limit, paged, read_cursor
 from application.commands import (
     AcceptInvite,
     BanMember,
@@ -201,12 +201,8 @@ class WorkspaceController(Controller):
         with read_cursor(request, min_position) as cur:
             _member_view(cur, request, _uuid(ws))
             rows = views.list_members(cur, _uuid(ws), limit=limit + 1, after=_uuid_or_none(after))
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return MemberPage(
-            items=[msgspec.convert(r, MemberView) for r in rows],
-            next=rows[-1]["user_id"] if more and rows else None,
-        )
+        items, next_cursor = paged(rows, limit, "user_id")
+        return MemberPage([msgspec.convert(r, MemberView) for r in items], next_cursor)
 
     @get(
         "/{ws:str}/presence",
@@ -229,12 +225,8 @@ class WorkspaceController(Controller):
             rows = presence_views.workspace_presence(
                 cur, _uuid(ws), limit=limit + 1, after=_uuid_or_none(after)
             )
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return PresencePage(
-            items=[msgspec.convert(r, PresenceView) for r in rows],
-            next=rows[-1]["user_id"] if more and rows else None,
-        )
+        items, next_cursor = paged(rows, limit, "user_id")
+        return PresencePage([msgspec.convert(r, PresenceView) for r in items], next_cursor)
 
     @get("/{ws:str}/roles", sync_to_thread=True, operation_id="ListRoles", responses=READ_ERRORS)
     def roles(

@@ -150,3 +150,25 @@ def test_channel_upkeep(chorus: Running) -> None:
     api.ok(api.get(f"/api/channels/{private}/messages", member))
     api.ok(api.delete(f"/api/channels/{private}/members/{member.user_id}", owner))
     assert api.get(f"/api/channels/{private}/messages", member).status_code == 404
+
+
+def test_members_and_presence_page_in_join_order(chorus: Running) -> None:
+    api = chorus.api
+    owner = api.signup("own")
+    ws = api.ok(api.post("/api/workspaces", owner, {"name": "Many", "visibility": "public"}), 201)[
+        "id"
+    ]
+    joiners = [api.signup(f"j{i}") for i in range(4)]
+    for user in joiners:
+        api.ok(api.post(f"/api/workspaces/{ws}/join", user))
+    expected = [owner.user_id] + [u.user_id for u in joiners]
+    for path in ("members", "presence"):
+        seen: list[str] = []
+        page = api.ok(api.get(f"/api/workspaces/{ws}/{path}", owner, limit=2))
+        seen += [i["user_id"] for i in page["items"]]
+        while page["next"] is not None:
+            page = api.ok(
+                api.get(f"/api/workspaces/{ws}/{path}", owner, limit=2, after=page["next"])
+            )
+            seen += [i["user_id"] for i in page["items"]]
+        assert seen == expected, path
