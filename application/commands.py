@@ -150,23 +150,11 @@ class StartSession(Command, frozen=True):
 
 
 class EndSession(Command, frozen=True):
-    user_id: str
     session_id: str
     reason: str
 
 
-class EndInstanceSessions(Command, frozen=True):
-    user_id: str
-    instance_id: str
-    reason: str
-
-
-SERVER_ONLY: tuple[type[Command], ...] = (
-    RegisterUser,
-    StartSession,
-    EndSession,
-    EndInstanceSessions,
-)
+SERVER_ONLY: tuple[type[Command], ...] = (RegisterUser, StartSession, EndSession)
 
 AnyCommand = (
     RegisterUser

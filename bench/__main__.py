@@ -7,13 +7,19 @@ Starts its own PostgreSQL (default durability: fsync on) in a temporary director
 2. ``Chorus.execute(SendMessage)`` in this process;
 3. ``POST /api/channels/{ch}/messages`` and ``GET /api/auth/me`` against ``chorus serve``,
 
-each at every concurrency level, prints a table and writes JSON to bench/results/latest.json.
-Everything it starts is stopped and the temporary directory removed at the end.
+each at every concurrency level, then
+
+4. live delivery over ``/ws`` to 1, 100 and 1,000 subscriber connections, beside a bare
+   ``websockets`` broadcast server, and the server's memory per idle connection,
+
+prints tables and writes JSON to bench/results/latest.json. Everything it starts is stopped
+and the temporary directory removed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import datetime as dt
 import json
@@ -24,14 +30,16 @@ import signal
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from api.bootstrap import build_services
-from bench import scenarios
+from bench import delivery, scenarios
+from bench.delivery import DeliveryResult
 from bench.harness import (
     CpuProbe,
     LoadResult,
@@ -54,10 +62,12 @@ NOISY_CORES = 0.25
 class Timing:
     warmup_s: float
     duration_s: float
+    drain_s: float = 10.0
 
 
-FULL = Timing(warmup_s=2.0, duration_s=8.0)
-QUICK = Timing(warmup_s=0.3, duration_s=1.0)
+FULL = Timing(warmup_s=2.0, duration_s=8.0, drain_s=10.0)
+QUICK = Timing(warmup_s=0.3, duration_s=1.0, drain_s=3.0)
+GROUPS = ("write", "delivery")
 
 # Figure keys, labels and what each is compared with (at the same concurrency).
 LABELS = {
@@ -78,6 +88,12 @@ COMPARISONS = {
 }
 
 
+def _delivery_level(text: str, default_rate: float) -> tuple[int, float]:
+    """``N`` or ``N@rate``: N subscriber connections, messages per second."""
+    count, _, rate = text.strip().partition("@")
+    return int(count), float(rate) if rate else default_rate
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="short windows: about 30 s in all")
@@ -95,6 +111,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="bytes of 'state' per baseline row (default: about a stored MessageSent)",
     )
     p.add_argument(
+        "--subscribers",
+        default="1,100,1000,1000@5",
+        help="delivery: comma-separated subscriber connection counts, each at --rate or at its"
+        " own N@rate (default 1,100,1000,1000@5)",
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=100.0,
+        help="delivery: messages posted per second, open loop (default 100)",
+    )
+    p.add_argument(
+        "--drain",
+        type=float,
+        help="delivery: seconds to wait for the last events after posting stops (full 10, quick 3)",
+    )
+    p.add_argument(
+        "--groups",
+        default=",".join(GROUPS),
+        help=f"figure groups to run (default {','.join(GROUPS)})",
+    )
+    p.add_argument(
         "--output", type=Path, default=RESULTS_DIR / "latest.json", help="where to write JSON"
     )
     p.add_argument(
@@ -107,10 +145,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--concurrency takes whole numbers, e.g. 1,16")
     if not args.levels or min(args.levels) < 1:
         p.error("--concurrency needs at least one level >= 1")
+    if args.rate <= 0:
+        p.error("--rate must be positive")
+    try:
+        args.delivery_levels = sorted(
+            {_delivery_level(x, args.rate) for x in args.subscribers.split(",") if x.strip()}
+        )
+    except ValueError:
+        p.error("--subscribers takes counts, each optionally @rate: e.g. 1,100,1000,1000@10")
+    if not args.delivery_levels or min(n for n, _ in args.delivery_levels) < 1:
+        p.error("--subscribers needs at least one level >= 1")
+    if min(r for _, r in args.delivery_levels) <= 0:
+        p.error("--subscribers: rates must be positive")
+    args.group_set = {g.strip() for g in args.groups.split(",") if g.strip()}
+    if not args.group_set or not args.group_set <= set(GROUPS):
+        p.error(f"--groups takes some of {','.join(GROUPS)}")
     base = QUICK if args.quick else FULL
     args.timing = Timing(
         warmup_s=base.warmup_s if args.warmup is None else args.warmup,
         duration_s=base.duration_s if args.duration is None else args.duration,
+        drain_s=base.drain_s if args.drain is None else args.drain,
     )
     return args
 
@@ -215,23 +269,109 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     started = dt.datetime.now(dt.UTC)
     t_start = time.perf_counter()
+    # Every WebSocket connection is a descriptor here and one in the server: raise the soft
+    # limit to the hard one before starting anything (chorus serve inherits it).
+    extra: dict[str, Any] = {
+        "nofile_limit": delivery.raise_nofile_limit(
+            max(n for n, _ in args.delivery_levels) * 2 + 256
+        )
+    }
     work = Path(tempfile.mkdtemp(prefix="chorus-bench-"))
     # The unprivileged user running PostgreSQL (when we are root) must traverse it.
     os.chmod(work, 0o711)
     # No settings: PostgreSQL's default durability (fsync on, synchronous_commit on).
     pg = EmbeddedPostgres(work / "pg")
-    server: scenarios.ChorusServer | None = None
     bench = Bench(args.timing, args.levels)
-    extra: dict[str, Any] = {}
+    report = DeliveryReport()
     try:
         admin_url = pg.start()
         machine = machine_info(work, scenarios.REPO)
         pg_info = postgres_info(admin_url)
         print_header(args, machine, pg_info, work)
-        pg_probe = pids_probe("pg", pg.server_pids)
-        bench_probe = self_probe("bench")
-        everything = machine_probes()
+        probes = Probes(
+            bench=self_probe("bench"), pg=pids_probe("pg", pg.server_pids), machine=machine_probes()
+        )
+        if "write" in args.group_set:
+            write_group(args, pg, admin_url, work, bench, probes, extra)
+        if "delivery" in args.group_set:
+            delivery_group(args, pg, admin_url, work, report, probes)
+    finally:
+        pg.stop()
+        if args.keep_data:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
+    elapsed = time.perf_counter() - t_start
+    print()
+    if bench.results:
+        print(table(bench))
+        print()
+    for (key, n), result in bench.results.items():
+        if "breakdown" in result.extra:
+            parts = result.extra["breakdown"]
+            print(
+                f"{LABELS[key]} x{n}, per call (CPU/wall ms): "
+                + ", ".join(
+                    f"{name} x{p['calls_per_op']} {p['cpu_ms_per_call']}/{p['wall_ms_per_call']}"
+                    for name, p in parts.items()
+                )
+            )
+        if "projection_lag_after_run" in result.extra:
+            print(
+                f"read models after {LABELS[key]} x{n}: "
+                f"{result.extra['projection_lag_after_run']} events behind when the run ended, "
+                f"caught up in {result.extra['projection_catch_up_s']} s"
+            )
+    if extra.get("message_sent_state_bytes") is not None:
+        print(
+            f"stored MessageSent state: {extra['message_sent_state_bytes']:.0f} bytes on average "
+            f"(baseline rows: {args.payload_bytes})"
+        )
+    if report.results or report.memory:
+        print()
+        print(delivery_table(report, extra["nofile_limit"]))
+    busiest = max(
+        [r.cores_busy().get("other", 0.0) for r in bench.results.values()]
+        + [r.cores_busy().get("other", 0.0) for r in report.results],
+        default=0.0,
+    )
+    extra["other_cores_busy_max"] = round(busiest, 2)
+    extra["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    if busiest > NOISY_CORES:
+        print(
+            f"WARNING: other work (processes, hypervisor steal) kept up to {busiest:.2f} cores "
+            "busy during the measurements (column 'other'): figures are lower than on a quiet "
+            "machine"
+        )
+    print(f"total time {elapsed:.0f} s")
+    extra["delivery"] = [r.to_json() for r in report.results]
+    extra["delivery_memory"] = report.memory
+    write_json(args, started, elapsed, machine, pg_info, bench, extra)
+    failed = any(r.errors for r in bench.results.values())
+    failed = failed or any(r.failures for r in report.results) or report.errors > 0
+    return 1 if failed else 0
+
+
+@dataclass(frozen=True)
+class Probes:
+    bench: CpuProbe
+    pg: CpuProbe
+    machine: list[CpuProbe]
+
+
+def write_group(
+    args: argparse.Namespace,
+    pg: EmbeddedPostgres,
+    admin_url: str,
+    work: Path,
+    bench: Bench,
+    probes_: Probes,
+    extra: dict[str, Any],
+) -> None:
+    bench_probe, pg_probe, everything = probes_.bench, probes_.pg, probes_.machine
+    server: scenarios.ChorusServer | None = None
+    try:
         print("1. baseline: raw single-row inserts (psycopg, one connection per thread)")
         scenarios.create_database(admin_url, "bench_raw")
         raw_url = pg.url_for("bench_raw")
@@ -313,49 +453,224 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if server is not None:
             server.stop()
-        pg.stop()
-        if args.keep_data:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
-    elapsed = time.perf_counter() - t_start
-    print()
-    print(table(bench))
-    print()
-    for (key, n), result in bench.results.items():
-        if "breakdown" in result.extra:
-            parts = result.extra["breakdown"]
-            print(
-                f"{LABELS[key]} x{n}, per call (CPU/wall ms): "
-                + ", ".join(
-                    f"{name} x{p['calls_per_op']} {p['cpu_ms_per_call']}/{p['wall_ms_per_call']}"
-                    for name, p in parts.items()
-                )
+
+DELIVERY_LABELS = {
+    "chorus": "Chorus /ws, SendMessage → event",
+    "bare": "bare websockets broadcast (baseline)",
+}
+
+
+@dataclass
+class DeliveryReport:
+    results: list[DeliveryResult] = field(default_factory=list)
+    memory: list[dict[str, Any]] = field(default_factory=list)
+    errors: int = 0
+
+    def result(self, server: str, subscribers: int, rate: float) -> DeliveryResult | None:
+        for r in self.results:
+            if r.server == server and r.subscribers == subscribers and r.rate == rate:
+                return r
+        return None
+
+
+def delivery_group(
+    args: argparse.Namespace,
+    pg: EmbeddedPostgres,
+    admin_url: str,
+    work: Path,
+    report: DeliveryReport,
+    probes_: Probes,
+) -> None:
+    """Chorus first (which also captures a real event frame), then the bare broadcast server
+    imitating that frame; one server process at a time, each stopped before the next."""
+    timing = args.timing
+    print(
+        "4. delivery over WebSockets: messages posted to 1 channel, one subscription per "
+        f"connection, connections@rate {args.delivery_levels} (one asyncio client: this process)"
+    )
+    captured: bytes | None = None
+    with asyncio.Runner(loop_factory=delivery.event_loop_factory()) as runner:
+
+        def measure(endpoint: delivery.Endpoint, probes: list[CpuProbe]) -> bytes | None:
+            """Every level against one server: the most connections first (the memory
+            figure is taken as they open, on a server that has served only a warm-up),
+            each count's rates in increasing order on the same subscribed connections."""
+            frame: bytes | None = None
+            rates: dict[int, list[float]] = {}
+            for n, r in args.delivery_levels:
+                rates.setdefault(n, []).append(r)
+            runner.run(delivery.warm_up(endpoint))
+            runner.run(delivery.settle(endpoint.pid))
+            for n in sorted(rates, reverse=True):
+                subs, memory = runner.run(delivery.open_subscribers(endpoint, n))
+                try:
+                    if n == max(rates):
+                        report.memory.append(memory)
+                        print(_memory_line(memory), flush=True)
+                    todo = sorted(rates[n])
+                    for i, rate in enumerate(todo):
+                        result, got = runner.run(
+                            delivery.run_delivery(
+                                endpoint,
+                                subs,
+                                rate=rate,
+                                warmup_s=timing.warmup_s,
+                                duration_s=timing.duration_s,
+                                drain_s=timing.drain_s,
+                                probes=probes,
+                            )
+                        )
+                        frame = frame or got
+                        report.results.append(result)
+                        print(_delivery_line(result), flush=True)
+                        if i + 1 == len(todo):
+                            break
+                        if result.missing or not delivery.all_open(subs):
+                            # Frames still queued for these connections would run into the
+                            # next figure: start it on fresh connections.
+                            runner.run(delivery.close_all(subs))
+                            runner.run(delivery.settle(endpoint.pid))
+                            subs, _ = runner.run(delivery.open_subscribers(endpoint, n))
+                        else:
+                            runner.run(delivery.settle(endpoint.pid))
+                finally:
+                    runner.run(delivery.close_all(subs))
+                runner.run(delivery.settle(endpoint.pid))
+            return frame
+
+        scenarios.create_database(admin_url, "bench_ws")
+        chorus = scenarios.ChorusServer(pg.url_for("bench_ws"), work)
+        try:
+            chorus.start()
+            chat = scenarios.prepare_http_chat(chorus.url)
+            scenarios.wait_for_projections(chorus.url, timeout_s=30)
+            assert chorus.pid is not None
+            pid = chorus.pid
+            limit = delivery.nofile_limit_of(pid)
+            print(f"  chorus serve (pid {pid}) open-file limit soft/hard: {limit}")
+            endpoint = delivery.Endpoint(
+                "chorus",
+                chorus.url.replace("http://", "ws://") + f"/ws?token={chat.access_token}",
+                chat.channel_id,
+                pid,
             )
-        if "projection_lag_after_run" in result.extra:
-            print(
-                f"read models after {LABELS[key]} x{n}: "
-                f"{result.extra['projection_lag_after_run']} events behind when the run ended, "
-                f"caught up in {result.extra['projection_catch_up_s']} s"
-            )
-    if extra.get("message_sent_state_bytes") is not None:
-        print(
-            f"stored MessageSent state: {extra['message_sent_state_bytes']:.0f} bytes on average "
-            f"(baseline rows: {args.payload_bytes})"
+            server_probe = pids_probe("server", lambda: [pid])
+            chorus_probes = [probes_.bench, server_probe, probes_.pg, *probes_.machine]
+            captured = measure(endpoint, chorus_probes)
+        except Exception as exc:
+            report.errors += 1
+            print(f"  chorus delivery FAILED: {type(exc).__name__}: {exc}", flush=True)
+            print(chorus.log_tail(2000))
+        finally:
+            chorus.stop()
+
+        bare = delivery.BroadcastServer(work, scenarios.REPO, delivery.event_template(captured))
+        try:
+            bare.start()
+            assert bare.pid is not None
+            bare_pid = bare.pid
+            endpoint = delivery.Endpoint("bare", bare.ws_url, str(uuid.uuid4()), bare_pid)
+            bare_probe = pids_probe("server", lambda: [bare_pid])
+            measure(endpoint, [probes_.bench, bare_probe, probes_.pg, *probes_.machine])
+        except Exception as exc:
+            report.errors += 1
+            print(f"  bare broadcast FAILED: {type(exc).__name__}: {exc}", flush=True)
+            print(bare.log_tail(2000))
+        finally:
+            bare.stop()
+
+
+def _memory_line(m: dict[str, Any]) -> str:
+    lim = m.get("server_nofile_limit") or {}
+    return (
+        f"  {m['server']}: {m['connections']} connections: server RSS {m['rss_kib_before']} → "
+        f"{m['rss_kib_opened']} KiB open and idle ({m['kib_per_connection_idle']} KiB each) → "
+        f"{m['rss_kib_subscribed']} KiB subscribed ({m['kib_per_connection_subscribed']} KiB "
+        f"each); fds {m['server_fds_before']} → {m['server_fds_opened']} (limit "
+        f"{lim.get('soft')}/{lim.get('hard')}); opened in {m['open_s']} s (server busy until "
+        f"{m['settled_after_open_s']} s, {m['server_cpu_ms_per_open']} ms CPU each), "
+        f"subscribed in {m['subscribe_s']} s ({m['server_cpu_ms_per_subscribe']} ms CPU each); "
+        f"{m['extensions']}"
+    )
+
+
+def _delivery_line(r: DeliveryResult) -> str:
+    line = (
+        f"  {DELIVERY_LABELS[r.server]:<40} x{r.subscribers:<5} @{r.rate:<4g} "
+        f"posted {r.posted_per_s:5.0f}/s "
+        f"delivered {r.deliveries_per_s:8.0f}/s  p50 {_ms(r.percentile_ms(50))}  "
+        f"p99 {_ms(r.percentile_ms(99))}"
+    )
+    if r.missing:
+        line += f"  MISSING {r.missing}/{r.expected}"
+    if r.disconnects:
+        line += f"  DISCONNECTS {dict(r.disconnects)}"
+    if r.ends:
+        line += f"  ENDS {dict(r.ends)}"
+    if r.command_errors or r.unacked:
+        line += f"  ERRORS {r.command_errors} unacked {r.unacked}: {r.first_error}"
+    return line
+
+
+def _us(ms: float | None) -> str:
+    return "-" if ms is None else f"{ms * 1000:.0f}"
+
+
+def delivery_table(report: DeliveryReport, nofile: dict[str, Any]) -> str:
+    header = (
+        f"{'delivery figure':<40} {'subs':>5} {'rate':>5} {'sent/s':>6} {'deliv/s':>8} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'ack→rx p50/p99':>15} {'cmd→ack p50/p99':>15} {'÷bare':>5}  "
+        f"{'CPU µs/deliv client/server/pg':<30} {'other':>5} {'missing':>7} {'disc':>4}"
+    )
+    lines = [header, "-" * len(header)]
+    order = {name: i for i, name in enumerate(DELIVERY_LABELS)}
+    for r in sorted(report.results, key=lambda r: (order[r.server], r.subscribers, -r.rate)):
+        bare = report.result("bare", r.subscribers, r.rate)
+        ratio = None
+        if r.server != "bare" and bare is not None and bare.deliveries_per_s > 0:
+            ratio = r.deliveries_per_s / bare.deliveries_per_s
+        cpu = r.cpu_ms_per_delivery()
+        cpu_text = "/".join(_us(cpu.get(k)) for k in ("bench", "server", "pg"))
+        other = r.cores_busy().get("other")
+
+        def pair(which: str, r: DeliveryResult = r) -> str:
+            a, b = r.percentile_ms(50, which), r.percentile_ms(99, which)
+            return "-" if a is None or b is None else f"{a:.1f}/{b:.1f}"
+
+        lines.append(
+            f"{DELIVERY_LABELS[r.server]:<40} {r.subscribers:>5} {r.rate:>5g} "
+            f"{r.posted_per_s:>6.0f} "
+            f"{r.deliveries_per_s:>8.0f} {_ms(r.percentile_ms(50))} {_ms(r.percentile_ms(99))} "
+            f"{pair('ack'):>15} {pair('command'):>15} {_ratio(ratio):>5}  {cpu_text:<30} "
+            f"{'-' if other is None else f'{other:.2f}':>5} {r.missing:>7} "
+            f"{sum(r.disconnects.values()):>4}"
         )
-    busiest = max((r.cores_busy().get("other", 0.0) for r in bench.results.values()), default=0.0)
-    extra["other_cores_busy_max"] = round(busiest, 2)
-    extra["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    if busiest > NOISY_CORES:
-        print(
-            f"WARNING: other work (processes, hypervisor steal) kept up to {busiest:.2f} cores "
-            "busy during the measurements (column 'other'): figures are lower than on a quiet "
-            "machine"
-        )
-    print(f"total time {elapsed:.0f} s")
-    write_json(args, started, elapsed, machine, pg_info, bench, extra)
-    return 1 if any(r.errors for r in bench.results.values()) else 0
+    lines.append("")
+    lines.append(
+        "rate: messages/s offered (open loop), sent/s: sent in the window. p50/p99: from just"
+        " before a command is sent to"
+    )
+    lines.append(
+        "each subscriber's receipt of its event; ack→rx: from the command's ack (negative: the"
+        " event came first);"
+    )
+    lines.append(
+        "cmd→ack: command round trip. ÷bare: deliveries/s over the baseline's at the same count"
+        " and rate. CPU µs/deliv:"
+    )
+    lines.append(
+        "CPU time of this process (the client), the server process and PostgreSQL per event"
+        " frame received."
+    )
+    biggest = {m["server"]: m for m in sorted(report.memory, key=lambda m: m["connections"])}
+    for m in biggest.values():
+        lines.append("memory, " + _memory_line(m).strip())
+    lines.append(
+        f"open-file limit of this process: soft {nofile['soft_before']} → {nofile['soft']}, "
+        f"hard {nofile['hard']} (servers inherit it)"
+    )
+    return "\n".join(lines)
 
 
 def print_header(

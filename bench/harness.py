@@ -82,6 +82,15 @@ def machine_probes() -> list[CpuProbe]:
     return [CpuProbe(MACHINE, machine_cpu_seconds), CpuProbe(STEAL, steal_cpu_seconds)]
 
 
+def nearest_rank_ms(latencies_s: Iterable[float], q: float) -> float | None:
+    """Nearest-rank percentile ``q`` (0-100) of latencies in seconds, in milliseconds."""
+    ordered = sorted(latencies_s)
+    if not ordered:
+        return None
+    rank = min(len(ordered), max(1, math.ceil(q / 100 * len(ordered))))
+    return ordered[rank - 1] * 1000
+
+
 @dataclass
 class LoadResult:
     name: str
@@ -100,11 +109,7 @@ class LoadResult:
 
     def percentile_ms(self, q: float) -> float | None:
         """Nearest-rank percentile of the measured latencies, in milliseconds."""
-        if not self.latencies_s:
-            return None
-        ordered = sorted(self.latencies_s)
-        rank = min(len(ordered), max(1, math.ceil(q / 100 * len(ordered))))
-        return ordered[rank - 1] * 1000
+        return nearest_rank_ms(self.latencies_s, q)
 
     def cpu_ms_per_op(self) -> dict[str, float | None]:
         return {

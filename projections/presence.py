@@ -14,54 +14,52 @@ class PresenceProjection(Projection):
     tables = ("rm_presence", "rm_presence_sessions")
     create_sql = """
     CREATE TABLE IF NOT EXISTS rm_presence (
-        presence_id uuid PRIMARY KEY,
-        user_id uuid NOT NULL UNIQUE,
+        user_id uuid PRIMARY KEY,
         online boolean NOT NULL,
         last_seen timestamptz NOT NULL
     );
     CREATE TABLE IF NOT EXISTS rm_presence_sessions (
-        session_id text PRIMARY KEY,
-        presence_id uuid NOT NULL,
+        session_id uuid PRIMARY KEY,
         user_id uuid NOT NULL,
         instance_id text NOT NULL,
         started_at timestamptz NOT NULL
     );
     CREATE INDEX IF NOT EXISTS rm_presence_sessions_instance
         ON rm_presence_sessions (instance_id);
+    CREATE INDEX IF NOT EXISTS rm_presence_sessions_user ON rm_presence_sessions (user_id);
     """
-    handles = frozenset({"PresenceTracked", "SessionStarted", "SessionEnded"})
+    handles = frozenset({"SessionStarted", "SessionEnded"})
 
     def apply(self, cur: Cursor[Any], event: LogEvent) -> None:
-        d, pid = event.data, event.stream
+        d, session = event.data, event.stream
         match event.type:
-            case "PresenceTracked":
-                cur.execute(
-                    "INSERT INTO rm_presence (presence_id, user_id, online, last_seen)"
-                    " VALUES (%s, %s, false, %s)",
-                    (pid, d["user_id"], event.at),
-                )
             case "SessionStarted":
                 cur.execute(
                     "INSERT INTO rm_presence_sessions"
-                    " (session_id, presence_id, user_id, instance_id, started_at)"
-                    " SELECT %s, presence_id, user_id, %s, %s FROM rm_presence"
-                    " WHERE presence_id = %s",
-                    (d["session_id"], d["instance_id"], event.at, pid),
+                    " (session_id, user_id, instance_id, started_at) VALUES (%s, %s, %s, %s)",
+                    (session, d["user_id"], d["instance_id"], event.at),
                 )
-                self._refresh(cur, pid, event)
+                user_id: object = d["user_id"]
             case "SessionEnded":
                 cur.execute(
-                    "DELETE FROM rm_presence_sessions WHERE session_id = %s", (d["session_id"],)
+                    "DELETE FROM rm_presence_sessions WHERE session_id = %s RETURNING user_id",
+                    (session,),
                 )
-                self._refresh(cur, pid, event)
-
-    @staticmethod
-    def _refresh(cur: Cursor[Any], pid: object, event: LogEvent) -> None:
+                row = cur.fetchone()
+                if row is None:
+                    return
+                user_id = row["user_id"]
+            case _:
+                return
         cur.execute(
-            "UPDATE rm_presence SET last_seen = %s, online = EXISTS (SELECT 1 FROM"
-            " rm_presence_sessions s WHERE s.presence_id = rm_presence.presence_id)"
-            " WHERE presence_id = %s",
-            (event.at, pid),
+            "INSERT INTO rm_presence (user_id, online, last_seen) VALUES (%s, false, %s)"
+            " ON CONFLICT (user_id) DO UPDATE SET last_seen = excluded.last_seen",
+            (user_id, event.at),
+        )
+        cur.execute(
+            "UPDATE rm_presence SET online = EXISTS (SELECT 1 FROM rm_presence_sessions s"
+            " WHERE s.user_id = rm_presence.user_id) WHERE user_id = %s",
+            (user_id,),
         )
 
 
@@ -88,7 +86,7 @@ def workspace_presence(
 
 def sessions_on_instance(cur: Cursor[Any], instance_id: str) -> list[dict[str, Any]]:
     cur.execute(
-        "SELECT user_id::text, session_id FROM rm_presence_sessions WHERE instance_id = %s",
+        "SELECT user_id::text, session_id::text FROM rm_presence_sessions WHERE instance_id = %s",
         (instance_id,),
     )
     return list(cur.fetchall())

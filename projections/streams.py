@@ -24,7 +24,7 @@ class StreamsProjection(Projection):
     CREATE INDEX IF NOT EXISTS rm_streams_channel ON rm_streams (channel_id);
     """
     handles = frozenset(
-        {"UserRegistered", "WorkspaceCreated", "ChannelCreated", "MessageSent", "PresenceTracked"}
+        {"UserRegistered", "WorkspaceCreated", "ChannelCreated", "MessageSent", "SessionStarted"}
     )
 
     def apply(self, cur: Cursor[Any], event: LogEvent) -> None:
@@ -35,7 +35,7 @@ class StreamsProjection(Projection):
             "ChannelCreated": ("channel", d.get("workspace_id"), s),
             "MessageSent": ("message", d.get("workspace_id"), d.get("channel_id")),
             # A user's presence belongs to no workspace: only the log's raw readers see it.
-            "PresenceTracked": ("presence", None, None),
+            "SessionStarted": ("presence", None, None),
         }[event.type]
         cur.execute(
             "INSERT INTO rm_streams (stream_id, kind, workspace_id, channel_id)"

@@ -54,7 +54,7 @@ def scope_of_created(event_type: str, stream: str, data: dict[str, Any]) -> Scop
             return Scope("channel", data.get("workspace_id"), stream)
         case "MessageSent":
             return Scope("message", data.get("workspace_id"), data.get("channel_id"))
-        case "PresenceTracked":
+        case "SessionStarted":
             return Scope("presence", None, None)
     return Scope("other", None, None)
 

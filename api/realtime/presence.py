@@ -8,7 +8,7 @@ import threading
 import uuid
 from typing import TYPE_CHECKING
 
-from application.commands import EndInstanceSessions, EndSession, StartSession
+from application.commands import EndSession, StartSession
 from domain.base import Cause
 from infrastructure.instances import Instances
 from projections.presence import sessions_on_instance
@@ -37,7 +37,7 @@ class PresenceKeeper:
     # -- sessions (called from worker threads) ------------------------------------------------
 
     def session_started(self, user_id: str) -> str:
-        session_id = uuid.uuid4().hex
+        session_id = str(uuid.uuid4())
         command = StartSession(session_id=session_id, instance_id=self.instance_id)
         self.services.app.execute(command, Cause(user_id))
         with self._lock:
@@ -45,7 +45,7 @@ class PresenceKeeper:
         return session_id
 
     def session_ended(self, user_id: str, session_id: str, reason: str) -> None:
-        command = EndSession(user_id=user_id, session_id=session_id, reason=reason)
+        command = EndSession(session_id=session_id, reason=reason)
         self.services.app.execute(command, Cause(user_id))
         with self._lock:
             self._open.pop(session_id, None)
@@ -89,9 +89,7 @@ class PresenceKeeper:
             if not sessions:
                 self.instances.forget(dead)
                 continue
-            for user_id in sorted({s["user_id"] for s in sessions}):
-                command = EndInstanceSessions(
-                    user_id=user_id, instance_id=dead, reason="instance lost"
-                )
+            for session in sessions:
+                command = EndSession(session_id=session["session_id"], reason="instance lost")
                 self.services.app.execute(command, Cause(None))
             log.info("presence: closed %d sessions of lost instance %s", len(sessions), dead)

@@ -37,6 +37,7 @@ SIGNALS_PER_SECOND = 20
 INBOX_BATCHES = 1024  # a consumer this far behind is disconnected, not buffered without bound
 MAX_CATCH_UP = 100_000  # events behind the head; further back, reload over REST
 CATCH_UP_PAGE = 500
+SLOW_CLOSE_S = 2.0  # how long a consumer cut off for slowness gets to take its end frame
 
 # Close codes: 1008 policy (token expired), 1013 try again later (too slow), 4401/4403 refused.
 CLOSE_UNAUTHORIZED = 4401
@@ -126,7 +127,9 @@ class Connection:
         self.bucket = TokenBucket(MESSAGES_PER_SECOND, BURST)
         self.signal_bucket = TokenBucket(SIGNALS_PER_SECOND, SIGNALS_PER_SECOND * 2)
         self._send_lock = asyncio.Lock()
+        self._task: asyncio.Task[Any] | None = None
         self.closed = False
+        self.cut_off = False
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -147,12 +150,29 @@ class Connection:
             await self.socket.close(code=code, reason=reason)
 
     async def too_slow(self, sub: Subscription) -> None:
-        await self.send(frames.end(sub.name, "too slow: resume with after", sub.last))
-        await self.close(1013, "consumer too slow")
+        """Ends a subscription whose consumer stopped reading, and drops the connection.
+
+        Its pump is likely stuck in a send that the transport paused (holding the send lock):
+        cancel it first, then give the end frame and close a short deadline; a peer that
+        still reads nothing is cut off by ending the handler."""
+        if sub.task is not None:
+            sub.task.cancel()
+        try:
+            await asyncio.wait_for(
+                self.send(frames.end(sub.name, "too slow: resume with after", sub.last)),
+                SLOW_CLOSE_S,
+            )
+            await asyncio.wait_for(self.close(1013, "consumer too slow"), SLOW_CLOSE_S)
+        except TimeoutError:
+            self.closed = True
+        if self._task is not None:
+            self.cut_off = True
+            self._task.cancel()
 
     # -- the connection's life --------------------------------------------------------------
 
     async def run(self) -> None:
+        self._task = asyncio.current_task()
         loop = asyncio.get_running_loop()
         expiry = loop.call_later(
             max(0.0, self.claims.expires_at - time.time()),
@@ -170,6 +190,9 @@ class Connection:
                 await self.handle(text.encode())
         except WebSocketDisconnect:
             pass
+        except asyncio.CancelledError:
+            if not self.cut_off:
+                raise  # the server is stopping
         finally:
             expiry.cancel()
             self.closed = True

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+import psycopg
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
@@ -444,5 +445,23 @@ def test_a_consumer_that_stops_reading_is_cut_off(
             if hub.listener_count == before:
                 break
         assert hub.listener_count == before, "the unread subscription was never cut off"
+        # The server dropped the connection rather than waiting on it: its session ended
+        # (the handler returned) although the client still reads nothing.
+        deadline = time.monotonic() + TIMEOUT
+        while _open_sessions(chorus, owner) > 0:
+            assert time.monotonic() < deadline, "the stuck connection was never dropped"
+            time.sleep(0.05)
     finally:
         raw.close()
+
+
+def _open_sessions(chorus: Running, user: User) -> int:
+    with psycopg.connect(chorus.database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FILTER (WHERE topic LIKE '%%SessionStarted')"
+            " - count(*) FILTER (WHERE topic LIKE '%%SessionEnded')"
+            " FROM chorus_events WHERE topic LIKE 'domain.presence:%%'"
+            " AND convert_from(state, 'UTF8')::jsonb ->> 'actor_id' = %s",
+            (user.user_id,),
+        ).fetchone()
+    return int(row[0]) if row else 0

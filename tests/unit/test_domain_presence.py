@@ -1,60 +1,35 @@
-"""Presence rules: sessions open and close; a lost instance closes all its sessions."""
+"""Presence rules: a session starts for a signed-in user and ends once."""
 
 from __future__ import annotations
+
+from uuid import uuid4
 
 import pytest
 
 from domain.base import Cause
-from domain.errors import Conflict
-from domain.presence import Presence, presence_id
-
-ME = Cause("user-1", "k")
+from domain.errors import PermissionDenied
+from domain.presence import Session
 
 
-def _names(presence: Presence) -> list[str]:
-    return [type(e).__name__ for e in presence.collect_events()]
+def test_a_session_starts_for_its_user_on_an_instance() -> None:
+    session = Session.start(uuid4(), "instance-1", Cause("user-1", "k"))
+    assert session.open and session.user_id == "user-1" and session.instance_id == "instance-1"
+    (started,) = session.collect_events()
+    assert type(started).__name__ == "SessionStarted"
+    assert vars(started)["actor_id"] == "user-1" and vars(started)["command_id"] == "k"
 
 
-def test_a_first_session_tracks_presence_and_goes_online() -> None:
-    presence = Presence.track("user-1", ME)
-    assert presence.id == presence_id("user-1") and not presence.online
-    presence.start_session("s1", "i1", ME)
-    assert presence.online
-    assert _names(presence) == ["PresenceTracked", "SessionStarted"]
+def test_a_session_needs_a_signed_in_user() -> None:
+    with pytest.raises(PermissionDenied):
+        Session.start(uuid4(), "instance-1", Cause(None))
 
 
-def test_a_session_cannot_start_twice() -> None:
-    presence = Presence.track("user-1", ME)
-    presence.start_session("s1", "i1", ME)
-    with pytest.raises(Conflict):
-        presence.start_session("s1", "i2", ME)
-
-
-def test_online_until_the_last_session_ends() -> None:
-    presence = Presence.track("user-1", ME)
-    presence.start_session("s1", "i1", ME)
-    presence.start_session("s2", "i1", ME)
-    assert presence.end_session("s1", "disconnected", ME)
-    assert presence.online
-    assert presence.end_session("s2", "disconnected", ME)
-    assert not presence.online
-
-
-def test_ending_a_session_that_is_not_open_records_nothing() -> None:
-    presence = Presence.track("user-1", ME)
-    presence.collect_events()
-    assert presence.end_session("never", "disconnected", ME) is False
-    assert presence.collect_events() == []
-
-
-def test_a_lost_instance_ends_only_its_own_sessions() -> None:
-    presence = Presence.track("user-1", ME)
-    presence.start_session("a", "lost", ME)
-    presence.start_session("b", "alive", ME)
-    presence.start_session("c", "lost", ME)
-    presence.collect_events()
-    assert presence.end_instance_sessions("lost", "instance lost", Cause(None)) == 2
-    assert presence.sessions == {"b": "alive"} and presence.online
-    ended = presence.collect_events()
-    assert [type(e).__name__ for e in ended] == ["SessionEnded", "SessionEnded"]
-    assert all(vars(e)["reason"] == "instance lost" and vars(e)["actor_id"] is None for e in ended)
+def test_a_session_ends_once() -> None:
+    session = Session.start(uuid4(), "instance-1", Cause("user-1"))
+    session.collect_events()
+    assert session.end("instance lost", Cause(None)) is True
+    assert not session.open
+    (ended,) = session.collect_events()
+    assert vars(ended)["reason"] == "instance lost" and vars(ended)["actor_id"] is None
+    assert session.end("disconnected", Cause("user-1")) is False
+    assert session.collect_events() == []
