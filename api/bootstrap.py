@@ -15,6 +15,7 @@ from api.realtime.hub import EventHub
 from api.realtime.presence import PresenceKeeper
 from api.realtime.signals import SignalBus
 from application.chorus import Chorus
+from infrastructure.chain import CHAIN_SQL
 from infrastructure.eventstore import SCHEMA_SQL, create_event_store_tables, eventsourcing_env
 from infrastructure.instances import INSTANCES_SQL
 from infrastructure.passwords import PasswordHasher
@@ -35,6 +36,7 @@ def migrate(database_url: str) -> None:
             create_event_store_tables(database_url)
             with conn.cursor() as cur:
                 cur.execute(SCHEMA_SQL)
+                cur.execute(CHAIN_SQL)
                 cur.execute(RefreshTokens.TABLES_SQL)
                 cur.execute(INSTANCES_SQL)
                 create_tables(cur, all_projections())

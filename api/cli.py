@@ -77,6 +77,9 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(run=serve)
     m = sub.add_parser("migrate", help="create or update the database schema, then exit")
     m.set_defaults(run=migrate)
+    from api.log_cli import add_commands
+
+    add_commands(sub)  # events, verify
     return p
 
 

@@ -5,6 +5,8 @@ Two things are written in the same transaction as a command's events:
   retries race: the primary key lets only one of them commit), and
 - credentials (password hashes), which must not exist without their events or vice versa;
   they live beside the log, never in it.
+It also chains the events for tamper evidence (``chorus_event_chain``, see
+infrastructure/chain.py), after their insert and under the table lock.
 The recorder keeps eventsourcing's default insert path: ``LOCK TABLE ... IN EXCLUSIVE MODE``
 makes commit order equal position order, so a tailing reader never skips a late commit.
 """
@@ -23,9 +25,12 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 from psycopg import Cursor
 from psycopg.rows import DictRow
 
+from infrastructure.chain import append_link_sql
+
 APPLICATION_NAME = "Chorus"
 EVENTS_TABLE = "chorus_events"
 NOTIFY_CHANNEL = EVENTS_TABLE
+_APPEND_LINK = append_link_sql(EVENTS_TABLE)
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS chorus_commands (
@@ -92,6 +97,10 @@ class ChorusRecorder(PostgresApplicationRecorder):
         **kwargs: Any,
     ) -> Sequence[int] | None:
         ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        # Tamper evidence (infrastructure/chain.py): chained under the table lock, in
+        # position order; queued in the pipeline, it costs no round trip.
+        for position in sorted(ids or ()):
+            curs.execute(_APPEND_LINK, (position,), prepare=True)
         if command is not None and ids:
             position = max(ids)
             result = dict(command.result, position=position)

@@ -1,0 +1,227 @@
+"""``chorus events`` and ``chorus verify``: the auditor's commands on the event store.
+
+Both need ``DATABASE_URL`` (the database of the Chorus being audited): starting a private
+PostgreSQL for them would show an empty or stale log, or fight a running server for its
+data directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from typing import IO, Any
+from uuid import UUID
+
+import msgspec
+import psycopg
+from psycopg.rows import dict_row
+
+from api.envelopes import envelope
+from infrastructure.chain import verify
+from infrastructure.eventstore import EVENTS_TABLE, NOTIFY_CHANNEL
+from infrastructure.settings import Settings
+from projections.log import SELECT_EVENTS, to_log_event
+
+PAGE = 1000
+FOLLOW_POLL_S = 5.0  # a fallback read in case a notification is missed
+
+_encoder = msgspec.json.Encoder()
+
+
+def _require_url(settings: Settings, command: str) -> str | None:
+    if settings.database_url is None:
+        print(
+            f"chorus {command}: DATABASE_URL is not set; point it at the Chorus database"
+            " (postgresql://user:password@host:port/dbname)",
+            file=sys.stderr,
+        )
+    return settings.database_url
+
+
+class _Stop(Exception):
+    """SIGTERM: stop as cleanly as on Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Stop
+
+
+def _page(cur: psycopg.Cursor[Any], args: argparse.Namespace, after: int) -> list[dict[str, Any]]:
+    where = ["e.notification_id > %(after)s"]
+    if args.until is not None:
+        where.append("e.notification_id <= %(until)s")
+    if args.stream is not None:
+        where.append("e.originator_id = %(stream)s")
+    if args.type is not None:
+        where.append("right(e.topic, length(%(type)s) + 1) = '.' || %(type)s")
+    if args.actor is not None:
+        where.append("convert_from(e.state, 'UTF8')::jsonb ->> 'actor_id' = %(actor)s")
+    cur.execute(
+        f"{SELECT_EVENTS} WHERE {' AND '.join(where)} ORDER BY e.notification_id LIMIT %(limit)s",
+        {
+            "after": after,
+            "until": args.until,
+            "stream": args.stream,
+            "type": args.type,
+            "actor": args.actor,
+            "limit": args.page,
+        },
+    )
+    return cur.fetchall()
+
+
+def _write(out: IO[bytes], rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        out.write(_encoder.encode(envelope(to_log_event(row))))
+        out.write(b"\n")
+    out.flush()
+
+
+def _head(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute(
+        f"SELECT coalesce(max(notification_id), 0) AS p FROM {EVENTS_TABLE}"
+    ).fetchone()
+    return int(row["p"]) if row else 0
+
+
+def _catch_up(
+    conn: psycopg.Connection[Any], args: argparse.Namespace, after: int, out: IO[bytes]
+) -> tuple[int, bool]:
+    """Prints every matching event after ``after``, a page at a time. Returns the last
+    position read and whether ``--until`` was reached."""
+    while True:
+        # The head is read first: commit order is position order, so once the head is at
+        # or past ``--until``, the page read after it holds every event up to it.
+        head = _head(conn) if args.until is not None else 0
+        with conn.cursor() as cur:
+            rows = _page(cur, args, after)
+        _write(out, rows)
+        if rows:
+            after = rows[-1]["notification_id"]
+        if len(rows) < args.page:  # a short page: the end of what is there now
+            return after, args.until is not None and head >= args.until
+
+
+def events(args: argparse.Namespace, settings: Settings) -> int:
+    url = _require_url(settings, "events")
+    if url is None:
+        return 2
+    out = sys.stdout.buffer
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+            if args.follow:
+                # LISTEN before the first read: nothing committed after it is missed.
+                conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            after, done = _catch_up(conn, args, args.after, out)
+            if not args.follow or done:
+                return 0
+            while not done:
+                # Wakes on the store's NOTIFY (every commit sends one), or after a while.
+                for _ in conn.notifies(timeout=FOLLOW_POLL_S, stop_after=1):
+                    pass
+                for _ in conn.notifies(timeout=0):  # a burst needs one read, not one each
+                    pass
+                after, done = _catch_up(conn, args, after, out)
+    except (KeyboardInterrupt, _Stop):
+        return 0
+    except BrokenPipeError:
+        # The reader went away (e.g. ``| head``): not an error; keep the exit quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0
+
+
+def _expected_head(text: str) -> tuple[int, bytes]:
+    try:
+        position, digest = text.split(":", 1)
+        value = (int(position), bytes.fromhex(digest))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected POSITION:HEXHASH") from None
+    if len(value[1]) != 32:
+        raise argparse.ArgumentTypeError("the hash must be 64 hex digits (SHA-256)")
+    return value
+
+
+def verify_chain(args: argparse.Namespace, settings: Settings) -> int:
+    url = _require_url(settings, "verify")
+    if url is None:
+        return 2
+    with psycopg.connect(url, autocommit=True) as conn:
+        bar: Any = None
+        if sys.stderr.isatty() and not args.no_progress:
+            from tqdm import tqdm
+
+            row = conn.execute(
+                f"SELECT coalesce(max(notification_id), 0) FROM {EVENTS_TABLE}"
+            ).fetchone()
+            bar = tqdm(total=int(row[0]) if row else 0, unit="ev", desc="verify", file=sys.stderr)
+        done = 0
+
+        def progress(position: int) -> None:
+            nonlocal done
+            if position - done >= 1000:
+                bar.update(position - done)
+                done = position
+
+        try:
+            report = verify(
+                conn,
+                EVENTS_TABLE,
+                expect=args.expect,
+                progress=progress if bar is not None else None,
+            )
+            if bar is not None and report.ok:
+                bar.update(max(0, report.head_position - done))
+        finally:
+            if bar is not None:
+                bar.close()
+    if report.ok:
+        print(
+            f"ok: {report.count} events verified; head position {report.head_position}"
+            f" hash {report.head_hash.hex()}"
+        )
+        return 0
+    print(
+        f"FAILED at position {report.bad_position}: {report.problem}"
+        f" ({report.count} events verified before it)"
+    )
+    return 1
+
+
+def add_commands(sub: Any) -> None:
+    e = sub.add_parser(
+        "events",
+        help="print the event log as JSON lines (envelopes) in position order",
+        description="Prints envelopes (one JSON object per line) in position order, reading"
+        " the store a page at a time. Needs DATABASE_URL.",
+    )
+    e.add_argument("--after", type=int, default=0, metavar="N", help="positions after N")
+    e.add_argument("--until", type=int, metavar="N", help="positions up to N (inclusive)")
+    e.add_argument("--stream", type=UUID, metavar="ID", help="one stream (aggregate id)")
+    e.add_argument("--type", metavar="T", help="one event type, e.g. MessageSent")
+    e.add_argument("--actor", metavar="U", help="events caused by this user id")
+    e.add_argument(
+        "--follow", action="store_true", help="keep printing new events (stop: Ctrl-C / SIGTERM)"
+    )
+    e.add_argument("--page", type=int, default=PAGE, help=argparse.SUPPRESS)  # tests
+    e.set_defaults(run=events)
+    v = sub.add_parser(
+        "verify",
+        help="check the tamper-evident hash chain of the whole log",
+        description="Recomputes the SHA-256 chain over every stored event (streaming) and"
+        " prints the count and the head hash, or names the first bad position and exits 1."
+        " Needs DATABASE_URL.",
+    )
+    v.add_argument(
+        "--expect",
+        type=_expected_head,
+        metavar="POSITION:HASH",
+        help="a head hash published earlier: fail unless the chain still passes through it",
+    )
+    v.add_argument("--no-progress", action="store_true", help="no progress bar")
+    v.set_defaults(run=verify_chain)
