@@ -15,6 +15,7 @@ from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
+from api.audit import AuditController
 from api.auth import PUBLIC_PATHS, AuthController, BearerAuthMiddleware
 from api.bootstrap import Services, build_services
 from api.channels import ChannelController
@@ -64,6 +65,7 @@ def create_app(settings: Settings, database_url: str, services: Services | None 
             InviteController,
             ChannelController,
             EventController,
+            AuditController,
             health,
             ready,
             ws_endpoint,

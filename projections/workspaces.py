@@ -235,3 +235,15 @@ def list_roles(cur: Cursor[Any], workspace_id: str) -> list[dict[str, Any]]:
         (workspace_id,),
     )
     return list(cur.fetchall())
+
+
+def holds_anywhere(cur: Cursor[Any], user_id: str, permission: str) -> bool:
+    """Whether the user holds the permission in at least one workspace."""
+    cur.execute(
+        "SELECT EXISTS (SELECT 1 FROM rm_workspace_members m JOIN rm_workspace_roles r"
+        " ON r.workspace_id = m.workspace_id AND r.name = ANY(m.roles)"
+        " WHERE m.user_id = %s AND %s = ANY(r.permissions)) AS held",
+        (user_id, permission),
+    )
+    row = cur.fetchone()
+    return bool(row and row["held"])
