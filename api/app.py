@@ -23,6 +23,7 @@ from api.errors import EXCEPTION_HANDLERS
 from api.events import EventController
 from api.health import health, ready
 from api.realtime.socket import ws_endpoint
+from api.streams import StreamController
 from api.workspaces import InviteController, WorkspaceController
 from infrastructure.settings import Settings
 
@@ -66,6 +67,7 @@ def create_app(settings: Settings, database_url: str, services: Services | None 
             ChannelController,
             EventController,
             AuditController,
+            StreamController,
             health,
             ready,
             ws_endpoint,

@@ -36,3 +36,31 @@ def test_owners_verify_the_log_and_see_tampering(chorus: Running) -> None:
     tampered = api.ok(api.get("/api/audit/verify", owner))
     assert tampered["ok"] is False and tampered["bad_position"] == msg["position"]
     assert tampered["problem"]
+
+
+def test_a_stream_as_of_a_position_shows_a_message_before_its_edit(chorus: Running) -> None:
+    api = chorus.api
+    owner, member = api.signup("own"), api.signup("mem")
+    ws = api.ok(api.post("/api/workspaces", owner, {"name": "T", "visibility": "public"}), 201)[
+        "id"
+    ]
+    api.ok(api.post(f"/api/workspaces/{ws}/join", member))
+    ch = api.ok(api.post(f"/api/workspaces/{ws}/channels", owner, {"name": "c"}), 201)["id"]
+    sent = api.ok(api.post(f"/api/channels/{ch}/messages", member, {"text": "first draft"}), 201)
+    api.ok(api.patch(f"/api/messages/{sent['id']}", member, {"text": "final text"}))
+    api.ok(api.put(f"/api/messages/{sent['id']}/reactions/ok", owner))
+
+    then = api.ok(api.get(f"/api/streams/{sent['id']}", owner, at=sent["position"]))
+    assert then["type"] == "Message" and then["version"] == 1
+    assert then["state"]["text"] == "first draft" and then["state"]["reactions"] == {}
+    now = api.ok(api.get(f"/api/streams/{sent['id']}", owner))
+    assert now["state"]["text"] == "final text" and now["version"] == 3
+    assert now["state"]["reactions"] == {"ok": [owner.user_id]}
+    # Before the stream existed; without view_audit; outside the workspace.
+    assert api.get(f"/api/streams/{sent['id']}", owner, at=sent["position"] - 1).status_code == 404
+    assert api.get(f"/api/streams/{sent['id']}", member).status_code == 403
+    assert api.get(f"/api/streams/{sent['id']}", api.signup("out")).status_code == 404
+    # A workspace's own stream, as it was when it had one member.
+    early = api.ok(api.get(f"/api/streams/{ws}", owner, at=sent["position"] - 3))
+    assert early["type"] == "Workspace" and list(early["state"]["members"]) == [owner.user_id]
+    assert early["state"]["members"][owner.user_id] == ["owner"]
