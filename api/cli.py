@@ -80,6 +80,9 @@ def parser() -> argparse.ArgumentParser:
     from api.log_cli import add_commands
 
     add_commands(sub)  # events, verify
+    from api.analytics_cli import add_commands as add_analytics_commands
+
+    add_analytics_commands(sub)  # analytics-role, export
     return p
 
 

@@ -30,7 +30,7 @@ FOLLOW_POLL_S = 5.0  # a fallback read in case a notification is missed
 _encoder = msgspec.json.Encoder()
 
 
-def _require_url(settings: Settings, command: str) -> str | None:
+def require_database_url(settings: Settings, command: str) -> str | None:
     if settings.database_url is None:
         print(
             f"chorus {command}: DATABASE_URL is not set; point it at the Chorus database"
@@ -105,7 +105,7 @@ def _catch_up(
 
 
 def events(args: argparse.Namespace, settings: Settings) -> int:
-    url = _require_url(settings, "events")
+    url = require_database_url(settings, "events")
     if url is None:
         return 2
     out = sys.stdout.buffer
@@ -148,7 +148,7 @@ def _expected_head(text: str) -> tuple[int, bytes]:
 
 
 def verify_chain(args: argparse.Namespace, settings: Settings) -> int:
-    url = _require_url(settings, "verify")
+    url = require_database_url(settings, "verify")
     if url is None:
         return 2
     with psycopg.connect(url, autocommit=True) as conn:

@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from infrastructure.eventstore import NOTIFY_CHANNEL
+from projections.analytics import create_views
 from projections.base import Projection
 from projections.channels import ChannelsProjection
 from projections.log import read_events
@@ -39,7 +40,8 @@ CREATE TABLE IF NOT EXISTS rm_tracking (
 
 
 def create_tables(cur: psycopg.Cursor[Any], projections: Sequence[Projection]) -> None:
-    """Creates read-model tables and tracking rows that are missing (idempotent)."""
+    """Creates read-model tables and tracking rows that are missing (idempotent), and the
+    analytics views over them (dropping a read model's tables drops its views)."""
     cur.execute(TRACKING_SQL)
     for projection in projections:
         cur.execute(projection.create_sql)
@@ -48,6 +50,8 @@ def create_tables(cur: psycopg.Cursor[Any], projections: Sequence[Projection]) -
             " ON CONFLICT (projection) DO NOTHING",
             (projection.name,),
         )
+    if {"timelines", "channels"} <= {p.name for p in projections}:
+        create_views(cur)
 
 
 def all_projections() -> list[Projection]:
