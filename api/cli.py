@@ -83,6 +83,9 @@ def parser() -> argparse.ArgumentParser:
     from api.analytics_cli import add_commands as add_analytics_commands
 
     add_analytics_commands(sub)  # analytics-role, export
+    from api.replay_cli import add_commands as add_replay_commands
+
+    add_replay_commands(sub)  # replay
     return p
 
 

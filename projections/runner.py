@@ -39,7 +39,9 @@ CREATE TABLE IF NOT EXISTS rm_tracking (
 """
 
 
-def create_tables(cur: psycopg.Cursor[Any], projections: Sequence[Projection]) -> None:
+def create_tables(
+    cur: psycopg.Cursor[Any], projections: Sequence[Projection], *, views: bool = True
+) -> None:
     """Creates read-model tables and tracking rows that are missing (idempotent), and the
     analytics views over them (dropping a read model's tables drops its views)."""
     cur.execute(TRACKING_SQL)
@@ -50,8 +52,46 @@ def create_tables(cur: psycopg.Cursor[Any], projections: Sequence[Projection]) -
             " ON CONFLICT (projection) DO NOTHING",
             (projection.name,),
         )
-    if {"timelines", "channels"} <= {p.name for p in projections}:
+    if views and {"timelines", "channels"} <= {p.name for p in projections}:
         create_views(cur)
+
+
+def apply_batch(
+    cur: psycopg.Cursor[Any],
+    projections: Sequence[Projection],
+    batch_size: int,
+    until: int | None = None,
+) -> tuple[int, dict[str, int]]:
+    """In the caller's transaction: locks the projections' tracking rows, reads one batch of
+    events once (from the slowest one's position, up to ``until``), applies to each what it
+    has not applied yet, and moves the tracking rows. Returns the events read and the new
+    positions."""
+    # One lock order for every process, so two runners cannot deadlock.
+    cur.execute(
+        "SELECT projection, position FROM rm_tracking WHERE projection = ANY(%s)"
+        " ORDER BY projection FOR UPDATE",
+        ([p.name for p in projections],),
+    )
+    positions = {row["projection"]: int(row["position"]) for row in cur.fetchall()}
+    start = min((positions.get(p.name, 0) for p in projections), default=0)
+    events = read_events(cur, after=start, limit=batch_size)
+    if until is not None:
+        events = [e for e in events if e.position <= until]
+    if events:
+        last = events[-1].position
+        for projection in projections:
+            done = positions.get(projection.name, 0)
+            for event in events:
+                if event.position > done and event.type in projection.handles:
+                    projection.apply(cur, event)
+            if last > done:
+                cur.execute(
+                    "INSERT INTO rm_tracking (projection, position) VALUES (%s, %s)"
+                    " ON CONFLICT (projection) DO UPDATE SET position = excluded.position",
+                    (projection.name, last),
+                )
+                positions[projection.name] = last
+    return len(events), positions
 
 
 def all_projections() -> list[Projection]:
@@ -104,36 +144,13 @@ class ProjectionRunner:
 
     def step(self, projections: Sequence[Projection] | None = None) -> int:
         """Applies one batch of events to the given projections (default: all) in one
-        transaction; returns how many events it read. The batch is read once, from the
-        slowest projection's position; each projection skips what it has already applied."""
+        transaction; returns how many events it read."""
         chosen = list(self.projections if projections is None else projections)
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            # One lock order for every process, so two runners cannot deadlock.
-            cur.execute(
-                "SELECT projection, position FROM rm_tracking WHERE projection = ANY(%s)"
-                " ORDER BY projection FOR UPDATE",
-                ([p.name for p in chosen],),
-            )
-            positions = {row["projection"]: int(row["position"]) for row in cur.fetchall()}
-            start = min((positions.get(p.name, 0) for p in chosen), default=0)
-            events = read_events(cur, after=start, limit=self.batch_size)
-            if events:
-                last = events[-1].position
-                for projection in chosen:
-                    done = positions.get(projection.name, 0)
-                    for event in events:
-                        if event.position > done and event.type in projection.handles:
-                            projection.apply(cur, event)
-                    if last > done:
-                        cur.execute(
-                            "INSERT INTO rm_tracking (projection, position) VALUES (%s, %s)"
-                            " ON CONFLICT (projection) DO UPDATE SET position = excluded.position",
-                            (projection.name, last),
-                        )
-                        positions[projection.name] = last
+            count, positions = apply_batch(cur, chosen, self.batch_size)
         for projection in chosen:
             self._advance(projection.name, positions.get(projection.name, 0))
-        return len(events)
+        return count
 
     def catch_up(self) -> None:
         """Processes until every projection has read every committed event. A batch shorter

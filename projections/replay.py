@@ -1,0 +1,123 @@
+"""Zero-downtime rebuilds: read models rebuilt from position 0 into fresh tables while the
+live ones keep serving, then swapped in atomically (blue/green).
+
+The fresh tables live in the schema ``chorus_rebuild`` (the rebuilding connection puts it
+first on its ``search_path``, so the projections' own SQL is unchanged). Once they have
+caught up, one transaction locks the live tracking table (pausing every live runner), applies
+the last events, replaces the live tables with the rebuilt ones, and recreates the analytics
+views: readers see the old model or the new one, never a half-built one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import psycopg
+from psycopg.rows import dict_row
+
+from projections.analytics import create_views
+from projections.base import Projection
+from projections.log import max_position
+from projections.runner import apply_batch, create_tables
+
+SCHEMA = "chorus_rebuild"
+SWAP_ATTEMPTS = 200
+SWAP_LOCK_TIMEOUT_MS = 100
+
+
+def rebuild(
+    database_url: str,
+    projections: Sequence[Projection],
+    *,
+    until: int | None = None,
+    batch_size: int = 2000,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Rebuilds the given read models and swaps them in; returns the position reached.
+    ``progress`` is called with the number of events read by each batch."""
+    names = [p.name for p in projections]
+    rebuild_options = f"-c search_path={SCHEMA},public"
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as admin:
+        admin.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+        admin.execute(f"CREATE SCHEMA {SCHEMA}")
+    with psycopg.connect(
+        database_url, autocommit=True, row_factory=dict_row, options=rebuild_options
+    ) as conn:
+        with conn.transaction(), conn.cursor() as cur:
+            create_tables(cur, projections, views=False)
+        while True:  # the bulk of the work, beside the live models
+            with conn.transaction(), conn.cursor() as cur:
+                count, _ = apply_batch(cur, projections, batch_size, until)
+            if progress is not None:
+                progress(count)
+            if count < batch_size:
+                break
+    for _ in range(SWAP_ATTEMPTS):
+        try:
+            return _swap(database_url, projections, names, until, batch_size, progress)
+        except psycopg.errors.LockNotAvailable:
+            continue  # readers held a table a moment too long: let them finish, try again
+    raise RuntimeError(f"could not take the read models' locks in {SWAP_ATTEMPTS} attempts")
+
+
+def _swap(
+    database_url: str,
+    projections: Sequence[Projection],
+    names: list[str],
+    until: int | None,
+    batch_size: int,
+    progress: Callable[[int], None] | None,
+) -> int:
+    tables = [f"public.{t}" for p in projections for t in p.tables]
+    with (
+        psycopg.connect(database_url, row_factory=dict_row) as conn,
+        conn.transaction(),
+        conn.cursor() as cur,
+    ):
+        # Live runners wait here (they hold nothing else yet); readers may go on.
+        cur.execute("LOCK TABLE public.rm_tracking IN EXCLUSIVE MODE")
+        # Then every table to replace, at once. A reader holding one of them while it waits
+        # for another we hold would deadlock with us: give up quickly instead (the reader is
+        # only delayed) and try the whole swap again.
+        cur.execute(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT_MS}ms'")
+        cur.execute(f"LOCK TABLE {', '.join(tables)} IN ACCESS EXCLUSIVE MODE")
+        cur.execute("SET LOCAL lock_timeout = 0")
+        cur.execute(f"SET LOCAL search_path = {SCHEMA}, public")
+        while True:  # the events committed since the bulk pass
+            count, positions = apply_batch(cur, projections, batch_size, until)
+            if progress is not None:
+                progress(count)
+            if count < batch_size:
+                break
+        cur.execute("SET LOCAL search_path = public")
+        for projection in projections:
+            for table in projection.tables:
+                cur.execute(f"DROP TABLE IF EXISTS public.{table} CASCADE")
+                cur.execute(f"ALTER TABLE {SCHEMA}.{table} SET SCHEMA public")
+        cur.execute(
+            "INSERT INTO public.rm_tracking (projection, position)"
+            f" SELECT projection, position FROM {SCHEMA}.rm_tracking"
+            " WHERE projection = ANY(%s)"
+            " ON CONFLICT (projection) DO UPDATE SET position = excluded.position",
+            (names,),
+        )
+        create_views(cur)
+        cur.execute(f"DROP SCHEMA {SCHEMA} CASCADE")
+        return min(positions.values(), default=0) or max_position(cur)
+
+
+def head(database_url: str) -> int:
+    with psycopg.connect(database_url, row_factory=dict_row) as conn, conn.cursor() as cur:
+        return max_position(cur)
+
+
+def by_names(
+    all_projections: Sequence[Projection], names: Sequence[str] | None
+) -> list[Projection]:
+    if names is None:
+        return list(all_projections)
+    known = {p.name: p for p in all_projections}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown projection(s) {', '.join(unknown)}: one of {', '.join(known)}")
+    return [known[n] for n in names]

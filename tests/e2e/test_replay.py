@@ -1,0 +1,83 @@
+"""`chorus replay` rebuilds read models while the server serves, identically."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from tests.e2e.test_durability import _populate, _read_models
+from tests.fixtures.chorus import Api, Running
+
+CHORUS = str(Path(sys.executable).with_name("chorus"))
+
+
+def test_replay_all_while_serving_leaves_identical_read_models(chorus: Running) -> None:
+    ws, ch = _populate(chorus.api)
+    watcher = chorus.api.signup("watch")
+    chorus.api.ok(chorus.api.post(f"/api/workspaces/{ws}/join", watcher))
+    assert chorus.server.services.runner.wait_for(chorus.api.position, timeout=10)
+    live = _read_models(chorus.database_url)
+
+    # Readers and a writer keep going during the replay; every answer must be a success.
+    stop, statuses = threading.Event(), []
+
+    def read_and_write() -> None:
+        client = Api(chorus.server.url)
+        try:
+            while not stop.is_set():
+                statuses.append(
+                    client.get(f"/api/channels/{ch}/messages", watcher, min_position=0).status_code
+                )
+                statuses.append(
+                    client.get(f"/api/workspaces/{ws}/members", watcher, min_position=0).status_code
+                )
+        finally:
+            client.close()
+
+    thread = threading.Thread(target=read_and_write)
+    thread.start()
+    try:
+        env = {**os.environ, "DATABASE_URL": chorus.database_url}
+        done = subprocess.run(
+            [CHORUS, "replay", "--all"], env=env, capture_output=True, text=True, timeout=120
+        )
+    finally:
+        stop.set()
+        thread.join()
+    assert done.returncode == 0, done.stderr
+    assert "swapped them in" in done.stdout
+    assert statuses and set(statuses) == {200}
+    assert _read_models(chorus.database_url) == live
+    # Live projection goes on into the swapped-in tables.
+    extra = chorus.api.ok(
+        chorus.api.post(f"/api/channels/{ch}/messages", watcher, {"text": "after"}), 201
+    )
+    timeline = chorus.api.ok(chorus.api.get(f"/api/channels/{ch}/messages", watcher))["items"]
+    assert timeline[0]["id"] == extra["id"]
+
+
+def test_replay_one_projection_and_refuse_unknown_ones(chorus: Running) -> None:
+    _populate(chorus.api)
+    assert chorus.server.services.runner.wait_for(chorus.api.position, timeout=10)
+    live = _read_models(chorus.database_url)
+    env = {**os.environ, "DATABASE_URL": chorus.database_url}
+    one = subprocess.run(
+        [CHORUS, "replay", "--projection", "timelines"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert one.returncode == 0, one.stderr
+    assert _read_models(chorus.database_url) == live
+    bad = subprocess.run(
+        [CHORUS, "replay", "--projection", "nope"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "unknown projection" in bad.stderr
