@@ -11,6 +11,8 @@ each at every concurrency level, then
 
 4. live delivery over ``/ws`` to 1, 100 and 1,000 subscriber connections, beside a bare
    ``websockets`` broadcast server, and the server's memory per idle connection,
+5. reading the whole log back: a raw decoded read (the baseline), the projection rebuild
+   (``chorus replay --all``) and the hash-chain walk (``chorus verify``) over the same events,
 
 prints tables and writes JSON to bench/results/latest.json. Everything it starts is stopped
 and the temporary directory removed at the end.
@@ -38,7 +40,7 @@ from types import FrameType
 from typing import Any
 
 from api.bootstrap import build_services
-from bench import delivery, scenarios
+from bench import delivery, rebuild, scenarios
 from bench.delivery import DeliveryResult
 from bench.harness import (
     CpuProbe,
@@ -63,11 +65,12 @@ class Timing:
     warmup_s: float
     duration_s: float
     drain_s: float = 10.0
+    rebuild_events: int = 20_000
 
 
-FULL = Timing(warmup_s=2.0, duration_s=8.0, drain_s=10.0)
-QUICK = Timing(warmup_s=0.3, duration_s=1.0, drain_s=3.0)
-GROUPS = ("write", "delivery")
+FULL = Timing(warmup_s=2.0, duration_s=8.0, drain_s=10.0, rebuild_events=20_000)
+QUICK = Timing(warmup_s=0.3, duration_s=1.0, drain_s=3.0, rebuild_events=3_000)
+GROUPS = ("write", "delivery", "rebuild")
 
 # Figure keys, labels and what each is compared with (at the same concurrency).
 LABELS = {
@@ -128,6 +131,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="delivery: seconds to wait for the last events after posting stops (full 10, quick 3)",
     )
     p.add_argument(
+        "--events",
+        type=int,
+        help="rebuild: events to write and read back (full 20000, quick 3000)",
+    )
+    p.add_argument(
         "--groups",
         default=",".join(GROUPS),
         help=f"figure groups to run (default {','.join(GROUPS)})",
@@ -165,7 +173,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         warmup_s=base.warmup_s if args.warmup is None else args.warmup,
         duration_s=base.duration_s if args.duration is None else args.duration,
         drain_s=base.drain_s if args.drain is None else args.drain,
+        rebuild_events=base.rebuild_events if args.events is None else args.events,
     )
+    if args.timing.rebuild_events < 1:
+        p.error("--events must be positive")
     return args
 
 
@@ -283,6 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pg = EmbeddedPostgres(work / "pg")
     bench = Bench(args.timing, args.levels)
     report = DeliveryReport()
+    reads: list[rebuild.ReadFigure] = []
     try:
         admin_url = pg.start()
         machine = machine_info(work, scenarios.REPO)
@@ -295,6 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_group(args, pg, admin_url, work, bench, probes, extra)
         if "delivery" in args.group_set:
             delivery_group(args, pg, admin_url, work, report, probes)
+        if "rebuild" in args.group_set:
+            reads = rebuild_group(args, pg, admin_url, work, probes, extra)
     finally:
         pg.stop()
         if args.keep_data:
@@ -331,9 +345,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if report.results or report.memory:
         print()
         print(delivery_table(report, extra["nofile_limit"]))
+    if reads:
+        print()
+        print(rebuild.table(reads))
     busiest = max(
         [r.cores_busy().get("other", 0.0) for r in bench.results.values()]
-        + [r.cores_busy().get("other", 0.0) for r in report.results],
+        + [r.cores_busy().get("other", 0.0) for r in report.results]
+        + [r.other_cores() or 0.0 for r in reads],
         default=0.0,
     )
     extra["other_cores_busy_max"] = round(busiest, 2)
@@ -347,6 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"total time {elapsed:.0f} s")
     extra["delivery"] = [r.to_json() for r in report.results]
     extra["delivery_memory"] = report.memory
+    baseline = next((r for r in reads if r.name == "raw_read"), None)
+    extra["rebuild"] = [r.to_json(baseline) for r in reads]
     write_json(args, started, elapsed, machine, pg_info, bench, extra)
     failed = any(r.errors for r in bench.results.values())
     failed = failed or any(r.failures for r in report.results) or report.errors > 0
@@ -453,6 +473,47 @@ def write_group(
     finally:
         if server is not None:
             server.stop()
+
+
+def rebuild_group(
+    args: argparse.Namespace,
+    pg: EmbeddedPostgres,
+    admin_url: str,
+    work: Path,
+    probes_: Probes,
+    extra: dict[str, Any],
+) -> list[rebuild.ReadFigure]:
+    """Writes the events through the application layer (projections off), then reads them
+    all back three ways on the same database, one after the other."""
+    target = args.timing.rebuild_events
+    print(
+        f"5. reading the log back: {target} events written through Chorus.execute, then a raw"
+        " decoded read (baseline), replay --all and verify over them"
+    )
+    scenarios.create_database(admin_url, "bench_rebuild")
+    url = pg.url_for("bench_rebuild")
+    settings = Settings(
+        jwt_secret=scenarios.BENCH_SECRET, rate_limit_per_second=0, data_dir=work / "rebuild"
+    )
+    services = build_services(settings, url, run_projections=False)
+    try:
+        t0 = time.perf_counter()
+        chat = scenarios.prepare_chat(services.app)
+        events = rebuild.populate(services.app, chat, url, target)
+        seconds = time.perf_counter() - t0
+    finally:
+        services.close()
+    extra["rebuild_populate"] = {"events": events, "seconds": round(seconds, 1)}
+    print(f"  wrote {events} events in {seconds:.1f} s ({events / seconds:.0f}/s)", flush=True)
+    figures = rebuild.measure_all(
+        url, [probes_.bench, probes_.pg, *probes_.machine], args.timing.duration_s
+    )
+    for f in figures:
+        print(
+            f"  {rebuild.LABELS[f.name]:<40} {f.events:>7} in {f.seconds:6.2f} s {f.rate:>8.0f}/s",
+            flush=True,
+        )
+    return figures
 
 
 DELIVERY_LABELS = {

@@ -31,6 +31,7 @@ class PresenceProjection(Projection):
     handles = frozenset({"SessionStarted", "SessionEnded"})
 
     def apply(self, cur: Cursor[Any], event: LogEvent) -> None:
+        # Single statements with nothing read back: the runner pipelines its writes.
         d, session = event.data, event.stream
         match event.type:
             case "SessionStarted":
@@ -39,28 +40,23 @@ class PresenceProjection(Projection):
                     " (session_id, user_id, instance_id, started_at) VALUES (%s, %s, %s, %s)",
                     (session, d["user_id"], d["instance_id"], event.at),
                 )
-                user_id: object = d["user_id"]
+                cur.execute(
+                    "INSERT INTO rm_presence (user_id, online, last_seen) VALUES (%s, true, %s)"
+                    " ON CONFLICT (user_id) DO UPDATE SET online = true,"
+                    " last_seen = excluded.last_seen",
+                    (d["user_id"], event.at),
+                )
             case "SessionEnded":
                 cur.execute(
-                    "DELETE FROM rm_presence_sessions WHERE session_id = %s RETURNING user_id",
-                    (session,),
+                    "WITH gone AS (DELETE FROM rm_presence_sessions WHERE session_id = %s"
+                    " RETURNING user_id)"
+                    " INSERT INTO rm_presence (user_id, online, last_seen)"
+                    " SELECT g.user_id, EXISTS (SELECT 1 FROM rm_presence_sessions s"
+                    "   WHERE s.user_id = g.user_id AND s.session_id <> %s), %s FROM gone g"
+                    " ON CONFLICT (user_id) DO UPDATE SET online = excluded.online,"
+                    " last_seen = excluded.last_seen",
+                    (session, session, event.at),
                 )
-                row = cur.fetchone()
-                if row is None:
-                    return
-                user_id = row["user_id"]
-            case _:
-                return
-        cur.execute(
-            "INSERT INTO rm_presence (user_id, online, last_seen) VALUES (%s, false, %s)"
-            " ON CONFLICT (user_id) DO UPDATE SET last_seen = excluded.last_seen",
-            (user_id, event.at),
-        )
-        cur.execute(
-            "UPDATE rm_presence SET online = EXISTS (SELECT 1 FROM rm_presence_sessions s"
-            " WHERE s.user_id = rm_presence.user_id) WHERE user_id = %s",
-            (user_id,),
-        )
 
 
 # -- queries ---------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from psycopg_pool import ConnectionPool
 
 from infrastructure.eventstore import NOTIFY_CHANNEL
 from projections.analytics import create_views
-from projections.base import Projection
+from projections.base import LogEvent, Projection
 from projections.channels import ChannelsProjection
 from projections.log import read_events
 from projections.presence import PresenceProjection
@@ -79,19 +79,32 @@ def apply_batch(
         events = [e for e in events if e.position <= until]
     if events:
         last = events[-1].position
-        for projection in projections:
-            done = positions.get(projection.name, 0)
-            for event in events:
-                if event.position > done and event.type in projection.handles:
-                    projection.apply(cur, event)
-            if last > done:
-                cur.execute(
-                    "INSERT INTO rm_tracking (projection, position) VALUES (%s, %s)"
-                    " ON CONFLICT (projection) DO UPDATE SET position = excluded.position",
-                    (projection.name, last),
-                )
-                positions[projection.name] = last
+        # Projections only write (nothing is read back), so the batch's statements are
+        # pipelined: one round trip per batch instead of one per statement.
+        with cur.connection.pipeline():
+            _apply(cur, projections, events, positions, last)
     return len(events), positions
+
+
+def _apply(
+    cur: psycopg.Cursor[Any],
+    projections: Sequence[Projection],
+    events: Sequence[LogEvent],
+    positions: dict[str, int],
+    last: int,
+) -> None:
+    for projection in projections:
+        done = positions.get(projection.name, 0)
+        for event in events:
+            if event.position > done and event.type in projection.handles:
+                projection.apply(cur, event)
+        if last > done:
+            cur.execute(
+                "INSERT INTO rm_tracking (projection, position) VALUES (%s, %s)"
+                " ON CONFLICT (projection) DO UPDATE SET position = excluded.position",
+                (projection.name, last),
+            )
+            positions[projection.name] = last
 
 
 def all_projections() -> list[Projection]:

@@ -77,15 +77,18 @@ class TimelinesProjection(Projection):
                     (d["text"], d["mentions"], event.at, msg),
                 )
             case "MessageDeleted":
+                # No results read back: the runner pipelines its writes.
                 cur.execute(
-                    "UPDATE rm_messages SET text = '', mentions = '{}', deleted = true"
-                    " WHERE message_id = %s RETURNING reply_to",
+                    "UPDATE rm_messages p SET reply_count = p.reply_count - 1 FROM rm_messages m"
+                    " WHERE m.message_id = %s AND NOT m.deleted AND p.message_id = m.reply_to",
                     (msg,),
                 )
-                row = cur.fetchone()
+                cur.execute(
+                    "UPDATE rm_messages SET text = '', mentions = '{}', deleted = true"
+                    " WHERE message_id = %s",
+                    (msg,),
+                )
                 cur.execute("DELETE FROM rm_reactions WHERE message_id = %s", (msg,))
-                if row is not None and row["reply_to"] is not None:
-                    self._replies(cur, row["reply_to"], -1)
             case "ReactionAdded":
                 cur.execute(
                     "INSERT INTO rm_reactions (message_id, emoji, user_id, reacted_at)"
