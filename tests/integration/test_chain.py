@@ -5,39 +5,16 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Iterator
 
 import psycopg
-import pytest
 from eventsourcing.persistence import StoredEvent
 
-from api.bootstrap import migrate
 from application.chorus import Chorus
 from application.commands import CreateChannel, CreateWorkspace, RegisterUser, SendMessage
 from domain.base import Cause
 from infrastructure.chain import GENESIS, ChainReport, link, record_bytes, verify
 from infrastructure.eventstore import EVENTS_TABLE, eventsourcing_env
-
-
-class CheapPasswords:
-    def hash(self, password: str) -> str:
-        return "plain:" + password
-
-    def verify(self, stored_hash: str | None, password: str) -> bool:
-        return stored_hash == "plain:" + password
-
-
-@pytest.fixture
-def store_url(database_url: str) -> str:
-    migrate(database_url)
-    return database_url
-
-
-@pytest.fixture
-def app(store_url: str) -> Iterator[Chorus]:
-    chorus = Chorus(eventsourcing_env(store_url), passwords=CheapPasswords())
-    yield chorus
-    chorus.close()
+from tests.fixtures.chorus import CheapPasswords
 
 
 def _populate(app: Chorus, messages: int = 12) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from uuid import UUID
@@ -14,36 +13,13 @@ import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError
 
-from api.bootstrap import migrate
 from application.chorus import Chorus, IdempotencyKeyReused
 from application.commands import CreateWorkspace, JoinWorkspace, RegisterUser
 from domain.base import Cause
 from domain.errors import UsernameTaken
 from domain.workspaces import Workspace
 from infrastructure.eventstore import eventsourcing_env
-
-
-class CheapPasswords:
-    """Password hashing is not under test here; argon2 is (tests/unit/test_passwords.py)."""
-
-    def hash(self, password: str) -> str:
-        return "plain:" + password
-
-    def verify(self, stored_hash: str | None, password: str) -> bool:
-        return stored_hash == "plain:" + password
-
-
-@pytest.fixture
-def store_url(database_url: str) -> str:
-    migrate(database_url)
-    return database_url
-
-
-@pytest.fixture
-def app(store_url: str) -> Iterator[Chorus]:
-    chorus = Chorus(eventsourcing_env(store_url), passwords=CheapPasswords())
-    yield chorus
-    chorus.close()
+from tests.fixtures.chorus import CheapPasswords
 
 
 def _user(app: Chorus, name: str) -> str:
