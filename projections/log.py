@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import msgspec
+import psycopg
 from psycopg import Cursor
 
-from infrastructure.eventstore import EVENTS_TABLE
+from infrastructure.eventstore import EVENTS_TABLE, NOTIFY_CHANNEL
 from infrastructure.serialisation import event_type_name
 from projections.base import LogEvent
+
+log = logging.getLogger(__name__)
 
 # Fields of the stored state that the envelope shows on its own, not inside ``data``.
 _ENVELOPE_FIELDS = ("timestamp", "actor_id", "command_id", "originator_topic")
@@ -114,3 +120,23 @@ def visible_events(
         },
     )
     return [to_log_event(row) for row in cur.fetchall()]
+
+
+def follow_store(
+    database_url: str, stop: threading.Event, on_commit: Callable[[], None], what: str
+) -> None:
+    """Calls ``on_commit`` now and after every commit to the store, from any process, until
+    ``stop`` is set: a dedicated connection LISTENs to the store's NOTIFY. Database outages
+    are waited out (reconnecting), not raised."""
+    while not stop.is_set():
+        try:
+            with psycopg.connect(database_url, autocommit=True) as listener:
+                listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                while not stop.is_set():
+                    on_commit()
+                    # The timeout only bounds how long a stop request waits.
+                    for _ in listener.notifies(timeout=1.0, stop_after=1):
+                        pass
+        except Exception as exc:
+            log.warning("%s: %s; retrying", what, exc)
+            stop.wait(0.5)

@@ -15,14 +15,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from infrastructure.eventstore import NOTIFY_CHANNEL
 from projections.analytics import create_views
 from projections.base import LogEvent, Projection
 from projections.channels import ChannelsProjection
-from projections.log import read_events
+from projections.log import follow_store, read_events
 from projections.presence import PresenceProjection
 from projections.streams import StreamsProjection
 from projections.timelines import TimelinesProjection
@@ -137,7 +135,6 @@ class ProjectionRunner:
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.error: BaseException | None = None
 
     # -- schema ------------------------------------------------------------------------------
 
@@ -190,23 +187,7 @@ class ProjectionRunner:
             self._thread = None
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(
-                    self.database_url, autocommit=True, row_factory=dict_row
-                ) as listener:
-                    listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    while not self._stop.is_set():
-                        self.catch_up()
-                        # Every commit to the store NOTIFYs, from any process; the timeout
-                        # only bounds how long a stop request waits.
-                        for _ in listener.notifies(timeout=1.0, stop_after=1):
-                            pass
-                self.error = None
-            except Exception as exc:  # keep projecting through database restarts
-                self.error = exc
-                log.warning("projection runner: %s; retrying", exc)
-                self._stop.wait(0.5)
+        follow_store(self.database_url, self._stop, self.catch_up, "projection runner")
 
     # -- read-your-writes ------------------------------------------------------------------
 

@@ -16,14 +16,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import msgspec
-import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from api.envelopes import envelope
-from infrastructure.eventstore import EVENTS_TABLE, NOTIFY_CHANNEL
+from infrastructure.eventstore import EVENTS_TABLE
 from projections.base import LogEvent
-from projections.log import max_position, read_events
+from projections.log import follow_store, max_position, read_events
 
 log = logging.getLogger(__name__)
 
@@ -155,17 +154,7 @@ class EventHub:
             self._thread = None
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(self.database_url, autocommit=True) as listener:
-                    listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    while not self._stop.is_set():
-                        self._pull()
-                        for _ in listener.notifies(timeout=1.0, stop_after=1):
-                            pass
-            except Exception as exc:  # keep tailing through database restarts
-                log.warning("event hub: %s; retrying", exc)
-                self._stop.wait(0.5)
+        follow_store(self.database_url, self._stop, self._pull, "event hub")
 
     def _pull(self) -> None:
         while not self._stop.is_set():
