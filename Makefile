@@ -10,7 +10,9 @@ ARGS ?=
 .DEFAULT_GOAL := help
 # The targets are steps of one pipeline (deps before venv before lint...), never concurrent.
 .NOTPARALLEL:
-.PHONY: help venv serve deps lint typecheck test bench fmt
+.PHONY: help venv serve deps interop lint typecheck test bench fmt
+# The npm Yjs client the interop tests drive (tests/interop); re-installed when its lock changes.
+INTEROP_STAMP := tests/interop/node_modules/.chorus-installed
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,12 +31,13 @@ serve: deps venv ## Run the API with .venv/bin/chorus serve (extra options: make
 
 # Installs with apt-get only as root; anyone else is told what to install. PostgreSQL gets
 # no default "main" cluster: the tests and `chorus serve` run their own private servers.
-deps: ## Install missing system packages the tests need (redis-server, PostgreSQL, python3-venv)
+deps: ## Install missing system packages the tests need (redis-server, PostgreSQL, python3-venv, node/npm)
 	@set -e; pkgs=""; \
 	if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; then \
 		pkgs="$$pkgs redis-server"; fi; \
 	if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 		pkgs="$$pkgs postgresql"; fi; \
+	if ! command -v npm >/dev/null 2>&1; then pkgs="$$pkgs nodejs npm"; fi; \
 	if [ ! -x $(VENV)/bin/python ] && ! $(PYTHON) -c 'import ensurepip' >/dev/null 2>&1; then \
 		pkgs="$$pkgs python3-venv"; fi; \
 	if [ -n "$$pkgs" ]; then \
@@ -64,7 +67,13 @@ lint: venv ## Check style: ruff check and ruff format --check
 typecheck: venv ## Type-check with mypy (configured in pyproject.toml)
 	$(VENV)/bin/mypy
 
-test: deps venv lint typecheck ## Everything CI checks: deps, venv, lint, typecheck, then pytest
+interop: $(INTEROP_STAMP) ## Install the npm Yjs client of the interop tests (npm ci in tests/interop)
+
+$(INTEROP_STAMP): tests/interop/package-lock.json
+	cd tests/interop && npm ci --omit=dev --no-audit --no-fund
+	touch $@
+
+test: deps venv interop lint typecheck ## Everything CI checks: deps, venv, lint, typecheck, then pytest
 	$(VENV)/bin/python -m pytest
 
 bench: venv ## Run the benchmarks (python -m bench)

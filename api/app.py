@@ -19,12 +19,14 @@ from api.audit import AuditController
 from api.auth import PUBLIC_PATHS, AuthController, BearerAuthMiddleware
 from api.bootstrap import Services, build_services
 from api.channels import ChannelController
+from api.documents import DocumentController
 from api.errors import EXCEPTION_HANDLERS
 from api.events import EventController
 from api.health import health, ready
 from api.realtime.socket import ws_endpoint
 from api.streams import StreamController
 from api.workspaces import InviteController, WorkspaceController
+from api.yjs.endpoint import yjs_endpoint
 from infrastructure.settings import Settings
 
 log = logging.getLogger("chorus")
@@ -42,10 +44,13 @@ def create_app(settings: Settings, database_url: str, services: Services | None 
             )
         app.state.services.hub.start(asyncio.get_running_loop())
         app.state.services.presence.start()
+        app.state.services.rooms.start()
         await app.state.services.signals.start()
 
     async def stop(app: Litestar) -> None:
         if app.state.services is not None:
+            # Editors' last updates are saved before the store closes.
+            await app.state.services.rooms.stop()
             await app.state.services.signals.stop()
             await anyio.to_thread.run_sync(app.state.services.close)
             app.state.services = None
@@ -71,6 +76,8 @@ def create_app(settings: Settings, database_url: str, services: Services | None 
             health,
             ready,
             ws_endpoint,
+            yjs_endpoint,
+            DocumentController,
         ],
         on_startup=[start],
         on_shutdown=[stop],

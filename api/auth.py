@@ -32,6 +32,7 @@ PUBLIC_PATHS = [
     r"^/api/auth/(signup|login|refresh|logout)$",
     # The socket authenticates itself after accepting, to refuse with a close code.
     r"^/ws$",
+    r"^/yjs/",
 ]
 _PUBLIC = [re.compile(p) for p in PUBLIC_PATHS]
 

@@ -14,6 +14,7 @@ from psycopg_pool import ConnectionPool
 from api.realtime.hub import EventHub
 from api.realtime.presence import PresenceKeeper
 from api.realtime.signals import SignalBus
+from api.yjs.rooms import Rooms
 from application.chorus import Chorus
 from infrastructure.chain import CHAIN_SQL
 from infrastructure.eventstore import SCHEMA_SQL, create_event_store_tables, eventsourcing_env
@@ -80,10 +81,14 @@ class Services:
     last_writes: LastWrites = field(default_factory=LastWrites)
     presence: PresenceKeeper = field(init=False)
     signals: SignalBus = field(init=False)
+    rooms: Rooms = field(init=False)
 
     def __post_init__(self) -> None:
         self.presence = PresenceKeeper(self, self.settings.presence_heartbeat_s)
         self.signals = SignalBus(self.settings.redis_url, self.presence.instance_id)
+        self.rooms = Rooms(
+            self, flush_s=self.settings.document_flush_s, idle_s=self.settings.document_idle_s
+        )
 
     def close(self) -> None:
         self.presence.stop()

@@ -16,8 +16,10 @@ from api.commands import services_of
 from api.errors import problems
 from api.reads import read_cursor
 from domain.base import as_uuid
+from domain.documents import Document
 from domain.errors import InvalidValue, NotFound, PermissionDenied
 from infrastructure.eventstore import EVENTS_TABLE
+from projections.documents import load_document, render
 from projections.workspaces import permissions_of
 
 
@@ -100,6 +102,11 @@ class StreamController(Controller):
         except AggregateNotFoundError:
             raise NotFound("unknown stream") from None
         state = {k: _plain(v) for k, v in vars(aggregate).items() if not k.startswith("_")}
+        if isinstance(aggregate, Document):
+            # The same replay as GET /api/documents/{id}?at=: snapshot plus the log's tail.
+            with read_cursor(request, None) as cur:
+                loaded = load_document(cur, str(stream), until_version=aggregate.version)
+            state["content"] = render(loaded.doc, aggregate.roots)
         return StreamState(
             stream=str(stream),
             type=type(aggregate).__name__,

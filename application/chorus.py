@@ -16,7 +16,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import EnvType
 
-from application import channels, identity, messages, presence, workspaces
+from application import channels, documents, identity, messages, presence, workspaces
 from application.commands import Command
 from application.decisions import HANDLERS
 from application.ports import CommandStore, PasswordHashing
@@ -26,7 +26,7 @@ from domain.errors import Conflict, InvalidValue, NotFound
 A = TypeVar("A", bound=ChorusAggregate)
 
 # Importing the context modules registers their handlers.
-_CONTEXTS = (identity, workspaces, channels, messages, presence)
+_CONTEXTS = (identity, workspaces, channels, messages, presence, documents)
 
 # A concurrent write to the same aggregate makes a save fail; the command is then decided
 # again against the newer state, so no write is lost or silently overwritten. A short random

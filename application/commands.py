@@ -154,7 +154,37 @@ class EndSession(Command, frozen=True):
     reason: str
 
 
-SERVER_ONLY: tuple[type[Command], ...] = (RegisterUser, StartSession, EndSession)
+# -- documents ---------------------------------------------------------------------------
+class CreateDocument(Command, frozen=True):
+    workspace_id: str
+    title: str
+
+
+class RenameDocument(Command, frozen=True):
+    document_id: str
+    title: str
+
+
+class DeleteDocument(Command, frozen=True):
+    document_id: str
+
+
+class ApplyDocumentUpdate(Command, frozen=True):
+    """Sent by the live copy of a document (application/document_rooms.py) once it has
+    checked and applied the bytes; clients send updates over ``/yjs``, never as this."""
+
+    document_id: str
+    update: bytes
+    roots: dict[str, str] = {}
+    restored_from: int | None = None
+
+
+SERVER_ONLY: tuple[type[Command], ...] = (
+    RegisterUser,
+    StartSession,
+    EndSession,
+    ApplyDocumentUpdate,
+)
 
 AnyCommand = (
     RegisterUser
@@ -181,4 +211,7 @@ AnyCommand = (
     | DeleteMessage
     | AddReaction
     | RemoveReaction
+    | CreateDocument
+    | RenameDocument
+    | DeleteDocument
 )

@@ -14,6 +14,13 @@ MAX_TOPIC = 1024
 MAX_ROLE_NAME = 32
 ROLE_NAME_PATTERN = re.compile(r"[a-z0-9_-]{1,32}")
 MAX_MESSAGE_TEXT = 4000
+MAX_DOCUMENT_TITLE = 200
+# One stored update (a client's burst merged); a client's single update is bounded by the
+# WebSocket frame limit, which is smaller.
+MAX_DOCUMENT_EVENT_BYTES = 4 * 1024 * 1024
+MAX_DOCUMENT_UPDATE_BYTES = 1024 * 1024
+# What one document may grow to while open (its encoded state plus what editors added).
+MAX_LIVE_DOCUMENT_BYTES = 64 * 1024 * 1024
 MAX_MENTIONS = 20
 MAX_EMOJI = 64
 MAX_DISTINCT_REACTIONS = 50

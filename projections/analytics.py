@@ -3,7 +3,8 @@
 Views run with their owner's rights, so an analyst role granted only this schema (see
 ``chorus analytics-role``) reads these and nothing else: not the event store, not
 credentials, not the read models' own tables. Columns are only ever added, never renamed.
-Message text is left out on purpose: analysts see activity, not conversations.
+Message text and document content are left out on purpose: analysts see activity, not
+conversations.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from psycopg import Cursor
 
-VIEWS = ("messages", "channel_daily_activity", "user_daily_activity")
+VIEWS = ("messages", "channel_daily_activity", "user_daily_activity", "document_edits")
 
 ANALYTICS_SQL = """
 CREATE SCHEMA IF NOT EXISTS analytics;
@@ -33,6 +34,10 @@ CREATE OR REPLACE VIEW analytics.user_daily_activity AS
     SELECT date_trunc('day', m.created_at)::date AS day, m.author_id AS user_id,
            m.workspace_id, count(*) AS messages, count(DISTINCT m.channel_id) AS channels
     FROM rm_messages m GROUP BY 1, 2, 3;
+CREATE OR REPLACE VIEW analytics.document_edits AS
+    SELECT e.document_id, e.workspace_id, e.user_id, e.edited_at, e.position, e.version,
+           e.update_bytes, e.restored_from IS NOT NULL AS restore, d.deleted AS document_deleted
+    FROM rm_document_edits e JOIN rm_documents d ON d.document_id = e.document_id;
 """
 
 

@@ -108,7 +108,9 @@ def visible_events(
         "   OR (s.kind = 'workspace' AND s.stream_id IN (SELECT workspace_id FROM my_ws))"
         "   OR (s.kind IN ('channel', 'message')"
         "       AND s.channel_id IN (SELECT channel_id FROM vis_channels))"
-        "   OR (s.kind = 'user' AND s.stream_id = %(u)s))"
+        "   OR (s.kind = 'user' AND s.stream_id = %(u)s)"
+        "   OR (s.kind = 'document' AND s.workspace_id IN (SELECT workspace_id FROM perms"
+        "        WHERE 'view_documents' = ANY(perms.perms))))"
         " ORDER BY e.notification_id LIMIT %(limit)s",
         {
             "u": user_id,

@@ -20,6 +20,7 @@ from psycopg_pool import ConnectionPool
 from projections.analytics import create_views
 from projections.base import LogEvent, Projection
 from projections.channels import ChannelsProjection
+from projections.documents import DocumentsProjection
 from projections.log import follow_store, read_events
 from projections.presence import PresenceProjection
 from projections.streams import StreamsProjection
@@ -50,7 +51,7 @@ def create_tables(
             " ON CONFLICT (projection) DO NOTHING",
             (projection.name,),
         )
-    if views and {"timelines", "channels"} <= {p.name for p in projections}:
+    if views and {"timelines", "channels", "documents"} <= {p.name for p in projections}:
         create_views(cur)
 
 
@@ -113,6 +114,7 @@ def all_projections() -> list[Projection]:
         TimelinesProjection(),
         StreamsProjection(),
         PresenceProjection(),
+        DocumentsProjection(),
     ]
 
 

@@ -24,7 +24,14 @@ class StreamsProjection(Projection):
     CREATE INDEX IF NOT EXISTS rm_streams_channel ON rm_streams (channel_id);
     """
     handles = frozenset(
-        {"UserRegistered", "WorkspaceCreated", "ChannelCreated", "MessageSent", "SessionStarted"}
+        {
+            "UserRegistered",
+            "WorkspaceCreated",
+            "ChannelCreated",
+            "MessageSent",
+            "SessionStarted",
+            "DocumentCreated",
+        }
     )
 
     def apply(self, cur: Cursor[Any], event: LogEvent) -> None:
@@ -34,6 +41,7 @@ class StreamsProjection(Projection):
             "WorkspaceCreated": ("workspace", s, None),
             "ChannelCreated": ("channel", d.get("workspace_id"), s),
             "MessageSent": ("message", d.get("workspace_id"), d.get("channel_id")),
+            "DocumentCreated": ("document", d.get("workspace_id"), None),
             # A user's presence belongs to no workspace: only the log's raw readers see it.
             "SessionStarted": ("presence", None, None),
         }[event.type]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from api.realtime.hub import Delivery
 from application.channels import channel_with_workspace
 from application.chorus import Chorus
+from application.documents import document_with_workspace
 from domain.base import as_uuid
 from domain.channels import Channel
 from domain.errors import InvalidValue, NotAMember
@@ -36,12 +37,10 @@ class Target:
     @classmethod
     def parse(cls, spec: dict[str, str], user_id: str) -> Target:
         if len(spec) != 1:
-            raise InvalidValue("each stream is one of {workspace}, {channel}, {user}")
+            raise InvalidValue("each stream is one of {workspace}, {channel}, {document}, {user}")
         ((kind, value),) = spec.items()
         if kind not in KINDS:
             raise InvalidValue(f"unknown stream kind {kind!r}")
-        if kind == "document":
-            raise InvalidValue("document streams are not served yet")
         if kind == "user":
             if value not in ("me", user_id):
                 raise NotAMember("only your own user stream can be subscribed to")
@@ -59,6 +58,7 @@ class Access:
     user_id: str
     target: Target
     workspace_id: str | None = None
+    views_documents: bool = False
     _channels: dict[str, bool] = field(default_factory=dict)
 
     def check(self) -> None:
@@ -72,6 +72,11 @@ class Access:
                 workspace = self.app.load(Workspace, self.target.id)
                 workspace.check_member(self.user_id)
                 self.workspace_id = str(workspace.id)
+                self.views_documents = "view_documents" in workspace.permissions_of(self.user_id)
+            case "document":
+                _, workspace = document_with_workspace(self.app, self.target.id, self.user_id)
+                self.workspace_id = str(workspace.id)
+                self.views_documents = True
 
     def concerns(self, d: Delivery) -> bool:
         """Cheap test, on the event loop, of whether the event is about this target at all."""
@@ -83,6 +88,11 @@ class Access:
                 )
             case "workspace":
                 return s.workspace == self.target.id
+            case "document":
+                # The workspace's own events may take access away.
+                return str(d.event.stream) == self.target.id or (
+                    s.kind == "workspace" and s.workspace == self.workspace_id
+                )
             case _:
                 return (s.kind == "user" and str(d.event.stream) == self.user_id) or (
                     s.workspace is None and s.channel is not None
@@ -100,7 +110,11 @@ class Access:
             case "channel":
                 return s.channel == self.target.id
             case "workspace":
+                if s.kind == "document":
+                    return self.views_documents
                 return True if s.channel is None else self._channels.get(s.channel)
+            case "document":
+                return str(d.event.stream) == self.target.id
             case _:
                 if s.kind == "user":
                     return True

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 class Scope:
     """Where an event's stream lives: which workspace and channel it belongs to."""
 
-    kind: str  # user | workspace | channel | message | other
+    kind: str  # user | workspace | channel | message | document | presence | other
     workspace: str | None
     channel: str | None
 
@@ -55,6 +55,8 @@ def scope_of_created(event_type: str, stream: str, data: dict[str, Any]) -> Scop
             return Scope("message", data.get("workspace_id"), data.get("channel_id"))
         case "SessionStarted":
             return Scope("presence", None, None)
+        case "DocumentCreated":
+            return Scope("document", data.get("workspace_id"), None)
     return Scope("other", None, None)
 
 

@@ -1,0 +1,186 @@
+"""``/yjs/{document_id}``: the standard y-websocket protocol, so unmodified Yjs clients
+(npm ``y-websocket``'s ``WebsocketProvider``, pycrdt) edit documents.
+
+The socket is accepted before it is authenticated: a refusal then reaches the client as a
+close code in 4400-4499, which y-websocket treats as final, instead of an HTTP 403 it would
+retry forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import anyio
+from litestar import WebSocket, websocket
+from litestar.exceptions import WebSocketDisconnect
+from litestar.params import FromPath
+
+from api.bootstrap import Services
+from api.realtime.socket import TokenBucket, _claims, _origin_allowed
+from api.yjs import protocol
+from api.yjs.rooms import CLOSE_NO_ACCESS, LiveDocument, Rooms
+from application.document_rooms import DocumentTooLarge
+from application.documents import document_with_workspace
+from domain.errors import DomainError, NotFound
+from domain.rules import MAX_DOCUMENT_UPDATE_BYTES
+from domain.yjs_update import MalformedUpdate, MissingDependencies, inspect_update
+from infrastructure.tokens import InvalidToken
+
+log = logging.getLogger(__name__)
+
+CLOSE_MALFORMED = 4400
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_TOO_BIG = 4413
+CLOSE_TOO_SLOW = 1013
+# A frame holds one message: an update plus a few bytes of framing.
+MAX_FRAME_BYTES = MAX_DOCUMENT_UPDATE_BYTES + 64
+OUTBOX_FRAMES = 4096  # an editor this far behind is disconnected (it resyncs on reconnect)
+
+
+class Editor:
+    """One y-websocket connection: what it may do, the awareness client ids it speaks for,
+    and an outbox so one slow editor never holds up the others."""
+
+    def __init__(self, socket: WebSocket[Any, Any, Any], user_id: str, frames_per_s: float):
+        self.socket = socket
+        self.user_id = user_id
+        self.can_edit = False
+        self.awareness_clients: set[int] = set()
+        self.bucket = TokenBucket(frames_per_s, frames_per_s * 2)
+        self.outbox: asyncio.Queue[bytes | None] = asyncio.Queue(OUTBOX_FRAMES)
+        self.closed = False
+        self.close_code = 1000
+        self.close_reason = ""
+
+    async def send(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            self.outbox.put_nowait(data)
+        except asyncio.QueueFull:
+            await self.close(CLOSE_TOO_SLOW, "too slow: reconnect to resync")
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed, self.close_code, self.close_reason = True, code, reason
+        # Wakes the writer, which closes the socket after what is already queued.
+        with contextlib.suppress(asyncio.QueueFull):
+            self.outbox.put_nowait(None)
+
+    async def write(self) -> None:
+        while True:
+            data = await self.outbox.get()
+            if data is None:
+                break
+            await self.socket.send_data(data, mode="binary")
+        with contextlib.suppress(Exception):
+            await self.socket.close(code=self.close_code, reason=self.close_reason[:120])
+
+
+@websocket("/yjs/{document_id:str}", name="yjs")
+async def yjs_endpoint(socket: WebSocket[Any, Any, Any], document_id: FromPath[str]) -> None:
+    """A document's editing session (see docs/API.md, "Documents")."""
+    services: Services = socket.app.state.services
+    await socket.accept()
+    if not _origin_allowed(socket, services):
+        await socket.close(code=CLOSE_FORBIDDEN, reason="origin not allowed")
+        return
+    try:
+        claims = _claims(socket, services)
+    except InvalidToken as exc:
+        await socket.close(code=CLOSE_UNAUTHORIZED, reason=f"unauthorized: {exc}"[:120])
+        return
+    editor = Editor(socket, claims.user_id, services.settings.yjs_frames_per_second)
+    try:
+        document, workspace = await anyio.to_thread.run_sync(
+            document_with_workspace, services.app, document_id, claims.user_id
+        )
+        document.check_can_view(claims.user_id, workspace)
+    except DomainError as exc:
+        code = CLOSE_NO_ACCESS if isinstance(exc, NotFound) else CLOSE_FORBIDDEN
+        await socket.close(code=code, reason=str(exc)[:120])
+        return
+    if document.deleted:
+        await socket.close(code=4410, reason="the document was deleted")
+        return
+    editor.can_edit = document.can_edit(claims.user_id, workspace)
+    rooms: Rooms = services.rooms
+    live = await rooms.open(str(document.id))
+    loop = asyncio.get_running_loop()
+    writer = loop.create_task(editor.write())
+    expiry = loop.call_later(
+        max(0.0, claims.expires_at - time.time()),
+        lambda: loop.create_task(editor.close(1008, "token expired")),
+    )
+    try:
+        await rooms.join(live, editor)
+        await _receive(socket, editor, live, rooms)
+    finally:
+        expiry.cancel()
+        await rooms.leave(live, editor)
+        await editor.close(1000, "")
+        await writer
+
+
+async def _receive(
+    socket: WebSocket[Any, Any, Any], editor: Editor, live: LiveDocument, rooms: Rooms
+) -> None:
+    while not editor.closed and not live.closed:
+        try:
+            message = await socket.receive()
+        except WebSocketDisconnect:
+            return
+        if message["type"] == "websocket.disconnect":
+            return
+        frame = message.get("bytes")
+        if not isinstance(frame, bytes):
+            await editor.close(CLOSE_MALFORMED, "frames are binary y-websocket messages")
+            return
+        if len(frame) > MAX_FRAME_BYTES:
+            await editor.close(CLOSE_TOO_BIG, f"a frame is at most {MAX_FRAME_BYTES} bytes")
+            return
+        if not editor.bucket.take():
+            # Dropping an update would desynchronise the client; it reconnects and resyncs.
+            await editor.close(CLOSE_TOO_SLOW, "too many messages: slow down")
+            return
+        try:
+            await _handle(frame, editor, live, rooms)
+        except (protocol.MalformedMessage, MalformedUpdate) as exc:
+            await editor.close(CLOSE_MALFORMED, str(exc))
+            return
+        except DocumentTooLarge as exc:
+            await editor.close(CLOSE_TOO_BIG, str(exc))
+            return
+
+
+async def _handle(frame: bytes, editor: Editor, live: LiveDocument, rooms: Rooms) -> None:
+    message = protocol.parse(frame)
+    if message.kind == protocol.MESSAGE_SYNC:
+        if message.sync_type == protocol.SYNC_STEP1:
+            # Answered to this client only: a step 2 carries the whole delete set.
+            protocol.check_state_vector(message.payload)
+            await editor.send(protocol.sync_step2(live.room.diff(message.payload)))
+        elif editor.can_edit:
+            try:
+                await rooms.update(live, editor, message.payload)
+            except MissingDependencies:
+                # It builds on something this copy lacks (e.g. lost in a reload): a step 1
+                # makes the client send everything missing, in one self-contained step 2.
+                await editor.send(protocol.sync_step1(live.room.state_vector()))
+        elif not _empty(message.payload):
+            await editor.send(protocol.permission_denied("read-only: you may not edit"))
+    elif message.kind == protocol.MESSAGE_AWARENESS:
+        await rooms.awareness(live, editor, message.payload)
+    elif message.kind == protocol.MESSAGE_QUERY_AWARENESS and live.awareness:
+        entries = rooms.current_awareness(live)
+        await editor.send(protocol.awareness_message(protocol.encode_awareness(entries)))
+
+
+def _empty(update: bytes) -> bool:
+    return inspect_update(update, max_size=MAX_DOCUMENT_UPDATE_BYTES).empty

@@ -1,0 +1,413 @@
+"""The documents this process has open, the editors connected to each, and their saving.
+
+An editor's update reaches the other editors at once; it is saved with the updates that
+follow it within ``flush_s`` (one event per run of one editor's updates), so typing costs a
+transaction per burst, not per keystroke. Updates other processes commit arrive through the
+process's one store subscription (the hub) and are applied like any other: applying an
+update twice changes nothing. When a save is refused or the copy breaks, the copy is dropped
+and its editors reconnect; Yjs clients re-send whatever the server lacks, so nothing they
+typed is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import anyio
+
+from api.realtime.access import ACCESS_EVENTS
+from api.realtime.hub import Delivery
+from api.yjs import protocol
+from application.commands import ApplyDocumentUpdate
+from application.document_rooms import DocumentBroken, DocumentRoom, Run
+from application.documents import document_with_workspace
+from domain.base import Cause
+from domain.documents import Document
+from domain.errors import DomainError
+from domain.rules import MAX_DOCUMENT_UPDATE_BYTES
+from projections.documents import load_document
+
+log = logging.getLogger(__name__)
+
+# Close codes: 4400-4499 tell y-websocket clients not to retry; 1012/1013 make them
+# reconnect (and re-send what the server lacks).
+CLOSE_DELETED = 4410
+CLOSE_NO_ACCESS = 4404
+CLOSE_RELOAD = 1012
+CLOSE_TRY_LATER = 1013
+
+# A copy whose saves keep failing holds at most this much unsaved before it is dropped.
+MAX_UNSAVED_BYTES = 8 * 1024 * 1024
+# Flush at once past this much waiting, whatever the window.
+FLUSH_BYTES = 256 * 1024
+
+
+class Peer(Protocol):
+    """One connected editor (see api/yjs/endpoint.py)."""
+
+    user_id: str
+    can_edit: bool
+    awareness_clients: set[int]
+
+    async def send(self, data: bytes) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+# Awareness states of editors on other instances that were not refreshed for this long are
+# not shown to new editors (y-protocols clients renew theirs every 15 s and drop others'
+# after 30 s).
+REMOTE_AWARENESS_TTL_S = 30.0
+
+
+def awareness_group(document_id: str) -> str:
+    """The signal-bus group (Redis channel key) of a document's awareness."""
+    return f"yjs:{document_id}"
+
+
+@dataclass(eq=False)
+class RemoteEditors:
+    """Stands for the editors of a document on other instances: awareness they send through
+    the signal bus is kept and passed on to this instance's editors."""
+
+    rooms: Rooms
+    live: LiveDocument
+    user_id: str = ""
+
+    async def send(self, data: bytes) -> None:
+        await self.rooms.remote_awareness(self.live, data)
+
+
+@dataclass(eq=False)
+class LiveDocument:
+    document_id: str
+    workspace_id: str
+    room: DocumentRoom
+    peers: set[Peer] = field(default_factory=set)
+    awareness: dict[int, protocol.AwarenessEntry] = field(default_factory=dict)
+    flush_handle: asyncio.TimerHandle | None = None
+    flushing: asyncio.Lock = field(default_factory=asyncio.Lock)
+    idle_handle: asyncio.TimerHandle | None = None
+    closed: bool = False
+    remote: RemoteEditors | None = None
+    # When each awareness client id from another instance was last heard of.
+    remote_seen: dict[int, float] = field(default_factory=dict)
+
+
+class Rooms:
+    """Every live document of this process; one listener of the hub for all of them."""
+
+    def __init__(self, services: Any, *, flush_s: float, idle_s: float) -> None:
+        self.services = services
+        self.flush_s = flush_s
+        self.idle_s = idle_s
+        self.live: dict[str, LiveDocument] = {}
+        self._opening: dict[str, asyncio.Future[LiveDocument]] = {}
+        # Deliveries that arrive while a document loads, applied once it has.
+        self._early: dict[str, list[Delivery]] = {}
+        self.saved_events = 0
+        self.received_updates = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Notified whenever a document is opened or dropped (tests and metrics wait on it).
+        self.changed = threading.Condition()
+
+    def _changed(self) -> None:
+        with self.changed:
+            self.changed.notify_all()
+
+    def wait(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Blocks (another thread) until ``predicate()`` holds after a change; False on
+        timeout."""
+        with self.changed:
+            return self.changed.wait_for(predicate, timeout)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- opening and closing ----------------------------------------------------------------
+
+    def start(self) -> None:
+        self.services.hub.add(self)
+
+    async def stop(self) -> None:
+        """Saves what is waiting and closes every document (the server is stopping)."""
+        self.services.hub.remove(self)
+        for live in list(self.live.values()):
+            await self.flush(live)
+            await self._drop(live, CLOSE_RELOAD, "server restarting")
+
+    async def open(self, document_id: str) -> LiveDocument:
+        live = self.live.get(document_id)
+        if live is not None:
+            return live
+        opening = self._opening.get(document_id)
+        if opening is not None:
+            return await asyncio.shield(opening)
+        future: asyncio.Future[LiveDocument] = asyncio.get_running_loop().create_future()
+        self._opening[document_id] = future
+        self._early[document_id] = []
+        try:
+            live = await self._load(document_id)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            del self._opening[document_id]
+            early = self._early.pop(document_id, [])
+        for d in early:
+            self._apply_delivery(live, d)
+        self.live[document_id] = live
+        live.remote = RemoteEditors(self, live)
+        self.services.signals.join(awareness_group(document_id), live.remote)
+        self._changed()
+        future.set_result(live)
+        return live
+
+    async def _load(self, document_id: str) -> LiveDocument:
+        def load() -> LiveDocument:
+            document = self.services.app.load(Document, document_id)
+            with self.services.read_pool.connection() as conn, conn.cursor() as cur:
+                loaded = load_document(cur, document_id)
+            room = DocumentRoom(document_id, loaded.doc, loaded.version, MAX_DOCUMENT_UPDATE_BYTES)
+            return LiveDocument(document_id, str(document.workspace_id), room)
+
+        return await anyio.to_thread.run_sync(load)
+
+    def _touch(self, live: LiveDocument) -> None:
+        """An idle document (no editors, nothing unsaved) leaves memory after ``idle_s``."""
+        if live.idle_handle is not None:
+            live.idle_handle.cancel()
+            live.idle_handle = None
+        if not live.peers and not live.room.runs and not live.closed:
+            loop = asyncio.get_running_loop()
+            live.idle_handle = loop.call_later(
+                self.idle_s, lambda: self._spawn(self._unload_if_idle(live))
+            )
+
+    async def _unload_if_idle(self, live: LiveDocument) -> None:
+        if not live.peers and not live.room.runs and self.live.get(live.document_id) is live:
+            await self._drop(live, CLOSE_RELOAD, "idle")
+
+    async def _drop(self, live: LiveDocument, code: int, reason: str) -> None:
+        """Forgets a copy; its editors are disconnected (they reconnect to a fresh one)."""
+        if live.closed:
+            return
+        live.closed = True
+        if self.live.get(live.document_id) is live:
+            del self.live[live.document_id]
+            self._changed()
+        if live.remote is not None:
+            self.services.signals.leave(awareness_group(live.document_id), live.remote)
+        for handle in (live.flush_handle, live.idle_handle):
+            if handle is not None:
+                handle.cancel()
+        peers, live.peers = list(live.peers), set()
+        for peer in peers:
+            await peer.close(code, reason)
+        live.room.close()
+
+    # -- editors ------------------------------------------------------------------------------
+
+    async def join(self, live: LiveDocument, peer: Peer) -> None:
+        """Sync step 1 and the current awareness states, as the reference server does."""
+        live.peers.add(peer)
+        self._touch(live)
+        await peer.send(protocol.sync_step1(live.room.state_vector()))
+        entries = self.current_awareness(live)
+        if entries:
+            await peer.send(protocol.awareness_message(protocol.encode_awareness(entries)))
+
+    def current_awareness(self, live: LiveDocument) -> list[protocol.AwarenessEntry]:
+        """Every known awareness state, but those of other instances' editors gone quiet."""
+        now = time.monotonic()
+        for client_id, seen in list(live.remote_seen.items()):
+            if now - seen > REMOTE_AWARENESS_TTL_S:
+                del live.remote_seen[client_id]
+                live.awareness.pop(client_id, None)
+        return list(live.awareness.values())
+
+    async def leave(self, live: LiveDocument, peer: Peer) -> None:
+        live.peers.discard(peer)
+        gone = [
+            protocol.AwarenessEntry(client_id, live.awareness[client_id].clock + 1, b"null")
+            for client_id in sorted(peer.awareness_clients)
+            if client_id in live.awareness
+        ]
+        for entry in gone:
+            del live.awareness[entry.client_id]
+        if gone:
+            message = protocol.awareness_message(protocol.encode_awareness(gone))
+            await self._broadcast(live, message, None)
+            await self._publish_awareness(live, message)
+        self._touch(live)
+
+    async def update(self, live: LiveDocument, peer: Peer, data: bytes) -> None:
+        """An editor's update (sync step 2 or update): applied, passed on, queued for saving.
+        Raises MalformedUpdate (nothing applied) for bad bytes."""
+        try:
+            changed = live.room.receive(peer.user_id, data)
+        except DocumentBroken:
+            log.exception("document %s broke; reloading it", live.document_id)
+            await self._drop(live, CLOSE_RELOAD, "reloading the document")
+            return
+        if changed is None:
+            return
+        self.received_updates += 1
+        await self._broadcast(live, protocol.sync_update(changed), peer)
+        if live.room.pending_bytes >= FLUSH_BYTES:
+            self._schedule_flush(live, 0.0)
+        elif live.flush_handle is None:
+            self._schedule_flush(live, self.flush_s)
+
+    async def awareness(self, live: LiveDocument, peer: Peer, payload: bytes) -> None:
+        entries = protocol.parse_awareness(payload)
+        accepted = []
+        for entry in entries:
+            known = live.awareness.get(entry.client_id)
+            owner_is_other = known is not None and entry.client_id not in peer.awareness_clients
+            if owner_is_other:
+                continue  # one editor may not speak for another's client ids
+            if known is not None and entry.clock < known.clock:
+                continue
+            if entry.state == b"null":
+                live.awareness.pop(entry.client_id, None)
+                peer.awareness_clients.discard(entry.client_id)
+            else:
+                live.awareness[entry.client_id] = entry
+                peer.awareness_clients.add(entry.client_id)
+            accepted.append(entry)
+        if accepted:
+            message = protocol.awareness_message(protocol.encode_awareness(accepted))
+            await self._broadcast(live, message, None)
+            await self._publish_awareness(live, message)
+
+    async def _publish_awareness(self, live: LiveDocument, message: bytes) -> None:
+        """To the document's editors on other instances (through Redis, when configured)."""
+        if live.remote is not None:
+            await self.services.signals.publish(
+                awareness_group(live.document_id), message, live.remote
+            )
+
+    async def remote_awareness(self, live: LiveDocument, message: bytes) -> None:
+        """Awareness from another instance: kept for editors who join later, passed on."""
+        if live.closed:
+            return
+        try:
+            parsed = protocol.parse(message)
+            entries = protocol.parse_awareness(parsed.payload)
+        except protocol.MalformedMessage:
+            return
+        now = time.monotonic()
+        for entry in entries:
+            known = live.awareness.get(entry.client_id)
+            if known is not None and entry.clock < known.clock:
+                continue
+            if entry.state == b"null":
+                live.awareness.pop(entry.client_id, None)
+                live.remote_seen.pop(entry.client_id, None)
+            else:
+                live.awareness[entry.client_id] = entry
+                live.remote_seen[entry.client_id] = now
+        await self._broadcast(live, message, None)
+
+    async def _broadcast(self, live: LiveDocument, message: bytes, origin: Peer | None) -> None:
+        for other in list(live.peers):
+            if other is not origin:
+                await other.send(message)
+
+    # -- saving -------------------------------------------------------------------------------
+
+    def _schedule_flush(self, live: LiveDocument, delay: float) -> None:
+        if live.flush_handle is not None:
+            live.flush_handle.cancel()
+        loop = asyncio.get_running_loop()
+        live.flush_handle = loop.call_later(delay, lambda: self._spawn(self.flush(live)))
+
+    async def flush(self, live: LiveDocument) -> None:
+        """Saves what is waiting: one event per run of one editor's updates, in order."""
+        live.flush_handle = None
+        async with live.flushing:
+            runs = live.room.take_runs()
+            for i, run in enumerate(runs):
+                try:
+                    await anyio.to_thread.run_sync(self._save, live, run)
+                except DomainError as exc:
+                    # Refused (access lost, document deleted): this copy shows what the log
+                    # will not; start again from the log.
+                    log.info("update to %s refused: %s", live.document_id, exc)
+                    await self._drop(live, CLOSE_RELOAD, "an update was refused")
+                    return
+                except Exception:
+                    log.exception("saving an update to %s failed; retrying", live.document_id)
+                    live.room.put_back(runs[i:])
+                    if live.room.pending_bytes > MAX_UNSAVED_BYTES:
+                        await self._drop(live, CLOSE_TRY_LATER, "cannot save right now")
+                    else:
+                        self._schedule_flush(live, max(self.flush_s, 1.0))
+                    return
+            self._touch(live)
+
+    def _save(self, live: LiveDocument, run: Run) -> None:
+        command = ApplyDocumentUpdate(
+            document_id=live.document_id, update=run.merged(), roots=run.roots
+        )
+        self.services.app.execute(command, Cause(actor_id=run.actor))
+        self.saved_events += 1
+
+    # -- what other processes (and this one) committed --------------------------------------
+
+    def deliver(self, batch: list[Delivery]) -> None:
+        for d in batch:
+            stream = str(d.event.stream)
+            early = self._early.get(stream)
+            if early is not None:
+                early.append(d)
+            live = self.live.get(stream)
+            if live is not None:
+                self._apply_delivery(live, d)
+            if d.event.type in ACCESS_EVENTS and d.scope.workspace is not None:
+                for doc in list(self.live.values()):
+                    if doc.workspace_id == d.scope.workspace:
+                        self._spawn(self._recheck(doc, d))
+
+    def _apply_delivery(self, live: LiveDocument, d: Delivery) -> None:
+        event = d.event
+        if event.type == "DocumentUpdateApplied":
+            if event.version <= live.room.version:
+                return
+            try:
+                changed = live.room.apply_committed(
+                    base64.b64decode(event.data["update"]), event.version
+                )
+            except Exception:
+                log.exception("a stored update of %s did not apply", live.document_id)
+                self._spawn(self._drop(live, CLOSE_RELOAD, "reloading the document"))
+                return
+            if changed is not None:
+                self._spawn(self._broadcast(live, protocol.sync_update(changed), None))
+        elif event.type == "DocumentDeleted":
+            self._spawn(self._drop(live, CLOSE_DELETED, "the document was deleted"))
+
+    async def _recheck(self, live: LiveDocument, d: Delivery) -> None:
+        """Membership or roles changed in the document's workspace: the user concerned keeps
+        only the access they still have."""
+        user_id = d.event.data.get("user_id")
+        for peer in [p for p in live.peers if p.user_id == user_id]:
+            try:
+                document, workspace = await anyio.to_thread.run_sync(
+                    document_with_workspace, self.services.app, live.document_id, peer.user_id
+                )
+            except DomainError:
+                await peer.close(CLOSE_NO_ACCESS, "access revoked")
+                continue
+            peer.can_edit = document.can_edit(peer.user_id, workspace)

@@ -1,0 +1,527 @@
+"""Documents: REST, the y-websocket endpoint with a pycrdt client, snapshots and time travel,
+against the running server."""
+
+from __future__ import annotations
+
+import base64
+import json
+import resource
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+from pycrdt import Doc, Map, Text
+from websockets.sync.client import ClientConnection, connect
+
+from api.yjs import protocol
+from application.commands import ApplyDocumentUpdate
+from domain.base import Cause
+from projections.documents import SNAPSHOT_EVERY_UPDATES, load_document
+from tests.fixtures.chorus import Api, Running, User
+from tests.fixtures.yjs import TIMEOUT, YClient
+
+
+def workspace_with(api: Api, owner: User, **roles: User) -> str:
+    ws = api.ok(api.post("/api/workspaces", owner, {"name": "docs", "visibility": "public"}), 201)
+    for role, user in roles.items():
+        api.ok(api.post(f"/api/workspaces/{ws['id']}/join", user, {}))
+        if role != "member":
+            api.ok(
+                api.put(f"/api/workspaces/{ws['id']}/members/{user.user_id}/roles/{role}", owner)
+            )
+            api.ok(
+                api.delete(f"/api/workspaces/{ws['id']}/members/{user.user_id}/roles/member", owner)
+            )
+    return str(ws["id"])
+
+
+def new_document(api: Api, user: User, ws: str, title: str = "Notes") -> str:
+    return str(
+        api.ok(api.post(f"/api/workspaces/{ws}/documents", user, {"title": title}), 201)["id"]
+    )
+
+
+@contextmanager
+def doc_events(chorus: Running, user: User, document_id: str) -> Iterator[ClientConnection]:
+    """A /ws subscription to the document's stream: saved updates arrive as events."""
+    url = chorus.server.url.replace("http", "ws") + f"/ws?token={user.access_token}"
+    with connect(url, open_timeout=TIMEOUT) as ws:
+        ws.send(json.dumps({"op": "subscribe", "sub": "d", "streams": [{"document": document_id}]}))
+        frame = json.loads(ws.recv(timeout=TIMEOUT))
+        assert frame["op"] == "subscribed", frame
+        yield ws
+
+
+def next_event(ws: ClientConnection, type_name: str = "DocumentUpdateApplied") -> dict[str, Any]:
+    while True:
+        frame = json.loads(ws.recv(timeout=TIMEOUT))
+        assert frame["op"] == "event", frame
+        if frame["event"]["type"] == type_name:
+            return dict(frame["event"])
+
+
+def stream_events(chorus: Running, stream: str) -> int:
+    with psycopg.connect(chorus.database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM chorus_events WHERE originator_id = %s", (stream,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+
+def client(chorus: Running, document_id: str, user: User | None) -> YClient:
+    return YClient(chorus.server.url, document_id, None if user is None else user.access_token)
+
+
+def type_text(c: YClient, text: str, root: str = "content") -> None:
+    def change(y: YClient) -> None:
+        t = y.text(root)
+        t += text
+
+    c.edit(change)
+
+
+def text_of(c: YClient, root: str = "content") -> str:
+    return str(c.read(lambda y: str(y.text(root))))
+
+
+# -- REST ---------------------------------------------------------------------------------------
+
+
+def test_create_list_rename_delete(chorus: Running) -> None:
+    api = chorus.api
+    owner, member, outsider = api.signup("own"), api.signup("mem"), api.signup("out")
+    ws = workspace_with(api, owner, member=member)
+    doc = new_document(api, member, ws, "  Plan  ")
+    listed = api.ok(api.get(f"/api/workspaces/{ws}/documents", owner))
+    assert [d["title"] for d in listed["items"]] == ["Plan"]
+    shown = api.ok(api.get(f"/api/documents/{doc}", owner))
+    assert shown["content"] == {} and shown["title"] == "Plan"
+    # The creator may rename; another member without manage_documents may not.
+    api.ok(api.patch(f"/api/documents/{doc}", member, {"title": "Plan B"}))
+    other = api.signup("oth")
+    api.ok(api.post(f"/api/workspaces/{ws}/join", other, {}))
+    assert api.patch(f"/api/documents/{doc}", other, {"title": "x"}).status_code == 403
+    assert api.ok(api.get(f"/api/documents/{doc}", owner))["title"] == "Plan B"
+    # Outsiders are told it does not exist.
+    assert api.get(f"/api/documents/{doc}", outsider).status_code == 404
+    assert api.get(f"/api/workspaces/{ws}/documents", outsider).status_code == 404
+    api.ok(api.delete(f"/api/documents/{doc}", owner))
+    assert api.get(f"/api/documents/{doc}", owner).status_code == 410
+    assert api.ok(api.get(f"/api/workspaces/{ws}/documents", owner))["items"] == []
+    assert api.delete(f"/api/documents/{doc}", owner).status_code == 410
+
+
+def test_refusals_append_nothing(chorus: Running) -> None:
+    api = chorus.api
+    owner, viewer, outsider = api.signup("own"), api.signup("view"), api.signup("out")
+    ws = workspace_with(api, owner, viewer=viewer)
+    before = chorus.events()
+    assert api.post(f"/api/workspaces/{ws}/documents", viewer, {"title": "x"}).status_code == 403
+    assert api.post(f"/api/workspaces/{ws}/documents", outsider, {"title": "x"}).status_code == 404
+    assert api.post(f"/api/workspaces/{ws}/documents", owner, {"title": "   "}).status_code == 422
+    assert api.post(f"/api/workspaces/{ws}/documents", owner, {"title": "x" * 500}).status_code in (
+        400,
+        422,
+    )
+    assert api.post(f"/api/workspaces/{ws}/documents", owner, {"name": "x"}).status_code == 422
+    assert chorus.events() == before
+
+
+def test_pagination(chorus: Running) -> None:
+    api = chorus.api
+    owner = api.signup("own")
+    ws = workspace_with(api, owner)
+    ids = [new_document(api, owner, ws, f"doc {i}") for i in range(5)]
+    page = api.ok(api.get(f"/api/workspaces/{ws}/documents", owner, limit=2))
+    seen = [d["id"] for d in page["items"]]
+    while page["next"]:
+        page = api.ok(
+            api.get(f"/api/workspaces/{ws}/documents", owner, limit=2, after=page["next"])
+        )
+        seen += [d["id"] for d in page["items"]]
+    assert seen == ids
+
+
+# -- /yjs ----------------------------------------------------------------------------------------
+
+
+def test_two_editors_converge_and_the_log_keeps_it(chorus: Running) -> None:
+    api = chorus.api
+    owner, member = api.signup("own"), api.signup("mem")
+    ws = workspace_with(api, owner, member=member)
+    doc = new_document(api, owner, ws)
+    with (
+        doc_events(chorus, owner, doc) as events,
+        client(chorus, doc, owner).wait_synced() as a,
+        client(chorus, doc, member).wait_synced() as b,
+    ):
+        type_text(a, "hello")
+        b.wait(lambda: text_of(b) == "hello")
+
+        def draw(y: YClient) -> None:
+            y.map("shapes")["s1"] = {"kind": "rect", "x": 1.0}
+
+        b.edit(draw)
+        a.wait(
+            lambda: a.read(lambda y: y.map("shapes").to_py()) == {"s1": {"kind": "rect", "x": 1.0}}
+        )
+        first = next_event(events)
+        assert first["actor"] in (owner.user_id, member.user_id)
+        second = next_event(events)
+        position = max(first["position"], second["position"])
+    shown = api.ok(api.get(f"/api/documents/{doc}", owner, min_position=position))
+    assert shown["content"] == {"content": "hello", "shapes": {"s1": {"kind": "rect", "x": 1.0}}}
+    assert shown["roots"] == {"content": "text", "shapes": "map"}
+    # The full state as one update, for any Yjs client.
+    raw = api.http.get(f"/api/documents/{doc}/update", headers=owner.headers)
+    assert raw.headers["content-type"] == "application/octet-stream"
+    fresh: Doc[Any] = Doc()
+    fresh.apply_update(raw.content)
+    assert str(fresh.get("content", type=Text)) == "hello"
+    assert fresh.get("shapes", type=Map).to_py() == {"s1": {"kind": "rect", "x": 1.0}}
+
+
+def test_a_late_editor_gets_the_saved_state(chorus: Running) -> None:
+    api = chorus.api
+    owner = api.signup("own")
+    ws = workspace_with(api, owner)
+    doc = new_document(api, owner, ws)
+    with doc_events(chorus, owner, doc) as events, client(chorus, doc, owner).wait_synced() as a:
+        type_text(a, "saved text")
+        next_event(events)
+    with client(chorus, doc, owner).wait_synced() as late:
+        assert text_of(late) == "saved text"
+
+
+def test_bursts_are_saved_as_few_events(chorus: Running) -> None:
+    api = chorus.api
+    owner = api.signup("own")
+    ws = workspace_with(api, owner)
+    doc = new_document(api, owner, ws)
+    before = stream_events(chorus, doc)
+    with doc_events(chorus, owner, doc) as events, client(chorus, doc, owner).wait_synced() as a:
+        for ch in "typing fast":
+            type_text(a, ch)
+        event = next_event(events)
+        shown = api.ok(api.get(f"/api/documents/{doc}", owner, min_position=event["position"]))
+        while shown["content"].get("content") != "typing fast":
+            event = next_event(events)
+            shown = api.ok(api.get(f"/api/documents/{doc}", owner, min_position=event["position"]))
+    assert stream_events(chorus, doc) - before <= 3
+
+
+def test_time_travel_shows_earlier_text(chorus: Running) -> None:
+    api = chorus.api
+    owner = api.signup("own")
+    ws = workspace_with(api, owner)
+    doc = new_document(api, owner, ws)
+    with doc_events(chorus, owner, doc) as events, client(chorus, doc, owner).wait_synced() as a:
+        type_text(a, "first draft")
+        early = next_event(events)["position"]
+
+        def rewrite(y: YClient) -> None:
+            t = y.text()
+            del t[0:5]
+            t.insert(0, "final")
+
+        a.edit(rewrite)
+        late = next_event(events)["position"]
+    now = api.ok(api.get(f"/api/documents/{doc}", owner, min_position=late))
+    assert now["content"]["content"] == "final draft"
+    then = api.ok(api.get(f"/api/documents/{doc}", owner, at=early))
+    assert then["content"]["content"] == "first draft" and then["at"] == early
+    assert api.get(f"/api/documents/{doc}", owner, at=-1).status_code == 422
+    assert api.get(f"/api/documents/{doc}", owner, at=10**12).status_code == 422
+
+
+def test_viewer_is_read_only(chorus: Running) -> None:
+    api = chorus.api
+    owner, viewer = api.signup("own"), api.signup("view")
+    ws = workspace_with(api, owner, viewer=viewer)
+    doc = new_document(api, owner, ws)
+    with (
+        client(chorus, doc, owner).wait_synced() as a,
+        client(chorus, doc, viewer).wait_synced() as v,
+    ):
+        type_text(v, "vandalism")
+        v.wait(lambda: bool(v.denied))
+        assert "read-only" in v.denied[0]
+        # The viewer still sees the editors' work.
+        type_text(a, "real work")
+        v.wait(lambda: "real work" in text_of(v))
+        assert "vandalism" not in text_of(a)
+    shown = api.ok(api.get(f"/api/documents/{doc}", owner))
+    assert "vandalism" not in json.dumps(shown["content"])
+
+
+@pytest.mark.parametrize(
+    ("token", "code"),
+    [(None, 4401), ("not-a-jwt", 4401)],
+)
+def test_bad_tokens_are_closed_with_4401(chorus: Running, token: str | None, code: int) -> None:
+    api = chorus.api
+    owner = api.signup("own")
+    doc = new_document(api, owner, workspace_with(api, owner))
+    c = YClient(chorus.server.url, doc, token)
+    assert c.wait_closed() == code
+    c.close()
+
+
+def test_no_access_is_closed_with_4404(chorus: Running) -> None:
+    api = chorus.api
+    owner, outsider = api.signup("own"), api.signup("out")
+    doc = new_document(api, owner, workspace_with(api, owner))
+    for target in (doc, "not-a-uuid", "00000000-0000-0000-0000-000000000000"):
+        c = client(chorus, target, outsider)
+        assert c.wait_closed() == 4404
+        c.close()
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        # An update whose first length makes pycrdt allocate ~0.5 GB before failing.
+        protocol.sync_update(bytes.fromhex("8080808001")),
+        protocol.sync_update(b"\x01\x05garbage"),
+        protocol.sync_step2(b"\xff" * 32),
+        bytes.fromhex("00028080808001"),  # a length beyond the frame
+        bytes([0, 0]) + protocol.var_bytes(bytes.fromhex("8080808001")),  # absurd state vector
+        bytes([7]),  # unknown message type
+        bytes([1]) + protocol.var_bytes(b"\x01\x01\x01\x03{x}"),  # awareness state not JSON
+    ],
+)
+def test_malformed_frames_close_and_append_nothing(chorus: Running, frame: bytes) -> None:
+    api = chorus.api
+    owner = api.signup("own")
+    doc = new_document(api, owner, workspace_with(api, owner))
+    before = stream_events(chorus, doc)
+    with client(chorus, doc, owner).wait_synced() as c:
+        c.send(frame)
+        assert c.wait_closed() == 4400
+    assert stream_events(chorus, doc) == before
+    assert chorus.api.http.get("/health").status_code == 200
+    with client(chorus, doc, owner).wait_synced() as again:
+        type_text(again, "still works")
+        assert text_of(again) == "still works"
+
+
+def test_deleting_closes_editors_with_4410(chorus: Running) -> None:
+    api = chorus.api
+    owner = api.signup("own")
+    doc = new_document(api, owner, workspace_with(api, owner))
+    with client(chorus, doc, owner).wait_synced() as c:
+        api.ok(api.delete(f"/api/documents/{doc}", owner))
+        assert c.wait_closed() == 4410
+    late = client(chorus, doc, owner)
+    assert late.wait_closed() == 4410
+    late.close()
+
+
+def test_awareness_is_shared_and_cleared_on_leave(chorus: Running) -> None:
+    api = chorus.api
+    owner = api.signup("own")
+    doc = new_document(api, owner, workspace_with(api, owner))
+    with client(chorus, doc, owner).wait_synced() as a:
+        b = client(chorus, doc, owner).wait_synced()
+        b.set_awareness(4242, 1, b'{"user":"b"}')
+        a.wait(lambda: a.awareness.get(4242) == b'{"user":"b"}')
+        # Another connection may not speak for b's client id.
+        a.set_awareness(4242, 5, b'{"user":"impostor"}')
+        late = client(chorus, doc, owner).wait_synced()
+        late.wait(lambda: 4242 in late.awareness)
+        assert late.awareness[4242] == b'{"user":"b"}'
+        b.close()
+        a.wait(lambda: 4242 not in a.awareness)
+        late.close()
+
+
+# -- snapshots, restore, memory -------------------------------------------------------------
+
+
+def test_opening_costs_a_snapshot_and_a_short_tail(chorus: Running) -> None:
+    api = chorus.api
+    owner = api.signup("own")
+    doc = new_document(api, owner, workspace_with(api, owner))
+    services = chorus.server.services
+    writer: Doc[Any] = Doc()
+    updates: list[bytes] = []
+    writer.observe(lambda event: updates.append(event.update))
+    text = writer.get("content", type=Text)
+    count = SNAPSHOT_EVERY_UPDATES * 2 + 17
+    for i in range(count):
+        text += f"{i % 10}"
+    position = 0
+    for update in updates:
+        result = services.app.execute(
+            ApplyDocumentUpdate(document_id=doc, update=update, roots={"content": "text"}),
+            Cause(actor_id=owner.user_id),
+        )
+        position = result.position
+    assert services.runner.wait_for(position, 30)
+    with psycopg.connect(chorus.database_url, row_factory=dict_row) as conn, conn.cursor() as cur:
+        cur.execute("SELECT version FROM rm_document_snapshots WHERE document_id = %s", (doc,))
+        versions = [row["version"] for row in cur.fetchall()]
+        loaded = load_document(cur, doc)
+        from_scratch: Doc[Any] = Doc()
+        cur.execute(
+            "SELECT state FROM chorus_events WHERE originator_id = %s ORDER BY originator_version",
+            (doc,),
+        )
+        for row in cur.fetchall():
+            state = json.loads(bytes(row["state"]))
+            if "update" in state:
+                from_scratch.apply_update(base64.b64decode(state["update"]))
+    assert len(versions) == 2
+    assert loaded.updates_replayed == count - SNAPSHOT_EVERY_UPDATES * 2 == 17
+    expected = "".join(f"{i % 10}" for i in range(count))
+    assert str(loaded.doc.get("content", type=Text)) == expected
+    assert str(from_scratch.get("content", type=Text)) == expected
+    # Any earlier position is still the log's replay, snapshot or not.
+    with psycopg.connect(chorus.database_url, row_factory=dict_row) as conn, conn.cursor() as cur:
+        early = load_document(cur, doc, until_version=SNAPSHOT_EVERY_UPDATES + 2)
+    assert str(early.doc.get("content", type=Text)) == expected[: SNAPSHOT_EVERY_UPDATES + 1]
+
+
+def test_restoring_a_version_appends_an_update(chorus: Running) -> None:
+    api = chorus.api
+    owner, viewer = api.signup("own"), api.signup("view")
+    ws = workspace_with(api, owner, viewer=viewer)
+    doc = new_document(api, owner, ws)
+    with doc_events(chorus, owner, doc) as events, client(chorus, doc, owner).wait_synced() as a:
+        type_text(a, "version one")
+        early = next_event(events)["position"]
+
+        def rewrite(y: YClient) -> None:
+            t = y.text()
+            t.clear()
+            t.insert(0, "version two")
+
+        a.edit(rewrite)
+        next_event(events)
+        before = stream_events(chorus, doc)
+        assert (
+            api.post(f"/api/documents/{doc}/restore", viewer, {"position": early}).status_code
+            == 403
+        )
+        assert api.post(f"/api/documents/{doc}/restore", owner, {"position": 0}).status_code in (
+            400,
+            422,
+        )
+        assert stream_events(chorus, doc) == before
+        restored = api.ok(api.post(f"/api/documents/{doc}/restore", owner, {"position": early}))
+        # Connected editors receive the restore like any edit.
+        a.wait(lambda: text_of(a) == "version one")
+        event = next_event(events)
+        assert event["data"]["restored_from"] == early and event["position"] == restored["position"]
+    assert stream_events(chorus, doc) == before + 1
+    now = api.ok(api.get(f"/api/documents/{doc}", owner, min_position=restored["position"]))
+    assert now["content"]["content"] == "version one"
+    # The history is all still there.
+    then = api.ok(api.get(f"/api/documents/{doc}", owner, at=restored["position"] - 1))
+    assert then["content"]["content"] == "version two"
+
+
+def test_idle_documents_leave_memory(chorus: Running) -> None:
+    api = chorus.api
+    owner = api.signup("own")
+    doc = new_document(api, owner, workspace_with(api, owner))
+    rooms = chorus.server.services.rooms
+    rooms.idle_s = 0.2
+    try:
+        with client(chorus, doc, owner).wait_synced() as a:
+            type_text(a, "kept")
+            assert doc in rooms.live
+        assert rooms.wait(lambda: doc not in rooms.live, TIMEOUT)
+    finally:
+        rooms.idle_s = 30.0
+    # Saved before it left: a new editor finds the text.
+    with client(chorus, doc, owner).wait_synced() as again:
+        assert text_of(again) == "kept"
+
+
+def test_a_document_cannot_outgrow_its_bound(chorus: Running) -> None:
+    api = chorus.api
+    owner = api.signup("own")
+    doc = new_document(api, owner, workspace_with(api, owner))
+    rooms = chorus.server.services.rooms
+    with client(chorus, doc, owner).wait_synced() as a:
+        room = rooms.live[doc].room
+        room.max_size = room.size + 1000
+        type_text(a, "x" * 2000)
+        assert a.wait_closed() == 4413
+    assert "x" * 2000 not in json.dumps(api.ok(api.get(f"/api/documents/{doc}", owner))["content"])
+
+
+def test_auditors_time_travel_a_document_stream(chorus: Running) -> None:
+    api = chorus.api
+    owner, member = api.signup("own"), api.signup("mem")
+    ws = workspace_with(api, owner, member=member)
+    doc = new_document(api, owner, ws)
+    with doc_events(chorus, owner, doc) as events, client(chorus, doc, owner).wait_synced() as a:
+        type_text(a, "as first written")
+        early = next_event(events)["position"]
+        type_text(a, ", then more")
+        next_event(events)
+    state = api.ok(api.get(f"/api/streams/{doc}", owner, at=early))
+    assert state["type"] == "Document"
+    assert state["state"]["content"] == {"content": "as first written"}
+    assert api.get(f"/api/streams/{doc}", member, at=early).status_code == 403
+
+
+def test_analysts_see_document_edits(chorus: Running) -> None:
+    api = chorus.api
+    owner = api.signup("own")
+    doc = new_document(api, owner, workspace_with(api, owner))
+    with doc_events(chorus, owner, doc) as events, client(chorus, doc, owner).wait_synced() as a:
+        type_text(a, "counted")
+        position = next_event(events)["position"]
+    assert chorus.server.services.runner.wait_for(position, 30)
+    with psycopg.connect(chorus.database_url, row_factory=dict_row) as conn:
+        rows = conn.execute(
+            "SELECT user_id::text, update_bytes, restore FROM analytics.document_edits"
+            " WHERE document_id = %s",
+            (doc,),
+        ).fetchall()
+    assert [(r["user_id"], r["restore"]) for r in rows] == [(owner.user_id, False)]
+    assert rows[0]["update_bytes"] > 0
+
+
+def test_an_update_with_a_gap_makes_the_client_resync(chorus: Running) -> None:
+    """An update building on content the server lacks is not held back half-applied (the CRDT
+    library can crash on later overlapping updates): the server asks for a resync instead, and
+    the client's answer brings everything."""
+    api = chorus.api
+    owner = api.signup("own")
+    doc = new_document(api, owner, workspace_with(api, owner))
+    source: Doc[Any] = Doc()
+    text = source.get("content", type=Text)
+    text += "first "
+    vector = source.get_state()
+    text += "second"
+    gap_only = source.get_update(vector)
+    with client(chorus, doc, owner).wait_synced() as reader, client(chorus, doc, owner) as c:
+        c.wait_synced()
+        # The client holds both parts, but sends the server only the second.
+        c.edit(lambda y: y._apply_remote(source.get_update()))
+        frames_before = c.received
+        c.send(protocol.sync_update(gap_only))
+        reader.wait(lambda: text_of(reader) == "first second")
+        assert c.close_code is None and c.received > frames_before
+
+
+def test_a_hostile_length_allocates_nothing(chorus: Running) -> None:
+    """``8080808001`` makes pycrdt reserve ~0.5 GB before failing; checked first, it costs
+    nothing. The server runs in this process, so its peak memory is ours."""
+    api = chorus.api
+    owner = api.signup("own")
+    doc = new_document(api, owner, workspace_with(api, owner))
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    for _ in range(5):
+        with client(chorus, doc, owner).wait_synced() as c:
+            c.send(protocol.sync_update(bytes.fromhex("8080808001")))
+            assert c.wait_closed() == 4400
+    peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert peak_after - peak_before < 100 * 1024
