@@ -19,6 +19,7 @@ from websockets.sync.client import ClientConnection, connect
 from api.yjs import protocol
 from application.commands import ApplyDocumentUpdate
 from domain.base import Cause
+from domain.rules import MAX_DOCUMENT_UPDATE_BYTES
 from projections.documents import SNAPSHOT_EVERY_UPDATES, load_document
 from tests.fixtures.chorus import Api, Running, User
 from tests.fixtures.yjs import TIMEOUT, YClient
@@ -525,3 +526,33 @@ def test_a_hostile_length_allocates_nothing(chorus: Running) -> None:
             assert c.wait_closed() == 4400
     peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     assert peak_after - peak_before < 100 * 1024
+
+
+def test_frames_are_bounded_in_size_and_rate(chorus: Running) -> None:
+    api = chorus.api
+    owner = api.signup("own")
+    doc = new_document(api, owner, workspace_with(api, owner))
+    before = stream_events(chorus, doc)
+    with client(chorus, doc, owner).wait_synced() as c:
+        c.send(protocol.sync_update(b"\x00" * (MAX_DOCUMENT_UPDATE_BYTES + 100)))
+        assert c.wait_closed() == 4413
+    settings_rate = chorus.server.services.settings.yjs_frames_per_second
+    with client(chorus, doc, owner).wait_synced() as c:
+        for _ in range(int(settings_rate * 3)):
+            c.send(protocol.query_awareness())
+        # Dropping a frame would desynchronise the client: it is told to reconnect instead.
+        assert c.wait_closed() == 1013
+    assert stream_events(chorus, doc) == before
+
+
+def test_query_awareness_is_answered(chorus: Running) -> None:
+    api = chorus.api
+    owner = api.signup("own")
+    doc = new_document(api, owner, workspace_with(api, owner))
+    with client(chorus, doc, owner).wait_synced() as a, client(chorus, doc, owner) as b:
+        b.wait_synced()
+        a.set_awareness(77, 1, b'{"user":"a"}')
+        b.wait(lambda: 77 in b.awareness)
+        b.edit(lambda y: y.awareness.clear())
+        b.send(protocol.query_awareness())
+        b.wait(lambda: b.awareness.get(77) == b'{"user":"a"}')
