@@ -92,6 +92,18 @@ def _visible_document(cur: Cursor[Any], document_id: str, user_id: str) -> dict[
     return row
 
 
+def _document_at(
+    cur: Cursor[Any], document_id: str, user_id: str, at: int | None
+) -> tuple[dict[str, Any], document_views.LoadedDocument]:
+    """A document the user may view, with its CRDT state as of log position ``at`` (now
+    when None): 422 beyond the log, 404 before the document existed."""
+    row = _visible_document(cur, document_id, user_id)
+    _check_at(cur, at)
+    if at is not None and at < _created_at(cur, row["id"]):
+        raise NotFound("the document did not exist yet at that position")
+    return row, document_views.load_document(cur, str(row["id"]), until_position=at)
+
+
 def _check_at(cur: Cursor[Any], at: int | None) -> None:
     if at is None:
         return
@@ -164,11 +176,7 @@ class DocumentController(Controller):
         """The JSON of every root type of the document (text as a string, maps as objects,
         arrays as lists), as saved now or as of log position ``at``."""
         with read_cursor(request, min_position) as cur:
-            row = _visible_document(cur, doc, request.user)
-            _check_at(cur, at)
-            if at is not None and at < _created_at(cur, row["id"]):
-                raise NotFound("the document did not exist yet at that position")
-            loaded = document_views.load_document(cur, str(row["id"]), until_position=at)
+            row, loaded = _document_at(cur, doc, request.user, at)
         roots: dict[str, str] = row["roots"]
         return DocumentView(
             id=str(row["id"]),
@@ -197,9 +205,7 @@ class DocumentController(Controller):
     ) -> Response[bytes]:
         """The full state as one binary Yjs update (apply it to an empty ``Y.Doc``)."""
         with read_cursor(request, min_position) as cur:
-            row = _visible_document(cur, doc, request.user)
-            _check_at(cur, at)
-            loaded = document_views.load_document(cur, str(row["id"]), until_position=at)
+            _, loaded = _document_at(cur, doc, request.user, at)
         return Response(
             loaded.doc.get_update(),
             media_type="application/octet-stream",
@@ -220,11 +226,7 @@ class DocumentController(Controller):
         appending one more update (history is never rewritten); connected editors receive
         it like any other edit. Needs ``edit_documents``."""
         with read_cursor(request, None) as cur:
-            row = _visible_document(cur, doc, request.user)
-            _check_at(cur, data.position)
-            if data.position < _created_at(cur, row["id"]):
-                raise NotFound("the document did not exist yet at that position")
-            past = document_views.load_document(cur, str(row["id"]), until_position=data.position)
+            row, past = _document_at(cur, doc, request.user, data.position)
             now = document_views.load_document(cur, str(row["id"]))
         update = restoring_update(now.doc.get_update(), past.doc, row["roots"])
         if update is None:

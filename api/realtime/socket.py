@@ -403,20 +403,30 @@ def _claims(socket: WebSocket[Any, Any, Any], services: Services) -> AccessClaim
     return services.access_tokens.decode(token.strip())
 
 
+async def accept_authenticated(
+    socket: WebSocket[Any, Any, Any], services: Services
+) -> AccessClaims | None:
+    """Accepts the socket, then checks its Origin and token; a refusal closes it (4403,
+    4401) and gives None. Accepting first makes the refusal reach the client as a close code
+    and reason, which clients treat as final, instead of a bare HTTP 403 they may retry
+    forever."""
+    await socket.accept()
+    if not _origin_allowed(socket, services):
+        await socket.close(code=CLOSE_FORBIDDEN, reason="origin not allowed")
+        return None
+    try:
+        return _claims(socket, services)
+    except InvalidToken as exc:
+        await socket.close(code=CLOSE_UNAUTHORIZED, reason=f"unauthorized: {exc}"[:120])
+        return None
+
+
 @websocket("/ws", name="ws")
 async def ws_endpoint(socket: WebSocket[Any, Any, Any]) -> None:
     """Commands, subscriptions and signals (see docs/API.md, "WebSocket /ws")."""
     services: Services = socket.app.state.services
-    # Accept first: a refusal then reaches the client as a close code and reason, which
-    # clients treat as final, instead of a bare HTTP 403 they may retry forever.
-    await socket.accept()
-    if not _origin_allowed(socket, services):
-        await socket.close(code=CLOSE_FORBIDDEN, reason="origin not allowed")
-        return
-    try:
-        claims = _claims(socket, services)
-    except InvalidToken as exc:
-        await socket.close(code=CLOSE_UNAUTHORIZED, reason=f"unauthorized: {exc}")
+    claims = await accept_authenticated(socket, services)
+    if claims is None:
         return
     connection = Connection(socket, services, claims)
     presence = services.presence

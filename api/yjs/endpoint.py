@@ -1,9 +1,9 @@
 """``/yjs/{document_id}``: the standard y-websocket protocol, so unmodified Yjs clients
 (npm ``y-websocket``'s ``WebsocketProvider``, pycrdt) edit documents.
 
-The socket is accepted before it is authenticated: a refusal then reaches the client as a
-close code in 4400-4499, which y-websocket treats as final, instead of an HTTP 403 it would
-retry forever.
+The socket is accepted before it is authenticated (``accept_authenticated``): a refusal then
+reaches the client as a close code in 4400-4499, which y-websocket treats as final, instead of
+an HTTP 403 it would retry forever.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath
 
 from api.bootstrap import Services
-from api.realtime.socket import TokenBucket, _claims, _origin_allowed
+from api.realtime.socket import TokenBucket, accept_authenticated
 from api.yjs import protocol
 from api.yjs.rooms import CLOSE_NO_ACCESS, LiveDocument, Rooms
 from application.document_rooms import DocumentTooLarge
@@ -28,12 +28,10 @@ from application.documents import document_with_workspace
 from domain.errors import DomainError, NotFound
 from domain.rules import MAX_DOCUMENT_UPDATE_BYTES
 from domain.yjs_update import MalformedUpdate, MissingDependencies, inspect_update
-from infrastructure.tokens import InvalidToken
 
 log = logging.getLogger(__name__)
 
 CLOSE_MALFORMED = 4400
-CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_BIG = 4413
 CLOSE_TOO_SLOW = 1013
@@ -87,14 +85,8 @@ class Editor:
 async def yjs_endpoint(socket: WebSocket[Any, Any, Any], document_id: FromPath[str]) -> None:
     """A document's editing session (see docs/API.md, "Documents")."""
     services: Services = socket.app.state.services
-    await socket.accept()
-    if not _origin_allowed(socket, services):
-        await socket.close(code=CLOSE_FORBIDDEN, reason="origin not allowed")
-        return
-    try:
-        claims = _claims(socket, services)
-    except InvalidToken as exc:
-        await socket.close(code=CLOSE_UNAUTHORIZED, reason=f"unauthorized: {exc}"[:120])
+    claims = await accept_authenticated(socket, services)
+    if claims is None:
         return
     editor = Editor(socket, claims.user_id, services.settings.yjs_frames_per_second)
     try:
