@@ -28,6 +28,9 @@ from domain.yjs_update import (
 
 # merge_updates is superlinear in the number of updates: merge in small chunks.
 _MERGE_CHUNK = 100
+# A run is saved as one event: past this many bytes the editor's next update starts another,
+# so a burst faster than the saving never makes one oversized event.
+RUN_BYTES = 256 * 1024
 
 
 class DocumentTooLarge(InvalidValue):
@@ -115,8 +118,8 @@ class DocumentRoom:
         changed = self._apply(data)
         if changed is None:
             return None
-        run = self.runs[-1] if self.runs and self.runs[-1].actor == actor else None
-        if run is None:
+        run = self.runs[-1] if self.runs else None
+        if run is None or run.actor != actor or run.size + len(changed) > RUN_BYTES:
             run = Run(actor)
             self.runs.append(run)
         run.updates.append(changed)

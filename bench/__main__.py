@@ -13,6 +13,9 @@ each at every concurrency level, then
    ``websockets`` broadcast server, and the server's memory per idle connection,
 5. reading the whole log back: a raw decoded read (the baseline), the projection rebuild
    (``chorus replay --all``) and the hash-chain walk (``chorus verify``) over the same events,
+6. collaborative documents over ``/yjs``: a real typing trace replayed as Yjs updates
+   (updates/s to convergence beside a bare pycrdt ``Doc``, events per update, cold open beside
+   a bare full-state load, memory per open document),
 
 prints tables and writes JSON to bench/results/latest.json. Everything it starts is stopped
 and the temporary directory removed at the end.
@@ -40,7 +43,7 @@ from types import FrameType
 from typing import Any
 
 from api.bootstrap import build_services
-from bench import delivery, rebuild, scenarios
+from bench import delivery, documents, rebuild, scenarios
 from bench.delivery import DeliveryResult
 from bench.harness import (
     CpuProbe,
@@ -70,7 +73,7 @@ class Timing:
 
 FULL = Timing(warmup_s=2.0, duration_s=8.0, drain_s=10.0, rebuild_events=20_000)
 QUICK = Timing(warmup_s=0.3, duration_s=1.0, drain_s=3.0, rebuild_events=3_000)
-GROUPS = ("write", "delivery", "rebuild")
+GROUPS = ("write", "delivery", "rebuild", "documents")
 
 # Figure keys, labels and what each is compared with (at the same concurrency).
 LABELS = {
@@ -136,6 +139,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="rebuild: events to write and read back (full 20000, quick 3000)",
     )
     p.add_argument(
+        "--patches",
+        type=int,
+        help="documents: patches of the editing trace to replay (full: all 259,778, quick 20000)",
+    )
+    p.add_argument(
         "--groups",
         default=",".join(GROUPS),
         help=f"figure groups to run (default {','.join(GROUPS)})",
@@ -177,6 +185,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     if args.timing.rebuild_events < 1:
         p.error("--events must be positive")
+    if args.patches is not None and args.patches < 1:
+        p.error("--patches must be positive")
     return args
 
 
@@ -295,6 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench = Bench(args.timing, args.levels)
     report = DeliveryReport()
     reads: list[rebuild.ReadFigure] = []
+    docs: dict[str, Any] | None = None
     try:
         admin_url = pg.start()
         machine = machine_info(work, scenarios.REPO)
@@ -309,6 +320,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             delivery_group(args, pg, admin_url, work, report, probes)
         if "rebuild" in args.group_set:
             reads = rebuild_group(args, pg, admin_url, work, probes, extra)
+        if "documents" in args.group_set:
+            docs = documents.run(
+                pg,
+                admin_url,
+                work,
+                quick=args.quick,
+                patches=args.patches,
+                probes=[probes.bench, probes.pg, *probes.machine],
+            )
     finally:
         pg.stop()
         if args.keep_data:
@@ -348,10 +368,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if reads:
         print()
         print(rebuild.table(reads))
+    if docs is not None:
+        print()
+        print(documents.table(docs))
     busiest = max(
         [r.cores_busy().get("other", 0.0) for r in bench.results.values()]
         + [r.cores_busy().get("other", 0.0) for r in report.results]
-        + [r.other_cores() or 0.0 for r in reads],
+        + [r.other_cores() or 0.0 for r in reads]
+        + [c.get("other_cores") or 0.0 for c in (docs or {}).get("convergence", [])],
         default=0.0,
     )
     extra["other_cores_busy_max"] = round(busiest, 2)
@@ -367,9 +391,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     extra["delivery_memory"] = report.memory
     baseline = next((r for r in reads if r.name == "raw_read"), None)
     extra["rebuild"] = [r.to_json(baseline) for r in reads]
+    if docs is not None:
+        extra["documents"] = docs
     write_json(args, started, elapsed, machine, pg_info, bench, extra)
     failed = any(r.errors for r in bench.results.values())
     failed = failed or any(r.failures for r in report.results) or report.errors > 0
+    failed = failed or bool(docs is not None and docs["errors"])
     return 1 if failed else 0
 
 

@@ -37,7 +37,11 @@ CLOSE_TOO_BIG = 4413
 CLOSE_TOO_SLOW = 1013
 # A frame holds one message: an update plus a few bytes of framing.
 MAX_FRAME_BYTES = MAX_DOCUMENT_UPDATE_BYTES + 64
-OUTBOX_FRAMES = 4096  # an editor this far behind is disconnected (it resyncs on reconnect)
+# An editor this far behind is disconnected (it resyncs when it reconnects).
+OUTBOX_FRAMES = 4096
+OUTBOX_BYTES = 8 * 1024 * 1024
+# How long an editor cut off for slowness gets to take its close frame.
+SLOW_CLOSE_S = 2.0
 
 
 class Editor:
@@ -50,32 +54,54 @@ class Editor:
         self.can_edit = False
         self.awareness_clients: set[int] = set()
         self.bucket = TokenBucket(frames_per_s, frames_per_s * 2)
-        self.outbox: asyncio.Queue[bytes | None] = asyncio.Queue(OUTBOX_FRAMES)
+        self.outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.outbox_bytes = 0
         self.closed = False
         self.close_code = 1000
         self.close_reason = ""
+        # The connection's handler, cancelled to cut off an editor that stopped reading.
+        self.handler: asyncio.Task[Any] | None = None
+        self.cut_off = False
 
     async def send(self, data: bytes) -> None:
         if self.closed:
             return
-        try:
-            self.outbox.put_nowait(data)
-        except asyncio.QueueFull:
-            await self.close(CLOSE_TOO_SLOW, "too slow: reconnect to resync")
+        if self.outbox.qsize() >= OUTBOX_FRAMES or self.outbox_bytes + len(data) > OUTBOX_BYTES:
+            self._too_slow()
+            return
+        self.outbox_bytes += len(data)
+        self.outbox.put_nowait(data)
+
+    def _too_slow(self) -> None:
+        # What is queued is dropped (the client resyncs when it reconnects). The writer is
+        # likely stuck in a send the transport paused: after a short while for the close
+        # frame, the handler is ended, which drops the connection.
+        while not self.outbox.empty():
+            self.outbox.get_nowait()
+        self.outbox_bytes = 0
+        self._closing(CLOSE_TOO_SLOW, "too slow: reconnect to resync")
+        asyncio.get_running_loop().call_later(SLOW_CLOSE_S, self._cut_off)
+
+    def _cut_off(self) -> None:
+        if self.handler is not None and not self.handler.done():
+            self.cut_off = True
+            self.handler.cancel()
 
     async def close(self, code: int, reason: str) -> None:
-        if self.closed:
-            return
+        if not self.closed:
+            self._closing(code, reason)
+
+    def _closing(self, code: int, reason: str) -> None:
         self.closed, self.close_code, self.close_reason = True, code, reason
         # Wakes the writer, which closes the socket after what is already queued.
-        with contextlib.suppress(asyncio.QueueFull):
-            self.outbox.put_nowait(None)
+        self.outbox.put_nowait(None)
 
     async def write(self) -> None:
         while True:
             data = await self.outbox.get()
             if data is None:
                 break
+            self.outbox_bytes -= len(data)
             await self.socket.send_data(data, mode="binary")
         with contextlib.suppress(Exception):
             await self.socket.close(code=self.close_code, reason=self.close_reason[:120])
@@ -110,14 +136,26 @@ async def yjs_endpoint(socket: WebSocket[Any, Any, Any], document_id: FromPath[s
         max(0.0, claims.expires_at - time.time()),
         lambda: loop.create_task(editor.close(1008, "token expired")),
     )
+    editor.handler = asyncio.current_task()
     try:
         await rooms.join(live, editor)
         await _receive(socket, editor, live, rooms)
+    except asyncio.CancelledError:
+        if not editor.cut_off:
+            raise  # the server is stopping
+        asyncio.current_task().uncancel()  # type: ignore[union-attr]
     finally:
+        editor.handler = None  # what follows is not to be cut short
         expiry.cancel()
         await rooms.leave(live, editor)
         await editor.close(1000, "")
-        await writer
+        # A client that stopped reading holds the writer in a send: it gets a short while to
+        # take what is queued, then the connection is dropped.
+        await asyncio.wait({writer}, timeout=SLOW_CLOSE_S)
+        if not writer.done():
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
 
 
 async def _receive(
@@ -149,6 +187,10 @@ async def _receive(
         except DocumentTooLarge as exc:
             await editor.close(CLOSE_TOO_BIG, str(exc))
             return
+        # Frames already buffered are received without suspending: without this turn, a fast
+        # writer would starve the other editors' writers (their outboxes would fill and cut
+        # them off) and the saving of its own updates.
+        await asyncio.sleep(0)
 
 
 async def _handle(frame: bytes, editor: Editor, live: LiveDocument, rooms: Rooms) -> None:

@@ -26,7 +26,7 @@ from api.realtime.access import ACCESS_EVENTS
 from api.realtime.hub import Delivery
 from api.yjs import protocol
 from application.commands import ApplyDocumentUpdate
-from application.document_rooms import DocumentBroken, DocumentRoom, Run
+from application.document_rooms import RUN_BYTES, DocumentBroken, DocumentRoom, Run
 from application.documents import document_with_workspace
 from domain.base import Cause
 from domain.documents import Document
@@ -45,8 +45,8 @@ CLOSE_TRY_LATER = 1013
 
 # A copy whose saves keep failing holds at most this much unsaved before it is dropped.
 MAX_UNSAVED_BYTES = 8 * 1024 * 1024
-# Flush at once past this much waiting, whatever the window.
-FLUSH_BYTES = 256 * 1024
+# Flush at once when a run is full, whatever the window.
+FLUSH_BYTES = RUN_BYTES
 
 
 class Peer(Protocol):

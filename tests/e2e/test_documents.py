@@ -5,23 +5,30 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import resource
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import psycopg
 import pytest
 from psycopg.rows import dict_row
 from pycrdt import Doc, Map, Text
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from api.yjs import protocol
 from application.commands import ApplyDocumentUpdate
+from application.document_rooms import RUN_BYTES
 from domain.base import Cause
 from domain.rules import MAX_DOCUMENT_UPDATE_BYTES
+from infrastructure.embedded_postgres import EmbeddedPostgres
 from projections.documents import SNAPSHOT_EVERY_UPDATES, load_document
-from tests.fixtures.chorus import Api, Running, User
+from tests.fixtures.chorus import Api, Running, User, running_chorus
 from tests.fixtures.yjs import TIMEOUT, YClient
 
 
@@ -507,10 +514,10 @@ def test_an_update_with_a_gap_makes_the_client_resync(chorus: Running) -> None:
         c.wait_synced()
         # The client holds both parts, but sends the server only the second.
         c.edit(lambda y: y._apply_remote(source.get_update()))
-        frames_before = c.received
+        asked_before = c.step1_received
         c.send(protocol.sync_update(gap_only))
         reader.wait(lambda: text_of(reader) == "first second")
-        assert c.close_code is None and c.received > frames_before
+        assert c.close_code is None and c.step1_received == asked_before + 1
 
 
 def test_a_hostile_length_allocates_nothing(chorus: Running) -> None:
@@ -556,3 +563,94 @@ def test_query_awareness_is_answered(chorus: Running) -> None:
         b.edit(lambda y: y.awareness.clear())
         b.send(protocol.query_awareness())
         b.wait(lambda: b.awareness.get(77) == b'{"user":"a"}')
+
+
+@pytest.mark.slow
+def test_a_fast_writer_loses_nothing_and_saves_bounded_events(
+    postgres_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """Thousands of updates sent as fast as the socket takes them (no rate limit here): the
+    other editor converges, neither is cut off, and no saved event outgrows a run."""
+    updates, chunk = 6000, "x" * 100  # more than an outbox holds; ~600 KB: several runs
+    with running_chorus(
+        postgres_server, tmp_path, yjs_frames_per_second=1_000_000, document_idle_s=0.2
+    ) as fast:
+        api = fast.api
+        owner = api.signup("own")
+        doc = new_document(api, owner, workspace_with(api, owner))
+        rooms = fast.server.services.rooms
+        with client(fast, doc, owner).wait_synced() as reader, client(fast, doc, owner) as w:
+            w.wait_synced()
+
+            def burst(y: YClient) -> None:
+                text = y.text()
+                for i in range(updates):
+                    text.insert(len(text), f"{i % 10}{chunk}")  # one transaction, one frame each
+
+            w.edit(burst)
+            expected = text_of(w)
+            size = w.read(lambda y: len(y.text()))  # cheap to compare after every frame
+            reader.wait(lambda: reader.read(lambda y: len(y.text())) == size, timeout=60)
+            assert text_of(reader) == expected
+            assert reader.close_code is None and w.close_code is None
+        # A document leaves memory only once everything it received is saved.
+        assert rooms.wait(lambda: doc not in rooms.live, 60)
+        events = fast.server.services.app.events.get(UUID(doc))
+        saved: list[bytes] = [
+            e.update for e in events if type(e).__name__ == "DocumentUpdateApplied"
+        ]
+    replayed: Doc[Any] = Doc()
+    for update in saved:
+        replayed.apply_update(update)
+    assert str(replayed.get("content", type=Text)) == expected
+    assert len(saved) <= updates / 50
+    assert max(len(update) for update in saved) <= RUN_BYTES
+
+
+def small_buffer_socket(running: Running) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # before connect: it sets
+    sock.connect(("127.0.0.1", running.server.port))  # the window scale
+    return sock
+
+
+@pytest.mark.slow
+def test_an_editor_that_stops_reading_is_cut_off_alone(
+    postgres_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """An editor whose client reads nothing is disconnected once its outbox is full (bounded
+    server memory); the writer and the other editors carry on and converge."""
+    # 20 MB to each editor, more than an outbox holds, and random so that the connection's
+    # compression cannot shrink it.
+    updates = 200
+    chunks = [base64.b64encode(os.urandom(75_000)).decode() for _ in range(updates)]
+    with running_chorus(postgres_server, tmp_path, yjs_frames_per_second=1_000_000) as fast:
+        api = fast.api
+        owner = api.signup("own")
+        doc = new_document(api, owner, workspace_with(api, owner))
+        url = fast.server.url.replace("http", "ws", 1) + f"/yjs/{doc}?token={owner.access_token}"
+        # Its library stops reading the socket once a few frames wait unread; a small receive
+        # buffer keeps the kernel from holding the rest.
+        with (
+            connect(url, sock=small_buffer_socket(fast), max_size=None, max_queue=4) as stalled,
+            client(fast, doc, owner).wait_synced() as reader,
+            client(fast, doc, owner) as w,
+        ):
+            w.wait_synced()
+
+            def burst(y: YClient) -> None:
+                text = y.text()
+                for i in range(updates):
+                    text.insert(len(text), chunks[i])
+
+            w.edit(burst)
+            expected = text_of(w)
+            size = w.read(lambda y: len(y.text()))  # cheap to compare after every frame
+            reader.wait(lambda: reader.read(lambda y: len(y.text())) == size, timeout=60)
+            assert text_of(reader) == expected
+            assert reader.close_code is None and w.close_code is None
+            # What reached it before the cut, then the end of the connection.
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    stalled.recv(timeout=TIMEOUT)
+            assert closed.value.rcvd is None or closed.value.rcvd.code == 1013
