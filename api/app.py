@@ -23,7 +23,8 @@ from api.documents import DocumentController
 from api.errors import EXCEPTION_HANDLERS
 from api.events import EventController
 from api.health import health, ready
-from api.realtime.socket import ws_endpoint
+from api.realtime.socket import keep_tokens_out_of_logs, ws_endpoint
+from api.security_headers import add_security_headers
 from api.streams import StreamController
 from api.workspaces import InviteController, WorkspaceController
 from api.yjs.endpoint import yjs_endpoint
@@ -55,6 +56,8 @@ def create_app(settings: Settings, database_url: str, services: Services | None 
             await anyio.to_thread.run_sync(app.state.services.close)
             app.state.services = None
 
+    # uvicorn would log the ?token= of every WebSocket (see RedactQueryTokens).
+    keep_tokens_out_of_logs()
     middleware: list[Any] = [DefineMiddleware(BearerAuthMiddleware, exclude=PUBLIC_PATHS)]
     if settings.rate_limit_per_second:
         middleware.insert(
@@ -84,6 +87,7 @@ def create_app(settings: Settings, database_url: str, services: Services | None 
         state=state,
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
+        before_send=[add_security_headers],
         request_max_body_size=settings.max_body_bytes,
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins))
         if settings.cors_origins

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -391,6 +392,43 @@ class Connection:
 def _origin_allowed(socket: WebSocket[Any, Any, Any], services: Services) -> bool:
     origin = socket.headers.get("origin")
     return origin is None or origin in services.settings.cors_origins
+
+
+# A query parameter whose name ends in "token" (``?token=``, ``access_token=``…), and its value.
+_QUERY_TOKEN = re.compile(r"([?&][^=&\s\"]*token=)[^&\s\"]+", re.IGNORECASE)
+
+
+def _redact(value: object) -> object:
+    return _QUERY_TOKEN.sub(r"\1[redacted]", value) if isinstance(value, str) else value
+
+
+class RedactQueryTokens(logging.Filter):
+    """Keeps ``?token=`` out of the server's log.
+
+    Browsers cannot set headers on a WebSocket, so they put the access token in the query
+    string, and uvicorn logs every socket's path with its query string (``"WebSocket
+    /ws?token=…" [accepted]``, on ``uvicorn.error``) and every request's in its access log:
+    anyone reading the log could act as the user until the token expires. This filter
+    replaces the value of every query parameter named ``*token`` in those records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = _redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redact(arg) for arg in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {key: _redact(arg) for key, arg in record.args.items()}
+        return True
+
+
+TOKEN_LOGGERS = ("uvicorn.error", "uvicorn.access")
+
+
+def keep_tokens_out_of_logs() -> None:
+    """Installs ``RedactQueryTokens`` on uvicorn's loggers (once per process)."""
+    for name in TOKEN_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactQueryTokens) for f in logger.filters):
+            logger.addFilter(RedactQueryTokens())
 
 
 def _claims(socket: WebSocket[Any, Any, Any], services: Services) -> AccessClaims:
