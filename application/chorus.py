@@ -5,15 +5,15 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 from uuid import UUID
 
 import msgspec
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.utils import EnvType
 
 from application import channels, documents, identity, messages, presence, workspaces
@@ -52,6 +52,10 @@ class CommandResult:
     def position(self) -> int | None:
         value = self.body.get("position")
         return None if value is None else int(value)
+
+
+class _AppendCheck(Protocol):
+    def find_recorded(self, stored_events: Sequence[StoredEvent]) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,7 @@ class Chorus(Application[UUID]):
                 record = _Record(
                     scope, cause.command_id, fingerprint, decision.status, decision.body
                 )
+            events = [e for a in decision.aggregates for e in a.pending_events]
             try:
                 recordings = self.save(
                     *decision.aggregates, command=record, credentials=decision.credentials
@@ -131,6 +136,11 @@ class Chorus(Application[UUID]):
                     replay = self._replay(scope, cause.command_id, fingerprint)
                     if replay is not None:
                         return replay
+                # The store retries an insert whose COMMIT lost its answer; if the first
+                # attempt did commit, these very events are there: done, not decided again.
+                position = self._recorded(events)
+                if position is not None:
+                    return CommandResult(decision.status, {**decision.body, "position": position})
                 if attempt == MAX_ATTEMPTS - 1:
                     raise Conflict("the data changed while this was decided; try again") from None
                 time.sleep(random.uniform(0, BACKOFF_S * min(attempt + 1, 10)))
@@ -138,6 +148,14 @@ class Chorus(Application[UUID]):
             position = max(r.notification.id for r in recordings)
             return CommandResult(decision.status, {**decision.body, "position": position})
         raise AssertionError("unreachable")
+
+    def _recorded(self, events: Sequence[Any]) -> int | None:
+        """The position of the last of ``events`` if all of them are already stored as they
+        are (an append that committed although its caller was not told), else None."""
+        if not events or not hasattr(self.recorder, "find_recorded"):
+            return None
+        recorder = cast(_AppendCheck, self.recorder)
+        return recorder.find_recorded([self.mapper.to_stored_event(e) for e in events])
 
     def _replay(self, scope: str, key: str, fingerprint: str) -> CommandResult | None:
         stored = self.store.find_command(scope, key)

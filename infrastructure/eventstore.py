@@ -135,6 +135,31 @@ class ChorusRecorder(PostgresApplicationRecorder):
             return None
         return StoredCommand(row["fingerprint"], row["status"], row["result"])
 
+    def find_recorded(self, stored_events: Sequence[StoredEvent]) -> int | None:
+        """The position of the last of ``stored_events`` if each of them is in the store
+        exactly as given, else None. An append whose commit answer was lost (the connection
+        dropped at COMMIT) may have committed: eventsourcing then retries the insert, which
+        fails on the events already there; this tells that case from a concurrent write."""
+        if not stored_events:
+            return None
+        positions = []
+        with self.datastore.transaction(commit=False) as curs:
+            for event in stored_events:
+                curs.execute(
+                    f"SELECT notification_id, topic, state FROM {self.events_table_name}"
+                    " WHERE originator_id = %s AND originator_version = %s",
+                    (event.originator_id, event.originator_version),
+                )
+                row = curs.fetchone()
+                if (
+                    row is None
+                    or row["topic"] != event.topic
+                    or bytes(row["state"]) != bytes(event.state)
+                ):
+                    return None
+                positions.append(int(row["notification_id"]))
+        return max(positions)
+
     def find_password_hash(self, subject_id: UUID) -> str | None:
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(

@@ -353,6 +353,7 @@ def wait_for_command(database_url: str, scope: str, key: str) -> None:
         time.sleep(0.005)
 
 
+@pytest.mark.faults
 @pytest.mark.slow
 def test_kill_9_mid_burst_loses_no_acknowledged_write(
     postgres_server: EmbeddedPostgres, tmp_path: Path
@@ -495,6 +496,7 @@ class SteadyWriter:
                 self.progress.wait(remaining)
 
 
+@pytest.mark.faults
 @pytest.mark.slow
 def test_a_restarted_instance_resumes_projections_exactly_once(
     postgres_server: EmbeddedPostgres, tmp_path: Path

@@ -124,6 +124,7 @@ def test_a_signal_crosses_instances_through_redis(
             b_server.stop()
 
 
+@pytest.mark.faults
 @pytest.mark.slow
 def test_a_redis_outage_stops_only_cross_instance_signals(
     postgres_server: EmbeddedPostgres, tmp_path: Path
