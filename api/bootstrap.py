@@ -112,6 +112,8 @@ def build_services(
         min_size=2,
         max_size=settings.db_pool_size * 2,
         kwargs={"autocommit": True, "row_factory": dict_row},
+        # A connection PostgreSQL dropped (a restart) is replaced, not handed to a request.
+        check=ConnectionPool.check_connection,
         open=True,
         name="chorus-read",
     )
@@ -121,6 +123,7 @@ def build_services(
         min_size=1,
         max_size=4,
         kwargs={"autocommit": True},
+        check=ConnectionPool.check_connection,
         open=True,
         name="chorus-auth",
     )

@@ -6,7 +6,9 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import eventsourcing.persistence
 import msgspec
+import psycopg
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
@@ -102,6 +104,11 @@ def _unavailable(_: Request[Any, Any, Any], exc: ServiceUnavailable) -> Response
     return problem(503, str(exc), {"Retry-After": "1"})
 
 
+def _database_down(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.warning("the database is not answering: %s", exc)
+    return problem(503, "the database is not answering; try again", {"Retry-After": "1"})
+
+
 def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(500, "internal error")
@@ -115,6 +122,11 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     RefreshTokenError: _unauthorized,
     HTTPException: _http,
     ServiceUnavailable: _unavailable,
+    # A lost or refused connection (PostgreSQL restarting, the pool exhausted): a retry may
+    # well succeed, so 503, not 500.
+    psycopg.OperationalError: _database_down,
+    eventsourcing.persistence.OperationalError: _database_down,
+    eventsourcing.persistence.InterfaceError: _database_down,
     Exception: _internal,
 }
 
