@@ -45,7 +45,12 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     with database(settings) as url:
         # Generated once here so every worker signs and checks tokens with the same key.
         os.environ["CHORUS_JWT_SECRET"] = settings.resolved_jwt_secret()
-        common = {"host": args.host, "port": args.port, "log_level": args.log_level}
+        common = {
+            "host": args.host,
+            "port": args.port,
+            "log_level": args.log_level,
+            "ws_per_message_deflate": settings.ws_compression,
+        }
         if args.workers > 1:
             os.environ["DATABASE_URL"] = url
             uvicorn.run("api.asgi:app", factory=True, workers=args.workers, **common)

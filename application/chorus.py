@@ -21,6 +21,7 @@ from application.commands import Command
 from application.decisions import HANDLERS
 from application.ports import CommandStore, PasswordHashing
 from domain.base import Cause, ChorusAggregate, as_uuid
+from domain.documents import Document
 from domain.errors import Conflict, InvalidValue, NotFound
 
 A = TypeVar("A", bound=ChorusAggregate)
@@ -32,6 +33,7 @@ _CONTEXTS = (identity, workspaces, channels, messages, presence, documents)
 # again against the newer state, so no write is lost or silently overwritten. A short random
 # pause spreads out writers that keep colliding on one hot aggregate.
 MAX_ATTEMPTS = 30
+DOCUMENT_SNAPSHOT_INTERVAL = 20
 BACKOFF_S = 0.002
 
 
@@ -71,6 +73,9 @@ class Chorus(Application[UUID]):
     """One application, one event store, one global order of events."""
 
     name = "Chorus"
+    # A document's stream is its content's history (every event carries update bytes):
+    # loading one from a snapshot reads at most this many of them.
+    snapshotting_intervals = {Document: DOCUMENT_SNAPSHOT_INTERVAL}
 
     def __init__(
         self,

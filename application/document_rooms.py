@@ -65,7 +65,12 @@ class DocumentRoom:
     """One document's CRDT state in memory, and its updates waiting to be saved."""
 
     def __init__(
-        self, document_id: str, doc: Doc[Any], version: int, max_update_bytes: int
+        self,
+        document_id: str,
+        doc: Doc[Any],
+        version: int,
+        max_update_bytes: int,
+        size: int | None = None,
     ) -> None:
         self.document_id = document_id
         self.doc = doc
@@ -75,8 +80,9 @@ class DocumentRoom:
         self.runs: list[Run] = []
         self.pending_updates = 0
         self.accepted_bytes = 0
-        # Encoded size at load plus what was accepted since: bounds the copy's memory.
-        self.size = len(doc.get_update())
+        # Size at load (encoding a big document to learn it costs milliseconds: the caller
+        # may know it) plus what was accepted since: bounds the copy's memory.
+        self.size = len(doc.get_update()) if size is None else size
         self.max_size = MAX_LIVE_DOCUMENT_BYTES
         self._effective: list[bytes] = []
         self._subscription = doc.observe(self._on_transaction)

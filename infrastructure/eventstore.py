@@ -21,7 +21,11 @@ from uuid import UUID
 
 import msgspec
 from eventsourcing.persistence import StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+)
 from psycopg import Cursor
 from psycopg.rows import DictRow
 
@@ -29,6 +33,7 @@ from infrastructure.chain import append_link_sql
 
 APPLICATION_NAME = "Chorus"
 EVENTS_TABLE = "chorus_events"
+SNAPSHOTS_TABLE = "chorus_snapshots"  # the name eventsourcing gives them for "Chorus"
 NOTIFY_CHANNEL = EVENTS_TABLE
 _APPEND_LINK = append_link_sql(EVENTS_TABLE)
 
@@ -213,5 +218,8 @@ def create_event_store_tables(database_url: str) -> None:
     )
     try:
         ChorusRecorder(datastore, events_table_name=EVENTS_TABLE).create_table()
+        # Aggregate snapshots (documents only, see application/chorus.py): a cache of what
+        # the events say, never a source of truth, so not chained.
+        PostgresAggregateRecorder(datastore, events_table_name=SNAPSHOTS_TABLE).create_table()
     finally:
         datastore.close()

@@ -25,6 +25,8 @@ class Settings:
     refresh_token_ttl_s: int = 30 * 24 * 3600
     max_body_bytes: int = 256 * 1024
     rate_limit_per_second: int = 200
+    # Open /ws connections per user in one server process (0: no cap).
+    ws_connections_per_user: int = 100
     read_wait_timeout_s: float = 5.0
     db_pool_size: int = 8
     presence_heartbeat_s: float = 10.0
@@ -32,6 +34,10 @@ class Settings:
     document_flush_s: float = 0.25
     document_idle_s: float = 30.0
     yjs_frames_per_second: float = 200.0
+    # permessage-deflate on WebSockets: off by default, as each connection compresses every
+    # frame anew (no sharing across subscribers) and a document's first frame takes
+    # milliseconds to compress; worth it only on slow links.
+    ws_compression: bool = False
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -58,6 +64,7 @@ class Settings:
             data_dir=Path(env.get("CHORUS_DATA_DIR", ".chorus")),
             access_token_ttl_s=_int(env, "CHORUS_ACCESS_TOKEN_TTL_S", 900, 30, 24 * 3600),
             rate_limit_per_second=_int(env, "CHORUS_RATE_LIMIT_PER_SECOND", 200, 0, 1_000_000),
+            ws_connections_per_user=_int(env, "CHORUS_WS_CONNECTIONS_PER_USER", 100, 0, 1_000_000),
             max_body_bytes=_int(env, "CHORUS_MAX_BODY_BYTES", 256 * 1024, 1024, 64 * 1024 * 1024),
             db_pool_size=_int(env, "CHORUS_DB_POOL_SIZE", 8, 1, 200),
             presence_heartbeat_s=_float(env, "CHORUS_PRESENCE_HEARTBEAT_S", 10.0, 0.1, 15.0),
@@ -66,6 +73,7 @@ class Settings:
             yjs_frames_per_second=_float(
                 env, "CHORUS_YJS_FRAMES_PER_SECOND", 200.0, 1.0, 1_000_000.0
             ),
+            ws_compression=_bool(env, "CHORUS_WS_COMPRESSION", False),
         )
 
     def resolved_jwt_secret(self) -> str:
@@ -81,6 +89,17 @@ class Settings:
         with os.fdopen(fd, "w") as f:
             f.write(secret)
         return secret
+
+
+def _bool(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, not {raw!r}")
 
 
 def _int(env: dict[str, str], name: str, default: int, low: int, high: int) -> int:

@@ -1,7 +1,8 @@
 """Read model of documents, and snapshots of their CRDT state.
 
-Every ``SNAPSHOT_EVERY_UPDATES`` updates (or ``SNAPSHOT_EVERY_BYTES`` of them) the projection
-stores the encoded state and state vector, built by applying the updates since the previous
+Every ``SNAPSHOT_EVERY_UPDATES`` updates (or ``SNAPSHOT_EVERY_BYTES`` of them, or a quarter
+of the last snapshot's size: see ``snapshot_due``) the projection stores the encoded state
+and state vector, built by applying the updates since the previous
 snapshot to a ``Doc`` and encoding it (merging the raw updates instead is far slower over long
 histories). Opening a document then costs one snapshot plus a short tail of the log, however
 long its history. Snapshots are never the source of truth: the log is, and any position can
@@ -23,6 +24,11 @@ from projections.base import LogEvent, Projection
 
 SNAPSHOT_EVERY_UPDATES = 100
 SNAPSHOT_EVERY_BYTES = 512 * 1024
+# Applying a tail costs more per byte than loading a snapshot: a tail past this share of the
+# last snapshot's size (and past a floor, so small documents are not snapshotted at every
+# keystroke) is folded into a new snapshot.
+SNAPSHOT_TAIL_SHARE = 0.25
+SNAPSHOT_TAIL_FLOOR_BYTES = 16 * 1024
 _UPDATE_TOPIC_SUFFIX = ".DocumentUpdateApplied"
 
 
@@ -45,8 +51,10 @@ class DocumentsProjection(Projection):
         last_position bigint NOT NULL,
         tail_count integer NOT NULL DEFAULT 0,
         tail_bytes bigint NOT NULL DEFAULT 0,
-        snapshot_version integer NOT NULL DEFAULT 0
+        snapshot_version integer NOT NULL DEFAULT 0,
+        snapshot_bytes bigint NOT NULL DEFAULT 0
     );
+    ALTER TABLE rm_documents ADD COLUMN IF NOT EXISTS snapshot_bytes bigint NOT NULL DEFAULT 0;
     CREATE INDEX IF NOT EXISTS rm_documents_workspace
         ON rm_documents (workspace_id, created_at, document_id);
     CREATE TABLE IF NOT EXISTS rm_document_snapshots (
@@ -115,7 +123,7 @@ class DocumentsProjection(Projection):
             "UPDATE rm_documents SET roots = roots || %s::jsonb, update_count = update_count + 1,"
             " update_bytes = update_bytes + %s, tail_count = tail_count + 1,"
             " tail_bytes = tail_bytes + %s, updated_at = %s, version = %s, last_position = %s"
-            " WHERE document_id = %s RETURNING tail_count, tail_bytes, snapshot_version",
+            " WHERE document_id = %s RETURNING tail_count, tail_bytes, snapshot_bytes",
             (
                 msgspec.json.encode(event.data.get("roots") or {}).decode(),
                 size,
@@ -145,25 +153,27 @@ class DocumentsProjection(Projection):
                 event.stream,
             ),
         )
-        if row["tail_count"] < SNAPSHOT_EVERY_UPDATES and row["tail_bytes"] < SNAPSHOT_EVERY_BYTES:
+        if not snapshot_due(row["tail_count"], row["tail_bytes"], row["snapshot_bytes"]):
             return
         loaded = load_document(cur, str(event.stream), until_version=event.version)
+        state = loaded.doc.get_update()
         cur.execute(
             "INSERT INTO rm_document_snapshots (document_id, version, position, state,"
             " state_vector) VALUES (%s, %s, %s, %s, %s)",
-            (
-                event.stream,
-                event.version,
-                event.position,
-                loaded.doc.get_update(),
-                loaded.doc.get_state(),
-            ),
+            (event.stream, event.version, event.position, state, loaded.doc.get_state()),
         )
         cur.execute(
-            "UPDATE rm_documents SET tail_count = 0, tail_bytes = 0, snapshot_version = %s"
-            " WHERE document_id = %s",
-            (event.version, event.stream),
+            "UPDATE rm_documents SET tail_count = 0, tail_bytes = 0, snapshot_version = %s,"
+            " snapshot_bytes = %s WHERE document_id = %s",
+            (event.version, len(state), event.stream),
         )
+
+
+def snapshot_due(tail_count: int, tail_bytes: int, snapshot_bytes: int) -> bool:
+    """Whether the updates since the last snapshot should be folded into a new one."""
+    if tail_count >= SNAPSHOT_EVERY_UPDATES or tail_bytes >= SNAPSHOT_EVERY_BYTES:
+        return True
+    return tail_bytes >= max(SNAPSHOT_TAIL_FLOOR_BYTES, snapshot_bytes * SNAPSHOT_TAIL_SHARE)
 
 
 # -- loading the CRDT state ---------------------------------------------------------------------
@@ -177,6 +187,9 @@ class LoadedDocument:
     version: int
     position: int
     updates_replayed: int
+    # The bytes it was built from (snapshot and tail): a bound of its encoded size, known
+    # without encoding it.
+    size: int = 0
 
 
 def load_document(
@@ -197,10 +210,11 @@ def load_document(
     )
     snapshot = cur.fetchone()
     doc: Doc[Any] = Doc()
-    version, position = 0, 0
+    version, position, size = 0, 0, 0
     if snapshot is not None:
-        doc.apply_update(bytes(snapshot["state"]))
-        version, position = int(snapshot["version"]), int(snapshot["position"])
+        state = bytes(snapshot["state"])
+        doc.apply_update(state)
+        version, position, size = int(snapshot["version"]), int(snapshot["position"]), len(state)
     cur.execute(
         f"SELECT notification_id, originator_version, topic, state FROM {EVENTS_TABLE}"
         " WHERE originator_id = %s AND originator_version > %s"
@@ -213,10 +227,11 @@ def load_document(
     for row in cur.fetchall():
         version, position = int(row["originator_version"]), int(row["notification_id"])
         if row["topic"].endswith(_UPDATE_TOPIC_SUFFIX):
-            state = msgspec.json.decode(bytes(row["state"]))
-            doc.apply_update(base64.b64decode(state["update"]))
+            update = base64.b64decode(msgspec.json.decode(bytes(row["state"]))["update"])
+            doc.apply_update(update)
+            size += len(update)
             replayed += 1
-    return LoadedDocument(doc, version, position, replayed)
+    return LoadedDocument(doc, version, position, replayed, size)
 
 
 def render(doc: Doc[Any], roots: dict[str, str]) -> dict[str, Any]:

@@ -178,7 +178,9 @@ class Rooms:
             document = self.services.app.load(Document, document_id)
             with self.services.read_pool.connection() as conn, conn.cursor() as cur:
                 loaded = load_document(cur, document_id)
-            room = DocumentRoom(document_id, loaded.doc, loaded.version, MAX_DOCUMENT_UPDATE_BYTES)
+            room = DocumentRoom(
+                document_id, loaded.doc, loaded.version, MAX_DOCUMENT_UPDATE_BYTES, loaded.size
+            )
             return LiveDocument(document_id, str(document.workspace_id), room)
 
         return await anyio.to_thread.run_sync(load)
