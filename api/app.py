@@ -7,11 +7,10 @@ import logging
 from typing import Any
 
 import anyio
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
-from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
@@ -23,7 +22,9 @@ from api.documents import DocumentController
 from api.errors import EXCEPTION_HANDLERS
 from api.events import EventController
 from api.health import health, ready
-from api.realtime.socket import keep_tokens_out_of_logs, ws_endpoint
+from api.openapi import StrictStructSchemaPlugin
+from api.rate_limits import RateLimiter, RateLimitMiddleware
+from api.realtime.socket import UserConnections, keep_tokens_out_of_logs, ws_endpoint
 from api.security_headers import add_security_headers
 from api.streams import StreamController
 from api.workspaces import InviteController, WorkspaceController
@@ -32,11 +33,23 @@ from infrastructure.settings import Settings
 
 log = logging.getLogger("chorus")
 
+BEARER: list[dict[str, list[str]]] = [{"BearerToken": []}]
+
 
 def create_app(settings: Settings, database_url: str, services: Services | None = None) -> Litestar:
     """The HTTP application on ``database_url``. Services are built at start-up (schema
     migrated, projections running) unless given."""
-    state = State({"services": services})
+    limiter = (
+        RateLimiter(settings.rate_limit_per_second, settings.redis_url)
+        if settings.rate_limit_per_second
+        else None
+    )
+    state = State(
+        {
+            "services": services,
+            "ws_connections": UserConnections(settings.ws_connections_per_user),
+        }
+    )
 
     async def start(app: Litestar) -> None:
         if app.state.services is None:
@@ -49,6 +62,8 @@ def create_app(settings: Settings, database_url: str, services: Services | None 
         await app.state.services.signals.start()
 
     async def stop(app: Litestar) -> None:
+        if limiter is not None:
+            await limiter.close()
         if app.state.services is not None:
             # Editors' last updates are saved before the store closes.
             await app.state.services.rooms.stop()
@@ -59,32 +74,37 @@ def create_app(settings: Settings, database_url: str, services: Services | None 
     # uvicorn would log the ?token= of every WebSocket (see RedactQueryTokens).
     keep_tokens_out_of_logs()
     middleware: list[Any] = [DefineMiddleware(BearerAuthMiddleware, exclude=PUBLIC_PATHS)]
-    if settings.rate_limit_per_second:
-        middleware.insert(
-            0,
-            RateLimitConfig(
-                rate_limit=("second", settings.rate_limit_per_second),
-                exclude=[r"^/health$", r"^/ready$"],
-            ).middleware,
-        )
+    if limiter is not None:
+        # Before authentication: floods of unauthenticated requests are limited too.
+        middleware.insert(0, RateLimitMiddleware(limiter))
     return Litestar(
         route_handlers=[
+            # Sign-up, login, refresh and logout take no access token (GET /api/auth/me
+            # declares its own), nor do the probes: only the rest declare the bearer
+            # requirement, so the OpenAPI document says which routes need one.
             AuthController,
-            WorkspaceController,
-            InviteController,
-            ChannelController,
-            EventController,
-            AuditController,
-            StreamController,
             health,
             ready,
+            Router(
+                path="/",
+                security=BEARER,
+                route_handlers=[
+                    WorkspaceController,
+                    InviteController,
+                    ChannelController,
+                    EventController,
+                    AuditController,
+                    StreamController,
+                    DocumentController,
+                ],
+            ),
             ws_endpoint,
             yjs_endpoint,
-            DocumentController,
         ],
         on_startup=[start],
         on_shutdown=[stop],
         state=state,
+        plugins=[StrictStructSchemaPlugin()],
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
         before_send=[add_security_headers],
@@ -101,7 +121,6 @@ def create_app(settings: Settings, database_url: str, services: Services | None 
                     "BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
                 }
             ),
-            security=[{"BearerToken": []}],
         ),
         debug=False,
     )

@@ -172,7 +172,13 @@ class AuthController(Controller):
         """Revokes the refresh token's whole family (every token of this sign-in)."""
         services_of(request).refresh_tokens.revoke(data.refresh_token)
 
-    @get("/me", sync_to_thread=True, operation_id="GetMe", responses=problems(401, 429))
+    @get(
+        "/me",
+        sync_to_thread=True,
+        operation_id="GetMe",
+        responses=problems(401, 404, 422, 429),
+        security=[{"BearerToken": []}],  # the one route here that needs a token
+    )
     def me(self, request: Request[str, Any, Any], min_position: FromQuery[int | None] = None) -> Me:
         """The signed-in user."""
         with read_cursor(request, min_position) as cur:

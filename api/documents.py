@@ -12,7 +12,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import Response
 from psycopg import Cursor
 
-from api.commands import Created, Written, execute, reply
+from api.commands import Created, Written, execute, reply, services_of
 from api.errors import problems
 from api.reads import DEFAULT_LIMIT, check_limit, read_cursor
 from application.commands import (
@@ -22,6 +22,7 @@ from application.commands import (
     RenameDocument,
 )
 from application.document_versions import restoring_update
+from application.documents import document_with_workspace
 from domain.base import as_uuid
 from domain.documents import DocumentDeleted
 from domain.errors import InvalidValue, NotAMember, NotFound
@@ -225,6 +226,9 @@ class DocumentController(Controller):
         """Brings back the content the document had at log position ``position`` by
         appending one more update (history is never rewritten); connected editors receive
         it like any other edit. Needs ``edit_documents``."""
+        # Checked first: a restore that turns out to change nothing is refused all the same.
+        document, workspace = document_with_workspace(services_of(request).app, doc, request.user)
+        document.check_can_edit(request.user, workspace)
         with read_cursor(request, None) as cur:
             row, past = _document_at(cur, doc, request.user, data.position)
             now = document_views.load_document(cur, str(row["id"]))

@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, get
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Response
 
 from api.commands import services_of
@@ -31,7 +32,15 @@ async def health() -> Health:
     return Health("ok")
 
 
-@get("/ready", sync_to_thread=True, operation_id="Ready", tags=["health"])
+@get(
+    "/ready",
+    sync_to_thread=True,
+    operation_id="Ready",
+    tags=["health"],
+    responses={
+        503: ResponseSpec(data_container=Readiness, description="The database is not answering")
+    },
+)
 def ready(request: Request[Any, Any, Any]) -> Response[Readiness]:
     """The database answers; ``projection_lag`` is how many positions the slowest read model
     is behind the store."""

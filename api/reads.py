@@ -29,7 +29,10 @@ def read_cursor(
     target = max(min_position or 0, services.last_writes.get(user) if user else 0)
     if min_position is not None and min_position < 0:
         raise InvalidValue("min_position must not be negative")
-    with services.read_pool.connection() as conn, conn.cursor() as cur:
+    # A bounded wait for a connection: while PostgreSQL is down (or the pool is exhausted) a
+    # read answers 503 after this, rather than after the pool's default 30 s.
+    wait = services.settings.read_wait_timeout_s
+    with services.read_pool.connection(timeout=wait) as conn, conn.cursor() as cur:
         if target and not services.runner.wait_for(target, services.settings.read_wait_timeout_s):
             if target > max_position(cur):
                 raise ReadPositionInFuture("min_position is past the last event")

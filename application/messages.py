@@ -16,6 +16,7 @@ from application.commands import (
 from application.decisions import Decision, handles
 from domain.base import Cause
 from domain.channels import Channel
+from domain.errors import NotFound
 from domain.identity import user_id_for
 from domain.messages import Message, parse_mentions
 from domain.workspaces import Workspace
@@ -40,7 +41,11 @@ def _message_in_context(
     app: Chorus, message_id: str, user_id: str
 ) -> tuple[Message, Channel, Workspace | None]:
     message = app.load(Message, message_id)
-    channel, workspace = channel_with_workspace(app, str(message.channel_id), user_id)
+    try:
+        channel, workspace = channel_with_workspace(app, str(message.channel_id), user_id)
+    except NotFound:
+        # A message of a channel the user cannot read answers as an unknown id does.
+        raise NotFound("unknown message") from None
     return message, channel, workspace
 
 

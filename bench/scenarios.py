@@ -233,6 +233,8 @@ class ChorusServer:
                 "DATABASE_URL": self.database_url,
                 "CHORUS_JWT_SECRET": BENCH_SECRET,
                 "CHORUS_RATE_LIMIT_PER_SECOND": "0",
+                # The delivery benchmark opens 1,000 sockets as one user.
+                "CHORUS_WS_CONNECTIONS_PER_USER": "0",
                 "CHORUS_ACCESS_TOKEN_TTL_S": "3600",
                 "CHORUS_DATA_DIR": str(self.work_dir / "chorus-data"),
             }

@@ -66,7 +66,9 @@ class Message(ChorusAggregate):
         channel.check_can_post(author, workspace)
         if reply_to is not None:
             if reply_to.channel_id != channel.id:
-                raise NotFound("reply_to is not a message of this channel")
+                # Worded as for an unknown id: a message elsewhere is none of the author's
+                # business, not even that it exists.
+                raise NotFound("unknown reply_to message")
             if reply_to.deleted:
                 raise MessageDeleted("cannot reply to a deleted message")
         return cls(

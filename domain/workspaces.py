@@ -142,6 +142,9 @@ class Workspace(ChorusAggregate):
 
     def check_member(self, user_id: str) -> None:
         if not self.is_member(user_id):
+            # A private workspace answers outsiders exactly as an unknown id does.
+            if self.visibility == PRIVATE:
+                raise NotAMember("unknown workspace")
             raise NotAMember("you are not a member of this workspace")
 
     def check_permission(self, user_id: str, permission: str) -> None:

@@ -121,6 +121,11 @@ def visible_channel(cur: Cursor[Any], channel_id: str, user_id: str) -> dict[str
 def list_visible_channels(
     cur: Cursor[Any], workspace_id: str, user_id: str
 ) -> list[dict[str, Any]]:
+    """The workspace's channels the user may read (as ``visible_channel`` decides: none
+    without ``view_channels``)."""
+    perms = permissions_of(cur, workspace_id, user_id)
+    if perms is None or "view_channels" not in perms:
+        return []
     cur.execute(
         f"SELECT {_COLUMNS} FROM rm_channels c"
         " WHERE c.workspace_id = %s AND (NOT c.private OR EXISTS (SELECT 1"

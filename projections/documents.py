@@ -65,6 +65,9 @@ class DocumentsProjection(Projection):
         state_vector bytea NOT NULL,
         PRIMARY KEY (document_id, version)
     );
+    -- Out of line but not compressed: Yjs states compress little, and opening a document
+    -- would pay for decompressing them.
+    ALTER TABLE rm_document_snapshots ALTER COLUMN state SET STORAGE EXTERNAL;
     CREATE TABLE IF NOT EXISTS rm_document_edits (
         document_id uuid NOT NULL,
         version integer NOT NULL,
@@ -180,6 +183,31 @@ def snapshot_due(tail_count: int, tail_bytes: int, snapshot_bytes: int) -> bool:
 
 
 @dataclass
+class StoredDocument:
+    """What builds a document's state as of ``version`` of its stream (``position`` in the
+    log): the latest snapshot's encoded state (if any), then the updates of the log after it.
+    Applied in order, in one ``Doc`` or in a client's, they give that state."""
+
+    updates: list[bytes]
+    version: int
+    position: int
+    updates_replayed: int
+    # The snapshot's state vector (empty without one): what the state holds at least.
+    state_vector: bytes = b"\x00"
+
+    @property
+    def size(self) -> int:
+        """A bound of the state's encoded size, known without encoding it."""
+        return sum(len(u) for u in self.updates)
+
+    def build(self) -> LoadedDocument:
+        doc: Doc[Any] = Doc()
+        for update in self.updates:
+            doc.apply_update(update)
+        return LoadedDocument(doc, self.version, self.position, self.updates_replayed, self.size)
+
+
+@dataclass
 class LoadedDocument:
     """A document's CRDT state as of ``version`` of its stream (``position`` in the log)."""
 
@@ -187,9 +215,7 @@ class LoadedDocument:
     version: int
     position: int
     updates_replayed: int
-    # The bytes it was built from (snapshot and tail): a bound of its encoded size, known
-    # without encoding it.
-    size: int = 0
+    size: int = 0  # see StoredDocument.size
 
 
 def load_document(
@@ -199,22 +225,37 @@ def load_document(
     until_version: int | None = None,
     until_position: int | None = None,
 ) -> LoadedDocument:
+    """The document's state as of the bound (see ``fetch_document``)."""
+    return fetch_document(
+        cur, document_id, until_version=until_version, until_position=until_position
+    ).build()
+
+
+def fetch_document(
+    cur: Cursor[Any],
+    document_id: str,
+    *,
+    until_version: int | None = None,
+    until_position: int | None = None,
+) -> StoredDocument:
     """The latest snapshot at or before the bound, plus the stream's updates after it, read
     from the log itself (a snapshot may lag; the log never does)."""
     cur.execute(
-        "SELECT version, position, state FROM rm_document_snapshots WHERE document_id = %s"
+        "SELECT version, position, state, state_vector FROM rm_document_snapshots"
+        " WHERE document_id = %s"
         " AND (%s::int IS NULL OR version <= %s::int)"
         " AND (%s::bigint IS NULL OR position <= %s::bigint)"
         " ORDER BY version DESC LIMIT 1",
         (document_id, until_version, until_version, until_position, until_position),
+        binary=True,  # bytea in text form is hex: twice the bytes, and decoded
     )
     snapshot = cur.fetchone()
-    doc: Doc[Any] = Doc()
-    version, position, size = 0, 0, 0
+    updates: list[bytes] = []
+    version, position, state_vector = 0, 0, b"\x00"
     if snapshot is not None:
-        state = bytes(snapshot["state"])
-        doc.apply_update(state)
-        version, position, size = int(snapshot["version"]), int(snapshot["position"]), len(state)
+        updates.append(bytes(snapshot["state"]))
+        version, position = int(snapshot["version"]), int(snapshot["position"])
+        state_vector = bytes(snapshot["state_vector"])
     cur.execute(
         f"SELECT notification_id, originator_version, topic, state FROM {EVENTS_TABLE}"
         " WHERE originator_id = %s AND originator_version > %s"
@@ -222,16 +263,15 @@ def load_document(
         " AND (%s::bigint IS NULL OR notification_id <= %s::bigint)"
         " ORDER BY originator_version",
         (document_id, version, until_version, until_version, until_position, until_position),
+        binary=True,
     )
     replayed = 0
     for row in cur.fetchall():
         version, position = int(row["originator_version"]), int(row["notification_id"])
         if row["topic"].endswith(_UPDATE_TOPIC_SUFFIX):
-            update = base64.b64decode(msgspec.json.decode(bytes(row["state"]))["update"])
-            doc.apply_update(update)
-            size += len(update)
+            updates.append(base64.b64decode(msgspec.json.decode(bytes(row["state"]))["update"]))
             replayed += 1
-    return LoadedDocument(doc, version, position, replayed, size)
+    return StoredDocument(updates, version, position, replayed, state_vector)
 
 
 def render(doc: Doc[Any], roots: dict[str, str]) -> dict[str, Any]:

@@ -43,6 +43,7 @@ SLOW_CLOSE_S = 2.0  # how long a consumer cut off for slowness gets to take its 
 # Close codes: 1008 policy (token expired), 1013 try again later (too slow), 4401/4403 refused.
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
+CLOSE_TOO_MANY = 4429
 
 COMMANDS: dict[str, type[Command]] = {
     cls.__name__: cls
@@ -64,6 +65,29 @@ class TokenBucket:
             return False
         self.tokens -= 1
         return True
+
+
+class UserConnections:
+    """Open ``/ws`` connections per user in this process, at most ``limit`` each (0: no
+    cap), so one account cannot hold an unbounded share of the server's sockets."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open: dict[str, int] = {}
+
+    def acquire(self, user_id: str) -> bool:
+        count = self.open.get(user_id, 0)
+        if self.limit and count >= self.limit:
+            return False
+        self.open[user_id] = count + 1
+        return True
+
+    def release(self, user_id: str) -> None:
+        count = self.open.get(user_id, 0) - 1
+        if count > 0:
+            self.open[user_id] = count
+        else:
+            self.open.pop(user_id, None)
 
 
 @dataclass(eq=False)
@@ -466,6 +490,22 @@ async def ws_endpoint(socket: WebSocket[Any, Any, Any]) -> None:
     claims = await accept_authenticated(socket, services)
     if claims is None:
         return
+    # Counted on the event loop's thread only: acquiring and releasing need no lock.
+    open_sockets: UserConnections | None = socket.app.state.get("ws_connections")
+    if open_sockets is not None and not open_sockets.acquire(claims.user_id):
+        reason = f"at most {open_sockets.limit} connections per user"
+        await socket.close(code=CLOSE_TOO_MANY, reason=reason)
+        return
+    try:
+        await _serve(socket, services, claims)
+    finally:
+        if open_sockets is not None:
+            open_sockets.release(claims.user_id)
+
+
+async def _serve(
+    socket: WebSocket[Any, Any, Any], services: Services, claims: AccessClaims
+) -> None:
     connection = Connection(socket, services, claims)
     presence = services.presence
     try:

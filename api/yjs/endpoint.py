@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -20,7 +21,12 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath
 
 from api.bootstrap import Services
-from api.realtime.socket import TokenBucket, accept_authenticated
+from api.realtime.socket import (
+    CLOSE_TOO_MANY,
+    TokenBucket,
+    UserConnections,
+    accept_authenticated,
+)
 from api.yjs import protocol
 from api.yjs.rooms import CLOSE_NO_ACCESS, LiveDocument, Rooms
 from application.document_rooms import DocumentTooLarge
@@ -28,6 +34,7 @@ from application.documents import document_with_workspace
 from domain.errors import DomainError, NotFound
 from domain.rules import MAX_DOCUMENT_UPDATE_BYTES
 from domain.yjs_update import MalformedUpdate, MissingDependencies, inspect_update
+from infrastructure.tokens import AccessClaims
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +104,16 @@ class Editor:
         self.outbox.put_nowait(None)
 
     async def write(self) -> None:
-        while True:
-            data = await self.outbox.get()
-            if data is None:
-                break
-            self.outbox_bytes -= len(data)
-            await self.socket.send_data(data, mode="binary")
+        try:
+            while True:
+                data = await self.outbox.get()
+                if data is None:
+                    break
+                self.outbox_bytes -= len(data)
+                await self.socket.send_data(data, mode="binary")
+        except Exception:  # the client went away: nothing more to send it
+            self.closed = True
+            return
         with contextlib.suppress(Exception):
             await self.socket.close(code=self.close_code, reason=self.close_reason[:120])
 
@@ -114,6 +125,22 @@ async def yjs_endpoint(socket: WebSocket[Any, Any, Any], document_id: FromPath[s
     claims = await accept_authenticated(socket, services)
     if claims is None:
         return
+    # One count with /ws: the cap is on a user's sockets, whatever they are for.
+    open_sockets: UserConnections | None = socket.app.state.get("ws_connections")
+    if open_sockets is not None and not open_sockets.acquire(claims.user_id):
+        reason = f"at most {open_sockets.limit} connections per user"
+        await socket.close(code=CLOSE_TOO_MANY, reason=reason)
+        return
+    try:
+        await _edit(socket, services, claims, document_id)
+    finally:
+        if open_sockets is not None:
+            open_sockets.release(claims.user_id)
+
+
+async def _edit(
+    socket: WebSocket[Any, Any, Any], services: Services, claims: AccessClaims, document_id: str
+) -> None:
     editor = Editor(socket, claims.user_id, services.settings.yjs_frames_per_second)
     try:
         document, workspace = await anyio.to_thread.run_sync(
@@ -129,7 +156,6 @@ async def yjs_endpoint(socket: WebSocket[Any, Any, Any], document_id: FromPath[s
         return
     editor.can_edit = document.can_edit(claims.user_id, workspace)
     rooms: Rooms = services.rooms
-    live = await rooms.open(str(document.id))
     loop = asyncio.get_running_loop()
     writer = loop.create_task(editor.write())
     expiry = loop.call_later(
@@ -137,9 +163,19 @@ async def yjs_endpoint(socket: WebSocket[Any, Any, Any], document_id: FromPath[s
         lambda: loop.create_task(editor.close(1008, "token expired")),
     )
     editor.handler = asyncio.current_task()
+    live: LiveDocument | None = None
     try:
-        await rooms.join(live, editor)
-        await _receive(socket, editor, live, rooms)
+        opened = await _open(socket, editor, rooms, str(document.id))
+        live = opened.live
+        if live is not None:
+            await rooms.join(live, editor, ask=not opened.sent_stored)
+            if opened.sent_stored:
+                # What reached the copy while it was built (the editor has the rest).
+                missed = live.room.diff(live.loaded_state)
+                if missed != _EMPTY:
+                    await editor.send(protocol.sync_update(missed))
+            if opened.pending is None or await _take(opened.pending, editor, live, rooms):
+                await _receive(socket, editor, live, rooms)
     except asyncio.CancelledError:
         if not editor.cut_off:
             raise  # the server is stopping
@@ -147,7 +183,8 @@ async def yjs_endpoint(socket: WebSocket[Any, Any, Any], document_id: FromPath[s
     finally:
         editor.handler = None  # what follows is not to be cut short
         expiry.cancel()
-        await rooms.leave(live, editor)
+        if live is not None:
+            await rooms.leave(live, editor)
         await editor.close(1000, "")
         # A client that stopped reading holds the writer in a send: it gets a short while to
         # take what is queued, then the connection is dropped.
@@ -158,39 +195,113 @@ async def yjs_endpoint(socket: WebSocket[Any, Any, Any], document_id: FromPath[s
                 await writer
 
 
+# What a y-websocket client sends first when it holds nothing yet.
+_FRESH_STEP1 = protocol.sync_step1(b"\x00")
+
+
+@dataclass
+class Opened:
+    live: LiveDocument | None  # None: the connection ended first
+    pending: bytes | None = None  # a first frame, still to handle
+    sent_stored: bool = False  # the editor was sent the stored state
+
+
+async def _open(
+    socket: WebSocket[Any, Any, Any], editor: Editor, rooms: Rooms, document_id: str
+) -> Opened:
+    """The document's live copy, once the editor may use it.
+
+    A document not in memory is read from the store (a snapshot and the log after it), then
+    built into a copy. A fresh editor need not wait for the build: if its first frame comes
+    before the copy is built and is a sync step 1 of an empty document, it is answered with
+    the stored bytes themselves, which it applies while the server builds.
+    """
+    if document_id in rooms.live:
+        return Opened(await rooms.open(document_id))
+    opening = asyncio.ensure_future(rooms.open(document_id))
+    await asyncio.sleep(0)  # lets it start, so that what it reads can be awaited
+    fetched = rooms.fetching(document_id)
+    if fetched is None:
+        return Opened(await opening)
+    receiving = asyncio.ensure_future(_next_frame(socket, editor))
+    done, _ = await asyncio.wait({opening, receiving}, return_when=asyncio.FIRST_COMPLETED)
+    if receiving not in done:
+        receiving.cancel()  # the editor said nothing yet: the usual way, then
+        await asyncio.wait({receiving})
+        if receiving.cancelled():
+            return Opened(opening.result())
+    frame = receiving.result()
+    if frame is None:
+        opening.add_done_callback(_retrieve)  # the copy stays for the other editors, if any
+        return Opened(None)
+    if frame != _FRESH_STEP1 or opening.done():
+        return Opened(await opening, pending=frame)
+    stored = (await asyncio.shield(fetched)).stored
+    await editor.send(protocol.sync_step2(stored.updates[0] if stored.updates else _EMPTY))
+    for update in stored.updates[1:]:
+        await editor.send(protocol.sync_update(update))
+    # The server's own step 1, as on joining, but now: with the snapshot's state vector (a
+    # lower bound of the copy's), the editor's answer may repeat some of the tail, which
+    # changes nothing.
+    await editor.send(protocol.sync_step1(stored.state_vector))
+    return Opened(await opening, sent_stored=True)
+
+
+_EMPTY = b"\x00\x00"  # a Yjs update holding nothing: no structs, no deletions
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+async def _next_frame(socket: WebSocket[Any, Any, Any], editor: Editor) -> bytes | None:
+    """The next frame if it may be handled; None when the connection ends (or is closed
+    here for a bad frame)."""
+    try:
+        message = await socket.receive()
+    except WebSocketDisconnect:
+        return None
+    if message["type"] == "websocket.disconnect":
+        return None
+    frame = message.get("bytes")
+    if not isinstance(frame, bytes):
+        await editor.close(CLOSE_MALFORMED, "frames are binary y-websocket messages")
+        return None
+    if len(frame) > MAX_FRAME_BYTES:
+        await editor.close(CLOSE_TOO_BIG, f"a frame is at most {MAX_FRAME_BYTES} bytes")
+        return None
+    if not editor.bucket.take():
+        # Dropping an update would desynchronise the client; it reconnects and resyncs.
+        await editor.close(CLOSE_TOO_SLOW, "too many messages: slow down")
+        return None
+    return frame
+
+
 async def _receive(
     socket: WebSocket[Any, Any, Any], editor: Editor, live: LiveDocument, rooms: Rooms
 ) -> None:
     while not editor.closed and not live.closed:
-        try:
-            message = await socket.receive()
-        except WebSocketDisconnect:
-            return
-        if message["type"] == "websocket.disconnect":
-            return
-        frame = message.get("bytes")
-        if not isinstance(frame, bytes):
-            await editor.close(CLOSE_MALFORMED, "frames are binary y-websocket messages")
-            return
-        if len(frame) > MAX_FRAME_BYTES:
-            await editor.close(CLOSE_TOO_BIG, f"a frame is at most {MAX_FRAME_BYTES} bytes")
-            return
-        if not editor.bucket.take():
-            # Dropping an update would desynchronise the client; it reconnects and resyncs.
-            await editor.close(CLOSE_TOO_SLOW, "too many messages: slow down")
-            return
-        try:
-            await _handle(frame, editor, live, rooms)
-        except (protocol.MalformedMessage, MalformedUpdate) as exc:
-            await editor.close(CLOSE_MALFORMED, str(exc))
-            return
-        except DocumentTooLarge as exc:
-            await editor.close(CLOSE_TOO_BIG, str(exc))
+        frame = await _next_frame(socket, editor)
+        if frame is None or not await _take(frame, editor, live, rooms):
             return
         # Frames already buffered are received without suspending: without this turn, a fast
         # writer would starve the other editors' writers (their outboxes would fill and cut
         # them off) and the saving of its own updates.
         await asyncio.sleep(0)
+
+
+async def _take(frame: bytes, editor: Editor, live: LiveDocument, rooms: Rooms) -> bool:
+    """Handles one frame; False when it closed the connection."""
+    try:
+        await _handle(frame, editor, live, rooms)
+    except (protocol.MalformedMessage, MalformedUpdate) as exc:
+        await editor.close(CLOSE_MALFORMED, str(exc))
+        return False
+    except DocumentTooLarge as exc:
+        await editor.close(CLOSE_TOO_BIG, str(exc))
+        return False
+    return True
 
 
 async def _handle(frame: bytes, editor: Editor, live: LiveDocument, rooms: Rooms) -> None:

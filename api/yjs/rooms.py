@@ -32,7 +32,7 @@ from domain.base import Cause
 from domain.documents import Document
 from domain.errors import DomainError
 from domain.rules import MAX_DOCUMENT_UPDATE_BYTES
-from projections.documents import load_document
+from projections.documents import StoredDocument, fetch_document
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +85,23 @@ class RemoteEditors:
         await self.rooms.remote_awareness(self.live, data)
 
 
+@dataclass(frozen=True)
+class Fetched:
+    """A document as read from the store, before its copy is built."""
+
+    document_id: str
+    workspace_id: str
+    stored: StoredDocument
+
+
 @dataclass(eq=False)
 class LiveDocument:
     document_id: str
     workspace_id: str
     room: DocumentRoom
+    # The state vector of what the copy was built from (before updates that arrived while it
+    # was built): what an editor sent the stored bytes has.
+    loaded_state: bytes = b"\x00"
     peers: set[Peer] = field(default_factory=set)
     awareness: dict[int, protocol.AwarenessEntry] = field(default_factory=dict)
     flush_handle: asyncio.TimerHandle | None = None
@@ -110,6 +122,7 @@ class Rooms:
         self.idle_s = idle_s
         self.live: dict[str, LiveDocument] = {}
         self._opening: dict[str, asyncio.Future[LiveDocument]] = {}
+        self._fetched: dict[str, asyncio.Future[Fetched]] = {}
         # Deliveries that arrive while a document loads, applied once it has.
         self._early: dict[str, list[Delivery]] = {}
         self.saved_events = 0
@@ -152,38 +165,55 @@ class Rooms:
         opening = self._opening.get(document_id)
         if opening is not None:
             return await asyncio.shield(opening)
-        future: asyncio.Future[LiveDocument] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[LiveDocument] = loop.create_future()
+        fetched: asyncio.Future[Fetched] = loop.create_future()
         self._opening[document_id] = future
+        self._fetched[document_id] = fetched
         self._early[document_id] = []
         try:
-            live = await self._load(document_id)
+            stored = await anyio.to_thread.run_sync(self._fetch, document_id)
+            fetched.set_result(stored)
+            live = await anyio.to_thread.run_sync(self._build, stored)
         except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters re-raise it themselves
+            for failed in (future, fetched):
+                if not failed.done():
+                    failed.set_exception(exc)
+                failed.exception()  # retrieved: waiters re-raise it themselves
             raise
         finally:
             del self._opening[document_id]
+            del self._fetched[document_id]
             early = self._early.pop(document_id, [])
         for d in early:
             self._apply_delivery(live, d)
         self.live[document_id] = live
         live.remote = RemoteEditors(self, live)
         self.services.signals.join(awareness_group(document_id), live.remote)
+        self._touch(live)  # unloaded in time if its editor left while it was built
         self._changed()
         future.set_result(live)
         return live
 
-    async def _load(self, document_id: str) -> LiveDocument:
-        def load() -> LiveDocument:
-            document = self.services.app.load(Document, document_id)
-            with self.services.read_pool.connection() as conn, conn.cursor() as cur:
-                loaded = load_document(cur, document_id)
-            room = DocumentRoom(
-                document_id, loaded.doc, loaded.version, MAX_DOCUMENT_UPDATE_BYTES, loaded.size
-            )
-            return LiveDocument(document_id, str(document.workspace_id), room)
+    def fetching(self, document_id: str) -> asyncio.Future[Fetched] | None:
+        """While a document is being opened: what its copy is being built from, as soon as it
+        is read (a fresh editor can be sent it before the copy is built)."""
+        return self._fetched.get(document_id)
 
-        return await anyio.to_thread.run_sync(load)
+    def _fetch(self, document_id: str) -> Fetched:
+        document = self.services.app.load(Document, document_id)
+        with self.services.read_pool.connection() as conn, conn.cursor() as cur:
+            stored = fetch_document(cur, document_id)
+        return Fetched(document_id, str(document.workspace_id), stored)
+
+    def _build(self, fetched: Fetched) -> LiveDocument:
+        loaded = fetched.stored.build()
+        room = DocumentRoom(
+            fetched.document_id, loaded.doc, loaded.version, MAX_DOCUMENT_UPDATE_BYTES, loaded.size
+        )
+        return LiveDocument(
+            fetched.document_id, fetched.workspace_id, room, loaded_state=room.state_vector()
+        )
 
     def _touch(self, live: LiveDocument) -> None:
         """An idle document (no editors, nothing unsaved) leaves memory after ``idle_s``."""
@@ -220,11 +250,13 @@ class Rooms:
 
     # -- editors ------------------------------------------------------------------------------
 
-    async def join(self, live: LiveDocument, peer: Peer) -> None:
-        """Sync step 1 and the current awareness states, as the reference server does."""
+    async def join(self, live: LiveDocument, peer: Peer, *, ask: bool = True) -> None:
+        """Sync step 1 (unless the editor was already ``ask``ed) and the current awareness
+        states, as the reference server does."""
         live.peers.add(peer)
         self._touch(live)
-        await peer.send(protocol.sync_step1(live.room.state_vector()))
+        if ask:
+            await peer.send(protocol.sync_step1(live.room.state_vector()))
         entries = self.current_awareness(live)
         if entries:
             await peer.send(protocol.awareness_message(protocol.encode_awareness(entries)))

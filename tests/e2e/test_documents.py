@@ -8,8 +8,10 @@ import json
 import os
 import resource
 import socket
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -21,6 +23,7 @@ from pycrdt import Doc, Map, Text
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from api.realtime.hub import Delivery
 from api.yjs import protocol
 from application.commands import ApplyDocumentUpdate
 from application.document_rooms import RUN_BYTES
@@ -427,6 +430,9 @@ def test_restoring_a_version_appends_an_update(chorus: Running) -> None:
     assert stream_events(chorus, doc) == before + 1
     now = api.ok(api.get(f"/api/documents/{doc}", owner, min_position=restored["position"]))
     assert now["content"]["content"] == "version one"
+    # Refused even when it would change nothing (the content is already that version's).
+    same = api.post(f"/api/documents/{doc}/restore", viewer, {"position": restored["position"]})
+    assert same.status_code == 403
     # The history is all still there.
     then = api.ok(api.get(f"/api/documents/{doc}", owner, at=restored["position"] - 1))
     assert then["content"]["content"] == "version two"
@@ -441,7 +447,7 @@ def test_idle_documents_leave_memory(chorus: Running) -> None:
     try:
         with client(chorus, doc, owner).wait_synced() as a:
             type_text(a, "kept")
-            assert doc in rooms.live
+            assert rooms.wait(lambda: doc in rooms.live, TIMEOUT)
         assert rooms.wait(lambda: doc not in rooms.live, TIMEOUT)
     finally:
         rooms.idle_s = 30.0
@@ -456,6 +462,8 @@ def test_a_document_cannot_outgrow_its_bound(chorus: Running) -> None:
     doc = new_document(api, owner, workspace_with(api, owner))
     rooms = chorus.server.services.rooms
     with client(chorus, doc, owner).wait_synced() as a:
+        # A fresh editor is synced from the store, maybe before the copy is built.
+        assert rooms.wait(lambda: doc in rooms.live, TIMEOUT)
         room = rooms.live[doc].room
         room.max_size = room.size + 1000
         type_text(a, "x" * 2000)
@@ -654,3 +662,88 @@ def test_an_editor_that_stops_reading_is_cut_off_alone(
                 while True:
                     stalled.recv(timeout=TIMEOUT)
             assert closed.value.rcvd is None or closed.value.rcvd.code == 1013
+
+
+@dataclass(eq=False)
+class Watch:
+    """A listener of the server's event hub, waiting for a batch it recognises."""
+
+    matches: Callable[[list[Delivery]], bool]
+    heard: threading.Event
+
+    def deliver(self, batch: list[Delivery]) -> None:
+        if self.matches(batch):
+            self.heard.set()
+
+
+def test_a_fresh_editor_is_sent_the_stored_state_while_the_copy_is_built(
+    chorus: Running,
+) -> None:
+    """Opening a document not in memory: a fresh editor gets the stored bytes at once, before
+    the server's copy is built; updates committed meanwhile reach it once the copy is."""
+    api = chorus.api
+    owner = api.signup("own")
+    doc = new_document(api, owner, workspace_with(api, owner))
+    doc_id = UUID(doc)
+    services = chorus.server.services
+    rooms = services.rooms
+    source: Doc[Any] = Doc()
+    text = source.get("content", type=Text)
+    text += "stored"
+    services.app.execute(
+        ApplyDocumentUpdate(document_id=doc, update=source.get_update(), roots={"content": "text"}),
+        Cause(actor_id=owner.user_id),
+    )
+    gate = threading.Event()
+    build = rooms._build
+
+    def gated_build(fetched: Any) -> Any:
+        assert gate.wait(TIMEOUT)
+        return build(fetched)
+
+    rooms._build = gated_build  # type: ignore[method-assign]
+    try:
+        with client(chorus, doc, owner) as fresh:
+            fresh.wait(lambda: text_of(fresh) == "stored")
+            assert doc not in rooms.live  # served from the store: the copy is not built yet
+            before = source.get_state()
+            text += " and more"
+            update = source.get_update(before)
+            # The hub's listeners are told in turn: once this one is, the rooms hold the
+            # update too, set aside until the copy is built.
+            heard = threading.Event()
+            watch = Watch(  # the stream's third event: created, "stored", this
+                lambda batch: any(d.event.stream == doc_id and d.event.version == 3 for d in batch),
+                heard,
+            )
+            services.hub.add(watch)
+            try:
+                services.app.execute(
+                    ApplyDocumentUpdate(document_id=doc, update=update, roots={"content": "text"}),
+                    Cause(actor_id=owner.user_id),
+                )
+                assert heard.wait(TIMEOUT)
+            finally:
+                services.hub.remove(watch)
+            gate.set()
+            fresh.wait(lambda: text_of(fresh) == "stored and more")
+            assert fresh.synced and fresh.close_code is None
+    finally:
+        rooms._build = build  # type: ignore[method-assign]
+
+
+def test_editors_count_towards_the_connections_per_user(
+    postgres_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    with running_chorus(postgres_server, tmp_path, ws_connections_per_user=2) as capped:
+        api = capped.api
+        owner = api.signup("own")
+        doc = new_document(api, owner, workspace_with(api, owner))
+        with (
+            client(capped, doc, owner).wait_synced(),
+            client(capped, doc, owner).wait_synced(),
+            client(capped, doc, owner) as third,
+        ):
+            assert third.wait_closed() == 4429
+        with client(capped, doc, owner) as again:  # the slots were given back
+            again.wait_synced()

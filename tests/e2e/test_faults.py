@@ -354,6 +354,14 @@ def test_postgres_crash_during_appends_loses_no_acknowledged_write(
                 lambda: (r := http.get("/ready")).status_code == 503 and r.json(),
             )
         assert outage["database"] is False and outage["status"] == "unavailable", outage
+        # Reads during the outage answer 503 with Retry-After (a problem document), not 500:
+        # the lost or refused connection is mapped in api/errors.py.
+        with httpx.Client(base_url=chorus.url, timeout=TIMEOUT * 3) as http:
+            for path in (f"/api/channels/{setup.channel}/messages", "/api/workspaces"):
+                r = http.get(path, headers=setup.headers)
+                assert r.status_code == 503, (path, r.status_code, r.text)
+                assert r.headers.get("retry-after"), (path, dict(r.headers))
+                assert r.headers["content-type"].startswith("application/problem+json"), path
         assert chorus.proc.poll() is None
 
         restarting_at = time.monotonic()

@@ -1,0 +1,126 @@
+"""HTTP rate limits per client address (``CHORUS_RATE_LIMIT_PER_SECOND``).
+
+A fixed one-second window per address. With ``REDIS_URL`` set the count lives in Redis
+(``INCR`` and ``PEXPIRE`` in one Lua script, atomic), so every instance pointed at the same
+Redis shares one budget; without it, or while Redis does not answer, each process counts
+alone. A refused request gets 429 (problem+json) with ``Retry-After: 1``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from litestar.enums import ScopeType
+from litestar.exceptions import TooManyRequestsException
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "chorus:rate:"
+# A window's key outlives its second a little, so clocks a few hundred ms apart still share it.
+KEY_TTL_MS = 2000
+REDIS_TIMEOUT_S = 0.25
+# After Redis failed, counting stays local this long before Redis is tried again: an outage
+# costs one timeout per this period, not one per request.
+REDIS_RETRY_S = 1.0
+
+_INCR_WITH_EXPIRY = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
+"""
+
+
+class _LocalWindow:
+    """This process's counts for the current second only: memory stays bounded by the
+    addresses seen within one second."""
+
+    def __init__(self) -> None:
+        self.window = -1
+        self.counts: dict[str, int] = {}
+
+    def hit(self, address: str, window: int) -> int:
+        if window != self.window:
+            self.window, self.counts = window, {}
+        count = self.counts.get(address, 0) + 1
+        self.counts[address] = count
+        return count
+
+
+class RateLimiter:
+    """Counts requests per client address and second; Redis-backed when given a URL."""
+
+    def __init__(self, per_second: int, redis_url: str | None = None) -> None:
+        self.per_second = per_second
+        self.redis_url = redis_url
+        self._local = _LocalWindow()
+        self._redis: aioredis.Redis | None = None
+        self._script: Any = None
+        self._redis_down_until = 0.0
+        self._redis_failing = False
+
+    async def allow(self, address: str) -> bool:
+        """Counts one request from ``address``; False when it is over the limit."""
+        window = int(time.time())
+        count = await self._redis_count(address, window)
+        if count is None:
+            count = self._local.hit(address, window)
+        return count <= self.per_second
+
+    async def _redis_count(self, address: str, window: int) -> int | None:
+        if self.redis_url is None or time.monotonic() < self._redis_down_until:
+            return None
+        try:
+            if self._redis is None:
+                self._redis = aioredis.from_url(
+                    self.redis_url,
+                    socket_timeout=REDIS_TIMEOUT_S,
+                    socket_connect_timeout=REDIS_TIMEOUT_S,
+                )
+                self._script = self._redis.register_script(_INCR_WITH_EXPIRY)
+            result = await self._script(keys=[f"{KEY_PREFIX}{window}:{address}"], args=[KEY_TTL_MS])
+        except Exception as exc:  # Redis down or slow: count here rather than fail requests
+            if not self._redis_failing:
+                log.warning("rate limits: Redis unavailable (%s); counting in this process", exc)
+            self._redis_failing = True
+            self._redis_down_until = time.monotonic() + REDIS_RETRY_S
+            return None
+        if self._redis_failing:
+            log.warning("rate limits: Redis is back; counting there again")
+            self._redis_failing = False
+        return int(result)
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            try:
+                await self._redis.aclose()
+            except Exception:  # closing a client whose server is gone
+                log.debug("rate limits: closing the Redis client failed", exc_info=True)
+            self._redis = None
+
+
+def client_address(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+class RateLimitMiddleware(ASGIMiddleware):
+    """429 for an address over its budget; health checks are never limited."""
+
+    scopes = (ScopeType.HTTP,)
+    exclude_path_pattern = (r"^/health$", r"^/ready$")
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self.limiter = limiter
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        if not await self.limiter.allow(client_address(scope)):
+            raise TooManyRequestsException(
+                detail=f"at most {self.limiter.per_second} requests per second per client address",
+                headers={"Retry-After": "1"},
+            )
+        await next_app(scope, receive, send)
