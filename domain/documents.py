@@ -11,7 +11,8 @@ from datetime import datetime
 from typing import TypedDict
 from uuid import UUID
 
-from eventsourcing.domain import Snapshot, event
+from eventsourcing.domain import Snapshot as AggregateSnapshot
+from eventsourcing.domain import event
 
 from domain.base import Cause, ChorusAggregate
 from domain.errors import Gone, InvalidValue, NotAMember, PermissionDenied
@@ -71,7 +72,7 @@ class DocumentState(TypedDict):
 class Document(ChorusAggregate):
     """A document of a workspace: rich text, a whiteboard, or anything Yjs holds."""
 
-    class Snapshot(Snapshot):
+    class Snapshot(AggregateSnapshot):
         """Its events carry the content's bytes; a snapshot spares loading them all to learn
         the title and who may edit."""
 
