@@ -7,6 +7,7 @@ import contextlib
 import logging
 import re
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -490,17 +491,28 @@ async def ws_endpoint(socket: WebSocket[Any, Any, Any]) -> None:
     claims = await accept_authenticated(socket, services)
     if claims is None:
         return
+    async with counted_socket(socket, claims.user_id) as admitted:
+        if admitted:
+            await _serve(socket, services, claims)
+
+
+@contextlib.asynccontextmanager
+async def counted_socket(socket: WebSocket[Any, Any, Any], user_id: str) -> AsyncIterator[bool]:
+    """Counts an accepted socket (``/ws`` or ``/yjs``: the cap is on a user's sockets,
+    whatever they are for) while it is open; yields False, having closed it with 4429, when
+    the user already holds as many as allowed."""
     # Counted on the event loop's thread only: acquiring and releasing need no lock.
     open_sockets: UserConnections | None = socket.app.state.get("ws_connections")
-    if open_sockets is not None and not open_sockets.acquire(claims.user_id):
+    if open_sockets is not None and not open_sockets.acquire(user_id):
         reason = f"at most {open_sockets.limit} connections per user"
         await socket.close(code=CLOSE_TOO_MANY, reason=reason)
+        yield False
         return
     try:
-        await _serve(socket, services, claims)
+        yield True
     finally:
         if open_sockets is not None:
-            open_sockets.release(claims.user_id)
+            open_sockets.release(user_id)
 
 
 async def _serve(

@@ -21,12 +21,7 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath
 
 from api.bootstrap import Services
-from api.realtime.socket import (
-    CLOSE_TOO_MANY,
-    TokenBucket,
-    UserConnections,
-    accept_authenticated,
-)
+from api.realtime.socket import TokenBucket, accept_authenticated, counted_socket
 from api.yjs import protocol
 from api.yjs.rooms import CLOSE_NO_ACCESS, LiveDocument, Rooms
 from application.document_rooms import DocumentTooLarge
@@ -125,17 +120,9 @@ async def yjs_endpoint(socket: WebSocket[Any, Any, Any], document_id: FromPath[s
     claims = await accept_authenticated(socket, services)
     if claims is None:
         return
-    # One count with /ws: the cap is on a user's sockets, whatever they are for.
-    open_sockets: UserConnections | None = socket.app.state.get("ws_connections")
-    if open_sockets is not None and not open_sockets.acquire(claims.user_id):
-        reason = f"at most {open_sockets.limit} connections per user"
-        await socket.close(code=CLOSE_TOO_MANY, reason=reason)
-        return
-    try:
-        await _edit(socket, services, claims, document_id)
-    finally:
-        if open_sockets is not None:
-            open_sockets.release(claims.user_id)
+    async with counted_socket(socket, claims.user_id) as admitted:
+        if admitted:
+            await _edit(socket, services, claims, document_id)
 
 
 async def _edit(

@@ -573,6 +573,24 @@ def test_query_awareness_is_answered(chorus: Running) -> None:
         b.wait(lambda: b.awareness.get(77) == b'{"user":"a"}')
 
 
+def burst(writer: YClient, reader: YClient, pieces: list[str]) -> str:
+    """Appends each piece as its own update (one transaction, one frame each) as fast as the
+    socket takes them; returns the text once the reader holds it too, both still connected."""
+
+    def append(y: YClient) -> None:
+        text = y.text()
+        for piece in pieces:
+            text.insert(len(text), piece)
+
+    writer.edit(append)
+    expected = text_of(writer)
+    size = writer.read(lambda y: len(y.text()))  # cheap to compare after every frame
+    reader.wait(lambda: reader.read(lambda y: len(y.text())) == size, timeout=60)
+    assert text_of(reader) == expected
+    assert reader.close_code is None and writer.close_code is None
+    return expected
+
+
 @pytest.mark.slow
 def test_a_fast_writer_loses_nothing_and_saves_bounded_events(
     postgres_server: EmbeddedPostgres, tmp_path: Path
@@ -590,17 +608,7 @@ def test_a_fast_writer_loses_nothing_and_saves_bounded_events(
         with client(fast, doc, owner).wait_synced() as reader, client(fast, doc, owner) as w:
             w.wait_synced()
 
-            def burst(y: YClient) -> None:
-                text = y.text()
-                for i in range(updates):
-                    text.insert(len(text), f"{i % 10}{chunk}")  # one transaction, one frame each
-
-            w.edit(burst)
-            expected = text_of(w)
-            size = w.read(lambda y: len(y.text()))  # cheap to compare after every frame
-            reader.wait(lambda: reader.read(lambda y: len(y.text())) == size, timeout=60)
-            assert text_of(reader) == expected
-            assert reader.close_code is None and w.close_code is None
+            expected = burst(w, reader, [f"{i % 10}{chunk}" for i in range(updates)])
         # A document leaves memory only once everything it received is saved.
         assert rooms.wait(lambda: doc not in rooms.live, 60)
         events = fast.server.services.app.events.get(UUID(doc))
@@ -646,17 +654,7 @@ def test_an_editor_that_stops_reading_is_cut_off_alone(
         ):
             w.wait_synced()
 
-            def burst(y: YClient) -> None:
-                text = y.text()
-                for i in range(updates):
-                    text.insert(len(text), chunks[i])
-
-            w.edit(burst)
-            expected = text_of(w)
-            size = w.read(lambda y: len(y.text()))  # cheap to compare after every frame
-            reader.wait(lambda: reader.read(lambda y: len(y.text())) == size, timeout=60)
-            assert text_of(reader) == expected
-            assert reader.close_code is None and w.close_code is None
+            burst(w, reader, chunks)
             # What reached it before the cut, then the end of the connection.
             with pytest.raises(ConnectionClosed) as closed:
                 while True:
