@@ -107,6 +107,8 @@ def build_services(
     app = Chorus(
         eventsourcing_env(database_url, pool_size=settings.db_pool_size), passwords=passwords
     )
+    if settings.group_commit:
+        app.enable_group_commit()
     read_pool: ConnectionPool[Any] = ConnectionPool(
         database_url,
         min_size=2,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import random
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 from uuid import UUID
 
 import msgspec
@@ -23,6 +24,9 @@ from application.ports import CommandStore, PasswordHashing
 from domain.base import Cause, ChorusAggregate, as_uuid
 from domain.documents import Document
 from domain.errors import Conflict, InvalidValue, NotFound
+
+if TYPE_CHECKING:
+    from application.group_commit import GroupCommitter
 
 A = TypeVar("A", bound=ChorusAggregate)
 
@@ -87,6 +91,25 @@ class Chorus(Application[UUID]):
         super().__init__(env)
         self.passwords = passwords
         self.clock = clock
+        # Opt-in group commit (application/group_commit.py); None: each command commits alone.
+        self.group_committer: GroupCommitter | None = None
+        self._group_commit_lock = threading.Lock()
+
+    def enable_group_commit(self, **options: Any) -> GroupCommitter:
+        """Routes ``execute`` through one writer thread that commits concurrent commands
+        together (see application/group_commit.py). Idempotent."""
+        with self._group_commit_lock:
+            if self.group_committer is None:
+                from application.group_commit import GroupCommitter
+
+                self.group_committer = GroupCommitter(self, **options)
+            return self.group_committer
+
+    def close(self) -> None:
+        committer = self.group_committer
+        if committer is not None:
+            committer.close()
+        super().close()
 
     @property
     def store(self) -> CommandStore:
@@ -114,6 +137,13 @@ class Chorus(Application[UUID]):
     def execute(self, command: Command, cause: Cause) -> CommandResult:
         """Decides a command against current state and saves its events atomically with its
         idempotency record. A retry with the same key gets the first result back."""
+        committer = self.group_committer
+        if committer is not None:
+            return committer.execute(command, cause)
+        return self.execute_now(command, cause)
+
+    def execute_now(self, command: Command, cause: Cause) -> CommandResult:
+        """``execute`` in the calling thread, committing this command alone."""
         handler = HANDLERS[type(command)]
         scope = cause.actor_id or "anonymous"
         record: _Record | None = None

@@ -36,6 +36,10 @@ EVENTS_TABLE = "chorus_events"
 SNAPSHOTS_TABLE = "chorus_snapshots"  # the name eventsourcing gives them for "Chorus"
 NOTIFY_CHANNEL = EVENTS_TABLE
 _APPEND_LINK = append_link_sql(EVENTS_TABLE)
+_INSERT_COMMAND = (
+    "INSERT INTO chorus_commands (scope, key, fingerprint, status, result, position)"
+    " VALUES (%s, %s, %s, %s, %s::jsonb, %s)"
+)
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS chorus_commands (
@@ -99,6 +103,7 @@ class ChorusRecorder(PostgresApplicationRecorder):
         stored_events: Sequence[StoredEvent],
         *,
         command: CommandRecord | None = None,
+        commands: Sequence[tuple[CommandRecord, int, int]] = (),
         **kwargs: Any,
     ) -> Sequence[int] | None:
         ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
@@ -106,26 +111,33 @@ class ChorusRecorder(PostgresApplicationRecorder):
         # position order; queued in the pipeline, it costs no round trip.
         for position in sorted(ids or ()):
             curs.execute(_APPEND_LINK, (position,), prepare=True)
+        rows = []
         if command is not None and ids:
-            position = max(ids)
-            result = dict(command.result, position=position)
+            rows.append(_command_row(command, max(ids)))
+        # A group commit (application/group_commit.py): each command's record points at the
+        # last of its own events, ``stored_events[start:stop]``.
+        if ids:
+            rows.extend(_command_row(r, max(ids[start:stop])) for r, start, stop in commands)
+        if rows:
             # The nested pipeline syncs on exit, so a duplicate key (a racing retry) fails
             # here, inside the recorder's error handling, and rolls the events back too.
             with curs.connection.pipeline():
-                curs.execute(
-                    "INSERT INTO chorus_commands"
-                    " (scope, key, fingerprint, status, result, position)"
-                    " VALUES (%s, %s, %s, %s, %s::jsonb, %s)",
-                    (
-                        command.scope,
-                        command.key,
-                        command.fingerprint,
-                        command.status,
-                        msgspec.json.encode(result).decode(),
-                        position,
-                    ),
-                )
+                for row in rows:
+                    curs.execute(_INSERT_COMMAND, row)
         return ids
+
+    def insert_batch(
+        self,
+        stored_events: Sequence[StoredEvent],
+        commands: Sequence[tuple[CommandRecord, int, int]],
+        credentials: Mapping[UUID, str],
+    ) -> Sequence[int]:
+        """Several commands' events, idempotency records and credentials in one transaction
+        (same table lock and chain links as a single command's). ``commands`` holds each
+        record with the slice ``[start:stop]`` of ``stored_events`` that are its events.
+        The positions returned are in the order of ``stored_events``."""
+        ids = self.insert_events(stored_events, commands=commands, credentials=credentials)
+        return list(ids or ())
 
     def find_command(self, scope: str, key: str) -> StoredCommand | None:
         """The recorded outcome of an earlier command with this idempotency key."""
@@ -173,6 +185,18 @@ class ChorusRecorder(PostgresApplicationRecorder):
             )
             row = curs.fetchone()
         return None if row is None else str(row["password_hash"])
+
+
+def _command_row(command: CommandRecord, position: int) -> tuple[Any, ...]:
+    result = dict(command.result, position=position)
+    return (
+        command.scope,
+        command.key,
+        command.fingerprint,
+        command.status,
+        msgspec.json.encode(result).decode(),
+        position,
+    )
 
 
 def eventsourcing_env(database_url: str, *, pool_size: int = 8) -> dict[str, str]:

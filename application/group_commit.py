@@ -1,0 +1,390 @@
+"""Group commit (opt-in, issue #6 point 1): concurrent commands committed together.
+
+One writer thread per ``Chorus`` takes the commands queued by callers (up to ``max_batch``,
+or what arrived within ``max_wait_s``), decides each of them in order with the same handlers
+as ``Chorus.execute_now`` (so authorization and domain rules are the same), and saves all
+their events, idempotency records and credentials in one transaction, under the event
+store's table lock, as one command's would be. Each caller is answered only after that
+commit (or with its own command's error).
+
+- Isolation: a command is decided on copies of the aggregates it loads, taken from the
+  batch's working set (what earlier commands of the batch made of them) or from the
+  repository. Only when the decision succeeds do its copies replace the working set's; a
+  command refused (any exception) leaves no trace, and the next one sees the state before it.
+- Idempotency: a key already recorded is replayed as ``execute_now`` does; the same key twice
+  in one batch gets the first command's result (or IdempotencyKeyReused).
+- Conflicts: another writer (another process, or ``execute_now`` here) may have written one of
+  the batch's aggregates, or recorded one of its keys: the insert fails with IntegrityError
+  and nothing of the batch is stored. Each command of the batch is then run again alone
+  through ``execute_now`` (which decides again and retries), so a conflict fails only the
+  commands it concerns.
+- The repository's cache only ever holds state read from the store (the app runs with
+  AGGREGATE_CACHE_FASTFORWARD, which never caches saved aggregates), so a rolled-back batch
+  leaves nothing in it; the working set is dropped after each batch.
+- Commands carrying a password (sign-up, password-protected workspaces) are not batched: their
+  hashing (argon2, ~0.3 s) would stall every other command behind it. They run in the
+  caller's thread through ``execute_now``, with the same optimistic concurrency.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from copy import deepcopy
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
+from eventsourcing.persistence import IntegrityError
+
+from application.chorus import (
+    CommandResult,
+    IdempotencyKeyReused,
+    _fingerprint,
+    _Record,
+)
+from application.commands import Command
+from application.decisions import HANDLERS
+from application.ports import CommandStore, PasswordHashing, StoredCommand
+from domain.base import Cause, ChorusAggregate, as_uuid
+from domain.errors import NotFound
+
+if TYPE_CHECKING:
+    from application.chorus import Chorus
+
+A = TypeVar("A", bound=ChorusAggregate)
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 256
+
+
+@dataclass
+class _Item:
+    command: Command
+    cause: Cause
+    future: Future[CommandResult]
+    result: CommandResult | None = None
+    error: BaseException | None = None
+    record: _Record | None = None
+    events: list[Any] = field(default_factory=list)
+    # Same idempotency key as an earlier command of the batch: its result, replayed.
+    same_as: _Item | None = None
+
+
+@dataclass
+class Stats:
+    """Counters, for tests and benchmarks."""
+
+    batches: int = 0  # transactions committed by the writer
+    batched_commands: int = 0  # commands answered from those transactions
+    largest_batch: int = 0
+    fallbacks: int = 0  # batches that hit IntegrityError and were run again one by one
+    bypassed: int = 0  # commands with a password, run in the caller's thread
+
+
+class _BatchView:
+    """What a handler sees of the application while deciding one command of a batch: the
+    batch's working set over the store, through copies."""
+
+    def __init__(
+        self,
+        app: Chorus,
+        working: dict[UUID, ChorusAggregate],
+        credentials: dict[UUID, str],
+    ) -> None:
+        self._app = app
+        self._working = working
+        self._credentials = credentials
+        self.loaded: dict[UUID, ChorusAggregate] = {}
+
+    @property
+    def clock(self) -> Callable[[], datetime]:
+        return self._app.clock
+
+    @property
+    def passwords(self) -> PasswordHashing:
+        return self._app.passwords
+
+    @property
+    def store(self) -> CommandStore:
+        return self
+
+    def find_command(self, scope: str, key: str) -> StoredCommand | None:
+        return self._app.store.find_command(scope, key)
+
+    def find_password_hash(self, subject_id: UUID) -> str | None:
+        if subject_id in self._credentials:
+            return self._credentials[subject_id]
+        return self._app.store.find_password_hash(subject_id)
+
+    def load(self, kind: type[A], aggregate_id: str | UUID, what: str | None = None) -> A:
+        label = what or kind.__name__.lower()
+        uid = as_uuid(aggregate_id)
+        aggregate = self.loaded.get(uid)
+        if aggregate is None:
+            if uid not in self._working:
+                try:
+                    # A fresh object (the repository copies what it caches), read once a
+                    # batch: later commands of the batch decide on copies of it.
+                    self._working[uid] = cast(ChorusAggregate, self._app.repository.get(uid))
+                except AggregateNotFoundError:
+                    raise NotFound(f"unknown {label}") from None
+            aggregate = deepcopy(self._working[uid])
+            self.loaded[uid] = aggregate
+        if not isinstance(aggregate, kind):
+            raise NotFound(f"unknown {label}")
+        return aggregate
+
+    def exists(self, aggregate_id: UUID) -> bool:
+        return (
+            aggregate_id in self.loaded
+            or aggregate_id in self._working
+            or aggregate_id in self._app.repository
+        )
+
+
+_STOP = object()
+
+
+class GroupCommitter:
+    """One writer thread committing the commands of concurrent callers together."""
+
+    def __init__(
+        self,
+        app: Chorus,
+        *,
+        max_batch: int = MAX_BATCH,
+        max_wait_s: float = 0.0,
+        batch_passwords: bool = False,
+    ) -> None:
+        self.app = app
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.batch_passwords = batch_passwords
+        self.stats = Stats()
+        # Tests: ``hold()`` keeps the writer from starting a batch, so that commands
+        # submitted meanwhile share one; ``before_commit`` runs between the decisions and
+        # the insert (to make a concurrent writer win the race).
+        self._gate = threading.Lock()
+        self.before_commit: Callable[[], None] | None = None
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="chorus-group-commit", daemon=True)
+        self._thread.start()
+
+    # -- callers ----------------------------------------------------------------------------
+
+    def submit(self, command: Command, cause: Cause) -> Future[CommandResult]:
+        future: Future[CommandResult] = Future()
+        with self._close_lock:
+            if self._closed:
+                raise RuntimeError("the group committer is closed")
+            self._queue.put(_Item(command, cause, future))
+        return future
+
+    def execute(self, command: Command, cause: Cause) -> CommandResult:
+        if threading.current_thread() is self._thread:
+            return self.app.execute_now(command, cause)
+        if not self.batch_passwords and getattr(command, "password", None) is not None:
+            self.stats.bypassed += 1
+            return self.app.execute_now(command, cause)
+        return self.submit(command, cause).result()
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """While held, the writer starts no batch: what is submitted meanwhile is decided
+        and committed together once released (up to ``max_batch``)."""
+        with self._gate:
+            yield
+
+    def close(self) -> None:
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(_STOP)
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    # -- the writer -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            batch = [cast(_Item, first)]
+            try:
+                with self._gate:
+                    stopping = self._fill(batch)
+                    self._process(batch)
+            except BaseException as error:  # handed to the callers
+                log.exception("group commit failed")
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(error)
+
+    def _fill(self, batch: list[_Item]) -> bool:
+        """Adds what is queued (waiting up to ``max_wait_s`` for more); True on close."""
+        deadline: float | None = None
+        while len(batch) < self.max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                if self.max_wait_s <= 0:
+                    return False
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.max_wait_s
+                if now >= deadline:
+                    return False
+                try:
+                    item = self._queue.get(timeout=deadline - now)
+                except queue.Empty:
+                    return False
+            if item is _STOP:
+                return True
+            batch.append(cast(_Item, item))
+        return False
+
+    def _process(self, batch: list[_Item]) -> None:
+        working: dict[UUID, ChorusAggregate] = {}
+        credentials: dict[UUID, str] = {}
+        keys: dict[tuple[str, str], tuple[str, _Item]] = {}
+        for item in batch:
+            self._decide(item, working, credentials, keys)
+        writing = [i for i in batch if i.events]
+        if writing:
+            events = [e for i in writing for e in i.events]
+            mapper = self.app.mapper
+            stored = [mapper.to_stored_event(e) for e in events]
+            records = []
+            spans: list[tuple[_Item, int, int]] = []
+            start = 0
+            for item in writing:
+                stop = start + len(item.events)
+                spans.append((item, start, stop))
+                if item.record is not None:
+                    records.append((item.record, start, stop))
+                start = stop
+            recorder = cast(Any, self.app.recorder)
+            if self.before_commit is not None:
+                self.before_commit()
+            try:
+                ids = recorder.insert_batch(stored, records, credentials)
+            except IntegrityError:
+                self._fall_back(batch, stored, spans)
+                return
+            for item, start, stop in spans:
+                position = max(ids[start:stop])
+                assert item.result is not None
+                item.result = CommandResult(
+                    item.result.status, {**item.result.body, "position": position}
+                )
+            self.stats.batches += 1
+            self.stats.batched_commands += len(batch)
+            self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+            self._take_snapshots(events, working)
+        for item in batch:
+            self._answer(item)
+
+    def _decide(
+        self,
+        item: _Item,
+        working: dict[UUID, ChorusAggregate],
+        credentials: dict[UUID, str],
+        keys: dict[tuple[str, str], tuple[str, _Item]],
+    ) -> None:
+        command, cause = item.command, item.cause
+        scope = cause.actor_id or "anonymous"
+        try:
+            fingerprint = ""
+            if cause.command_id is not None:
+                fingerprint = _fingerprint(command)
+                earlier = keys.get((scope, cause.command_id))
+                if earlier is not None:
+                    if earlier[0] != fingerprint:
+                        raise IdempotencyKeyReused(
+                            "this Idempotency-Key was already used for a different request"
+                        )
+                    item.same_as = earlier[1]
+                    return
+                replay = self.app._replay(scope, cause.command_id, fingerprint)
+                if replay is not None:
+                    item.result = replay
+                    return
+            view = _BatchView(self.app, working, credentials)
+            decision = HANDLERS[type(command)](cast("Chorus", view), command, cause)
+            events = [e for a in decision.aggregates for e in a.collect_events()]
+        except Exception as error:  # the command's own answer
+            item.error = error
+            return
+        item.result = CommandResult(decision.status, {**decision.body, "position": None})
+        if not events:
+            return
+        item.events = events
+        for aggregate in decision.aggregates:
+            working[aggregate.id] = aggregate
+        credentials.update(decision.credentials)
+        if cause.command_id is not None:
+            item.record = _Record(
+                scope, cause.command_id, fingerprint, decision.status, decision.body
+            )
+            keys[(scope, cause.command_id)] = (fingerprint, item)
+
+    def _answer(self, item: _Item) -> None:
+        if item.same_as is not None:
+            first = item.same_as
+            if first.result is not None and first.error is None:
+                item.result = CommandResult(first.result.status, dict(first.result.body), True)
+            else:  # pragma: no cover - a key is only noted for a command that wrote
+                item.error = RuntimeError("the first command with this key failed")
+        if item.error is not None:
+            item.future.set_exception(item.error)
+        else:
+            assert item.result is not None
+            item.future.set_result(item.result)
+
+    def _fall_back(
+        self, batch: list[_Item], stored: list[Any], spans: list[tuple[_Item, int, int]]
+    ) -> None:
+        """The batch's transaction failed and stored nothing (unless its COMMIT committed
+        though its answer was lost, and the store's retry then conflicted with itself)."""
+        self.stats.fallbacks += 1
+        recorder = cast(Any, self.app.recorder)
+        if recorder.find_recorded(stored) is not None:
+            for item, start, stop in spans:
+                position = recorder.find_recorded(stored[start:stop])
+                assert item.result is not None
+                item.result = CommandResult(
+                    item.result.status, {**item.result.body, "position": position}
+                )
+            for item in batch:
+                self._answer(item)
+            return
+        for item in batch:
+            try:
+                result = self.app.execute_now(item.command, item.cause)
+            except Exception as error:  # the command's own answer
+                item.future.set_exception(error)
+            else:
+                item.future.set_result(result)
+
+    def _take_snapshots(self, events: list[Any], working: dict[UUID, ChorusAggregate]) -> None:
+        """As ``Application.save`` does after recording (documents, every N versions)."""
+        processing: ProcessingEvent[UUID] = ProcessingEvent()
+        processing.events.extend(events)
+        processing.aggregates.update(working)
+        try:
+            self.app._take_snapshots(processing)
+        except Exception:  # a snapshot is a cache: the commands are committed anyway
+            log.exception("snapshot after a group commit failed")
