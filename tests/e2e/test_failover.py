@@ -355,13 +355,15 @@ def wait_for_command(database_url: str, scope: str, key: str) -> None:
 
 @pytest.mark.faults
 @pytest.mark.slow
+@pytest.mark.parametrize("group_commit", [False, True], ids=["one-commit-each", "group-commit"])
 def test_kill_9_mid_burst_loses_no_acknowledged_write(
-    postgres_server: EmbeddedPostgres, tmp_path: Path
+    postgres_server: EmbeddedPostgres, tmp_path: Path, group_commit: bool
 ) -> None:
     n, kill_after = 300, 100
+    env = {"CHORUS_GROUP_COMMIT": "true"} if group_commit else {}
     with new_database(postgres_server) as url, processes() as started, ExitStack() as stack:
-        a = ChorusProcess(tmp_path / "a", url)
-        b = ChorusProcess(tmp_path / "b", url)
+        a = ChorusProcess(tmp_path / "a", url, env=env)
+        b = ChorusProcess(tmp_path / "b", url, env=env)
         start_all(started, a, b)
         setup = set_up_channel(a.url)
 
