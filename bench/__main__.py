@@ -37,7 +37,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -81,14 +81,18 @@ LABELS = {
     "raw_insert_transaction": "  BEGIN; INSERT; COMMIT",
     "raw_insert_locked": "  BEGIN; LOCK; INSERT; NOTIFY; COMMIT",
     "app_send_message": "Chorus.execute(SendMessage)",
+    "app_send_message_group_commit": "  same, group commit (CHORUS_GROUP_COMMIT)",
     "http_get_me": "HTTP GET /api/auth/me (baseline)",
     "http_send_message": "HTTP POST /api/channels/{ch}/messages",
+    "http_send_message_group_commit": "  same, group commit (CHORUS_GROUP_COMMIT)",
     "http_send_no_projections": "  same, projection runner off (diagnostic)",
 }
 COMPARISONS = {
     "raw_insert_transaction": ("raw_insert",),
     "raw_insert_locked": ("raw_insert",),
     "app_send_message": ("raw_insert",),
+    "app_send_message_group_commit": ("raw_insert", "app_send_message"),
+    "http_send_message_group_commit": ("raw_insert", "app_send_message", "http_get_me"),
     "http_send_message": ("raw_insert", "app_send_message", "http_get_me"),
     "http_send_no_projections": ("raw_insert", "app_send_message", "http_get_me"),
 }
@@ -460,6 +464,26 @@ def write_group(
             services.close()
         extra["message_sent_state_bytes"] = scenarios.mean_state_bytes(app_url, "%MessageSent")
 
+        # The same commands committed together by one writer thread (application/group_commit.py).
+        scenarios.create_database(admin_url, "bench_app_group_commit")
+        grouped = build_services(
+            replace(settings, group_commit=True, data_dir=work / "app-gc"),
+            pg.url_for("bench_app_group_commit"),
+            run_projections=False,
+        )
+        try:
+            factory = scenarios.send_message_factory(
+                grouped.app, scenarios.prepare_chat(grouped.app)
+            )
+            bench.run(
+                "app_send_message_group_commit", factory, [bench_probe, pg_probe, *everything]
+            )
+            committer = grouped.app.group_committer
+            assert committer is not None
+            extra["group_commit"] = vars(committer.stats).copy()
+        finally:
+            grouped.close()
+
         print("3. HTTP: chorus serve (uvicorn, one process) and httpx clients, one per thread")
         scenarios.create_database(admin_url, "bench_http")
         server = scenarios.ChorusServer(pg.url_for("bench_http"), work).start()
@@ -484,6 +508,17 @@ def write_group(
 
         post = scenarios.http_factory(server.url, http_chat, post=True)
         bench.run("http_send_message", post, probes, after=catch_up)
+        server.stop()
+        server = None
+
+        scenarios.create_database(admin_url, "bench_http_group_commit")
+        server = scenarios.ChorusServer(
+            pg.url_for("bench_http_group_commit"), work, env={"CHORUS_GROUP_COMMIT": "true"}
+        ).start()
+        grouped_chat = scenarios.prepare_http_chat(server.url)
+        scenarios.wait_for_projections(server.url, timeout_s=30)
+        post = scenarios.http_factory(server.url, grouped_chat, post=True)
+        bench.run("http_send_message_group_commit", post, probes, after=catch_up)
         server.stop()
         server = None
 

@@ -208,10 +208,18 @@ class ChorusServer:
     """``chorus serve`` (one uvicorn process, its own GIL) on 127.0.0.1 and a free port; with
     ``projections=False``, the same app without its projection runner (``bench.server``)."""
 
-    def __init__(self, database_url: str, work_dir: Path, *, projections: bool = True) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        work_dir: Path,
+        *,
+        projections: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.database_url = database_url
         self.work_dir = work_dir
         self.projections = projections
+        self.extra_env = dict(env or {})
         name = "chorus-serve" if projections else "chorus-serve-no-projections"
         self.log_path = work_dir / f"{name}.log"
         self.port = 0
@@ -237,6 +245,7 @@ class ChorusServer:
                 "CHORUS_WS_CONNECTIONS_PER_USER": "0",
                 "CHORUS_ACCESS_TOKEN_TTL_S": "3600",
                 "CHORUS_DATA_DIR": str(self.work_dir / "chorus-data"),
+                **self.extra_env,
             }
         )
         if self.projections:
