@@ -199,6 +199,30 @@ def test_a_later_command_sees_an_earlier_ones_effect(
     assert [joined.position, posted.position, left.position] == [r[0] for r in rows]
 
 
+def test_a_refused_command_does_not_undo_the_batchs_earlier_ones(
+    app: Chorus, committer: GroupCommitter, store_url: str
+) -> None:
+    """A refused command's aggregates are read again and the batch's earlier events applied
+    to them: the join before it still counts for the post after it."""
+    owner, newcomer = _user(app, "o"), _user(app, "n")
+    ws, channel = _room(app, owner)
+    before = _head(store_url)
+    futures = _held(
+        committer,
+        [
+            (JoinWorkspace(workspace_id=ws), Cause(newcomer)),
+            (SendMessage(channel_id=channel, text="   "), Cause(newcomer)),  # blank: refused
+            (SendMessage(channel_id=channel, text="hello"), Cause(newcomer)),
+        ],
+    )
+    joined, refused, posted = (_outcome(f) for f in futures)
+    assert isinstance(joined, CommandResult) and isinstance(refused, DomainError)
+    assert isinstance(posted, CommandResult)
+    rows = _rows(store_url, before)
+    assert [r[2] for r in rows] == ["MemberJoined", "MessageSent"]
+    assert [joined.position, posted.position] == [r[0] for r in rows]
+
+
 def test_a_conflict_with_another_writer_concerns_only_its_commands(
     app: Chorus, committer: GroupCommitter, store_url: str
 ) -> None:
