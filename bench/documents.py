@@ -34,12 +34,11 @@ import asyncio
 import contextlib
 import gzip
 import json
-import os
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,33 +231,12 @@ def bare_memory_kib(work: Path, state: bytes, copies: int) -> float:
 # -- the server ---------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    """``values`` in os.environ while a server starts (it copies the environment)."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 class DocumentServer(scenarios.ChorusServer):
     """``chorus serve`` with the document settings this group needs, logging to its own file."""
 
     def __init__(self, database_url: str, work_dir: Path, name: str, env: dict[str, str]):
-        super().__init__(database_url, work_dir)
+        super().__init__(database_url, work_dir, env=env)
         self.log_path = work_dir / f"chorus-serve-documents-{name}.log"
-        self.env = env
-
-    def start(self, timeout_s: float = 60.0) -> DocumentServer:
-        with _environment(self.env):
-            super().start(timeout_s)
-        return self
 
     def log_problems(self, limit: int = 3000) -> str:
         """The log from its first error or traceback on (empty when there is none)."""
