@@ -14,7 +14,7 @@ from psycopg import Cursor
 
 from api.commands import Created, Written, execute, reply, services_of
 from api.errors import problems
-from api.reads import DEFAULT_LIMIT, check_limit, read_cursor
+from api.reads import DEFAULT_LIMIT, check_limit, check_position, read_cursor
 from application.commands import (
     ApplyDocumentUpdate,
     CreateDocument,
@@ -108,8 +108,7 @@ def _document_at(
 def _check_at(cur: Cursor[Any], at: int | None) -> None:
     if at is None:
         return
-    if at < 0:
-        raise InvalidValue("at must not be negative")
+    check_position("at", at)
     if at > max_position(cur):
         raise InvalidValue("at is past the last event")
 

@@ -10,7 +10,7 @@ from litestar.params import FromQuery
 
 from api.envelopes import Envelope, envelope
 from api.errors import problems
-from api.reads import DEFAULT_LIMIT, check_limit, read_cursor
+from api.reads import DEFAULT_LIMIT, check_limit, check_position, read_cursor
 from domain.base import as_uuid
 from domain.errors import InvalidValue
 from projections.log import visible_events
@@ -39,8 +39,7 @@ class EventController(Controller):
         hold ``view_audit``, otherwise only the streams I may view. Pass ``next`` back as
         ``after``."""
         check_limit(limit)
-        if after < 0:
-            raise InvalidValue("after must not be negative")
+        check_position("after", after)
         if type is not None and not (type.isalnum() and len(type) <= 64):
             raise InvalidValue("type must be an event type name such as MessageSent")
         stream_id = None if stream is None else str(_stream(stream))

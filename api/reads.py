@@ -27,8 +27,7 @@ def read_cursor(
     services = services_of(connection)
     user = connection.scope.get("user")
     target = max(min_position or 0, services.last_writes.get(user) if user else 0)
-    if min_position is not None and min_position < 0:
-        raise InvalidValue("min_position must not be negative")
+    check_position("min_position", min_position)
     # A bounded wait for a connection: while PostgreSQL is down (or the pool is exhausted) a
     # read answers 503 after this, rather than after the pool's default 30 s.
     wait = services.settings.read_wait_timeout_s
@@ -38,6 +37,15 @@ def read_cursor(
                 raise ReadPositionInFuture("min_position is past the last event")
             raise ServiceUnavailable("read models are catching up; retry shortly")
         yield cur
+
+
+# Positions are PostgreSQL bigints: a larger number is refused here, not by the database.
+MAX_POSITION = 2**63 - 1
+
+
+def check_position(name: str, value: int | None) -> None:
+    if value is not None and not 0 <= value <= MAX_POSITION:
+        raise InvalidValue(f"{name} must be a position, 0 to {MAX_POSITION}")
 
 
 def check_limit(limit: int) -> int:

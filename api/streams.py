@@ -14,10 +14,10 @@ from litestar.params import FromPath, FromQuery
 
 from api.commands import services_of
 from api.errors import problems
-from api.reads import read_cursor
+from api.reads import check_position, read_cursor
 from domain.base import as_uuid
 from domain.documents import Document
-from domain.errors import InvalidValue, NotFound, PermissionDenied
+from domain.errors import NotFound, PermissionDenied
 from infrastructure.eventstore import EVENTS_TABLE
 from projections.documents import load_document, render
 from projections.workspaces import permissions_of
@@ -67,8 +67,7 @@ class StreamController(Controller):
         """The aggregate of a stream as it was at position ``at`` (default: now), rebuilt
         from its events. Needs ``view_audit`` in the stream's workspace (your own user
         stream needs nothing)."""
-        if at is not None and at < 0:
-            raise InvalidValue("at must not be negative")
+        check_position("at", at)
         stream = as_uuid(stream_id)
         services = services_of(request)
         with read_cursor(request, None) as cur:

@@ -172,6 +172,22 @@ def test_bad_paging_is_422_or_400(
     assert fragment in r.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/api/streams/{channel}", "at"),
+        ("/api/channels/{channel}/messages", "min_position"),
+        ("/api/events", "after"),
+    ],
+)
+def test_positions_past_a_bigint_are_422_not_500(
+    chorus: Running, world: World, path: str, name: str
+) -> None:
+    """Positions are PostgreSQL bigints: a larger number is refused before any query."""
+    url = path.format(channel=world.channel)
+    assert_problem(chorus.api.get(url, world.owner, **{name: 2**63}), 422, name)
+
+
 def test_idempotency_key_too_long_is_refused(chorus: Running, world: World) -> None:
     before = chorus.events()
     r = chorus.api.post(
