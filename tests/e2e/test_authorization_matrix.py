@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ from websockets.sync.client import ClientConnection, connect
 from application.commands import ApplyDocumentUpdate
 from domain.base import Cause
 from domain.permissions import ALL_PERMISSIONS, BUILTIN_ROLES
-from tests.fixtures.chorus import Api, Running, User
+from tests.fixtures.chorus import Api, Running, User, wait_for_sessions_to_end
 
 pytestmark = pytest.mark.security
 
@@ -833,7 +832,7 @@ def test_events_and_subscriptions_of_another_workspace_stay_hidden(world: World)
             ws.send(json.dumps({"op": "subscribe", "sub": f"s{n}", "streams": [spec]}))
             frame = json.loads(ws.recv(timeout=TIMEOUT))
             assert frame["op"] == "error" and frame["status"] == 404, (spec, frame)
-    _wait_for_sessions_to_end(world)
+    wait_for_sessions_to_end(world.chorus.database_url)
 
 
 # -- unknown body fields (mass assignment) ----------------------------------------------------
@@ -915,24 +914,6 @@ def _answer(ws: ClientConnection, frame_id: str) -> dict[str, Any]:
             return frame
 
 
-def _wait_for_sessions_to_end(world: World) -> None:
-    """A closed socket's presence session ends asynchronously (one more event): waits until
-    every session of this module's store has ended, so later before/after counts see a
-    quiet store."""
-    deadline = time.monotonic() + TIMEOUT
-    with psycopg.connect(world.chorus.database_url, autocommit=True) as conn:
-        while True:
-            row = conn.execute(
-                "SELECT count(*) FILTER (WHERE topic LIKE '%.SessionStarted'),"
-                " count(*) FILTER (WHERE topic LIKE '%.SessionEnded') FROM chorus_events"
-            ).fetchone()
-            assert row is not None
-            if row[0] == row[1]:
-                return
-            assert time.monotonic() < deadline, "a session never ended"
-            time.sleep(0.02)
-
-
 WS_COMMANDS = {
     "send a message": ("SendMessage", {"channel_id": "{ch}", "text": "ws {nonce}"}),
     "create a channel": ("CreateChannel", {"workspace_id": "{ws}", "name": "ws-{nonce}"}),
@@ -983,4 +964,4 @@ def test_websocket_commands_follow_the_same_matrix(world: World, actor: Actor) -
         answer = _answer(ws, "m")
         assert answer["op"] == "error" and answer["status"] == 422, answer
         assert world.head() == before
-    _wait_for_sessions_to_end(world)
+    wait_for_sessions_to_end(world.chorus.database_url)

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
@@ -43,6 +42,7 @@ from tests.fixtures.chorus import (
     User,
     chorus_settings,
     running_chorus,
+    wait_for_sessions_to_end,
 )
 from tests.fixtures.processes import ChorusProcess, processes
 from tests.fixtures.servers import _free_port, new_database
@@ -73,23 +73,6 @@ def close_code(ws: ClientConnection) -> int:
             ws.recv(timeout=TIMEOUT)
     assert closed.value.rcvd is not None
     return closed.value.rcvd.code
-
-
-def wait_for_sessions_to_end(database_url: str) -> None:
-    """Closed sockets end their presence sessions asynchronously (one event each): waits
-    until every session has ended, so later before/after event counts see a quiet store."""
-    deadline = time.monotonic() + TIMEOUT
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        while True:
-            row = conn.execute(
-                "SELECT count(*) FILTER (WHERE topic LIKE '%.SessionStarted'),"
-                " count(*) FILTER (WHERE topic LIKE '%.SessionEnded') FROM chorus_events"
-            ).fetchone()
-            assert row is not None
-            if row[0] == row[1]:
-                return
-            assert time.monotonic() < deadline, "a session never ended"
-            time.sleep(0.02)
 
 
 def problem(response: httpx.Response, status: int) -> dict[str, Any]:
