@@ -12,9 +12,11 @@ bytes, and ``record(n)`` is the canonical encoding of the row *as stored*:
     int8 position | 16-byte originator id | int8 version
     | int4 length | topic (UTF-8) | int4 length | state bytes        (integers big-endian)
 
-The recorder computes it in SQL from the row just inserted (one statement per event, queued
-in the insert transaction's pipeline: no extra round trip); :func:`record_bytes` is the same
-encoding in Python, used by :func:`verify`.
+The recorder computes the hashes in Python from the rows it has just inserted, with the head
+read under the table lock in the same transaction, and writes all of a transaction's links
+in one statement (infrastructure/eventstore.py); :func:`verify` recomputes them from the
+rows as stored, with the same :func:`record_bytes`.
+
 Changing a stored event, deleting one, inserting one or reordering them breaks the chain at
 the first position concerned. Deleting events at the *end* of the log together with their
 chain rows leaves a shorter valid chain: publish the head hash (``chorus verify`` prints
@@ -43,30 +45,6 @@ CREATE TABLE IF NOT EXISTS {CHAIN_TABLE} (
     hash bytea NOT NULL
 );
 """
-
-# The canonical record of a stored row of ``chorus_events`` (alias ``e``), as SQL.
-_RECORD_SQL = (
-    "int8send(e.notification_id) || uuid_send(e.originator_id)"
-    " || int8send(e.originator_version::bigint)"
-    " || int4send(octet_length(convert_to(coalesce(e.topic, ''), 'UTF8')))"
-    " || convert_to(coalesce(e.topic, ''), 'UTF8')"
-    " || int4send(octet_length(coalesce(e.state, ''::bytea))) || coalesce(e.state, ''::bytea)"
-)
-
-
-def append_link_sql(events_table: str) -> str:
-    """One statement that chains the stored event at position ``%s`` onto the current
-    head. Run it for each new event in position order, under the events table's lock, in
-    the insert transaction. (One plain statement per event rather than one recursive query
-    for the batch: PostgreSQL plans the recursive query again on every execution, which
-    cost 0.6 ms a command; this one keeps its prepared plan.)"""
-    return (
-        f"INSERT INTO {CHAIN_TABLE} (notification_id, hash)"
-        " SELECT e.notification_id, sha256(coalesce("
-        f"  (SELECT c.hash FROM {CHAIN_TABLE} c ORDER BY c.notification_id DESC LIMIT 1),"
-        "   '\\x" + "00" * 32 + f"'::bytea) || {_RECORD_SQL})"
-        f" FROM {events_table} e WHERE e.notification_id = %s::bigint"
-    )
 
 
 def record_bytes(
