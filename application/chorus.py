@@ -91,7 +91,7 @@ class Chorus(Application[UUID]):
         super().__init__(env)
         self.passwords = passwords
         self.clock = clock
-        # Opt-in group commit (application/group_commit.py); None: each command commits alone.
+        # Group commit (application/group_commit.py); None: each command commits alone.
         self.group_committer: GroupCommitter | None = None
         self._group_commit_lock = threading.Lock()
 

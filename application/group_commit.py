@@ -1,4 +1,4 @@
-"""Group commit (opt-in, issue #6 point 1): concurrent commands committed together.
+"""Group commit (on by default, ``CHORUS_GROUP_COMMIT``): concurrent commands committed together.
 
 One writer thread per ``Chorus`` takes the commands queued by callers (up to ``max_batch``,
 or what arrived within ``max_wait_s``), decides each of them in order with the same handlers
@@ -178,6 +178,7 @@ class GroupCommitter:
         self._queue: queue.Queue[object] = queue.Queue()
         self._closed = False
         self._close_lock = threading.Lock()
+        self._bypass_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="chorus-group-commit", daemon=True)
         self._thread.start()
 
@@ -191,11 +192,17 @@ class GroupCommitter:
             self._queue.put(_Item(command, cause, future))
         return future
 
-    def execute(self, command: Command, cause: Cause) -> CommandResult:
+    def takes(self, command: Command) -> bool:
+        """Whether ``command`` goes through the writer (see ``submit``); else the caller runs
+        it with ``Chorus.execute_now``."""
         if threading.current_thread() is self._thread:
-            return self.app.execute_now(command, cause)
-        if not self.batch_passwords and getattr(command, "password", None) is not None:
-            self.stats.bypassed += 1
+            return False
+        return self.batch_passwords or getattr(command, "password", None) is None
+
+    def execute(self, command: Command, cause: Cause) -> CommandResult:
+        if not self.takes(command):
+            with self._bypass_lock:  # callers' threads count these
+                self.stats.bypassed += 1
             return self.app.execute_now(command, cause)
         return self.submit(command, cause).result()
 

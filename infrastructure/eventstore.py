@@ -108,7 +108,8 @@ class ChorusRecorder(PostgresApplicationRecorder):
     ) -> Sequence[int] | None:
         # The chain head is read in the insert's pipeline, by a cursor of its own, and its
         # row fetched after the insert: this holds that cursor between the two steps.
-        return super().insert_events(stored_events, chain_head=[], **kwargs)
+        ids: Sequence[int] | None = super().insert_events(stored_events, chain_head=[], **kwargs)
+        return ids
 
     def _insert_events(
         self,
@@ -132,9 +133,10 @@ class ChorusRecorder(PostgresApplicationRecorder):
         curs: Cursor[DictRow],
         stored_events: Sequence[StoredEvent],
         *,
-        chain_head: list[Cursor[DictRow]],
+        chain_head: list[Cursor[DictRow]] | None = None,
         **kwargs: Any,
     ) -> None:
+        assert chain_head is not None, "called through insert_events"
         self._lock_table(curs)
         self._notify_channel(curs)
         # Under the lock, so no other writer moves the head before this transaction ends.
@@ -157,7 +159,7 @@ class ChorusRecorder(PostgresApplicationRecorder):
         curs: Cursor[DictRow],
         stored_events: Sequence[StoredEvent],
         *,
-        chain_head: list[Cursor[DictRow]],
+        chain_head: list[Cursor[DictRow]] | None = None,
         command: CommandRecord | None = None,
         commands: Sequence[tuple[CommandRecord, int, int]] = (),
         **kwargs: Any,
@@ -165,6 +167,7 @@ class ChorusRecorder(PostgresApplicationRecorder):
         ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
         if not ids:
             return ids
+        assert chain_head, "called through insert_events"
         head_row = chain_head[0].fetchone()
         _append_links(curs, ids, stored_events, GENESIS if head_row is None else head_row["hash"])
         rows = []

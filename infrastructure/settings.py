@@ -39,8 +39,8 @@ class Settings:
     # milliseconds to compress; worth it only on slow links.
     ws_compression: bool = False
     # Commands arriving concurrently committed together by one writer thread per process
-    # (application/group_commit.py): opt-in prototype.
-    group_commit: bool = False
+    # (application/group_commit.py). Off: each command commits alone, in its caller's thread.
+    group_commit: bool = True
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -77,7 +77,7 @@ class Settings:
                 env, "CHORUS_YJS_FRAMES_PER_SECOND", 200.0, 1.0, 1_000_000.0
             ),
             ws_compression=_bool(env, "CHORUS_WS_COMPRESSION", False),
-            group_commit=_bool(env, "CHORUS_GROUP_COMMIT", False),
+            group_commit=_bool(env, "CHORUS_GROUP_COMMIT", True),
         )
 
     def resolved_jwt_secret(self) -> str:

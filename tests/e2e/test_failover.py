@@ -360,7 +360,7 @@ def test_kill_9_mid_burst_loses_no_acknowledged_write(
     postgres_server: EmbeddedPostgres, tmp_path: Path, group_commit: bool
 ) -> None:
     n, kill_after = 300, 100
-    env = {"CHORUS_GROUP_COMMIT": "true"} if group_commit else {}
+    env = {"CHORUS_GROUP_COMMIT": "true" if group_commit else "false"}
     with new_database(postgres_server) as url, processes() as started, ExitStack() as stack:
         a = ChorusProcess(tmp_path / "a", url, env=env)
         b = ChorusProcess(tmp_path / "b", url, env=env)

@@ -1,5 +1,5 @@
-"""Group commit (application/group_commit.py, opt-in): concurrent commands decided in order
-by one writer and committed together, with the single-command path's semantics."""
+"""Group commit (application/group_commit.py, on by default): concurrent commands decided in
+order by one writer and committed together, with the single-command path's semantics."""
 
 from __future__ import annotations
 
@@ -86,10 +86,10 @@ def _outcome(future: Future[CommandResult]) -> CommandResult | BaseException:
     return error if error is not None else future.result()
 
 
-def test_the_setting_is_off_by_default_and_read_from_the_environment() -> None:
-    assert Settings().group_commit is False
-    assert Settings.from_env({}).group_commit is False
-    assert Settings.from_env({"CHORUS_GROUP_COMMIT": "true"}).group_commit is True
+def test_the_setting_is_on_by_default_and_read_from_the_environment() -> None:
+    assert Settings().group_commit is True
+    assert Settings.from_env({}).group_commit is True
+    assert Settings.from_env({"CHORUS_GROUP_COMMIT": "false"}).group_commit is False
 
 
 def test_concurrent_commands_share_transactions(
