@@ -313,3 +313,40 @@ def test_garbage(tokens: AccessTokens, garbage: str) -> None:
 def test_non_json_payload(tokens: AccessTokens) -> None:
     header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
     _rejected(tokens, f"{header}.{_b64(b'not json')}.{_b64(b'sig')}")
+
+
+# --- verified tokens remembered ---------------------------------------------------------
+
+
+def test_a_remembered_token_is_refused_once_it_expires() -> None:
+    now = [time.time()]
+    tokens = AccessTokens(SECRET, ttl_s=60, clock=lambda: now[0])
+    token, _ = tokens.issue("alice")
+    claims = tokens.decode(token)
+    assert tokens.decode(token) is claims  # the second time, from memory
+    now[0] = claims.expires_at + 4  # inside the leeway
+    assert tokens.decode(token) == claims
+    now[0] = claims.expires_at + 5
+    assert "expired" in _rejected(tokens, token)
+    assert "expired" in _rejected(tokens, token)
+
+
+def test_remembering_a_token_does_not_admit_an_altered_copy(tokens: AccessTokens) -> None:
+    token, _ = tokens.issue("alice")
+    tokens.decode(token)
+    header, payload, signature = token.split(".")
+    forged_claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    forged_claims["sub"] = "mallory"
+    forged = ".".join((header, _b64(json.dumps(forged_claims).encode()), signature))
+    assert "signature" in _rejected(tokens, forged)
+    flipped = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
+    assert _rejected(tokens, flipped)
+
+
+def test_the_memory_of_verified_tokens_is_bounded() -> None:
+    tokens = AccessTokens(SECRET, cache_size=2)
+    issued = [tokens.issue(f"user-{i}")[0] for i in range(3)]
+    for token in issued:
+        tokens.decode(token)
+    assert list(tokens._verified) == issued[1:]
+    assert tokens.decode(issued[0]).user_id == "user-0"  # verified again, not refused
