@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
 
 from application.chorus import (
     CommandResult,
@@ -64,6 +64,10 @@ A = TypeVar("A", bound=ChorusAggregate)
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 256
+# How long the writer keeps trying to store a decided batch while PostgreSQL is unreachable
+# (its callers wait meanwhile), and its pause between tries.
+OUTAGE_WAIT_S = 60.0
+OUTAGE_PAUSE_S = 0.25
 
 
 @dataclass
@@ -164,10 +168,12 @@ class GroupCommitter:
         max_batch: int = MAX_BATCH,
         max_wait_s: float = 0.0,
         batch_passwords: bool = False,
+        outage_wait_s: float = OUTAGE_WAIT_S,
     ) -> None:
         self.app = app
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
+        self.outage_wait_s = outage_wait_s
         self.batch_passwords = batch_passwords
         self.stats = Stats()
         # Tests: ``hold()`` keeps the writer from starting a batch, so that commands
@@ -291,7 +297,7 @@ class GroupCommitter:
             if self.before_commit is not None:
                 self.before_commit()
             try:
-                ids = recorder.insert_batch(stored, records, credentials)
+                ids = self._insert(recorder, stored, records, credentials)
             except IntegrityError:
                 self._fall_back(batch, stored, spans)
                 return
@@ -307,6 +313,27 @@ class GroupCommitter:
             self._take_snapshots(events, working)
         for item in batch:
             self._answer(item)
+
+    def _insert(
+        self,
+        recorder: Any,
+        stored: list[Any],
+        records: list[tuple[_Record, int, int]],
+        credentials: dict[UUID, str],
+    ) -> Any:
+        """The batch's insert, tried again while the database is unreachable (up to
+        ``outage_wait_s``): a caller without an idempotency key cannot retry safely, so its
+        answer waits for the outcome. An attempt that committed though its answer was lost
+        makes the next one fail with IntegrityError, settled by ``_fall_back``."""
+        deadline = time.monotonic() + self.outage_wait_s
+        while True:
+            try:
+                return recorder.insert_batch(stored, records, credentials)
+            except (OperationalError, InterfaceError):
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("group commit: the database is unreachable; trying again")
+                time.sleep(OUTAGE_PAUSE_S)
 
     def _decide(
         self,
