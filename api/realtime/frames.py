@@ -69,9 +69,9 @@ def subscribed(sub: str, after: int, head: int) -> bytes:
     return encoder.encode({"op": "subscribed", "sub": sub, "after": after, "head": head})
 
 
-def event(sub: str, envelope: bytes) -> bytes:
+def event(sub: str, envelope: str) -> str:
     """The envelope is encoded once per event and spliced into every subscriber's frame."""
-    return b'{"op":"event","sub":' + encoder.encode(sub) + b',"event":' + envelope + b"}"
+    return '{"op":"event","sub":' + encoder.encode(sub).decode() + ',"event":' + envelope + "}"
 
 
 PONG = encoder.encode({"op": "pong"})

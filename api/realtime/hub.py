@@ -40,7 +40,9 @@ class Scope:
 class Delivery:
     event: LogEvent
     scope: Scope
-    envelope: bytes
+    # The event's JSON, encoded once for every subscriber (as text: what a text frame
+    # carries, so no subscriber decodes it again).
+    envelope: str
 
 
 def scope_of_created(event_type: str, stream: str, data: dict[str, Any]) -> Scope:
@@ -104,7 +106,7 @@ class Scopes:
 
 
 def deliveries(events: list[LogEvent], scopes: Scopes) -> list[Delivery]:
-    return [Delivery(e, scopes.of(e), msgspec.json.encode(envelope(e))) for e in events]
+    return [Delivery(e, scopes.of(e), msgspec.json.encode(envelope(e)).decode()) for e in events]
 
 
 class EventHub:
