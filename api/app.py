@@ -22,6 +22,7 @@ from api.documents import DocumentController
 from api.errors import EXCEPTION_HANDLERS
 from api.events import EventController
 from api.health import health, ready
+from api.loop_lag import LoopLagProbe
 from api.openapi import StrictStructSchemaPlugin
 from api.rate_limits import RateLimiter, RateLimitMiddleware
 from api.realtime.socket import UserConnections, keep_tokens_out_of_logs, ws_endpoint
@@ -48,26 +49,31 @@ def create_app(settings: Settings, database_url: str, services: Services | None 
         {
             "services": services,
             "ws_connections": UserConnections(settings.ws_connections_per_user),
+            "loop_lag": LoopLagProbe(),
         }
     )
 
     async def start(app: Litestar) -> None:
+        app.state.loop_lag.start()
         if app.state.services is None:
             app.state.services = await anyio.to_thread.run_sync(
                 build_services, settings, database_url
             )
+        await app.state.services.async_read_pool.open()
         app.state.services.hub.start(asyncio.get_running_loop())
         app.state.services.presence.start()
         app.state.services.rooms.start()
         await app.state.services.signals.start()
 
     async def stop(app: Litestar) -> None:
+        await app.state.loop_lag.stop()
         if limiter is not None:
             await limiter.close()
         if app.state.services is not None:
             # Editors' last updates are saved before the store closes.
             await app.state.services.rooms.stop()
             await app.state.services.signals.stop()
+            await app.state.services.async_read_pool.close()
             await anyio.to_thread.run_sync(app.state.services.close)
             app.state.services = None
 

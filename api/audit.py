@@ -13,6 +13,7 @@ from api.errors import problems
 from domain.errors import InvalidValue, PermissionDenied
 from infrastructure.chain import verify
 from infrastructure.eventstore import EVENTS_TABLE
+from projections.queries import run
 from projections.workspaces import holds_anywhere
 
 
@@ -46,7 +47,7 @@ class AuditController(Controller):
         expected = None if expect is None else _expectation(expect)
         with services.read_pool.connection() as conn:
             with conn.cursor() as cur:
-                if not holds_anywhere(cur, request.user, "view_audit"):
+                if not run(cur, holds_anywhere(request.user, "view_audit")):
                     raise PermissionDenied("verifying the log needs view_audit")
             report = verify(conn, EVENTS_TABLE, expect=expected)
         return ChainCheck(

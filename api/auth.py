@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
+import anyio.to_thread
 import msgspec
 from litestar import Controller, Request, get, post
 from litestar.connection import ASGIConnection
@@ -17,12 +18,13 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from api.commands import execute, services_of
 from api.errors import problems
-from api.reads import read_cursor
+from api.reads import read_cursor_async
 from application.commands import RegisterUser
 from domain.errors import NotFound, UsernameTaken
 from domain.identity import user_id_for
 from domain.rules import MAX_PASSWORD
 from infrastructure.tokens import InvalidToken
+from projections.queries import run_async
 from projections.users import get_user
 
 PUBLIC_PATHS = [
@@ -106,27 +108,32 @@ class AuthController(Controller):
 
     @post(
         "/signup",
-        sync_to_thread=True,
         operation_id="Signup",
         responses=problems(400, 409, 413, 422, 429),
     )
-    def signup(
+    async def signup(
         self, request: Request[Any, Any, Any], data: JSONBody[SignupBody]
     ) -> Response[TokenPair]:
         """Registers a user and signs them in."""
         command = RegisterUser(
             username=data.username, password=data.password, display_name=data.display_name
         )
-        result = execute(request, command, None)
+        result = await execute(request, command, None)
         user_id = str(result.body["user_id"])
-        if result.replayed:
-            # A replayed sign-up hands out tokens only to whoever knows the password.
-            stored = services_of(request).app.store.find_password_hash(user_id_for(data.username))
-            if not services_of(request).passwords.verify(stored, data.password):
-                raise UsernameTaken("that username is taken")
+
+        def finish() -> TokenPair:  # a password check and a token row: in a worker thread
+            if result.replayed:
+                # A replayed sign-up hands out tokens only to whoever knows the password.
+                services = services_of(request)
+                stored = services.app.store.find_password_hash(user_id_for(data.username))
+                if not services.passwords.verify(stored, data.password):
+                    raise UsernameTaken("that username is taken")
+            return _tokens(request, user_id, result.position)
+
         if result.position is not None:
             services_of(request).last_writes.record(user_id, result.position)
-        return Response(_tokens(request, user_id, result.position), status_code=result.status)
+        tokens = await anyio.to_thread.run_sync(finish)
+        return Response(tokens, status_code=result.status)
 
     @post(
         "/login",
@@ -174,15 +181,16 @@ class AuthController(Controller):
 
     @get(
         "/me",
-        sync_to_thread=True,
         operation_id="GetMe",
         responses=problems(401, 404, 422, 429),
         security=[{"BearerToken": []}],  # the one route here that needs a token
     )
-    def me(self, request: Request[str, Any, Any], min_position: FromQuery[int | None] = None) -> Me:
+    async def me(
+        self, request: Request[str, Any, Any], min_position: FromQuery[int | None] = None
+    ) -> Me:
         """The signed-in user."""
-        with read_cursor(request, min_position) as cur:
-            row = get_user(cur, request.user)
+        async with read_cursor_async(request, min_position) as cur:
+            row = await run_async(cur, get_user(request.user))
         if row is None:
             raise NotFound("unknown user")
         return Me(row["user_id"], row["username"], row["display_name"])

@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from api.realtime.hub import EventHub
 from api.realtime.presence import PresenceKeeper
@@ -71,7 +71,11 @@ class Services:
     settings: Settings
     database_url: str
     app: Chorus
+    # Read models for the threads (projection runner, WebSockets, Yjs rooms, audit tools)...
     read_pool: ConnectionPool[Any]
+    # ...and for the HTTP reads on the event loop. An async pool opens only inside a running
+    # loop: the app's start-up opens it and its shutdown closes it (api/app.py).
+    async_read_pool: AsyncConnectionPool[Any]
     runner: ProjectionRunner
     access_tokens: AccessTokens
     refresh_tokens: RefreshTokens
@@ -119,6 +123,15 @@ def build_services(
         open=True,
         name="chorus-read",
     )
+    async_read_pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        database_url,
+        min_size=2,
+        max_size=settings.db_pool_size * 2,
+        kwargs={"autocommit": True, "row_factory": dict_row},
+        check=AsyncConnectionPool.check_connection,
+        open=False,
+        name="chorus-read-async",
+    )
     # Refresh tokens read plain tuple rows; the read models' pool hands out dict rows.
     auth_pool: ConnectionPool[Any] = ConnectionPool(
         database_url,
@@ -137,6 +150,7 @@ def build_services(
         database_url=database_url,
         app=app,
         read_pool=read_pool,
+        async_read_pool=async_read_pool,
         runner=runner,
         access_tokens=AccessTokens(
             settings.resolved_jwt_secret(), ttl_s=settings.access_token_ttl_s

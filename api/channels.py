@@ -12,7 +12,7 @@ from litestar.response import Response
 
 from api.commands import Created, Written, execute, reply
 from api.errors import problems
-from api.reads import DEFAULT_LIMIT, check_limit, parse_cursor, read_cursor
+from api.reads import DEFAULT_LIMIT, check_limit, parse_cursor, read_cursor_async
 from application.commands import (
     AddChannelMember,
     AddReaction,
@@ -32,6 +32,7 @@ from domain.errors import InvalidValue, NotAMember
 from domain.rules import MAX_CHANNEL_NAME, MAX_MESSAGE_TEXT, MAX_TOPIC
 from projections import channels as channel_views
 from projections import timelines
+from projections.queries import run_async
 from projections.workspaces import get_workspace
 
 Req = Request[str, Any, Any]
@@ -115,138 +116,128 @@ class ChannelController(Controller):
 
     @post(
         "/workspaces/{ws:str}/channels",
-        sync_to_thread=True,
         operation_id="CreateChannel",
         responses=WRITE_ERRORS,
     )
-    def create(
+    async def create(
         self, request: Req, ws: FromPath[str], data: JSONBody[CreateChannelBody]
     ) -> Response[Created]:
         """Creates a channel (needs ``manage_channels``); a private one starts with its creator."""
         cmd = CreateChannel(workspace_id=ws, name=data.name, private=data.private, topic=data.topic)
-        return reply(execute(request, cmd, request.user), Created)
+        return reply(await execute(request, cmd, request.user), Created)
 
-    @get(
-        "/workspaces/{ws:str}/channels",
-        sync_to_thread=True,
-        operation_id="ListChannels",
-        responses=READ_ERRORS,
-    )
-    def list_channels(
+    @get("/workspaces/{ws:str}/channels", operation_id="ListChannels", responses=READ_ERRORS)
+    async def list_channels(
         self, request: Req, ws: FromPath[str], min_position: FromQuery[int | None] = None
     ) -> ChannelList:
         """The workspace's channels visible to me."""
-        with read_cursor(request, min_position) as cur:
-            workspace = get_workspace(cur, str(as_uuid(ws)), request.user)
+        async with read_cursor_async(request, min_position) as cur:
+            workspace = await run_async(cur, get_workspace(str(as_uuid(ws)), request.user))
             if workspace is None or not workspace["is_member"]:
                 raise NotAMember("unknown workspace")
-            rows = channel_views.list_visible_channels(cur, str(as_uuid(ws)), request.user)
+            rows = await run_async(
+                cur, channel_views.list_visible_channels(str(as_uuid(ws)), request.user)
+            )
         return ChannelList(items=[msgspec.convert(r, ChannelView) for r in rows])
 
-    @get(
-        "/channels/{ch:str}", sync_to_thread=True, operation_id="GetChannel", responses=READ_ERRORS
-    )
-    def show(
+    @get("/channels/{ch:str}", operation_id="GetChannel", responses=READ_ERRORS)
+    async def show(
         self, request: Req, ch: FromPath[str], min_position: FromQuery[int | None] = None
     ) -> ChannelView:
-        with read_cursor(request, min_position) as cur:
-            row = channel_views.visible_channel(cur, str(as_uuid(ch)), request.user)
+        async with read_cursor_async(request, min_position) as cur:
+            row = await run_async(
+                cur, channel_views.visible_channel(str(as_uuid(ch)), request.user)
+            )
         if row is None:
             raise NotAMember("unknown channel")
         return msgspec.convert(row, ChannelView)
 
     @patch(
         "/channels/{ch:str}",
-        sync_to_thread=True,
         operation_id="ChangeChannel",
         responses=WRITE_ERRORS,
     )
-    def change(
+    async def change(
         self, request: Req, ch: FromPath[str], data: JSONBody[ChangeChannelBody]
     ) -> Response[Written]:
         """Renames a channel or changes its topic (needs ``manage_channels``)."""
         cmd = ChangeChannel(channel_id=ch, name=data.name, topic=data.topic)
-        return reply(execute(request, cmd, request.user), Written)
+        return reply(await execute(request, cmd, request.user), Written)
 
     @post(
         "/channels/{ch:str}/archive",
-        sync_to_thread=True,
         operation_id="ArchiveChannel",
         status_code=200,
         responses=WRITE_ERRORS,
     )
-    def archive(self, request: Req, ch: FromPath[str]) -> Response[Written]:
+    async def archive(self, request: Req, ch: FromPath[str]) -> Response[Written]:
         """Archives a channel: readable, but it takes no new messages."""
-        return reply(execute(request, ArchiveChannel(channel_id=ch), request.user), Written)
+        return reply(await execute(request, ArchiveChannel(channel_id=ch), request.user), Written)
 
     @post(
         "/channels/{ch:str}/unarchive",
-        sync_to_thread=True,
         operation_id="UnarchiveChannel",
         status_code=200,
         responses=WRITE_ERRORS,
     )
-    def unarchive(self, request: Req, ch: FromPath[str]) -> Response[Written]:
-        return reply(execute(request, UnarchiveChannel(channel_id=ch), request.user), Written)
+    async def unarchive(self, request: Req, ch: FromPath[str]) -> Response[Written]:
+        return reply(await execute(request, UnarchiveChannel(channel_id=ch), request.user), Written)
 
     @post(
         "/channels/{ch:str}/members",
-        sync_to_thread=True,
         operation_id="AddChannelMember",
         status_code=200,
         responses=WRITE_ERRORS,
     )
-    def add_member(
+    async def add_member(
         self, request: Req, ch: FromPath[str], data: JSONBody[UserRef]
     ) -> Response[Written]:
         """Adds a workspace member to a private channel."""
         return reply(
-            execute(request, AddChannelMember(channel_id=ch, user_id=data.user_id), request.user),
+            await execute(
+                request, AddChannelMember(channel_id=ch, user_id=data.user_id), request.user
+            ),
             Written,
         )
 
     @delete(
         "/channels/{ch:str}/members/{user:str}",
-        sync_to_thread=True,
         operation_id="RemoveChannelMember",
         status_code=200,
         responses=WRITE_ERRORS,
     )
-    def remove_member(
+    async def remove_member(
         self, request: Req, ch: FromPath[str], user: FromPath[str]
     ) -> Response[Written]:
         return reply(
-            execute(request, RemoveChannelMember(channel_id=ch, user_id=user), request.user),
+            await execute(request, RemoveChannelMember(channel_id=ch, user_id=user), request.user),
             Written,
         )
 
-    @post("/dms", sync_to_thread=True, operation_id="OpenDirectMessage", responses=WRITE_ERRORS)
-    def open_dm(self, request: Req, data: JSONBody[UserRef]) -> Response[DirectChannel]:
+    @post("/dms", operation_id="OpenDirectMessage", responses=WRITE_ERRORS)
+    async def open_dm(self, request: Req, data: JSONBody[UserRef]) -> Response[DirectChannel]:
         """The private two-person channel with a user: created once, the same id after."""
         return reply(
-            execute(request, OpenDirectMessage(user_id=data.user_id), request.user), DirectChannel
+            await execute(request, OpenDirectMessage(user_id=data.user_id), request.user),
+            DirectChannel,
         )
 
     # -- messages --------------------------------------------------------------------------
 
     @post(
         "/channels/{ch:str}/messages",
-        sync_to_thread=True,
         operation_id="SendMessage",
         responses=WRITE_ERRORS,
     )
-    def send(self, request: Req, ch: FromPath[str], data: JSONBody[SendBody]) -> Response[Created]:
+    async def send(
+        self, request: Req, ch: FromPath[str], data: JSONBody[SendBody]
+    ) -> Response[Created]:
         """Posts a message; ``@username`` mentions of people who can read the channel are kept."""
         cmd = SendMessage(channel_id=ch, text=data.text, reply_to=data.reply_to)
-        return reply(execute(request, cmd, request.user), Created)
+        return reply(await execute(request, cmd, request.user), Created)
 
-    @get(
-        "/channels/{ch:str}/messages",
-        sync_to_thread=True,
-        operation_id="ListMessages",
-        responses=READ_ERRORS,
-    )
-    def timeline(
+    @get("/channels/{ch:str}/messages", operation_id="ListMessages", responses=READ_ERRORS)
+    async def timeline(
         self,
         request: Req,
         ch: FromPath[str],
@@ -261,12 +252,17 @@ class ChannelController(Controller):
         before_seq, after_seq = parse_cursor(before, "before"), parse_cursor(after, "after")
         if before_seq is not None and after_seq is not None:
             raise InvalidValue("give before or after, not both")
-        with read_cursor(request, min_position) as cur:
-            channel = channel_views.visible_channel(cur, str(as_uuid(ch)), request.user)
+        async with read_cursor_async(request, min_position) as cur:
+            channel = await run_async(
+                cur, channel_views.visible_channel(str(as_uuid(ch)), request.user)
+            )
             if channel is None:
                 raise NotAMember("unknown channel")
-            items, next_seq = timelines.list_messages(
-                cur, channel["id"], limit=limit, before=before_seq, after=after_seq
+            items, next_seq = await run_async(
+                cur,
+                timelines.list_messages(
+                    channel["id"], limit=limit, before=before_seq, after=after_seq
+                ),
             )
         return MessagePage(
             items=[msgspec.convert(i, MessageView) for i in items],
@@ -275,11 +271,10 @@ class ChannelController(Controller):
 
     @patch(
         "/messages/{msg:str}",
-        sync_to_thread=True,
         operation_id="EditMessage",
         responses=WRITE_ERRORS,
     )
-    def edit(
+    async def edit(
         self,
         request: Req,
         msg: FromPath[str],
@@ -290,43 +285,45 @@ class ChannelController(Controller):
         <version>`` (the ``version`` the timeline showed), an edit of a message that changed
         since is refused with 409 instead of overwriting the newer text."""
         cmd = EditMessage(message_id=msg, text=data.text, expected_version=_version(if_match))
-        return reply(execute(request, cmd, request.user), Written)
+        return reply(await execute(request, cmd, request.user), Written)
 
     @delete(
         "/messages/{msg:str}",
-        sync_to_thread=True,
         operation_id="DeleteMessage",
         status_code=200,
         responses=WRITE_ERRORS,
     )
-    def delete_message(self, request: Req, msg: FromPath[str]) -> Response[Written]:
+    async def delete_message(self, request: Req, msg: FromPath[str]) -> Response[Written]:
         """Deletes a message (its author, or anyone with ``manage_messages``): a tombstone."""
-        return reply(execute(request, DeleteMessage(message_id=msg), request.user), Written)
+        return reply(await execute(request, DeleteMessage(message_id=msg), request.user), Written)
 
     @put(
         "/messages/{msg:str}/reactions/{emoji:str}",
-        sync_to_thread=True,
         operation_id="AddReaction",
         status_code=200,
         responses=WRITE_ERRORS,
     )
-    def react(self, request: Req, msg: FromPath[str], emoji: FromPath[str]) -> Response[Written]:
+    async def react(
+        self, request: Req, msg: FromPath[str], emoji: FromPath[str]
+    ) -> Response[Written]:
         """Adds my reaction (idempotent: ``position`` is null when it was already there)."""
         return reply(
-            execute(request, AddReaction(message_id=msg, emoji=emoji), request.user), Written
+            await execute(request, AddReaction(message_id=msg, emoji=emoji), request.user), Written
         )
 
     @delete(
         "/messages/{msg:str}/reactions/{emoji:str}",
-        sync_to_thread=True,
         operation_id="RemoveReaction",
         status_code=200,
         responses=WRITE_ERRORS,
     )
-    def unreact(self, request: Req, msg: FromPath[str], emoji: FromPath[str]) -> Response[Written]:
+    async def unreact(
+        self, request: Req, msg: FromPath[str], emoji: FromPath[str]
+    ) -> Response[Written]:
         """Removes my reaction (``position`` is null when there was none)."""
         return reply(
-            execute(request, RemoveReaction(message_id=msg, emoji=emoji), request.user), Written
+            await execute(request, RemoveReaction(message_id=msg, emoji=emoji), request.user),
+            Written,
         )
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, TypeVar
 
+import anyio.to_thread
 import msgspec
 from litestar.connection import ASGIConnection
 from litestar.response import Response
@@ -38,7 +40,7 @@ def services_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Services:
     return services
 
 
-def execute(
+async def execute(
     connection: ASGIConnection[Any, Any, Any, Any],
     command: Command,
     actor: str | None,
@@ -49,10 +51,20 @@ def execute(
     if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
         raise BadIdempotencyKey(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
     services = services_of(connection)
-    result = services.app.execute(command, Cause(actor_id=actor, command_id=key))
+    result = await run_command(services, command, Cause(actor_id=actor, command_id=key))
     if actor is not None and result.position is not None:
         services.last_writes.record(actor, result.position)
     return result
+
+
+async def run_command(services: Services, command: Command, cause: Cause) -> CommandResult:
+    """``Chorus.execute`` from the event loop. A command the group committer takes is queued
+    and awaited, holding no thread while it waits for its batch's commit; the others
+    (group commit off, or a password to hash) run in a worker thread."""
+    committer = services.app.group_committer
+    if committer is not None and committer.takes(command):
+        return await asyncio.wrap_future(committer.submit(command, cause))
+    return await anyio.to_thread.run_sync(services.app.execute, command, cause)
 
 
 def reply(result: CommandResult, body_type: type[T]) -> Response[T]:

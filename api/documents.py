@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
+import anyio.to_thread
 import msgspec
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.params import FromPath, FromQuery, JSONBody
@@ -14,7 +15,13 @@ from psycopg import Cursor
 
 from api.commands import Created, Written, execute, reply, services_of
 from api.errors import problems
-from api.reads import DEFAULT_LIMIT, check_limit, check_position, read_cursor
+from api.reads import (
+    DEFAULT_LIMIT,
+    check_limit,
+    check_position,
+    read_cursor,
+    read_cursor_async,
+)
 from application.commands import (
     ApplyDocumentUpdate,
     CreateDocument,
@@ -29,6 +36,7 @@ from domain.errors import InvalidValue, NotAMember, NotFound
 from domain.rules import MAX_DOCUMENT_TITLE
 from projections import documents as document_views
 from projections.log import max_position
+from projections.queries import run, run_async
 from projections.workspaces import permissions_of
 
 Req = Request[str, Any, Any]
@@ -82,10 +90,10 @@ class DocumentView(msgspec.Struct):
 def _visible_document(cur: Cursor[Any], document_id: str, user_id: str) -> dict[str, Any]:
     """The document's row, if the user may view it (404 otherwise: it might as well not
     exist); 410 once deleted."""
-    row = document_views.get_document(cur, str(as_uuid(document_id)))
+    row = run(cur, document_views.get_document(str(as_uuid(document_id))))
     if row is None:
         raise NotFound("unknown document")
-    perms = permissions_of(cur, str(row["workspace_id"]), user_id)
+    perms = run(cur, permissions_of(str(row["workspace_id"]), user_id))
     if perms is None or "view_documents" not in perms:
         raise NotAMember("unknown document")
     if row["deleted"]:
@@ -119,24 +127,18 @@ class DocumentController(Controller):
 
     @post(
         "/workspaces/{ws:str}/documents",
-        sync_to_thread=True,
         operation_id="CreateDocument",
         responses=WRITE_ERRORS,
     )
-    def create(
+    async def create(
         self, request: Req, ws: FromPath[str], data: JSONBody[CreateDocumentBody]
     ) -> Response[Created]:
         """Creates a document (needs ``edit_documents``)."""
         cmd = CreateDocument(workspace_id=ws, title=data.title)
-        return reply(execute(request, cmd, request.user), Created)
+        return reply(await execute(request, cmd, request.user), Created)
 
-    @get(
-        "/workspaces/{ws:str}/documents",
-        sync_to_thread=True,
-        operation_id="ListDocuments",
-        responses=READ_ERRORS,
-    )
-    def list_documents(
+    @get("/workspaces/{ws:str}/documents", operation_id="ListDocuments", responses=READ_ERRORS)
+    async def list_documents(
         self,
         request: Req,
         ws: FromPath[str],
@@ -149,11 +151,13 @@ class DocumentController(Controller):
         check_limit(limit)
         workspace_id = str(as_uuid(ws))
         after_id = None if after is None else str(as_uuid(after))
-        with read_cursor(request, min_position) as cur:
-            perms = permissions_of(cur, workspace_id, request.user)
+        async with read_cursor_async(request, min_position) as cur:
+            perms = await run_async(cur, permissions_of(workspace_id, request.user))
             if perms is None or "view_documents" not in perms:
                 raise NotAMember("unknown workspace")
-            rows = document_views.list_documents(cur, workspace_id, after=after_id, limit=limit + 1)
+            rows = await run_async(
+                cur, document_views.list_documents(workspace_id, after=after_id, limit=limit + 1)
+            )
         page = rows[:limit]
         next_cursor = str(page[-1]["id"]) if len(rows) > limit and page else None
         return DocumentList(
@@ -214,56 +218,60 @@ class DocumentController(Controller):
 
     @post(
         "/documents/{doc:str}/restore",
-        sync_to_thread=True,
         operation_id="RestoreDocumentVersion",
         status_code=200,
         responses=WRITE_ERRORS,
     )
-    def restore(
+    async def restore(
         self, request: Req, doc: FromPath[str], data: JSONBody[RestoreBody]
     ) -> Response[Written]:
         """Brings back the content the document had at log position ``position`` by
         appending one more update (history is never rewritten); connected editors receive
         it like any other edit. Needs ``edit_documents``."""
-        # Checked first: a restore that turns out to change nothing is refused all the same.
-        document, workspace = document_with_workspace(services_of(request).app, doc, request.user)
-        document.check_can_edit(request.user, workspace)
-        with read_cursor(request, None) as cur:
-            row, past = _document_at(cur, doc, request.user, data.position)
-            now = document_views.load_document(cur, str(row["id"]))
-        update = restoring_update(now.doc.get_update(), past.doc, row["roots"])
-        if update is None:
+
+        def prepare() -> ApplyDocumentUpdate | None:  # loads and Yjs work: in a worker thread
+            # Checked first: a restore that changes nothing is refused all the same.
+            app = services_of(request).app
+            document, workspace = document_with_workspace(app, doc, request.user)
+            document.check_can_edit(request.user, workspace)
+            with read_cursor(request, None) as cur:
+                row, past = _document_at(cur, doc, request.user, data.position)
+                now = document_views.load_document(cur, str(row["id"]))
+            update = restoring_update(now.doc.get_update(), past.doc, row["roots"])
+            if update is None:
+                return None
+            return ApplyDocumentUpdate(
+                document_id=str(row["id"]), update=update, restored_from=data.position
+            )
+
+        cmd = await anyio.to_thread.run_sync(prepare)
+        if cmd is None:
             return Response(Written(position=None), status_code=200)
-        cmd = ApplyDocumentUpdate(
-            document_id=str(row["id"]), update=update, restored_from=data.position
-        )
-        result = execute(request, cmd, request.user)
+        result = await execute(request, cmd, request.user)
         return Response(Written(position=result.position), status_code=200)
 
     @patch(
         "/documents/{doc:str}",
-        sync_to_thread=True,
         operation_id="RenameDocument",
         responses=WRITE_ERRORS,
     )
-    def rename(
+    async def rename(
         self, request: Req, doc: FromPath[str], data: JSONBody[RenameDocumentBody]
     ) -> Response[Written]:
         """Renames a document (its creator, or ``manage_documents``)."""
         cmd = RenameDocument(document_id=doc, title=data.title)
-        return reply(execute(request, cmd, request.user), Written)
+        return reply(await execute(request, cmd, request.user), Written)
 
     @delete(
         "/documents/{doc:str}",
-        sync_to_thread=True,
         operation_id="DeleteDocument",
         status_code=200,
         responses=WRITE_ERRORS,
     )
-    def remove(self, request: Req, doc: FromPath[str]) -> Response[Written]:
+    async def remove(self, request: Req, doc: FromPath[str]) -> Response[Written]:
         """Deletes a document (its creator, or ``manage_documents``); its history stays in
         the log. Connected editors are disconnected (close code 4410)."""
-        return reply(execute(request, DeleteDocument(document_id=doc), request.user), Written)
+        return reply(await execute(request, DeleteDocument(document_id=doc), request.user), Written)
 
 
 def _created_at(cur: Cursor[Any], document_id: object) -> int:

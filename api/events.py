@@ -10,10 +10,11 @@ from litestar.params import FromQuery
 
 from api.envelopes import Envelope, envelope
 from api.errors import problems
-from api.reads import DEFAULT_LIMIT, check_limit, check_position, read_cursor
+from api.reads import DEFAULT_LIMIT, check_limit, check_position, read_cursor_async
 from domain.base import as_uuid
 from domain.errors import InvalidValue
 from projections.log import visible_events
+from projections.queries import run_async
 
 
 class EventPage(msgspec.Struct):
@@ -25,8 +26,8 @@ class EventController(Controller):
     path = "/api/events"
     tags = ["events"]
 
-    @get("/", sync_to_thread=True, operation_id="ListEvents", responses=problems(401, 422, 429))
-    def list_events(
+    @get("/", operation_id="ListEvents", responses=problems(401, 422, 429))
+    async def list_events(
         self,
         request: Request[str, Any, Any],
         after: FromQuery[int] = 0,
@@ -43,9 +44,12 @@ class EventController(Controller):
         if type is not None and not (type.isalnum() and len(type) <= 64):
             raise InvalidValue("type must be an event type name such as MessageSent")
         stream_id = None if stream is None else str(_stream(stream))
-        with read_cursor(request, min_position) as cur:
-            events = visible_events(
-                cur, request.user, after=after, limit=limit, stream=stream_id, type_name=type
+        async with read_cursor_async(request, min_position) as cur:
+            events = await run_async(
+                cur,
+                visible_events(
+                    request.user, after=after, limit=limit, stream=stream_id, type_name=type
+                ),
             )
         items = [envelope(e) for e in events]
         return EventPage(items=items, next=str(items[-1].position) if len(items) == limit else None)

@@ -10,6 +10,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Response
 
 from api.commands import services_of
+from api.loop_lag import LoopLagCounts, LoopLagProbe
 from projections.log import max_position
 
 
@@ -23,6 +24,8 @@ class Readiness(msgspec.Struct):
     last_position: int | None
     projected_position: int | None
     projection_lag: int | None
+    # How late the event loop ran its timers, counted since start (api/loop_lag.py).
+    loop_lag: LoopLagCounts | None = None
     detail: str | None = None
 
 
@@ -45,6 +48,8 @@ def ready(request: Request[Any, Any, Any]) -> Response[Readiness]:
     """The database answers; ``projection_lag`` is how many positions the slowest read model
     is behind the store."""
     services = services_of(request)
+    probe: LoopLagProbe = request.app.state.loop_lag
+    lag = probe.snapshot()
     try:
         with services.read_pool.connection(timeout=2) as conn, conn.cursor() as cur:
             last = max_position(cur)
@@ -52,7 +57,7 @@ def ready(request: Request[Any, Any, Any]) -> Response[Readiness]:
         projected = services.runner.position()
     except Exception as exc:
         return Response(
-            Readiness("unavailable", False, None, None, None, detail=type(exc).__name__),
+            Readiness("unavailable", False, None, None, None, lag, detail=type(exc).__name__),
             status_code=503,
         )
-    return Response(Readiness("ok", True, last, projected, max(0, last - projected)))
+    return Response(Readiness("ok", True, last, projected, max(0, last - projected), lag))

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from litestar.connection import ASGIConnection
-from psycopg import Cursor
+from psycopg import AsyncCursor, Cursor
 
 from api.commands import services_of
 from api.errors import ReadPositionInFuture, ServiceUnavailable
 from domain.errors import InvalidValue
-from projections.log import max_position
+from projections.log import log_end, max_position
+from projections.queries import run_async
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -34,6 +35,33 @@ def read_cursor(
     with services.read_pool.connection(timeout=wait) as conn, conn.cursor() as cur:
         if target and not services.runner.wait_for(target, services.settings.read_wait_timeout_s):
             if target > max_position(cur):
+                raise ReadPositionInFuture("min_position is past the last event")
+            raise ServiceUnavailable("read models are catching up; retry shortly")
+        yield cur
+
+
+@asynccontextmanager
+async def read_cursor_async(
+    connection: ASGIConnection[Any, Any, Any, Any], min_position: int | None
+) -> AsyncIterator[AsyncCursor[Any]]:
+    """``read_cursor`` for handlers on the event loop: the same waits and answers (422 for a
+    position past the log, 503 when the read models or the database do not answer in time),
+    none of them blocking the loop."""
+    services = services_of(connection)
+    user = connection.scope.get("user")
+    target = max(min_position or 0, services.last_writes.get(user) if user else 0)
+    check_position("min_position", min_position)
+    wait = services.settings.read_wait_timeout_s
+    # The read models are awaited before a connection is taken: many more reads can wait
+    # on the loop than the pool has connections, and a waiting read needs none.
+    caught_up = not target or await services.runner.wait_for_async(target, wait)
+    # A PoolTimeout (PostgreSQL down, pool exhausted) is an OperationalError: 503.
+    async with (
+        services.async_read_pool.connection(timeout=wait) as conn,
+        conn.cursor() as cur,
+    ):
+        if not caught_up:
+            if target > await run_async(cur, log_end()):
                 raise ReadPositionInFuture("min_position is past the last event")
             raise ServiceUnavailable("read models are catching up; retry shortly")
         yield cur

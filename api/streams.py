@@ -20,6 +20,7 @@ from domain.documents import Document
 from domain.errors import NotFound, PermissionDenied
 from infrastructure.eventstore import EVENTS_TABLE
 from projections.documents import load_document, render
+from projections.queries import run
 from projections.workspaces import permissions_of
 
 
@@ -81,7 +82,7 @@ class StreamController(Controller):
                 perms = (
                     None
                     if scope["workspace_id"] is None
-                    else permissions_of(cur, scope["workspace_id"], request.user)
+                    else run(cur, permissions_of(scope["workspace_id"], request.user))
                 )
                 if perms is None:
                     raise NotFound("unknown stream")

@@ -9,10 +9,11 @@ import msgspec
 from litestar import Controller, Request, delete, get, post, put
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import Response
+from psycopg import AsyncCursor
 
 from api.commands import Created, Written, execute, reply
 from api.errors import problems
-from api.reads import DEFAULT_LIMIT, check_limit, paged, read_cursor
+from api.reads import DEFAULT_LIMIT, check_limit, paged, read_cursor_async
 from application.commands import (
     AcceptInvite,
     BanMember,
@@ -31,6 +32,7 @@ from domain.errors import NotAMember
 from domain.rules import MAX_PASSWORD, MAX_WORKSPACE_NAME
 from projections import presence as presence_views
 from projections import workspaces as views
+from projections.queries import run_async
 
 Req = Request[str, Any, Any]
 WRITE_ERRORS = problems(400, 401, 403, 404, 409, 413, 422, 429)
@@ -125,8 +127,8 @@ class RoleCreated(msgspec.Struct):
     position: int | None
 
 
-def _member_view(cur: Any, request: Req, ws: str) -> dict[str, Any]:
-    workspace = views.get_workspace(cur, ws, request.user)
+async def _member_view(cur: AsyncCursor[Any], request: Req, ws: str) -> dict[str, Any]:
+    workspace = await run_async(cur, views.get_workspace(ws, request.user))
     if workspace is None or not workspace["is_member"]:
         raise NotAMember("unknown workspace")
     return workspace
@@ -136,59 +138,57 @@ class WorkspaceController(Controller):
     path = "/api/workspaces"
     tags = ["workspaces"]
 
-    @post("/", sync_to_thread=True, operation_id="CreateWorkspace", responses=WRITE_ERRORS)
-    def create(self, request: Req, data: JSONBody[CreateWorkspaceBody]) -> Response[Created]:
+    @post("/", operation_id="CreateWorkspace", responses=WRITE_ERRORS)
+    async def create(self, request: Req, data: JSONBody[CreateWorkspaceBody]) -> Response[Created]:
         """Creates a workspace; its creator is its owner."""
         cmd = CreateWorkspace(name=data.name, visibility=data.visibility, password=data.password)
-        return reply(execute(request, cmd, request.user), Created)
+        return reply(await execute(request, cmd, request.user), Created)
 
-    @get("/", sync_to_thread=True, operation_id="ListMyWorkspaces", responses=READ_ERRORS)
-    def list_mine(self, request: Req, min_position: FromQuery[int | None] = None) -> WorkspaceList:
+    @get("/", operation_id="ListMyWorkspaces", responses=READ_ERRORS)
+    async def list_mine(
+        self, request: Req, min_position: FromQuery[int | None] = None
+    ) -> WorkspaceList:
         """The workspaces I belong to."""
-        with read_cursor(request, min_position) as cur:
-            rows = views.list_my_workspaces(cur, request.user)
+        async with read_cursor_async(request, min_position) as cur:
+            rows = await run_async(cur, views.list_my_workspaces(request.user))
         return WorkspaceList(items=[msgspec.convert(r, WorkspaceView) for r in rows])
 
-    @get("/{ws:str}", sync_to_thread=True, operation_id="GetWorkspace", responses=READ_ERRORS)
-    def show(
+    @get("/{ws:str}", operation_id="GetWorkspace", responses=READ_ERRORS)
+    async def show(
         self, request: Req, ws: FromPath[str], min_position: FromQuery[int | None] = None
     ) -> WorkspaceView:
         """A workspace I belong to, or any public one."""
-        with read_cursor(request, min_position) as cur:
-            row = views.get_workspace(cur, _uuid(ws), request.user)
+        async with read_cursor_async(request, min_position) as cur:
+            row = await run_async(cur, views.get_workspace(_uuid(ws), request.user))
         if row is None:
             raise NotAMember("unknown workspace")
         return msgspec.convert(row, WorkspaceView)
 
     @post(
         "/{ws:str}/join",
-        sync_to_thread=True,
         operation_id="JoinWorkspace",
         status_code=200,
         responses=WRITE_ERRORS,
     )
-    def join(
+    async def join(
         self, request: Req, ws: FromPath[str], data: JSONBody[JoinBody | None] = None
     ) -> Response[Joined]:
         """Joins a public workspace (with its password, if it has one)."""
         cmd = JoinWorkspace(workspace_id=ws, password=data.password if data else None)
-        return reply(execute(request, cmd, request.user), Joined)
+        return reply(await execute(request, cmd, request.user), Joined)
 
     @post(
         "/{ws:str}/leave",
-        sync_to_thread=True,
         operation_id="LeaveWorkspace",
         status_code=200,
         responses=WRITE_ERRORS,
     )
-    def leave(self, request: Req, ws: FromPath[str]) -> Response[Written]:
+    async def leave(self, request: Req, ws: FromPath[str]) -> Response[Written]:
         """Leaves a workspace (the last owner cannot)."""
-        return reply(execute(request, LeaveWorkspace(workspace_id=ws), request.user), Written)
+        return reply(await execute(request, LeaveWorkspace(workspace_id=ws), request.user), Written)
 
-    @get(
-        "/{ws:str}/members", sync_to_thread=True, operation_id="ListMembers", responses=READ_ERRORS
-    )
-    def members(
+    @get("/{ws:str}/members", operation_id="ListMembers", responses=READ_ERRORS)
+    async def members(
         self,
         request: Req,
         ws: FromPath[str],
@@ -198,19 +198,16 @@ class WorkspaceController(Controller):
     ) -> MemberPage:
         """Members in join order with their roles; pass ``next`` back as ``after``."""
         check_limit(limit)
-        with read_cursor(request, min_position) as cur:
-            _member_view(cur, request, _uuid(ws))
-            rows = views.list_members(cur, _uuid(ws), limit=limit + 1, after=_uuid_or_none(after))
+        async with read_cursor_async(request, min_position) as cur:
+            await _member_view(cur, request, _uuid(ws))
+            rows = await run_async(
+                cur, views.list_members(_uuid(ws), limit=limit + 1, after=_uuid_or_none(after))
+            )
         items, next_cursor = paged(rows, limit, "user_id")
         return MemberPage([msgspec.convert(r, MemberView) for r in items], next_cursor)
 
-    @get(
-        "/{ws:str}/presence",
-        sync_to_thread=True,
-        operation_id="ListPresence",
-        responses=READ_ERRORS,
-    )
-    def presence(
+    @get("/{ws:str}/presence", operation_id="ListPresence", responses=READ_ERRORS)
+    async def presence(
         self,
         request: Req,
         ws: FromPath[str],
@@ -220,112 +217,116 @@ class WorkspaceController(Controller):
     ) -> PresencePage:
         """Who of the members is online (a WebSocket open on any instance)."""
         check_limit(limit)
-        with read_cursor(request, min_position) as cur:
-            _member_view(cur, request, _uuid(ws))
-            rows = presence_views.workspace_presence(
-                cur, _uuid(ws), limit=limit + 1, after=_uuid_or_none(after)
+        async with read_cursor_async(request, min_position) as cur:
+            await _member_view(cur, request, _uuid(ws))
+            rows = await run_async(
+                cur,
+                presence_views.workspace_presence(
+                    _uuid(ws), limit=limit + 1, after=_uuid_or_none(after)
+                ),
             )
         items, next_cursor = paged(rows, limit, "user_id")
         return PresencePage([msgspec.convert(r, PresenceView) for r in items], next_cursor)
 
-    @get("/{ws:str}/roles", sync_to_thread=True, operation_id="ListRoles", responses=READ_ERRORS)
-    def roles(
+    @get("/{ws:str}/roles", operation_id="ListRoles", responses=READ_ERRORS)
+    async def roles(
         self, request: Req, ws: FromPath[str], min_position: FromQuery[int | None] = None
     ) -> RoleList:
         """Built-in and custom roles with their permissions."""
-        with read_cursor(request, min_position) as cur:
-            _member_view(cur, request, _uuid(ws))
-            rows = views.list_roles(cur, _uuid(ws))
+        async with read_cursor_async(request, min_position) as cur:
+            await _member_view(cur, request, _uuid(ws))
+            rows = await run_async(cur, views.list_roles(_uuid(ws)))
         return RoleList(items=[msgspec.convert(r, RoleView) for r in rows])
 
     @post(
         "/{ws:str}/invites",
-        sync_to_thread=True,
         operation_id="CreateInvite",
         responses=WRITE_ERRORS,
     )
-    def invite(
+    async def invite(
         self, request: Req, ws: FromPath[str], data: JSONBody[InviteBody | None] = None
     ) -> Response[InviteCode]:
         """Creates an invite code (needs ``invite``)."""
         body = data or InviteBody()
         cmd = CreateInvite(workspace_id=ws, max_uses=body.max_uses, expires_in_s=body.expires_in_s)
-        return reply(execute(request, cmd, request.user), InviteCode)
+        return reply(await execute(request, cmd, request.user), InviteCode)
 
     @post(
         "/{ws:str}/members/{user:str}/kick",
-        sync_to_thread=True,
         operation_id="KickMember",
         status_code=200,
         responses=WRITE_ERRORS,
     )
-    def kick(self, request: Req, ws: FromPath[str], user: FromPath[str]) -> Response[Written]:
+    async def kick(self, request: Req, ws: FromPath[str], user: FromPath[str]) -> Response[Written]:
         return reply(
-            execute(request, KickMember(workspace_id=ws, user_id=user), request.user), Written
+            await execute(request, KickMember(workspace_id=ws, user_id=user), request.user), Written
         )
 
     @post(
         "/{ws:str}/members/{user:str}/ban",
-        sync_to_thread=True,
         operation_id="BanMember",
         status_code=200,
         responses=WRITE_ERRORS,
     )
-    def ban(self, request: Req, ws: FromPath[str], user: FromPath[str]) -> Response[Written]:
+    async def ban(self, request: Req, ws: FromPath[str], user: FromPath[str]) -> Response[Written]:
         """Bans a user: removed if a member, and unable to rejoin until unbanned."""
         return reply(
-            execute(request, BanMember(workspace_id=ws, user_id=user), request.user), Written
+            await execute(request, BanMember(workspace_id=ws, user_id=user), request.user), Written
         )
 
     @delete(
         "/{ws:str}/bans/{user:str}",
-        sync_to_thread=True,
         operation_id="UnbanMember",
         status_code=200,
         responses=WRITE_ERRORS,
     )
-    def unban(self, request: Req, ws: FromPath[str], user: FromPath[str]) -> Response[Written]:
+    async def unban(
+        self, request: Req, ws: FromPath[str], user: FromPath[str]
+    ) -> Response[Written]:
         return reply(
-            execute(request, UnbanMember(workspace_id=ws, user_id=user), request.user), Written
+            await execute(request, UnbanMember(workspace_id=ws, user_id=user), request.user),
+            Written,
         )
 
-    @post("/{ws:str}/roles", sync_to_thread=True, operation_id="CreateRole", responses=WRITE_ERRORS)
-    def create_role(
+    @post("/{ws:str}/roles", operation_id="CreateRole", responses=WRITE_ERRORS)
+    async def create_role(
         self, request: Req, ws: FromPath[str], data: JSONBody[RoleBody]
     ) -> Response[RoleCreated]:
         """Creates a custom role; nobody can create one with permissions they lack."""
         cmd = CreateRole(workspace_id=ws, name=data.name, permissions=data.permissions)
-        return reply(execute(request, cmd, request.user), RoleCreated)
+        return reply(await execute(request, cmd, request.user), RoleCreated)
 
     @put(
         "/{ws:str}/members/{user:str}/roles/{role:str}",
-        sync_to_thread=True,
         operation_id="GrantRole",
         status_code=200,
         responses=WRITE_ERRORS,
     )
-    def grant(
+    async def grant(
         self, request: Req, ws: FromPath[str], user: FromPath[str], role: FromPath[str]
     ) -> Response[Written]:
         """Grants a role; nobody grants a permission they do not hold, nor roles to themselves."""
         return reply(
-            execute(request, GrantRole(workspace_id=ws, user_id=user, role=role), request.user),
+            await execute(
+                request, GrantRole(workspace_id=ws, user_id=user, role=role), request.user
+            ),
             Written,
         )
 
     @delete(
         "/{ws:str}/members/{user:str}/roles/{role:str}",
-        sync_to_thread=True,
         operation_id="RevokeRole",
         status_code=200,
         responses=WRITE_ERRORS,
     )
-    def revoke(
+    async def revoke(
         self, request: Req, ws: FromPath[str], user: FromPath[str], role: FromPath[str]
     ) -> Response[Written]:
         """Revokes a role; the last owner keeps theirs."""
         return reply(
-            execute(request, RevokeRole(workspace_id=ws, user_id=user, role=role), request.user),
+            await execute(
+                request, RevokeRole(workspace_id=ws, user_id=user, role=role), request.user
+            ),
             Written,
         )
 
@@ -336,14 +337,13 @@ class InviteController(Controller):
 
     @post(
         "/{code:str}/accept",
-        sync_to_thread=True,
         operation_id="AcceptInvite",
         status_code=200,
         responses=problems(400, 401, 403, 404, 409, 410, 413, 422, 429),
     )
-    def accept(self, request: Req, code: FromPath[str]) -> Response[Joined]:
+    async def accept(self, request: Req, code: FromPath[str]) -> Response[Joined]:
         """Joins the invite's workspace (refused once expired or used up: 410)."""
-        return reply(execute(request, AcceptInvite(code=code), request.user), Joined)
+        return reply(await execute(request, AcceptInvite(code=code), request.user), Joined)
 
 
 def _uuid(value: str) -> str:

@@ -43,6 +43,7 @@ from types import FrameType
 from typing import Any
 
 from api.bootstrap import build_services
+from api.loop_lag import LoopLagCounts, percentile_ms
 from bench import delivery, documents, rebuild, scenarios
 from bench.delivery import DeliveryResult
 from bench.harness import (
@@ -80,11 +81,11 @@ LABELS = {
     "raw_insert": "raw INSERT, autocommit (baseline)",
     "raw_insert_transaction": "  BEGIN; INSERT; COMMIT",
     "raw_insert_locked": "  BEGIN; LOCK; INSERT; NOTIFY; COMMIT",
-    "app_send_message": "Chorus.execute(SendMessage)",
-    "app_send_message_group_commit": "  same, group commit (CHORUS_GROUP_COMMIT)",
+    "app_send_message": "Chorus.execute(SendMessage), one commit each",
+    "app_send_message_group_commit": "  same, group commit (the default)",
     "http_get_me": "HTTP GET /api/auth/me (baseline)",
-    "http_send_message": "HTTP POST /api/channels/{ch}/messages",
-    "http_send_message_group_commit": "  same, group commit (CHORUS_GROUP_COMMIT)",
+    "http_send_message": "HTTP POST /api/channels/{ch}/messages, one commit each",
+    "http_send_message_group_commit": "  same, group commit (the default)",
     "http_send_no_projections": "  same, projection runner off (diagnostic)",
 }
 COMPARISONS = {
@@ -208,8 +209,10 @@ class Bench:
         factory: WorkerFactory,
         probes: list[CpuProbe],
         after: Callable[[LoadResult], None] | None = None,
+        loop_lag: Callable[[], LoopLagCounts] | None = None,
     ) -> None:
         for n in self.levels:
+            lag_before = None if loop_lag is None else loop_lag()
             result = run_load(
                 key,
                 factory,
@@ -218,6 +221,14 @@ class Bench:
                 duration_s=self.timing.duration_s,
                 probes=probes,
             )
+            if loop_lag is not None and lag_before is not None:
+                # The server's event loop over the warm-up and the window (api/loop_lag.py).
+                lag_after = loop_lag()
+                result.extra["loop_lag_ms"] = {
+                    "p50": percentile_ms(lag_before, lag_after, 50),
+                    "p99": percentile_ms(lag_before, lag_after, 99),
+                    "max_since_start": lag_after.max_ms,
+                }
             if after is not None:
                 after(result)
             self.results[key, n] = result
@@ -239,6 +250,11 @@ def _ms(value: float | None) -> str:
     return "      -" if value is None else f"{value:7.2f}"
 
 
+def _lag_p99(result: LoadResult) -> str:
+    lag = result.extra.get("loop_lag_ms")
+    return "-" if lag is None or lag["p99"] is None else f"{lag['p99']:g}"
+
+
 def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
@@ -247,7 +263,7 @@ def table(bench: Bench) -> str:
     header = (
         f"{'figure':<40} {'conc':>4} {'ops/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
         f"{'÷raw':>5} {'÷app':>5} {'÷GET':>5}  {'CPU ms/op bench/server/pg':<25} "
-        f"{'other':>5} {'err':>3}"
+        f"{'other':>5} {'err':>3} {'lag p99':>7}"
     )
     lines = [header, "-" * len(header)]
     for key in LABELS:
@@ -269,7 +285,7 @@ def table(bench: Bench) -> str:
                 f"{_ms(result.percentile_ms(50))} {_ms(result.percentile_ms(99))} "
                 + " ".join(f"{r:>5}" for r in ratios)
                 + f"  {cpu_text:<25} {'-' if other is None else f'{other:.2f}':>5}"
-                f" {result.errors:>3}"
+                f" {result.errors:>3} {_lag_p99(result):>7}"
             )
     lines.append("")
     lines.append(
@@ -279,6 +295,10 @@ def table(bench: Bench) -> str:
     lines.append(
         "chorus serve (server) and PostgreSQL (pg) per operation. other: CPU cores busy with"
         " anything else (steal too)."
+    )
+    lines.append(
+        "lag p99: how late the server's event loop ran its timers (ms, bucket bound), over the"
+        " warm-up and the window."
     )
     return "\n".join(lines)
 
@@ -441,7 +461,10 @@ def write_group(
         scenarios.create_database(admin_url, "bench_app")
         app_url = pg.url_for("bench_app")
         settings = Settings(
-            jwt_secret=scenarios.BENCH_SECRET, rate_limit_per_second=0, data_dir=work / "app"
+            jwt_secret=scenarios.BENCH_SECRET,
+            rate_limit_per_second=0,
+            data_dir=work / "app",
+            group_commit=False,
         )
         services = build_services(settings, app_url, run_projections=False)
         extra["db_pool_size"] = settings.db_pool_size
@@ -486,7 +509,9 @@ def write_group(
 
         print("3. HTTP: chorus serve (uvicorn, one process) and httpx clients, one per thread")
         scenarios.create_database(admin_url, "bench_http")
-        server = scenarios.ChorusServer(pg.url_for("bench_http"), work).start()
+        server = scenarios.ChorusServer(
+            pg.url_for("bench_http"), work, env={"CHORUS_GROUP_COMMIT": "false"}
+        ).start()
 
         def server_pids() -> list[int]:
             # Whichever server is running now (each HTTP figure starts its own).
@@ -497,7 +522,17 @@ def write_group(
         probes = [bench_probe, server_probe, pg_probe, *everything]
         http_chat = scenarios.prepare_http_chat(server.url)
         scenarios.wait_for_projections(server.url, timeout_s=30)
-        bench.run("http_get_me", scenarios.http_factory(server.url, http_chat, post=False), probes)
+
+        def loop_lag() -> LoopLagCounts:
+            assert server is not None
+            return scenarios.loop_lag(server.url)
+
+        bench.run(
+            "http_get_me",
+            scenarios.http_factory(server.url, http_chat, post=False),
+            probes,
+            loop_lag=loop_lag,
+        )
 
         def catch_up(result: LoadResult) -> None:
             # The server projects what was written while the next figure runs otherwise.
@@ -507,18 +542,16 @@ def write_group(
             result.extra["projection_catch_up_s"] = None if seconds is None else round(seconds, 2)
 
         post = scenarios.http_factory(server.url, http_chat, post=True)
-        bench.run("http_send_message", post, probes, after=catch_up)
+        bench.run("http_send_message", post, probes, after=catch_up, loop_lag=loop_lag)
         server.stop()
         server = None
 
         scenarios.create_database(admin_url, "bench_http_group_commit")
-        server = scenarios.ChorusServer(
-            pg.url_for("bench_http_group_commit"), work, env={"CHORUS_GROUP_COMMIT": "true"}
-        ).start()
+        server = scenarios.ChorusServer(pg.url_for("bench_http_group_commit"), work).start()
         grouped_chat = scenarios.prepare_http_chat(server.url)
         scenarios.wait_for_projections(server.url, timeout_s=30)
         post = scenarios.http_factory(server.url, grouped_chat, post=True)
-        bench.run("http_send_message_group_commit", post, probes, after=catch_up)
+        bench.run("http_send_message_group_commit", post, probes, after=catch_up, loop_lag=loop_lag)
         server.stop()
         server = None
 
@@ -529,7 +562,7 @@ def write_group(
         ).start()
         quiet_chat = scenarios.prepare_http_chat(server.url)
         post = scenarios.http_factory(server.url, quiet_chat, post=True)
-        bench.run("http_send_no_projections", post, probes)
+        bench.run("http_send_no_projections", post, probes, loop_lag=loop_lag)
         server.stop()
         server = None
     finally:

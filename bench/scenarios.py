@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import psycopg
 from psycopg import sql
 
+from api.loop_lag import LoopLagCounts
 from application.chorus import Chorus
 from application.commands import CreateChannel, CreateWorkspace, RegisterUser, SendMessage
 from bench.harness import Worker, WorkerFactory
@@ -339,6 +341,13 @@ def projection_lag(base_url: str) -> int | None:
         body = client.get("/ready").json()
     lag = body.get("projection_lag")
     return None if lag is None else int(lag)
+
+
+def loop_lag(base_url: str) -> LoopLagCounts:
+    """The server's event-loop lag counts so far (``GET /ready``, api/loop_lag.py)."""
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        body = client.get("/ready").json()
+    return msgspec.convert(body["loop_lag"], LoopLagCounts)
 
 
 def wait_for_projections(base_url: str, timeout_s: float) -> tuple[int | None, float | None]:

@@ -7,6 +7,7 @@ from typing import Any
 from psycopg import Cursor
 
 from projections.base import LogEvent, Projection
+from projections.queries import Query, Statement
 from projections.workspaces import permissions_of
 
 
@@ -96,52 +97,53 @@ _COLUMNS = (
 )
 
 
-def visible_channel(cur: Cursor[Any], channel_id: str, user_id: str) -> dict[str, Any] | None:
+def visible_channel(channel_id: str, user_id: str) -> Query[dict[str, Any] | None]:
     """The channel if the user may read it: direct and private channels by membership,
     public ones by ``view_channels`` in the workspace."""
-    cur.execute(
+    rows = yield Statement(
         f"SELECT {_COLUMNS}, EXISTS (SELECT 1 FROM rm_channel_members cm"
         "   WHERE cm.channel_id = c.channel_id AND cm.user_id = %s) AS is_member"
         " FROM rm_channels c WHERE c.channel_id = %s",
         (user_id, channel_id),
     )
-    row = cur.fetchone()
-    if row is None:
+    if not rows:
         return None
+    row = rows[0]
     if row["kind"] == "direct":
-        return dict(row) if row["is_member"] else None
-    perms = permissions_of(cur, row["workspace_id"], user_id)
+        return row if row["is_member"] else None
+    perms = yield from permissions_of(row["workspace_id"], user_id)
     if perms is None or "view_channels" not in perms:
         return None
     if row["private"] and not row["is_member"]:
         return None
-    return dict(row)
+    return row
 
 
-def list_visible_channels(
-    cur: Cursor[Any], workspace_id: str, user_id: str
-) -> list[dict[str, Any]]:
+def list_visible_channels(workspace_id: str, user_id: str) -> Query[list[dict[str, Any]]]:
     """The workspace's channels the user may read (as ``visible_channel`` decides: none
     without ``view_channels``)."""
-    perms = permissions_of(cur, workspace_id, user_id)
+    perms = yield from permissions_of(workspace_id, user_id)
     if perms is None or "view_channels" not in perms:
         return []
-    cur.execute(
-        f"SELECT {_COLUMNS} FROM rm_channels c"
-        " WHERE c.workspace_id = %s AND (NOT c.private OR EXISTS (SELECT 1"
-        "   FROM rm_channel_members cm WHERE cm.channel_id = c.channel_id AND cm.user_id = %s))"
-        " ORDER BY c.created_at, c.channel_id",
-        (workspace_id, user_id),
+    return (
+        yield Statement(
+            f"SELECT {_COLUMNS} FROM rm_channels c"
+            " WHERE c.workspace_id = %s AND (NOT c.private OR EXISTS (SELECT 1"
+            "   FROM rm_channel_members cm WHERE cm.channel_id = c.channel_id"
+            "   AND cm.user_id = %s))"
+            " ORDER BY c.created_at, c.channel_id",
+            (workspace_id, user_id),
+        )
     )
-    return list(cur.fetchall())
 
 
-def list_direct_channels(cur: Cursor[Any], user_id: str) -> list[dict[str, Any]]:
-    cur.execute(
-        f"SELECT {_COLUMNS}, array_agg(other.user_id::text) AS member_ids FROM rm_channels c"
-        " JOIN rm_channel_members me ON me.channel_id = c.channel_id AND me.user_id = %s"
-        " JOIN rm_channel_members other ON other.channel_id = c.channel_id"
-        " WHERE c.kind = 'direct' GROUP BY c.channel_id ORDER BY c.created_at",
-        (user_id,),
+def list_direct_channels(user_id: str) -> Query[list[dict[str, Any]]]:
+    return (
+        yield Statement(
+            f"SELECT {_COLUMNS}, array_agg(other.user_id::text) AS member_ids FROM rm_channels c"
+            " JOIN rm_channel_members me ON me.channel_id = c.channel_id AND me.user_id = %s"
+            " JOIN rm_channel_members other ON other.channel_id = c.channel_id"
+            " WHERE c.kind = 'direct' GROUP BY c.channel_id ORDER BY c.created_at",
+            (user_id,),
+        )
     )
-    return list(cur.fetchall())

@@ -21,6 +21,7 @@ from pycrdt import Array, Doc, Map, Text, XmlFragment
 
 from infrastructure.eventstore import EVENTS_TABLE
 from projections.base import LogEvent, Projection
+from projections.queries import Query, Statement
 
 SNAPSHOT_EVERY_UPDATES = 100
 SNAPSHOT_EVERY_BYTES = 512 * 1024
@@ -304,21 +305,23 @@ _COLUMNS = (
 )
 
 
-def get_document(cur: Cursor[Any], document_id: str) -> dict[str, Any] | None:
-    cur.execute(f"SELECT {_COLUMNS} FROM rm_documents WHERE document_id = %s", (document_id,))
-    row: dict[str, Any] | None = cur.fetchone()
-    return row
+def get_document(document_id: str) -> Query[dict[str, Any] | None]:
+    rows = yield Statement(
+        f"SELECT {_COLUMNS} FROM rm_documents WHERE document_id = %s", (document_id,)
+    )
+    return rows[0] if rows else None
 
 
 def list_documents(
-    cur: Cursor[Any], workspace_id: str, *, after: str | None, limit: int
-) -> list[dict[str, Any]]:
+    workspace_id: str, *, after: str | None, limit: int
+) -> Query[list[dict[str, Any]]]:
     """Live documents of a workspace, oldest first, paged by id order of creation."""
-    cur.execute(
-        f"SELECT {_COLUMNS} FROM rm_documents WHERE workspace_id = %s AND NOT deleted"
-        " AND (%s::uuid IS NULL OR (created_at, document_id) > (SELECT created_at, document_id"
-        "   FROM rm_documents WHERE document_id = %s::uuid))"
-        " ORDER BY created_at, document_id LIMIT %s",
-        (workspace_id, after, after, limit),
+    return (
+        yield Statement(
+            f"SELECT {_COLUMNS} FROM rm_documents WHERE workspace_id = %s AND NOT deleted"
+            " AND (%s::uuid IS NULL OR (created_at, document_id) > (SELECT created_at,"
+            "   document_id FROM rm_documents WHERE document_id = %s::uuid))"
+            " ORDER BY created_at, document_id LIMIT %s",
+            (workspace_id, after, after, limit),
+        )
     )
-    return list(cur.fetchall())

@@ -15,6 +15,7 @@ from psycopg import Cursor
 from infrastructure.eventstore import EVENTS_TABLE, NOTIFY_CHANNEL
 from infrastructure.serialisation import event_type_name
 from projections.base import LogEvent
+from projections.queries import Query, Statement, run
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,15 @@ def read_events(cur: Cursor[Any], *, after: int, limit: int) -> list[LogEvent]:
     return [to_log_event(row) for row in cur.fetchall()]
 
 
+def log_end() -> Query[int]:
+    """The position of the last event (0 for an empty log)."""
+    rows = yield Statement(f"SELECT coalesce(max(notification_id), 0) AS p FROM {EVENTS_TABLE}")
+    return int(rows[0]["p"]) if rows else 0
+
+
 def max_position(cur: Cursor[Any]) -> int:
-    cur.execute(f"SELECT coalesce(max(notification_id), 0) AS p FROM {EVENTS_TABLE}")
-    row = cur.fetchone()
-    return int(row["p"]) if row else 0
+    """``log_end`` for the threads that tail the store with a sync cursor."""
+    return run(cur, log_end())
 
 
 def count_events(cur: Cursor[Any]) -> int:
@@ -72,17 +78,16 @@ VISIBILITY_MODELS = ("streams", "channels", "workspaces")
 
 
 def visible_events(
-    cur: Cursor[Any],
     user_id: str,
     *,
     after: int,
     limit: int,
     stream: str | None,
     type_name: str | None,
-) -> list[LogEvent]:
+) -> Query[list[LogEvent]]:
     """Events of the streams the user may view, in position order. ``view_audit`` in a
     workspace shows every stream of that workspace."""
-    cur.execute(
+    rows = yield Statement(
         "WITH my_ws AS (SELECT workspace_id, roles FROM rm_workspace_members"
         "   WHERE user_id = %(u)s),"
         " perms AS (SELECT m.workspace_id, array_agg(DISTINCT p) AS perms FROM my_ws m"
@@ -121,7 +126,7 @@ def visible_events(
             "limit": limit,
         },
     )
-    return [to_log_event(row) for row in cur.fetchall()]
+    return [to_log_event(row) for row in rows]
 
 
 def follow_store(

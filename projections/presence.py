@@ -7,6 +7,7 @@ from typing import Any
 from psycopg import Cursor
 
 from projections.base import LogEvent, Projection
+from projections.queries import Query, Statement
 
 
 class PresenceProjection(Projection):
@@ -63,23 +64,25 @@ class PresenceProjection(Projection):
 
 
 def workspace_presence(
-    cur: Cursor[Any], workspace_id: str, *, limit: int, after: str | None
-) -> list[dict[str, Any]]:
+    workspace_id: str, *, limit: int, after: str | None
+) -> Query[list[dict[str, Any]]]:
     """Each member's status, in join order; ``after`` is the last user id of the previous
     page. Members never seen online are offline with no ``last_seen``."""
-    cur.execute(
-        "SELECT m.user_id::text,"
-        " CASE WHEN p.online THEN 'online' ELSE 'offline' END AS status, p.last_seen"
-        " FROM rm_workspace_members m LEFT JOIN rm_presence p ON p.user_id = m.user_id"
-        " WHERE m.workspace_id = %s AND (%s::uuid IS NULL OR (m.joined_at, m.user_id) >"
-        "   (SELECT joined_at, user_id FROM rm_workspace_members"
-        "    WHERE workspace_id = %s AND user_id = %s::uuid))"
-        " ORDER BY m.joined_at, m.user_id LIMIT %s",
-        (workspace_id, after, workspace_id, after, limit),
+    return (
+        yield Statement(
+            "SELECT m.user_id::text,"
+            " CASE WHEN p.online THEN 'online' ELSE 'offline' END AS status, p.last_seen"
+            " FROM rm_workspace_members m LEFT JOIN rm_presence p ON p.user_id = m.user_id"
+            " WHERE m.workspace_id = %s AND (%s::uuid IS NULL OR (m.joined_at, m.user_id) >"
+            "   (SELECT joined_at, user_id FROM rm_workspace_members"
+            "    WHERE workspace_id = %s AND user_id = %s::uuid))"
+            " ORDER BY m.joined_at, m.user_id LIMIT %s",
+            (workspace_id, after, workspace_id, after, limit),
+        )
     )
-    return list(cur.fetchall())
 
 
+# Only the presence keeper's thread reads this one: it takes its cursor directly.
 def sessions_on_instance(cur: Cursor[Any], instance_id: str) -> list[dict[str, Any]]:
     cur.execute(
         "SELECT user_id::text, session_id::text FROM rm_presence_sessions WHERE instance_id = %s",

@@ -8,10 +8,13 @@ lock serialises them; the second sees the moved position and skips what is done)
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -118,6 +121,29 @@ def all_projections() -> list[Projection]:
     ]
 
 
+@dataclass(eq=False)
+class _Waiter:
+    """A coroutine waiting on its event loop for the read models to reach ``position``."""
+
+    position: int
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.future = self.loop.create_future()
+
+    def wake(self) -> None:
+        """From any thread: resolves the future on its own loop (futures are not
+        thread-safe)."""
+        # A closed loop raises RuntimeError: nobody awaits this future any more.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self._resolve)
+
+    def _resolve(self) -> None:
+        if not self.future.done():  # not timed out meanwhile
+            self.future.set_result(None)
+
+
 class ProjectionRunner:
     """Runs projections in a background thread, woken by PostgreSQL NOTIFY."""
 
@@ -135,6 +161,7 @@ class ProjectionRunner:
         self.batch_size = batch_size
         self._positions: dict[str, int] = {}
         self._changed = threading.Condition()
+        self._waiters: set[_Waiter] = set()  # guarded by _changed
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -174,6 +201,7 @@ class ProjectionRunner:
         with self._changed:
             self._positions[name] = position
             self._changed.notify_all()
+            self._wake_waiters()
 
     # -- background thread -------------------------------------------------------------------
 
@@ -196,9 +224,22 @@ class ProjectionRunner:
     def position(self) -> int:
         """The position every read model has reached (the slowest one's)."""
         with self._changed:
-            if len(self._positions) < len(self.projections):
-                return 0
-            return min(self._positions.values())
+            return self._slowest()
+
+    def _slowest(self) -> int:
+        """``position()`` for a caller holding ``_changed``."""
+        if len(self._positions) < len(self.projections):
+            return 0
+        return min(self._positions.values())
+
+    def _wake_waiters(self) -> None:
+        """Under ``_changed``: wakes every async waiter whose position is reached."""
+        if not self._waiters:
+            return
+        reached = self._slowest()
+        for waiter in [w for w in self._waiters if w.position <= reached]:
+            self._waiters.discard(waiter)
+            waiter.wake()
 
     def refresh_positions(self) -> None:
         """Reads positions from the database (projections may run in another process)."""
@@ -210,6 +251,7 @@ class ProjectionRunner:
                 name = row["projection"]
                 self._positions[name] = max(self._positions.get(name, 0), int(row["position"]))
             self._changed.notify_all()
+            self._wake_waiters()
 
     def wait_for(self, position: int, timeout: float) -> bool:
         """Blocks until every read model has reached ``position``; False on timeout."""
@@ -224,3 +266,31 @@ class ProjectionRunner:
                 self._changed.wait(min(remaining, 0.05))
             if self._thread is None:
                 self.refresh_positions()
+
+    def waiting(self) -> int:
+        """How many ``wait_for_async`` calls are waiting for the read models to move."""
+        with self._changed:
+            return len(self._waiters)
+
+    async def wait_for_async(self, position: int, timeout: float) -> bool:
+        """``wait_for`` for the event loop: awaits, without blocking the loop, until every
+        read model has reached ``position``; False on timeout. The runner's thread wakes the
+        waiter as it moves (no polling)."""
+        if self._thread is None:
+            # No runner in this process: the read models move only in the database, which
+            # the blocking wait polls. Off the loop, then (only benchmarks run this way).
+            return await asyncio.to_thread(self.wait_for, position, timeout)
+        waiter = _Waiter(position, asyncio.get_running_loop())
+        with self._changed:
+            if self._slowest() >= position:
+                return True
+            self._waiters.add(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter.future
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            with self._changed:
+                self._waiters.discard(waiter)

@@ -7,6 +7,7 @@ from typing import Any
 from psycopg import Cursor
 
 from projections.base import LogEvent, Projection
+from projections.queries import Query, Statement
 
 
 class TimelinesProjection(Projection):
@@ -114,31 +115,29 @@ class TimelinesProjection(Projection):
 
 
 def list_messages(
-    cur: Cursor[Any], channel_id: str, *, limit: int, before: int | None, after: int | None
-) -> tuple[list[dict[str, Any]], int | None]:
+    channel_id: str, *, limit: int, before: int | None, after: int | None
+) -> Query[tuple[list[dict[str, Any]], int | None]]:
     """Newest first. ``before`` pages back in time; ``after`` pages forward (the page just
     after the cursor, still shown newest first). Returns the items and the next cursor."""
     if after is not None:
-        cur.execute(
+        rows = yield Statement(
             "SELECT * FROM (SELECT * FROM rm_messages WHERE channel_id = %s AND seq > %s"
             " ORDER BY seq ASC LIMIT %s) page ORDER BY seq DESC",
             (channel_id, after, limit + 1),
         )
-        rows = list(cur.fetchall())
         more = len(rows) > limit
         rows = rows[1:] if more else rows
         next_cursor = rows[0]["seq"] if more and rows else None
     else:
-        cur.execute(
+        rows = yield Statement(
             "SELECT * FROM rm_messages WHERE channel_id = %s AND (%s::bigint IS NULL OR seq < %s)"
             " ORDER BY seq DESC LIMIT %s",
             (channel_id, before, before, limit + 1),
         )
-        rows = list(cur.fetchall())
         more = len(rows) > limit
         rows = rows[:limit]
         next_cursor = rows[-1]["seq"] if more and rows else None
-    reactions = _reactions(cur, [r["message_id"] for r in rows])
+    reactions = yield from _reactions([r["message_id"] for r in rows])
     items = [
         {
             "id": str(r["message_id"]),
@@ -159,22 +158,23 @@ def list_messages(
     return items, next_cursor
 
 
-def _reactions(cur: Cursor[Any], message_ids: list[Any]) -> dict[Any, dict[str, list[str]]]:
+def _reactions(message_ids: list[Any]) -> Query[dict[Any, dict[str, list[str]]]]:
     if not message_ids:
         return {}
-    cur.execute(
+    rows = yield Statement(
         "SELECT message_id, emoji, array_agg(user_id::text ORDER BY reacted_at, user_id) AS users"
         " FROM rm_reactions WHERE message_id = ANY(%s) GROUP BY message_id, emoji"
         " ORDER BY message_id, min(reacted_at), emoji",
         (message_ids,),
     )
     out: dict[Any, dict[str, list[str]]] = {}
-    for row in cur.fetchall():
+    for row in rows:
         out.setdefault(row["message_id"], {})[row["emoji"]] = list(row["users"])
     return out
 
 
-def message_channel(cur: Cursor[Any], message_id: str) -> str | None:
-    cur.execute("SELECT channel_id::text FROM rm_messages WHERE message_id = %s", (message_id,))
-    row = cur.fetchone()
-    return None if row is None else str(row["channel_id"])
+def message_channel(message_id: str) -> Query[str | None]:
+    rows = yield Statement(
+        "SELECT channel_id::text FROM rm_messages WHERE message_id = %s", (message_id,)
+    )
+    return str(rows[0]["channel_id"]) if rows else None

@@ -7,6 +7,7 @@ from typing import Any
 from psycopg import Cursor
 
 from projections.base import LogEvent, Projection
+from projections.queries import Query, Statement
 
 
 class UsersProjection(Projection):
@@ -31,9 +32,12 @@ class UsersProjection(Projection):
         )
 
 
-def get_user(cur: Cursor[Any], user_id: str) -> dict[str, Any] | None:
-    cur.execute(
+# -- queries ---------------------------------------------------------------------------------
+
+
+def get_user(user_id: str) -> Query[dict[str, Any] | None]:
+    rows = yield Statement(
         "SELECT user_id::text, username, display_name FROM rm_users WHERE user_id = %s",
         (user_id,),
     )
-    return cur.fetchone()
+    return rows[0] if rows else None

@@ -8,6 +8,7 @@ from psycopg import Cursor
 
 from domain.permissions import BUILTIN_ROLES, DEFAULT_ROLE, OWNER
 from projections.base import LogEvent, Projection
+from projections.queries import Query, Statement
 
 
 class WorkspacesProjection(Projection):
@@ -172,9 +173,9 @@ _WORKSPACE_COLUMNS = (
 )
 
 
-def permissions_of(cur: Cursor[Any], workspace_id: str, user_id: str) -> frozenset[str] | None:
+def permissions_of(workspace_id: str, user_id: str) -> Query[frozenset[str] | None]:
     """A member's permissions in a workspace, or None when not a member."""
-    cur.execute(
+    rows = yield Statement(
         "SELECT coalesce(array_agg(DISTINCT p), '{}') AS perms, count(m.user_id) AS n"
         " FROM rm_workspace_members m"
         " LEFT JOIN rm_workspace_roles r"
@@ -183,69 +184,69 @@ def permissions_of(cur: Cursor[Any], workspace_id: str, user_id: str) -> frozens
         " WHERE m.workspace_id = %s AND m.user_id = %s",
         (workspace_id, user_id),
     )
-    row = cur.fetchone()
-    if row is None or row["n"] == 0:
+    if not rows or rows[0]["n"] == 0:
         return None
-    return frozenset(p for p in row["perms"] if p is not None)
+    return frozenset(p for p in rows[0]["perms"] if p is not None)
 
 
-def get_workspace(cur: Cursor[Any], workspace_id: str, user_id: str) -> dict[str, Any] | None:
+def get_workspace(workspace_id: str, user_id: str) -> Query[dict[str, Any] | None]:
     """A workspace as the user may see it: members see it, others only if it is public."""
-    cur.execute(
+    rows = yield Statement(
         f"SELECT {_WORKSPACE_COLUMNS},"
         " EXISTS (SELECT 1 FROM rm_workspace_members m"
         "   WHERE m.workspace_id = w.workspace_id AND m.user_id = %s) AS is_member"
         " FROM rm_workspaces w WHERE w.workspace_id = %s",
         (user_id, workspace_id),
     )
-    row = cur.fetchone()
-    if row is None or (row["visibility"] != "public" and not row["is_member"]):
+    if not rows or (rows[0]["visibility"] != "public" and not rows[0]["is_member"]):
         return None
-    return dict(row)
+    return rows[0]
 
 
-def list_my_workspaces(cur: Cursor[Any], user_id: str) -> list[dict[str, Any]]:
-    cur.execute(
-        f"SELECT {_WORKSPACE_COLUMNS}, true AS is_member FROM rm_workspaces w"
-        " JOIN rm_workspace_members m ON m.workspace_id = w.workspace_id"
-        " WHERE m.user_id = %s ORDER BY w.created_at, w.workspace_id",
-        (user_id,),
+def list_my_workspaces(user_id: str) -> Query[list[dict[str, Any]]]:
+    return (
+        yield Statement(
+            f"SELECT {_WORKSPACE_COLUMNS}, true AS is_member FROM rm_workspaces w"
+            " JOIN rm_workspace_members m ON m.workspace_id = w.workspace_id"
+            " WHERE m.user_id = %s ORDER BY w.created_at, w.workspace_id",
+            (user_id,),
+        )
     )
-    return list(cur.fetchall())
 
 
 def list_members(
-    cur: Cursor[Any], workspace_id: str, *, limit: int, after: str | None
-) -> list[dict[str, Any]]:
+    workspace_id: str, *, limit: int, after: str | None
+) -> Query[list[dict[str, Any]]]:
     """Members in join order; ``after`` is the last user id of the previous page."""
-    cur.execute(
-        "SELECT m.user_id::text, m.roles, m.joined_at, u.username, u.display_name"
-        " FROM rm_workspace_members m LEFT JOIN rm_users u ON u.user_id = m.user_id"
-        " WHERE m.workspace_id = %s AND (%s::uuid IS NULL OR (m.joined_at, m.user_id) >"
-        "   (SELECT joined_at, user_id FROM rm_workspace_members"
-        "    WHERE workspace_id = %s AND user_id = %s::uuid))"
-        " ORDER BY m.joined_at, m.user_id LIMIT %s",
-        (workspace_id, after, workspace_id, after, limit),
+    return (
+        yield Statement(
+            "SELECT m.user_id::text, m.roles, m.joined_at, u.username, u.display_name"
+            " FROM rm_workspace_members m LEFT JOIN rm_users u ON u.user_id = m.user_id"
+            " WHERE m.workspace_id = %s AND (%s::uuid IS NULL OR (m.joined_at, m.user_id) >"
+            "   (SELECT joined_at, user_id FROM rm_workspace_members"
+            "    WHERE workspace_id = %s AND user_id = %s::uuid))"
+            " ORDER BY m.joined_at, m.user_id LIMIT %s",
+            (workspace_id, after, workspace_id, after, limit),
+        )
     )
-    return list(cur.fetchall())
 
 
-def list_roles(cur: Cursor[Any], workspace_id: str) -> list[dict[str, Any]]:
-    cur.execute(
-        "SELECT name, permissions, builtin FROM rm_workspace_roles"
-        " WHERE workspace_id = %s ORDER BY builtin DESC, name",
-        (workspace_id,),
+def list_roles(workspace_id: str) -> Query[list[dict[str, Any]]]:
+    return (
+        yield Statement(
+            "SELECT name, permissions, builtin FROM rm_workspace_roles"
+            " WHERE workspace_id = %s ORDER BY builtin DESC, name",
+            (workspace_id,),
+        )
     )
-    return list(cur.fetchall())
 
 
-def holds_anywhere(cur: Cursor[Any], user_id: str, permission: str) -> bool:
+def holds_anywhere(user_id: str, permission: str) -> Query[bool]:
     """Whether the user holds the permission in at least one workspace."""
-    cur.execute(
+    rows = yield Statement(
         "SELECT EXISTS (SELECT 1 FROM rm_workspace_members m JOIN rm_workspace_roles r"
         " ON r.workspace_id = m.workspace_id AND r.name = ANY(m.roles)"
         " WHERE m.user_id = %s AND %s = ANY(r.permissions)) AS held",
         (user_id, permission),
     )
-    row = cur.fetchone()
-    return bool(row and row["held"])
+    return bool(rows and rows[0]["held"])

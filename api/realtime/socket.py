@@ -17,6 +17,7 @@ from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
 from api.bootstrap import Services
+from api.commands import run_command
 from api.errors import status_of
 from api.realtime import frames, signals
 from api.realtime.access import Access, Target
@@ -159,12 +160,13 @@ class Connection:
 
     # -- sending ---------------------------------------------------------------------------
 
-    async def send(self, data: bytes) -> None:
+    async def send(self, data: bytes | str) -> None:
         if self.closed:
             return
+        text = data if isinstance(data, str) else data.decode()
         async with self._send_lock:
             with contextlib.suppress(Exception):
-                await self.socket.send_data(data.decode(), mode="text")
+                await self.socket.send_data(text, mode="text")
 
     async def close(self, code: int, reason: str) -> None:
         if self.closed:
@@ -269,9 +271,8 @@ class Connection:
         except msgspec.ValidationError as exc:
             await self.send(frames.error(422, f"invalid command: {exc}", id=frame.id))
             return
-        app, cause = self.services.app, Cause(self.user_id, frame.id)
         try:
-            result = await anyio.to_thread.run_sync(app.execute, command, cause)
+            result = await run_command(self.services, command, Cause(self.user_id, frame.id))
         except DomainError as exc:
             await self.send(frames.error(status_of(exc), str(exc), id=frame.id))
             return
