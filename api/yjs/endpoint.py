@@ -58,6 +58,8 @@ class Editor:
         self.bucket = TokenBucket(frames_per_s, frames_per_s * 2)
         self.outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.outbox_bytes = 0
+        self._drained = asyncio.Event()  # nothing queued, nothing being sent
+        self._drained.set()
         self.closed = False
         self.close_code = 1000
         self.close_reason = ""
@@ -72,7 +74,13 @@ class Editor:
             self._too_slow()
             return
         self.outbox_bytes += len(data)
+        self._drained.clear()
         self.outbox.put_nowait(data)
+
+    async def drained(self) -> None:
+        """Returns once what was queued has been handed to the transport (or the
+        connection ended)."""
+        await self._drained.wait()
 
     def _too_slow(self) -> None:
         # What is queued is dropped (the client resyncs when it reconnects). The writer is
@@ -106,9 +114,13 @@ class Editor:
                     break
                 self.outbox_bytes -= len(data)
                 await self.socket.send_data(data, mode="binary")
+                if self.outbox.empty():
+                    self._drained.set()
         except Exception:  # the client went away: nothing more to send it
             self.closed = True
             return
+        finally:
+            self._drained.set()
         with contextlib.suppress(Exception):
             await self.socket.close(code=self.close_code, reason=self.close_reason[:120])
 
@@ -152,7 +164,7 @@ async def _edit(
     editor.handler = asyncio.current_task()
     live: LiveDocument | None = None
     try:
-        opened = await _open(socket, editor, rooms, str(document.id))
+        opened = await _open(socket, editor, rooms, str(document.id), str(workspace.id))
         live = opened.live
         if live is not None:
             await rooms.join(live, editor, ask=not opened.sent_stored)
@@ -194,7 +206,11 @@ class Opened:
 
 
 async def _open(
-    socket: WebSocket[Any, Any, Any], editor: Editor, rooms: Rooms, document_id: str
+    socket: WebSocket[Any, Any, Any],
+    editor: Editor,
+    rooms: Rooms,
+    document_id: str,
+    workspace_id: str,
 ) -> Opened:
     """The document's live copy, once the editor may use it.
 
@@ -205,23 +221,50 @@ async def _open(
     """
     if document_id in rooms.live:
         return Opened(await rooms.open(document_id))
-    opening = asyncio.ensure_future(rooms.open(document_id))
+    # The build holds the GIL: it waits until the stored bytes are on their way (or until
+    # this editor will not be sent them).
+    sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    try:
+        return await _open_fresh(socket, editor, rooms, document_id, workspace_id, sent)
+    finally:
+        _release(sent)
+
+
+async def _open_fresh(
+    socket: WebSocket[Any, Any, Any],
+    editor: Editor,
+    rooms: Rooms,
+    document_id: str,
+    workspace_id: str,
+    sent: asyncio.Future[None],
+) -> Opened:
+    opening = asyncio.ensure_future(rooms.open(document_id, workspace_id, build_after=sent))
     await asyncio.sleep(0)  # lets it start, so that what it reads can be awaited
     fetched = rooms.fetching(document_id)
     if fetched is None:
+        _release(sent)
         return Opened(await opening)
     receiving = asyncio.ensure_future(_next_frame(socket, editor))
-    done, _ = await asyncio.wait({opening, receiving}, return_when=asyncio.FIRST_COMPLETED)
-    if receiving not in done:
-        receiving.cancel()  # the editor said nothing yet: the usual way, then
-        await asyncio.wait({receiving})
-        if receiving.cancelled():
-            return Opened(opening.result())
+    racing: set[asyncio.Future[Any]] = {fetched, opening, receiving}
+    await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
+    if not receiving.done():
+        # Read before the editor said anything: the copy is built now, and the editor's
+        # first frame, if it comes before the copy, may still be answered with the stored
+        # bytes.
+        _release(sent)
+        done, _ = await asyncio.wait({opening, receiving}, return_when=asyncio.FIRST_COMPLETED)
+        if receiving not in done:
+            receiving.cancel()  # the editor said nothing yet: the usual way, then
+            await asyncio.wait({receiving})
+            if receiving.cancelled():
+                return Opened(opening.result())
     frame = receiving.result()
     if frame is None:
+        _release(sent)
         opening.add_done_callback(_retrieve)  # the copy stays for the other editors, if any
         return Opened(None)
     if frame != _FRESH_STEP1 or opening.done():
+        _release(sent)
         return Opened(await opening, pending=frame)
     stored = (await asyncio.shield(fetched)).stored
     await editor.send(protocol.sync_step2(stored.updates[0] if stored.updates else _EMPTY))
@@ -231,7 +274,14 @@ async def _open(
     # lower bound of the copy's), the editor's answer may repeat some of the tail, which
     # changes nothing.
     await editor.send(protocol.sync_step1(stored.state_vector))
+    await editor.drained()
+    _release(sent)
     return Opened(await opening, sent_stored=True)
+
+
+def _release(sent: asyncio.Future[None]) -> None:
+    if not sent.done():
+        sent.set_result(None)
 
 
 _EMPTY = b"\x00\x00"  # a Yjs update holding nothing: no structs, no deletions

@@ -3,6 +3,7 @@ against the running server."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -25,6 +26,8 @@ from websockets.sync.client import ClientConnection, connect
 
 from api.realtime.hub import Delivery
 from api.yjs import protocol
+from api.yjs import rooms as rooms_module
+from api.yjs.endpoint import Editor
 from application.commands import ApplyDocumentUpdate
 from application.document_rooms import RUN_BYTES
 from domain.base import Cause
@@ -728,6 +731,54 @@ def test_a_fresh_editor_is_sent_the_stored_state_while_the_copy_is_built(
             assert fresh.synced and fresh.close_code is None
     finally:
         rooms._build = build  # type: ignore[method-assign]
+
+
+def test_the_copy_is_built_once_the_fresh_editor_was_sent_the_stored_state(
+    chorus: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pycrdt holds the GIL while it builds a copy (milliseconds for a large document): the
+    build starts only after the stored bytes were handed to the fresh editor's connection,
+    so it does not hold up that send."""
+    api = chorus.api
+    owner = api.signup("own")
+    doc = new_document(api, owner, workspace_with(api, owner))
+    services = chorus.server.services
+    rooms = services.rooms
+    source: Doc[Any] = Doc()
+    source.get("content", type=Text).insert(0, "stored")
+    services.app.execute(
+        ApplyDocumentUpdate(document_id=doc, update=source.get_update(), roots={"content": "text"}),
+        Cause(actor_id=owner.user_id),
+    )
+    steps: list[str] = []
+    building = threading.Event()
+    build, drained = rooms._build, Editor.drained
+
+    built = threading.Event()
+
+    def recorded_build(fetched: Any) -> Any:
+        steps.append("build")
+        building.set()
+        try:
+            return build(fetched)
+        finally:
+            built.set()
+
+    async def recorded_drained(editor: Editor) -> None:
+        await drained(editor)
+        # A build that does not wait for this send would start meanwhile (it is ready as
+        # soon as the state is read); one that waits cannot: this gives it the chance.
+        await asyncio.to_thread(building.wait, 1.0)
+        steps.append("sent")
+
+    monkeypatch.setattr(rooms_module, "BUILD_WAIT_S", 30.0)
+    monkeypatch.setattr(rooms, "_build", recorded_build)
+    monkeypatch.setattr(Editor, "drained", recorded_drained)
+    assert doc not in rooms.live
+    with client(chorus, doc, owner) as fresh:
+        fresh.wait(lambda: text_of(fresh) == "stored")
+        assert built.wait(TIMEOUT)
+    assert steps == ["sent", "build"]
 
 
 def test_editors_count_towards_the_connections_per_user(
