@@ -68,7 +68,28 @@ CREATE TABLE IF NOT EXISTS chorus_credentials (
     password_hash text NOT NULL,
     updated_at timestamptz NOT NULL DEFAULT now()
 );
+-- A group commit decided on aggregates it remembered from earlier batches: each must still be
+-- at the version it was read at. Run under the events table's lock, in the insert's
+-- transaction; a stale one fails the transaction as a constraint would (SQLSTATE 23000).
+CREATE OR REPLACE FUNCTION chorus_expect_versions(ids uuid[], versions bigint[])
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    stale uuid;
+BEGIN
+    SELECT e.id INTO stale
+    FROM unnest(ids, versions) AS e(id, version)
+    WHERE e.version IS DISTINCT FROM (
+        SELECT max(c.originator_version) FROM chorus_events c WHERE c.originator_id = e.id
+    )
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'aggregate % changed since it was read', stale
+            USING ERRCODE = 'integrity_constraint_violation';
+    END IF;
+END
+$$;
 """
+_EXPECT_VERSIONS = "SELECT chorus_expect_versions(%b::uuid[], %b::int8[])"
 
 
 class CommandRecord(Protocol):
@@ -134,11 +155,14 @@ class ChorusRecorder(PostgresApplicationRecorder):
         stored_events: Sequence[StoredEvent],
         *,
         chain_head: list[Cursor[DictRow]] | None = None,
+        expect: Mapping[UUID, int] | None = None,
         **kwargs: Any,
     ) -> None:
         assert chain_head is not None, "called through insert_events"
         self._lock_table(curs)
         self._notify_channel(curs)
+        if expect:
+            curs.execute(_EXPECT_VERSIONS, (list(expect), list(expect.values())), prepare=True)
         # Under the lock, so no other writer moves the head before this transaction ends.
         head = curs.connection.cursor()
         head.execute(_CHAIN_HEAD, prepare=True)
@@ -188,13 +212,28 @@ class ChorusRecorder(PostgresApplicationRecorder):
         stored_events: Sequence[StoredEvent],
         commands: Sequence[tuple[CommandRecord, int, int]],
         credentials: Mapping[UUID, str],
+        expect: Mapping[UUID, int] | None = None,
     ) -> Sequence[int]:
         """Several commands' events, idempotency records and credentials in one transaction
         (same table lock and chain links as a single command's). ``commands`` holds each
         record with the slice ``[start:stop]`` of ``stored_events`` that are its events.
-        The positions returned are in the order of ``stored_events``."""
-        ids = self.insert_events(stored_events, commands=commands, credentials=credentials)
+        ``expect``: aggregates that must still be at these versions, or nothing is stored
+        (IntegrityError). The positions returned are in the order of ``stored_events``."""
+        ids = self.insert_events(
+            stored_events, commands=commands, credentials=credentials, expect=expect
+        )
         return list(ids or ())
+
+    def current_versions(self, ids: Sequence[UUID]) -> dict[UUID, int]:
+        """The latest version of each aggregate in ``ids`` that has events."""
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(
+                f"SELECT originator_id, max(originator_version) AS version"
+                f" FROM {self.events_table_name} WHERE originator_id = ANY(%b::uuid[])"
+                " GROUP BY originator_id",
+                (list(ids),),
+            )
+            return {row["originator_id"]: int(row["version"]) for row in curs.fetchall()}
 
     def find_command(self, scope: str, key: str) -> StoredCommand | None:
         """The recorded outcome of an earlier command with this idempotency key."""

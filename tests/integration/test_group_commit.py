@@ -342,3 +342,85 @@ def test_close_stops_the_writer(store_url: str) -> None:
     chorus.close()
     with pytest.raises(RuntimeError):
         committer.submit(CreateWorkspace(name="late"), Cause(owner))
+
+
+def _send(committer: GroupCommitter, channel: str, member: str, text: str) -> Any:
+    return _outcome(committer.submit(SendMessage(channel_id=channel, text=text), Cause(member)))
+
+
+def test_later_batches_decide_on_what_earlier_ones_committed(
+    app: Chorus, committer: GroupCommitter, store_url: str
+) -> None:
+    """The channel and workspace a batch committed are remembered: the next batches read
+    neither from the store, and what they store is what one commit at a time would."""
+    owner, poster = _user(app, "o"), _user(app, "p")
+    _, channel = _room(app, owner, poster)
+    first = _send(committer, channel, poster, "one")
+    assert isinstance(first, CommandResult)
+    reads = committer.stats.store_reads
+    for i in range(5):
+        assert isinstance(_send(committer, channel, poster, f"more {i}"), CommandResult)
+    assert committer.stats.store_reads == reads
+    assert committer.stats.remembered_reads >= 10  # a channel and a workspace each
+    with psycopg.connect(store_url) as conn:
+        assert verify(conn, EVENTS_TABLE).ok
+
+
+def test_a_remembered_aggregate_another_writer_changed_is_not_trusted(
+    app: Chorus, committer: GroupCommitter, store_url: str
+) -> None:
+    """A second Chorus on the same database kicks a member whose workspace this writer
+    remembers: the member's next post is refused, and nothing of it is stored."""
+    owner, poster = _user(app, "o"), _user(app, "p")
+    ws, channel = _room(app, owner, poster)
+    assert isinstance(_send(committer, channel, poster, "before"), CommandResult)
+    other = Chorus(eventsourcing_env(store_url), passwords=CheapPasswords())
+    try:
+        other.execute_now(KickMember(workspace_id=ws, user_id=poster), Cause(owner))
+    finally:
+        other.close()
+    before = _head(store_url)
+    fallbacks = committer.stats.fallbacks
+    refused = _send(committer, channel, poster, "after the kick")
+    assert isinstance(refused, DomainError)
+    assert committer.stats.fallbacks == fallbacks + 1  # found in the batch's transaction
+    assert _rows(store_url, before) == []
+    # Forgotten, then read again: the owner still posts.
+    assert isinstance(_send(committer, channel, owner, "still here"), CommandResult)
+
+
+def test_a_refusal_on_stale_remembered_state_is_decided_again(
+    app: Chorus, committer: GroupCommitter, store_url: str
+) -> None:
+    """A user who left is remembered as not a member; another writer has them join again. A
+    batch that writes nothing finds its remembered workspace out of date and decides again:
+    the post is accepted."""
+    owner, poster = _user(app, "o"), _user(app, "p")
+    ws, channel = _room(app, owner, poster)
+    left = _outcome(committer.submit(LeaveWorkspace(workspace_id=ws), Cause(poster)))
+    assert isinstance(left, CommandResult)  # the workspace is remembered without the poster
+    other = Chorus(eventsourcing_env(store_url), passwords=CheapPasswords())
+    try:
+        other.execute_now(JoinWorkspace(workspace_id=ws), Cause(poster))
+    finally:
+        other.close()
+    stale = committer.stats.stale
+    posted = _send(committer, channel, poster, "back again")
+    assert isinstance(posted, CommandResult), posted
+    assert committer.stats.stale == stale + 1
+    assert [r[2] for r in _rows(store_url, posted.position - 1)] == ["MessageSent"]
+
+
+def test_a_command_run_outside_the_batches_makes_the_writer_forget(
+    app: Chorus, committer: GroupCommitter
+) -> None:
+    """A command with a password runs in its caller's thread, outside the batches: what the
+    writer remembers may be stale after it, so it is dropped before the next batch."""
+    owner, poster = _user(app, "o"), _user(app, "p")
+    _, channel = _room(app, owner, poster)
+    assert isinstance(_send(committer, channel, poster, "one"), CommandResult)
+    assert committer.known
+    committer.execute(RegisterUser(username="user_late", password="password1"), Cause(None))
+    reads = committer.stats.store_reads
+    assert isinstance(_send(committer, channel, poster, "two"), CommandResult)
+    assert committer.stats.store_reads == reads + 2  # the channel and workspace, read again
