@@ -61,6 +61,10 @@ class Run:
         return updates[0]
 
 
+# A state vector naming no client: what a peer holding nothing sends.
+EMPTY_STATE_VECTOR = b"\x00"
+
+
 class DocumentRoom:
     """One document's CRDT state in memory, and its updates waiting to be saved."""
 
@@ -85,10 +89,19 @@ class DocumentRoom:
         self.size = len(doc.get_update()) if size is None else size
         self.max_size = MAX_LIVE_DOCUMENT_BYTES
         self._effective: list[bytes] = []
+        # The whole state encoded, kept until the copy changes: every fresh editor asks for
+        # it, and encoding a large document takes milliseconds with the GIL held.
+        self._encoded: bytes | None = None
         self._subscription = doc.observe(self._on_transaction)
 
     def _on_transaction(self, event: TransactionEvent) -> None:
+        self._encoded = None
         self._effective.append(event.update)
+
+    def keep_encoded(self, state: bytes) -> None:
+        """``state`` encodes exactly this copy's content (what it was built from, when
+        nothing was applied on top): given to fresh editors without encoding it again."""
+        self._encoded = state
 
     def _apply(self, data: bytes) -> bytes | None:
         """Applies an update; returns what it changed (None when nothing was new)."""
@@ -162,13 +175,17 @@ class DocumentRoom:
         self.pending_updates += sum(len(r.updates) for r in runs)
 
     def state(self) -> bytes:
-        return self.doc.get_update()
+        if self._encoded is None:
+            self._encoded = self.doc.get_update()
+        return self._encoded
 
     def state_vector(self) -> bytes:
         return self.doc.get_state()
 
     def diff(self, state_vector: bytes) -> bytes:
         """What a peer with that state vector lacks (sync step 2)."""
+        if state_vector == EMPTY_STATE_VECTOR:
+            return self.state()
         try:
             return self.doc.get_update(state_vector)
         except Exception as exc:

@@ -227,6 +227,8 @@ class Rooms:
         room = DocumentRoom(
             fetched.document_id, loaded.doc, loaded.version, MAX_DOCUMENT_UPDATE_BYTES, loaded.size
         )
+        if len(fetched.stored.updates) == 1:  # a snapshot and no tail: the copy's very state
+            room.keep_encoded(fetched.stored.updates[0])
         return LiveDocument(
             fetched.document_id, fetched.workspace_id, room, loaded_state=room.state_vector()
         )
