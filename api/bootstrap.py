@@ -113,11 +113,16 @@ def build_services(
     )
     if settings.group_commit:
         app.enable_group_commit()
+    # The read models' pools: the sync one for worker threads and the projection runner, the
+    # async one for handlers on the event loop (opened there, at start-up).
+    reads: dict[str, Any] = {
+        "min_size": 2,
+        "max_size": settings.db_pool_size * 2,
+        "kwargs": {"autocommit": True, "row_factory": dict_row},
+    }
     read_pool: ConnectionPool[Any] = ConnectionPool(
         database_url,
-        min_size=2,
-        max_size=settings.db_pool_size * 2,
-        kwargs={"autocommit": True, "row_factory": dict_row},
+        **reads,
         # A connection PostgreSQL dropped (a restart) is replaced, not handed to a request.
         check=ConnectionPool.check_connection,
         open=True,
@@ -125,9 +130,7 @@ def build_services(
     )
     async_read_pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         database_url,
-        min_size=2,
-        max_size=settings.db_pool_size * 2,
-        kwargs={"autocommit": True, "row_factory": dict_row},
+        **reads,
         check=AsyncConnectionPool.check_connection,
         open=False,
         name="chorus-read-async",
