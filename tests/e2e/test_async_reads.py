@@ -5,12 +5,10 @@ answers 503 like every other outage."""
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,8 @@ import pytest
 
 from infrastructure.embedded_postgres import EmbeddedPostgres
 from tests.fixtures.chorus import Api, ServerThread, User, chorus_settings, running_chorus
-from tests.fixtures.servers import HOST, new_database
+from tests.fixtures.relays import TcpRelay
+from tests.fixtures.servers import new_database
 
 TIMEOUT = 30.0  # any single bounded wait of these tests
 # More waiting reads than Litestar has worker threads for sync handlers (the loop's default
@@ -119,60 +118,25 @@ def test_a_read_past_the_log_is_refused_and_one_the_runner_does_not_reach_in_tim
 # -- the database out of reach ------------------------------------------------------------------
 
 
-class Relay:
+class Relay(TcpRelay):
     """A TCP relay to PostgreSQL that can be cut: the relayed connections are closed and new
     ones refused, as when the database's host drops off the network."""
 
     def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.listener = socket.create_server((HOST, 0))
-        self.port: int = self.listener.getsockname()[1]
         self._open = True
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, name="pg-relay", daemon=True).start()
+        super().__init__(upstream_port, "pg-relay")
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return  # closed
-            with self._lock:
-                if not self._open:
-                    client.close()
-                    continue
-                upstream = socket.create_connection((HOST, self.upstream_port), timeout=5)
-                upstream.settimeout(None)
-                self._sockets += [client, upstream]
-            for source, target in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, target), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source: socket.socket, target: socket.socket) -> None:
-        with suppress(OSError):
-            while data := source.recv(65536):
-                target.sendall(data)
-        for sock in (source, target):
-            with suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+    def admits(self) -> bool:
+        return self._open
 
     def cut(self) -> None:
         with self._lock:
             self._open = False
-            for sock in self._sockets:
-                with suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
-            self._sockets.clear()
+        self.drop_connections()
 
     def restore(self) -> None:
         with self._lock:
             self._open = True
-
-    def close(self) -> None:
-        self.cut()
-        self.listener.close()
 
 
 @pytest.mark.faults

@@ -8,12 +8,11 @@ instance must end up exactly where the event log says they should.
 from __future__ import annotations
 
 import signal
-import socket
 import threading
 import time
 import uuid
 from collections import Counter
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +31,7 @@ from tests.fixtures.processes import (
     processes,
     start_all,
 )
+from tests.fixtures.relays import TcpRelay
 from tests.fixtures.servers import HOST, new_database
 
 REQUEST_TIMEOUT = 10.0
@@ -153,68 +153,26 @@ def command_records(database_url: str, scope: str) -> dict[str, dict[str, Any]]:
 # -- the burst client -------------------------------------------------------------------------
 
 
-class LostResponseProxy:
+class LostResponseProxy(TcpRelay):
     """A TCP relay in front of an instance. Once ``swallow`` is set it drops whatever the
     instance answers, so a request it has committed gets no response: what a client sees
     when the instance dies between its commit and its reply. The client's connection is
     closed when the instance's is (here: when it is killed)."""
 
     def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.listener = socket.create_server((HOST, 0))
-        self.port: int = self.listener.getsockname()[1]
         self.swallow = threading.Event()
         self.swallowed = 0
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, name="proxy-accept", daemon=True).start()
+        super().__init__(upstream_port, "proxy")
 
     @property
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return  # closed
-            try:
-                upstream = socket.create_connection((HOST, self.upstream_port), timeout=5)
-            except OSError:
-                client.close()  # the instance is gone: the client sees a disconnect
-                continue
-            upstream.settimeout(None)
-            for sock in (client, upstream):  # no Nagle delay on relayed small writes
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self._lock:
-                self._sockets += [client, upstream]
-            for src, dst, answers in ((client, upstream, False), (upstream, client, True)):
-                threading.Thread(
-                    target=self._pump, args=(src, dst, answers), name="proxy-pump", daemon=True
-                ).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, answers: bool) -> None:
-        try:
-            while data := src.recv(65536):
-                if answers and self.swallow.is_set():
-                    self.swallowed += len(data)
-                    continue
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                with suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        with suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
-        self.listener.close()
-        with self._lock:
-            for sock in self._sockets:
-                sock.close()
+    def passes(self, data: bytes, answers: bool) -> bytes:
+        if answers and self.swallow.is_set():
+            self.swallowed += len(data)
+            return b""
+        return data
 
 
 @dataclass

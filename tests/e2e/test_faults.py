@@ -20,7 +20,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,7 +47,8 @@ from tests.e2e.test_failover import (
 from tests.e2e.test_signals import _crosses
 from tests.fixtures.chorus import Api
 from tests.fixtures.processes import ChorusProcess, processes, start_all
-from tests.fixtures.servers import HOST, RedisServer, _free_port, new_database
+from tests.fixtures.relays import TcpRelay, shut
+from tests.fixtures.servers import RedisServer, _free_port, new_database
 
 pytestmark = pytest.mark.faults
 
@@ -103,7 +104,7 @@ def subscribe(ws: ClientConnection, sub: str, stream: dict[str, str], after: int
 COMMIT_DONE = b"C\x00\x00\x00\x0bCOMMIT\x00"  # the server's CommandComplete for a COMMIT
 
 
-class CommitWithholdingProxy:
+class CommitWithholdingProxy(TcpRelay):
     """A TCP relay between Chorus and PostgreSQL. The first transaction whose statements
     carry ``marker`` commits on the server, but the server's answer to its COMMIT is
     withheld: Chorus cannot know whether it committed. When PostgreSQL goes away, so do the
@@ -111,35 +112,17 @@ class CommitWithholdingProxy:
     down are refused."""
 
     def __init__(self, upstream_port: int, marker: bytes) -> None:
-        self.upstream_port = upstream_port
         self.markers = (marker, marker.hex().encode())  # bytea goes binary or as hex text
-        self.listener = socket.create_server((HOST, 0))
-        self.port: int = self.listener.getsockname()[1]
         self.held = threading.Event()  # a COMMIT's answer is being withheld
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, name="pg-proxy", daemon=True).start()
+        super().__init__(upstream_port, "pg-proxy")
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return  # closed
-            try:
-                upstream = socket.create_connection((HOST, self.upstream_port), timeout=5)
-            except OSError:
-                client.close()  # PostgreSQL is down: the client's connection fails
-                continue
-            upstream.settimeout(None)
-            with self._lock:
-                self._sockets += [client, upstream]
-            state = {"armed": False, "withholding": False}
-            for target, args in (
-                (self._requests, (client, upstream, state)),
-                (self._answers, (upstream, client, state)),
-            ):
-                threading.Thread(target=target, args=args, name="pg-proxy", daemon=True).start()
+    def connected(self, client: socket.socket, upstream: socket.socket) -> None:
+        state = {"armed": False, "withholding": False}
+        for target, args in (
+            (self._requests, (client, upstream, state)),
+            (self._answers, (upstream, client, state)),
+        ):
+            threading.Thread(target=target, args=args, name=self.name, daemon=True).start()
 
     def _requests(self, src: socket.socket, dst: socket.socket, state: dict[str, bool]) -> None:
         tail = b""
@@ -153,7 +136,7 @@ class CommitWithholdingProxy:
         except OSError:
             pass
         finally:
-            self._close(src, dst)
+            shut(src, dst)
 
     def _answers(self, src: socket.socket, dst: socket.socket, state: dict[str, bool]) -> None:
         tail = b""
@@ -175,21 +158,7 @@ class CommitWithholdingProxy:
         except OSError:
             pass
         finally:
-            self._close(src, dst)
-
-    @staticmethod
-    def _close(*socks: socket.socket) -> None:
-        for sock in socks:
-            with suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        with suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
-        with self._lock:
-            for sock in self._sockets:
-                sock.close()
+            shut(src, dst)
 
 
 @contextmanager
