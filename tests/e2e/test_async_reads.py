@@ -5,6 +5,7 @@ answers 503 like every other outage."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -177,3 +178,19 @@ def test_reads_answer_503_while_the_database_is_out_of_reach_and_recover(
             api.close()
             server.stop()
             relay.close()
+
+
+def test_readiness_checks_the_pool_the_http_reads_use(
+    postgres_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """HTTP reads go through the event loop's pool: a server whose pool cannot hand out
+    connections is not ready, even though its worker threads' pool still works."""
+    with running_chorus(postgres_server, tmp_path) as chorus:
+        assert chorus.api.http.get("/ready").status_code == 200
+        services = chorus.server.services
+        loop = chorus.server.app.state.loop_lag.loop
+        asyncio.run_coroutine_threadsafe(services.async_read_pool.close(), loop).result(TIMEOUT)
+        ready = chorus.api.http.get("/ready")
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["database"] is False
+        assert ready.json()["detail"] == "PoolClosed"
