@@ -26,14 +26,12 @@ def read_cursor(
     """A cursor on the read models once they have reached ``min_position`` and the
     caller's own last write in this process."""
     services = services_of(connection)
-    user = connection.scope.get("user")
-    target = max(min_position or 0, services.last_writes.get(user) if user else 0)
-    check_position("min_position", min_position)
+    target = _read_target(connection, min_position)
     # A bounded wait for a connection: while PostgreSQL is down (or the pool is exhausted) a
     # read answers 503 after this, rather than after the pool's default 30 s.
     wait = services.settings.read_wait_timeout_s
     with services.read_pool.connection(timeout=wait) as conn, conn.cursor() as cur:
-        if target and not services.runner.wait_for(target, services.settings.read_wait_timeout_s):
+        if target and not services.runner.wait_for(target, wait):
             if target > max_position(cur):
                 raise ReadPositionInFuture("min_position is past the last event")
             raise ServiceUnavailable("read models are catching up; retry shortly")
@@ -48,9 +46,7 @@ async def read_cursor_async(
     position past the log, 503 when the read models or the database do not answer in time),
     none of them blocking the loop."""
     services = services_of(connection)
-    user = connection.scope.get("user")
-    target = max(min_position or 0, services.last_writes.get(user) if user else 0)
-    check_position("min_position", min_position)
+    target = _read_target(connection, min_position)
     wait = services.settings.read_wait_timeout_s
     # The read models are awaited before a connection is taken: many more reads can wait
     # on the loop than the pool has connections, and a waiting read needs none.
@@ -65,6 +61,15 @@ async def read_cursor_async(
                 raise ReadPositionInFuture("min_position is past the last event")
             raise ServiceUnavailable("read models are catching up; retry shortly")
         yield cur
+
+
+def _read_target(connection: ASGIConnection[Any, Any, Any, Any], min_position: int | None) -> int:
+    """The position the read models must have reached: ``min_position``, and the caller's
+    own last write in this process."""
+    check_position("min_position", min_position)
+    user = connection.scope.get("user")
+    last_write = services_of(connection).last_writes.get(user) if user else 0
+    return max(min_position or 0, last_write)
 
 
 # Positions are PostgreSQL bigints: a larger number is refused here, not by the database.

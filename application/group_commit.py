@@ -266,6 +266,11 @@ class GroupCommitter:
 
     # -- the writer -------------------------------------------------------------------------
 
+    @property
+    def _recorder(self) -> Any:
+        """The store's recorder (infrastructure/eventstore.py: ChorusRecorder)."""
+        return self.app.recorder
+
     def _run(self) -> None:
         stopping = False
         while not stopping:
@@ -334,7 +339,7 @@ class GroupCommitter:
                 if item.record is not None:
                     records.append((item.record, start, stop))
                 start = stop
-            recorder = cast(Any, self.app.recorder)
+            recorder = self._recorder
             if self.before_commit is not None:
                 self.before_commit()
             try:
@@ -365,8 +370,7 @@ class GroupCommitter:
             self._answer(item)
 
     def _changed_since(self, remembered: dict[UUID, int]) -> bool:
-        recorder = cast(Any, self.app.recorder)
-        current: dict[UUID, int] = recorder.current_versions(list(remembered))
+        current: dict[UUID, int] = self._recorder.current_versions(list(remembered))
         return current != remembered
 
     def _remember(self, working: dict[UUID, ChorusAggregate]) -> None:
@@ -491,7 +495,7 @@ class GroupCommitter:
         """The batch's transaction failed and stored nothing (unless its COMMIT committed
         though its answer was lost, and the store's retry then conflicted with itself)."""
         self.stats.fallbacks += 1
-        recorder = cast(Any, self.app.recorder)
+        recorder = self._recorder
         if recorder.find_recorded(stored) is not None:
             for item, start, stop in spans:
                 position = recorder.find_recorded(stored[start:stop])

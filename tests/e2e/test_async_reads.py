@@ -6,12 +6,10 @@ answers 503 like every other outage."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psycopg
@@ -19,6 +17,7 @@ import pytest
 
 from infrastructure.embedded_postgres import EmbeddedPostgres
 from tests.fixtures.chorus import Api, ServerThread, User, chorus_settings, running_chorus
+from tests.fixtures.polling import wait_until
 from tests.fixtures.relays import TcpRelay
 from tests.fixtures.servers import new_database
 
@@ -27,15 +26,6 @@ TIMEOUT = 30.0  # any single bounded wait of these tests
 # executor: at most 32): were reads run in threads, the last ones, and any other request in
 # a thread, would queue behind them.
 WAITING_READS = 60
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
-    """Bounded polling until ``check()`` returns something truthy, which is returned."""
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-    return value
 
 
 @contextmanager

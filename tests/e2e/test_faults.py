@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -46,6 +46,7 @@ from tests.e2e.test_failover import (
 )
 from tests.e2e.test_signals import _crosses
 from tests.fixtures.chorus import Api
+from tests.fixtures.polling import wait_until
 from tests.fixtures.processes import ChorusProcess, processes, start_all
 from tests.fixtures.relays import TcpRelay, shut
 from tests.fixtures.servers import RedisServer, _free_port, new_database
@@ -55,17 +56,6 @@ pytestmark = pytest.mark.faults
 TIMEOUT = 30.0  # any single bounded wait of these tests
 RETRY_PAUSE = 0.05  # a client's pause between retries of one request (not synchronisation)
 RETRYABLE = frozenset({500, 502, 503, 504})
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
-    """Bounded polling until ``check()`` returns something truthy, which is returned."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def post_message(base_url: str, setup: Setup, body: dict[str, Any]) -> dict[str, Any]:
