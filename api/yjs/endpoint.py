@@ -14,6 +14,7 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import anyio
 from litestar import WebSocket, websocket
@@ -30,6 +31,7 @@ from domain.errors import DomainError, NotFound
 from domain.rules import MAX_DOCUMENT_UPDATE_BYTES
 from domain.yjs_update import MalformedUpdate, MissingDependencies, inspect_update
 from infrastructure.tokens import AccessClaims
+from projections.documents import StoredDocument
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +143,8 @@ async def _edit(
     socket: WebSocket[Any, Any, Any], services: Services, claims: AccessClaims, document_id: str
 ) -> None:
     editor = Editor(socket, claims.user_id, services.settings.yjs_frames_per_second)
+    rooms: Rooms = services.rooms
+    reading = _read_early(rooms, document_id)
     try:
         document, workspace = await anyio.to_thread.run_sync(
             document_with_workspace, services.app, document_id, claims.user_id
@@ -154,7 +158,6 @@ async def _edit(
         await socket.close(code=4410, reason="the document was deleted")
         return
     editor.can_edit = document.can_edit(claims.user_id, workspace)
-    rooms: Rooms = services.rooms
     loop = asyncio.get_running_loop()
     writer = loop.create_task(editor.write())
     expiry = loop.call_later(
@@ -164,7 +167,7 @@ async def _edit(
     editor.handler = asyncio.current_task()
     live: LiveDocument | None = None
     try:
-        opened = await _open(socket, editor, rooms, str(document.id), str(workspace.id))
+        opened = await _open(socket, editor, rooms, str(document.id), str(workspace.id), reading)
         live = opened.live
         if live is not None:
             await rooms.join(live, editor, ask=not opened.sent_stored)
@@ -173,7 +176,12 @@ async def _edit(
                 missed = live.room.diff(live.loaded_state)
                 if missed != _EMPTY:
                     await editor.send(protocol.sync_update(missed))
-            if opened.pending is None or await _take(opened.pending, editor, live, rooms):
+            first = opened.pending
+            if opened.receiving is not None:
+                first = await opened.receiving
+                if first is None:
+                    return  # the connection ended, or was closed for a bad frame
+            if first is None or await _take(first, editor, live, rooms):
                 await _receive(socket, editor, live, rooms)
     except asyncio.CancelledError:
         if not editor.cut_off:
@@ -198,11 +206,28 @@ async def _edit(
 _FRESH_STEP1 = protocol.sync_step1(b"\x00")
 
 
+def _read_early(rooms: Rooms, document_id: str) -> asyncio.Future[StoredDocument] | None:
+    """Starts reading a document that is not in memory while the editor's access is checked
+    (the two reads overlap). What it reads is used only once the check has passed."""
+    if document_id in rooms.live or rooms.fetching(document_id) is not None:
+        return None
+    try:
+        UUID(document_id)
+    except ValueError:
+        return None  # the check refuses it
+    reading = asyncio.ensure_future(anyio.to_thread.run_sync(rooms.read_stored, document_id))
+    reading.add_done_callback(_retrieve)  # unused when the check refuses, or others opened it
+    return reading
+
+
 @dataclass
 class Opened:
     live: LiveDocument | None  # None: the connection ended first
     pending: bytes | None = None  # a first frame, still to handle
     sent_stored: bool = False  # the editor was sent the stored state
+    # The editor's next frame after the stored state, being received (None: the connection
+    # ended); it is handled once the editor has joined the copy.
+    receiving: asyncio.Future[bytes | None] | None = None
 
 
 async def _open(
@@ -211,13 +236,15 @@ async def _open(
     rooms: Rooms,
     document_id: str,
     workspace_id: str,
+    reading: asyncio.Future[StoredDocument] | None = None,
 ) -> Opened:
     """The document's live copy, once the editor may use it.
 
     A document not in memory is read from the store (a snapshot and the log after it), then
     built into a copy. A fresh editor need not wait for the build: if its first frame comes
     before the copy is built and is a sync step 1 of an empty document, it is answered with
-    the stored bytes themselves, which it applies while the server builds.
+    the stored bytes themselves, and the copy is built once the editor has applied them (its
+    next frame says so).
     """
     if document_id in rooms.live:
         return Opened(await rooms.open(document_id))
@@ -225,7 +252,7 @@ async def _open(
     # this editor will not be sent them).
     sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     try:
-        return await _open_fresh(socket, editor, rooms, document_id, workspace_id, sent)
+        return await _open_fresh(socket, editor, rooms, document_id, workspace_id, sent, reading)
     finally:
         _release(sent)
 
@@ -237,8 +264,11 @@ async def _open_fresh(
     document_id: str,
     workspace_id: str,
     sent: asyncio.Future[None],
+    reading: asyncio.Future[StoredDocument] | None,
 ) -> Opened:
-    opening = asyncio.ensure_future(rooms.open(document_id, workspace_id, build_after=sent))
+    opening = asyncio.ensure_future(
+        rooms.open(document_id, workspace_id, build_after=sent, reading=reading)
+    )
     await asyncio.sleep(0)  # lets it start, so that what it reads can be awaited
     fetched = rooms.fetching(document_id)
     if fetched is None:
@@ -275,8 +305,18 @@ async def _open_fresh(
     # changes nothing.
     await editor.send(protocol.sync_step1(stored.state_vector))
     await editor.drained()
+    # The editor applies the stored bytes, then answers that step 1. Building the copy
+    # meanwhile would slow its apply down (the build holds the GIL and takes a CPU): the
+    # build starts once its next frame has come (or after ``rooms.build_wait_s``).
+    receiving = asyncio.ensure_future(_next_frame(socket, editor))
+    await asyncio.wait({receiving}, timeout=rooms.build_wait_s)
     _release(sent)
-    return Opened(await opening, sent_stored=True)
+    try:
+        live = await opening
+    except BaseException:
+        receiving.cancel()
+        raise
+    return Opened(live, sent_stored=True, receiving=receiving)
 
 
 def _release(sent: asyncio.Future[None]) -> None:

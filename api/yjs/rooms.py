@@ -125,6 +125,10 @@ class Rooms:
         self.live: dict[str, LiveDocument] = {}
         self._opening: dict[str, asyncio.Future[LiveDocument]] = {}
         self._fetched: dict[str, asyncio.Future[Fetched]] = {}
+        # What each document being opened waits for before it is built (see ``open``), and
+        # for how long at most.
+        self._build_after: dict[str, asyncio.Future[None]] = {}
+        self.build_wait_s = BUILD_WAIT_S
         # Deliveries that arrive while a document loads, applied once it has.
         self._early: dict[str, list[Delivery]] = {}
         self.saved_events = 0
@@ -166,17 +170,23 @@ class Rooms:
         workspace_id: str | None = None,
         *,
         build_after: asyncio.Future[None] | None = None,
+        reading: asyncio.Future[StoredDocument] | None = None,
     ) -> LiveDocument:
         """The document's live copy, read and built if it is not in memory.
-        ``workspace_id``: the document's, when the caller has just loaded it. ``build_after``:
-        the build waits (up to BUILD_WAIT_S) until the caller has sent what was read to an
-        editor: pycrdt holds the GIL while it builds (~6 ms for the editing trace), which
-        would hold up that send."""
+        ``workspace_id``: the document's, when the caller has just loaded it. ``reading``:
+        the caller's read of the stored document (``read_stored``), started early.
+        ``build_after``: the build waits (up to ``build_wait_s``) until the caller's editor has
+        taken what was read: pycrdt holds the GIL while it builds (~6 ms for the editing
+        trace), which would hold up the send, and it competes for the CPUs with the editor
+        applying the same bytes. Another editor opening the document ends that wait."""
         live = self.live.get(document_id)
         if live is not None:
             return live
         opening = self._opening.get(document_id)
         if opening is not None:
+            waiting = self._build_after.get(document_id)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(None)
             return await asyncio.shield(opening)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[LiveDocument] = loop.create_future()
@@ -184,11 +194,16 @@ class Rooms:
         self._opening[document_id] = future
         self._fetched[document_id] = fetched
         self._early[document_id] = []
+        if build_after is not None:
+            self._build_after[document_id] = build_after
         try:
-            stored = await anyio.to_thread.run_sync(self._fetch, document_id, workspace_id)
+            if reading is not None and workspace_id is not None:
+                stored = Fetched(document_id, workspace_id, await reading)
+            else:
+                stored = await anyio.to_thread.run_sync(self._fetch, document_id, workspace_id)
             fetched.set_result(stored)
             if build_after is not None:
-                await asyncio.wait({build_after}, timeout=BUILD_WAIT_S)
+                await asyncio.wait({build_after}, timeout=self.build_wait_s)
             live = await anyio.to_thread.run_sync(self._build, stored)
         except BaseException as exc:
             for failed in (future, fetched):
@@ -199,6 +214,7 @@ class Rooms:
         finally:
             del self._opening[document_id]
             del self._fetched[document_id]
+            self._build_after.pop(document_id, None)
             early = self._early.pop(document_id, [])
         for d in early:
             self._apply_delivery(live, d)
@@ -218,9 +234,13 @@ class Rooms:
     def _fetch(self, document_id: str, workspace_id: str | None) -> Fetched:
         if workspace_id is None:
             workspace_id = str(self.services.app.load(Document, document_id).workspace_id)
+        return Fetched(document_id, workspace_id, self.read_stored(document_id))
+
+    def read_stored(self, document_id: str) -> StoredDocument:
+        """The document as stored (a snapshot and the log after it); blocking. Reads it
+        whoever asks: what it returns must only reach an editor whose access was checked."""
         with self.services.read_pool.connection() as conn, conn.cursor() as cur:
-            stored = fetch_document(cur, document_id)
-        return Fetched(document_id, workspace_id, stored)
+            return fetch_document(cur, document_id)
 
     def _build(self, fetched: Fetched) -> LiveDocument:
         loaded = fetched.stored.build()

@@ -25,11 +25,12 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from api.realtime.hub import Delivery
+from api.yjs import endpoint as endpoint_module
 from api.yjs import protocol
-from api.yjs import rooms as rooms_module
 from api.yjs.endpoint import Editor
 from application.commands import ApplyDocumentUpdate
 from application.document_rooms import RUN_BYTES
+from application.documents import document_with_workspace
 from domain.base import Cause
 from domain.rules import MAX_DOCUMENT_UPDATE_BYTES
 from infrastructure.embedded_postgres import EmbeddedPostgres
@@ -771,7 +772,7 @@ def test_the_copy_is_built_once_the_fresh_editor_was_sent_the_stored_state(
         await asyncio.to_thread(building.wait, 1.0)
         steps.append("sent")
 
-    monkeypatch.setattr(rooms_module, "BUILD_WAIT_S", 30.0)
+    monkeypatch.setattr(rooms, "build_wait_s", 30.0)
     monkeypatch.setattr(rooms, "_build", recorded_build)
     monkeypatch.setattr(Editor, "drained", recorded_drained)
     assert doc not in rooms.live
@@ -779,6 +780,120 @@ def test_the_copy_is_built_once_the_fresh_editor_was_sent_the_stored_state(
         fresh.wait(lambda: text_of(fresh) == "stored")
         assert built.wait(TIMEOUT)
     assert steps == ["sent", "build"]
+
+
+def _stored_document(chorus: Running, owner: User, ws: str, text: str) -> str:
+    """A document whose stored state holds ``text``, not in memory."""
+    services = chorus.server.services
+    doc = new_document(chorus.api, owner, ws)
+    source: Doc[Any] = Doc()
+    source.get("content", type=Text).insert(0, text)
+    services.app.execute(
+        ApplyDocumentUpdate(document_id=doc, update=source.get_update(), roots={"content": "text"}),
+        Cause(actor_id=owner.user_id),
+    )
+    assert doc not in services.rooms.live
+    return doc
+
+
+def _fresh_sync(ws: ClientConnection) -> list[int]:
+    """Sends the step 1 of an empty document; returns the sync types received, up to the
+    server's step 1."""
+    ws.send(protocol.sync_step1(b"\x00"))
+    kinds: list[int] = []
+    while protocol.SYNC_STEP1 not in kinds:
+        frame = ws.recv(timeout=TIMEOUT)
+        assert isinstance(frame, bytes)
+        message = protocol.parse(frame)
+        if message.kind == protocol.MESSAGE_SYNC and message.sync_type is not None:
+            kinds.append(message.sync_type)
+    return kinds
+
+
+def test_the_copy_is_built_once_the_fresh_editor_has_answered(
+    chorus: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fresh editor applies the stored bytes it was sent, then answers the server's step
+    1. Building the copy meanwhile would slow that apply down (the build holds the GIL and
+    takes a CPU), so the build waits for the editor's next frame."""
+    api = chorus.api
+    owner = api.signup("own")
+    doc = _stored_document(chorus, owner, workspace_with(api, owner), "stored")
+    rooms = chorus.server.services.rooms
+    steps: list[str] = []
+    building = threading.Event()
+    build = rooms._build
+
+    def recorded_build(fetched: Any) -> Any:
+        steps.append("build")
+        building.set()
+        return build(fetched)
+
+    monkeypatch.setattr(rooms, "build_wait_s", 60.0)
+    monkeypatch.setattr(rooms, "_build", recorded_build)
+    url = chorus.server.url.replace("http", "ws", 1) + f"/yjs/{doc}?token={owner.access_token}"
+    with connect(url, open_timeout=TIMEOUT, max_size=None) as ws:
+        assert _fresh_sync(ws) == [protocol.SYNC_STEP2, protocol.SYNC_STEP1]
+        # A build that does not wait for the answer starts now: this gives it the chance.
+        assert not building.wait(1.0)
+        steps.append("answered")
+        ws.send(protocol.sync_step2(b"\x00\x00"))
+        assert building.wait(TIMEOUT)
+        assert chorus.server.services.rooms.wait(lambda: doc in rooms.live, TIMEOUT)
+    assert steps == ["answered", "build"]
+
+
+def test_another_editor_does_not_wait_for_a_silent_first_one(
+    chorus: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first editor of a document not in memory is sent the stored bytes and never
+    answers: the copy's build waits for it, but a second editor opening the document ends
+    that wait at once."""
+    api = chorus.api
+    owner = api.signup("own")
+    doc = _stored_document(chorus, owner, workspace_with(api, owner), "stored")
+    rooms = chorus.server.services.rooms
+    monkeypatch.setattr(rooms, "build_wait_s", 600.0)  # far beyond the test's timeouts
+    url = chorus.server.url.replace("http", "ws", 1) + f"/yjs/{doc}?token={owner.access_token}"
+    with connect(url, open_timeout=TIMEOUT, max_size=None) as silent:
+        _fresh_sync(silent)
+        with client(chorus, doc, owner) as second:
+            second.wait(lambda: text_of(second) == "stored")
+            type_text(second, "!")
+            assert rooms.wait(lambda: doc in rooms.live, TIMEOUT)
+
+
+def test_the_stored_state_is_read_while_the_access_is_checked(
+    chorus: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening a document not in memory, the access check and the read of the stored state
+    run at the same time; an editor refused access gets neither the state nor a copy."""
+    api = chorus.api
+    owner, outsider = api.signup("own"), api.signup("out")
+    private = str(api.ok(api.post("/api/workspaces", owner, {"name": "private"}), 201)["id"])
+    doc = _stored_document(chorus, owner, private, "secret")
+    rooms = chorus.server.services.rooms
+    reading = threading.Event()
+    overlapped: list[bool] = []
+    read_stored, check = rooms.read_stored, document_with_workspace
+
+    def recorded_read(document_id: str) -> Any:
+        reading.set()
+        return read_stored(document_id)
+
+    def recorded_check(*args: Any) -> Any:
+        overlapped.append(reading.wait(TIMEOUT))  # without the overlap: never, until timeout
+        return check(*args)
+
+    monkeypatch.setattr(rooms, "read_stored", recorded_read)
+    monkeypatch.setattr(endpoint_module, "document_with_workspace", recorded_check)
+    with client(chorus, doc, outsider) as refused:
+        assert refused.wait_closed() in (4403, 4404)
+        assert text_of(refused) == "" and not refused.synced
+    assert doc not in rooms.live and rooms.fetching(doc) is None
+    with client(chorus, doc, owner) as allowed:
+        allowed.wait(lambda: text_of(allowed) == "secret")
+    assert overlapped == [True, True]
 
 
 def test_editors_count_towards_the_connections_per_user(
