@@ -35,6 +35,9 @@ def rebuild(
 ) -> int:
     """Rebuilds the given read models and swaps them in; returns the position reached.
     ``progress`` is called with the number of events read by each batch."""
+    if not projections:
+        # No tracking position would ever move: the bulk pass would read the log forever.
+        raise ValueError("no read model to rebuild")
     names = [p.name for p in projections]
     rebuild_options = f"-c search_path={SCHEMA},public"
     with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as admin:

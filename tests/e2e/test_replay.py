@@ -8,6 +8,9 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
+from projections.replay import rebuild
 from tests.e2e.test_durability import _populate, _read_models
 from tests.fixtures.chorus import Api, Running
 
@@ -81,3 +84,9 @@ def test_replay_one_projection_and_refuse_unknown_ones(chorus: Running) -> None:
         timeout=60,
     )
     assert bad.returncode == 2 and "unknown projection" in bad.stderr
+
+
+def test_rebuilding_no_read_model_is_refused_before_touching_the_database() -> None:
+    """Without a projection no tracking position moves, so the bulk pass would never end."""
+    with pytest.raises(ValueError, match="no read model"):
+        rebuild("postgresql://nobody@127.0.0.1:1/none", [])
