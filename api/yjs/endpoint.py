@@ -166,6 +166,7 @@ async def _edit(
     )
     editor.handler = asyncio.current_task()
     live: LiveDocument | None = None
+    opened: Opened | None = None
     try:
         opened = await _open(socket, editor, rooms, str(document.id), str(workspace.id), reading)
         live = opened.live
@@ -190,6 +191,8 @@ async def _edit(
     finally:
         editor.handler = None  # what follows is not to be cut short
         expiry.cancel()
+        if opened is not None and opened.receiving is not None:
+            opened.receiving.cancel()  # not awaited if the join failed
         if live is not None:
             await rooms.leave(live, editor)
         await editor.close(1000, "")
