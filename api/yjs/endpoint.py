@@ -251,8 +251,8 @@ async def _open(
     """
     if document_id in rooms.live:
         return Opened(await rooms.open(document_id))
-    # The build holds the GIL: it waits until the stored bytes are on their way (or until
-    # this editor will not be sent them).
+    # The build holds the GIL and takes a CPU: it waits until this editor has taken the
+    # stored bytes (or will not be sent them).
     sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     try:
         return await _open_fresh(socket, editor, rooms, document_id, workspace_id, sent, reading)

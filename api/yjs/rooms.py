@@ -42,7 +42,7 @@ CLOSE_DELETED = 4410
 CLOSE_NO_ACCESS = 4404
 CLOSE_RELOAD = 1012
 CLOSE_TRY_LATER = 1013
-# The longest a document's build waits for its first editor to be sent the stored bytes.
+# The longest a document's build waits for its first editor to take the stored bytes.
 BUILD_WAIT_S = 0.5
 
 # A copy whose saves keep failing holds at most this much unsaved before it is dropped.

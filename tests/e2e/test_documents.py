@@ -742,15 +742,8 @@ def test_the_copy_is_built_once_the_fresh_editor_was_sent_the_stored_state(
     so it does not hold up that send."""
     api = chorus.api
     owner = api.signup("own")
-    doc = new_document(api, owner, workspace_with(api, owner))
-    services = chorus.server.services
-    rooms = services.rooms
-    source: Doc[Any] = Doc()
-    source.get("content", type=Text).insert(0, "stored")
-    services.app.execute(
-        ApplyDocumentUpdate(document_id=doc, update=source.get_update(), roots={"content": "text"}),
-        Cause(actor_id=owner.user_id),
-    )
+    doc = _stored_document(chorus, owner, workspace_with(api, owner), "stored")
+    rooms = chorus.server.services.rooms
     steps: list[str] = []
     building = threading.Event()
     build, drained = rooms._build, Editor.drained
@@ -775,7 +768,6 @@ def test_the_copy_is_built_once_the_fresh_editor_was_sent_the_stored_state(
     monkeypatch.setattr(rooms, "build_wait_s", 30.0)
     monkeypatch.setattr(rooms, "_build", recorded_build)
     monkeypatch.setattr(Editor, "drained", recorded_drained)
-    assert doc not in rooms.live
     with client(chorus, doc, owner) as fresh:
         fresh.wait(lambda: text_of(fresh) == "stored")
         assert built.wait(TIMEOUT)
