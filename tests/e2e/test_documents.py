@@ -734,6 +734,27 @@ def test_a_fresh_editor_is_sent_the_stored_state_while_the_copy_is_built(
         rooms._build = build  # type: ignore[method-assign]
 
 
+def _record_builds(
+    rooms: Any, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[str], threading.Event, threading.Event]:
+    """Makes each build of a copy append "build" to the returned steps; the two events are
+    set when a build starts and when it ends."""
+    steps: list[str] = []
+    building, built = threading.Event(), threading.Event()
+    build = rooms._build
+
+    def recorded_build(fetched: Any) -> Any:
+        steps.append("build")
+        building.set()
+        try:
+            return build(fetched)
+        finally:
+            built.set()
+
+    monkeypatch.setattr(rooms, "_build", recorded_build)
+    return steps, building, built
+
+
 def test_the_copy_is_built_once_the_fresh_editor_was_sent_the_stored_state(
     chorus: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -744,19 +765,8 @@ def test_the_copy_is_built_once_the_fresh_editor_was_sent_the_stored_state(
     owner = api.signup("own")
     doc = _stored_document(chorus, owner, workspace_with(api, owner), "stored")
     rooms = chorus.server.services.rooms
-    steps: list[str] = []
-    building = threading.Event()
-    build, drained = rooms._build, Editor.drained
-
-    built = threading.Event()
-
-    def recorded_build(fetched: Any) -> Any:
-        steps.append("build")
-        building.set()
-        try:
-            return build(fetched)
-        finally:
-            built.set()
+    steps, building, built = _record_builds(rooms, monkeypatch)
+    drained = Editor.drained
 
     async def recorded_drained(editor: Editor) -> None:
         await drained(editor)
@@ -766,7 +776,6 @@ def test_the_copy_is_built_once_the_fresh_editor_was_sent_the_stored_state(
         steps.append("sent")
 
     monkeypatch.setattr(rooms, "build_wait_s", 30.0)
-    monkeypatch.setattr(rooms, "_build", recorded_build)
     monkeypatch.setattr(Editor, "drained", recorded_drained)
     with client(chorus, doc, owner) as fresh:
         fresh.wait(lambda: text_of(fresh) == "stored")
@@ -812,17 +821,8 @@ def test_the_copy_is_built_once_the_fresh_editor_has_answered(
     owner = api.signup("own")
     doc = _stored_document(chorus, owner, workspace_with(api, owner), "stored")
     rooms = chorus.server.services.rooms
-    steps: list[str] = []
-    building = threading.Event()
-    build = rooms._build
-
-    def recorded_build(fetched: Any) -> Any:
-        steps.append("build")
-        building.set()
-        return build(fetched)
-
+    steps, building, _ = _record_builds(rooms, monkeypatch)
     monkeypatch.setattr(rooms, "build_wait_s", 60.0)
-    monkeypatch.setattr(rooms, "_build", recorded_build)
     url = chorus.server.url.replace("http", "ws", 1) + f"/yjs/{doc}?token={owner.access_token}"
     with connect(url, open_timeout=TIMEOUT, max_size=None) as ws:
         assert _fresh_sync(ws) == [protocol.SYNC_STEP2, protocol.SYNC_STEP1]
