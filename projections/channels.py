@@ -6,12 +6,12 @@ from typing import Any
 
 from psycopg import Cursor
 
-from projections.base import LogEvent, Projection
+from projections.base import EventProjection, LogEvent
 from projections.queries import Query, Statement
 from projections.workspaces import permissions_of
 
 
-class ChannelsProjection(Projection):
+class ChannelsProjection(EventProjection):
     name = "channels"
     tables = ("rm_channels", "rm_channel_members")
     create_sql = """

@@ -20,7 +20,7 @@ from psycopg import Cursor
 from pycrdt import Array, Doc, Map, Text, XmlFragment
 
 from infrastructure.eventstore import EVENTS_TABLE
-from projections.base import LogEvent, Projection
+from projections.base import EventProjection, LogEvent
 from projections.queries import Query, Statement
 
 SNAPSHOT_EVERY_UPDATES = 100
@@ -33,7 +33,7 @@ SNAPSHOT_TAIL_FLOOR_BYTES = 16 * 1024
 _UPDATE_TOPIC_SUFFIX = ".DocumentUpdateApplied"
 
 
-class DocumentsProjection(Projection):
+class DocumentsProjection(EventProjection):
     name = "documents"
     tables = ("rm_documents", "rm_document_snapshots", "rm_document_edits")
     create_sql = """

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -14,7 +15,7 @@ from psycopg import Cursor
 
 from infrastructure.eventstore import EVENTS_TABLE, NOTIFY_CHANNEL
 from infrastructure.serialisation import event_type_name
-from projections.base import LogEvent
+from projections.base import LogEvent, Span
 from projections.queries import Query, Statement, run
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,70 @@ def read_events(cur: Cursor[Any], *, after: int, limit: int) -> list[LogEvent]:
     cur.execute(
         f"{SELECT_EVENTS} WHERE e.notification_id > %s ORDER BY e.notification_id LIMIT %s",
         (after, limit),
+    )
+    return [to_log_event(row) for row in cur.fetchall()]
+
+
+def next_span(cur: Cursor[Any], *, after: int, limit: int, until: int | None = None) -> Span:
+    """The span of the next ``limit`` events after ``after`` (none past ``until``). Positions
+    are taken in commit order under the store's table lock, so every position up to the
+    span's end is committed (or never will be): later statements see the same span."""
+    cur.execute(
+        "SELECT max(notification_id) AS upto, count(*) AS n, array_agg(DISTINCT topic) AS topics"
+        f" FROM (SELECT notification_id, topic FROM {EVENTS_TABLE} WHERE notification_id > %s"
+        "  AND (%s::bigint IS NULL OR notification_id <= %s::bigint)"
+        "  ORDER BY notification_id LIMIT %s) s",
+        (after, until, until, limit),
+    )
+    row = cur.fetchone()
+    if row is None or row["upto"] is None:
+        return Span(after, after, frozenset(), 0)
+    return Span(after, int(row["upto"]), frozenset(row["topics"]), int(row["n"]))
+
+
+def _topic_filter(span: Span, types: Iterable[str]) -> str:
+    """SQL matching ``e.topic`` to the span's topics of these types. The topics are inlined
+    (they are the store's own class paths, checked here): a list of constants lets the
+    planner test each row cheaply."""
+    topics = span.topics_of(types)
+    if not all(_TOPIC.fullmatch(t) for t in topics):
+        raise ValueError(f"unexpected stored topic among {topics!r}")
+    return f"e.topic IN ({', '.join(repr(t) for t in topics)})" if topics else "false"
+
+
+_TOPIC = re.compile(r"[A-Za-z0-9_.:]+")
+
+
+def span_events(span: Span, types: Iterable[str], fields: dict[str, str] | None = None) -> str:
+    """SQL for the span's events of ``types`` (parameters ``%(after)s`` and ``%(upto)s``):
+    ``position, stream, version, type``; with ``fields``, also ``at`` and those fields of the
+    state (name -> SQL type, as ``json_to_record`` takes them), each state parsed once, in
+    PostgreSQL."""
+    columns = (
+        "e.notification_id AS position, e.originator_id AS stream,"
+        " e.originator_version AS version, substring(e.topic from '[^.]+$') AS type"
+    )
+    source = f"{EVENTS_TABLE} e"
+    if fields is not None:
+        record = "".join(f", {name} {kind}" for name, kind in fields.items())
+        columns += f', d."timestamp" AS at{"".join(f", d.{name}" for name in fields)}'
+        source += (
+            " CROSS JOIN LATERAL json_to_record(convert_from(e.state, 'UTF8')::json)"
+            f' AS d("timestamp" timestamptz{record})'
+        )
+    return (
+        f"SELECT {columns} FROM {source}"
+        " WHERE e.notification_id > %(after)s AND e.notification_id <= %(upto)s"
+        f" AND {_topic_filter(span, types)}"
+    )
+
+
+def read_span(cur: Cursor[Any], span: Span, after: int, types: Iterable[str]) -> list[LogEvent]:
+    """The events of ``types`` in the span after ``after``, in position order."""
+    cur.execute(
+        f"{SELECT_EVENTS} WHERE e.notification_id > %s AND e.notification_id <= %s"
+        f" AND {_topic_filter(span, types)} ORDER BY e.notification_id",
+        (after, span.upto),
     )
     return [to_log_event(row) for row in cur.fetchall()]
 

@@ -6,11 +6,11 @@ from typing import Any
 
 from psycopg import Cursor
 
-from projections.base import LogEvent, Projection
+from projections.base import EventProjection, LogEvent
 from projections.queries import Query, Statement
 
 
-class PresenceProjection(Projection):
+class PresenceProjection(EventProjection):
     name = "presence"
     tables = ("rm_presence", "rm_presence_sessions")
     create_sql = """

@@ -10,13 +10,15 @@ views: readers see the old model or the new one, never a half-built one.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 from psycopg.rows import dict_row
 
 from projections.analytics import create_views
-from projections.base import Projection
+from projections.base import Projection, SetProjection
 from projections.log import max_position
 from projections.runner import apply_batch, create_tables
 
@@ -43,24 +45,73 @@ def rebuild(
     with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as admin:
         admin.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
         admin.execute(f"CREATE SCHEMA {SCHEMA}")
-    with psycopg.connect(
-        database_url, autocommit=True, row_factory=dict_row, options=rebuild_options
-    ) as conn:
-        with conn.transaction(), conn.cursor() as cur:
-            create_tables(cur, projections, views=False)
-        while True:  # the bulk of the work, beside the live models
-            with conn.transaction(), conn.cursor() as cur:
-                count, _ = apply_batch(cur, projections, batch_size, until)
-            if progress is not None:
-                progress(count)
-            if count < batch_size:
-                break
+    with (
+        psycopg.connect(
+            database_url, autocommit=True, row_factory=dict_row, options=rebuild_options
+        ) as conn,
+        conn.transaction(),
+        conn.cursor() as cur,
+    ):
+        create_tables(cur, projections, views=False)
+    # The bulk of the work, beside the live models. Each set-based model has its own
+    # connection (its statements then run on their own PostgreSQL backend, on another core);
+    # the event-at-a-time ones share one, so each event is read and decoded once.
+    groups: list[list[Projection]] = [[p] for p in projections if isinstance(p, SetProjection)]
+    one_by_one = [p for p in projections if not isinstance(p, SetProjection)]
+    if one_by_one:
+        groups.append(one_by_one)
+    # Every group reads the whole span: the figure reported is the slowest group's.
+    counted = _Progress(progress, len(groups))
+    with ThreadPoolExecutor(len(groups), thread_name_prefix="rebuild") as pool:
+        for done in [
+            pool.submit(_bulk, database_url, rebuild_options, group, batch_size, until, counted)
+            for group in groups
+        ]:
+            done.result()
     for _ in range(SWAP_ATTEMPTS):
         try:
             return _swap(database_url, projections, names, until, batch_size, progress)
         except psycopg.errors.LockNotAvailable:
             continue  # readers held a table a moment too long: let them finish, try again
     raise RuntimeError(f"could not take the read models' locks in {SWAP_ATTEMPTS} attempts")
+
+
+def _bulk(
+    database_url: str,
+    options: str,
+    projections: Sequence[Projection],
+    batch_size: int,
+    until: int | None,
+    progress: _Progress,
+) -> None:
+    with psycopg.connect(
+        database_url, autocommit=True, row_factory=dict_row, options=options
+    ) as conn:
+        while True:
+            with conn.transaction(), conn.cursor() as cur:
+                count, _ = apply_batch(cur, projections, batch_size, until)
+            progress.add(id(projections), count)
+            if count < batch_size:
+                return
+
+
+class _Progress:
+    """Reports the events read by the group that has read the fewest so far."""
+
+    def __init__(self, report: Callable[[int], None] | None, groups: int) -> None:
+        self._report = report
+        self._groups = groups
+        self._read: dict[int, int] = {}
+        self._reported = 0
+        self._lock = threading.Lock()
+
+    def add(self, group: int, count: int) -> None:
+        with self._lock:
+            self._read[group] = self._read.get(group, 0) + count
+            slowest = min(self._read.values()) if len(self._read) == self._groups else 0
+            step, self._reported = slowest - self._reported, max(slowest, self._reported)
+        if self._report is not None and step > 0:
+            self._report(step)
 
 
 def _swap(

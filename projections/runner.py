@@ -14,17 +14,17 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
 from projections.analytics import create_views
-from projections.base import LogEvent, Projection
+from projections.base import EventProjection, LogEvent, Projection, SetProjection, Span
 from projections.channels import ChannelsProjection
 from projections.documents import DocumentsProjection
-from projections.log import follow_store, read_events
+from projections.log import follow_store, next_span, read_span
 from projections.presence import PresenceProjection
 from projections.streams import StreamsProjection
 from projections.timelines import TimelinesProjection
@@ -64,10 +64,10 @@ def apply_batch(
     batch_size: int,
     until: int | None = None,
 ) -> tuple[int, dict[str, int]]:
-    """In the caller's transaction: locks the projections' tracking rows, reads one batch of
-    events once (from the slowest one's position, up to ``until``), applies to each what it
-    has not applied yet, and moves the tracking rows. Returns the events read and the new
-    positions."""
+    """In the caller's transaction: locks the projections' tracking rows, takes the span of
+    the next ``batch_size`` events after the slowest one's position (up to ``until``),
+    applies to each projection what it has not applied yet, and moves the tracking rows.
+    Returns the events in the span and the new positions."""
     # One lock order for every process, so two runners cannot deadlock.
     cur.execute(
         "SELECT projection, position FROM rm_tracking WHERE projection = ANY(%s)"
@@ -76,37 +76,51 @@ def apply_batch(
     )
     positions = {row["projection"]: int(row["position"]) for row in cur.fetchall()}
     start = min((positions.get(p.name, 0) for p in projections), default=0)
-    events = read_events(cur, after=start, limit=batch_size)
-    if until is not None:
-        events = [e for e in events if e.position <= until]
-    if events:
-        last = events[-1].position
+    span = next_span(cur, after=start, limit=batch_size, until=until)
+    if span.count:
+        # Only the events some event-at-a-time projection still needs are read into Python.
+        behind = [
+            p
+            for p in projections
+            if isinstance(p, EventProjection)
+            and positions.get(p.name, 0) < span.upto
+            and p.handles & span.types
+        ]
+        events: list[LogEvent] = []
+        if behind:
+            after = min(positions.get(p.name, 0) for p in behind)
+            events = read_span(cur, span, after, set().union(*(p.handles for p in behind)))
         # Projections only write (nothing is read back), so the batch's statements are
         # pipelined: one round trip per batch instead of one per statement.
         with cur.connection.pipeline():
-            _apply(cur, projections, events, positions, last)
-    return len(events), positions
+            _apply(cur, projections, span, events, positions)
+    return span.count, positions
 
 
 def _apply(
     cur: psycopg.Cursor[Any],
     projections: Sequence[Projection],
+    span: Span,
     events: Sequence[LogEvent],
     positions: dict[str, int],
-    last: int,
 ) -> None:
     for projection in projections:
         done = positions.get(projection.name, 0)
-        for event in events:
-            if event.position > done and event.type in projection.handles:
-                projection.apply(cur, event)
-        if last > done:
-            cur.execute(
-                "INSERT INTO rm_tracking (projection, position) VALUES (%s, %s)"
-                " ON CONFLICT (projection) DO UPDATE SET position = excluded.position",
-                (projection.name, last),
-            )
-            positions[projection.name] = last
+        if done >= span.upto:
+            continue
+        if isinstance(projection, SetProjection):
+            if projection.handles & span.types:
+                projection.apply_span(cur, replace(span, after=done))
+        elif isinstance(projection, EventProjection):
+            for event in events:
+                if event.position > done and event.type in projection.handles:
+                    projection.apply(cur, event)
+        cur.execute(
+            "INSERT INTO rm_tracking (projection, position) VALUES (%s, %s)"
+            " ON CONFLICT (projection) DO UPDATE SET position = excluded.position",
+            (projection.name, span.upto),
+        )
+        positions[projection.name] = span.upto
 
 
 def all_projections() -> list[Projection]:

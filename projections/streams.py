@@ -7,10 +7,11 @@ from typing import Any
 
 from psycopg import Cursor
 
-from projections.base import LogEvent, Projection
+from projections.base import SetProjection, Span
+from projections.log import span_events
 
 
-class StreamsProjection(Projection):
+class StreamsProjection(SetProjection):
     name = "streams"
     tables = ("rm_streams",)
     create_sql = """
@@ -34,19 +35,20 @@ class StreamsProjection(Projection):
         }
     )
 
-    def apply(self, cur: Cursor[Any], event: LogEvent) -> None:
-        d, s = event.data, event.stream
-        kind, workspace, channel = {
-            "UserRegistered": ("user", None, None),
-            "WorkspaceCreated": ("workspace", s, None),
-            "ChannelCreated": ("channel", d.get("workspace_id"), s),
-            "MessageSent": ("message", d.get("workspace_id"), d.get("channel_id")),
-            "DocumentCreated": ("document", d.get("workspace_id"), None),
-            # A user's presence belongs to no workspace: only the log's raw readers see it.
-            "SessionStarted": ("presence", None, None),
-        }[event.type]
+    def apply_span(self, cur: Cursor[Any], span: Span) -> None:
+        events = span_events(span, self.handles, {"workspace_id": "uuid", "channel_id": "uuid"})
         cur.execute(
             "INSERT INTO rm_streams (stream_id, kind, workspace_id, channel_id)"
-            " VALUES (%s, %s, %s, %s)",
-            (s, kind, workspace, channel),
+            " SELECT stream,"
+            "  CASE type WHEN 'UserRegistered' THEN 'user' WHEN 'WorkspaceCreated' THEN 'workspace'"
+            "   WHEN 'ChannelCreated' THEN 'channel' WHEN 'MessageSent' THEN 'message'"
+            "   WHEN 'DocumentCreated' THEN 'document'"
+            # A user's presence belongs to no workspace: only the log's raw readers see it.
+            "   WHEN 'SessionStarted' THEN 'presence' END,"
+            "  CASE WHEN type = 'WorkspaceCreated' THEN stream"
+            "   WHEN type IN ('ChannelCreated', 'MessageSent', 'DocumentCreated')"
+            "   THEN workspace_id END,"
+            "  CASE type WHEN 'ChannelCreated' THEN stream WHEN 'MessageSent' THEN channel_id END"
+            f" FROM ({events}) ev",
+            span.params(),
         )

@@ -6,11 +6,12 @@ from typing import Any
 
 from psycopg import Cursor
 
-from projections.base import LogEvent, Projection
+from projections.base import SetProjection, Span
+from projections.log import span_events
 from projections.queries import Query, Statement
 
 
-class TimelinesProjection(Projection):
+class TimelinesProjection(SetProjection):
     name = "timelines"
     tables = ("rm_messages", "rm_reactions")
     create_sql = """
@@ -42,73 +43,111 @@ class TimelinesProjection(Projection):
         {"MessageSent", "MessageEdited", "MessageDeleted", "ReactionAdded", "ReactionRemoved"}
     )
 
-    def apply(self, cur: Cursor[Any], event: LogEvent) -> None:
-        d, msg = event.data, event.stream
-        if event.type != "MessageSent":
-            # Clients send it back as If-Match on edits.
+    def apply_span(self, cur: Cursor[Any], span: Span) -> None:
+        # In this order, the statements leave what the span's events applied one by one in
+        # position order would: the domain refuses any change to a deleted message, and a
+        # reaction is added only when absent and removed only when present.
+        types, params = span.types, span.params()
+        if "MessageSent" in types:
+            self._sent(cur, span, params)
+        if "MessageEdited" in types:
+            self._edited(cur, span, params)
+        if {"ReactionAdded", "ReactionRemoved"} & types:
+            self._reactions(cur, span, params)
+        if "MessageDeleted" in types:
+            self._deleted(cur, span, params)
+        if types & _CHANGES:
+            # Clients send it back as If-Match on edits: the stream's last version.
             cur.execute(
-                "UPDATE rm_messages SET version = %s WHERE message_id = %s", (event.version, msg)
+                "UPDATE rm_messages m SET version = v.version"
+                " FROM (SELECT stream, max(version) AS version"
+                f"  FROM ({span_events(span, _CHANGES)}) ev GROUP BY stream) v"
+                " WHERE m.message_id = v.stream",
+                params,
             )
-        match event.type:
-            case "MessageSent":
-                # The position of the first event orders the timeline: it is global, so it
-                # is also a stable, unique cursor.
-                cur.execute(
-                    "INSERT INTO rm_messages (message_id, channel_id, workspace_id, author_id,"
-                    " text, mentions, reply_to, created_at, seq, version)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 1)",
-                    (
-                        msg,
-                        d["channel_id"],
-                        d["workspace_id"],
-                        d["author_id"],
-                        d["text"],
-                        d["mentions"],
-                        d["reply_to"],
-                        event.at,
-                        event.position,
-                    ),
-                )
-                if d["reply_to"]:
-                    self._replies(cur, d["reply_to"], +1)
-            case "MessageEdited":
-                cur.execute(
-                    "UPDATE rm_messages SET text = %s, mentions = %s, edited_at = %s"
-                    " WHERE message_id = %s",
-                    (d["text"], d["mentions"], event.at, msg),
-                )
-            case "MessageDeleted":
-                # No results read back: the runner pipelines its writes.
-                cur.execute(
-                    "UPDATE rm_messages p SET reply_count = p.reply_count - 1 FROM rm_messages m"
-                    " WHERE m.message_id = %s AND NOT m.deleted AND p.message_id = m.reply_to",
-                    (msg,),
-                )
-                cur.execute(
-                    "UPDATE rm_messages SET text = '', mentions = '{}', deleted = true"
-                    " WHERE message_id = %s",
-                    (msg,),
-                )
-                cur.execute("DELETE FROM rm_reactions WHERE message_id = %s", (msg,))
-            case "ReactionAdded":
-                cur.execute(
-                    "INSERT INTO rm_reactions (message_id, emoji, user_id, reacted_at)"
-                    " VALUES (%s, %s, %s, %s)",
-                    (msg, d["emoji"], d["user_id"], event.at),
-                )
-            case "ReactionRemoved":
-                cur.execute(
-                    "DELETE FROM rm_reactions WHERE message_id = %s AND emoji = %s"
-                    " AND user_id = %s",
-                    (msg, d["emoji"], d["user_id"]),
-                )
 
     @staticmethod
-    def _replies(cur: Cursor[Any], message_id: object, delta: int) -> None:
+    def _sent(cur: Cursor[Any], span: Span, params: dict[str, int]) -> None:
+        # One statement, so each state is parsed once. Its UPDATE sees the rows as they were
+        # before it (not the ones it inserts): it counts the replies to older messages, and
+        # the INSERT those to messages of the span. The position of the first event orders
+        # the timeline: it is global, so it is also a stable, unique cursor.
         cur.execute(
-            "UPDATE rm_messages SET reply_count = reply_count + %s WHERE message_id = %s",
-            (delta, message_id),
+            f"WITH sent AS MATERIALIZED ({span_events(span, {'MessageSent'}, _SENT_FIELDS)}),"
+            " replies AS (SELECT reply_to, count(*) AS n FROM sent"
+            "  WHERE reply_to IS NOT NULL GROUP BY reply_to),"
+            " older AS (UPDATE rm_messages p SET reply_count = p.reply_count + r.n"
+            "  FROM replies r WHERE p.message_id = r.reply_to)"
+            " INSERT INTO rm_messages (message_id, channel_id, workspace_id, author_id, text,"
+            " mentions, reply_to, reply_count, created_at, seq, version)"
+            " SELECT s.stream, s.channel_id, s.workspace_id, s.author_id, s.text, s.mentions,"
+            " s.reply_to, coalesce(r.n, 0), s.at, s.position, 1"
+            " FROM sent s LEFT JOIN replies r ON r.reply_to = s.stream",
+            params,
         )
+
+    @staticmethod
+    def _edited(cur: Cursor[Any], span: Span, params: dict[str, int]) -> None:
+        edited = span_events(span, {"MessageEdited"}, {"text": "text", "mentions": "uuid[]"})
+        cur.execute(
+            "UPDATE rm_messages m SET text = x.text, mentions = x.mentions, edited_at = x.at"
+            f" FROM (SELECT DISTINCT ON (stream) * FROM ({edited}) ev"
+            "  ORDER BY stream, position DESC) x"
+            " WHERE m.message_id = x.stream",
+            params,
+        )
+
+    @staticmethod
+    def _reactions(cur: Cursor[Any], span: Span, params: dict[str, int]) -> None:
+        reacted = span_events(span, {"ReactionAdded", "ReactionRemoved"}, _REACTION_FIELDS)
+        last = (
+            "SELECT DISTINCT ON (stream, emoji, user_id) * FROM"
+            f" ({reacted}) ev ORDER BY stream, emoji, user_id, position DESC"
+        )
+        # Every reaction the span touched is taken away, and put back (with the time of its
+        # last addition) if that is where the span leaves it.
+        cur.execute(
+            f"DELETE FROM rm_reactions r USING ({last}) x"
+            " WHERE r.message_id = x.stream AND r.emoji = x.emoji AND r.user_id = x.user_id",
+            params,
+        )
+        cur.execute(
+            "INSERT INTO rm_reactions (message_id, emoji, user_id, reacted_at)"
+            f" SELECT stream, emoji, user_id, at FROM ({last}) x WHERE type = 'ReactionAdded'",
+            params,
+        )
+
+    @staticmethod
+    def _deleted(cur: Cursor[Any], span: Span, params: dict[str, int]) -> None:
+        # The domain deletes a message once: each deleted reply is counted out once.
+        deleted = f"SELECT stream FROM ({span_events(span, {'MessageDeleted'})}) ev"
+        cur.execute(
+            "UPDATE rm_messages p SET reply_count = p.reply_count - r.n"
+            " FROM (SELECT reply_to, count(*) AS n FROM rm_messages"
+            f"  WHERE message_id IN ({deleted}) AND reply_to IS NOT NULL"
+            "  GROUP BY reply_to) r"
+            " WHERE p.message_id = r.reply_to",
+            params,
+        )
+        cur.execute(
+            "UPDATE rm_messages SET text = '', mentions = '{}', deleted = true"
+            f" WHERE message_id IN ({deleted})",
+            params,
+        )
+        cur.execute(f"DELETE FROM rm_reactions WHERE message_id IN ({deleted})", params)
+
+
+_SENT_FIELDS = {
+    "channel_id": "uuid",
+    "workspace_id": "uuid",
+    "author_id": "uuid",
+    "text": "text",
+    "mentions": "uuid[]",
+    "reply_to": "uuid",
+}
+_REACTION_FIELDS = {"emoji": "text", "user_id": "uuid"}
+# What changes a message after it was sent (and so its version).
+_CHANGES = frozenset({"MessageEdited", "MessageDeleted", "ReactionAdded", "ReactionRemoved"})
 
 
 # -- queries ---------------------------------------------------------------------------------

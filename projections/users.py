@@ -6,11 +6,11 @@ from typing import Any
 
 from psycopg import Cursor
 
-from projections.base import LogEvent, Projection
+from projections.base import EventProjection, LogEvent
 from projections.queries import Query, Statement
 
 
-class UsersProjection(Projection):
+class UsersProjection(EventProjection):
     name = "users"
     tables = ("rm_users",)
     create_sql = """

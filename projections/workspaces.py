@@ -7,11 +7,11 @@ from typing import Any
 from psycopg import Cursor
 
 from domain.permissions import BUILTIN_ROLES, DEFAULT_ROLE, OWNER
-from projections.base import LogEvent, Projection
+from projections.base import EventProjection, LogEvent
 from projections.queries import Query, Statement
 
 
-class WorkspacesProjection(Projection):
+class WorkspacesProjection(EventProjection):
     name = "workspaces"
     tables = (
         "rm_workspaces",

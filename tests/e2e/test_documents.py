@@ -735,15 +735,18 @@ def test_a_fresh_editor_is_sent_the_stored_state_while_the_copy_is_built(
 
 
 def _record_builds(
-    rooms: Any, monkeypatch: pytest.MonkeyPatch
+    rooms: Any, monkeypatch: pytest.MonkeyPatch, document_id: str
 ) -> tuple[list[str], threading.Event, threading.Event]:
-    """Makes each build of a copy append "build" to the returned steps; the two events are
-    set when a build starts and when it ends."""
+    """Makes each build of the document's copy append "build" to the returned steps; the two
+    events are set when a build starts and when it ends. Builds of other documents (an
+    earlier test's, still waiting for their editor) are not recorded."""
     steps: list[str] = []
     building, built = threading.Event(), threading.Event()
     build = rooms._build
 
     def recorded_build(fetched: Any) -> Any:
+        if str(fetched.document_id) != document_id:
+            return build(fetched)
         steps.append("build")
         building.set()
         try:
@@ -765,7 +768,7 @@ def test_the_copy_is_built_once_the_fresh_editor_was_sent_the_stored_state(
     owner = api.signup("own")
     doc = _stored_document(chorus, owner, workspace_with(api, owner), "stored")
     rooms = chorus.server.services.rooms
-    steps, building, built = _record_builds(rooms, monkeypatch)
+    steps, building, built = _record_builds(rooms, monkeypatch, doc)
     drained = Editor.drained
 
     async def recorded_drained(editor: Editor) -> None:
@@ -821,7 +824,7 @@ def test_the_copy_is_built_once_the_fresh_editor_has_answered(
     owner = api.signup("own")
     doc = _stored_document(chorus, owner, workspace_with(api, owner), "stored")
     rooms = chorus.server.services.rooms
-    steps, building, _ = _record_builds(rooms, monkeypatch)
+    steps, building, _ = _record_builds(rooms, monkeypatch, doc)
     monkeypatch.setattr(rooms, "build_wait_s", 60.0)
     url = chorus.server.url.replace("http", "ws", 1) + f"/yjs/{doc}?token={owner.access_token}"
     with connect(url, open_timeout=TIMEOUT, max_size=None) as ws:
