@@ -1,9 +1,12 @@
-"""HTTP rate limits per client address (``CHORUS_RATE_LIMIT_PER_SECOND``).
+"""Rate limits per client address (``CHORUS_RATE_LIMIT_PER_SECOND``): HTTP requests and
+WebSocket handshakes (``/ws``, ``/yjs``) share one budget.
 
 A fixed one-second window per address. With ``REDIS_URL`` set the count lives in Redis
 (``INCR`` and ``PEXPIRE`` in one Lua script, atomic), so every instance pointed at the same
 Redis shares one budget; without it, or while Redis does not answer, each process counts
-alone. A refused request gets 429 (problem+json) with ``Retry-After: 1``.
+alone. A refused request gets 429 (problem+json) with ``Retry-After: 1``; a refused handshake
+is accepted and closed at once with 4429 (a close code reaches every WebSocket client, where
+an HTTP refusal of the upgrade shows to browsers as a bare failure).
 """
 
 from __future__ import annotations
@@ -108,19 +111,42 @@ def client_address(scope: Scope) -> str:
     return str(client[0]) if client else "unknown"
 
 
-class RateLimitMiddleware(ASGIMiddleware):
-    """429 for an address over its budget; health checks are never limited."""
+# Close code of a handshake over the budget (the same as for too many open sockets).
+CLOSE_RATE_LIMITED = 4429
 
-    scopes = (ScopeType.HTTP,)
+
+class RateLimitMiddleware(ASGIMiddleware):
+    """429 (or close 4429 for a WebSocket) for an address over its budget; health checks are
+    never limited."""
+
+    scopes = (ScopeType.HTTP, ScopeType.WEBSOCKET)
     exclude_path_pattern = (r"^/health$", r"^/ready$")
 
     def __init__(self, limiter: RateLimiter) -> None:
         self.limiter = limiter
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        if not await self.limiter.allow(client_address(scope)):
-            raise TooManyRequestsException(
-                detail=f"at most {self.limiter.per_second} requests per second per client address",
-                headers={"Retry-After": "1"},
-            )
-        await next_app(scope, receive, send)
+        if await self.limiter.allow(client_address(scope)):
+            await next_app(scope, receive, send)
+            return
+        if scope["type"] == ScopeType.WEBSOCKET:
+            await _refuse_handshake(receive, send, self.limiter.per_second)
+            return
+        raise TooManyRequestsException(
+            detail=f"at most {self.limiter.per_second} requests per second per client address",
+            headers={"Retry-After": "1"},
+        )
+
+
+async def _refuse_handshake(receive: Receive, send: Send, per_second: int) -> None:
+    """Before the token is read or anything is loaded: accepted, then closed with 4429."""
+    if (await receive())["type"] != "websocket.connect":
+        return  # the client left first
+    await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
+    await send(
+        {
+            "type": "websocket.close",
+            "code": CLOSE_RATE_LIMITED,
+            "reason": f"at most {per_second} requests and connections per second per address",
+        }
+    )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -323,6 +324,41 @@ def test_an_unreachable_redis_falls_back_to_counting_in_process(
     ) as a:
         statuses = _in_one_window(lambda: [_status(a.api.http) for _ in range(RATE + 2)])
         assert statuses == [401] * RATE + [429, 429]
+
+
+def test_websocket_handshakes_count_against_the_same_budget(
+    postgres_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """Opening sockets is an input too: a client may not reconnect in a tight loop. Over the
+    budget, a handshake is closed with 4429 before its token is read or its document looked
+    up, and the address's HTTP requests are refused as well."""
+    with server(postgres_server, tmp_path, rate_limit_per_second=RATE) as a:
+        user = a.api.signup("hands")
+        yjs = a.server.url.replace("http", "ws", 1) + f"/yjs/{uuid.uuid4()}"
+
+        def burst() -> tuple[list[dict[str, Any]], int, int, int]:
+            with ExitStack() as stack:
+                pongs = []
+                for _ in range(RATE):
+                    pongs.append(recv(_open(stack, a.server.url, user)))
+                refused = stack.enter_context(
+                    connect(ws_url(a.server.url, user.access_token), open_timeout=TIMEOUT)
+                )
+                unknown_document = stack.enter_context(connect(yjs, open_timeout=TIMEOUT))
+                return (
+                    pongs,
+                    close_code(refused),
+                    close_code(unknown_document),
+                    _status(a.api.http),
+                )
+
+        pongs, ws_code, yjs_code, http_status = _in_one_window(burst)
+        assert pongs == [{"op": "pong"}] * RATE
+        assert (ws_code, yjs_code, http_status) == (4429, 4429, 429)
+        # The next second's budget is fresh: the same handshake is let through again.
+        time.sleep(1 - time.time() % 1)  # to the limiter's next window, not a sync
+        with connect(yjs, open_timeout=TIMEOUT) as later:
+            assert close_code(later) == 4401  # no token: refused for that, not for the rate
 
 
 # -- memory under a flood ------------------------------------------------------------------------
