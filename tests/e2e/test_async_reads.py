@@ -162,7 +162,11 @@ def test_reads_answer_503_while_the_database_is_out_of_reach_and_recover(
 
             relay.restore()
             for path in paths:
-                wait_until("reads to recover", lambda p=path: api.get(p, owner).is_success)
+
+                def recovered(p: str = path) -> bool:
+                    return api.get(p, owner).is_success
+
+                wait_until("reads to recover", recovered)
         finally:
             relay.restore()
             api.close()

@@ -73,7 +73,7 @@ def populated(
 
 def _sql(url: str, query: str, *params: object) -> list[tuple[Any, ...]]:
     with psycopg.connect(url) as conn:
-        return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+        return conn.execute(query, params).fetchall()
 
 
 def test_events_prints_every_stored_event_in_order_as_envelopes(

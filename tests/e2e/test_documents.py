@@ -703,7 +703,7 @@ def test_a_fresh_editor_is_sent_the_stored_state_while_the_copy_is_built(
         assert gate.wait(TIMEOUT)
         return build(fetched)
 
-    rooms._build = gated_build  # type: ignore[method-assign]
+    rooms._build = gated_build
     try:
         with client(chorus, doc, owner) as fresh:
             fresh.wait(lambda: text_of(fresh) == "stored")
@@ -731,7 +731,7 @@ def test_a_fresh_editor_is_sent_the_stored_state_while_the_copy_is_built(
             fresh.wait(lambda: text_of(fresh) == "stored and more")
             assert fresh.synced and fresh.close_code is None
     finally:
-        rooms._build = build  # type: ignore[method-assign]
+        rooms._build = build
 
 
 def _record_builds(

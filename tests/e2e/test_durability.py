@@ -58,7 +58,7 @@ def _read_models(database_url: str) -> dict[str, list[dict[str, Any]]]:
         # Ordered by every column, so the comparison ignores physical row order only.
         return {
             t: sorted(
-                conn.execute(f"SELECT * FROM {t}").fetchall(),  # type: ignore[arg-type]
+                conn.execute(f"SELECT * FROM {t}").fetchall(),
                 key=repr,
             )
             for t in tables

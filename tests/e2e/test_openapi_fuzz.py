@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import CheckContext
+from schemathesis.core.result import Ok
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     ignored_auth,
@@ -137,6 +138,7 @@ def fuzz(
     failures: list[str] = []
     operations = 0
     for result in schema.get_all_operations():
+        assert isinstance(result, Ok), result
         operation = result.ok()
         operations += 1
         names = re.findall(r"{(\w+)}", operation.path)
@@ -157,7 +159,7 @@ def fuzz(
                 phases=[Phase.explicit, Phase.generate],
             )
             @given(case=strategy)
-            def send(case: schemathesis.Case) -> None:
+            def send(case: schemathesis.Case[Any]) -> None:
                 case.call_and_validate(checks=checks, additional_checks=additional_checks)
 
             try:
@@ -184,7 +186,9 @@ def test_nobody_reaches_another_users_objects(chorus: Running, world: World) -> 
     Then A's objects are as they were (BOLA on writes as well as reads)."""
     guarded = world.guarded.ids
 
-    def a_objects_stay_hidden(ctx: CheckContext, response: Any, case: schemathesis.Case) -> None:
+    def a_objects_stay_hidden(
+        ctx: CheckContext, response: Any, case: schemathesis.Case[Any]
+    ) -> None:
         path = case.formatted_path
         if 200 <= response.status_code < 300:
             named = [i for i in guarded if i in path]

@@ -91,7 +91,7 @@ def test_passwords_are_only_argon2id_hashes_in_every_table(chorus: Running) -> N
     api.ok(api.get(f"/api/workspaces/{workspace['id']}/members", owner))
 
     with psycopg.connect(chorus.database_url) as conn:
-        hashes = dict(
+        hashes: dict[str, str] = dict(
             conn.execute(
                 "SELECT subject_id::text, password_hash FROM chorus_credentials"
                 " WHERE subject_id::text IN (%s, %s)",

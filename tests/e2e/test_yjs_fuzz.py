@@ -79,7 +79,7 @@ def _until_step2(ws: ClientConnection) -> list[protocol.Message]:
     """Sends sync step 1 (an empty state vector) and reads up to the step 2 answering it;
     returns what came before it."""
     ws.send(protocol.sync_step1(EMPTY_STATE_VECTOR))
-    seen = []
+    seen: list[protocol.Message] = []
     while True:
         data = ws.recv(timeout=TIMEOUT)
         assert isinstance(data, bytes), data
@@ -131,7 +131,9 @@ def _frame(data: bytes, outer: int | None) -> bytes:
 def _send_hostile(target: Target, frame: bytes) -> str:
     """Sends one frame as an editor; returns "closed 4400", "resync" or "taken"."""
     with connect(f"{target.yjs_url}?token={target.fuzzer.access_token}") as ws:
-        first = protocol.parse(ws.recv(timeout=TIMEOUT))  # the server's step 1 on joining
+        data = ws.recv(timeout=TIMEOUT)
+        assert isinstance(data, bytes), data
+        first = protocol.parse(data)  # the server's step 1 on joining
         assert (first.kind, first.sync_type) == (protocol.MESSAGE_SYNC, protocol.SYNC_STEP1)
         ws.send(frame)
         try:

@@ -70,7 +70,7 @@ class NodeClient:
         # As a JSON string, so leading or trailing spaces in text survive.
         self.proc.stdin.write(json.dumps(action) + "\n")
         self.proc.stdin.flush()
-        results = []
+        results: list[dict[str, Any]] = []
         while True:
             line = self.proc.stdout.readline()
             if not line:

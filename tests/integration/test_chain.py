@@ -36,7 +36,7 @@ def _verify(url: str, **kw: object) -> ChainReport:
 
 def _sql(url: str, statement: str, *params: object) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(statement, params)  # type: ignore[arg-type]
+        conn.execute(statement, params)
 
 
 def _positions(url: str) -> list[int]:

@@ -1158,14 +1158,15 @@ class CommandModel(RuleBasedStateMachine):
 
         def command(actor: int, who: int, role: str, action: str) -> tuple[str, Command]:
             user = self._user(who)
-            built: Command = {
+            makers: dict[str, Callable[[], Command]] = {
                 "grant": lambda: GrantRole(workspace_id=ws_id, user_id=user, role=role),
                 "revoke": lambda: RevokeRole(workspace_id=ws_id, user_id=user, role=role),
                 "kick": lambda: KickMember(workspace_id=ws_id, user_id=user),
                 "ban": lambda: BanMember(workspace_id=ws_id, user_id=user),
                 "leave": lambda: LeaveWorkspace(workspace_id=ws_id),
                 "join": lambda: JoinWorkspace(workspace_id=ws_id),
-            }[action]()
+            }
+            built = makers[action]()
             return self.users[actor % USERS], built
 
         self._race(command(*a), command(*b))
@@ -1182,7 +1183,7 @@ class CommandModel(RuleBasedStateMachine):
         version = known.version if known is not None else None
 
         def command(actor: int, action: str, text: str) -> tuple[str, Command]:
-            built: Command = {
+            makers: dict[str, Callable[[], Command]] = {
                 "edit": lambda: EditMessage(message_id=message_id, text=text),
                 # Decided on the version the client saw: after the rival's write, stale.
                 "stale-edit": lambda: EditMessage(
@@ -1190,7 +1191,8 @@ class CommandModel(RuleBasedStateMachine):
                 ),
                 "delete": lambda: DeleteMessage(message_id=message_id),
                 "react": lambda: AddReaction(message_id=message_id, emoji="👍"),
-            }[action]()
+            }
+            built = makers[action]()
             return self._author_or(actor, message_id), built
 
         self._race(command(*a, "first edit"), command(*b, "rival edit"))
@@ -1206,13 +1208,14 @@ class CommandModel(RuleBasedStateMachine):
 
         def command(actor: int, who: int, action: str) -> tuple[str, Command]:
             user = self._user(who)
-            built: Command = {
+            makers: dict[str, Callable[[], Command]] = {
                 "archive": lambda: ArchiveChannel(channel_id=channel_id),
                 "unarchive": lambda: UnarchiveChannel(channel_id=channel_id),
                 "rename": lambda: ChangeChannel(channel_id=channel_id, name=f"n{actor}"),
                 "add": lambda: AddChannelMember(channel_id=channel_id, user_id=user),
                 "remove": lambda: RemoveChannelMember(channel_id=channel_id, user_id=user),
-            }[action]()
+            }
+            built = makers[action]()
             return self.users[actor % USERS], built
 
         self._race(command(*a), command(*b))

@@ -4,6 +4,7 @@ long-edited document must not be replayed whole to learn its title and workspace
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from pycrdt import Doc, Text
 
@@ -31,7 +32,7 @@ def _document(app: Chorus, updates: int) -> tuple[str, str]:
     )
     ws = str(app.execute(CreateWorkspace(name="Docs"), Cause(user)).body["id"])
     doc_id = str(app.execute(CreateDocument(workspace_id=ws, title="Plan"), Cause(user)).body["id"])
-    source: Doc = Doc()
+    source: Doc[Any] = Doc()
     text = source.get("content", type=Text)
     for i in range(updates):
         before = source.get_state()

@@ -7,6 +7,7 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from typing import cast
 from uuid import UUID
 
 import psycopg
@@ -15,7 +16,7 @@ from eventsourcing.persistence import IntegrityError
 
 from application.chorus import Chorus, IdempotencyKeyReused
 from application.commands import CreateWorkspace, JoinWorkspace, RegisterUser
-from domain.base import Cause
+from domain.base import Cause, ChorusAggregate
 from domain.errors import UsernameTaken
 from domain.workspaces import Workspace
 from infrastructure.eventstore import eventsourcing_env
@@ -40,7 +41,7 @@ def test_events_are_typed_json_readable_in_sql(app: Chorus, store_url: str) -> N
     assert row[0]["name"] == "Typed" and row[0]["actor_id"] == owner
     assert row[0]["command_id"] == "k1"
     # Read back through the mapper, the fields have their declared types again.
-    events = list(app.events.get(UUID(str(result.body["id"]))))
+    events = cast(list[ChorusAggregate.Event], list(app.events.get(UUID(str(result.body["id"])))))
     assert isinstance(events[0].originator_id, UUID)
     assert isinstance(events[0].timestamp, datetime)
     assert vars(events[0])["has_password"] is False
@@ -54,8 +55,8 @@ def test_a_stale_write_is_refused_not_applied(store_url: str) -> None:
         joiner = _user(first, "ben")
         created = first.execute(CreateWorkspace(name="W", visibility="public"), Cause(owner))
         ws_id = UUID(str(created.body["id"]))
-        a = first.repository.get(ws_id)
-        b = second.repository.get(ws_id)
+        a: object = first.repository.get(ws_id)
+        b: object = second.repository.get(ws_id)
         assert isinstance(a, Workspace) and isinstance(b, Workspace)
         a.join(Cause(joiner), password_ok=False)
         first.save(a)

@@ -408,6 +408,7 @@ def test_a_refusal_on_stale_remembered_state_is_decided_again(
     posted = _send(committer, channel, poster, "back again")
     assert isinstance(posted, CommandResult), posted
     assert committer.stats.stale == stale + 1
+    assert posted.position is not None
     assert [r[2] for r in _rows(store_url, posted.position - 1)] == ["MessageSent"]
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 from uuid import uuid4
 
 import pytest
 
+from domain.base import ChorusAggregate
 from domain.channels import Channel
 from domain.errors import (
     ChannelArchived,
@@ -523,7 +525,7 @@ def test_replaying_a_messages_events_reproduces_its_state() -> None:
     message.add_reaction("👍", r.channel, r.ws, by(MIA, "c3"))
     message.add_reaction("🎉", r.channel, r.ws, by(MAX, "c4"))
     message.remove_reaction("👍", r.channel, r.ws, by(MAX, "c5"))
-    events = list(message.collect_events())
+    events = cast(list[ChorusAggregate.Event], list(message.collect_events()))
     assert [e.command_id for e in events] == [f"c{i}" for i in range(6)]
 
     again = replayed(events)

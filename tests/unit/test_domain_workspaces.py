@@ -7,10 +7,10 @@ The helpers at the top are shared by the channel and message tests.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from uuid import uuid4
 
 import pytest
@@ -82,7 +82,7 @@ def nothing_recorded(aggregate: ChorusAggregate) -> None:
 def recorded(aggregate: ChorusAggregate, event_name: str, cause: Cause, /, **fields: Any) -> Any:
     """Collects the aggregate's pending events: exactly one, called ``event_name``, carrying the
     cause's actor and command ids and the given field values. Returns the event."""
-    events = list(aggregate.collect_events())
+    events = cast(list[ChorusAggregate.Event], list(aggregate.collect_events()))
     assert [type(e).__name__ for e in events] == [event_name]
     (ev,) = events
     assert ev.originator_id == aggregate.id
@@ -93,7 +93,7 @@ def recorded(aggregate: ChorusAggregate, event_name: str, cause: Cause, /, **fie
     return ev
 
 
-def replayed(events: list[Any]) -> Any:
+def replayed(events: Iterable[Any]) -> Any:
     """The aggregate rebuilt from nothing but its events."""
     return project_aggregate(None, events)
 
@@ -939,7 +939,7 @@ def test_replaying_a_workspaces_events_reproduces_its_state() -> None:
     ws.leave(by(VIC, "c12"))
     ws.ban(OSCAR, by(ADAM, "c13"))
     ws.unban(OSCAR, by(ADAM, "c14"))
-    events = list(ws.collect_events())
+    events = cast(list[ChorusAggregate.Event], list(ws.collect_events()))
     assert [e.command_id for e in events] == [f"c{i}" for i in range(15)]
 
     again = replayed(events)
