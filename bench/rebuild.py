@@ -83,9 +83,11 @@ def populate(app: Chorus, chat: Chat, url: str, target: int) -> int:
 class CpuTracker:
     """Samples the probes every ``interval_s`` in a thread while a figure runs and keeps the
     last value seen for every process, so a PostgreSQL backend that exits before the end
-    (``rebuild`` closes its connections) still counts, less at most one interval."""
+    (``rebuild`` closes its connections, one per set-based read model) still counts, less at
+    most one interval. The interval is short because a rebuild of the bench's log takes about
+    half a second: at 0.25 s, most of its backends' CPU went uncounted (showing as ``other``)."""
 
-    def __init__(self, probes: Iterable[CpuProbe], interval_s: float = 0.25) -> None:
+    def __init__(self, probes: Iterable[CpuProbe], interval_s: float = 0.02) -> None:
         self.probes = list(probes)
         self.interval_s = interval_s
         self.first: dict[str, dict[Any, float]] = {}
