@@ -115,6 +115,8 @@ def _apply(
             for event in events:
                 if event.position > done and event.type in projection.handles:
                     projection.apply(cur, event)
+        else:  # its position would move past events it never saw
+            raise TypeError(f"{projection.name}: neither an EventProjection nor a SetProjection")
         cur.execute(
             "INSERT INTO rm_tracking (projection, position) VALUES (%s, %s)"
             " ON CONFLICT (projection) DO UPDATE SET position = excluded.position",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from projections.base import Span
+from projections.base import Projection, Span
 from projections.log import span_events
+from projections.runner import _apply
 
 SENT = "domain.messages:Message.MessageSent"
 
@@ -29,3 +32,17 @@ def test_a_stored_topic_that_is_not_a_class_path_is_never_put_in_the_sql() -> No
     span = Span(10, 20, frozenset({SENT, forged}), 2)
     with pytest.raises(ValueError, match="unexpected stored topic"):
         span_events(span, {"MessageSent"})
+
+
+def test_a_projection_of_neither_kind_is_refused_before_its_position_moves() -> None:
+    class Neither(Projection):
+        name = "neither"
+        tables = ()
+        create_sql = ""
+        handles = frozenset({"MessageSent"})
+
+    positions: dict[str, int] = {"neither": 10}
+    cursor: Any = None  # nothing may be sent
+    with pytest.raises(TypeError, match="neither an EventProjection nor a SetProjection"):
+        _apply(cursor, [Neither()], Span(10, 20, frozenset({SENT}), 1), [], positions)
+    assert positions == {"neither": 10}
