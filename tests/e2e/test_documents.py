@@ -758,6 +758,28 @@ def _record_builds(
     return steps, building, built
 
 
+def _read_after_the_first_frame(rooms: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Holds the read of the stored state until the server has the editor's first frame.
+
+    An editor whose step 1 comes after the read finished joins the copy as any other editor
+    (the copy is built at once, and no stored bytes are sent), which a busy machine makes
+    happen; the tests of the fresh editor's path need its step 1 first."""
+    framed = threading.Event()
+    next_frame, read_stored = endpoint_module._next_frame, rooms.read_stored
+
+    async def recorded_next_frame(*args: Any) -> bytes | None:
+        frame = await next_frame(*args)
+        framed.set()
+        return frame
+
+    def read_after_the_first_frame(document_id: str) -> Any:
+        assert framed.wait(TIMEOUT), "the editor's first frame never came"
+        return read_stored(document_id)
+
+    monkeypatch.setattr(endpoint_module, "_next_frame", recorded_next_frame)
+    monkeypatch.setattr(rooms, "read_stored", read_after_the_first_frame)
+
+
 def test_the_copy_is_built_once_the_fresh_editor_was_sent_the_stored_state(
     chorus: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -768,6 +790,7 @@ def test_the_copy_is_built_once_the_fresh_editor_was_sent_the_stored_state(
     owner = api.signup("own")
     doc = _stored_document(chorus, owner, workspace_with(api, owner), "stored")
     rooms = chorus.server.services.rooms
+    _read_after_the_first_frame(rooms, monkeypatch)
     steps, building, built = _record_builds(rooms, monkeypatch, doc)
     drained = Editor.drained
 
@@ -824,6 +847,7 @@ def test_the_copy_is_built_once_the_fresh_editor_has_answered(
     owner = api.signup("own")
     doc = _stored_document(chorus, owner, workspace_with(api, owner), "stored")
     rooms = chorus.server.services.rooms
+    _read_after_the_first_frame(rooms, monkeypatch)
     steps, building, _ = _record_builds(rooms, monkeypatch, doc)
     monkeypatch.setattr(rooms, "build_wait_s", 60.0)
     url = chorus.server.url.replace("http", "ws", 1) + f"/yjs/{doc}?token={owner.access_token}"
@@ -848,6 +872,7 @@ def test_another_editor_does_not_wait_for_a_silent_first_one(
     owner = api.signup("own")
     doc = _stored_document(chorus, owner, workspace_with(api, owner), "stored")
     rooms = chorus.server.services.rooms
+    _read_after_the_first_frame(rooms, monkeypatch)
     monkeypatch.setattr(rooms, "build_wait_s", 600.0)  # far beyond the test's timeouts
     url = chorus.server.url.replace("http", "ws", 1) + f"/yjs/{doc}?token={owner.access_token}"
     with connect(url, open_timeout=TIMEOUT, max_size=None) as silent:
