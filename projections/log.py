@@ -55,6 +55,23 @@ def read_events(cur: Cursor[Any], *, after: int, limit: int) -> list[LogEvent]:
     return [to_log_event(row) for row in cur.fetchall()]
 
 
+def next_span(cur: Cursor[Any], *, after: int, limit: int, until: int | None = None) -> Span:
+    """The span of the next ``limit`` events after ``after`` (none past ``until``). Positions
+    are taken in commit order under the store's table lock, so every position up to the
+    span's end is committed (or never will be): later statements see the same span."""
+    cur.execute(
+        "SELECT max(notification_id) AS upto, count(*) AS n, array_agg(DISTINCT topic) AS topics"
+        f" FROM (SELECT notification_id, topic FROM {EVENTS_TABLE} WHERE notification_id > %s"
+        "  AND (%s::bigint IS NULL OR notification_id <= %s::bigint)"
+        "  ORDER BY notification_id LIMIT %s) s",
+        (after, until, until, limit),
+    )
+    row = cur.fetchone()
+    if row is None or row["upto"] is None:
+        return Span(after, after, frozenset(), 0)
+    return Span(after, int(row["upto"]), frozenset(row["topics"]), int(row["n"]))
+
+
 def _topic_filter(span: Span, types: Iterable[str]) -> str:
     """SQL matching ``e.topic`` to the span's topics of these types. The topics are inlined
     (they are the store's own class paths, checked here): a list of constants lets the

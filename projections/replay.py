@@ -20,7 +20,7 @@ from psycopg.rows import dict_row
 from projections.analytics import create_views
 from projections.base import Projection, SetProjection
 from projections.log import max_position
-from projections.runner import apply_batch, create_tables, run_batch
+from projections.runner import apply_batch, create_tables
 
 SCHEMA = "chorus_rebuild"
 SWAP_ATTEMPTS = 200
@@ -88,7 +88,8 @@ def _bulk(
         database_url, autocommit=True, row_factory=dict_row, options=options
     ) as conn:
         while True:
-            count, _ = run_batch(conn, projections, batch_size, until)
+            with conn.transaction(), conn.cursor() as cur:
+                count, _ = apply_batch(cur, projections, batch_size, until)
             progress.add(id(projections), count)
             if count < batch_size:
                 return

@@ -18,16 +18,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg
-from psycopg.pq import TransactionStatus
-from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from infrastructure.eventstore import EVENTS_TABLE
 from projections.analytics import create_views
 from projections.base import EventProjection, LogEvent, Projection, SetProjection, Span
 from projections.channels import ChannelsProjection
 from projections.documents import DocumentsProjection
-from projections.log import follow_store, read_span
+from projections.log import follow_store, next_span, read_span
 from projections.presence import PresenceProjection
 from projections.streams import StreamsProjection
 from projections.timelines import TimelinesProjection
@@ -61,31 +58,6 @@ def create_tables(
         create_views(cur)
 
 
-# One lock order for every process, so two runners cannot deadlock.
-_LOCK = (
-    "SELECT projection, position FROM rm_tracking WHERE projection = ANY(%(names)s)"
-    " ORDER BY projection FOR UPDATE"
-)
-# The span of the next events after the slowest projection (one with no tracking row yet
-# starts from 0). Sent with the lock in one round trip, it runs once the lock is held, so it
-# sees every event committed by then. Positions are taken in commit order under the store's
-# table lock, so every position up to the span's end is committed (or never will be): the
-# batch's later statements see the same span.
-_SPAN = f"""
-WITH start AS (
-    SELECT CASE WHEN count(*) < %(count)s THEN 0 ELSE min(position) END AS after
-    FROM rm_tracking WHERE projection = ANY(%(names)s)),
-span AS (
-    SELECT notification_id, topic FROM {EVENTS_TABLE}
-    WHERE notification_id > (SELECT after FROM start)
-    AND (%(until)s::bigint IS NULL OR notification_id <= %(until)s::bigint)
-    ORDER BY notification_id LIMIT %(limit)s)
-SELECT (SELECT after FROM start) AS after, max(notification_id) AS upto, count(*) AS n,
-    array_agg(DISTINCT topic) AS topics
-FROM span
-"""
-
-
 def apply_batch(
     cur: psycopg.Cursor[Any],
     projections: Sequence[Projection],
@@ -96,21 +68,15 @@ def apply_batch(
     the next ``batch_size`` events after the slowest one's position (up to ``until``),
     applies to each projection what it has not applied yet, and moves the tracking rows.
     Returns the events in the span and the new positions."""
-    names = [p.name for p in projections]
-    with cur.connection.cursor(row_factory=dict_row) as spanning:
-        # In a pipeline (``run_batch``) the two go out together.
-        cur.execute(_LOCK, {"names": names})
-        spanning.execute(
-            _SPAN, {"names": names, "count": len(names), "until": until, "limit": batch_size}
-        )
-        positions = {row["projection"]: int(row["position"]) for row in cur.fetchall()}
-        row = spanning.fetchone()
-    assert row is not None  # an aggregate: always one row
-    after = int(row["after"])
-    if row["upto"] is None:
-        span = Span(after, after, frozenset(), 0)
-    else:
-        span = Span(after, int(row["upto"]), frozenset(row["topics"]), int(row["n"]))
+    # One lock order for every process, so two runners cannot deadlock.
+    cur.execute(
+        "SELECT projection, position FROM rm_tracking WHERE projection = ANY(%s)"
+        " ORDER BY projection FOR UPDATE",
+        ([p.name for p in projections],),
+    )
+    positions = {row["projection"]: int(row["position"]) for row in cur.fetchall()}
+    start = min((positions.get(p.name, 0) for p in projections), default=0)
+    span = next_span(cur, after=start, limit=batch_size, until=until)
     if span.count:
         # Only the events some event-at-a-time projection still needs are read into Python.
         behind = [
@@ -131,29 +97,6 @@ def apply_batch(
     return span.count, positions
 
 
-def run_batch(
-    conn: psycopg.Connection[Any],
-    projections: Sequence[Projection],
-    batch_size: int,
-    until: int | None = None,
-) -> tuple[int, dict[str, int]]:
-    """``apply_batch`` in a transaction of its own, on an autocommit connection. BEGIN goes
-    out with the batch's first statement and COMMIT after its writes, in the pipeline:
-    ``conn.transaction()`` would take a round trip for each of them."""
-    try:
-        with conn.pipeline(), conn.cursor() as cur:
-            cur.execute("BEGIN")
-            result = apply_batch(cur, projections, batch_size, until)
-            cur.execute("COMMIT")
-        return result
-    finally:
-        if conn.info.transaction_status != TransactionStatus.IDLE:
-            # A broken connection fails here too: the pool drops it, and the failure above
-            # is the one raised.
-            with contextlib.suppress(psycopg.Error):
-                conn.execute("ROLLBACK")
-
-
 def _apply(
     cur: psycopg.Cursor[Any],
     projections: Sequence[Projection],
@@ -161,7 +104,6 @@ def _apply(
     events: Sequence[LogEvent],
     positions: dict[str, int],
 ) -> None:
-    moved: list[str] = []
     for projection in projections:
         done = positions.get(projection.name, 0)
         if done >= span.upto:
@@ -175,16 +117,12 @@ def _apply(
                     projection.apply(cur, event)
         else:  # its position would move past events it never saw
             raise TypeError(f"{projection.name}: neither an EventProjection nor a SetProjection")
-        moved.append(projection.name)
-    if moved:
-        # One statement for all of them: each statement costs psycopg a send and a poll.
         cur.execute(
-            "INSERT INTO rm_tracking (projection, position)"
-            " SELECT name, %s FROM unnest(%s::text[]) AS name"
+            "INSERT INTO rm_tracking (projection, position) VALUES (%s, %s)"
             " ON CONFLICT (projection) DO UPDATE SET position = excluded.position",
-            (span.upto, moved),
+            (projection.name, span.upto),
         )
-        positions.update(dict.fromkeys(moved, span.upto))
+        positions[projection.name] = span.upto
 
 
 def all_projections() -> list[Projection]:
@@ -263,8 +201,8 @@ class ProjectionRunner:
         """Applies one batch of events to the given projections (default: all) in one
         transaction; returns how many events it read."""
         chosen = list(self.projections if projections is None else projections)
-        with self.pool.connection() as conn:
-            count, positions = run_batch(conn, chosen, self.batch_size)
+        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            count, positions = apply_batch(cur, chosen, self.batch_size)
         for projection in chosen:
             self._advance(projection.name, positions.get(projection.name, 0))
         return count
