@@ -162,6 +162,7 @@ class LostResponseProxy(TcpRelay):
     def __init__(self, upstream_port: int) -> None:
         self.swallow = threading.Event()
         self.swallowed = 0
+        self.swallowed_some = threading.Event()  # an answer was dropped
         super().__init__(upstream_port, "proxy")
 
     @property
@@ -171,6 +172,7 @@ class LostResponseProxy(TcpRelay):
     def passes(self, data: bytes, answers: bool) -> bytes:
         if answers and self.swallow.is_set():
             self.swallowed += len(data)
+            self.swallowed_some.set()
             return b""
         return data
 
@@ -340,6 +342,8 @@ def test_kill_9_mid_burst_loses_no_acknowledged_write(
         assert burst.error is None, burst.error
         held = burst.outcomes[kill_after]
         wait_for_command(url, setup.user_id, held.key)
+        # Committed is not yet answered: A dies once its answer was sent, and dropped.
+        assert proxy.swallowed_some.wait(START_TIMEOUT), "A never answered the held message"
         killed_at = datetime.now(UTC)
         a.kill9()
         burst.join(timeout=60)
