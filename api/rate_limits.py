@@ -21,6 +21,8 @@ from litestar.exceptions import TooManyRequestsException
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from api.realtime.socket import CLOSE_TOO_MANY
+
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "chorus:rate:"
@@ -111,10 +113,6 @@ def client_address(scope: Scope) -> str:
     return str(client[0]) if client else "unknown"
 
 
-# Close code of a handshake over the budget (the same as for too many open sockets).
-CLOSE_RATE_LIMITED = 4429
-
-
 class RateLimitMiddleware(ASGIMiddleware):
     """429 (or close 4429 for a WebSocket) for an address over its budget; health checks are
     never limited."""
@@ -146,7 +144,7 @@ async def _refuse_handshake(receive: Receive, send: Send, per_second: int) -> No
     await send(
         {
             "type": "websocket.close",
-            "code": CLOSE_RATE_LIMITED,
+            "code": CLOSE_TOO_MANY,  # as for too many open sockets: try later
             "reason": f"at most {per_second} requests and connections per second per address",
         }
     )

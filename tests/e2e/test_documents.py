@@ -758,6 +758,19 @@ def _record_builds(
     return steps, building, built
 
 
+def _stored_for_a_fresh_editor(
+    chorus: Running, monkeypatch: pytest.MonkeyPatch
+) -> tuple[User, str, Any]:
+    """An owner, their document stored with the text "stored" and not in memory, and the
+    server's rooms, which will read it only once an editor's first frame has come."""
+    api = chorus.api
+    owner = api.signup("own")
+    doc = _stored_document(chorus, owner, workspace_with(api, owner), "stored")
+    rooms = chorus.server.services.rooms
+    _read_after_the_first_frame(rooms, monkeypatch)
+    return owner, doc, rooms
+
+
 def _read_after_the_first_frame(rooms: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Holds the read of the stored state until the server has the editor's first frame.
 
@@ -786,11 +799,7 @@ def test_the_copy_is_built_once_the_fresh_editor_was_sent_the_stored_state(
     """pycrdt holds the GIL while it builds a copy (milliseconds for a large document): the
     build starts only after the stored bytes were handed to the fresh editor's connection,
     so it does not hold up that send."""
-    api = chorus.api
-    owner = api.signup("own")
-    doc = _stored_document(chorus, owner, workspace_with(api, owner), "stored")
-    rooms = chorus.server.services.rooms
-    _read_after_the_first_frame(rooms, monkeypatch)
+    owner, doc, rooms = _stored_for_a_fresh_editor(chorus, monkeypatch)
     steps, building, built = _record_builds(rooms, monkeypatch, doc)
     drained = Editor.drained
 
@@ -843,11 +852,7 @@ def test_the_copy_is_built_once_the_fresh_editor_has_answered(
     """The fresh editor applies the stored bytes it was sent, then answers the server's step
     1. Building the copy meanwhile would slow that apply down (the build holds the GIL and
     takes a CPU), so the build waits for the editor's next frame."""
-    api = chorus.api
-    owner = api.signup("own")
-    doc = _stored_document(chorus, owner, workspace_with(api, owner), "stored")
-    rooms = chorus.server.services.rooms
-    _read_after_the_first_frame(rooms, monkeypatch)
+    owner, doc, rooms = _stored_for_a_fresh_editor(chorus, monkeypatch)
     steps, building, _ = _record_builds(rooms, monkeypatch, doc)
     monkeypatch.setattr(rooms, "build_wait_s", 60.0)
     url = chorus.server.url.replace("http", "ws", 1) + f"/yjs/{doc}?token={owner.access_token}"
@@ -868,11 +873,7 @@ def test_another_editor_does_not_wait_for_a_silent_first_one(
     """The first editor of a document not in memory is sent the stored bytes and never
     answers: the copy's build waits for it, but a second editor opening the document ends
     that wait at once."""
-    api = chorus.api
-    owner = api.signup("own")
-    doc = _stored_document(chorus, owner, workspace_with(api, owner), "stored")
-    rooms = chorus.server.services.rooms
-    _read_after_the_first_frame(rooms, monkeypatch)
+    owner, doc, rooms = _stored_for_a_fresh_editor(chorus, monkeypatch)
     monkeypatch.setattr(rooms, "build_wait_s", 600.0)  # far beyond the test's timeouts
     url = chorus.server.url.replace("http", "ws", 1) + f"/yjs/{doc}?token={owner.access_token}"
     with connect(url, open_timeout=TIMEOUT, max_size=None) as silent:

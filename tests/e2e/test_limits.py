@@ -256,12 +256,18 @@ def test_connections_per_user_are_capped(postgres_server: EmbeddedPostgres, tmp_
 RATE = 5
 
 
+def _next_window() -> None:
+    """Waits for the top of the next second of the wall clock: the limiter's windows are
+    wall-clock seconds, so there is no event to await."""
+    time.sleep(1 - time.time() % 1)
+
+
 def _in_one_window(do: Any) -> Any:
     """Runs ``do()`` within one second of the wall clock, the limiter's window: starts at the
     top of a second, and runs again if it still spilled over into the next (a loaded
     machine); the result of the attempt that fitted."""
     for _ in range(5):
-        time.sleep(1 - time.time() % 1)  # align with the limiter's window, not a sync
+        _next_window()
         start = int(time.time())
         result = do()
         if int(time.time()) == start:
@@ -356,7 +362,7 @@ def test_websocket_handshakes_count_against_the_same_budget(
         assert pongs == [{"op": "pong"}] * RATE
         assert (ws_code, yjs_code, http_status) == (4429, 4429, 429)
         # The next second's budget is fresh: the same handshake is let through again.
-        time.sleep(1 - time.time() % 1)  # to the limiter's next window, not a sync
+        _next_window()
         with connect(yjs, open_timeout=TIMEOUT) as later:
             assert close_code(later) == 4401  # no token: refused for that, not for the rate
 
