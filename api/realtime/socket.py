@@ -193,6 +193,8 @@ class Connection:
             await asyncio.wait_for(self.close(1013, "consumer too slow"), SLOW_CLOSE_S)
         except TimeoutError:
             self.closed = True
+        # Only while the handler still runs ``run``: once it has left it (the peer went away
+        # meanwhile), a cancel would land in what follows, and lose the session's end.
         if self._task is not None:
             self.cut_off = True
             self._task.cancel()
@@ -221,7 +223,9 @@ class Connection:
         except asyncio.CancelledError:
             if not self.cut_off:
                 raise  # the server is stopping
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
         finally:
+            self._task = None
             expiry.cancel()
             self.closed = True
             for sub in list(self.subscriptions.values()):
