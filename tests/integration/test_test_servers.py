@@ -1,0 +1,80 @@
+"""The test suite's own servers: a pytest run stopped with SIGTERM (a CI timeout, ``kill``)
+still stops the PostgreSQL its session started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.fixtures.polling import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+_HELD_TEST = """
+import os
+from pathlib import Path
+
+
+def test_holds_the_session_open(postgres_server):
+    report = Path(os.environ["CHORUS_TEST_REPORT"])
+    pids = " ".join(str(p) for p in postgres_server.server_pids())
+    report.write_text(pids)
+    Path(os.environ["CHORUS_TEST_HOLD"]).read_text()  # a FIFO: blocks until the test ends
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by its parent) no longer runs.
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state != "Z"
+
+
+def test_a_pytest_stopped_with_sigterm_stops_its_postgres(tmp_path: Path) -> None:
+    (tmp_path / "test_held.py").write_text(_HELD_TEST)
+    report, hold = tmp_path / "pids", tmp_path / "hold"
+    os.mkfifo(hold)
+    env = {**os.environ, "CHORUS_TEST_REPORT": str(report), "CHORUS_TEST_HOLD": str(hold)}
+    inner = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "tests.fixtures.servers",
+            f"--basetemp={tmp_path / 'inner'}",
+            "--rootdir",
+            str(tmp_path),
+            "-q",
+            str(tmp_path / "test_held.py"),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        text = wait_until(
+            "the inner test's PostgreSQL", lambda: report.exists() and report.read_text()
+        )
+        pids = [int(p) for p in text.split()]
+        assert pids and all(_alive(p) for p in pids)
+        inner.send_signal(signal.SIGTERM)
+        output, _ = inner.communicate(timeout=60)
+    finally:
+        if inner.poll() is None:
+            inner.kill()
+            inner.wait()
+    assert inner.returncode != 0, output.decode()
+    still = [p for p in pids if _alive(p)]
+    for pid in still:  # this test, too, stops what it started
+        os.kill(pid, signal.SIGKILL)
+    assert not still, f"PostgreSQL processes left running: {still}\n{output.decode()}"
