@@ -18,18 +18,14 @@ from infrastructure.tokens import AccessClaims
 class _GoneSocket:
     """A socket whose peer has already left: ``receive`` says so at once."""
 
-    def __init__(self) -> None:
-        self.sent: list[Any] = []
-        self.closed_with: int | None = None
-
     async def receive(self) -> dict[str, Any]:
         return {"type": "websocket.disconnect", "code": 1006}
 
     async def send_data(self, data: Any, mode: str = "text") -> None:
-        self.sent.append(data)
+        pass
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        self.closed_with = code
+        pass
 
 
 def _connection() -> Connection:
