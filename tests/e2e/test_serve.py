@@ -19,7 +19,7 @@ from infrastructure.embedded_postgres import EmbeddedPostgres
 from tests.e2e.test_websocket import send, until
 from tests.fixtures.chorus import Api
 from tests.fixtures.polling import wait_until
-from tests.fixtures.processes import ChorusProcess, processes, start_all
+from tests.fixtures.processes import ChorusProcess, is_running, processes, start_all
 from tests.fixtures.servers import new_database
 
 CHORUS = str(Path(sys.executable).with_name("chorus"))
@@ -127,16 +127,7 @@ def test_serve_with_several_workers(postgres_server: EmbeddedPostgres, tmp_path:
         finally:
             api.close()
     # Stopping the server stops its workers too: none is left serving, orphaned.
-    wait_until("the workers to exit", lambda: not any(_alive(pid) for pid in workers))
-
-
-def _alive(pid: int) -> bool:
-    """Running (a zombie is dead: only its exit status is left to collect)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in ("Z", "X")
+    wait_until("the workers to exit", lambda: not any(is_running(pid) for pid in workers))
 
 
 def _children(server: ChorusProcess) -> list[int]:

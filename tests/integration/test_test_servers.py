@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from tests.fixtures.polling import wait_until
+from tests.fixtures.processes import is_running
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,16 +25,6 @@ def test_holds_the_session_open(postgres_server):
     report.write_text(pids)
     Path(os.environ["CHORUS_TEST_HOLD"]).read_text()  # a FIFO: blocks until the test ends
 """
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (exited, not yet reaped by its parent) no longer runs.
-    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    return state != "Z"
 
 
 def test_a_pytest_stopped_with_sigterm_stops_its_postgres(tmp_path: Path) -> None:
@@ -66,7 +57,7 @@ def test_a_pytest_stopped_with_sigterm_stops_its_postgres(tmp_path: Path) -> Non
             "the inner test's PostgreSQL", lambda: report.exists() and report.read_text()
         )
         pids = [int(p) for p in text.split()]
-        assert pids and all(_alive(p) for p in pids)
+        assert pids and all(is_running(p) for p in pids)
         inner.send_signal(signal.SIGTERM)
         output, _ = inner.communicate(timeout=60)
     finally:
@@ -74,7 +65,7 @@ def test_a_pytest_stopped_with_sigterm_stops_its_postgres(tmp_path: Path) -> Non
             inner.kill()
             inner.wait()
     assert inner.returncode != 0, output.decode()
-    still = [p for p in pids if _alive(p)]
+    still = [p for p in pids if is_running(p)]
     for pid in still:  # this test, too, stops what it started
         os.kill(pid, signal.SIGKILL)
     assert not still, f"PostgreSQL processes left running: {still}\n{output.decode()}"
