@@ -1,5 +1,6 @@
 """``python -m bench.broadcast``: a bare WebSocket broadcast server, the baseline of the delivery
-figures. Never a way to run Chorus.
+figures; with ``--yjs-state``, also a bare y-websocket server for one document, the floor of
+the documents' cold open. Never a way to run Chorus.
 
 It speaks just enough of Chorus's ``/ws`` protocol for the benchmark client: ``subscribe`` is
 answered ``subscribed`` and adds the connection to one in-memory set; a ``command`` is answered
@@ -7,7 +8,15 @@ answered ``subscribed`` and adds the connection to one in-memory set; a ``comman
 frame shaped like Chorus's (an envelope copied from ``--template``, a real one when the bench
 has captured it) is pushed to every subscribed connection with ``websockets.broadcast`` (no
 per-connection task, no backpressure). Same library as the client (``websockets``, asyncio,
-on uvloop like ``chorus serve``), same permessage-deflate default as uvicorn, 127.0.0.1 only.
+on uvloop like ``chorus serve``), 127.0.0.1 only. Like ``chorus serve`` by default
+(``CHORUS_WS_COMPRESSION``), it declines permessage-deflate unless ``--compression`` is given,
+so both send the same bytes.
+
+``/yjs/...`` with ``--yjs-state FILE``: the server's half of the y-websocket handshake over a
+state held in memory, and nothing else: the client's sync step 1 is answered with the whole
+state (step 2) and the server's own step 1; whatever comes after is read and dropped. No token,
+no access check, no read from a store: what any server must at least spend to hand a document
+to this client (connect, send, the client's apply).
 """
 
 from __future__ import annotations
@@ -23,8 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from pycrdt import Doc
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
+
+from api.yjs import protocol
 
 # Used when no template is given: the shape of a Chorus MessageSent envelope.
 DEFAULT_TEMPLATE: dict[str, Any] = {
@@ -106,15 +118,52 @@ class Broadcaster:
                 self.subscribers.get(name, set()).discard(conn)
 
 
-async def serve_until_signalled(port: int, template: dict[str, Any]) -> None:
+class BareDocument:
+    """One document's state, handed to every y-websocket client that asks."""
+
+    def __init__(self, state: bytes) -> None:
+        doc: Doc[Any] = Doc()
+        doc.apply_update(state)
+        self.step2 = protocol.sync_step2(state)
+        self.step1 = protocol.sync_step1(doc.get_state())
+
+    async def handle(self, conn: ServerConnection) -> None:
+        try:
+            await conn.recv(decode=False)  # the client's step 1
+            await conn.send(self.step2, text=False)
+            await conn.send(self.step1, text=False)
+            async for _ in conn:
+                pass
+        except ConnectionClosed:
+            pass
+
+
+async def serve_until_signalled(
+    port: int, template: dict[str, Any], *, compression: bool, document: BareDocument | None
+) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     hub = Broadcaster(template)
-    # Pings as uvicorn's defaults (every 20 s); permessage-deflate is the library's default,
-    # with the same settings uvicorn uses.
-    async with serve(hub.handle, "127.0.0.1", port, ping_interval=20, ping_timeout=20):
+
+    async def handle(conn: ServerConnection) -> None:
+        request = conn.request
+        if document is not None and request is not None and request.path.startswith("/yjs/"):
+            await document.handle(conn)
+        else:
+            await hub.handle(conn)
+
+    # Pings as uvicorn's defaults (every 20 s); permessage-deflate, when on, with the library's
+    # settings, which are uvicorn's.
+    async with serve(
+        handle,
+        "127.0.0.1",
+        port,
+        ping_interval=20,
+        ping_timeout=20,
+        compression="deflate" if compression else None,
+    ):
         print(f"listening on 127.0.0.1:{port}", flush=True)
         await stop.wait()
 
@@ -123,16 +172,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.broadcast")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--template", type=Path, help="JSON of an event envelope to imitate")
+    p.add_argument("--compression", action="store_true", help="accept permessage-deflate")
+    p.add_argument("--yjs-state", type=Path, help="a Yjs update to serve at /yjs/...")
     args = p.parse_args(argv)
     template = DEFAULT_TEMPLATE
     if args.template is not None:
         template = json.loads(args.template.read_text())
+    document = None if args.yjs_state is None else BareDocument(args.yjs_state.read_bytes())
+    serving = serve_until_signalled(
+        args.port, template, compression=args.compression, document=document
+    )
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvicorn[standard] brings it
-        asyncio.run(serve_until_signalled(args.port, template))
+        asyncio.run(serving)
     else:
-        uvloop.run(serve_until_signalled(args.port, template))
+        uvloop.run(serving)
     return 0
 
 

@@ -142,12 +142,20 @@ def free_port() -> int:
 
 class BroadcastServer:
     """``python -m bench.broadcast`` in a subprocess on 127.0.0.1 (its own process and GIL, as
-    ``chorus serve`` is)."""
+    ``chorus serve`` is); with ``yjs_state``, it also serves that document at ``/yjs/...``."""
 
-    def __init__(self, work_dir: Path, repo: Path, template: dict[str, Any] | None) -> None:
+    def __init__(
+        self,
+        work_dir: Path,
+        repo: Path,
+        template: dict[str, Any] | None,
+        *,
+        yjs_state: Path | None = None,
+    ) -> None:
         self.work_dir = work_dir
         self.repo = repo
         self.template = template
+        self.yjs_state = yjs_state
         self.log_path = work_dir / "broadcast.log"
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -167,6 +175,8 @@ class BroadcastServer:
             path = self.work_dir / "broadcast-template.json"
             path.write_text(json.dumps(self.template))
             argv += ["--template", str(path)]
+        if self.yjs_state is not None:
+            argv += ["--yjs-state", str(self.yjs_state)]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 argv,

@@ -17,7 +17,10 @@ measured in the same run:
 3. **cold open**: on a freshly started server (the document never loaded in that process,
    then again after the room is unloaded for idleness), a new connection from connect to a
    synced local copy holding the full text; beside a bare ``Doc().apply_update`` of the full
-   state (``GET /api/documents/{id}/update``); ``GET /api/documents/{id}`` timed as well;
+   state (``GET /api/documents/{id}/update``); ``GET /api/documents/{id}`` timed as well; and
+   the same client opening the same state from a bare y-websocket server that holds it in
+   memory (``python -m bench.broadcast --yjs-state``): the floor of connecting, sending and
+   the client's apply on this machine, which no server can go under;
 4. **memory per open document**: the server's RSS before and after opening K copies of the
    finished document, one idle editor each, and after K more editors on one of them (what a
    connection costs, to tell the two apart); beside the RSS per bare pycrdt ``Doc`` holding
@@ -326,7 +329,7 @@ def count_update_events(database_url: str, document_id: str) -> tuple[int, int]:
 
 
 async def _connect(url: str) -> ClientConnection:
-    # permessage-deflate is offered, as browsers do (the server accepts it).
+    # permessage-deflate is offered, as browsers do (chorus serve declines it by default).
     return await connect(
         url,
         proxy=None,
@@ -606,6 +609,41 @@ async def open_document(url: str, expected: str) -> tuple[Open, Peer]:
     )
 
 
+async def _bare_server_opens(work: Path, state: bytes, expected: str, count: int) -> list[Open]:
+    """``count`` opens of ``state`` from ``python -m bench.broadcast --yjs-state``, paced as
+    the cold opens are (the machine as idle between them)."""
+    path = work / "bare-yjs-state.bin"
+    path.write_bytes(state)
+    server = delivery.BroadcastServer(work, scenarios.REPO, None, yjs_state=path).start()
+    url = f"ws://127.0.0.1:{server.port}/yjs/bare"
+    opens: list[Open] = []
+    try:
+        for _ in range(count + 1):  # the first warms the server's code paths, as for Chorus
+            opened, peer = await open_document(url, expected)
+            await peer.close()
+            opens.append(opened)
+            await asyncio.sleep(IDLE_S + 0.5)
+    finally:
+        server.stop()
+    return opens[1:]
+
+
+def floor_median(opens: list[Open]) -> float:
+    return statistics.median(o.seconds for o in opens)
+
+
+def _floor_json(opens: list[Open], bare_ms: float) -> dict[str, Any]:
+    median = floor_median(opens)
+    return {
+        "opens": len(opens),
+        "median_ms": _ms(median),
+        "min_ms": _ms(min(o.seconds for o in opens)),
+        "connected_ms": _ms(statistics.median(o.connected_s for o in opens)),
+        "step2_ms": _ms(statistics.median(o.step2_s for o in opens)),
+        "ratio": round(median / bare_ms, 2),
+    }
+
+
 def _timed(call: Callable[[], object], repeats: int) -> list[float]:
     out = []
     for _ in range(repeats):
@@ -826,6 +864,7 @@ def run(
         state = http.get(f"/api/documents/{doc_id}/update").content
         bare_loads = [bare_load(state, trace.expected) for _ in range(BARE_REPEATS)]
         bare_kib = bare_memory_kib(work, state, COPIES)
+        floor = runner.run(_bare_server_opens(work, state, trace.expected, COLD_OPENS[mode]))
         get_doc = _timed(lambda: _expect(http.get(f"/api/documents/{doc_id}"), 200), REST_REPEATS)
         get_update = _timed(lambda: http.get(f"/api/documents/{doc_id}/update"), REST_REPEATS)
         http.close()
@@ -856,6 +895,7 @@ def run(
             "first_ratio": round(opens[0].seconds / bare_ms, 2),
             "rest_get_document_ms": _ms(statistics.median(get_doc)),
             "rest_get_update_ms": _ms(statistics.median(get_update)),
+            "bare_server": _floor_json(floor, bare_ms),
         }
         c = out["cold_open"]
         print(
@@ -863,6 +903,14 @@ def run(
             f"{len(opens)} (first {c['first_ms']} ms; warm {c['warm_open_ms']} ms), bare "
             f"Doc.apply_update {c['bare_load_ms']} ms: {c['ratio']}x; GET /api/documents/{{id}} "
             f"{c['rest_get_document_ms']} ms, GET …/update {c['rest_get_update_ms']} ms",
+            flush=True,
+        )
+        f = c["bare_server"]
+        print(
+            f"  the same open from a bare y-websocket server holding the state in memory: "
+            f"median {f['median_ms']} ms ({f['ratio']}x the bare load; connected "
+            f"{f['connected_ms']} ms, step 2 at {f['step2_ms']} ms): Chorus adds "
+            f"{_ms(cold_ms - floor_median(floor))} ms",
             flush=True,
         )
         out["memory"]["bare_pycrdt_kib_per_document"] = bare_kib
@@ -1016,6 +1064,16 @@ def table(out: dict[str, Any]) -> str:
                 f"first {cold['first_ms']} ms, warm {cold['warm_open_ms']} ms",
             )
         )
+        floor = cold.get("bare_server")
+        if floor:
+            rows.append(
+                (
+                    "bare y-websocket server → synced (floor)",
+                    f"{floor['median_ms']} ms",
+                    f"{floor['ratio']:.2f}",
+                    "state in memory: no token, access check or read",
+                )
+            )
         for label, key in (
             ("GET /api/documents/{id}", "rest_get_document_ms"),
             ("GET /api/documents/{id}/update", "rest_get_update_ms"),
