@@ -146,7 +146,9 @@ def build_services(
         name="chorus-auth",
     )
     runner = ProjectionRunner(read_pool, database_url)
-    if run_projections:
+    if run_projections and settings.projections == "external":
+        runner.follow()  # ``chorus project`` runs them
+    elif run_projections:
         runner.start()
     return Services(
         settings=settings,

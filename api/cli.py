@@ -91,6 +91,9 @@ def parser() -> argparse.ArgumentParser:
     from api.replay_cli import add_commands as add_replay_commands
 
     add_replay_commands(sub)  # replay
+    from api.project_cli import add_commands as add_project_commands
+
+    add_project_commands(sub)  # project
     return p
 
 

@@ -87,6 +87,7 @@ LABELS = {
     "http_send_message": "HTTP POST /api/channels/{ch}/messages, one commit each",
     "http_send_message_group_commit": "  same, group commit (the default)",
     "http_send_no_projections": "  same, projection runner off (diagnostic)",
+    "http_send_external_projections": "  same, projections in `chorus project`",
 }
 COMPARISONS = {
     "raw_insert_transaction": ("raw_insert",),
@@ -96,6 +97,7 @@ COMPARISONS = {
     "http_send_message_group_commit": ("raw_insert", "app_send_message", "http_get_me"),
     "http_send_message": ("raw_insert", "app_send_message", "http_get_me"),
     "http_send_no_projections": ("raw_insert", "app_send_message", "http_get_me"),
+    "http_send_external_projections": ("raw_insert", "app_send_message", "http_get_me"),
 }
 
 
@@ -514,9 +516,9 @@ def write_group(
         ).start()
 
         def server_pids() -> list[int]:
-            # Whichever server is running now (each HTTP figure starts its own).
-            pid = None if server is None else server.pid
-            return [] if pid is None else [pid]
+            # Whichever server is running now (each HTTP figure starts its own), with its
+            # projector process when it has one.
+            return [] if server is None else server.pids
 
         server_probe = pids_probe("server", server_pids)
         probes = [bench_probe, server_probe, pg_probe, *everything]
@@ -563,6 +565,18 @@ def write_group(
         quiet_chat = scenarios.prepare_http_chat(server.url)
         post = scenarios.http_factory(server.url, quiet_chat, post=True)
         bench.run("http_send_no_projections", post, probes, loop_lag=loop_lag)
+        server.stop()
+        server = None
+
+        # The same writes, projected by `chorus project` in a process of its own.
+        scenarios.create_database(admin_url, "bench_http_external_projections")
+        server = scenarios.ChorusServer(
+            pg.url_for("bench_http_external_projections"), work, projector=True
+        ).start()
+        projected_chat = scenarios.prepare_http_chat(server.url)
+        scenarios.wait_for_projections(server.url, timeout_s=30)
+        post = scenarios.http_factory(server.url, projected_chat, post=True)
+        bench.run("http_send_external_projections", post, probes, after=catch_up, loop_lag=loop_lag)
         server.stop()
         server = None
     finally:

@@ -208,7 +208,9 @@ def _free_port() -> int:
 
 class ChorusServer:
     """``chorus serve`` (one uvicorn process, its own GIL) on 127.0.0.1 and a free port; with
-    ``projections=False``, the same app without its projection runner (``bench.server``)."""
+    ``projections=False``, the same app without its projection runner (``bench.server``); with
+    ``projector=True``, ``chorus serve`` with ``CHORUS_PROJECTIONS=external`` beside a
+    ``chorus project`` process."""
 
     def __init__(
         self,
@@ -216,6 +218,7 @@ class ChorusServer:
         work_dir: Path,
         *,
         projections: bool = True,
+        projector: bool = False,
         env: dict[str, str] | None = None,
     ) -> None:
         self.database_url = database_url
@@ -223,9 +226,14 @@ class ChorusServer:
         self.projections = projections
         self.extra_env = dict(env or {})
         name = "chorus-serve" if projections else "chorus-serve-no-projections"
+        if projector:
+            self.extra_env["CHORUS_PROJECTIONS"] = "external"
+            name = "chorus-serve-external-projections"
         self.log_path = work_dir / f"{name}.log"
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
+        self.projector: subprocess.Popen[bytes] | None = None
+        self.with_projector = projector
 
     @property
     def url(self) -> str:
@@ -235,36 +243,24 @@ class ChorusServer:
     def pid(self) -> int | None:
         return None if self.proc is None else self.proc.pid
 
+    @property
+    def pids(self) -> list[int]:
+        """The server's process and its projector's, if it has one."""
+        return [p.pid for p in (self.proc, self.projector) if p is not None]
+
     def start(self, timeout_s: float = 60.0) -> ChorusServer:
         self.port = _free_port()
-        env = dict(os.environ)
-        env.update(
-            {
-                "DATABASE_URL": self.database_url,
-                "CHORUS_JWT_SECRET": BENCH_SECRET,
-                "CHORUS_RATE_LIMIT_PER_SECOND": "0",
-                # The delivery benchmark opens 1,000 sockets as one user.
-                "CHORUS_WS_CONNECTIONS_PER_USER": "0",
-                "CHORUS_ACCESS_TOKEN_TTL_S": "3600",
-                "CHORUS_DATA_DIR": str(self.work_dir / "chorus-data"),
-                **self.extra_env,
-            }
-        )
+        env = self._env()
         if self.projections:
             argv = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1"]
         else:
             argv = [sys.executable, "-m", "bench.server"]
         argv += ["--port", str(self.port), "--log-level", "warning"]
-        with open(self.log_path, "ab") as log:
-            # Own session: a Ctrl-C reaches the bench first, which then stops the server.
-            self.proc = subprocess.Popen(
-                argv,
-                cwd=REPO,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+        self.proc = self._spawn(argv, self.log_path, env)
+        if self.with_projector:
+            log_path = self.work_dir / "chorus-project.log"
+            self.projector = self._spawn(
+                [sys.executable, "-m", "api.cli", "project"], log_path, env
             )
         deadline = time.monotonic() + timeout_s
         with httpx.Client(base_url=self.url, timeout=2) as client:
@@ -278,6 +274,37 @@ class ChorusServer:
                     raise RuntimeError(f"chorus serve did not answer /health:\n{self.log_tail()}")
                 time.sleep(0.1)
 
+    def _spawn(
+        self, argv: list[str], log_path: Path, env: dict[str, str]
+    ) -> subprocess.Popen[bytes]:
+        with open(log_path, "ab") as log:
+            # Own session: a Ctrl-C reaches the bench first, which then stops the server.
+            return subprocess.Popen(
+                argv,
+                cwd=REPO,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "DATABASE_URL": self.database_url,
+                "CHORUS_JWT_SECRET": BENCH_SECRET,
+                "CHORUS_RATE_LIMIT_PER_SECOND": "0",
+                # The delivery benchmark opens 1,000 sockets as one user.
+                "CHORUS_WS_CONNECTIONS_PER_USER": "0",
+                "CHORUS_ACCESS_TOKEN_TTL_S": "3600",
+                "CHORUS_DATA_DIR": str(self.work_dir / "chorus-data"),
+                **self.extra_env,
+            }
+        )
+        return env
+
     def log_tail(self, chars: int = 4000) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-chars:]
@@ -285,17 +312,23 @@ class ChorusServer:
             return ""
 
     def stop(self) -> None:
-        """Graceful shutdown (SIGINT, as a Ctrl-C), escalating if it does not exit."""
-        proc, self.proc = self.proc, None
-        if proc is None:
+        """Graceful shutdown (SIGINT, as a Ctrl-C), escalating if it does not exit; the
+        server first, then its projector."""
+        procs = [self.proc, self.projector]
+        self.proc = self.projector = None
+        for proc in procs:
+            if proc is not None:
+                _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    for sig, wait_s in ((signal.SIGINT, 20.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        if proc.poll() is not None:
             return
-        for sig, wait_s in ((signal.SIGINT, 20.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            if proc.poll() is not None:
-                return
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=wait_s)
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=wait_s)
 
 
 @dataclass(frozen=True)

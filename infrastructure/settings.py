@@ -41,6 +41,10 @@ class Settings:
     # Commands arriving concurrently committed together by one writer thread per process
     # (application/group_commit.py). Off: each command commits alone, in its caller's thread.
     group_commit: bool = True
+    # "in-process": each server process runs the projection runner in a thread beside its
+    # requests. "external": it does not; ``chorus project`` runs it in a process of its own, and
+    # the server follows the read models' positions through NOTIFY (read-your-writes waits).
+    projections: str = "in-process"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -78,6 +82,7 @@ class Settings:
             ),
             ws_compression=_bool(env, "CHORUS_WS_COMPRESSION", False),
             group_commit=_bool(env, "CHORUS_GROUP_COMMIT", True),
+            projections=_choice(env, "CHORUS_PROJECTIONS", PROJECTIONS_MODES),
         )
 
     def resolved_jwt_secret(self) -> str:
@@ -93,6 +98,19 @@ class Settings:
         with os.fdopen(fd, "w") as f:
             f.write(secret)
         return secret
+
+
+PROJECTIONS_MODES = ("in-process", "external")
+
+
+def _choice(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices``; the first when unset."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return choices[0]
+    if raw not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, not {raw!r}")
+    return raw
 
 
 def _bool(env: dict[str, str], name: str, default: bool) -> bool:

@@ -194,6 +194,32 @@ def visible_events(
     return [to_log_event(row) for row in rows]
 
 
+def follow_channel(
+    database_url: str,
+    channel: str,
+    stop: threading.Event,
+    on_notify: Callable[[], None],
+    what: str,
+) -> None:
+    """Calls ``on_notify`` once connected, then once for each run of NOTIFYs on ``channel``
+    (those already waiting are taken together), until ``stop`` is set. A dedicated connection
+    LISTENs; database outages are waited out (reconnecting, then calling again, as
+    notifications sent meanwhile were lost), not raised."""
+    while not stop.is_set():
+        try:
+            with psycopg.connect(database_url, autocommit=True) as listener:
+                listener.execute(f"LISTEN {channel}")
+                on_notify()
+                while not stop.is_set():
+                    # The timeout only bounds how long a stop request waits.
+                    if list(listener.notifies(timeout=1.0, stop_after=1)):
+                        list(listener.notifies(timeout=0.0))  # those already waiting
+                        on_notify()
+        except Exception as exc:
+            log.warning("%s: %s; retrying", what, exc)
+            stop.wait(0.5)
+
+
 def follow_store(
     database_url: str, stop: threading.Event, on_commit: Callable[[], None], what: str
 ) -> None:

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -24,7 +24,7 @@ from projections.analytics import create_views
 from projections.base import EventProjection, LogEvent, Projection, SetProjection, Span
 from projections.channels import ChannelsProjection
 from projections.documents import DocumentsProjection
-from projections.log import follow_store, next_span, read_span
+from projections.log import follow_channel, follow_store, next_span, read_span
 from projections.presence import PresenceProjection
 from projections.streams import StreamsProjection
 from projections.timelines import TimelinesProjection
@@ -32,6 +32,11 @@ from projections.users import UsersProjection
 from projections.workspaces import WorkspacesProjection
 
 log = logging.getLogger(__name__)
+
+# Announces that read models moved, for servers whose projections run in another process
+# (CHORUS_PROJECTIONS=external): sent by ``chorus project``'s runner in each step's transaction,
+# so it arrives once the step is committed. The payload is the position reached.
+PROJECTED_CHANNEL = "chorus_projected"
 
 TRACKING_SQL = """
 CREATE TABLE IF NOT EXISTS rm_tracking (
@@ -63,11 +68,14 @@ def apply_batch(
     projections: Sequence[Projection],
     batch_size: int,
     until: int | None = None,
+    *,
+    announce: bool = False,
 ) -> tuple[int, dict[str, int]]:
     """In the caller's transaction: locks the projections' tracking rows, takes the span of
     the next ``batch_size`` events after the slowest one's position (up to ``until``),
-    applies to each projection what it has not applied yet, and moves the tracking rows.
-    Returns the events in the span and the new positions."""
+    applies to each projection what it has not applied yet, and moves the tracking rows
+    (``announce``: and NOTIFYs ``PROJECTED_CHANNEL``). Returns the events in the span and the
+    new positions."""
     # One lock order for every process, so two runners cannot deadlock.
     cur.execute(
         "SELECT projection, position FROM rm_tracking WHERE projection = ANY(%s)"
@@ -93,7 +101,8 @@ def apply_batch(
         # Projections only write (nothing is read back), so the batch's statements are
         # pipelined: one round trip per batch instead of one per statement.
         with cur.connection.pipeline():
-            _apply(cur, projections, span, events, positions)
+            if _apply(cur, projections, span, events, positions) and announce:
+                cur.execute("SELECT pg_notify(%s, %s)", (PROJECTED_CHANNEL, str(span.upto)))
     return span.count, positions
 
 
@@ -103,7 +112,8 @@ def _apply(
     span: Span,
     events: Sequence[LogEvent],
     positions: dict[str, int],
-) -> None:
+) -> bool:
+    """True when a tracking row moved."""
     moved: list[str] = []
     for projection in projections:
         done = positions.get(projection.name, 0)
@@ -128,6 +138,7 @@ def _apply(
             (moved, span.upto),
         )
         positions.update(dict.fromkeys(moved, span.upto))
+    return bool(moved)
 
 
 def all_projections() -> list[Projection]:
@@ -166,7 +177,9 @@ class _Waiter:
 
 
 class ProjectionRunner:
-    """Runs projections in a background thread, woken by PostgreSQL NOTIFY."""
+    """Runs projections in a background thread, woken by PostgreSQL NOTIFY (``start``); or,
+    where another process runs them, follows their positions (``follow``) for the
+    read-your-writes waits."""
 
     def __init__(
         self,
@@ -175,11 +188,14 @@ class ProjectionRunner:
         projections: Sequence[Projection] | None = None,
         *,
         batch_size: int = 1000,
+        announce: bool = False,
     ) -> None:
         self.pool = pool
         self.database_url = database_url
         self.projections = list(projections if projections is not None else all_projections())
         self.batch_size = batch_size
+        # NOTIFY PROJECTED_CHANNEL with each step (for the servers that ``follow``).
+        self.announce = announce
         self._positions: dict[str, int] = {}
         self._changed = threading.Condition()
         self._waiters: set[_Waiter] = set()  # guarded by _changed
@@ -207,7 +223,7 @@ class ProjectionRunner:
         transaction; returns how many events it read."""
         chosen = list(self.projections if projections is None else projections)
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            count, positions = apply_batch(cur, chosen, self.batch_size)
+            count, positions = apply_batch(cur, chosen, self.batch_size, announce=self.announce)
         for projection in chosen:
             self._advance(projection.name, positions.get(projection.name, 0))
         return count
@@ -227,8 +243,16 @@ class ProjectionRunner:
     # -- background thread -------------------------------------------------------------------
 
     def start(self) -> None:
+        self._begin(self._run, "projections")
+
+    def follow(self) -> None:
+        """Projects nothing: keeps the positions current from another process's runner
+        (``announce``), read again whenever it announces a step."""
+        self._begin(self._follow, "projections-follower")
+
+    def _begin(self, target: Callable[[], None], name: str) -> None:
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="projections", daemon=True)
+        self._thread = threading.Thread(target=target, name=name, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -239,6 +263,15 @@ class ProjectionRunner:
 
     def _run(self) -> None:
         follow_store(self.database_url, self._stop, self.catch_up, "projection runner")
+
+    def _follow(self) -> None:
+        follow_channel(
+            self.database_url,
+            PROJECTED_CHANNEL,
+            self._stop,
+            self.refresh_positions,
+            "projection follower",
+        )
 
     # -- read-your-writes ------------------------------------------------------------------
 

@@ -1,0 +1,74 @@
+"""A server whose projections run in another process follows their positions by NOTIFY
+(``ProjectionRunner.follow``), and projects nothing itself."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from application.chorus import Chorus
+from application.commands import RegisterUser
+from domain.base import Cause
+from infrastructure.settings import Settings, SettingsError
+from projections.runner import ProjectionRunner
+from tests.fixtures.processes import CHORUS
+
+
+@pytest.fixture
+def read_pool(store_url: str) -> Iterator[ConnectionPool[Any]]:
+    pool: ConnectionPool[Any] = ConnectionPool(
+        store_url,
+        min_size=1,
+        max_size=4,
+        kwargs={"autocommit": True, "row_factory": dict_row},
+        open=True,
+    )
+    yield pool
+    pool.close()
+
+
+def test_a_follower_is_woken_by_the_steps_an_announcing_runner_commits(
+    app: Chorus, store_url: str, read_pool: ConnectionPool[Any]
+) -> None:
+    follower = ProjectionRunner(read_pool, store_url)
+    follower.follow()
+    try:
+        result = app.execute(RegisterUser(username="ann", password="password1"), Cause(None))
+        position = result.body["position"]
+        assert isinstance(position, int) and position > 0
+        # Nobody projects yet, and the follower does not: the read models stay behind.
+        assert not asyncio.run(follower.wait_for_async(position, timeout=0.5))
+        assert follower.position() < position
+
+        # The step's NOTIFY is what moves the follower: it never reads positions unasked.
+        ProjectionRunner(read_pool, store_url, announce=True).catch_up()
+        assert asyncio.run(follower.wait_for_async(position, timeout=10))
+        assert follower.position() >= position
+    finally:
+        follower.stop()
+
+
+def test_the_projections_setting_takes_only_its_two_modes() -> None:
+    assert Settings.from_env({}).projections == "in-process"
+    assert Settings.from_env({"CHORUS_PROJECTIONS": "External"}).projections == "external"
+    with pytest.raises(SettingsError, match="CHORUS_PROJECTIONS"):
+        Settings.from_env({"CHORUS_PROJECTIONS": "elsewhere"})
+
+
+def test_chorus_project_needs_the_servers_database(tmp_path: Path) -> None:
+    # Without DATABASE_URL it would start a private PostgreSQL no server uses: refused.
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    done = subprocess.run(
+        [CHORUS, "project"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "DATABASE_URL is not set" in done.stderr
+    assert not (tmp_path / ".chorus").exists()
