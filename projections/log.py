@@ -198,23 +198,24 @@ def follow_channel(
     database_url: str,
     channel: str,
     stop: threading.Event,
-    on_notify: Callable[[], None],
+    on_notify: Callable[[list[str]], None],
     what: str,
 ) -> None:
-    """Calls ``on_notify`` once connected, then once for each run of NOTIFYs on ``channel``
-    (those already waiting are taken together), until ``stop`` is set. A dedicated connection
-    LISTENs; database outages are waited out (reconnecting, then calling again, as
-    notifications sent meanwhile were lost), not raised."""
+    """Calls ``on_notify`` with the payloads of each run of NOTIFYs on ``channel`` (those
+    already waiting are taken together), and with none once connected (what was sent before,
+    or during an outage, is lost: read the state anew), until ``stop`` is set. A dedicated
+    connection LISTENs; database outages are waited out (reconnecting), not raised."""
     while not stop.is_set():
         try:
             with psycopg.connect(database_url, autocommit=True) as listener:
                 listener.execute(f"LISTEN {channel}")
-                on_notify()
+                on_notify([])
                 while not stop.is_set():
                     # The timeout only bounds how long a stop request waits.
-                    if list(listener.notifies(timeout=1.0, stop_after=1)):
-                        list(listener.notifies(timeout=0.0))  # those already waiting
-                        on_notify()
+                    got = list(listener.notifies(timeout=1.0, stop_after=1))
+                    if got:
+                        got += listener.notifies(timeout=0.0)
+                        on_notify([n.payload for n in got])
         except Exception as exc:
             log.warning("%s: %s; retrying", what, exc)
             stop.wait(0.5)

@@ -13,10 +13,11 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import msgspec
 import psycopg
 from psycopg_pool import ConnectionPool
 
@@ -35,8 +36,10 @@ log = logging.getLogger(__name__)
 
 # Announces that read models moved, for servers whose projections run in another process
 # (CHORUS_PROJECTIONS=external): sent by ``chorus project``'s runner in each step's transaction,
-# so it arrives once the step is committed. The payload is the position reached.
+# so it arrives once the step is committed. The payload is the step's tracking positions, as a
+# JSON object {read model: position}: a follower needs no query to learn them.
 PROJECTED_CHANNEL = "chorus_projected"
+_announcement = msgspec.json.Decoder(dict[str, int])
 
 TRACKING_SQL = """
 CREATE TABLE IF NOT EXISTS rm_tracking (
@@ -102,7 +105,8 @@ def apply_batch(
         # pipelined: one round trip per batch instead of one per statement.
         with cur.connection.pipeline():
             if _apply(cur, projections, span, events, positions) and announce:
-                cur.execute("SELECT pg_notify(%s, %s)", (PROJECTED_CHANNEL, str(span.upto)))
+                payload = msgspec.json.encode(positions).decode()
+                cur.execute("SELECT pg_notify(%s, %s)", (PROJECTED_CHANNEL, payload))
     return span.count, positions
 
 
@@ -201,6 +205,7 @@ class ProjectionRunner:
         self._waiters: set[_Waiter] = set()  # guarded by _changed
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._listening = threading.Event()  # following, and the positions read once
 
     # -- schema ------------------------------------------------------------------------------
 
@@ -245,10 +250,13 @@ class ProjectionRunner:
     def start(self) -> None:
         self._begin(self._run, "projections")
 
-    def follow(self) -> None:
+    def follow(self, timeout: float = 30.0) -> None:
         """Projects nothing: keeps the positions current from another process's runner
-        (``announce``), read again whenever it announces a step."""
+        (``announce``), as it announces its steps. Returns once it listens and has read where
+        the read models are (or after ``timeout``: it keeps trying meanwhile)."""
+        self._listening.clear()
         self._begin(self._follow, "projections-follower")
+        self._listening.wait(timeout)
 
     def _begin(self, target: Callable[[], None], name: str) -> None:
         self._stop.clear()
@@ -266,12 +274,21 @@ class ProjectionRunner:
 
     def _follow(self) -> None:
         follow_channel(
-            self.database_url,
-            PROJECTED_CHANNEL,
-            self._stop,
-            self.refresh_positions,
-            "projection follower",
+            self.database_url, PROJECTED_CHANNEL, self._stop, self._announced, "projection follower"
         )
+
+    def _announced(self, payloads: list[str]) -> None:
+        """Takes the positions another process's runner announced; with none (just connected)
+        or one it cannot read, reads them all from the database."""
+        try:
+            announced = [_announcement.decode(p) for p in payloads]
+        except msgspec.DecodeError:
+            announced = []
+        if not announced:
+            self.refresh_positions()
+            self._listening.set()
+            return
+        self._merge((name, at) for positions in announced for name, at in positions.items())
 
     # -- read-your-writes ------------------------------------------------------------------
 
@@ -300,10 +317,13 @@ class ProjectionRunner:
         with self.pool.connection() as conn, conn.cursor() as cur:
             cur.execute("SELECT projection, position FROM rm_tracking")
             rows = cur.fetchall()
+        self._merge((row["projection"], int(row["position"])) for row in rows)
+
+    def _merge(self, positions: Iterable[tuple[str, int]]) -> None:
+        """Takes positions read elsewhere (they only ever move forward)."""
         with self._changed:
-            for row in rows:
-                name = row["projection"]
-                self._positions[name] = max(self._positions.get(name, 0), int(row["position"]))
+            for name, position in positions:
+                self._positions[name] = max(self._positions.get(name, 0), position)
             self._changed.notify_all()
             self._wake_waiters()
 

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
@@ -18,7 +20,7 @@ from application.chorus import Chorus
 from application.commands import RegisterUser
 from domain.base import Cause
 from infrastructure.settings import Settings, SettingsError
-from projections.runner import ProjectionRunner
+from projections.runner import PROJECTED_CHANNEL, ProjectionRunner
 from tests.fixtures.processes import CHORUS
 
 
@@ -72,3 +74,23 @@ def test_chorus_project_needs_the_servers_database(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "DATABASE_URL is not set" in done.stderr
     assert not (tmp_path / ".chorus").exists()
+
+
+def test_a_follower_takes_announced_positions_and_reads_them_when_it_cannot(
+    store_url: str, read_pool: ConnectionPool[Any]
+) -> None:
+    follower = ProjectionRunner(read_pool, store_url)
+    names = [p.name for p in follower.projections]
+    follower.follow()
+    try:
+        with psycopg.connect(store_url, autocommit=True) as conn:
+            # The positions come with the announcement: the tracking rows are not read.
+            announced = json.dumps(dict.fromkeys(names, 7))
+            conn.execute("SELECT pg_notify(%s, %s)", (PROJECTED_CHANNEL, announced))
+            assert asyncio.run(follower.wait_for_async(7, timeout=10))
+            # One it cannot read makes it read the tracking rows.
+            conn.execute("UPDATE rm_tracking SET position = 9")
+            conn.execute("SELECT pg_notify(%s, %s)", (PROJECTED_CHANNEL, "not json"))
+            assert asyncio.run(follower.wait_for_async(9, timeout=10))
+    finally:
+        follower.stop()
