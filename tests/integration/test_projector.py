@@ -94,3 +94,23 @@ def test_a_follower_takes_announced_positions_and_reads_them_when_it_cannot(
             assert asyncio.run(follower.wait_for_async(9, timeout=10))
     finally:
         follower.stop()
+
+
+def test_a_follower_reads_the_positions_again_after_losing_its_connection(
+    store_url: str, read_pool: ConnectionPool[Any]
+) -> None:
+    follower = ProjectionRunner(read_pool, store_url)
+    follower.follow()
+    try:
+        with psycopg.connect(store_url, autocommit=True) as conn:
+            # Moved and never announced: only reading them again on reconnecting tells it.
+            conn.execute("UPDATE rm_tracking SET position = 11")
+            row = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE query = %s",
+                (f"LISTEN {PROJECTED_CHANNEL}",),
+            ).fetchone()
+            assert row is not None
+            conn.execute("SELECT pg_terminate_backend(%s)", (row[0],))
+            assert asyncio.run(follower.wait_for_async(11, timeout=10))
+    finally:
+        follower.stop()
