@@ -548,37 +548,35 @@ def write_group(
         server.stop()
         server = None
 
-        scenarios.create_database(admin_url, "bench_http_group_commit")
-        server = scenarios.ChorusServer(pg.url_for("bench_http_group_commit"), work).start()
-        grouped_chat = scenarios.prepare_http_chat(server.url)
-        scenarios.wait_for_projections(server.url, timeout_s=30)
-        post = scenarios.http_factory(server.url, grouped_chat, post=True)
-        bench.run("http_send_message_group_commit", post, probes, after=catch_up, loop_lag=loop_lag)
-        server.stop()
-        server = None
+        def posts_on_a_new_server(
+            figure: str, database: str, *, projections: bool = True, projector: bool = False
+        ) -> None:
+            """``figure``: the POSTs against a new server (see ChorusServer) on a database of
+            its own."""
+            nonlocal server
+            scenarios.create_database(admin_url, database)
+            server = scenarios.ChorusServer(
+                pg.url_for(database), work, projections=projections, projector=projector
+            ).start()
+            chat = scenarios.prepare_http_chat(server.url)
+            if projections:
+                scenarios.wait_for_projections(server.url, timeout_s=30)
+            post = scenarios.http_factory(server.url, chat, post=True)
+            bench.run(
+                figure, post, probes, after=catch_up if projections else None, loop_lag=loop_lag
+            )
+            server.stop()
+            server = None
 
+        posts_on_a_new_server("http_send_message_group_commit", "bench_http_group_commit")
         # The same writes with no projection runner behind them: what projecting costs.
-        scenarios.create_database(admin_url, "bench_http_no_projections")
-        server = scenarios.ChorusServer(
-            pg.url_for("bench_http_no_projections"), work, projections=False
-        ).start()
-        quiet_chat = scenarios.prepare_http_chat(server.url)
-        post = scenarios.http_factory(server.url, quiet_chat, post=True)
-        bench.run("http_send_no_projections", post, probes, loop_lag=loop_lag)
-        server.stop()
-        server = None
-
+        posts_on_a_new_server(
+            "http_send_no_projections", "bench_http_no_projections", projections=False
+        )
         # The same writes, projected by `chorus project` in a process of its own.
-        scenarios.create_database(admin_url, "bench_http_external_projections")
-        server = scenarios.ChorusServer(
-            pg.url_for("bench_http_external_projections"), work, projector=True
-        ).start()
-        projected_chat = scenarios.prepare_http_chat(server.url)
-        scenarios.wait_for_projections(server.url, timeout_s=30)
-        post = scenarios.http_factory(server.url, projected_chat, post=True)
-        bench.run("http_send_external_projections", post, probes, after=catch_up, loop_lag=loop_lag)
-        server.stop()
-        server = None
+        posts_on_a_new_server(
+            "http_send_external_projections", "bench_http_external_projections", projector=True
+        )
     finally:
         if server is not None:
             server.stop()
