@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from infrastructure.embedded_postgres import EmbeddedPostgres
 from tests.fixtures.polling import wait_until
-from tests.fixtures.processes import is_running
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,15 +21,16 @@ from pathlib import Path
 
 def test_holds_the_session_open(postgres_server):
     report = Path(os.environ["CHORUS_TEST_REPORT"])
-    pids = " ".join(str(p) for p in postgres_server.server_pids())
-    report.write_text(pids)
+    part = report.with_name(report.name + ".part")
+    part.write_text(str(postgres_server.data_dir))
+    part.replace(report)  # seen whole or not at all
     Path(os.environ["CHORUS_TEST_HOLD"]).read_text()  # a FIFO: blocks until the test ends
 """
 
 
 def test_a_pytest_stopped_with_sigterm_stops_its_postgres(tmp_path: Path) -> None:
     (tmp_path / "test_held.py").write_text(_HELD_TEST)
-    report, hold = tmp_path / "pids", tmp_path / "hold"
+    report, hold = tmp_path / "data-dir", tmp_path / "hold"
     os.mkfifo(hold)
     env = {**os.environ, "CHORUS_TEST_REPORT": str(report), "CHORUS_TEST_HOLD": str(hold)}
     inner = subprocess.Popen(
@@ -56,8 +57,10 @@ def test_a_pytest_stopped_with_sigterm_stops_its_postgres(tmp_path: Path) -> Non
         text = wait_until(
             "the inner test's PostgreSQL", lambda: report.exists() and report.read_text()
         )
-        pids = [int(p) for p in text.split()]
-        assert pids and all(is_running(p) for p in pids)
+        # Its processes are found by their data directory: short-lived children come and go,
+        # and a PID seen once may be another process's later.
+        cluster = EmbeddedPostgres(Path(text))
+        assert cluster.server_pids(), "the inner test's PostgreSQL is not running"
         inner.send_signal(signal.SIGTERM)
         output, _ = inner.communicate(timeout=60)
     finally:
@@ -65,7 +68,7 @@ def test_a_pytest_stopped_with_sigterm_stops_its_postgres(tmp_path: Path) -> Non
             inner.kill()
             inner.wait()
     assert inner.returncode != 0, output.decode()
-    still = [p for p in pids if is_running(p)]
+    still = cluster.server_pids()
     for pid in still:  # this test, too, stops what it started
         os.kill(pid, signal.SIGKILL)
     assert not still, f"PostgreSQL processes left running: {still}\n{output.decode()}"
