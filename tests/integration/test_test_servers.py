@@ -53,6 +53,7 @@ def test_a_pytest_stopped_with_sigterm_stops_its_postgres(tmp_path: Path) -> Non
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+    cluster: EmbeddedPostgres | None = None
     try:
         text = wait_until(
             "the inner test's PostgreSQL", lambda: report.exists() and report.read_text()
@@ -67,8 +68,9 @@ def test_a_pytest_stopped_with_sigterm_stops_its_postgres(tmp_path: Path) -> Non
         if inner.poll() is None:
             inner.kill()
             inner.wait()
+        # This test, too, stops what it started, whatever happened above.
+        still = [] if cluster is None else cluster.server_pids()
+        for pid in still:
+            os.kill(pid, signal.SIGKILL)
     assert inner.returncode != 0, output.decode()
-    still = cluster.server_pids()
-    for pid in still:  # this test, too, stops what it started
-        os.kill(pid, signal.SIGKILL)
     assert not still, f"PostgreSQL processes left running: {still}\n{output.decode()}"
