@@ -5,7 +5,8 @@ Starts its own PostgreSQL (default durability: fsync on) in a temporary director
 1. raw single-row INSERT + COMMIT into an events-shaped table (the baseline): autocommit, in
    an explicit transaction, and with the recorder's LOCK TABLE + NOTIFY;
 2. ``Chorus.execute(SendMessage)`` in this process;
-3. ``POST /api/channels/{ch}/messages`` and ``GET /api/auth/me`` against ``chorus serve``,
+3. ``POST /api/channels/{ch}/messages`` and ``GET /api/auth/me`` against ``chorus serve`` (the
+   POSTs with projections in-process, off, and in a ``chorus project`` process),
 
 each at every concurrency level, then
 
@@ -15,7 +16,7 @@ each at every concurrency level, then
    (``chorus replay --all``) and the hash-chain walk (``chorus verify``) over the same events,
 6. collaborative documents over ``/yjs``: a real typing trace replayed as Yjs updates
    (updates/s to convergence beside a bare pycrdt ``Doc``, events per update, cold open beside
-   a bare full-state load, memory per open document),
+   a bare full-state load and a bare y-websocket server, memory per open document),
 
 prints tables and writes JSON to bench/results/latest.json. Everything it starts is stopped
 and the temporary directory removed at the end.
