@@ -215,11 +215,9 @@ print((rss() - before) / k)
 """
 
 
-def bare_memory_kib(work: Path, state: bytes, copies: int) -> float:
-    """The baseline of figure 4: RSS per ``Doc`` holding ``state``, ``copies`` of them in a
-    fresh Python process."""
-    path = work / "document-state.bin"
-    path.write_bytes(state)
+def bare_memory_kib(path: Path, copies: int) -> float:
+    """The baseline of figure 4: RSS per ``Doc`` holding the state in ``path``, ``copies`` of
+    them in a fresh Python process."""
     done = subprocess.run(
         [sys.executable, "-c", _BARE_MEMORY, str(path), str(copies)],
         cwd=scenarios.REPO,
@@ -609,12 +607,10 @@ async def open_document(url: str, expected: str) -> tuple[Open, Peer]:
     )
 
 
-async def _bare_server_opens(work: Path, state: bytes, expected: str, count: int) -> list[Open]:
-    """``count`` opens of ``state`` from ``python -m bench.broadcast --yjs-state``, paced as
-    the cold opens are (the machine as idle between them)."""
-    path = work / "bare-yjs-state.bin"
-    path.write_bytes(state)
-    server = delivery.BroadcastServer(work, scenarios.REPO, None, yjs_state=path).start()
+async def _bare_server_opens(work: Path, state: Path, expected: str, count: int) -> list[Open]:
+    """``count`` opens of the ``state`` file from ``python -m bench.broadcast --yjs-state``,
+    paced as the cold opens are (the machine as idle between them)."""
+    server = delivery.BroadcastServer(work, scenarios.REPO, None, yjs_state=state).start()
     url = f"ws://127.0.0.1:{server.port}/yjs/bare"
     opens: list[Open] = []
     try:
@@ -628,12 +624,8 @@ async def _bare_server_opens(work: Path, state: bytes, expected: str, count: int
     return opens[1:]
 
 
-def floor_median(opens: list[Open]) -> float:
-    return statistics.median(o.seconds for o in opens)
-
-
 def _floor_json(opens: list[Open], bare_ms: float) -> dict[str, Any]:
-    median = floor_median(opens)
+    median = statistics.median(o.seconds for o in opens)
     return {
         "opens": len(opens),
         "median_ms": _ms(median),
@@ -863,8 +855,10 @@ def run(
             time.sleep(IDLE_S + 0.5)
         state = http.get(f"/api/documents/{doc_id}/update").content
         bare_loads = [bare_load(state, trace.expected) for _ in range(BARE_REPEATS)]
-        bare_kib = bare_memory_kib(work, state, COPIES)
-        floor = runner.run(_bare_server_opens(work, state, trace.expected, COLD_OPENS[mode]))
+        state_path = work / "document-state.bin"
+        state_path.write_bytes(state)
+        bare_kib = bare_memory_kib(state_path, COPIES)
+        floor = runner.run(_bare_server_opens(work, state_path, trace.expected, COLD_OPENS[mode]))
         get_doc = _timed(lambda: _expect(http.get(f"/api/documents/{doc_id}"), 200), REST_REPEATS)
         get_update = _timed(lambda: http.get(f"/api/documents/{doc_id}/update"), REST_REPEATS)
         http.close()
@@ -910,7 +904,7 @@ def run(
             f"  the same open from a bare y-websocket server holding the state in memory: "
             f"median {f['median_ms']} ms ({f['ratio']}x the bare load; connected "
             f"{f['connected_ms']} ms, step 2 at {f['step2_ms']} ms): Chorus adds "
-            f"{_ms(cold_ms - floor_median(floor))} ms",
+            f"{c['median_ms'] - f['median_ms']:.2f} ms",
             flush=True,
         )
         out["memory"]["bare_pycrdt_kib_per_document"] = bare_kib

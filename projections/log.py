@@ -200,11 +200,14 @@ def follow_channel(
     stop: threading.Event,
     on_notify: Callable[[list[str]], None],
     what: str,
+    *,
+    when_quiet: bool = False,
 ) -> None:
     """Calls ``on_notify`` with the payloads of each run of NOTIFYs on ``channel`` (those
     already waiting are taken together), and with none once connected (what was sent before,
-    or during an outage, is lost: read the state anew), until ``stop`` is set. A dedicated
-    connection LISTENs; database outages are waited out (reconnecting), not raised."""
+    or during an outage, is lost: read the state anew) and, with ``when_quiet``, after each
+    second without one, until ``stop`` is set. A dedicated connection LISTENs; database
+    outages are waited out (reconnecting), not raised."""
     while not stop.is_set():
         try:
             with psycopg.connect(database_url, autocommit=True) as listener:
@@ -215,6 +218,7 @@ def follow_channel(
                     got = list(listener.notifies(timeout=1.0, stop_after=1))
                     if got:
                         got += listener.notifies(timeout=0.0)
+                    if got or when_quiet:
                         on_notify([n.payload for n in got])
         except Exception as exc:
             log.warning("%s: %s; retrying", what, exc)
@@ -224,18 +228,7 @@ def follow_channel(
 def follow_store(
     database_url: str, stop: threading.Event, on_commit: Callable[[], None], what: str
 ) -> None:
-    """Calls ``on_commit`` now and after every commit to the store, from any process, until
-    ``stop`` is set: a dedicated connection LISTENs to the store's NOTIFY. Database outages
-    are waited out (reconnecting), not raised."""
-    while not stop.is_set():
-        try:
-            with psycopg.connect(database_url, autocommit=True) as listener:
-                listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                while not stop.is_set():
-                    on_commit()
-                    # The timeout only bounds how long a stop request waits.
-                    for _ in listener.notifies(timeout=1.0, stop_after=1):
-                        pass
-        except Exception as exc:
-            log.warning("%s: %s; retrying", what, exc)
-            stop.wait(0.5)
+    """Calls ``on_commit`` now and after every commit to the store, from any process (and
+    once a second when none comes), until ``stop`` is set: a dedicated connection LISTENs to
+    the store's NOTIFY. Database outages are waited out (reconnecting), not raised."""
+    follow_channel(database_url, NOTIFY_CHANNEL, stop, lambda _: on_commit(), what, when_quiet=True)
