@@ -21,7 +21,15 @@ from domain.errors import (
     NotFound,
     PermissionDenied,
 )
-from domain.permissions import ALL_PERMISSIONS, BUILTIN_ROLES, DEFAULT_ROLE, OWNER
+from domain.permissions import (
+    ADMIN,
+    ALL_PERMISSIONS,
+    BUILTIN_ROLES,
+    DEFAULT_ROLE,
+    MEMBER,
+    OWNER,
+    VIEWER,
+)
 from domain.rules import (
     DEFAULT_INVITE_TTL_S,
     MAX_CUSTOM_ROLES,
@@ -56,8 +64,19 @@ class Invite:
             raise Gone("this invite has been used up")
 
 
+# Discord-style hierarchy: the owner is above all, then admin, then the custom roles, then
+# member and viewer. Custom roles rank by creation, the newest lowest (as Discord places a new
+# role at the bottom): a holder of a custom role with manage_roles can then create a role and
+# still grant it, since it lands below their own.
+_BUILTIN_RANKS = {VIEWER: 0, MEMBER: 1}
+_ADMIN_RANK = 1_000_000
+_OWNER_RANK = 2_000_000
+_NO_ROLE = -1
+
+
 @dataclass
 class _Roles:
+    # Insertion order is creation order (dicts keep it, and replay re-creates it).
     custom: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def permissions_of(self, name: str) -> frozenset[str]:
@@ -67,6 +86,23 @@ class _Roles:
 
     def exists(self, name: str) -> bool:
         return name in BUILTIN_ROLES or name in self.custom
+
+    def rank(self, name: str) -> int:
+        """Where a role sits in the hierarchy: higher outranks lower."""
+        if name == OWNER:
+            return _OWNER_RANK
+        if name == ADMIN:
+            return _ADMIN_RANK
+        if name in _BUILTIN_RANKS:
+            return _BUILTIN_RANKS[name]
+        names = list(self.custom)
+        if name not in names:
+            return _NO_ROLE
+        return len(_BUILTIN_RANKS) + len(names) - 1 - names.index(name)
+
+    def ordered(self) -> list[str]:
+        """Every role, highest first (what a role list shows)."""
+        return sorted([*BUILTIN_ROLES, *self.custom], key=self.rank, reverse=True)
 
 
 class Workspace(ChorusAggregate):
@@ -131,6 +167,12 @@ class Workspace(ChorusAggregate):
         for role in member:
             perms |= self.roles.permissions_of(role)
         return frozenset(perms)
+
+    def rank_of(self, user_id: str) -> int:
+        """A member's place in the hierarchy: that of their highest role."""
+        return max(
+            (self.roles.rank(role) for role in self.members.get(user_id, ())), default=_NO_ROLE
+        )
 
     def owners(self) -> list[str]:
         return [uid for uid, m in self.members.items() if OWNER in m]
@@ -239,12 +281,13 @@ class Workspace(ChorusAggregate):
         self.banned.discard(user_id)
 
     def _check_can_act_on(self, actor: str, target: str) -> None:
-        """Moderators cannot act on themselves, on owners, or on anyone holding a
-        permission they lack (no admin can remove the admin who outranks them)."""
+        """Moderators cannot act on themselves, on owners, on anyone whose highest role is at
+        or above their own, or on anyone holding a permission they lack."""
         if actor == target:
             raise PermissionDenied("you cannot do this to yourself")
         if OWNER in self.members.get(target, set()):
             raise PermissionDenied("owners cannot be kicked or banned")
+        self._check_outranks(actor, target)
         if not self.permissions_of(target) <= self.permissions_of(actor):
             raise PermissionDenied("that member holds permissions you do not")
 
@@ -358,7 +401,18 @@ class Workspace(ChorusAggregate):
             raise PermissionDenied("only an owner can grant or revoke the owner role")
         if OWNER in self.members[user_id] and OWNER not in self.members[actor]:
             raise PermissionDenied("only an owner can change an owner's roles")
+        # Owners among themselves are governed by the owner rules above.
+        if OWNER not in self.members[actor]:
+            self._check_outranks(actor, user_id)
+            if self.roles.rank(role) >= self.rank_of(actor):
+                raise PermissionDenied(
+                    f"role {role!r} is at or above your highest role: you cannot grant or revoke it"
+                )
         self._check_holds(actor, self.roles.permissions_of(role))
+
+    def _check_outranks(self, actor: str, target: str) -> None:
+        if self.rank_of(target) >= self.rank_of(actor):
+            raise PermissionDenied("that member's highest role is at or above yours")
 
     def _check_holds(self, actor: str, permissions: frozenset[str]) -> None:
         missing = permissions - self.permissions_of(actor)

@@ -500,8 +500,9 @@ CASES: list[Case] = [
          may=holding("manage_roles", *ALL_PERMISSIONS), ok=201),
     Case("grant viewer", "PUT", "/api/workspaces/{ws}/members/{victim}/roles/viewer",
          target="ws", may=holding_all_of_role("viewer"), teardown=drop_victim_role("viewer")),
+    # Admin ranks above every role but owner: only an owner outranks it (issue 17, #11).
     Case("grant admin", "PUT", "/api/workspaces/{ws}/members/{victim}/roles/admin",
-         target="ws", may=holding_all_of_role("admin"), teardown=drop_victim_role("admin")),
+         target="ws", may=lambda a: "owner" in a.roles, teardown=drop_victim_role("admin")),
     Case("grant owner", "PUT", "/api/workspaces/{ws}/members/{victim}/roles/owner",
          target="ws", may=lambda a: "owner" in a.roles, teardown=drop_victim_role("owner")),
     Case("grant a role to oneself", "PUT", "/api/workspaces/{ws}/members/{me}/roles/viewer",

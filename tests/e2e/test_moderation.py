@@ -172,3 +172,29 @@ def test_members_and_presence_page_in_join_order(chorus: Running) -> None:
             )
             seen += [i["user_id"] for i in page["items"]]
         assert seen == expected, path
+
+
+def test_moderators_cannot_act_on_members_ranked_at_or_above_them(chorus: Running) -> None:
+    """Issue 17, finding 11: two admins can neither remove nor demote each other; the owner,
+    above every role, can."""
+    api = chorus.api
+    owner, first, second = api.signup("own"), api.signup("adm1"), api.signup("adm2")
+    ws = api.ok(api.post("/api/workspaces", owner, {"name": "Peers", "visibility": "public"}), 201)[
+        "id"
+    ]
+    for admin in (first, second):
+        api.ok(api.post(f"/api/workspaces/{ws}/join", admin))
+        api.ok(api.put(f"/api/workspaces/{ws}/members/{admin.user_id}/roles/admin", owner))
+    member = f"/api/workspaces/{ws}/members/{second.user_id}"
+    before = chorus.events()
+    for response in (
+        api.post(f"{member}/kick", first),
+        api.post(f"{member}/ban", first),
+        api.delete(f"{member}/roles/admin", first),
+        api.put(f"/api/workspaces/{ws}/members/{second.user_id}/roles/viewer", first),
+    ):
+        assert response.status_code == 403, response.text
+        assert "at or above" in response.json()["detail"]
+    assert chorus.events() == before
+    api.ok(api.delete(f"{member}/roles/admin", owner))
+    api.ok(api.post(f"{member}/kick", first))  # now outranked

@@ -435,10 +435,111 @@ def test_nobody_can_kick_someone_holding_a_permission_they_lack() -> None:
     nothing_recorded(ws)
 
 
-def test_an_admin_can_kick_another_admin_of_equal_standing() -> None:
+# -- the role hierarchy (issue 17, finding 11) ---------------------------------------------
+
+
+@pytest.mark.parametrize("act", ["kick", "ban"])
+def test_an_admin_cannot_remove_another_admin(act: str) -> None:
     ws = team(**{MAX: {"admin"}})
-    ws.kick(MAX, by(ADAM))
-    assert event_names(ws) == ["MemberKicked"]
+    with refused(PermissionDenied, match="at or above yours"):
+        getattr(ws, act)(MAX, by(ADAM))
+    nothing_recorded(ws)
+
+
+@pytest.mark.parametrize("act", ["kick", "ban"])
+def test_a_custom_moderator_cannot_remove_a_member_ranked_above_them(act: str) -> None:
+    # Both roles carry the same permissions: only their places in the hierarchy differ.
+    ws = build_workspace(
+        roles={
+            "senior": ["kick_members", "ban_members"],
+            "junior": ["kick_members", "ban_members"],
+        },
+        members={MIA: {"senior"}, MAX: {"junior"}},
+    )
+    with refused(PermissionDenied, match="at or above yours"):
+        getattr(ws, act)(MIA, by(MAX))
+    nothing_recorded(ws)
+    getattr(ws, act)(MAX, by(MIA))
+    assert len(event_names(ws)) == 1
+
+
+def test_custom_roles_rank_between_admin_and_member_the_newest_lowest() -> None:
+    ws = build_workspace(roles={"first": [], "second": [], "third": []})
+    assert ws.roles.ordered() == ["owner", "admin", "first", "second", "third", "member", "viewer"]
+
+
+def test_a_members_rank_is_that_of_their_highest_role() -> None:
+    ws = build_workspace(roles={"mod": []}, members={MIA: {"member", "mod"}, MAX: set()})
+    assert ws.rank_of(MIA) == ws.roles.rank("mod") > ws.roles.rank("member")
+    assert ws.rank_of(MAX) < ws.roles.rank("viewer")
+    assert ws.rank_of(OLIVIA) > ws.roles.rank("admin")
+
+
+def test_an_admin_cannot_grant_or_revoke_the_admin_role() -> None:
+    ws = team(**{MAX: {"member", "admin"}})
+    with refused(PermissionDenied, match="at or above your highest role"):
+        ws.grant_role(MIA, "admin", by(ADAM))
+    with refused(PermissionDenied, match="at or above yours"):
+        ws.revoke_role(MAX, "admin", by(ADAM))
+    nothing_recorded(ws)
+
+
+def test_nobody_grants_a_role_ranked_at_or_above_their_own() -> None:
+    ws = build_workspace(
+        roles={
+            "senior": ["manage_roles", "view_channels"],
+            "keeper": ["manage_roles", "view_channels"],
+            "helper": ["view_channels"],
+        },
+        members={MIA: {"keeper"}, MAX: set()},
+    )
+    for role in ("senior", "keeper"):
+        with refused(PermissionDenied, match="at or above your highest role"):
+            ws.grant_role(MAX, role, by(MIA))
+    nothing_recorded(ws)
+    ws.grant_role(MAX, "helper", by(MIA))
+    assert event_names(ws) == ["RoleGranted"]
+
+
+def test_nobody_changes_the_roles_of_a_member_ranked_at_or_above_them() -> None:
+    ws = build_workspace(
+        roles={"keeper": ["manage_roles", "view_channels"], "helper": ["view_channels"]},
+        members={MIA: {"keeper"}, MAX: {"keeper"}, ADAM: {"admin"}},
+    )
+    with refused(PermissionDenied, match="at or above yours"):
+        ws.grant_role(MAX, "helper", by(MIA))
+    with refused(PermissionDenied, match="at or above yours"):
+        ws.revoke_role(ADAM, "admin", by(MIA))
+    nothing_recorded(ws)
+
+
+def test_a_role_keeper_can_grant_the_role_they_just_created() -> None:
+    ws = build_workspace(
+        roles={"keeper": ["manage_roles", "view_channels"]}, members={MIA: {"keeper"}, MAX: set()}
+    )
+    ws.create_role("helper", ["view_channels"], by(MIA))
+    ws.grant_role(MAX, "helper", by(MIA))
+    assert event_names(ws) == ["RoleCreated", "RoleGranted"]
+
+
+def test_the_owner_is_above_every_role() -> None:
+    ws = team(**{MAX: {"member", "admin"}})
+    ws.kick(MAX, by(OLIVIA))
+    ws.grant_role(MIA, "admin", by(OLIVIA))
+    ws.revoke_role(MIA, "admin", by(OLIVIA))
+    assert event_names(ws) == ["MemberKicked", "RoleGranted", "RoleRevoked"]
+
+
+def test_the_hierarchy_survives_replay() -> None:
+    ws = Workspace.create(uuid4(), "Acme", PUBLIC, False, by(OLIVIA))
+    ws.create_role("first", [], by(OLIVIA))
+    ws.create_role("second", [], by(OLIVIA))
+    ws.join(by(MIA), password_ok=False)
+    ws.grant_role(MIA, "second", by(OLIVIA))
+    again = replayed(ws.collect_events())
+    assert isinstance(again, Workspace)
+    assert again.roles.ordered() == ws.roles.ordered()
+    assert again.rank_of(MIA) == ws.rank_of(MIA)
 
 
 def test_only_members_can_be_kicked() -> None:
@@ -753,12 +854,14 @@ def test_nobody_can_create_a_role_with_a_permission_they_lack() -> None:
 
 
 def test_an_admin_can_grant_a_role_they_could_hold() -> None:
-    ws = team()
+    ws = build_workspace(
+        roles={"mod": ["kick_members"]}, members={ADAM: {"admin"}, MIA: {"member"}}
+    )
     cause = by(ADAM, "grant-1")
-    ws.grant_role(MIA, "admin", cause)
-    recorded(ws, "RoleGranted", cause, user_id=MIA, role="admin")
-    assert ws.members[MIA] == {"member", "admin"}
-    assert ws.permissions_of(MIA) == BUILTIN_ROLES["admin"]
+    ws.grant_role(MIA, "mod", cause)
+    recorded(ws, "RoleGranted", cause, user_id=MIA, role="mod")
+    assert ws.members[MIA] == {"member", "mod"}
+    assert ws.permissions_of(MIA) == BUILTIN_ROLES["member"] | {"kick_members"}
 
 
 def test_an_admin_can_revoke_a_role() -> None:
@@ -875,8 +978,9 @@ def test_nobody_grants_a_builtin_role_with_permissions_they_lack() -> None:
         roles={"keeper": ["manage_roles", "view_channels"]},
         members={MIA: {"keeper"}, MAX: {"member"}},
     )
+    # Both roles rank below the keeper's: only their permissions stop her.
     with refused(PermissionDenied, match="do not hold"):
-        ws.grant_role(MAX, "admin", by(MIA))
+        ws.grant_role(MAX, "viewer", by(MIA))
     with refused(PermissionDenied, match="do not hold"):
         ws.revoke_role(MAX, "member", by(MIA))
     nothing_recorded(ws)
@@ -910,7 +1014,7 @@ def test_a_role_cannot_be_granted_twice() -> None:
 def test_a_role_not_held_cannot_be_revoked() -> None:
     ws = team()
     with refused(NotFound, match="does not hold"):
-        ws.revoke_role(MIA, "admin", by(ADAM))
+        ws.revoke_role(MIA, "viewer", by(ADAM))
     nothing_recorded(ws)
 
 
