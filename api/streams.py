@@ -11,6 +11,7 @@ import msgspec
 from eventsourcing.application import AggregateNotFoundError
 from litestar import Controller, Request, get
 from litestar.params import FromPath, FromQuery
+from psycopg import Cursor
 
 from api.commands import services_of
 from api.errors import problems
@@ -19,6 +20,7 @@ from domain.base import as_uuid
 from domain.documents import Document
 from domain.errors import NotFound, PermissionDenied
 from infrastructure.eventstore import EVENTS_TABLE
+from projections.channels import visible_channel
 from projections.documents import load_document, render
 from projections.queries import run
 from projections.workspaces import permissions_of
@@ -49,6 +51,23 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _sees(cur: Cursor[Any], scope: dict[str, Any], perms: frozenset[str], user_id: str) -> bool:
+    """Whether a member of the stream's workspace may know the stream exists: auditors see
+    everything of the workspace; others only the channels (and their messages) they may read
+    and the documents when they may view documents."""
+    if "view_audit" in perms:
+        return True
+    match scope["kind"]:
+        case "channel" | "message":
+            return run(cur, visible_channel(scope["channel_id"], user_id)) is not None
+        case "document":
+            return "view_documents" in perms
+        case "workspace":
+            return True
+        case _:
+            return False
+
+
 class StreamController(Controller):
     path = "/api/streams"
     tags = ["audit"]
@@ -73,7 +92,9 @@ class StreamController(Controller):
         services = services_of(request)
         with read_cursor(request, None) as cur:
             cur.execute(
-                "SELECT kind, workspace_id::text FROM rm_streams WHERE stream_id = %s", (stream,)
+                "SELECT kind, workspace_id::text, channel_id::text FROM rm_streams"
+                " WHERE stream_id = %s",
+                (stream,),
             )
             scope = cur.fetchone()
             if scope is None:
@@ -84,7 +105,8 @@ class StreamController(Controller):
                     if scope["workspace_id"] is None
                     else run(cur, permissions_of(scope["workspace_id"], request.user))
                 )
-                if perms is None:
+                if perms is None or not _sees(cur, scope, perms, request.user):
+                    # What the caller may not see answers exactly as an unknown id does.
                     raise NotFound("unknown stream")
                 if "view_audit" not in perms:
                     raise PermissionDenied("reading a stream's history needs view_audit")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import psycopg
 
 from tests.fixtures.chorus import Running
@@ -64,3 +66,27 @@ def test_a_stream_as_of_a_position_shows_a_message_before_its_edit(chorus: Runni
     early = api.ok(api.get(f"/api/streams/{ws}", owner, at=sent["position"] - 3))
     assert early["type"] == "Workspace" and list(early["state"]["members"]) == [owner.user_id]
     assert early["state"]["members"][owner.user_id] == ["owner"]
+
+
+def test_a_private_channels_streams_do_not_exist_for_members_outside_it(chorus: Running) -> None:
+    """Issue 17, finding 9: answering 403 told a member that a private channel, or a message
+    in it, exists. Outside it, the answer is the unknown id's 404, byte for byte."""
+    api = chorus.api
+    owner, member = api.signup("own"), api.signup("mem")
+    ws = api.ok(api.post("/api/workspaces", owner, {"name": "P", "visibility": "public"}), 201)[
+        "id"
+    ]
+    api.ok(api.post(f"/api/workspaces/{ws}/join", member))
+    secret = api.ok(
+        api.post(f"/api/workspaces/{ws}/channels", owner, {"name": "s", "private": True}), 201
+    )["id"]
+    msg = api.ok(api.post(f"/api/channels/{secret}/messages", owner, {"text": "shh"}), 201)["id"]
+    unknown = api.get(f"/api/streams/{uuid.uuid4()}", member)
+    assert unknown.status_code == 404
+    for stream in (secret, msg):
+        hidden = api.get(f"/api/streams/{stream}", member)
+        assert (hidden.status_code, hidden.content) == (404, unknown.content)
+    # Once a member of the channel, they know it exists but still need view_audit.
+    api.ok(api.post(f"/api/channels/{secret}/members", owner, {"user_id": member.user_id}))
+    for stream in (secret, msg):
+        assert api.get(f"/api/streams/{stream}", member).status_code == 403
