@@ -105,6 +105,16 @@ class MessageView(msgspec.Struct):
     version: int
 
 
+class ChannelMember(msgspec.Struct):
+    user_id: str
+    username: str | None
+    display_name: str | None
+
+
+class ChannelMemberList(msgspec.Struct):
+    items: list[ChannelMember]
+
+
 class MessagePage(msgspec.Struct):
     items: list[MessageView]
     next: str | None
@@ -199,6 +209,20 @@ class ChannelController(Controller):
             ),
             Written,
         )
+
+    @get("/channels/{ch:str}/members", operation_id="ListChannelMembers", responses=READ_ERRORS)
+    async def members(
+        self, request: Req, ch: FromPath[str], min_position: FromQuery[int | None] = None
+    ) -> ChannelMemberList:
+        """Who is in the channel: a private or direct channel's members, a public channel's
+        readers. For those who can read the channel and the workspace's auditors."""
+        async with read_cursor_async(request, min_position) as cur:
+            rows = await run_async(
+                cur, channel_views.channel_members(str(as_uuid(ch)), request.user)
+            )
+        if rows is None:
+            raise NotAMember("unknown channel")
+        return ChannelMemberList(items=[msgspec.convert(r, ChannelMember) for r in rows])
 
     @delete(
         "/channels/{ch:str}/members/{user:str}",

@@ -55,6 +55,7 @@ class Channel(ChorusAggregate):
             topic=_topic(topic),
             kind=KIND_CHANNEL,
             member_ids=[actor] if private else [],
+            member_tenures={actor: workspace.tenure_of(actor) or 1} if private else {},
             actor_id=actor,
             command_id=cause.command_id,
         )
@@ -90,6 +91,7 @@ class Channel(ChorusAggregate):
         member_ids: list[str],
         actor_id: str | None,
         command_id: str | None,
+        member_tenures: dict[str, int] | None = None,
     ) -> None:
         self.workspace_id = workspace_id
         self.name = name
@@ -97,6 +99,9 @@ class Channel(ChorusAggregate):
         self.topic = topic
         self.kind = kind
         self.member_ids = set(member_ids)
+        # The workspace tenure (Workspace.tenure_of) each private-channel member was added in;
+        # events stored before tenures were recorded count as the first.
+        self.tenures: dict[str, int] = dict(member_tenures or {})
         self.archived = False
 
     # -- access ------------------------------------------------------------------------------
@@ -106,7 +111,22 @@ class Channel(ChorusAggregate):
             return user_id in self.member_ids
         if workspace is None or "view_channels" not in workspace.permissions_of(user_id):
             return False
-        return not self.private or user_id in self.member_ids
+        return not self.private or self.is_member(user_id, workspace)
+
+    def is_member(self, user_id: str, workspace: Workspace | None) -> bool:
+        """Listed in the channel, in the user's current membership of the workspace: one who
+        left, was kicked or banned and came back is not a member until added again."""
+        if user_id not in self.member_ids:
+            return False
+        if self.kind == KIND_DIRECT:
+            return True
+        tenure = None if workspace is None else workspace.tenure_of(user_id)
+        return tenure is not None and self._tenures().get(user_id, 1) == tenure
+
+    def _tenures(self) -> dict[str, int]:
+        # Snapshots taken before tenures were recorded lack the attribute.
+        tenures: dict[str, int] = self.__dict__.setdefault("tenures", {})
+        return tenures
 
     def check_can_view(self, user_id: str, workspace: Workspace | None) -> None:
         if not self.can_view(user_id, workspace):
@@ -140,24 +160,33 @@ class Channel(ChorusAggregate):
         assert workspace is not None
         if not workspace.is_member(user_id):
             raise NotFound("that user is not a member of the workspace")
-        if user_id in self.member_ids:
+        if self.is_member(user_id, workspace):
             raise AlreadyAMember("already a member of this channel")
-        self._member_added(user_id=user_id, actor_id=actor, command_id=cause.command_id)
+        self._member_added(
+            user_id=user_id,
+            actor_id=actor,
+            command_id=cause.command_id,
+            tenure=workspace.tenure_of(user_id),
+        )
 
     @event("ChannelMemberAdded")
-    def _member_added(self, user_id: str, actor_id: str | None, command_id: str | None) -> None:
+    def _member_added(
+        self, user_id: str, actor_id: str | None, command_id: str | None, tenure: int | None = None
+    ) -> None:
         self.member_ids.add(user_id)
+        self._tenures()[user_id] = tenure or 1
 
     def remove_member(self, user_id: str, workspace: Workspace | None, cause: Cause) -> None:
         actor = cause.actor_id or ""
         self._check_can_manage(actor, workspace)
-        if user_id not in self.member_ids:
+        if not self.is_member(user_id, workspace):
             raise NotFound("not a member of this channel")
         self._member_removed(user_id=user_id, actor_id=actor, command_id=cause.command_id)
 
     @event("ChannelMemberRemoved")
     def _member_removed(self, user_id: str, actor_id: str | None, command_id: str | None) -> None:
         self.member_ids.discard(user_id)
+        self._tenures().pop(user_id, None)
 
     def change(
         self, name: str | None, topic: str | None, workspace: Workspace | None, cause: Cause

@@ -150,6 +150,9 @@ class Workspace(ChorusAggregate):
         self.owner_id = owner_id
         # Each member's role names; when they joined is the read model's business.
         self.members: dict[str, set[str]] = {owner_id: {OWNER}}
+        # How many times each user has joined: a private channel's membership is valid only
+        # for the tenure it was granted in, so leaving (or a kick or ban) ends it for good.
+        self.tenures: dict[str, int] = {owner_id: 1}
         self.roles = _Roles()
         self.banned: set[str] = set()
         self.invites: dict[str, Invite] = {}
@@ -167,6 +170,15 @@ class Workspace(ChorusAggregate):
         for role in member:
             perms |= self.roles.permissions_of(role)
         return frozenset(perms)
+
+    def tenure_of(self, user_id: str) -> int | None:
+        """Which of the user's memberships is the current one (1 for the first), or None
+        when not a member."""
+        if not self.is_member(user_id):
+            return None
+        # Snapshots taken before tenures were kept know only first memberships.
+        tenures: dict[str, int] = getattr(self, "tenures", {})
+        return tenures.get(user_id, 1)
 
     def rank_of(self, user_id: str) -> int:
         """A member's place in the hierarchy: that of their highest role."""
@@ -231,6 +243,8 @@ class Workspace(ChorusAggregate):
         self, user_id: str, invite_hash: str | None, actor_id: str | None, command_id: str | None
     ) -> None:
         self.members[user_id] = {DEFAULT_ROLE}
+        tenures = self.__dict__.setdefault("tenures", {})
+        tenures[user_id] = tenures.get(user_id, 0) + 1
         if invite_hash is not None:
             self.invites[invite_hash].uses += 1
 

@@ -42,6 +42,10 @@ class ChannelsProjection(EventProjection):
             "ChannelUnarchived",
             "ChannelMemberAdded",
             "ChannelMemberRemoved",
+            # Leaving the workspace ends its private-channel memberships (Channel.is_member).
+            "MemberLeft",
+            "MemberKicked",
+            "MemberBanned",
         }
     )
 
@@ -87,6 +91,13 @@ class ChannelsProjection(EventProjection):
                     "DELETE FROM rm_channel_members WHERE channel_id = %s AND user_id = %s",
                     (ch, d["user_id"]),
                 )
+            case "MemberLeft" | "MemberKicked" | "MemberBanned":
+                cur.execute(
+                    "DELETE FROM rm_channel_members cm USING rm_channels c"
+                    " WHERE c.channel_id = cm.channel_id AND c.workspace_id = %s"
+                    " AND cm.user_id = %s",
+                    (event.stream, d["user_id"]),
+                )
 
 
 # -- queries ---------------------------------------------------------------------------------
@@ -117,6 +128,43 @@ def visible_channel(channel_id: str, user_id: str) -> Query[dict[str, Any] | Non
     if row["private"] and not row["is_member"]:
         return None
     return row
+
+
+def channel_members(channel_id: str, user_id: str) -> Query[list[dict[str, Any]] | None]:
+    """Who is in a channel, for those who may read it and for the workspace's auditors (None
+    for anyone else): a private or direct channel's listed members, or a public channel's
+    readers (the workspace members holding ``view_channels``)."""
+    channel = yield from visible_channel(channel_id, user_id)
+    if channel is None:
+        rows = yield Statement(
+            "SELECT workspace_id::text FROM rm_channels WHERE channel_id = %s", (channel_id,)
+        )
+        if not rows or rows[0]["workspace_id"] is None:
+            return None
+        perms = yield from permissions_of(rows[0]["workspace_id"], user_id)
+        if perms is None or "view_audit" not in perms:
+            return None
+        channel = {"private": True, "kind": "channel", "workspace_id": rows[0]["workspace_id"]}
+    if channel["private"] or channel["kind"] == "direct":
+        return (
+            yield Statement(
+                "SELECT cm.user_id::text, u.username, u.display_name FROM rm_channel_members cm"
+                " LEFT JOIN rm_users u ON u.user_id = cm.user_id"
+                " WHERE cm.channel_id = %s ORDER BY u.username, cm.user_id",
+                (channel_id,),
+            )
+        )
+    return (
+        yield Statement(
+            "SELECT m.user_id::text, u.username, u.display_name FROM rm_workspace_members m"
+            " LEFT JOIN rm_users u ON u.user_id = m.user_id"
+            " WHERE m.workspace_id = %s AND EXISTS (SELECT 1 FROM rm_workspace_roles r"
+            "   WHERE r.workspace_id = m.workspace_id AND r.name = ANY(m.roles)"
+            "   AND 'view_channels' = ANY(r.permissions))"
+            " ORDER BY u.username, m.user_id",
+            (channel["workspace_id"],),
+        )
+    )
 
 
 def list_visible_channels(workspace_id: str, user_id: str) -> Query[list[dict[str, Any]]]:

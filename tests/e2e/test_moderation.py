@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.fixtures.chorus import Running
 
 
@@ -198,3 +200,47 @@ def test_moderators_cannot_act_on_members_ranked_at_or_above_them(chorus: Runnin
     assert chorus.events() == before
     api.ok(api.delete(f"{member}/roles/admin", owner))
     api.ok(api.post(f"{member}/kick", first))  # now outranked
+
+
+@pytest.mark.parametrize("departure", ["leave", "kick", "ban"])
+def test_coming_back_does_not_restore_a_private_channel(chorus: Running, departure: str) -> None:
+    """Issue 17, finding 3: a private channel's membership ends with the workspace
+    membership; rejoining does not bring back the channel, nor what was said meanwhile."""
+    api = chorus.api
+    owner, mem, spy = api.signup("own"), api.signup("mem"), api.signup("spy")
+    ws = api.ok(api.post("/api/workspaces", owner, {"name": "Back", "visibility": "public"}), 201)[
+        "id"
+    ]
+    for user in (mem, spy):
+        api.ok(api.post(f"/api/workspaces/{ws}/join", user))
+    secret = api.ok(
+        api.post(f"/api/workspaces/{ws}/channels", owner, {"name": "s", "private": True}), 201
+    )["id"]
+    api.ok(api.post(f"/api/channels/{secret}/members", owner, {"user_id": spy.user_id}))
+    listed = api.ok(api.get(f"/api/channels/{secret}/members", owner))["items"]
+    assert {m["user_id"] for m in listed} == {owner.user_id, spy.user_id}
+    # Workspace members outside the channel cannot list it: it does not exist for them.
+    assert api.get(f"/api/channels/{secret}/members", mem).status_code == 404
+
+    match departure:
+        case "leave":
+            api.ok(api.post(f"/api/workspaces/{ws}/leave", spy))
+        case "kick":
+            api.ok(api.post(f"/api/workspaces/{ws}/members/{spy.user_id}/kick", owner))
+        case "ban":
+            api.ok(api.post(f"/api/workspaces/{ws}/members/{spy.user_id}/ban", owner))
+            api.ok(api.delete(f"/api/workspaces/{ws}/bans/{spy.user_id}", owner))
+    said = api.ok(api.post(f"/api/channels/{secret}/messages", owner, {"text": "meanwhile"}), 201)
+    api.ok(api.post(f"/api/workspaces/{ws}/join", spy))
+
+    at = {"min_position": said["position"]}
+    assert api.get(f"/api/channels/{secret}", spy, **at).status_code == 404
+    assert api.get(f"/api/channels/{secret}/messages", spy, **at).status_code == 404
+    assert api.post(f"/api/channels/{secret}/messages", spy, {"text": "hi"}).status_code == 404
+    events = api.ok(api.get("/api/events", spy, stream=said["id"], **at))["items"]
+    assert events == []
+    listed = api.ok(api.get(f"/api/channels/{secret}/members", owner, **at))["items"]
+    assert {m["user_id"] for m in listed} == {owner.user_id}
+    # Added again, the member reads the channel once more.
+    api.ok(api.post(f"/api/channels/{secret}/members", owner, {"user_id": spy.user_id}))
+    assert api.get(f"/api/channels/{secret}/messages", spy).status_code == 200

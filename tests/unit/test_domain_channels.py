@@ -190,6 +190,55 @@ def test_a_private_channel_member_who_leaves_the_workspace_loses_access() -> Non
         channel.check_can_view(MIA, ws)
 
 
+@pytest.mark.parametrize("departure", ["leave", "kick", "ban"])
+def test_private_channel_membership_ends_with_the_workspace_membership(departure: str) -> None:
+    """Issue 17, finding 3: coming back to the workspace (rejoin, invite, unban) does not
+    restore a private channel; only being added again does."""
+    ws = workspace()
+    channel = private_channel(ws, MIA)
+    match departure:
+        case "leave":
+            ws.leave(by(MIA))
+        case "kick":
+            ws.kick(MIA, by(ADAM))
+        case "ban":
+            ws.ban(MIA, by(ADAM))
+            ws.unban(MIA, by(ADAM))
+    ws.join(by(MIA), password_ok=False)
+    assert ws.tenure_of(MIA) == 2
+    with refused(NotAMember):
+        channel.check_can_view(MIA, ws)
+    with refused(NotFound, match="not a member"):
+        channel.remove_member(MIA, ws, by(ADAM))
+    cause = by(ADAM, "readd")
+    channel.add_member(MIA, ws, cause)
+    recorded(channel, "ChannelMemberAdded", cause, user_id=MIA, tenure=2)
+    channel.check_can_view(MIA, ws)
+
+
+def test_channel_tenures_survive_replay() -> None:
+    ws = workspace()
+    channel = Channel.create(uuid4(), ws, "secret", True, None, by(ADAM))
+    channel.add_member(MIA, ws, by(ADAM))
+    ws.leave(by(MIA))
+    ws.join(by(MIA), password_ok=False)
+    again = replayed(channel.collect_events())
+    assert isinstance(again, Channel)
+    assert not again.can_view(MIA, ws) and again.can_view(ADAM, ws)
+
+
+def test_a_membership_recorded_before_tenures_counts_as_the_first() -> None:
+    """Events stored before tenures were recorded carry none: such a member is taken to
+    have been added in their first membership of the workspace."""
+    ws = workspace()
+    channel = private_channel(ws)
+    channel._member_added(user_id=MIA, actor_id=ADAM, command_id=None)
+    assert channel.can_view(MIA, ws)
+    ws.leave(by(MIA))
+    ws.join(by(MIA), password_ok=False)
+    assert not channel.can_view(MIA, ws)
+
+
 def test_a_direct_channel_is_visible_only_to_its_two_members() -> None:
     ws = workspace()
     channel = direct(MIA, MAX)
