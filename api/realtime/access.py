@@ -125,7 +125,32 @@ class Access:
         cached = self.admits_cached(d)
         if cached is not None:
             return cached
-        channel_id = d.scope.channel or ""
+        return self.sees_channel(d.scope.channel or "")
+
+    # -- signals (api/realtime/signals.py) ---------------------------------------------------
+
+    def signal_group(self) -> str:
+        """The signal-bus group this subscription listens on."""
+        if self.target.kind == "workspace":
+            return self.target.id
+        return f"{self.target.kind}:{self.target.id}"
+
+    def accepts_signal(self, scope: str) -> bool | None:
+        """Whether a signal about ``scope`` ("channel:<id>" or "document:<id>") may reach
+        this subscriber; None when a channel is not decided yet (``sees_channel``)."""
+        kind, _, scope_id = scope.partition(":")
+        match self.target.kind, kind:
+            case ("channel", "channel") | ("document", "document"):
+                return scope_id == self.target.id
+            case ("workspace", "document"):
+                return self.views_documents
+            case ("workspace" | "user", "channel"):
+                return self._channels.get(scope_id)
+            case _:
+                return False
+
+    def sees_channel(self, channel_id: str) -> bool:
+        """Decides (blocking) and remembers whether the user may read the channel."""
         try:
             channel = self.app.load(Channel, channel_id)
         except Exception:

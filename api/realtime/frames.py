@@ -32,8 +32,13 @@ class CommandFrame(Frame, tag="command", frozen=True):
 
 
 class SignalFrame(Frame, tag="signal", frozen=True):
-    workspace: Id
+    """About exactly one channel or one document, whose readers alone receive it;
+    ``workspace``, when given, must be the one the channel or document belongs to."""
+
     kind: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+    workspace: Id | None = None
+    channel: Id | None = None
+    document: Id | None = None
     data: dict[str, Any] = msgspec.field(default_factory=dict)
 
 

@@ -1,5 +1,7 @@
-"""Ephemeral signals (typing, cursors, awareness): fanned out to the workspace's subscribers,
-across instances through Redis pub/sub when ``REDIS_URL`` is set, and never stored.
+"""Ephemeral signals (typing, cursors, awareness): fanned out to a group's recipients, across
+instances through Redis pub/sub when ``REDIS_URL`` is set, and never stored. A signal about a
+channel or a document carries that scope, and a recipient that can decide access
+(``ScopedRecipient``) gets only the signals of what it may read.
 
 Redis only carries signals: if it is down, signals reach the sockets of this instance alone,
 while commands and event subscriptions carry on through the event store.
@@ -11,7 +13,8 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 import redis.asyncio as aioredis
@@ -29,11 +32,21 @@ class Recipient(Protocol):
     async def send(self, data: bytes) -> None: ...
 
 
+@runtime_checkable
+class ScopedRecipient(Recipient, Protocol):
+    async def deliver_signal(self, scope: str, frame: bytes) -> None:
+        """Sends the signal about ``scope`` ("channel:<id>" or "document:<id>") if it may
+        reach this recipient; never waits for an access decision (it may send later)."""
+        ...
+
+
 class _Wire(msgspec.Struct, frozen=True):
     instance: str
-    workspace: str
+    workspace: str  # the first group (older instances read only this one)
     sender: str
     frame: bytes
+    scope: str | None = None
+    groups: list[str] = []
 
 
 class SignalBus:
@@ -46,29 +59,54 @@ class SignalBus:
 
     # -- who listens --------------------------------------------------------------------------
 
-    def join(self, workspace_id: str, recipient: Recipient) -> None:
-        self._members[workspace_id].add(recipient)
+    def join(self, group: str, recipient: Recipient) -> None:
+        self._members[group].add(recipient)
 
-    def leave(self, workspace_id: str, recipient: Recipient) -> None:
-        members = self._members.get(workspace_id)
+    def leave(self, group: str, recipient: Recipient) -> None:
+        members = self._members.get(group)
         if members is not None:
             members.discard(recipient)
             if not members:
-                del self._members[workspace_id]
+                del self._members[group]
 
-    async def _deliver(self, workspace_id: str, frame: bytes, sender: Any = None) -> None:
-        for recipient in list(self._members.get(workspace_id, ())):
-            if recipient is not sender:
+    async def _deliver(
+        self,
+        groups: Sequence[str],
+        frame: bytes,
+        sender: Any = None,
+        scope: str | None = None,
+    ) -> None:
+        """To every recipient of the groups once (one may be in several)."""
+        recipients: dict[int, Recipient] = {}
+        for group in groups:
+            for recipient in self._members.get(group, ()):
+                recipients.setdefault(id(recipient), recipient)
+        for recipient in recipients.values():
+            if recipient is sender:
+                continue
+            if scope is not None and isinstance(recipient, ScopedRecipient):
+                await recipient.deliver_signal(scope, frame)
+            else:
                 await recipient.send(frame)
 
     # -- sending ------------------------------------------------------------------------------
 
-    async def publish(self, workspace_id: str, frame: bytes, sender: Recipient) -> None:
-        """Delivers here at once, and to the other instances through Redis."""
-        await self._deliver(workspace_id, frame, sender)
-        if self._redis is None:
+    async def publish(
+        self,
+        group: str | Sequence[str],
+        frame: bytes,
+        sender: Recipient,
+        scope: str | None = None,
+    ) -> None:
+        """Delivers here at once to the recipients of the group (or groups), and to the
+        other instances through Redis; with a ``scope``, only to recipients that accept it."""
+        groups = [group] if isinstance(group, str) else list(group)
+        await self._deliver(groups, frame, sender, scope)
+        if self._redis is None or not groups:
             return
-        wire = msgspec.msgpack.encode(_Wire(self.instance_id, workspace_id, sender.user_id, frame))
+        wire = msgspec.msgpack.encode(
+            _Wire(self.instance_id, groups[0], sender.user_id, frame, scope, groups)
+        )
         try:
             await asyncio.wait_for(self._redis.publish(CHANNEL, wire), PUBLISH_TIMEOUT_S)
         except Exception as exc:  # Redis down: this instance's sockets still got it
@@ -104,7 +142,8 @@ class SignalBus:
                             continue
                         wire = msgspec.msgpack.decode(message["data"], type=_Wire)
                         if wire.instance != self.instance_id:
-                            await self._deliver(wire.workspace, wire.frame)
+                            groups = wire.groups or [wire.workspace]
+                            await self._deliver(groups, wire.frame, scope=wire.scope)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # reconnect when Redis comes back

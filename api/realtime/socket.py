@@ -23,9 +23,11 @@ from api.realtime import frames, signals
 from api.realtime.access import Access, Target
 from api.realtime.hub import Delivery, deliveries
 from application import commands as command_types
+from application.channels import channel_with_workspace
 from application.commands import SERVER_ONLY, Command
-from domain.base import Cause, as_uuid
-from domain.errors import DomainError, InvalidValue
+from application.documents import document_with_workspace
+from domain.base import Cause
+from domain.errors import DomainError, InvalidValue, NotAMember
 from domain.workspaces import Workspace
 from infrastructure.tokens import AccessClaims, InvalidToken
 from projections.log import max_position, read_events
@@ -92,6 +94,14 @@ class UserConnections:
             self.open.pop(user_id, None)
 
 
+@dataclass(frozen=True)
+class _SignalRoute:
+    kind: str  # "channel" or "document"
+    target_id: str
+    workspace_id: str | None
+    groups: list[str]
+
+
 @dataclass(eq=False)
 class Subscription:
     """One ``subscribe``: a listener of the process's hub with a bounded inbox. A subscribe
@@ -137,9 +147,9 @@ class Subscription:
     def admits(self, d: Delivery) -> bool:
         return any(a.admits(d) for a in self.accesses)
 
-    def signal_workspaces(self) -> list[str]:
-        """Workspaces whose signals this subscription receives (its workspace streams)."""
-        return [a.target.id for a in self.accesses if a.target.kind == "workspace"]
+    def signal_groups(self) -> list[str]:
+        """The signal-bus groups this subscription listens on (one per stream)."""
+        return [a.signal_group() for a in self.accesses]
 
 
 class Connection:
@@ -154,6 +164,8 @@ class Connection:
         self.bucket = TokenBucket(MESSAGES_PER_SECOND, BURST)
         self.signal_bucket = TokenBucket(SIGNALS_PER_SECOND, SIGNALS_PER_SECOND * 2)
         self._send_lock = asyncio.Lock()
+        # Signals waiting for an access decision (deliver_signal): kept until done.
+        self._deciding: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[Any] | None = None
         self.closed = False
         self.cut_off = False
@@ -307,13 +319,13 @@ class Connection:
 
     def _drop(self, sub: Subscription) -> None:
         self.services.hub.remove(sub)
-        for workspace_id in sub.signal_workspaces():
+        for group in sub.signal_groups():
             if not any(
-                workspace_id in other.signal_workspaces()
+                group in other.signal_groups()
                 for other in self.subscriptions.values()
                 if other is not sub
             ):
-                self.services.signals.leave(workspace_id, self)
+                self.services.signals.leave(group, self)
         if self.subscriptions.get(sub.name) is sub:
             del self.subscriptions[sub.name]
         if sub.task is not None and sub.task is not asyncio.current_task():
@@ -333,8 +345,8 @@ class Connection:
                     " then subscribe from its position"
                 )
             sub.last = head if after is None else after
-            for workspace_id in sub.signal_workspaces():
-                self.services.signals.join(workspace_id, self)
+            for group in sub.signal_groups():
+                self.services.signals.join(group, self)
             await self.send(frames.subscribed(sub.name, sub.last, head))
             if after is not None:
                 await self._catch_up(sub)
@@ -396,27 +408,75 @@ class Connection:
     # -- signals ---------------------------------------------------------------------------
 
     async def signal(self, frame: frames.SignalFrame) -> None:
-        """Relays a typing/cursor/awareness signal to the workspace's other subscribers."""
+        """Relays a typing/cursor/awareness signal about a channel or a document to the other
+        connections that may read it."""
         if frame.kind not in signals.KINDS:
             await self.send(frames.error(422, f"kind must be one of {sorted(signals.KINDS)}"))
+            return
+        if (frame.channel is None) == (frame.document is None):
+            await self.send(
+                frames.error(422, "a signal names the channel or the document it is about")
+            )
             return
         if not self.signal_bucket.take():
             await self.send(frames.error(429, f"at most {SIGNALS_PER_SECOND} signals per second"))
             return
         try:
-            workspace_id = str(as_uuid(frame.workspace))
-            await anyio.to_thread.run_sync(self._check_member, workspace_id)
+            route = await anyio.to_thread.run_sync(self._signal_route, frame)
         except DomainError as exc:
             await self.send(frames.error(status_of(exc), str(exc)))
             return
-        out = frames.encoder.encode(
-            {"op": "signal", "workspace": workspace_id, "kind": frame.kind,
-             "from": self.user_id, "data": frame.data}
-        )  # fmt: skip
-        await self.services.signals.publish(workspace_id, out, self)
+        out: dict[str, Any] = {"op": "signal", "workspace": route.workspace_id}
+        out[route.kind] = route.target_id
+        out |= {"kind": frame.kind, "from": self.user_id, "data": frame.data}
+        await self.services.signals.publish(
+            route.groups, frames.encoder.encode(out), self, f"{route.kind}:{route.target_id}"
+        )
 
-    def _check_member(self, workspace_id: str) -> None:
-        self.services.app.load(Workspace, workspace_id).check_member(self.user_id)
+    def _signal_route(self, frame: frames.SignalFrame) -> _SignalRoute:
+        """Checks that the sender may read what the signal is about (the same 404 as for an
+        unknown id otherwise) and names the groups whose readers may hear it."""
+        app = self.services.app
+        workspace: Workspace | None
+        if frame.channel is not None:
+            channel, workspace = channel_with_workspace(app, frame.channel, self.user_id)
+            kind, target_id = "channel", str(channel.id)
+            # A direct channel belongs to no workspace: its two members hear it on their
+            # user streams.
+            extra = [] if workspace is not None else [f"user:{m}" for m in channel.member_ids]
+            unknown = "unknown channel"
+        else:
+            document, workspace = document_with_workspace(app, frame.document or "", self.user_id)
+            kind, target_id, extra, unknown = "document", str(document.id), [], "unknown document"
+        workspace_id = None if workspace is None else str(workspace.id)
+        if frame.workspace is not None and frame.workspace != workspace_id:
+            raise NotAMember(unknown)
+        groups = [f"{kind}:{target_id}", *extra]
+        if workspace_id is not None:
+            groups.append(workspace_id)
+        return _SignalRoute(kind, target_id, workspace_id, groups)
+
+    async def deliver_signal(self, scope: str, frame: bytes) -> None:
+        """Sends a signal about ``scope`` if a subscription of this connection may read it
+        (signals.ScopedRecipient). A channel none of them has decided yet is looked at in a
+        thread, and the signal sent after: a delivery never waits for another's decision."""
+        undecided: Access | None = None
+        for sub in self.subscriptions.values():
+            for access in sub.accesses:
+                answer = access.accepts_signal(scope)
+                if answer:
+                    await self.send(frame)
+                    return
+                if answer is None:
+                    undecided = access
+        if undecided is not None:
+            task = asyncio.get_running_loop().create_task(self._decide(undecided, scope, frame))
+            self._deciding.add(task)
+            task.add_done_callback(self._deciding.discard)
+
+    async def _decide(self, access: Access, scope: str, frame: bytes) -> None:
+        if await anyio.to_thread.run_sync(access.sees_channel, scope.partition(":")[2]):
+            await self.send(frame)
 
 
 def _origin_allowed(socket: WebSocket[Any, Any, Any], services: Services) -> bool:
