@@ -28,6 +28,7 @@ from api.rate_limits import RateLimiter, RateLimitMiddleware
 from api.realtime.socket import UserConnections, keep_tokens_out_of_logs, ws_endpoint
 from api.security_headers import add_security_headers
 from api.streams import StreamController
+from api.users import UserController
 from api.workspaces import InviteController, WorkspaceController
 from api.yjs.endpoint import yjs_endpoint
 from infrastructure.settings import Settings
@@ -102,6 +103,7 @@ def create_app(settings: Settings, database_url: str, services: Services | None 
                     AuditController,
                     StreamController,
                     DocumentController,
+                    UserController,
                 ],
             ),
             ws_endpoint,

@@ -24,6 +24,7 @@ from infrastructure.refresh_tokens import RefreshTokens
 from infrastructure.settings import Settings
 from infrastructure.tokens import AccessTokens
 from projections.runner import ProjectionRunner, all_projections, create_tables
+from projections.workspaces import WorkspaceDirectory
 
 MIGRATION_LOCK = 7_140_411  # any constant shared by every Chorus process
 
@@ -145,6 +146,8 @@ def build_services(
         open=True,
         name="chorus-auth",
     )
+    # Candidates for "do these two share a workspace" (direct messages), confirmed by the app.
+    app.directory = WorkspaceDirectory(read_pool)
     runner = ProjectionRunner(read_pool, database_url)
     if run_projections and settings.projections == "external":
         runner.follow()  # ``chorus project`` runs them

@@ -33,7 +33,7 @@ from domain.rules import MAX_CHANNEL_NAME, MAX_MESSAGE_TEXT, MAX_TOPIC
 from projections import channels as channel_views
 from projections import timelines
 from projections.queries import run_async
-from projections.workspaces import get_workspace
+from projections.workspaces import get_workspace, shared_workspaces
 
 Req = Request[str, Any, Any]
 WRITE_ERRORS = problems(400, 401, 403, 404, 409, 410, 413, 422, 429)
@@ -58,6 +58,12 @@ class ChangeChannelBody(msgspec.Struct, forbid_unknown_fields=True):
 
 class UserRef(msgspec.Struct, forbid_unknown_fields=True):
     user_id: Id
+
+
+class DirectMessageBody(msgspec.Struct, forbid_unknown_fields=True):
+    user_id: Id
+    # The workspace the two share (found when left out).
+    workspace_id: Id | None = None
 
 
 class SendBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -239,12 +245,23 @@ class ChannelController(Controller):
         )
 
     @post("/dms", operation_id="OpenDirectMessage", responses=WRITE_ERRORS)
-    async def open_dm(self, request: Req, data: JSONBody[UserRef]) -> Response[DirectChannel]:
-        """The private two-person channel with a user: created once, the same id after."""
-        return reply(
-            await execute(request, OpenDirectMessage(user_id=data.user_id), request.user),
-            DirectChannel,
-        )
+    async def open_dm(
+        self, request: Req, data: JSONBody[DirectMessageBody]
+    ) -> Response[DirectChannel]:
+        """The private two-person channel with someone who shares a workspace with me:
+        created once, the same id after."""
+        workspace_id = data.workspace_id
+        if workspace_id is None:
+            # Found here, where the read models can be awaited for my own last write (a
+            # workspace I just joined): the command then names it, and the application
+            # checks it against the workspace itself.
+            async with read_cursor_async(request, None) as cur:
+                shared = await run_async(
+                    cur, shared_workspaces(request.user, str(as_uuid(data.user_id)))
+                )
+            workspace_id = shared[0] if shared else None
+        cmd = OpenDirectMessage(user_id=data.user_id, workspace_id=workspace_id)
+        return reply(await execute(request, cmd, request.user), DirectChannel)
 
     # -- messages --------------------------------------------------------------------------
 

@@ -17,7 +17,8 @@ from application.commands import (
 from application.decisions import Decision, handles
 from domain.base import Cause
 from domain.channels import Channel, direct_channel_id
-from domain.identity import User
+from domain.errors import NotFound
+from domain.identity import User, check_can_message
 from domain.workspaces import Workspace
 
 if TYPE_CHECKING:
@@ -63,9 +64,21 @@ def unarchive_channel(app: Chorus, cmd: UnarchiveChannel, cause: Cause) -> Decis
     return Decision([channel])
 
 
+def _channel_for_members(
+    app: Chorus, channel_id: str, user_id: str
+) -> tuple[Channel, Workspace | None]:
+    """``channel_with_workspace``, but a private channel is within its workspace owners'
+    reach for managing members (Channel._check_can_manage_members) even unseen."""
+    channel = app.load(Channel, channel_id)
+    workspace = None if channel.workspace_id is None else app.load(Workspace, channel.workspace_id)
+    if workspace is None or user_id not in workspace.owners():
+        channel.check_can_view(user_id, workspace)
+    return channel, workspace
+
+
 @handles(AddChannelMember)
 def add_channel_member(app: Chorus, cmd: AddChannelMember, cause: Cause) -> Decision:
-    channel, workspace = channel_with_workspace(app, cmd.channel_id, cause.actor_id or "")
+    channel, workspace = _channel_for_members(app, cmd.channel_id, cause.actor_id or "")
     user = app.load(User, cmd.user_id, "user")
     channel.add_member(str(user.id), workspace, cause)
     return Decision([channel])
@@ -73,7 +86,7 @@ def add_channel_member(app: Chorus, cmd: AddChannelMember, cause: Cause) -> Deci
 
 @handles(RemoveChannelMember)
 def remove_channel_member(app: Chorus, cmd: RemoveChannelMember, cause: Cause) -> Decision:
-    channel, workspace = channel_with_workspace(app, cmd.channel_id, cause.actor_id or "")
+    channel, workspace = _channel_for_members(app, cmd.channel_id, cause.actor_id or "")
     user = app.load(User, cmd.user_id, "user")
     channel.remove_member(str(user.id), workspace, cause)
     return Decision([channel])
@@ -81,9 +94,35 @@ def remove_channel_member(app: Chorus, cmd: RemoveChannelMember, cause: Cause) -
 
 @handles(OpenDirectMessage)
 def open_direct_message(app: Chorus, cmd: OpenDirectMessage, cause: Cause) -> Decision:
+    actor = cause.actor_id or ""
     other = app.load(User, cmd.user_id, "user")
-    channel_id = direct_channel_id(cause.actor_id or "", str(other.id))
-    if app.exists(channel_id):
+    channel_id = direct_channel_id(actor, str(other.id))
+    opened = app.exists(channel_id)
+    if str(other.id) != actor:
+        if not opened and not _share_a_workspace(app, actor, str(other.id), cmd):
+            # Someone you share no workspace with does not exist for you.
+            raise NotFound("unknown user")
+        check_can_message(app.load(User, actor, "user"), other)
+    if opened:
         return Decision([], {"channel_id": str(channel_id)})
     channel = Channel.open_direct(str(other.id), cause)
     return Decision([channel], {"channel_id": str(channel.id)}, status=201)
+
+
+def _share_a_workspace(app: Chorus, user_a: str, user_b: str, cmd: OpenDirectMessage) -> bool:
+    """Whether both are members of the named workspace, or (none named) of one of those the
+    directory suggests, as the Workspace aggregates say."""
+    if cmd.workspace_id is not None:
+        candidates = [cmd.workspace_id]
+    elif app.directory is not None:
+        candidates = app.directory.shared_workspaces(user_a, user_b)
+    else:
+        candidates = []
+    for workspace_id in candidates:
+        try:
+            workspace = app.load(Workspace, workspace_id)
+        except NotFound:
+            continue
+        if workspace.is_member(user_a) and workspace.is_member(user_b):
+            return True
+    return False

@@ -20,7 +20,7 @@ from eventsourcing.utils import EnvType
 from application import channels, documents, identity, messages, presence, workspaces
 from application.commands import Command
 from application.decisions import HANDLERS
-from application.ports import CommandStore, PasswordHashing
+from application.ports import CommandStore, Directory, PasswordHashing
 from domain.base import Cause, ChorusAggregate, as_uuid
 from domain.documents import Document
 from domain.errors import Conflict, InvalidValue, NotFound
@@ -87,9 +87,12 @@ class Chorus(Application[UUID]):
         *,
         passwords: PasswordHashing,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        directory: Directory | None = None,
     ) -> None:
         super().__init__(env)
         self.passwords = passwords
+        # Without one, a direct message needs the workspace the two share named.
+        self.directory = directory
         self.clock = clock
         # Group commit (application/group_commit.py); None: each command commits alone.
         self.group_committer: GroupCommitter | None = None

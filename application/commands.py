@@ -113,6 +113,19 @@ class RemoveChannelMember(Command, frozen=True):
 
 
 class OpenDirectMessage(Command, frozen=True):
+    """Direct messages are between people who share a workspace: ``workspace_id`` names the
+    one through which the caller knows the other (found for them when left out)."""
+
+    user_id: str
+    workspace_id: str | None = None
+
+
+# -- identity: whom a user hears from ------------------------------------------------------
+class BlockUser(Command, frozen=True):
+    user_id: str
+
+
+class UnblockUser(Command, frozen=True):
     user_id: str
 
 
@@ -206,6 +219,8 @@ AnyCommand = (
     | AddChannelMember
     | RemoveChannelMember
     | OpenDirectMessage
+    | BlockUser
+    | UnblockUser
     | SendMessage
     | EditMessage
     | DeleteMessage

@@ -62,7 +62,7 @@ from application.chorus import (
 )
 from application.commands import Command
 from application.decisions import HANDLERS
-from application.ports import CommandStore, PasswordHashing, StoredCommand
+from application.ports import CommandStore, Directory, PasswordHashing, StoredCommand
 from domain.base import Cause, ChorusAggregate, as_uuid
 from domain.errors import NotFound
 
@@ -136,6 +136,10 @@ class _BatchView:
     @property
     def passwords(self) -> PasswordHashing:
         return self._app.passwords
+
+    @property
+    def directory(self) -> Directory | None:
+        return self._app.directory
 
     @property
     def store(self) -> CommandStore:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from application.commands import RegisterUser
+from application.commands import BlockUser, RegisterUser, UnblockUser
 from application.decisions import Decision, handles
-from domain.base import Cause
+from domain.base import Cause, as_uuid
 from domain.errors import UsernameTaken
 from domain.identity import User, user_id_for
 from domain.rules import check_password_length, normalise_username
@@ -28,3 +28,19 @@ def register_user(app: Chorus, cmd: RegisterUser, cause: Cause) -> Decision:
         status=201,
         credentials={user.id: app.passwords.hash(cmd.password)},
     )
+
+
+@handles(BlockUser)
+def block_user(app: Chorus, cmd: BlockUser, cause: Cause) -> Decision:
+    me = app.load(User, cause.actor_id or "", "user")
+    other = app.load(User, cmd.user_id, "user")
+    me.block(str(other.id), cause)
+    return Decision([me])
+
+
+@handles(UnblockUser)
+def unblock_user(app: Chorus, cmd: UnblockUser, cause: Cause) -> Decision:
+    me = app.load(User, cause.actor_id or "", "user")
+    # A blocked id stays unblockable even if it no longer names anyone.
+    me.unblock(str(as_uuid(cmd.user_id)), cause)
+    return Decision([me])

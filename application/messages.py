@@ -15,9 +15,9 @@ from application.commands import (
 )
 from application.decisions import Decision, handles
 from domain.base import Cause
-from domain.channels import Channel
+from domain.channels import KIND_DIRECT, Channel
 from domain.errors import NotFound
-from domain.identity import user_id_for
+from domain.identity import User, check_can_message, user_id_for
 from domain.messages import Message, parse_mentions
 from domain.workspaces import Workspace
 
@@ -26,15 +26,33 @@ if TYPE_CHECKING:
 
 
 def _mentioned_user_ids(
-    app: Chorus, text: str, channel: Channel, workspace: Workspace | None
+    app: Chorus, text: str, channel: Channel, workspace: Workspace | None, author: str
 ) -> list[str]:
-    """Mentions that name someone who can read the channel; the rest stay plain text."""
+    """Mentions that name someone who can read the channel and has not blocked the author;
+    the rest stay plain text."""
     found = []
     for username in parse_mentions(text):
         user_id = str(user_id_for(username))
-        if channel.can_view(user_id, workspace):
+        if channel.can_view(user_id, workspace) and _hears_from(app, user_id, author):
             found.append(user_id)
     return found
+
+
+def _hears_from(app: Chorus, user_id: str, author: str) -> bool:
+    try:
+        return app.load(User, user_id, "user").hears_from(author)
+    except NotFound:
+        return False
+
+
+def _check_direct(app: Chorus, channel: Channel, author: str) -> None:
+    """In a direct channel, neither of the two may have blocked the other."""
+    if channel.kind != KIND_DIRECT:
+        return
+    others = [m for m in channel.member_ids if m != author]
+    me = app.load(User, author, "user")
+    for other in others:
+        check_can_message(me, app.load(User, other, "user"))
 
 
 def _message_in_context(
@@ -52,8 +70,9 @@ def _message_in_context(
 @handles(SendMessage)
 def send_message(app: Chorus, cmd: SendMessage, cause: Cause) -> Decision:
     channel, workspace = channel_with_workspace(app, cmd.channel_id, cause.actor_id or "")
+    _check_direct(app, channel, cause.actor_id or "")
     reply_to = None if cmd.reply_to is None else app.load(Message, cmd.reply_to, "reply_to message")
-    mentions = _mentioned_user_ids(app, cmd.text, channel, workspace)
+    mentions = _mentioned_user_ids(app, cmd.text, channel, workspace, cause.actor_id or "")
     message = Message.send(uuid4(), channel, workspace, cmd.text, mentions, reply_to, cause)
     return Decision([message], {"id": str(message.id)}, status=201)
 
@@ -61,7 +80,7 @@ def send_message(app: Chorus, cmd: SendMessage, cause: Cause) -> Decision:
 @handles(EditMessage)
 def edit_message(app: Chorus, cmd: EditMessage, cause: Cause) -> Decision:
     message, channel, workspace = _message_in_context(app, cmd.message_id, cause.actor_id or "")
-    mentions = _mentioned_user_ids(app, cmd.text, channel, workspace)
+    mentions = _mentioned_user_ids(app, cmd.text, channel, workspace, cause.actor_id or "")
     message.edit(cmd.text, mentions, channel, workspace, cause, cmd.expected_version)
     return Decision([message])
 

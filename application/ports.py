@@ -24,3 +24,10 @@ class CommandStore(Protocol):
     def find_command(self, scope: str, key: str) -> StoredCommand | None: ...
 
     def find_password_hash(self, subject_id: UUID) -> str | None: ...
+
+
+class Directory(Protocol):
+    """Who knows whom, from the read models: candidates only, which a handler confirms
+    against the aggregates (a read model may lag or lead what it decides on)."""
+
+    def shared_workspaces(self, user_a: str, user_b: str) -> list[str]: ...

@@ -150,11 +150,19 @@ class Channel(ChorusAggregate):
         self.check_can_view(actor, workspace)
         workspace.check_permission(actor, "manage_channels")
 
+    def _check_can_manage_members(self, actor: str, workspace: Workspace | None) -> None:
+        """Channel managers who can read the channel, and the workspace's owners even when
+        they cannot: a private channel whose members have all left would otherwise be out of
+        everyone's reach, since coming back does not restore a membership."""
+        if workspace is not None and self.kind != KIND_DIRECT and actor in workspace.owners():
+            return
+        self._check_can_manage(actor, workspace)
+
     # -- changes -------------------------------------------------------------------------
 
     def add_member(self, user_id: str, workspace: Workspace | None, cause: Cause) -> None:
         actor = cause.actor_id or ""
-        self._check_can_manage(actor, workspace)
+        self._check_can_manage_members(actor, workspace)
         if not self.private:
             raise Conflict("public channels are open to every workspace member")
         assert workspace is not None
@@ -178,7 +186,7 @@ class Channel(ChorusAggregate):
 
     def remove_member(self, user_id: str, workspace: Workspace | None, cause: Cause) -> None:
         actor = cause.actor_id or ""
-        self._check_can_manage(actor, workspace)
+        self._check_can_manage_members(actor, workspace)
         if not self.is_member(user_id, workspace):
             raise NotFound("not a member of this channel")
         self._member_removed(user_id=user_id, actor_id=actor, command_id=cause.command_id)

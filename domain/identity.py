@@ -7,7 +7,11 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import event
 
 from domain.base import Cause, ChorusAggregate
+from domain.errors import Conflict, InvalidValue, NotFound, PermissionDenied
 from domain.rules import MAX_DISPLAY_NAME, bounded_text, normalise_username
+
+# Enough for anyone's list of people they do not want to hear from, bounded like every input.
+MAX_BLOCKED_USERS = 1000
 
 _USERNAMES = uuid5(NAMESPACE_URL, "chorus:usernames")
 
@@ -50,3 +54,50 @@ class User(ChorusAggregate):
     ) -> None:
         self.username = username
         self.display_name = display_name
+
+    # -- whom the user hears from ------------------------------------------------------------
+
+    @property
+    def blocked(self) -> set[str]:
+        # Snapshots taken before blocks existed lack the attribute.
+        blocked: set[str] = self.__dict__.setdefault("blocked_ids", set())
+        return blocked
+
+    def block(self, user_id: str, cause: Cause) -> None:
+        """Blocked users cannot direct-message this user, and their mentions do not reach
+        them. Only the user blocks, for themselves."""
+        self._check_self(cause)
+        if user_id == str(self.id):
+            raise InvalidValue("you cannot block yourself")
+        if user_id in self.blocked:
+            raise Conflict("already blocked")
+        if len(self.blocked) >= MAX_BLOCKED_USERS:
+            raise InvalidValue(f"at most {MAX_BLOCKED_USERS} blocked users")
+        self._user_blocked(user_id=user_id, actor_id=cause.actor_id, command_id=cause.command_id)
+
+    @event("UserBlocked")
+    def _user_blocked(self, user_id: str, actor_id: str | None, command_id: str | None) -> None:
+        self.blocked.add(user_id)
+
+    def unblock(self, user_id: str, cause: Cause) -> None:
+        self._check_self(cause)
+        if user_id not in self.blocked:
+            raise NotFound("that user is not blocked")
+        self._user_unblocked(user_id=user_id, actor_id=cause.actor_id, command_id=cause.command_id)
+
+    @event("UserUnblocked")
+    def _user_unblocked(self, user_id: str, actor_id: str | None, command_id: str | None) -> None:
+        self.blocked.discard(user_id)
+
+    def hears_from(self, user_id: str) -> bool:
+        return user_id not in self.blocked
+
+    def _check_self(self, cause: Cause) -> None:
+        if cause.actor_id != str(self.id):
+            raise PermissionDenied("only a user changes whom they hear from")
+
+
+def check_can_message(sender: User, recipient: User) -> None:
+    """A direct message needs neither of the two to have blocked the other."""
+    if not recipient.hears_from(str(sender.id)) or not sender.hears_from(str(recipient.id)):
+        raise PermissionDenied("you cannot message this user")

@@ -1,4 +1,4 @@
-"""Read model of users: who is registered, by id and by username."""
+"""Read model of users: who is registered, by id and by username, and whom each blocks."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from projections.queries import Query, Statement
 
 class UsersProjection(EventProjection):
     name = "users"
-    tables = ("rm_users",)
+    tables = ("rm_users", "rm_user_blocks")
     create_sql = """
     CREATE TABLE IF NOT EXISTS rm_users (
         user_id uuid PRIMARY KEY,
@@ -20,16 +20,35 @@ class UsersProjection(EventProjection):
         display_name text NOT NULL,
         registered_at timestamptz NOT NULL
     );
+    CREATE TABLE IF NOT EXISTS rm_user_blocks (
+        user_id uuid NOT NULL,
+        blocked_id uuid NOT NULL,
+        blocked_at timestamptz NOT NULL,
+        PRIMARY KEY (user_id, blocked_id)
+    );
     """
-    handles = frozenset({"UserRegistered"})
+    handles = frozenset({"UserRegistered", "UserBlocked", "UserUnblocked"})
 
     def apply(self, cur: Cursor[Any], event: LogEvent) -> None:
         d = event.data
-        cur.execute(
-            "INSERT INTO rm_users (user_id, username, display_name, registered_at)"
-            " VALUES (%s, %s, %s, %s)",
-            (event.stream, d["username"], d["display_name"], event.at),
-        )
+        match event.type:
+            case "UserRegistered":
+                cur.execute(
+                    "INSERT INTO rm_users (user_id, username, display_name, registered_at)"
+                    " VALUES (%s, %s, %s, %s)",
+                    (event.stream, d["username"], d["display_name"], event.at),
+                )
+            case "UserBlocked":
+                cur.execute(
+                    "INSERT INTO rm_user_blocks (user_id, blocked_id, blocked_at)"
+                    " VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                    (event.stream, d["user_id"], event.at),
+                )
+            case "UserUnblocked":
+                cur.execute(
+                    "DELETE FROM rm_user_blocks WHERE user_id = %s AND blocked_id = %s",
+                    (event.stream, d["user_id"]),
+                )
 
 
 # -- queries ---------------------------------------------------------------------------------
@@ -41,3 +60,15 @@ def get_user(user_id: str) -> Query[dict[str, Any] | None]:
         (user_id,),
     )
     return rows[0] if rows else None
+
+
+def list_blocked(user_id: str) -> Query[list[dict[str, Any]]]:
+    """Whom the user blocks, newest first."""
+    return (
+        yield Statement(
+            "SELECT b.blocked_id::text AS user_id, u.username, u.display_name, b.blocked_at"
+            " FROM rm_user_blocks b LEFT JOIN rm_users u ON u.user_id = b.blocked_id"
+            " WHERE b.user_id = %s ORDER BY b.blocked_at DESC, b.blocked_id",
+            (user_id,),
+        )
+    )

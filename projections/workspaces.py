@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from psycopg import Cursor
+from psycopg_pool import ConnectionPool
 
 from domain.permissions import BUILTIN_ROLES, DEFAULT_ROLE, OWNER
 from projections.base import EventProjection, LogEvent
-from projections.queries import Query, Statement
+from projections.queries import Query, Statement, run
 
 
 class WorkspacesProjection(EventProjection):
@@ -250,3 +251,25 @@ def holds_anywhere(user_id: str, permission: str) -> Query[bool]:
         (user_id, permission),
     )
     return bool(rows and rows[0]["held"])
+
+
+def shared_workspaces(user_a: str, user_b: str) -> Query[list[str]]:
+    """The workspaces both users are members of, as the read model knows them."""
+    rows = yield Statement(
+        "SELECT a.workspace_id::text FROM rm_workspace_members a"
+        " JOIN rm_workspace_members b ON b.workspace_id = a.workspace_id AND b.user_id = %s"
+        " WHERE a.user_id = %s ORDER BY a.workspace_id LIMIT 20",
+        (user_b, user_a),
+    )
+    return [row["workspace_id"] for row in rows]
+
+
+class WorkspaceDirectory:
+    """application.ports.Directory over the workspaces read model."""
+
+    def __init__(self, pool: ConnectionPool[Any]) -> None:
+        self.pool = pool
+
+    def shared_workspaces(self, user_a: str, user_b: str) -> list[str]:
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            return run(cur, shared_workspaces(user_a, user_b))

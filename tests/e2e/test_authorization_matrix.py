@@ -115,6 +115,10 @@ def holding_all_of_role(role: str) -> Rule:
     return lambda a: a.holds("manage_roles", *BUILTIN_ROLES[role])
 
 
+def is_owner(a: Actor) -> bool:
+    return "owner" in a.roles
+
+
 def in_private_channel(a: Actor) -> bool:
     return a.name in PRIVATE_CHANNEL_MEMBERS and a.holds("view_channels")
 
@@ -178,6 +182,12 @@ class World:
     def rejoin(self, name: str) -> None:
         self.ok(self.api.post(f"/api/invites/{self.ids['code']}/accept", self.user(name)))
         self.give_roles(name)
+        if name in PRIVATE_CHANNEL_MEMBERS:
+            # Coming back does not restore a private channel: an owner adds them again.
+            body = {"user_id": self.user(name).user_id}
+            self.ok(
+                self.api.post(f"/api/channels/{self.ids['priv']}/members", self.user("owner"), body)
+            )
 
     def readmit_victim(self) -> None:
         ws, owner, victim = self.ids["ws"], self.user("owner"), self.user("victim")
@@ -257,6 +267,13 @@ def world(chorus: Running) -> Iterator[World]:
     w.ids["doc"] = w.new_document("victim")
     w.ids["doc_created"] = w.api.position
     w.ids["doc_written"] = w.write_text(w.ids["doc"], "victim", "hello")
+    # A direct channel none of the actors is in: the stranger opens it while sharing A with
+    # the victim, then leaves.
+    w.ok(api.post(f"/api/invites/{w.ids['code']}/accept", stranger))
+    w.ids["dm"] = w.ok(api.post("/api/dms", stranger, {"user_id": users["victim"].user_id}), 201)[
+        "channel_id"
+    ]
+    w.ok(api.post(f"/api/workspaces/{ws}/leave", stranger))
     # Workspace B, which nobody of A belongs to.
     ws_b = w.ok(api.post("/api/workspaces", stranger, {"name": "B", "visibility": "private"}), 201)[
         "id"
@@ -271,9 +288,6 @@ def world(chorus: Running) -> Iterator[World]:
         ),
         role_b="b-only",
         code_b=w.ok(api.post(f"/api/workspaces/{ws_b}/invites", stranger, {}), 201)["code"],
-        dm=w.ok(api.post("/api/dms", stranger, {"user_id": users["victim"].user_id}), 201)[
-            "channel_id"
-        ],
     )
     w.ok(
         api.post(f"/api/workspaces/{ws_b}/roles", stranger, {"name": "b-only", "permissions": []}),
@@ -375,6 +389,12 @@ def victim_holds(role: str) -> Setup:
     return setup
 
 
+def unblock_victim(w: World, a: Actor) -> None:
+    if a.signed_in:
+        path = f"/api/users/me/blocks/{w.ids['victim']}"
+        w.ok(w.api.delete(path, w.user(a.name)), 200, 404)
+
+
 def readmit_victim(w: World, _: Actor) -> None:
     w.readmit_victim()
 
@@ -465,6 +485,12 @@ AUDIT = holding("view_audit")
 CASES: list[Case] = [
     # -- the caller -------------------------------------------------------------------------
     Case("who am I", "GET", "/api/auth/me", sees=anyone),
+    # Whom one blocks is one's own business: any signed-in user, for themselves only.
+    Case("list whom I block", "GET", "/api/users/me/blocks", sees=anyone),
+    Case("block someone", "PUT", "/api/users/me/blocks/{victim}", sees=anyone,
+         teardown=unblock_victim),
+    Case("unblock someone not blocked", "DELETE", "/api/users/me/blocks/{victim}",
+         status=_status_if_signed_in(404)),
     # -- workspaces, membership, roles, invites ---------------------------------------------
     Case("list my workspaces", "GET", "/api/workspaces", sees=anyone, shows=member, finds=lists("ws")),
     Case("read the workspace", "GET", "/api/workspaces/{ws}", target="ws"),
@@ -526,14 +552,16 @@ CASES: list[Case] = [
          may=holding("manage_channels"), setup=fresh_channel),
     Case("unarchive a channel", "POST", "/api/channels/{fresh}/unarchive", target="fresh",
          sees=VIEW, may=holding("manage_channels"), setup=archived_channel),
+    # Owners manage any private channel's members, so none is ever out of everyone's reach.
     Case("add to a private channel", "POST", "/api/channels/{fresh}/members",
-         body={"user_id": "{victim}"}, target="fresh", sees=in_private_channel,
+         body={"user_id": "{victim}"}, target="fresh", sees=either(in_private_channel, is_owner),
          may=holding("manage_channels"), setup=fresh_private_channel),
     Case("remove from a private channel", "DELETE", "/api/channels/{fresh}/members/{victim}",
-         target="fresh", sees=in_private_channel, may=holding("manage_channels"),
+         target="fresh", sees=either(in_private_channel, is_owner), may=holding("manage_channels"),
          setup=private_channel_with_victim),
-    Case("open a direct channel", "POST", "/api/dms", body={"user_id": "{victim}"}, sees=anyone,
-         ok=201),
+    # Only with someone one shares a workspace with: for others they do not exist (404).
+    Case("open a direct channel", "POST", "/api/dms", body={"user_id": "{victim}"},
+         target="victim", sees=member, ok=201),
     Case("read someone else's direct channel", "GET", "/api/channels/{dm}", target="dm",
          sees=nobody),
     # -- messages ---------------------------------------------------------------------------

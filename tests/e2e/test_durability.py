@@ -47,8 +47,8 @@ def _populate(api: Api) -> tuple[str, str]:
     api.ok(api.put(f"/api/messages/{first['id']}/reactions/🎉", ann))
     api.ok(api.delete(f"/api/messages/{first['id']}/reactions/🎉", ben))
     api.ok(api.delete(f"/api/messages/{first['id']}", ben))
-    api.ok(api.post(f"/api/workspaces/{ws['id']}/members/{ben.user_id}/ban", ann))
     api.ok(api.post("/api/dms", ann, {"user_id": ben.user_id}), 201)
+    api.ok(api.post(f"/api/workspaces/{ws['id']}/members/{ben.user_id}/ban", ann))
     return ws["id"], ch["id"]
 
 

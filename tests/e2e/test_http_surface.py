@@ -85,6 +85,7 @@ def test_timeline_pages_back_and_forth_without_gaps(chorus: Running) -> None:
 def test_direct_messages_are_one_channel_per_pair(chorus: Running) -> None:
     api = chorus.api
     a, b, c = api.signup("dm_a"), api.signup("dm_b"), api.signup("dm_c")
+    api.acquaint(a, b, c)
     first = api.ok(api.post("/api/dms", a, {"user_id": b.user_id}), 201)
     again = api.ok(api.post("/api/dms", b, {"user_id": a.user_id}), 200)
     assert first["channel_id"] == again["channel_id"] and again["position"] is None

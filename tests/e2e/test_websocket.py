@@ -301,6 +301,7 @@ def test_a_workspace_subscription_hides_private_channels(chorus: Running) -> Non
 def test_direct_messages_arrive_on_the_user_stream(chorus: Running) -> None:
     api = chorus.api
     a, b, c = api.signup("a"), api.signup("b"), api.signup("c")
+    api.acquaint(a, b, c)
     with socket(chorus, b.access_token) as ws:
         send(ws, {"op": "subscribe", "sub": "me", "streams": [{"user": "me"}]})
         until(ws, "subscribed")

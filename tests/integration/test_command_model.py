@@ -163,6 +163,17 @@ class MWorkspace:
     def owners(self) -> list[str]:
         return [u for u, roles in self.members.items() if "owner" in roles]
 
+    def hierarchy(self) -> list[str]:
+        """Every role, highest first: owner, admin, custom roles newest last, member, viewer."""
+        return ["owner", "admin", *self.custom, "member", "viewer"]
+
+    def rank(self, role: str) -> int:
+        order = self.hierarchy()
+        return len(order) - order.index(role)
+
+    def rank_of(self, user: str) -> int:
+        return max((self.rank(r) for r in self.members.get(user, set())), default=0)
+
     def need_member(self, user: str) -> None:
         if user not in self.members:
             raise NotAMember
@@ -262,6 +273,16 @@ class Model:
         ws.need(user, "manage_channels")
         return ws
 
+    def channel_for_members(self, ch_id: str, user: str) -> tuple[MChannel, MWorkspace | None]:
+        """``channel``, except that a workspace's owners reach its private channels unseen
+        (to manage their members)."""
+        ch = self.channels.get(ch_id)
+        if ch is not None and ch.workspace is not None:
+            ws = self.workspaces[ch.workspace]
+            if user in ws.owners():
+                return ch, ws
+        return self.channel(ch_id, user)
+
     def message(self, msg_id: str, user: str) -> tuple[MMessage, MChannel, MWorkspace | None]:
         if msg_id not in self.messages:
             raise NotFound
@@ -336,6 +357,7 @@ class Model:
 
         def commit(_: dict[str, Any]) -> None:
             del ws.members[actor]
+            self._leaves_private_channels(ws.id, actor)
             ws.version += 1
 
         return Outcome(200, commit)
@@ -372,11 +394,20 @@ class Model:
 
         return Outcome(200, commit)
 
+    def _leaves_private_channels(self, ws_id: str, user: str) -> None:
+        """Leaving a workspace (or a kick or ban) ends its private-channel memberships: coming
+        back does not restore them."""
+        for ch in self.channels.values():
+            if ch.workspace == ws_id:
+                ch.members.discard(user)
+
     def _moderate(self, actor: str, ws: MWorkspace, target: str, permission: str) -> None:
         ws.need(actor, permission)
         if actor == target:
             raise PermissionDenied
         if "owner" in ws.members.get(target, set()):
+            raise PermissionDenied
+        if ws.rank_of(target) >= ws.rank_of(actor):
             raise PermissionDenied
         if not ws.perms(target) <= ws.perms(actor):
             raise PermissionDenied
@@ -391,6 +422,7 @@ class Model:
 
         def commit(_: dict[str, Any]) -> None:
             del ws.members[target]
+            self._leaves_private_channels(ws.id, target)
             ws.version += 1
 
         return Outcome(200, commit)
@@ -405,6 +437,7 @@ class Model:
 
         def commit(_: dict[str, Any]) -> None:
             ws.members.pop(target, None)
+            self._leaves_private_channels(ws.id, target)
             ws.banned.add(target)
             ws.version += 1
 
@@ -457,6 +490,10 @@ class Model:
         if role == "owner" and "owner" not in ws.members[actor]:
             raise PermissionDenied
         if "owner" in ws.members[target] and "owner" not in ws.members[actor]:
+            raise PermissionDenied
+        if "owner" not in ws.members[actor] and (
+            ws.rank_of(target) >= ws.rank_of(actor) or ws.rank(role) >= ws.rank_of(actor)
+        ):
             raise PermissionDenied
         if ws.role_perms(role) - ws.perms(actor):
             raise PermissionDenied
@@ -534,7 +571,7 @@ class Model:
         return self._archiving(actor, c.channel_id, False)
 
     def _AddChannelMember(self, actor: str, c: AddChannelMember) -> Outcome:
-        ch, ws = self.channel(c.channel_id, actor)
+        ch, ws = self.channel_for_members(c.channel_id, actor)
         target = self.user(c.user_id)
         ws = self.manage_channel(ch, ws, actor)
         if not ch.private:
@@ -551,7 +588,7 @@ class Model:
         return Outcome(200, commit)
 
     def _RemoveChannelMember(self, actor: str, c: RemoveChannelMember) -> Outcome:
-        ch, ws = self.channel(c.channel_id, actor)
+        ch, ws = self.channel_for_members(c.channel_id, actor)
         target = self.user(c.user_id)
         self.manage_channel(ch, ws, actor)
         if target not in ch.members:
@@ -570,6 +607,11 @@ class Model:
             return Outcome(200)
         if other == actor:
             raise InvalidValue
+        # Only between two members of the workspace named (this app has no directory to
+        # find one): a stranger is an unknown user.
+        via = self.workspaces.get(c.workspace_id or "")
+        if via is None or actor not in via.members or other not in via.members:
+            raise NotFound
 
         def commit(body: dict[str, Any]) -> None:
             ch_id = body["channel_id"]
@@ -724,7 +766,10 @@ def app_state(app: Chorus, model: Model) -> dict[str, Any]:
     for ch_id in model.channels:
         c = app.load(Channel, ch_id)
         ws = None if c.workspace_id is None else str(c.workspace_id)
-        state[ch_id] = (ws, c.private, set(c.member_ids), c.name, c.archived, c.version)
+        # Members in their current membership of the workspace (Channel.is_member).
+        workspace = None if ws is None else app.load(Workspace, ws)
+        members = {m for m in c.member_ids if c.is_member(m, workspace)}
+        state[ch_id] = (ws, c.private, members, c.name, c.archived, c.version)
     for msg_id in model.messages:
         m = app.load(Message, msg_id)
         reactions = {e: set(users) for e, users in m.reactions.items()}
@@ -1023,9 +1068,11 @@ class CommandModel(RuleBasedStateMachine):
         command = kind(channel_id=self._ch(ch), user_id=self._user(who))
         self.run(self.users[actor % USERS], command)
 
-    @rule(actor=INDEX, who=INDEX)
-    def open_direct_message(self, actor: int, who: int) -> None:
-        self.run(self.users[actor % USERS], OpenDirectMessage(user_id=self._user(who)))
+    @rule(actor=INDEX, who=INDEX, via=st.none() | INDEX)
+    def open_direct_message(self, actor: int, who: int, via: int | None) -> None:
+        workspace = None if via is None or not self.model.workspaces else self._ws(via)
+        command = OpenDirectMessage(user_id=self._user(who), workspace_id=workspace)
+        self.run(self.users[actor % USERS], command)
 
     # -- messages ------------------------------------------------------------------------------
 

@@ -336,11 +336,26 @@ def test_adding_members_needs_manage_channels() -> None:
 
 
 def test_a_manager_outside_a_private_channel_cannot_add_to_it() -> None:
-    ws = workspace()
+    ws = build_workspace(members={ADAM: {"admin"}, MIA: {"admin"}})
     channel = private_channel(ws)
     with refused(NotAMember):
-        channel.add_member(OLIVIA, ws, by(OLIVIA))
+        channel.add_member(MIA, ws, by(MIA))
+    with refused(NotAMember):
+        channel.remove_member(ADAM, ws, by(MIA))
     nothing_recorded(channel)
+
+
+def test_an_owner_manages_the_members_of_a_private_channel_they_are_not_in() -> None:
+    """Coming back does not restore a private channel: without this, a channel whose
+    members all left would be out of everyone's reach."""
+    ws = workspace()
+    channel = private_channel(ws, MIA)
+    with refused(NotAMember):
+        channel.check_can_view(OLIVIA, ws)
+    channel.remove_member(MIA, ws, by(OLIVIA))
+    channel.add_member(OLIVIA, ws, by(OLIVIA))
+    assert event_names(channel) == ["ChannelMemberRemoved", "ChannelMemberAdded"]
+    channel.check_can_view(OLIVIA, ws)
 
 
 def test_public_channels_have_no_member_list() -> None:
