@@ -94,6 +94,9 @@ def parser() -> argparse.ArgumentParser:
     from api.project_cli import add_commands as add_project_commands
 
     add_project_commands(sub)  # project
+    from api.instance_cli import add_commands as add_instance_commands
+
+    add_instance_commands(sub)  # grant, revoke
     return p
 
 

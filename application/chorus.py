@@ -17,7 +17,15 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.utils import EnvType
 
-from application import channels, documents, identity, messages, presence, workspaces
+from application import (
+    channels,
+    documents,
+    identity,
+    instance,
+    messages,
+    presence,
+    workspaces,
+)
 from application.commands import Command
 from application.decisions import HANDLERS
 from application.ports import CommandStore, Directory, PasswordHashing
@@ -31,7 +39,7 @@ if TYPE_CHECKING:
 A = TypeVar("A", bound=ChorusAggregate)
 
 # Importing the context modules registers their handlers.
-_CONTEXTS = (identity, workspaces, channels, messages, presence, documents)
+_CONTEXTS = (identity, workspaces, channels, messages, presence, documents, instance)
 
 # A concurrent write to the same aggregate makes a save fail; the command is then decided
 # again against the newer state, so no write is lost or silently overwritten. A short random

@@ -192,11 +192,26 @@ class ApplyDocumentUpdate(Command, frozen=True):
     restored_from: int | None = None
 
 
+# -- the instance: roles granted at the command line (``chorus grant``), never by clients ---
+class GrantInstanceRole(Command, frozen=True):
+    user_id: str
+    role: str
+    granted_by: str
+
+
+class RevokeInstanceRole(Command, frozen=True):
+    user_id: str
+    role: str
+    granted_by: str
+
+
 SERVER_ONLY: tuple[type[Command], ...] = (
     RegisterUser,
     StartSession,
     EndSession,
     ApplyDocumentUpdate,
+    GrantInstanceRole,
+    RevokeInstanceRole,
 )
 
 AnyCommand = (

@@ -39,10 +39,18 @@ from psycopg.rows import tuple_row
 CHAIN_TABLE = "chorus_event_chain"
 GENESIS = bytes(32)
 
+CHECKPOINT_TABLE = "chorus_chain_checkpoint"
+
 CHAIN_SQL = f"""
 CREATE TABLE IF NOT EXISTS {CHAIN_TABLE} (
     notification_id bigint PRIMARY KEY,
     hash bytea NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {CHECKPOINT_TABLE} (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    position bigint NOT NULL,
+    hash bytea NOT NULL,
+    verified_at timestamptz NOT NULL DEFAULT now()
 );
 """
 
@@ -91,6 +99,7 @@ def _verify_select(events_table: str) -> str:
         " e.topic, e.state, c.notification_id AS chain_position, c.hash"
         f" FROM {events_table} e FULL JOIN {CHAIN_TABLE} c"
         " ON c.notification_id = e.notification_id"
+        " WHERE coalesce(e.notification_id, c.notification_id) > %s"
         " ORDER BY coalesce(e.notification_id, c.notification_id)"
     )
 
@@ -117,8 +126,61 @@ def verify(
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         with conn.cursor(name="chorus_verify", row_factory=tuple_row) as cur:
             cur.itersize = batch
-            cur.execute(_verify_select(events_table))
+            cur.execute(_verify_select(events_table), (0,))
             return walk(cur, expect=expect, progress=progress)
+
+
+@dataclass(frozen=True)
+class IncrementalReport:
+    """:func:`verify_since_checkpoint`: the report, and where this check started."""
+
+    report: ChainReport
+    from_position: int
+
+
+def verify_since_checkpoint(
+    conn: Connection[Any], events_table: str, *, expect: tuple[int, bytes] | None = None
+) -> IncrementalReport:
+    """Recomputes the chain only after the last head a check found good (the checkpoint),
+    so repeated checks cost the events appended since, not the whole log; moves the
+    checkpoint when the chain holds. The stored hash at the checkpoint must still be the
+    one verified: rewriting the log before it (and re-chaining) breaks that. An event
+    altered in place before the checkpoint, its chain row left alone, is found only by a
+    full :func:`verify` (``chorus verify``).
+    """
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        with conn.cursor(row_factory=tuple_row) as cur:
+            cur.execute(f"SELECT position, hash FROM {CHECKPOINT_TABLE}")
+            row = cur.fetchone()
+            start = (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
+            if start[0] and (expect is None or expect[0] > start[0]):
+                cur.execute(
+                    f"SELECT hash FROM {CHAIN_TABLE} WHERE notification_id = %s", (start[0],)
+                )
+                found = cur.fetchone()
+                if found is None or bytes(found[0]) != start[1]:
+                    problem = (
+                        f"the chain at position {start[0]} is not the one verified there"
+                        " before: the log up to that position was rewritten"
+                    )
+                    bad = ChainReport(False, 0, 0, GENESIS, start[0], problem)
+                    return IncrementalReport(bad, start[0])
+            else:
+                start = (0, GENESIS)  # a published head at or before it: check it all
+        with conn.cursor(name="chorus_verify_since", row_factory=tuple_row) as named:
+            named.itersize = 2000
+            named.execute(_verify_select(events_table), (start[0],))
+            report = walk(named, expect=expect, start=start)
+        if report.ok and report.head_position > start[0]:
+            conn.execute(
+                f"INSERT INTO {CHECKPOINT_TABLE} (position, hash) VALUES (%s, %s)"
+                " ON CONFLICT (only_row) DO UPDATE SET position = excluded.position,"
+                " hash = excluded.hash, verified_at = now()"
+                f" WHERE {CHECKPOINT_TABLE}.position < excluded.position",
+                (report.head_position, report.head_hash),
+            )
+    return IncrementalReport(report, start[0])
 
 
 def walk(
@@ -126,11 +188,12 @@ def walk(
     *,
     expect: tuple[int, bytes] | None = None,
     progress: Callable[[int], None] | None = None,
+    start: tuple[int, bytes] = (0, GENESIS),
 ) -> ChainReport:
     """Checks rows of ``(position, originator_id, version, topic, state, chain_position,
-    hash)`` in position order (either position is None where its row is missing)."""
-    previous = GENESIS
-    last_good = 0
+    hash)`` in position order (either position is None where its row is missing), after
+    ``start``: a position already known good and its hash."""
+    last_good, previous = start
     count = 0
 
     def fail(position: int, problem: str) -> ChainReport:

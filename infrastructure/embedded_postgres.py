@@ -206,6 +206,21 @@ class EmbeddedPostgres:
             f"@{LISTEN_HOST}:{self._port}/{quote(dbname, safe='')}"
         )
 
+    def url_of_running(self) -> str | None:
+        """The URL of this data directory's server when another process runs it (``chorus
+        serve``): read from its ``postmaster.pid``, whose fourth line is the port. None
+        when no server runs there."""
+        if self._postmaster_pid() is None:
+            return None
+        try:
+            port = int((self.data_dir / "postmaster.pid").read_text().split("\n")[3])
+        except (OSError, ValueError, IndexError):
+            return None
+        return (
+            f"postgresql://{quote(SUPERUSER, safe='')}:{quote(self.password, safe='')}"
+            f"@{LISTEN_HOST}:{port}/{quote(self.dbname, safe='')}"
+        )
+
     def start(self) -> str:
         if self.is_running:
             return self.url

@@ -12,7 +12,7 @@ from projections.queries import Query, Statement
 
 class UsersProjection(EventProjection):
     name = "users"
-    tables = ("rm_users", "rm_user_blocks")
+    tables = ("rm_users", "rm_user_blocks", "rm_instance_roles")
     create_sql = """
     CREATE TABLE IF NOT EXISTS rm_users (
         user_id uuid PRIMARY KEY,
@@ -26,8 +26,22 @@ class UsersProjection(EventProjection):
         blocked_at timestamptz NOT NULL,
         PRIMARY KEY (user_id, blocked_id)
     );
+    CREATE TABLE IF NOT EXISTS rm_instance_roles (
+        user_id uuid NOT NULL,
+        role text NOT NULL,
+        granted_at timestamptz NOT NULL,
+        PRIMARY KEY (user_id, role)
+    );
     """
-    handles = frozenset({"UserRegistered", "UserBlocked", "UserUnblocked"})
+    handles = frozenset(
+        {
+            "UserRegistered",
+            "UserBlocked",
+            "UserUnblocked",
+            "InstanceRoleGranted",
+            "InstanceRoleRevoked",
+        }
+    )
 
     def apply(self, cur: Cursor[Any], event: LogEvent) -> None:
         d = event.data
@@ -48,6 +62,17 @@ class UsersProjection(EventProjection):
                 cur.execute(
                     "DELETE FROM rm_user_blocks WHERE user_id = %s AND blocked_id = %s",
                     (event.stream, d["user_id"]),
+                )
+            case "InstanceRoleGranted":
+                cur.execute(
+                    "INSERT INTO rm_instance_roles (user_id, role, granted_at)"
+                    " VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                    (d["user_id"], d["role"], event.at),
+                )
+            case "InstanceRoleRevoked":
+                cur.execute(
+                    "DELETE FROM rm_instance_roles WHERE user_id = %s AND role = %s",
+                    (d["user_id"], d["role"]),
                 )
 
 
@@ -72,3 +97,12 @@ def list_blocked(user_id: str) -> Query[list[dict[str, Any]]]:
             (user_id,),
         )
     )
+
+
+def holds_instance_role(user_id: str, role: str) -> Query[bool]:
+    """Whether the user holds an instance role (granted with ``chorus grant``)."""
+    rows = yield Statement(
+        "SELECT EXISTS (SELECT 1 FROM rm_instance_roles WHERE user_id = %s AND role = %s) AS held",
+        (user_id, role),
+    )
+    return bool(rows and rows[0]["held"])

@@ -1,17 +1,35 @@
-"""GET /api/audit/verify: the tamper-evidence chain, for holders of view_audit."""
+"""GET /api/audit/verify: the tamper-evidence chain, for the instance's auditors; streams as
+of a position, for holders of view_audit."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 
 import psycopg
 
-from tests.fixtures.chorus import Running
+from tests.fixtures.chorus import Running, User
 
 
-def test_owners_verify_the_log_and_see_tampering(chorus: Running) -> None:
+def instance_role(chorus: Running, action: str, user: User, role: str = "auditor") -> None:
+    """``chorus grant`` / ``chorus revoke`` at the console, against the test's database."""
+    env = {**os.environ, "DATABASE_URL": chorus.database_url}
+    done = subprocess.run(
+        [sys.executable, "-m", "api.cli", action, role, user.username],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_instance_auditors_verify_the_log_and_see_tampering(chorus: Running) -> None:
     api = chorus.api
-    owner, member = api.signup("own"), api.signup("mem")
+    owner, member, auditor = api.signup("own"), api.signup("mem"), api.signup("aud")
     ws = api.ok(api.post("/api/workspaces", owner, {"name": "A", "visibility": "public"}), 201)[
         "id"
     ]
@@ -19,14 +37,25 @@ def test_owners_verify_the_log_and_see_tampering(chorus: Running) -> None:
     ch = api.ok(api.post(f"/api/workspaces/{ws}/channels", owner, {"name": "c"}), 201)["id"]
     msg = api.ok(api.post(f"/api/channels/{ch}/messages", member, {"text": "original"}), 201)
 
-    report = api.ok(api.get("/api/audit/verify", owner))
+    # A workspace's view_audit (anyone gets it by creating a workspace) is not enough: the
+    # count and head of the whole log are the instance's (issue 17, finding 8).
+    assert api.get("/api/audit/verify", owner).status_code == 403
+    assert api.get("/api/audit/verify", auditor).status_code == 403
+    instance_role(chorus, "grant", auditor)
+    granted = chorus.events()
+    report = api.ok(api.get("/api/audit/verify", auditor, min_position=granted))
     assert report["ok"] is True and report["count"] == chorus.events()
+    assert report["from_position"] == 0
     assert report["bad_position"] is None and len(report["head_hash"]) == 64
     head = f"{report['head_position']}:{report['head_hash']}"
-    assert api.ok(api.get("/api/audit/verify", owner, expect=head))["ok"] is True
-    # A plain member does not hold view_audit.
-    assert api.get("/api/audit/verify", member).status_code == 403
-    assert api.get("/api/audit/verify", owner, expect="12:nothex").status_code == 422
+    assert api.ok(api.get("/api/audit/verify", auditor, expect=head))["ok"] is True
+    assert api.get("/api/audit/verify", auditor, expect="12:nothex").status_code == 422
+
+    # The next check starts where the last good one ended: it costs what was appended since.
+    api.ok(api.post(f"/api/channels/{ch}/messages", member, {"text": "later"}), 201)
+    since = api.ok(api.get("/api/audit/verify", auditor))
+    assert since["ok"] and since["from_position"] == report["head_position"]
+    assert since["count"] == chorus.events() - report["head_position"]
 
     # Someone with database access rewrites a message in place.
     with psycopg.connect(chorus.database_url) as conn:
@@ -35,9 +64,23 @@ def test_owners_verify_the_log_and_see_tampering(chorus: Running) -> None:
             " 'original', 'forged!!'), 'UTF8') WHERE notification_id = %s",
             (msg["position"],),
         )
-    tampered = api.ok(api.get("/api/audit/verify", owner))
+    # Before the last good head, with its chain left alone: only the full check sees it.
+    assert api.ok(api.get("/api/audit/verify", auditor))["ok"] is True
+    tampered = api.ok(api.get("/api/audit/verify", auditor, full="true"))
     assert tampered["ok"] is False and tampered["bad_position"] == msg["position"]
     assert tampered["problem"]
+    # Re-chaining the rewritten log changes the hash the last check saw: caught at once.
+    with psycopg.connect(chorus.database_url) as conn:
+        conn.execute(
+            "UPDATE chorus_event_chain SET hash = sha256(hash) WHERE notification_id >= %s",
+            (msg["position"],),
+        )
+    rechained = api.ok(api.get("/api/audit/verify", auditor))
+    assert rechained["ok"] is False and "rewritten" in rechained["problem"]
+
+    instance_role(chorus, "revoke", auditor)
+    revoked = chorus.events()
+    assert api.get("/api/audit/verify", auditor, min_position=revoked).status_code == 403
 
 
 def test_a_stream_as_of_a_position_shows_a_message_before_its_edit(chorus: Running) -> None:
@@ -87,6 +130,8 @@ def test_a_private_channels_streams_do_not_exist_for_members_outside_it(chorus: 
         hidden = api.get(f"/api/streams/{stream}", member)
         assert (hidden.status_code, hidden.content) == (404, unknown.content)
     # Once a member of the channel, they know it exists but still need view_audit.
-    api.ok(api.post(f"/api/channels/{secret}/members", owner, {"user_id": member.user_id}))
+    added = api.ok(api.post(f"/api/channels/{secret}/members", owner, {"user_id": member.user_id}))
+    # (This read waits for the read models to take the addition in.)
+    api.ok(api.get(f"/api/channels/{secret}", member, min_position=added["position"]))
     for stream in (secret, msg):
         assert api.get(f"/api/streams/{stream}", member).status_code == 403

@@ -1,0 +1,79 @@
+"""``chorus grant`` and ``chorus revoke``: instance roles, given at the console.
+
+An instance ``auditor`` verifies the whole log over HTTP (``GET /api/audit/verify``); an
+``operator`` runs the server. No HTTP route grants them: whoever can reach this command can
+already read the database. Each grant or revocation is an event, with the console user who
+ran it (``granted_by``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import socket
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from api.cli import database
+from application.chorus import Chorus
+from application.commands import GrantInstanceRole, RevokeInstanceRole
+from domain.base import Cause
+from domain.errors import DomainError
+from domain.identity import user_id_for
+from domain.instance import INSTANCE_ROLES
+from infrastructure.embedded_postgres import EmbeddedPostgres
+from infrastructure.eventstore import eventsourcing_env
+from infrastructure.passwords import PasswordHasher
+from infrastructure.settings import Settings
+
+
+@contextmanager
+def _store(settings: Settings) -> Iterator[str]:
+    """``DATABASE_URL``; else the embedded server ``chorus serve`` runs now; else one
+    started for this command."""
+    if settings.database_url is None:
+        running = EmbeddedPostgres(settings.data_dir / "pg").url_of_running()
+        if running is not None:
+            yield running
+            return
+    with database(settings) as url:
+        yield url
+
+
+def change_role(args: argparse.Namespace, settings: Settings) -> int:
+    from api.bootstrap import migrate
+
+    command_type: Any = GrantInstanceRole if args.grant else RevokeInstanceRole
+    try:
+        user_id = str(user_id_for(args.username))
+    except DomainError as exc:
+        print(f"chorus {args.command}: {exc}", file=sys.stderr)
+        return 2
+    by = f"{getpass.getuser()}@{socket.gethostname()}"
+    with _store(settings) as url:
+        migrate(url)
+        app = Chorus(eventsourcing_env(url, pool_size=1), passwords=PasswordHasher())
+        try:
+            result = app.execute_now(
+                command_type(user_id=user_id, role=args.role, granted_by=by), Cause(None)
+            )
+        except DomainError as exc:
+            print(f"chorus {args.command}: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            app.close()
+    done = "granted to" if args.grant else "revoked from"
+    print(f"instance role {args.role} {done} {args.username} at position {result.position}")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    for name, grant in (("grant", True), ("revoke", False)):
+        p = sub.add_parser(
+            name, help=f"{name} an instance role ({', '.join(sorted(INSTANCE_ROLES))})"
+        )
+        p.add_argument("role", choices=sorted(INSTANCE_ROLES))
+        p.add_argument("username")
+        p.set_defaults(run=change_role, grant=grant)
