@@ -21,14 +21,20 @@ from api.commands import run_command
 from api.errors import status_of
 from api.realtime import frames, signals
 from api.realtime.access import Access, Target
-from api.realtime.hub import Delivery, deliveries
+from api.realtime.hub import Delivery, deliveries, scoped_deliveries
 from application import commands as command_types
 from application.commands import SERVER_ONLY, Command
 from domain.base import Cause, as_uuid
 from domain.errors import DomainError, InvalidValue
 from domain.workspaces import Workspace
 from infrastructure.tokens import AccessClaims, InvalidToken
-from projections.log import max_position, read_events
+from projections.log import (
+    StreamScope,
+    max_position,
+    read_events,
+    scoped_events,
+    visibility_bound,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +46,12 @@ SIGNALS_PER_SECOND = 20
 INBOX_BATCHES = 1024  # a consumer this far behind is disconnected, not buffered without bound
 MAX_CATCH_UP = 100_000  # events behind the head; further back, reload over REST
 CATCH_UP_PAGE = 500
+# Positions one scoped catch-up query looks through, at most: bounds each query's work in
+# PostgreSQL when the subscriber sees few of them.
+CATCH_UP_SPAN = 20_000
+# A position looked through in PostgreSQL costs about this much less than an event decoded
+# and filtered here (bench/catch_up.py measures both); the budget counts both.
+SCAN_WEIGHT = 50
 SLOW_CLOSE_S = 2.0  # how long a consumer cut off for slowness gets to take its end frame
 
 # Close codes: 1008 policy (token expired), 1013 try again later (too slow), 4401/4403 refused.
@@ -67,6 +79,47 @@ class TokenBucket:
             return False
         self.tokens -= 1
         return True
+
+
+class CatchUpBudget:
+    """The catch-up work one connection may cause: ``per_minute`` events read in any minute
+    (a token bucket that may go into debt by one page; 0: no cap), so neither many
+    subscribe frames nor a subscriber that sees little of a long log can make the server
+    read without bound."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self.rate = per_minute / 60.0
+        self.tokens = float(per_minute)
+        self.stamp = time.monotonic()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.per_minute, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    def available(self) -> bool:
+        self._refill()
+        return self.per_minute == 0 or self.tokens > 0
+
+    def spend(self, cost: float) -> None:
+        self._refill()
+        self.tokens -= cost
+
+    def retry_after_s(self) -> int:
+        """Whole seconds until there is budget again (at least 1)."""
+        self._refill()
+        return max(1, int(-self.tokens / self.rate) + 1) if self.rate else 1
+
+
+@dataclass(frozen=True)
+class CatchUpPage:
+    batch: list[Delivery]
+    # The position read up to (every event of the subscription's scope up to it is in
+    # ``batch``), or None at the end of the log.
+    reached: int | None
+    decoded: int
+    cost: float
 
 
 class UserConnections:
@@ -137,6 +190,12 @@ class Subscription:
     def admits(self, d: Delivery) -> bool:
         return any(a.admits(d) for a in self.accesses)
 
+    def stream_scope(self) -> StreamScope:
+        scope = StreamScope()
+        for access in self.accesses:
+            scope |= access.stream_scope()
+        return scope
+
     def signal_workspaces(self) -> list[str]:
         """Workspaces whose signals this subscription receives (its workspace streams)."""
         return [a.target.id for a in self.accesses if a.target.kind == "workspace"]
@@ -153,6 +212,7 @@ class Connection:
         self.subscriptions: dict[str, Subscription] = {}
         self.bucket = TokenBucket(MESSAGES_PER_SECOND, BURST)
         self.signal_bucket = TokenBucket(SIGNALS_PER_SECOND, SIGNALS_PER_SECOND * 2)
+        self.catch_up_budget = CatchUpBudget(services.settings.ws_catch_up_events_per_minute)
         self._send_lock = asyncio.Lock()
         self._task: asyncio.Task[Any] | None = None
         self.closed = False
@@ -332,6 +392,12 @@ class Connection:
                     f"after is more than {MAX_CATCH_UP} events behind: reload over REST,"
                     " then subscribe from its position"
                 )
+            if after is not None and not self.catch_up_budget.available():
+                wait = self.catch_up_budget.retry_after_s()
+                detail = f"catch-up budget spent: retry in {wait} s"
+                await self.send(frames.error(429, detail, sub=sub.name))
+                self._drop(sub)
+                return
             sub.last = head if after is None else after
             for workspace_id in sub.signal_workspaces():
                 self.services.signals.join(workspace_id, self)
@@ -357,19 +423,45 @@ class Connection:
             return max_position(cur)
 
     async def _catch_up(self, sub: Subscription) -> None:
-        hub = self.services.hub
-
-        def page(after: int) -> list[Delivery]:
-            with self.services.read_pool.connection() as conn, conn.cursor() as cur:
-                events = read_events(cur, after=after, limit=CATCH_UP_PAGE)
-            return deliveries(events, hub.scopes)
-
+        """Sends the subscription's events from ``sub.last`` to the end of the log, reading
+        only its scope where the streams read model covers the log, and charging the work to
+        the connection's budget; ends the subscription (resumable) when that runs out."""
+        scope = sub.stream_scope()
+        budget = self.catch_up_budget
         while not self.closed:
-            batch = await anyio.to_thread.run_sync(page, sub.last)
-            if not batch:
+            if not budget.available():
+                wait = budget.retry_after_s()
+                reason = f"catch-up budget spent: resume with after in {wait} s"
+                await self.send(frames.end(sub.name, reason, sub.last))
+                self._drop(sub)
                 return
-            if not await self._send_batch(sub, batch):
+            page = await anyio.to_thread.run_sync(self._catch_up_page, sub, scope, sub.last)
+            self.services.hub.catch_up_decoded += page.decoded
+            budget.spend(page.cost)
+            if not await self._send_batch(sub, page.batch):
                 return
+            if page.reached is None:
+                return
+            sub.last = max(sub.last, page.reached)
+
+    def _catch_up_page(self, sub: Subscription, scope: StreamScope, after: int) -> CatchUpPage:
+        """The next page after ``after`` (in a worker thread). Up to where the visibility
+        read models have reached, PostgreSQL picks the scope's events; past it (the last few
+        events, unless projections lag), the log is read whole and filtered here."""
+        with self.services.read_pool.connection() as conn, conn.cursor() as cur:
+            bound = visibility_bound(cur)
+            if after < bound:
+                upto = min(bound, after + CATCH_UP_SPAN)
+                found = scoped_events(cur, scope, after=after, upto=upto, limit=CATCH_UP_PAGE)
+                full = len(found) == CATCH_UP_PAGE
+                reached = found[-1].event.position if full else upto
+                cost = len(found) + (reached - after) / SCAN_WEIGHT
+                return CatchUpPage(scoped_deliveries(found), reached, len(found), cost)
+            events = read_events(cur, after=after, limit=CATCH_UP_PAGE)
+        if not events:
+            return CatchUpPage([], None, 0, 0.0)
+        batch = [d for d in deliveries(events, self.services.hub.scopes) if sub.concerns(d)]
+        return CatchUpPage(batch, events[-1].position, len(events), float(len(events)))
 
     async def _send_batch(self, sub: Subscription, batch: list[Delivery]) -> bool:
         """Sends what the user may see, in order, once; False when the subscription ended."""
