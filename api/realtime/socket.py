@@ -82,34 +82,46 @@ class TokenBucket:
 
 
 class CatchUpBudget:
-    """The catch-up work one connection may cause: ``per_minute`` events read in any minute
-    (a token bucket that may go into debt by one page; 0: no cap), so neither many
-    subscribe frames nor a subscriber that sees little of a long log can make the server
-    read without bound."""
+    """The catch-up work one connection may cause: at most ``per_minute`` events read per
+    window of a minute (0: no cap), so neither many subscribe frames nor a subscriber who
+    sees little of a long log can make the server read without bound. A page reserves its
+    reads before it starts, so concurrent catch-ups cannot overdraw it together."""
+
+    WINDOW_S = 60.0
 
     def __init__(self, per_minute: int) -> None:
         self.per_minute = per_minute
-        self.rate = per_minute / 60.0
-        self.tokens = float(per_minute)
-        self.stamp = time.monotonic()
+        self.spent = 0.0
+        self.window_start = time.monotonic()
 
-    def _refill(self) -> None:
+    def _roll(self) -> None:
         now = time.monotonic()
-        self.tokens = min(self.per_minute, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
+        if now - self.window_start >= self.WINDOW_S:
+            self.window_start, self.spent = now, 0.0
 
-    def available(self) -> bool:
-        self._refill()
-        return self.per_minute == 0 or self.tokens > 0
+    def exhausted(self) -> bool:
+        self._roll()
+        return bool(self.per_minute) and self.per_minute - self.spent < 1
 
-    def spend(self, cost: float) -> None:
-        self._refill()
-        self.tokens -= cost
+    def reserve(self, wanted: int) -> int:
+        """How many events the next page may read (at most ``wanted``; 0: none left in
+        this window), taken from the budget until ``settle``."""
+        if not self.per_minute:
+            return wanted
+        self._roll()
+        granted = max(0, min(wanted, int(self.per_minute - self.spent)))
+        self.spent += granted
+        return granted
+
+    def settle(self, reserved: int, cost: float) -> None:
+        """Charges a page's real cost in place of what it reserved."""
+        if self.per_minute:
+            self.spent += cost - reserved
 
     def retry_after_s(self) -> int:
-        """Whole seconds until there is budget again (at least 1)."""
-        self._refill()
-        return max(1, int(-self.tokens / self.rate) + 1) if self.rate else 1
+        """Whole seconds until the next window (at least 1)."""
+        left = self.WINDOW_S - (time.monotonic() - self.window_start)
+        return max(1, int(left) + 1)
 
 
 @dataclass(frozen=True)
@@ -392,7 +404,7 @@ class Connection:
                     f"after is more than {MAX_CATCH_UP} events behind: reload over REST,"
                     " then subscribe from its position"
                 )
-            if after is not None and not self.catch_up_budget.available():
+            if after is not None and self.catch_up_budget.exhausted():
                 wait = self.catch_up_budget.retry_after_s()
                 detail = f"catch-up budget spent: retry in {wait} s"
                 await self.send(frames.error(429, detail, sub=sub.name))
@@ -429,35 +441,45 @@ class Connection:
         scope = sub.stream_scope()
         budget = self.catch_up_budget
         while not self.closed:
-            if not budget.available():
+            limit = budget.reserve(CATCH_UP_PAGE)
+            if not limit:
                 wait = budget.retry_after_s()
                 reason = f"catch-up budget spent: resume with after in {wait} s"
                 await self.send(frames.end(sub.name, reason, sub.last))
                 self._drop(sub)
                 return
-            page = await anyio.to_thread.run_sync(self._catch_up_page, sub, scope, sub.last)
+            try:
+                page = await anyio.to_thread.run_sync(
+                    self._catch_up_page, sub, scope, sub.last, limit
+                )
+            except BaseException:
+                budget.settle(limit, 0.0)
+                raise
             self.services.hub.catch_up_decoded += page.decoded
-            budget.spend(page.cost)
+            budget.settle(limit, page.cost)
             if not await self._send_batch(sub, page.batch):
                 return
             if page.reached is None:
                 return
             sub.last = max(sub.last, page.reached)
 
-    def _catch_up_page(self, sub: Subscription, scope: StreamScope, after: int) -> CatchUpPage:
-        """The next page after ``after`` (in a worker thread). Up to where the visibility
-        read models have reached, PostgreSQL picks the scope's events; past it (the last few
-        events, unless projections lag), the log is read whole and filtered here."""
+    def _catch_up_page(
+        self, sub: Subscription, scope: StreamScope, after: int, limit: int
+    ) -> CatchUpPage:
+        """The next page after ``after``, at most ``limit`` events read (in a worker
+        thread). Up to where the visibility read models have reached, PostgreSQL picks the
+        scope's events; past it (the last few events, unless projections lag), the log is
+        read whole and filtered here."""
         with self.services.read_pool.connection() as conn, conn.cursor() as cur:
             bound = visibility_bound(cur)
             if after < bound:
                 upto = min(bound, after + CATCH_UP_SPAN)
-                found = scoped_events(cur, scope, after=after, upto=upto, limit=CATCH_UP_PAGE)
-                full = len(found) == CATCH_UP_PAGE
+                found = scoped_events(cur, scope, after=after, upto=upto, limit=limit)
+                full = len(found) == limit
                 reached = found[-1].event.position if full else upto
                 cost = len(found) + (reached - after) / SCAN_WEIGHT
                 return CatchUpPage(scoped_deliveries(found), reached, len(found), cost)
-            events = read_events(cur, after=after, limit=CATCH_UP_PAGE)
+            events = read_events(cur, after=after, limit=limit)
         if not events:
             return CatchUpPage([], None, 0, 0.0)
         batch = [d for d in deliveries(events, self.services.hub.scopes) if sub.concerns(d)]

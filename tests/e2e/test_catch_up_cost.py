@@ -9,6 +9,7 @@ timing)."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,7 +18,8 @@ from typing import Any
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from tests.fixtures.chorus import Api, Running, User
+from infrastructure.embedded_postgres import EmbeddedPostgres
+from tests.fixtures.chorus import Api, Running, User, running_chorus
 
 TIMEOUT = 10
 NOISE = 300  # events the subscriber may not see, in other scopes
@@ -151,3 +153,116 @@ def test_catch_up_decodes_what_the_subscriber_may_see(
     assert decoded >= len(shown) - 1, (decoded, len(shown))
     # ... and the rest of the log was not.
     assert decoded <= len(shown) + SLACK, (decoded, len(shown))
+
+
+# -- the per-connection budget ----------------------------------------------------------------
+
+BUDGET = 200  # events a connection's catch-ups may read per minute, on the server below
+
+
+@pytest.fixture(scope="module")
+def tight(
+    postgres_server: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Running]:
+    """A server whose connections may read BUDGET events a minute for catch-ups."""
+    path = tmp_path_factory.mktemp("tight")
+    with running_chorus(postgres_server, path, ws_catch_up_events_per_minute=BUDGET) as running:
+        yield running
+
+
+def _channel_with(api: Api, owner: User, messages: int) -> tuple[str, list[int]]:
+    """A channel and the positions of its events (its creation, then ``messages``)."""
+    ws = api.ok(api.post("/api/workspaces", owner, {"name": "B", "visibility": "public"}), 201)
+    created = api.ok(api.post(f"/api/workspaces/{ws['id']}/channels", owner, {"name": "b"}), 201)
+    positions = [created["position"]]
+    for i in range(messages):
+        sent = api.ok(
+            api.post(f"/api/channels/{created['id']}/messages", owner, {"text": f"{i}"}), 201
+        )
+        positions.append(sent["position"])
+    return created["id"], positions
+
+
+def _retry_after(text: str) -> int:
+    match = re.search(r"in (\d+) s", text)
+    assert match is not None, text
+    return int(match.group(1))
+
+
+def test_many_small_catch_ups_on_one_connection_run_out_of_budget(tight: Running) -> None:
+    """The finding's attack: many tiny subscribe frames asking for a catch-up. Past the
+    budget, each gets a 429 error frame saying when to retry (or, mid-way, an end frame to
+    resume from); the socket stays open and the server read no more than the budget."""
+    api, hub = tight.api, tight.server.services.hub
+    owner = api.signup("own")
+    channel, positions = _channel_with(api, owner, 20)
+    with socket(tight, owner) as ws:
+        before = hub.catch_up_decoded
+        for i in range(32):
+            send(
+                ws,
+                {"op": "subscribe", "sub": f"s{i}", "streams": [{"channel": channel}], "after": 0},
+            )
+        refused: list[dict[str, Any]] = []
+        finished: set[str] = set()
+        while len(finished) < 32:
+            frame = recv(ws)
+            if frame["op"] == "error":
+                assert frame["status"] == 429 and "budget" in frame["detail"], frame
+                refused.append(frame)
+                finished.add(frame["sub"])
+            elif frame["op"] == "end":
+                assert "budget" in frame["reason"], frame
+                refused.append(frame)
+                finished.add(frame["sub"])
+            elif frame["op"] == "event" and frame["event"]["position"] == positions[-1]:
+                finished.add(frame["sub"])
+        send(ws, {"op": "ping"})
+        while (frame := recv(ws))["op"] != "pong":
+            assert frame["op"] in ("event", "subscribed"), frame
+        decoded = hub.catch_up_decoded - before
+    assert refused
+    assert all(0 < _retry_after(f.get("detail") or f["reason"]) <= 61 for f in refused)
+    assert decoded <= BUDGET
+
+
+def test_a_catch_up_past_the_budget_ends_resumably_exactly_once(tight: Running) -> None:
+    """A catch-up longer than the budget ends mid-way at a position; resumed from there (on
+    a new connection, with a budget of its own) it gets the rest and goes live: every event
+    once, in order."""
+    api = tight.api
+    owner = api.signup("own")
+    channel, positions = _channel_with(api, owner, BUDGET + 50)
+    got: list[int] = []
+    with socket(tight, owner) as ws:
+        send(ws, {"op": "subscribe", "sub": "s", "streams": [{"channel": channel}], "after": 0})
+        assert recv(ws)["op"] == "subscribed"
+        while (frame := recv(ws))["op"] == "event":
+            got.append(frame["event"]["position"])
+        assert frame["op"] == "end" and "budget" in frame["reason"], frame
+        resume = frame["position"]
+        assert got and got[-1] <= resume < positions[-1]
+        # Within the same minute, this connection gets no more catch-up.
+        send(
+            ws, {"op": "subscribe", "sub": "t", "streams": [{"channel": channel}], "after": resume}
+        )
+        refused = recv(ws)
+        assert (refused["op"], refused["status"], refused["sub"]) == ("error", 429, "t")
+        send(ws, {"op": "ping"})
+        assert recv(ws) == {"op": "pong"}
+    with socket(tight, owner) as ws:
+        send(
+            ws, {"op": "subscribe", "sub": "s", "streams": [{"channel": channel}], "after": resume}
+        )
+        assert recv(ws)["op"] == "subscribed"
+        while got[-1] < positions[-1]:
+            got.append(until_event(ws)["event"]["position"])
+        live = api.ok(api.post(f"/api/channels/{channel}/messages", owner, {"text": "live"}), 201)
+        got.append(until_event(ws)["event"]["position"])
+    assert got == [*positions, live["position"]]
+
+
+def until_event(ws: ClientConnection) -> dict[str, Any]:
+    frame = recv(ws)
+    assert frame["op"] == "event", frame
+    return frame
