@@ -150,9 +150,10 @@ def visible_events(
     limit: int,
     stream: str | None,
     type_name: str | None,
+    upto: int | None = None,
 ) -> Query[list[LogEvent]]:
-    """Events of the streams the user may view, in position order. ``view_audit`` in a
-    workspace shows every stream of that workspace."""
+    """Events of the streams the user may view, in position order, none past ``upto``.
+    ``view_audit`` in a workspace shows every stream of that workspace."""
     rows = yield Statement(
         "WITH my_ws AS (SELECT workspace_id, roles FROM rm_workspace_members"
         "   WHERE user_id = %(u)s),"
@@ -172,6 +173,7 @@ def visible_events(
         "   WHERE projection = ANY(%(models)s))"
         f" {SELECT_EVENTS} JOIN rm_streams s ON s.stream_id = e.originator_id"
         " WHERE e.notification_id > %(after)s AND e.notification_id <= (SELECT p FROM bound)"
+        " AND (%(upto)s::bigint IS NULL OR e.notification_id <= %(upto)s::bigint)"
         " AND (%(stream)s::uuid IS NULL OR e.originator_id = %(stream)s::uuid)"
         " AND (%(type)s::text IS NULL OR right(e.topic, length(%(type)s) + 1) = '.' || %(type)s)"
         " AND (s.workspace_id IN (SELECT workspace_id FROM perms"
@@ -189,22 +191,27 @@ def visible_events(
             "after": after,
             "stream": stream,
             "type": type_name,
+            "upto": upto,
             "limit": limit,
         },
     )
     return [to_log_event(row) for row in rows]
 
 
-def visibility_bound(cur: Cursor[Any]) -> int:
+def visibility_position() -> Query[int]:
     """The position every visibility model has reached (0 while one has no tracking row, as
     while it is rebuilt): up to it, the streams read model knows every stream's scope."""
-    cur.execute(
+    rows = yield Statement(
         "SELECT CASE WHEN count(*) = %(n)s THEN min(position) ELSE 0 END AS p FROM rm_tracking"
         " WHERE projection = ANY(%(models)s)",
         {"n": len(VISIBILITY_MODELS), "models": list(VISIBILITY_MODELS)},
     )
-    row = cur.fetchone()
-    return int(row["p"]) if row and row["p"] is not None else 0
+    return int(rows[0]["p"]) if rows and rows[0]["p"] is not None else 0
+
+
+def visibility_bound(cur: Cursor[Any]) -> int:
+    """``visibility_position`` for the threads that read with a sync cursor."""
+    return run(cur, visibility_position())
 
 
 @dataclass(frozen=True)

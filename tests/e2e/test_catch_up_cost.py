@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
+from api import events as events_api
 from infrastructure.embedded_postgres import EmbeddedPostgres
 from tests.fixtures.chorus import Api, Running, User, running_chorus
 
@@ -266,3 +267,32 @@ def until_event(ws: ClientConnection) -> dict[str, Any]:
     frame = recv(ws)
     assert frame["op"] == "event", frame
     return frame
+
+
+# -- the event log over REST ----------------------------------------------------------------------
+
+
+def _event_pages(api: Api, user: User) -> list[tuple[int, list[dict[str, Any]]]]:
+    """Every page from the start, following ``next``: each with the ``after`` it was read from."""
+    pages: list[tuple[int, list[dict[str, Any]]]] = []
+    after = 0
+    while True:
+        page = api.ok(api.get("/api/events", user, after=after, limit=200))
+        pages.append((after, page["items"]))
+        if page["next"] is None:
+            return pages
+        after = int(page["next"])
+
+
+def test_the_event_log_looks_through_a_bounded_span_per_page(
+    chorus: Running, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``GET /api/events`` for a reader who sees few events of a long log: each page looks
+    through at most ``SCAN_SPAN`` positions (set small here, so the log need not be 20,000
+    events long), and following ``next`` gives exactly what one unbounded read gives."""
+    (whole,) = _event_pages(chorus.api, world.reader)  # far fewer than 200 events
+    monkeypatch.setattr(events_api, "SCAN_SPAN", 40)
+    pages = _event_pages(chorus.api, world.reader)
+    assert len(pages) > NOISE // 40
+    assert all(after < e["position"] <= after + 40 for after, items in pages for e in items)
+    assert [e for _, items in pages for e in items] == whole[1]
