@@ -137,67 +137,6 @@ def count_events(cur: Cursor[Any]) -> int:
     return int(row["n"]) if row else 0
 
 
-# The read models the visibility filter below depends on: events are shown only up to the
-# position all of them have reached, so a reader paging with ``after`` never skips an event
-# whose stream was not yet known when it read past it.
-VISIBILITY_MODELS = ("streams", "channels", "workspaces")
-
-
-def visible_events(
-    user_id: str,
-    *,
-    after: int,
-    limit: int,
-    stream: str | None,
-    type_name: str | None,
-    upto: int | None = None,
-) -> Query[list[LogEvent]]:
-    """Events of the streams the user may view, in position order, none past ``upto``.
-    ``view_audit`` in a workspace shows every stream of that workspace."""
-    rows = yield Statement(
-        "WITH my_ws AS (SELECT workspace_id, roles FROM rm_workspace_members"
-        "   WHERE user_id = %(u)s),"
-        " perms AS (SELECT m.workspace_id, array_agg(DISTINCT p) AS perms FROM my_ws m"
-        "   JOIN rm_workspace_roles r ON r.workspace_id = m.workspace_id AND r.name = ANY(m.roles)"
-        "   CROSS JOIN LATERAL unnest(r.permissions) AS p GROUP BY m.workspace_id),"
-        " vis_channels AS ("
-        "   SELECT c.channel_id FROM rm_channels c"
-        "   JOIN rm_channel_members cm ON cm.channel_id = c.channel_id AND cm.user_id = %(u)s"
-        "   WHERE c.kind = 'direct'"
-        "   UNION SELECT c.channel_id FROM rm_channels c"
-        "   JOIN perms ON perms.workspace_id = c.workspace_id"
-        "   WHERE 'view_channels' = ANY(perms.perms) AND (NOT c.private OR EXISTS (SELECT 1"
-        "     FROM rm_channel_members cm WHERE cm.channel_id = c.channel_id"
-        "     AND cm.user_id = %(u)s))),"
-        " bound AS (SELECT min(position) AS p FROM rm_tracking"
-        "   WHERE projection = ANY(%(models)s))"
-        f" {SELECT_EVENTS} JOIN rm_streams s ON s.stream_id = e.originator_id"
-        " WHERE e.notification_id > %(after)s AND e.notification_id <= (SELECT p FROM bound)"
-        " AND (%(upto)s::bigint IS NULL OR e.notification_id <= %(upto)s::bigint)"
-        " AND (%(stream)s::uuid IS NULL OR e.originator_id = %(stream)s::uuid)"
-        " AND (%(type)s::text IS NULL OR right(e.topic, length(%(type)s) + 1) = '.' || %(type)s)"
-        " AND (s.workspace_id IN (SELECT workspace_id FROM perms"
-        "        WHERE 'view_audit' = ANY(perms.perms))"
-        "   OR (s.kind = 'workspace' AND s.stream_id IN (SELECT workspace_id FROM my_ws))"
-        "   OR (s.kind IN ('channel', 'message')"
-        "       AND s.channel_id IN (SELECT channel_id FROM vis_channels))"
-        "   OR (s.kind = 'user' AND s.stream_id = %(u)s)"
-        "   OR (s.kind = 'document' AND s.workspace_id IN (SELECT workspace_id FROM perms"
-        "        WHERE 'view_documents' = ANY(perms.perms))))"
-        " ORDER BY e.notification_id LIMIT %(limit)s",
-        {
-            "u": user_id,
-            "models": list(VISIBILITY_MODELS),
-            "after": after,
-            "stream": stream,
-            "type": type_name,
-            "upto": upto,
-            "limit": limit,
-        },
-    )
-    return [to_log_event(row) for row in rows]
-
-
 def visibility_position() -> Query[int]:
     """The position every visibility model has reached (0 while one has no tracking row, as
     while it is rebuilt): up to it, the streams read model knows every stream's scope."""
@@ -284,6 +223,67 @@ def scoped_events(
         )
         for row in cur.fetchall()
     ]
+
+
+# The read models the visibility filter below depends on: events are shown only up to the
+# position all of them have reached, so a reader paging with ``after`` never skips an event
+# whose stream was not yet known when it read past it.
+VISIBILITY_MODELS = ("streams", "channels", "workspaces")
+
+
+def visible_events(
+    user_id: str,
+    *,
+    after: int,
+    limit: int,
+    stream: str | None,
+    type_name: str | None,
+    upto: int | None = None,
+) -> Query[list[LogEvent]]:
+    """Events of the streams the user may view, in position order, none past ``upto``.
+    ``view_audit`` in a workspace shows every stream of that workspace."""
+    rows = yield Statement(
+        "WITH my_ws AS (SELECT workspace_id, roles FROM rm_workspace_members"
+        "   WHERE user_id = %(u)s),"
+        " perms AS (SELECT m.workspace_id, array_agg(DISTINCT p) AS perms FROM my_ws m"
+        "   JOIN rm_workspace_roles r ON r.workspace_id = m.workspace_id AND r.name = ANY(m.roles)"
+        "   CROSS JOIN LATERAL unnest(r.permissions) AS p GROUP BY m.workspace_id),"
+        " vis_channels AS ("
+        "   SELECT c.channel_id FROM rm_channels c"
+        "   JOIN rm_channel_members cm ON cm.channel_id = c.channel_id AND cm.user_id = %(u)s"
+        "   WHERE c.kind = 'direct'"
+        "   UNION SELECT c.channel_id FROM rm_channels c"
+        "   JOIN perms ON perms.workspace_id = c.workspace_id"
+        "   WHERE 'view_channels' = ANY(perms.perms) AND (NOT c.private OR EXISTS (SELECT 1"
+        "     FROM rm_channel_members cm WHERE cm.channel_id = c.channel_id"
+        "     AND cm.user_id = %(u)s))),"
+        " bound AS (SELECT min(position) AS p FROM rm_tracking"
+        "   WHERE projection = ANY(%(models)s))"
+        f" {SELECT_EVENTS} JOIN rm_streams s ON s.stream_id = e.originator_id"
+        " WHERE e.notification_id > %(after)s AND e.notification_id <= (SELECT p FROM bound)"
+        " AND (%(upto)s::bigint IS NULL OR e.notification_id <= %(upto)s::bigint)"
+        " AND (%(stream)s::uuid IS NULL OR e.originator_id = %(stream)s::uuid)"
+        " AND (%(type)s::text IS NULL OR right(e.topic, length(%(type)s) + 1) = '.' || %(type)s)"
+        " AND (s.workspace_id IN (SELECT workspace_id FROM perms"
+        "        WHERE 'view_audit' = ANY(perms.perms))"
+        "   OR (s.kind = 'workspace' AND s.stream_id IN (SELECT workspace_id FROM my_ws))"
+        "   OR (s.kind IN ('channel', 'message')"
+        "       AND s.channel_id IN (SELECT channel_id FROM vis_channels))"
+        "   OR (s.kind = 'user' AND s.stream_id = %(u)s)"
+        "   OR (s.kind = 'document' AND s.workspace_id IN (SELECT workspace_id FROM perms"
+        "        WHERE 'view_documents' = ANY(perms.perms))))"
+        " ORDER BY e.notification_id LIMIT %(limit)s",
+        {
+            "u": user_id,
+            "models": list(VISIBILITY_MODELS),
+            "after": after,
+            "stream": stream,
+            "type": type_name,
+            "upto": upto,
+            "limit": limit,
+        },
+    )
+    return [to_log_event(row) for row in rows]
 
 
 def follow_channel(
