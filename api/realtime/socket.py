@@ -190,6 +190,12 @@ class Subscription:
         for access in self.accesses:
             access.check()
 
+    def stream_scope(self) -> StreamScope:
+        scope = StreamScope()
+        for access in self.accesses:
+            scope |= access.stream_scope()
+        return scope
+
     def changes_access(self, d: Delivery) -> bool:
         return any(a.changes_access(d) for a in self.accesses)
 
@@ -201,12 +207,6 @@ class Subscription:
 
     def admits(self, d: Delivery) -> bool:
         return any(a.admits(d) for a in self.accesses)
-
-    def stream_scope(self) -> StreamScope:
-        scope = StreamScope()
-        for access in self.accesses:
-            scope |= access.stream_scope()
-        return scope
 
     def signal_workspaces(self) -> list[str]:
         """Workspaces whose signals this subscription receives (its workspace streams)."""
