@@ -62,6 +62,7 @@ def _noise(api: Api, count: int) -> None:
     ws = api.ok(
         api.post("/api/workspaces", stranger, {"name": "Else", "visibility": "public"}), 201
     )
+    api.ok(api.post(f"/api/workspaces/{ws['id']}/join", other))  # a direct message needs one
     ch = api.ok(api.post(f"/api/workspaces/{ws['id']}/channels", stranger, {"name": "x"}), 201)
     dm = api.ok(api.post("/api/dms", stranger, {"user_id": other.user_id}), 201)["channel_id"]
     for i in range(count // 2):
