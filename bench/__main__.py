@@ -17,6 +17,8 @@ each at every concurrency level, then
 6. collaborative documents over ``/yjs``: a real typing trace replayed as Yjs updates
    (updates/s to convergence beside a bare pycrdt ``Doc``, events per update, cold open beside
    a bare full-state load and a bare y-websocket server, memory per open document),
+7. catch-up over ``/ws``: server and PostgreSQL CPU per event the subscriber may see and per
+   event stored, for a subscriber who sees few of a log's events (``bench/catch_up.py``),
 
 prints tables and writes JSON to bench/results/latest.json. Everything it starts is stopped
 and the temporary directory removed at the end.
@@ -45,7 +47,7 @@ from typing import Any
 
 from api.bootstrap import build_services
 from api.loop_lag import LoopLagCounts, percentile_ms
-from bench import delivery, documents, rebuild, scenarios
+from bench import catch_up, delivery, documents, rebuild, scenarios
 from bench.delivery import DeliveryResult
 from bench.harness import (
     CpuProbe,
@@ -75,7 +77,7 @@ class Timing:
 
 FULL = Timing(warmup_s=2.0, duration_s=8.0, drain_s=10.0, rebuild_events=20_000)
 QUICK = Timing(warmup_s=0.3, duration_s=1.0, drain_s=3.0, rebuild_events=3_000)
-GROUPS = ("write", "delivery", "rebuild", "documents")
+GROUPS = ("write", "delivery", "rebuild", "documents", "catch_up")
 
 # Figure keys, labels and what each is compared with (at the same concurrency).
 LABELS = {
@@ -333,6 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = DeliveryReport()
     reads: list[rebuild.ReadFigure] = []
     docs: dict[str, Any] | None = None
+    catch: dict[str, Any] | None = None
     try:
         admin_url = pg.start()
         machine = machine_info(work, scenarios.REPO)
@@ -355,6 +358,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 quick=args.quick,
                 patches=args.patches,
                 probes=[probes.bench, probes.pg, *probes.machine],
+            )
+        if "catch_up" in args.group_set:
+            print("7. catch-up over /ws: CPU per visible and per stored event")
+            catch = catch_up.run(
+                pg, admin_url, work, quick=args.quick, probes=[probes.pg, *probes.machine]
             )
     finally:
         pg.stop()
@@ -398,6 +406,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if docs is not None:
         print()
         print(documents.table(docs))
+    if catch is not None:
+        print()
+        print(catch_up.line(catch))
     busiest = max(
         [r.cores_busy().get("other", 0.0) for r in bench.results.values()]
         + [r.cores_busy().get("other", 0.0) for r in report.results]
@@ -420,6 +431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     extra["rebuild"] = [r.to_json(baseline) for r in reads]
     if docs is not None:
         extra["documents"] = docs
+    if catch is not None:
+        extra["catch_up"] = catch
     write_json(args, started, elapsed, machine, pg_info, bench, extra)
     failed = any(r.errors for r in bench.results.values())
     failed = failed or any(r.failures for r in report.results) or report.errors > 0

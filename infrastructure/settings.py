@@ -27,6 +27,8 @@ class Settings:
     rate_limit_per_second: int = 200
     # Open /ws connections per user in one server process (0: no cap).
     ws_connections_per_user: int = 100
+    # Catch-up work one /ws connection may cause per minute, in events read (0: no cap).
+    ws_catch_up_events_per_minute: int = 100_000
     read_wait_timeout_s: float = 5.0
     db_pool_size: int = 8
     presence_heartbeat_s: float = 10.0
@@ -72,6 +74,9 @@ class Settings:
             access_token_ttl_s=_int(env, "CHORUS_ACCESS_TOKEN_TTL_S", 900, 30, 24 * 3600),
             rate_limit_per_second=_int(env, "CHORUS_RATE_LIMIT_PER_SECOND", 200, 0, 1_000_000),
             ws_connections_per_user=_int(env, "CHORUS_WS_CONNECTIONS_PER_USER", 100, 0, 1_000_000),
+            ws_catch_up_events_per_minute=_int(
+                env, "CHORUS_WS_CATCH_UP_EVENTS_PER_MINUTE", 100_000, 0, 100_000_000
+            ),
             max_body_bytes=_int(env, "CHORUS_MAX_BODY_BYTES", 256 * 1024, 1024, 64 * 1024 * 1024),
             db_pool_size=_int(env, "CHORUS_DB_POOL_SIZE", 8, 1, 200),
             presence_heartbeat_s=_float(env, "CHORUS_PRESENCE_HEARTBEAT_S", 10.0, 0.1, 15.0),

@@ -6,6 +6,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -136,6 +137,94 @@ def count_events(cur: Cursor[Any]) -> int:
     return int(row["n"]) if row else 0
 
 
+def visibility_position() -> Query[int]:
+    """The position every visibility model has reached (0 while one has no tracking row, as
+    while it is rebuilt): up to it, the streams read model knows every stream's scope."""
+    rows = yield Statement(
+        "SELECT CASE WHEN count(*) = %(n)s THEN min(position) ELSE 0 END AS p FROM rm_tracking"
+        " WHERE projection = ANY(%(models)s)",
+        {"n": len(VISIBILITY_MODELS), "models": list(VISIBILITY_MODELS)},
+    )
+    return int(rows[0]["p"]) if rows and rows[0]["p"] is not None else 0
+
+
+def visibility_bound(cur: Cursor[Any]) -> int:
+    """``visibility_position`` for the threads that read with a sync cursor."""
+    return run(cur, visibility_position())
+
+
+@dataclass(frozen=True)
+class StreamScope:
+    """Which streams a catch-up reads, in terms of the streams read model: streams by id,
+    every stream of some workspaces, every stream of some channels (the channel and its
+    messages), and the direct-message channels (and their messages) of one user."""
+
+    streams: frozenset[str] = frozenset()
+    workspaces: frozenset[str] = frozenset()
+    channels: frozenset[str] = frozenset()
+    direct_member: str | None = None
+
+    def __or__(self, other: StreamScope) -> StreamScope:
+        if None not in (self.direct_member, other.direct_member) and (
+            self.direct_member != other.direct_member
+        ):
+            raise ValueError("one scope reads one user's direct messages")
+        return StreamScope(
+            self.streams | other.streams,
+            self.workspaces | other.workspaces,
+            self.channels | other.channels,
+            self.direct_member or other.direct_member,
+        )
+
+
+@dataclass(frozen=True)
+class ScopedEvent:
+    """An event with its stream's scope, as the streams read model has it."""
+
+    event: LogEvent
+    kind: str
+    workspace_id: str | None
+    channel_id: str | None
+
+
+def scoped_events(
+    cur: Cursor[Any], scope: StreamScope, *, after: int, upto: int, limit: int
+) -> list[ScopedEvent]:
+    """The events of ``scope`` in (``after``, ``upto``], in position order, at most
+    ``limit``. Only the rows in scope leave PostgreSQL and are decoded here; ``upto`` must
+    not pass ``visibility_bound`` (later streams may not be in the read model yet)."""
+    cur.execute(
+        "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state,"
+        "  s.kind, s.workspace_id, s.channel_id"
+        f" FROM {EVENTS_TABLE} e JOIN rm_streams s ON s.stream_id = e.originator_id"
+        " WHERE e.notification_id > %(after)s AND e.notification_id <= %(upto)s"
+        " AND (s.stream_id = ANY(%(streams)s::uuid[])"
+        "   OR s.workspace_id = ANY(%(workspaces)s::uuid[])"
+        "   OR s.channel_id = ANY(%(channels)s::uuid[])"
+        "   OR (s.workspace_id IS NULL AND s.channel_id IN (SELECT channel_id"
+        "       FROM rm_channel_members WHERE user_id = %(member)s::uuid)))"
+        " ORDER BY e.notification_id LIMIT %(limit)s",
+        {
+            "after": after,
+            "upto": upto,
+            "streams": sorted(scope.streams),
+            "workspaces": sorted(scope.workspaces),
+            "channels": sorted(scope.channels),
+            "member": scope.direct_member,
+            "limit": limit,
+        },
+    )
+    return [
+        ScopedEvent(
+            to_log_event(row),
+            row["kind"],
+            None if row["workspace_id"] is None else str(row["workspace_id"]),
+            None if row["channel_id"] is None else str(row["channel_id"]),
+        )
+        for row in cur.fetchall()
+    ]
+
+
 # The read models the visibility filter below depends on: events are shown only up to the
 # position all of them have reached, so a reader paging with ``after`` never skips an event
 # whose stream was not yet known when it read past it.
@@ -149,9 +238,10 @@ def visible_events(
     limit: int,
     stream: str | None,
     type_name: str | None,
+    upto: int | None = None,
 ) -> Query[list[LogEvent]]:
-    """Events of the streams the user may view, in position order. ``view_audit`` in a
-    workspace shows every stream of that workspace."""
+    """Events of the streams the user may view, in position order, none past ``upto``.
+    ``view_audit`` in a workspace shows every stream of that workspace."""
     rows = yield Statement(
         "WITH my_ws AS (SELECT workspace_id, roles FROM rm_workspace_members"
         "   WHERE user_id = %(u)s),"
@@ -171,6 +261,7 @@ def visible_events(
         "   WHERE projection = ANY(%(models)s))"
         f" {SELECT_EVENTS} JOIN rm_streams s ON s.stream_id = e.originator_id"
         " WHERE e.notification_id > %(after)s AND e.notification_id <= (SELECT p FROM bound)"
+        " AND (%(upto)s::bigint IS NULL OR e.notification_id <= %(upto)s::bigint)"
         " AND (%(stream)s::uuid IS NULL OR e.originator_id = %(stream)s::uuid)"
         " AND (%(type)s::text IS NULL OR right(e.topic, length(%(type)s) + 1) = '.' || %(type)s)"
         " AND (s.workspace_id IN (SELECT workspace_id FROM perms"
@@ -188,6 +279,7 @@ def visible_events(
             "after": after,
             "stream": stream,
             "type": type_name,
+            "upto": upto,
             "limit": limit,
         },
     )

@@ -12,6 +12,7 @@ from domain.base import as_uuid
 from domain.channels import Channel
 from domain.errors import InvalidValue, NotAMember
 from domain.workspaces import Workspace
+from projections.log import StreamScope
 
 KINDS = ("workspace", "channel", "user", "document")
 
@@ -83,8 +84,9 @@ class Access:
         s = d.scope
         match self.target.kind:
             case "channel":
+                # The workspace's own events may take access away (a direct channel has none).
                 return s.channel == self.target.id or (
-                    s.workspace == self.workspace_id and s.channel is None
+                    s.kind == "workspace" and s.workspace == self.workspace_id
                 )
             case "workspace":
                 return s.workspace == self.target.id
@@ -97,6 +99,20 @@ class Access:
                 return (s.kind == "user" and str(d.event.stream) == self.user_id) or (
                     s.workspace is None and s.channel is not None
                 )
+
+    def stream_scope(self) -> StreamScope:
+        """The streams a catch-up reads for this target (after ``check``): those ``concerns``
+        accepts, narrowed to the user's own direct channels (their members never change)."""
+        workspace = frozenset() if self.workspace_id is None else frozenset({self.workspace_id})
+        match self.target.kind:
+            case "channel":
+                return StreamScope(streams=workspace, channels=frozenset({self.target.id}))
+            case "workspace":
+                return StreamScope(workspaces=frozenset({self.target.id}))
+            case "document":
+                return StreamScope(streams=workspace | {self.target.id})
+            case _:
+                return StreamScope(streams=frozenset({self.user_id}), direct_member=self.user_id)
 
     def changes_access(self, d: Delivery) -> bool:
         return d.event.type in ACCESS_EVENTS and d.event.data.get("user_id") == self.user_id

@@ -21,7 +21,7 @@ from api.commands import run_command
 from api.errors import status_of
 from api.realtime import frames, signals
 from api.realtime.access import Access, Target
-from api.realtime.hub import Delivery, deliveries
+from api.realtime.hub import Delivery, deliveries, scoped_deliveries
 from application import commands as command_types
 from application.channels import channel_with_workspace
 from application.commands import SERVER_ONLY, Command
@@ -30,7 +30,13 @@ from domain.base import Cause
 from domain.errors import DomainError, InvalidValue, NotAMember
 from domain.workspaces import Workspace
 from infrastructure.tokens import AccessClaims, InvalidToken
-from projections.log import max_position, read_events
+from projections.log import (
+    StreamScope,
+    max_position,
+    read_events,
+    scoped_events,
+    visibility_bound,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +48,12 @@ SIGNALS_PER_SECOND = 20
 INBOX_BATCHES = 1024  # a consumer this far behind is disconnected, not buffered without bound
 MAX_CATCH_UP = 100_000  # events behind the head; further back, reload over REST
 CATCH_UP_PAGE = 500
+# Positions one scoped catch-up query looks through, at most: bounds each query's work in
+# PostgreSQL when the subscriber sees few of them.
+CATCH_UP_SPAN = 20_000
+# A position looked through in PostgreSQL costs about this much less than an event decoded
+# and filtered here (bench/catch_up.py measures both); the budget counts both.
+SCAN_WEIGHT = 50
 SLOW_CLOSE_S = 2.0  # how long a consumer cut off for slowness gets to take its end frame
 
 # Close codes: 1008 policy (token expired), 1013 try again later (too slow), 4401/4403 refused.
@@ -69,6 +81,59 @@ class TokenBucket:
             return False
         self.tokens -= 1
         return True
+
+
+class CatchUpBudget:
+    """The catch-up work one connection may cause: at most ``per_minute`` events read per
+    window of a minute (0: no cap), so neither many subscribe frames nor a subscriber who
+    sees little of a long log can make the server read without bound. A page reserves its
+    reads before it starts, so concurrent catch-ups cannot overdraw it together."""
+
+    WINDOW_S = 60.0
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self.spent = 0.0
+        self.window_start = time.monotonic()
+
+    def _roll(self) -> None:
+        now = time.monotonic()
+        if now - self.window_start >= self.WINDOW_S:
+            self.window_start, self.spent = now, 0.0
+
+    def exhausted(self) -> bool:
+        self._roll()
+        return bool(self.per_minute) and self.per_minute - self.spent < 1
+
+    def reserve(self, wanted: int) -> int:
+        """How many events the next page may read (at most ``wanted``; 0: none left in
+        this window), taken from the budget until ``settle``."""
+        if not self.per_minute:
+            return wanted
+        self._roll()
+        granted = max(0, min(wanted, int(self.per_minute - self.spent)))
+        self.spent += granted
+        return granted
+
+    def settle(self, reserved: int, cost: float) -> None:
+        """Charges a page's real cost in place of what it reserved."""
+        if self.per_minute:
+            self.spent += cost - reserved
+
+    def retry_after_s(self) -> int:
+        """Whole seconds until the next window (at least 1)."""
+        left = self.WINDOW_S - (time.monotonic() - self.window_start)
+        return max(1, int(left) + 1)
+
+
+@dataclass(frozen=True)
+class CatchUpPage:
+    batch: list[Delivery]
+    # The position read up to (every event of the subscription's scope up to it is in
+    # ``batch``), or None at the end of the log.
+    reached: int | None
+    decoded: int
+    cost: float
 
 
 class UserConnections:
@@ -135,6 +200,12 @@ class Subscription:
         for access in self.accesses:
             access.check()
 
+    def stream_scope(self) -> StreamScope:
+        scope = StreamScope()
+        for access in self.accesses:
+            scope |= access.stream_scope()
+        return scope
+
     def changes_access(self, d: Delivery) -> bool:
         return any(a.changes_access(d) for a in self.accesses)
 
@@ -163,6 +234,7 @@ class Connection:
         self.subscriptions: dict[str, Subscription] = {}
         self.bucket = TokenBucket(MESSAGES_PER_SECOND, BURST)
         self.signal_bucket = TokenBucket(SIGNALS_PER_SECOND, SIGNALS_PER_SECOND * 2)
+        self.catch_up_budget = CatchUpBudget(services.settings.ws_catch_up_events_per_minute)
         self._send_lock = asyncio.Lock()
         # Signals waiting for an access decision (deliver_signal): kept until done.
         self._deciding: set[asyncio.Task[None]] = set()
@@ -344,6 +416,12 @@ class Connection:
                     f"after is more than {MAX_CATCH_UP} events behind: reload over REST,"
                     " then subscribe from its position"
                 )
+            if after is not None and self.catch_up_budget.exhausted():
+                wait = self.catch_up_budget.retry_after_s()
+                detail = f"catch-up budget spent: retry in {wait} s"
+                await self.send(frames.error(429, detail, sub=sub.name))
+                self._drop(sub)
+                return
             sub.last = head if after is None else after
             for group in sub.signal_groups():
                 self.services.signals.join(group, self)
@@ -369,19 +447,55 @@ class Connection:
             return max_position(cur)
 
     async def _catch_up(self, sub: Subscription) -> None:
-        hub = self.services.hub
-
-        def page(after: int) -> list[Delivery]:
-            with self.services.read_pool.connection() as conn, conn.cursor() as cur:
-                events = read_events(cur, after=after, limit=CATCH_UP_PAGE)
-            return deliveries(events, hub.scopes)
-
+        """Sends the subscription's events from ``sub.last`` to the end of the log, reading
+        only its scope where the streams read model covers the log, and charging the work to
+        the connection's budget; ends the subscription (resumable) when that runs out."""
+        scope = sub.stream_scope()
+        budget = self.catch_up_budget
         while not self.closed:
-            batch = await anyio.to_thread.run_sync(page, sub.last)
-            if not batch:
+            limit = budget.reserve(CATCH_UP_PAGE)
+            if not limit:
+                wait = budget.retry_after_s()
+                reason = f"catch-up budget spent: resume with after in {wait} s"
+                await self.send(frames.end(sub.name, reason, sub.last))
+                self._drop(sub)
                 return
-            if not await self._send_batch(sub, batch):
+            try:
+                page = await anyio.to_thread.run_sync(
+                    self._catch_up_page, sub, scope, sub.last, limit
+                )
+            except BaseException:
+                budget.settle(limit, 0.0)
+                raise
+            self.services.hub.catch_up_decoded += page.decoded
+            budget.settle(limit, page.cost)
+            if not await self._send_batch(sub, page.batch):
                 return
+            if page.reached is None:
+                return
+            sub.last = max(sub.last, page.reached)
+
+    def _catch_up_page(
+        self, sub: Subscription, scope: StreamScope, after: int, limit: int
+    ) -> CatchUpPage:
+        """The next page after ``after``, at most ``limit`` events read (in a worker
+        thread). Up to where the visibility read models have reached, PostgreSQL picks the
+        scope's events; past it (the last few events, unless projections lag), the log is
+        read whole and filtered here."""
+        with self.services.read_pool.connection() as conn, conn.cursor() as cur:
+            bound = visibility_bound(cur)
+            if after < bound:
+                upto = min(bound, after + CATCH_UP_SPAN)
+                found = scoped_events(cur, scope, after=after, upto=upto, limit=limit)
+                full = len(found) == limit
+                reached = found[-1].event.position if full else upto
+                cost = len(found) + (reached - after) / SCAN_WEIGHT
+                return CatchUpPage(scoped_deliveries(found), reached, len(found), cost)
+            events = read_events(cur, after=after, limit=limit)
+        if not events:
+            return CatchUpPage([], None, 0, 0.0)
+        batch = [d for d in deliveries(events, self.services.hub.scopes) if sub.concerns(d)]
+        return CatchUpPage(batch, events[-1].position, len(events), float(len(events)))
 
     async def _send_batch(self, sub: Subscription, batch: list[Delivery]) -> bool:
         """Sends what the user may see, in order, once; False when the subscription ended."""
