@@ -407,8 +407,11 @@ class Connection:
         hub = self.services.hub
         hub.add(sub)  # buffer live events before catching up: nothing falls in the seam
         try:
-            await anyio.to_thread.run_sync(sub.check)
+            # The head first, then the check (against state at least that new): an access
+            # change before the head is seen by the check; one after it is delivered live
+            # (the hub buffers from above) and ends the subscription at its position.
             head = await anyio.to_thread.run_sync(self._head)
+            await anyio.to_thread.run_sync(sub.check)
             if after is not None and not 0 <= after <= head:
                 raise InvalidValue(f"after must be between 0 and the last position ({head})")
             if after is not None and head - after > MAX_CATCH_UP:
