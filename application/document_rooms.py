@@ -17,6 +17,7 @@ from typing import Any
 
 from pycrdt import Doc, TransactionEvent, merge_updates
 
+from domain.documents import check_roots
 from domain.errors import InvalidValue
 from domain.rules import MAX_LIVE_DOCUMENT_BYTES
 from domain.yjs_update import (
@@ -93,6 +94,8 @@ class DocumentRoom:
         # it, and encoding a large document takes milliseconds with the GIL held.
         self._encoded: bytes | None = None
         self._subscription = doc.observe(self._on_transaction)
+        # The names of the document's root types (None: to be read from the document again).
+        self._root_names: set[str] | None = None
 
     def _on_transaction(self, event: TransactionEvent) -> None:
         self._encoded = None
@@ -129,6 +132,15 @@ class DocumentRoom:
         shape = inspect_update(data, max_size=self.max_update_bytes)
         if shape.empty:
             return None
+        if self._root_names is None:
+            self._root_names = set(self.doc.keys())
+        new_roots = [name for name in shape.roots if name not in self._root_names]
+        if new_roots:
+            # Checked before applying: a root the saving would refuse must never be shown.
+            try:
+                check_roots(self._root_names, new_roots)
+            except InvalidValue as exc:
+                raise MalformedUpdate(str(exc)) from None
         if self.size + len(data) > self.max_size:
             raise DocumentTooLarge(f"a document holds at most {self.max_size} bytes")
         # Nothing is left waiting for a missing dependency: the CRDT library can crash on
@@ -145,6 +157,7 @@ class DocumentRoom:
         run.size += len(changed)
         for name, kind in shape.roots.items():
             run.roots.setdefault(name, kind)
+        self._root_names.update(new_roots)
         self.pending_updates += 1
         self.accepted_bytes += len(changed)
         self.size += len(changed)
@@ -154,6 +167,7 @@ class DocumentRoom:
         """An update from the log (saved by this or another process). Applying one twice
         changes nothing, so no bookkeeping of who saved what is needed."""
         self.version = max(self.version, version)
+        self._root_names = None  # it may bring roots
         changed = self._apply(update)
         if changed is not None:
             self.size += len(changed)
@@ -193,3 +207,4 @@ class DocumentRoom:
 
     def close(self) -> None:
         self.doc.unobserve(self._subscription)
+
