@@ -303,7 +303,7 @@ def _stored_update_bytes(chorus: Running, document_id: str, user_id: str) -> int
     )
 
 
-def test_a_refused_editor_never_sees_an_unbounded_reconnect_loop() -> None:
+def test_transient_closes_are_retried_and_final_ones_are_not() -> None:
     """The close codes of ``/yjs`` as the stock client reads them: every refusal that can
     pass by itself is outside 4400-4499, every final one inside (docs/API.md, table)."""
     from api.yjs import endpoint, rooms
