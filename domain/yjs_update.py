@@ -143,6 +143,8 @@ def _unstorable_message(what: str, char: str) -> str:
 
 
 def _check_name(name: str, what: str, pos: int) -> None:
+    # Callers in the hot walk skip it for ASCII names without NUL (a regex search over this
+    # class costs microseconds; most names are short ASCII).
     found = _UNSTORABLE.search(name)
     if found is not None:
         _fail(_unstorable_message(what, found.group()), pos)
@@ -422,9 +424,6 @@ def _ref(
     return after
 
 
-_unstorable = _UNSTORABLE.search
-
-
 def _walk(buf: bytes) -> UpdateShape:
     end = len(buf)
     uint = _uint
@@ -497,7 +496,7 @@ def _walk(buf: bytes) -> UpdateShape:
                     if parent_info == 1:
                         root_at = pos
                         root, pos = _str(buf, pos)
-                        if _unstorable(root):
+                        if not root.isascii() or "\x00" in root:
                             _check_name(root, "a root type's name", root_at)
                     elif parent_info == 0:
                         pos = _ref(buf, pos, own, client, clock, foreign)
@@ -507,7 +506,7 @@ def _walk(buf: bytes) -> UpdateShape:
                     if info & 0x20:
                         key_at = pos
                         key, pos = _str(buf, pos)  # parentSub, the key of a map entry
-                        if _unstorable(key):
+                        if not key.isascii() or "\x00" in key:
                             _check_name(key, "a map key", key_at)
                         if root is not None:
                             kinds[root] = _MAP

@@ -440,9 +440,11 @@ class Rooms:
             self._schedule_flush(live, self.flush_s)
 
     async def awareness(self, live: LiveDocument, peer: Peer, payload: bytes) -> None:
-        entries = protocol.parse_awareness(payload)
         if not peer.awareness_rate.take(len(payload)):
-            return  # dropped: states are renewed every 15 s, a later one goes through
+            # Dropped unread (parsing is most of its cost): states are renewed every 15 s,
+            # a later one goes through.
+            return
+        entries = protocol.parse_awareness(payload)
         accepted = []
         for entry in entries:
             owned = entry.client_id in peer.awareness_clients

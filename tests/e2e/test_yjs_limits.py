@@ -23,6 +23,7 @@ from pycrdt import Doc, Map
 from websockets.sync.client import connect
 
 from api.yjs import protocol
+from api.yjs.protocol import MAX_AWARENESS_STATE
 from api.yjs.rooms import (
     AWARENESS_BURST,
     AWARENESS_CLIENTS_PER_CONNECTION,
@@ -98,11 +99,18 @@ def _flood(chorus: Running, state: bytes) -> tuple[int | None, dict[int, Any]]:
 
 def test_an_awareness_flood_as_found_cuts_off_nobody(chorus: Running) -> None:
     """As found: 15 states of 64 KiB per frame (~11 MiB in all, more than a joiner's
-    outbox). A state is at most ``MAX_AWARENESS_STATE`` bytes: the flooder is closed with
-    4400 at its first frame, nothing of it is kept, the joiner is served."""
+    outbox). Each frame is past a connection's awareness bytes per second (and each state
+    past 16 KiB): dropped unread, nothing of it is kept, and the joiner is served."""
     closed, kept = _flood(chorus, _state(64 * 1024 - 16))
-    assert closed == 4400
+    assert closed is None
     assert kept == {}
+
+
+def test_an_oversized_awareness_state_closes_with_4400(chorus: Running) -> None:
+    owner, _, doc = _editors_doc(chorus)
+    with client(chorus, doc, owner.access_token).wait_synced() as c:
+        c.send(_awareness([(5, 1, _state(MAX_AWARENESS_STATE + 1))]))
+        assert c.wait_closed() == 4400
 
 
 def test_a_connection_owns_a_few_awareness_client_ids(chorus: Running) -> None:
