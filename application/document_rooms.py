@@ -12,11 +12,14 @@ it). Consecutive updates of one editor are merged into one event when saved.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pycrdt import Doc, TransactionEvent, merge_updates
 
+from domain.documents import check_roots
 from domain.errors import InvalidValue
 from domain.rules import MAX_LIVE_DOCUMENT_BYTES
 from domain.yjs_update import (
@@ -93,6 +96,8 @@ class DocumentRoom:
         # it, and encoding a large document takes milliseconds with the GIL held.
         self._encoded: bytes | None = None
         self._subscription = doc.observe(self._on_transaction)
+        # The names of the document's root types (None: to be read from the document again).
+        self._root_names: set[str] | None = None
 
     def _on_transaction(self, event: TransactionEvent) -> None:
         self._encoded = None
@@ -129,6 +134,15 @@ class DocumentRoom:
         shape = inspect_update(data, max_size=self.max_update_bytes)
         if shape.empty:
             return None
+        if self._root_names is None:
+            self._root_names = set(self.doc.keys())
+        new_roots = [name for name in shape.roots if name not in self._root_names]
+        if new_roots:
+            # Checked before applying: a root the saving would refuse must never be shown.
+            try:
+                check_roots(self._root_names, new_roots)
+            except InvalidValue as exc:
+                raise MalformedUpdate(str(exc)) from None
         if self.size + len(data) > self.max_size:
             raise DocumentTooLarge(f"a document holds at most {self.max_size} bytes")
         # Nothing is left waiting for a missing dependency: the CRDT library can crash on
@@ -145,6 +159,7 @@ class DocumentRoom:
         run.size += len(changed)
         for name, kind in shape.roots.items():
             run.roots.setdefault(name, kind)
+        self._root_names.update(new_roots)
         self.pending_updates += 1
         self.accepted_bytes += len(changed)
         self.size += len(changed)
@@ -154,6 +169,7 @@ class DocumentRoom:
         """An update from the log (saved by this or another process). Applying one twice
         changes nothing, so no bookkeeping of who saved what is needed."""
         self.version = max(self.version, version)
+        self._root_names = None  # it may bring roots
         changed = self._apply(update)
         if changed is not None:
             self.size += len(changed)
@@ -193,3 +209,109 @@ class DocumentRoom:
 
     def close(self) -> None:
         self.doc.unobserve(self._subscription)
+
+
+class OverBudget(Exception):
+    """A user's document edits went past their budget for the window; ``retry_after`` says
+    when the edit that was refused would fit."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass
+class _Allowance:
+    bytes: float
+    updates: float
+    stamp: float
+    # Until when a user refused for going past the budget is refused on opening, too.
+    refused_until: float = 0.0
+
+
+class EditBudget:
+    """How many bytes of document updates, and how many updates, each user may send in a
+    window, across the documents of this process: one account cannot fill the log (every
+    accepted update is a permanent event) faster than the budget lets it.
+
+    Two token buckets per user (bytes and updates), each holding a window's worth and filled
+    again at that rate. An update is charged before it is applied or saved, and refused whole
+    when it does not fit. ``limit_bytes`` or ``limit_updates`` 0: that one is not limited.
+    """
+
+    # Users whose allowance is full again are forgotten once this many are tracked.
+    _TRACKED = 10_000
+
+    def __init__(
+        self,
+        limit_bytes: int,
+        limit_updates: int,
+        window_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit_bytes = limit_bytes
+        self.limit_updates = limit_updates
+        self.window_s = window_s
+        self._clock = clock
+        self._users: dict[str, _Allowance] = {}
+
+    def _allowance(self, user_id: str, now: float) -> _Allowance:
+        a = self._users.get(user_id)
+        if a is None:
+            if len(self._users) >= self._TRACKED:
+                self._forget_full(now)
+            a = _Allowance(float(self.limit_bytes), float(self.limit_updates), now)
+            self._users[user_id] = a
+            return a
+        elapsed = now - a.stamp
+        a.stamp = now
+        a.bytes = min(self.limit_bytes, a.bytes + elapsed * self.limit_bytes / self.window_s)
+        a.updates = min(
+            self.limit_updates, a.updates + elapsed * self.limit_updates / self.window_s
+        )
+        return a
+
+    def _forget_full(self, now: float) -> None:
+        for user_id in list(self._users):
+            a = self._allowance(user_id, now)
+            if (
+                a.bytes >= self.limit_bytes
+                and a.updates >= self.limit_updates
+                and a.refused_until <= now
+            ):
+                del self._users[user_id]
+
+    def charge(self, user_id: str, size: int) -> None:
+        """Takes one update of ``size`` bytes from the user's allowance; raises ``OverBudget``
+        (taking nothing) when it does not fit."""
+        if not self.limit_bytes and not self.limit_updates:
+            return
+        now = self._clock()
+        a = self._allowance(user_id, now)
+        wait = 0.0
+        if self.limit_bytes and a.bytes < size:
+            wait = (size - a.bytes) * self.window_s / self.limit_bytes
+        if self.limit_updates and a.updates < 1:
+            wait = max(wait, (1 - a.updates) * self.window_s / self.limit_updates)
+        if wait > 0:
+            a.refused_until = now + wait
+            raise OverBudget(self.describe(), wait)
+        if self.limit_bytes:
+            a.bytes -= size
+        if self.limit_updates:
+            a.updates -= 1
+
+    def refusing(self, user_id: str) -> float:
+        """Seconds until a user lately refused may edit again (0: they may)."""
+        a = self._users.get(user_id)
+        if a is None:
+            return 0.0
+        return max(0.0, a.refused_until - self._clock())
+
+    def describe(self) -> str:
+        limits = []
+        if self.limit_bytes:
+            limits.append(f"{self.limit_bytes} bytes")
+        if self.limit_updates:
+            limits.append(f"{self.limit_updates} updates")
+        return f"edit budget: at most {' and '.join(limits)} per {self.window_s:g} s per user"

@@ -7,6 +7,7 @@ a stream's updates in order rebuilds the content at any position.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import TypedDict
 from uuid import UUID
@@ -18,6 +19,7 @@ from domain.base import Cause, ChorusAggregate
 from domain.errors import Gone, InvalidValue, NotAMember, PermissionDenied
 from domain.rules import MAX_DOCUMENT_EVENT_BYTES, MAX_DOCUMENT_TITLE, bounded_text
 from domain.workspaces import Workspace
+from domain.yjs_update import check_storable_name
 
 # What a root (top-level shared type) of a document is. An update does not say; the kind is
 # learnt from its content and recorded with the first update that shows it.
@@ -34,6 +36,19 @@ def check_title(title: str) -> str:
     return bounded_text(title, field="title", max_length=MAX_DOCUMENT_TITLE)
 
 
+def check_roots(known: Collection[str], seen: Collection[str]) -> None:
+    """Refuses root names a document may not record: empty, longer than ``MAX_ROOT_NAME``,
+    holding what the read side cannot store, or more than ``MAX_ROOTS`` of them with the
+    ``known`` ones. The live copy checks an update with it before applying it, so that what
+    it accepts is never refused when saved."""
+    for name in seen:
+        if not name or len(name) > MAX_ROOT_NAME:
+            raise InvalidValue(f"a root name must be 1 to {MAX_ROOT_NAME} characters")
+        check_storable_name(name, "a root type's name")
+    if len(seen) + len(known) > MAX_ROOTS and len(set(known).union(seen)) > MAX_ROOTS:
+        raise InvalidValue(f"a document has at most {MAX_ROOTS} root types")
+
+
 def newly_known_roots(known: dict[str, str], seen: dict[str, str]) -> dict[str, str]:
     """The roots whose kind ``seen`` tells more about than ``known``.
 
@@ -41,17 +56,14 @@ def newly_known_roots(known: dict[str, str], seen: dict[str, str]) -> dict[str, 
     text holding only embedded objects first looks like an array, and a map is the only kind
     with keyed entries, so it wins over all.
     """
+    check_roots(known, seen)
     changed: dict[str, str] = {}
     for name, kind in seen.items():
         if kind not in ROOT_KINDS:
             raise InvalidValue(f"unknown root kind {kind!r}")
-        if not name or len(name) > MAX_ROOT_NAME:
-            raise InvalidValue(f"a root name must be 1 to {MAX_ROOT_NAME} characters")
         before = known.get(name)
         if before is None or ROOT_KINDS.index(kind) > ROOT_KINDS.index(before):
             changed[name] = kind
-    if len(set(known) | set(changed)) > MAX_ROOTS:
-        raise InvalidValue(f"a document has at most {MAX_ROOTS} root types")
     return changed
 
 

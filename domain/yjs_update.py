@@ -53,7 +53,9 @@ __all__ = [
     "MalformedUpdate",
     "MissingDependencies",
     "UpdateShape",
+    "UpdateTooLarge",
     "check_applicable",
+    "check_storable_name",
     "decode_state_vector",
     "inspect_update",
 ]
@@ -108,6 +110,44 @@ _MIN_SV_ENTRY = 2  # client, clock
 
 class MalformedUpdate(InvalidValue):
     """The bytes are not a well-formed Yjs v1 update (or state vector)."""
+
+
+class UpdateTooLarge(MalformedUpdate):
+    """The update is larger than the caller allows (close 4413 on ``/yjs``, not 4400)."""
+
+
+# What no name in a stored event may hold. NUL: PostgreSQL ``text`` and ``jsonb`` refuse it,
+# so a root name holding it, once in the log, stops the documents read model (and with it
+# every read model of its batch) for good. Surrogates: not characters (UTF-8 decoding already
+# refuses them; a ``str`` built another way may not). Non-characters (U+FDD0..U+FDEF and the
+# last two code points of every plane): meant never to be interchanged.
+# Domain rules for all text (domain/rules.py) may take this over; it is kept here so that the
+# update walk, which is hot, checks names with one precompiled search.
+_UNSTORABLE = re.compile(
+    "[\x00\ud800-\udfff\ufdd0-\ufdef"
+    + "".join(f"{chr(p << 16 | 0xFFFE)}{chr(p << 16 | 0xFFFF)}" for p in range(17))
+    + "]"
+)
+
+
+def check_storable_name(name: str, what: str = "a name") -> None:
+    """Raises ``MalformedUpdate`` when ``name`` (a root type's name, a map key) holds a
+    character the read side cannot store or that is no character at all."""
+    found = _UNSTORABLE.search(name)
+    if found is not None:
+        raise MalformedUpdate(_unstorable_message(what, found.group()))
+
+
+def _unstorable_message(what: str, char: str) -> str:
+    return f"{what} holds U+{ord(char):04X}, which names may not hold"
+
+
+def _check_name(name: str, what: str, pos: int) -> None:
+    # Callers in the hot walk skip it for ASCII names without NUL (a regex search over this
+    # class costs microseconds; most names are short ASCII).
+    found = _UNSTORABLE.search(name)
+    if found is not None:
+        _fail(_unstorable_message(what, found.group()), pos)
 
 
 class MissingDependencies(InvalidValue):
@@ -185,7 +225,7 @@ def inspect_update(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> UpdateSh
     """
     size = len(data)
     if size > max_size:
-        raise MalformedUpdate(f"update is {size} bytes, over the limit of {max_size}")
+        raise UpdateTooLarge(f"update is {size} bytes, over the limit of {max_size}")
     buf = bytes(data)
     try:
         return _walk(buf)
@@ -454,14 +494,20 @@ def _walk(buf: bytes) -> UpdateShape:
                 else:
                     parent_info, pos = uint(buf, pos)
                     if parent_info == 1:
+                        root_at = pos
                         root, pos = _str(buf, pos)
+                        if not root.isascii() or "\x00" in root:
+                            _check_name(root, "a root type's name", root_at)
                     elif parent_info == 0:
                         pos = _ref(buf, pos, own, client, clock, foreign)
                         root = None
                     else:
                         _fail(f"parent info {parent_info} is neither 0 nor 1", pos - 1)
                     if info & 0x20:
-                        pos = _str(buf, pos)[1]  # parentSub, the key of a map entry
+                        key_at = pos
+                        key, pos = _str(buf, pos)  # parentSub, the key of a map entry
+                        if not key.isascii() or "\x00" in key:
+                            _check_name(key, "a map key", key_at)
                         if root is not None:
                             kinds[root] = _MAP
                             root = None  # nothing beats "map"
@@ -494,7 +540,9 @@ def _walk(buf: bytes) -> UpdateShape:
                         pos = _any(buf, pos, 1)
                     kind = _ARRAY
                 elif tag == _FORMAT:
-                    pos = _str(buf, pos)[1]
+                    key_at = pos
+                    key, pos = _str(buf, pos)
+                    _check_name(key, "a format's key", key_at)
                     pos = _json(buf, pos)
                     length = 1
                     kind = _TEXT
@@ -503,7 +551,9 @@ def _walk(buf: bytes) -> UpdateShape:
                     if type_ref >= _TYPE_REF_COUNT:
                         _fail(f"unknown type ref {type_ref}", pos - 1)
                     if type_ref == _XML_ELEMENT:
-                        pos = _str(buf, pos)[1]
+                        name_at = pos
+                        name, pos = _str(buf, pos)
+                        _check_name(name, "an XML element's name", name_at)
                     elif type_ref == _XML_HOOK:
                         # yjs reads a hook name here and yrs 0.28 does not, so the two would
                         # part ways on every byte after it.

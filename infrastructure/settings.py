@@ -36,6 +36,10 @@ class Settings:
     document_flush_s: float = 0.25
     document_idle_s: float = 30.0
     yjs_frames_per_second: float = 200.0
+    # Document update bytes and updates each user may send per window, per process (0: no cap).
+    document_bytes_per_user: int = 16 * 1024 * 1024
+    document_updates_per_user: int = 6000
+    document_budget_window_s: float = 60.0
     # permessage-deflate on WebSockets: off by default, as each connection compresses every
     # frame anew (no sharing across subscribers) and a document's first frame takes
     # milliseconds to compress; worth it only on slow links.
@@ -85,6 +89,13 @@ class Settings:
             yjs_frames_per_second=_float(
                 env, "CHORUS_YJS_FRAMES_PER_SECOND", 200.0, 1.0, 1_000_000.0
             ),
+            document_bytes_per_user=_budget_bytes(env),
+            document_updates_per_user=_int(
+                env, "CHORUS_DOCUMENT_UPDATES_PER_USER", 6000, 0, 1_000_000_000
+            ),
+            document_budget_window_s=_float(
+                env, "CHORUS_DOCUMENT_BUDGET_WINDOW_S", 60.0, 1.0, 24 * 3600.0
+            ),
             ws_compression=_bool(env, "CHORUS_WS_COMPRESSION", False),
             group_commit=_bool(env, "CHORUS_GROUP_COMMIT", True),
             projections=_choice(env, "CHORUS_PROJECTIONS", PROJECTIONS_MODES),
@@ -106,6 +117,14 @@ class Settings:
 
 
 PROJECTIONS_MODES = ("in-process", "external")
+
+
+def _budget_bytes(env: dict[str, str]) -> int:
+    """0 (no cap) or at least one largest update (1 MiB), which must always fit."""
+    value = _int(env, "CHORUS_DOCUMENT_BYTES_PER_USER", 16 * 1024 * 1024, 0, 1 << 40)
+    if 0 < value < 1024 * 1024:
+        raise SettingsError("CHORUS_DOCUMENT_BYTES_PER_USER must be 0 or at least 1048576")
+    return value
 
 
 def _choice(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str:

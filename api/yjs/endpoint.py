@@ -2,8 +2,11 @@
 (npm ``y-websocket``'s ``WebsocketProvider``, pycrdt) edit documents.
 
 The socket is accepted before it is authenticated (``accept_authenticated``): a refusal then
-reaches the client as a close code in 4400-4499, which y-websocket treats as final, instead of
-an HTTP 403 it would retry forever.
+reaches the client as a close code, instead of an HTTP 403 it would retry forever. The stock
+y-websocket client (3.1) stops for good on every code in 4400-4499 and reconnects, with
+backoff, on any other: final refusals (bad token, no access, malformed or oversized input)
+are 44xx, and those that pass by themselves (busy, too fast, over budget, restarting, token
+expired on an open socket) are not (docs/API.md has the table).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -22,23 +26,34 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath
 
 from api.bootstrap import Services
-from api.realtime.socket import TokenBucket, accept_authenticated, counted_socket
+from api.realtime.socket import TokenBucket, UserConnections, accept_authenticated
 from api.yjs import protocol
-from api.yjs.rooms import CLOSE_NO_ACCESS, LiveDocument, Rooms
-from application.document_rooms import DocumentTooLarge
+from api.yjs.rooms import CLOSE_NO_ACCESS, CLOSE_OVER_BUDGET, AwarenessRate, LiveDocument, Rooms
+from application.document_rooms import DocumentTooLarge, OverBudget
 from application.documents import document_with_workspace
 from domain.errors import DomainError, NotFound
 from domain.rules import MAX_DOCUMENT_UPDATE_BYTES
-from domain.yjs_update import MalformedUpdate, MissingDependencies, inspect_update
+from domain.yjs_update import (
+    MalformedUpdate,
+    MissingDependencies,
+    UpdateTooLarge,
+    inspect_update,
+)
 from infrastructure.tokens import AccessClaims
 from projections.documents import StoredDocument
 
 log = logging.getLogger(__name__)
 
 CLOSE_MALFORMED = 4400
+CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_BIG = 4413
 CLOSE_TOO_SLOW = 1013
+# The user holds as many sockets as allowed: transient (one closes, then this one fits).
+CLOSE_BUSY = 1013
+# The socket's token reached its exp: the client reconnects once, with the token it holds
+# then (a refreshed one goes on; the same one is refused with 4401, final).
+CLOSE_TOKEN_EXPIRED = 1008
 # A frame holds one message: an update plus a few bytes of framing.
 MAX_FRAME_BYTES = MAX_DOCUMENT_UPDATE_BYTES + 64
 # An editor this far behind is disconnected (it resyncs when it reconnects).
@@ -57,6 +72,7 @@ class Editor:
         self.user_id = user_id
         self.can_edit = False
         self.awareness_clients: set[int] = set()
+        self.awareness_rate = AwarenessRate()
         self.bucket = TokenBucket(frames_per_s, frames_per_s * 2)
         self.outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.outbox_bytes = 0
@@ -134,9 +150,33 @@ async def yjs_endpoint(socket: WebSocket[Any, Any, Any], document_id: FromPath[s
     claims = await accept_authenticated(socket, services)
     if claims is None:
         return
-    async with counted_socket(socket, claims.user_id) as admitted:
+    # One clock: the open socket is closed at exp, so a token at or past it is refused here
+    # too (the token check allows a few seconds of skew; with it, a stock client reconnecting
+    # with its expired token was let in and cut off again, in a loop, until the skew ran out).
+    if claims.expires_at <= time.time():
+        await socket.close(code=CLOSE_UNAUTHORIZED, reason="unauthorized: token expired")
+        return
+    async with _counted(socket, claims.user_id) as admitted:
         if admitted:
             await _edit(socket, services, claims, document_id)
+
+
+@contextlib.asynccontextmanager
+async def _counted(socket: WebSocket[Any, Any, Any], user_id: str) -> AsyncIterator[bool]:
+    """Counts the socket among the user's open sockets (``/ws`` and ``/yjs`` together); yields
+    False, having closed it with 1013 (busy: try later), when the user holds as many as
+    allowed. Not the 4429 of ``/ws``: stock Yjs clients never retry a 44xx code."""
+    open_sockets: UserConnections | None = socket.app.state.get("ws_connections")
+    if open_sockets is not None and not open_sockets.acquire(user_id):
+        reason = f"at most {open_sockets.limit} connections per user: try again later"
+        await socket.close(code=CLOSE_BUSY, reason=reason)
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        if open_sockets is not None:
+            open_sockets.release(user_id)
 
 
 async def _edit(
@@ -158,11 +198,18 @@ async def _edit(
         await socket.close(code=4410, reason="the document was deleted")
         return
     editor.can_edit = document.can_edit(claims.user_id, workspace)
+    wait = rooms.budget.refusing(claims.user_id) if editor.can_edit else 0.0
+    if wait > 0:
+        # Refused before the sync: a stock client backs off further at each refusal (a
+        # synced connection would reset its backoff and make it retry at once).
+        reason = f"{rooms.budget.describe()}: retry in {wait:.0f} s"
+        await socket.close(code=CLOSE_OVER_BUDGET, reason=reason[:120])
+        return
     loop = asyncio.get_running_loop()
     writer = loop.create_task(editor.write())
     expiry = loop.call_later(
         max(0.0, claims.expires_at - time.time()),
-        lambda: loop.create_task(editor.close(1008, "token expired")),
+        lambda: loop.create_task(editor.close(CLOSE_TOKEN_EXPIRED, "token expired")),
     )
     editor.handler = asyncio.current_task()
     live: LiveDocument | None = None
@@ -375,11 +422,15 @@ async def _take(frame: bytes, editor: Editor, live: LiveDocument, rooms: Rooms) 
     """Handles one frame; False when it closed the connection."""
     try:
         await _handle(frame, editor, live, rooms)
+    except (DocumentTooLarge, UpdateTooLarge) as exc:
+        await editor.close(CLOSE_TOO_BIG, str(exc))
+        return False
     except (protocol.MalformedMessage, MalformedUpdate) as exc:
         await editor.close(CLOSE_MALFORMED, str(exc))
         return False
-    except DocumentTooLarge as exc:
-        await editor.close(CLOSE_TOO_BIG, str(exc))
+    except OverBudget as exc:
+        reason = f"{exc}: retry in {exc.retry_after:.0f} s"
+        await editor.close(CLOSE_OVER_BUDGET, reason[:120])
         return False
     return True
 
@@ -403,8 +454,7 @@ async def _handle(frame: bytes, editor: Editor, live: LiveDocument, rooms: Rooms
     elif message.kind == protocol.MESSAGE_AWARENESS:
         await rooms.awareness(live, editor, message.payload)
     elif message.kind == protocol.MESSAGE_QUERY_AWARENESS and live.awareness:
-        entries = rooms.current_awareness(live)
-        await editor.send(protocol.awareness_message(protocol.encode_awareness(entries)))
+        await rooms.send_awareness(live, editor)
 
 
 def _empty(update: bytes) -> bool:

@@ -23,7 +23,8 @@ SYNC_UPDATE = 2
 
 AUTH_PERMISSION_DENIED = 0
 
-MAX_AWARENESS_STATE = 64 * 1024
+# One client's awareness state (a name, a colour, a cursor: a few hundred bytes in practice).
+MAX_AWARENESS_STATE = 16 * 1024
 
 
 class MalformedMessage(InvalidValue):

@@ -26,7 +26,13 @@ from api.realtime.access import ACCESS_EVENTS
 from api.realtime.hub import Delivery
 from api.yjs import protocol
 from application.commands import ApplyDocumentUpdate
-from application.document_rooms import RUN_BYTES, DocumentBroken, DocumentRoom, Run
+from application.document_rooms import (
+    RUN_BYTES,
+    DocumentBroken,
+    DocumentRoom,
+    EditBudget,
+    Run,
+)
 from application.documents import document_with_workspace
 from domain.base import Cause
 from domain.documents import Document
@@ -37,11 +43,28 @@ from projections.documents import StoredDocument, fetch_document
 log = logging.getLogger(__name__)
 
 # Close codes: 4400-4499 tell y-websocket clients not to retry; 1012/1013 make them
-# reconnect (and re-send what the server lacks).
+# reconnect (and re-send what the server lacks). docs/API.md has the whole table.
 CLOSE_DELETED = 4410
 CLOSE_NO_ACCESS = 4404
 CLOSE_RELOAD = 1012
 CLOSE_TRY_LATER = 1013
+# Past the user's edit budget: transient, the client retries (with backoff: it is refused
+# on opening until the refused edit would fit).
+CLOSE_OVER_BUDGET = 1013
+
+# Awareness (cursors, names) is kept in memory and sent to every editor: bounded per
+# connection (client ids, updates and bytes per second) and per document (bytes). What goes
+# past a bound is dropped, not closed on: a stock y-websocket client sends other clients'
+# states back to the server (it re-broadcasts every awareness change it applies), so an
+# honest client can name client ids that are not its own.
+AWARENESS_CLIENTS_PER_CONNECTION = 4
+AWARENESS_PER_SECOND = 20.0
+AWARENESS_BURST = 40.0
+AWARENESS_BYTES_PER_SECOND = 32 * 1024.0
+AWARENESS_BYTES_BURST = 128 * 1024.0
+MAX_AWARENESS_BYTES_PER_DOCUMENT = 1024 * 1024
+# A joiner's snapshot of everyone's states comes in messages of at most this many bytes.
+MAX_AWARENESS_MESSAGE_BYTES = 64 * 1024
 # The longest a document's build waits for its first editor to take the stored bytes.
 BUILD_WAIT_S = 0.5
 
@@ -51,12 +74,35 @@ MAX_UNSAVED_BYTES = 8 * 1024 * 1024
 FLUSH_BYTES = RUN_BYTES
 
 
+class AwarenessRate:
+    """Awareness updates one connection may send: ``AWARENESS_PER_SECOND`` messages and
+    ``AWARENESS_BYTES_PER_SECOND`` bytes, with bursts of ``AWARENESS_BURST`` and
+    ``AWARENESS_BYTES_BURST``."""
+
+    def __init__(self) -> None:
+        self.messages = AWARENESS_BURST
+        self.bytes = AWARENESS_BYTES_BURST
+        self.stamp = time.monotonic()
+
+    def take(self, size: int) -> bool:
+        now = time.monotonic()
+        elapsed, self.stamp = now - self.stamp, now
+        self.messages = min(AWARENESS_BURST, self.messages + elapsed * AWARENESS_PER_SECOND)
+        self.bytes = min(AWARENESS_BYTES_BURST, self.bytes + elapsed * AWARENESS_BYTES_PER_SECOND)
+        if self.messages < 1 or self.bytes < size:
+            return False
+        self.messages -= 1
+        self.bytes -= size
+        return True
+
+
 class Peer(Protocol):
     """One connected editor (see api/yjs/endpoint.py)."""
 
     user_id: str
     can_edit: bool
     awareness_clients: set[int]
+    awareness_rate: AwarenessRate
 
     async def send(self, data: bytes) -> None: ...
 
@@ -67,6 +113,27 @@ class Peer(Protocol):
 # not shown to new editors (y-protocols clients renew theirs every 15 s and drop others'
 # after 30 s).
 REMOTE_AWARENESS_TTL_S = 30.0
+
+
+_EMPTY_UPDATE = b"\x00\x00"  # no structs, no deletions: what a synced client's step 2 is
+
+
+def awareness_messages(entries: list[protocol.AwarenessEntry]) -> list[bytes]:
+    """Awareness messages holding ``entries``, each of at most ``MAX_AWARENESS_MESSAGE_BYTES``
+    (one state is never split: a state is far smaller than that)."""
+    messages: list[bytes] = []
+    chunk: list[protocol.AwarenessEntry] = []
+    size = 0
+    for entry in entries:
+        cost = len(entry.state) + 24  # the state and its client id, clock and lengths
+        if chunk and size + cost > MAX_AWARENESS_MESSAGE_BYTES:
+            messages.append(protocol.awareness_message(protocol.encode_awareness(chunk)))
+            chunk, size = [], 0
+        chunk.append(entry)
+        size += cost
+    if chunk:
+        messages.append(protocol.awareness_message(protocol.encode_awareness(chunk)))
+    return messages
 
 
 def awareness_group(document_id: str) -> str:
@@ -113,6 +180,23 @@ class LiveDocument:
     remote: RemoteEditors | None = None
     # When each awareness client id from another instance was last heard of.
     remote_seen: dict[int, float] = field(default_factory=dict)
+    # The bytes of the states in ``awareness``.
+    awareness_bytes: int = 0
+
+    def set_awareness(self, entry: protocol.AwarenessEntry, limit: int) -> bool:
+        """Keeps a state unless the document's states would pass ``limit`` bytes."""
+        known = self.awareness.get(entry.client_id)
+        grows = len(entry.state) - (len(known.state) if known is not None else 0)
+        if grows > 0 and self.awareness_bytes + grows > limit:
+            return False
+        self.awareness[entry.client_id] = entry
+        self.awareness_bytes += grows
+        return True
+
+    def drop_awareness(self, client_id: int) -> None:
+        known = self.awareness.pop(client_id, None)
+        if known is not None:
+            self.awareness_bytes -= len(known.state)
 
 
 class Rooms:
@@ -136,6 +220,13 @@ class Rooms:
         self._tasks: set[asyncio.Task[None]] = set()
         # Notified whenever a document is opened or dropped (tests and metrics wait on it).
         self.changed = threading.Condition()
+        self.max_awareness_bytes = MAX_AWARENESS_BYTES_PER_DOCUMENT
+        settings = services.settings
+        self.budget = EditBudget(
+            settings.document_bytes_per_user,
+            settings.document_updates_per_user,
+            settings.document_budget_window_s,
+        )
 
     def _changed(self) -> None:
         with self.changed:
@@ -295,9 +386,13 @@ class Rooms:
         self._touch(live)
         if ask:
             await peer.send(protocol.sync_step1(live.room.state_vector()))
-        entries = self.current_awareness(live)
-        if entries:
-            await peer.send(protocol.awareness_message(protocol.encode_awareness(entries)))
+        await self.send_awareness(live, peer)
+
+    async def send_awareness(self, live: LiveDocument, peer: Peer) -> None:
+        """Every current awareness state, in messages of bounded size (a joiner's outbox
+        takes them whatever the others hold)."""
+        for message in awareness_messages(self.current_awareness(live)):
+            await peer.send(message)
 
     def current_awareness(self, live: LiveDocument) -> list[protocol.AwarenessEntry]:
         """Every known awareness state, but those of other instances' editors gone quiet."""
@@ -305,7 +400,7 @@ class Rooms:
         for client_id, seen in list(live.remote_seen.items()):
             if now - seen > REMOTE_AWARENESS_TTL_S:
                 del live.remote_seen[client_id]
-                live.awareness.pop(client_id, None)
+                live.drop_awareness(client_id)
         return list(live.awareness.values())
 
     async def leave(self, live: LiveDocument, peer: Peer) -> None:
@@ -316,7 +411,7 @@ class Rooms:
             if client_id in live.awareness
         ]
         for entry in gone:
-            del live.awareness[entry.client_id]
+            live.drop_awareness(entry.client_id)
         if gone:
             message = protocol.awareness_message(protocol.encode_awareness(gone))
             await self._broadcast(live, message, None)
@@ -325,7 +420,10 @@ class Rooms:
 
     async def update(self, live: LiveDocument, peer: Peer, data: bytes) -> None:
         """An editor's update (sync step 2 or update): applied, passed on, queued for saving.
-        Raises MalformedUpdate (nothing applied) for bad bytes."""
+        Raises MalformedUpdate (nothing applied) for bad bytes, OverBudget (nothing applied)
+        when the editor's user has used up their edit budget."""
+        if data != _EMPTY_UPDATE:
+            self.budget.charge(peer.user_id, len(data))
         try:
             changed = live.room.receive(peer.user_id, data)
         except DocumentBroken:
@@ -342,20 +440,28 @@ class Rooms:
             self._schedule_flush(live, self.flush_s)
 
     async def awareness(self, live: LiveDocument, peer: Peer, payload: bytes) -> None:
+        if not peer.awareness_rate.take(len(payload)):
+            # Dropped unread (parsing is most of its cost): states are renewed every 15 s,
+            # a later one goes through.
+            return
         entries = protocol.parse_awareness(payload)
         accepted = []
         for entry in entries:
+            owned = entry.client_id in peer.awareness_clients
             known = live.awareness.get(entry.client_id)
-            owner_is_other = known is not None and entry.client_id not in peer.awareness_clients
-            if owner_is_other:
+            if known is not None and not owned:
                 continue  # one editor may not speak for another's client ids
             if known is not None and entry.clock < known.clock:
                 continue
             if entry.state == b"null":
-                live.awareness.pop(entry.client_id, None)
+                if not owned:
+                    continue  # nothing of this connection's to remove
+                live.drop_awareness(entry.client_id)
                 peer.awareness_clients.discard(entry.client_id)
             else:
-                live.awareness[entry.client_id] = entry
+                full = len(peer.awareness_clients) >= AWARENESS_CLIENTS_PER_CONNECTION
+                if (full and not owned) or not live.set_awareness(entry, self.max_awareness_bytes):
+                    continue
                 peer.awareness_clients.add(entry.client_id)
             accepted.append(entry)
         if accepted:
@@ -385,10 +491,9 @@ class Rooms:
             if known is not None and entry.clock < known.clock:
                 continue
             if entry.state == b"null":
-                live.awareness.pop(entry.client_id, None)
+                live.drop_awareness(entry.client_id)
                 live.remote_seen.pop(entry.client_id, None)
-            else:
-                live.awareness[entry.client_id] = entry
+            elif live.set_awareness(entry, self.max_awareness_bytes):
                 live.remote_seen[entry.client_id] = now
         await self._broadcast(live, message, None)
 

@@ -929,6 +929,7 @@ def test_editors_count_towards_the_connections_per_user(
             client(capped, doc, owner).wait_synced(),
             client(capped, doc, owner) as third,
         ):
-            assert third.wait_closed() == 4429
+            # Busy is transient: 1013, which stock Yjs clients retry (issue 16, finding 10).
+            assert third.wait_closed() == 1013
         with client(capped, doc, owner) as again:  # the slots were given back
             again.wait_synced()

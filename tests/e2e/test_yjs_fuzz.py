@@ -27,9 +27,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from api.yjs import protocol
+from domain.documents import MAX_ROOT_NAME, MAX_ROOTS
 from domain.yjs_update import inspect_update
 from infrastructure.embedded_postgres import EmbeddedPostgres
 from tests.fixtures.chorus import Running, User, running_chorus
+from tests.fixtures.yjs import map_set_update, text_insert_update
 from tests.unit.test_yjs_fuzz import BASE_STATE, CORPUS, mutated
 
 pytestmark = pytest.mark.security
@@ -47,6 +49,8 @@ class Target:
     events: ClientConnection
     sentinel_keys: list[str] = field(default_factory=list)
     outcomes: dict[str, int] = field(default_factory=dict)
+    # The log position of the last sentinel's update.
+    position: int = 0
 
     @property
     def yjs_url(self) -> str:
@@ -71,6 +75,7 @@ def _saved_until_sentinel(target: Target) -> list[dict[str, Any]]:
         event = frame["event"]
         assert event["type"] == "DocumentUpdateApplied", event
         if event["actor"] == target.sentinel.user_id:
+            target.position = event["position"]
             return before
         before.append(event)
 
@@ -239,3 +244,202 @@ def test_costly_frames_are_refused_within_bounded_memory(target: Target, frame: 
         assert _saved_until_sentinel(target) == []
     peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     assert peak_after - peak_before < 64 * 1024, (peak_before, peak_after)
+
+
+# -- names and awareness states that could wedge the read side (issue 16, finding 1) ----------
+
+
+def _poisoned(text: str) -> bool:
+    """What the read side cannot take (PostgreSQL text/jsonb refuse NUL; lone surrogates are
+    not UTF-8) or no text should hold (non-characters): the test's own statement of the rule,
+    written independently of the server's."""
+    return any(
+        ord(c) == 0
+        or 0xD800 <= ord(c) <= 0xDFFF
+        or 0xFDD0 <= ord(c) <= 0xFDEF
+        or ord(c) & 0xFFFE == 0xFFFE
+        for c in text
+    )
+
+
+def _raw(text: str) -> bytes:
+    """UTF-8, except that a lone surrogate becomes the three bytes a careless encoder writes
+    (which are not UTF-8)."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+POISON = ["\x00", "a\x00b", "\ufffe", "\uffff", "\ufdd0", "\ufdef", "\U0001fffe", "\U0010ffff"]
+LONE_SURROGATES = ["\ud800", "x\udfff"]
+
+
+def _read_model_caught_up(target: Target) -> dict[str, Any]:
+    """The document as the read side shows it once it has reached the last sentinel: a
+    wedged projection answers 503 here (the read waits for that position)."""
+    api = target.chorus.api
+    r = api.http.get(
+        f"/api/documents/{target.document_id}",
+        params={"min_position": target.position},
+        headers=target.fuzzer.headers,
+    )
+    assert r.status_code == 200, (r.status_code, r.text)
+    shown: dict[str, Any] = r.json()
+    assert set(target.sentinel_keys) <= set(shown["content"]["sentinel"]), shown["content"]
+    return shown
+
+
+@pytest.mark.parametrize("where", ["map root", "map key", "text root"])
+@pytest.mark.parametrize("name", POISON + LONE_SURROGATES, ids=ascii)
+def test_names_the_read_side_cannot_take_are_refused(target: Target, where: str, name: str) -> None:
+    """A root type or map key holding NUL, a lone surrogate or a non-character: closed with
+    4400, nothing appended, and the documents read model keeps moving."""
+    client_id = uuid.uuid4().int % (1 << 31)
+    if where == "map root":
+        update = map_set_update(_raw(name), b"k", b"v", client_id)
+    elif where == "map key":
+        update = map_set_update(b"m", _raw(name), b"v", client_id)
+    else:
+        update = text_insert_update(_raw(name), "hi", client_id)
+    assert _send_hostile(target, protocol.sync_update(update)) == "closed 4400"
+    assert _saved_until_sentinel(target) == []
+    _read_model_caught_up(target)
+
+
+# Text from all of Unicode, surrogates included, with the characters that matter here
+# (NUL, non-characters, bidi controls, zero-width) over-represented.
+_SPECIAL = st.sampled_from(
+    ["\x00", "\ufffe", "\uffff", "\ufdd0", "\U0010ffff", "\ud800", "\udc00", "\u202e",
+     "\u2066", "\u200b", "\ufeff", "\x1b", "\n", "é", "\U0001f600"]
+)  # fmt: skip
+_CHARS = st.one_of(_SPECIAL, st.characters(codec=None, exclude_categories=()))
+NAMES = st.text(_CHARS, min_size=0, max_size=12)
+CONTENT = st.text(_CHARS, min_size=1, max_size=40)
+_KEYS = st.text(_CHARS, max_size=8)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(_CHARS, max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_KEYS, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def _json_text(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+
+AWARENESS_STATES = st.one_of(
+    JSON_VALUES.map(_json_text), JSON_VALUES.map(lambda v: json.dumps(v).encode()), st.binary()
+)
+GENERATED = st.tuples(st.sampled_from(["map", "text"]), NAMES, NAMES, CONTENT, AWARENESS_STATES)
+
+
+def _awareness_outcome(target: Target, client_id: int, state: bytes) -> str:
+    """Sets an awareness state as the fuzzer: "refused" (closed 4400), "relayed" (a joiner
+    then receives exactly that state in its snapshot), or "removed" for ``null`` (a client
+    leaving: of a client id nobody set, nothing to pass on)."""
+    entry = protocol.AwarenessEntry(client_id, 1, state)
+    with connect(f"{target.yjs_url}?token={target.fuzzer.access_token}") as ws:
+        ws.send(protocol.awareness_message(protocol.encode_awareness([entry])))
+        try:
+            _until_step2(ws)
+        except ConnectionClosed as closed:
+            assert closed.rcvd is not None and closed.rcvd.code == 4400, closed.rcvd
+            return "refused"
+        url = f"{target.yjs_url}?token={target.sentinel.access_token}"
+        with connect(url, max_size=None) as joiner:
+            # The snapshot of every state comes on joining, before the answer to a step 1.
+            states = {
+                e.client_id: e.state
+                for m in _until_step2(joiner)
+                if m.kind == protocol.MESSAGE_AWARENESS
+                for e in protocol.parse_awareness(m.payload)
+            }
+    if state == b"null":
+        assert client_id not in states
+        return "removed"
+    assert states.get(client_id) == state, (state, states.get(client_id))
+    json.loads(state)  # what is relayed is JSON
+    return "relayed"
+
+
+def test_generated_names_content_and_awareness_through_yjs(target: Target) -> None:
+    """Generated updates (a map entry or a text, under generated root names and keys from
+    all of Unicode) and awareness states go through a real ``/yjs`` connection. Each update
+    ends refused (4400, nothing appended) when a name holds what the read side cannot take
+    or is not a root name Chorus records, else saved as one event with the read model
+    caught up and showing it; each awareness state is refused or relayed intact."""
+    seen: dict[str, int] = {}
+    roots = [len(_read_model_caught_up(target)["roots"])]  # how many the document has
+
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(case=GENERATED)
+    def fuzz(case: tuple[str, str, str, str, bytes]) -> None:
+        kind, root, key, content, state = case
+        client_id = uuid.uuid4().int % (1 << 31)
+        if roots[0] >= MAX_ROOTS - 1:
+            # A document holds at most 64 root types, and each example names a new one.
+            _next_document(target)
+        # Fresh names each time, so the document's 64 roots are never used up here.
+        if not _poisoned(root) and root:
+            root = f"{root}{uuid.uuid4().hex[:6]}"
+        if kind == "map":
+            update = map_set_update(_raw(root), _raw(key), _raw(content), client_id)
+            bad = _poisoned(root) or _poisoned(key) or _poisoned_content(content)
+        else:
+            update = text_insert_update(_raw(root), "x", client_id)
+            bad = _poisoned(root)
+        bad = bad or not root or len(root) > MAX_ROOT_NAME
+        outcome = _send_hostile(target, protocol.sync_update(update))
+        saved = _saved_until_sentinel(target)
+        shown = _read_model_caught_up(target)
+        roots[0] = len(shown["roots"])
+        if bad:
+            assert (outcome, saved) == ("closed 4400", []), (outcome, ascii(root), ascii(key))
+        else:
+            assert outcome == "taken", (outcome, ascii(root), ascii(key), ascii(content))
+            assert [e["actor"] for e in saved] == [target.fuzzer.user_id]
+            if kind == "map":
+                assert shown["content"][root] == {key: content}
+            else:
+                assert shown["content"][root] == "x"
+        seen[outcome] = seen.get(outcome, 0) + 1
+        aware = _awareness_outcome(target, client_id, state)
+        seen[f"awareness {aware}"] = seen.get(f"awareness {aware}", 0) + 1
+
+    fuzz()
+    # Not vacuous: every outcome was met.
+    assert {"closed 4400", "taken", "awareness refused", "awareness relayed"} <= set(seen), seen
+    assert target.chorus.api.http.get("/ready").status_code == 200
+
+
+def _next_document(target: Target) -> None:
+    """Moves the target to a new document of the same workspace, followed by the same
+    ``/ws`` connection."""
+    api = target.chorus.api
+    doc = api.ok(api.get(f"/api/documents/{target.document_id}", target.fuzzer))
+    ws = doc["workspace_id"]
+    created = api.ok(
+        api.post(f"/api/workspaces/{ws}/documents", target.fuzzer, {"title": "n"}), 201
+    )
+    target.document_id = str(created["id"])
+    target.sentinel_keys = []
+    target.events.send(
+        json.dumps(
+            {
+                "op": "subscribe",
+                "sub": target.document_id,
+                "streams": [{"document": target.document_id}],
+            }
+        )
+    )
+    assert json.loads(target.events.recv(timeout=TIMEOUT))["op"] == "subscribed"
+    _saved_until_sentinel(target)
+
+
+def _poisoned_content(text: str) -> bool:
+    """Content is not a name: only what cannot be UTF-8 (a lone surrogate) is refused."""
+    return any(0xD800 <= ord(c) <= 0xDFFF for c in text)

@@ -6,17 +6,23 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 
 from infrastructure.embedded_postgres import EmbeddedPostgres
+from tests.fixtures.chorus import TEST_SECRET, User, running_chorus
 from tests.fixtures.processes import ChorusProcess, processes, start_all
+from tests.fixtures.relays import TcpRelay
 from tests.fixtures.servers import new_database
 
 INTEROP = Path(__file__).resolve().parents[1] / "interop"
@@ -110,8 +116,6 @@ def node(started: list[NodeClient], base_url: str, document_id: str, token: str)
 
 
 def signup(http: httpx.Client, name: str) -> dict[str, Any]:
-    import uuid
-
     r = http.post(
         "/api/auth/signup",
         json={"username": f"{name}_{uuid.uuid4().hex[:8]}", "password": "a good password"},
@@ -242,3 +246,74 @@ def _wait_saved(base_url: str, document_id: str, user: dict[str, Any], expected:
             frame = json.loads(ws.recv(timeout=20))
             if frame["op"] == "event":
                 position = max(position, frame["event"]["position"])
+
+
+class CountingRelay(TcpRelay):
+    """Counts the connections a client opens to the server (every /yjs attempt)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        super().__init__(upstream_port, "counting")
+        self.count = 0
+
+    def connected(self, client: socket.socket, upstream: socket.socket) -> None:
+        self.count += 1
+        super().connected(client, upstream)
+
+
+def _short_token(user_id: str, lifetime_s: int) -> str:
+    now = int(time.time())
+    claims = {
+        "iss": "chorus", "aud": "chorus-api", "sub": user_id, "iat": now, "nbf": now,
+        "exp": now + lifetime_s, "jti": uuid.uuid4().hex, "typ": "access",
+    }  # fmt: skip
+    return jwt.encode(claims, TEST_SECRET, algorithm="HS256")
+
+
+def test_a_stock_client_renews_its_token_without_a_storm(
+    postgres_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """The unmodified npm client on a token about to expire. Renewed (its ``params.token``
+    set to a fresh token before ``exp``): the server closes the socket at ``exp`` (1008), the
+    client reconnects once with the new token and edits go on. Not renewed: one reconnect,
+    refused for good with 4401. The connections the server saw are counted, not guessed."""
+    with (
+        running_chorus(postgres_server, tmp_path, document_flush_s=0.05) as chorus,
+        node_clients() as clients,
+    ):
+        api = chorus.api
+        owner = api.signup("renew")
+        ws = api.ok(api.post("/api/workspaces", owner, {"name": "r", "visibility": "public"}), 201)
+        doc = api.ok(api.post(f"/api/workspaces/{ws['id']}/documents", owner, {"title": "d"}), 201)
+        doc_id = str(doc["id"])
+
+        renewed = CountingRelay(chorus.server.port)
+        try:
+            c = node(
+                clients, f"http://127.0.0.1:{renewed.port}", doc_id, _short_token(owner.user_id, 3)
+            )
+            c.do("wait-synced")
+            c.do("insert-text:content:0:before")
+            c.do(f"set-token:{owner.access_token}")
+            assert c.do("wait-reconnected")[0]["closed"] == 1008
+            c.do("insert-text:content:6: after")
+            expected = {"content": "before after"}
+            _wait_saved(chorus.server.url, doc_id, _as_dict(owner), expected)
+            assert renewed.count == 2, renewed.count
+        finally:
+            renewed.close()
+
+        lapsed = CountingRelay(chorus.server.port)
+        try:
+            c = node(
+                clients, f"http://127.0.0.1:{lapsed.port}", doc_id, _short_token(owner.user_id, 3)
+            )
+            c.do("wait-synced")
+            stopped = c.do("wait-stopped")[0]
+            assert (stopped["closed"], stopped["closes"]) == (4401, [1008, 4401]), stopped
+            assert lapsed.count == 2, lapsed.count
+        finally:
+            lapsed.close()
+
+
+def _as_dict(user: User) -> dict[str, Any]:
+    return {"access_token": user.access_token, "headers": user.headers}

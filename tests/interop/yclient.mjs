@@ -72,7 +72,8 @@ actions:
   set-map:ROOT:KEY:JSON              wait-map:ROOT:KEY:JSON
   wait-text:ROOT:EXPECTED            set-awareness:JSON
   wait-awareness-count:N             expect-close:CODE_MIN:CODE_MAX
-  sleep-ms:N
+  set-token:TOKEN                    wait-reconnected
+  wait-stopped                       sleep-ms:N
 kinds for --roots: text, map, array, xml`
 
 const usageError = (message) => {
@@ -189,6 +190,9 @@ const ARITY = {
   'set-awareness': 2,
   'wait-awareness-count': 2,
   'expect-close': 3,
+  'set-token': 2,
+  'wait-reconnected': 1,
+  'wait-stopped': 1,
   'sleep-ms': 2
 }
 
@@ -222,6 +226,8 @@ const parseAction = (action, fail) => {
       return { name, min: parseInteger(f[1], 'CODE_MIN', fail), max: parseInteger(f[2], 'CODE_MAX', fail) }
     case 'sleep-ms':
       return { name, ms: parseInteger(f[1], 'N', fail) }
+    case 'set-token':
+      return { name, token: f[1] }
   }
   return fail(`unknown action: ${action}`)
 }
@@ -325,6 +331,12 @@ const main = async () => {
 
   // Server-initiated closes, in arrival order (local closes report event=null).
   const closes = []
+  // Closes after which the provider stopped reconnecting (y-websocket's 'closed' event).
+  const finalCloses = []
+  provider.on('closed', (close) => {
+    finalCloses.push({ closed: close.code, reason: close.reason || '' })
+    notifyAll()
+  })
   let closesConsumed = 0
   let lastConnectionError = null
   provider.on('status', ({ status }) => {
@@ -481,6 +493,33 @@ const main = async () => {
           : undefined),
         () => ({ connected: provider.wsconnected, last_close: closes[closes.length - 1] || null }))
       emit({ permission_denied: reason })
+    },
+
+    // The documented way to renew an open document's token: update the provider's params
+    // (y-websocket reads them on its next connection); the server closes the socket at the
+    // old token's exp with 1008, and the provider reconnects once, with the new token.
+    'set-token': async ({ token }) => {
+      params.token = token
+    },
+
+    // The next server close, then synced again on the next connection -> {"closed": code}.
+    'wait-reconnected': async () => {
+      const close = await waitFor('a server close', timeoutMs,
+        () => (closesConsumed < closes.length ? closes[closesConsumed++] : undefined),
+        () => ({ connected: provider.wsconnected }))
+      await waitFor('synced after reconnecting', timeoutMs,
+        () => (provider.wsconnected && provider.synced ? true : undefined),
+        () => ({ connected: provider.wsconnected, closes }))
+      emit(close)
+    },
+
+    // Until the provider stops reconnecting after a final close -> {"closed": code,
+    // "closes": [every server close code so far]}.
+    'wait-stopped': async () => {
+      const close = await waitFor('a final close', timeoutMs,
+        () => (finalCloses.length > 0 ? finalCloses[0] : undefined),
+        () => ({ connected: provider.wsconnected, closes }))
+      emit({ ...close, closes: closes.map((c) => c.closed) })
     },
 
     'sleep-ms': async ({ ms }) => {

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText, merge_updates
 
 from domain.errors import InvalidValue
@@ -30,9 +32,11 @@ from domain.yjs_update import (
     _str,
     _uint,
     check_applicable,
+    check_storable_name,
     decode_state_vector,
     inspect_update,
 )
+from tests.fixtures.yjs import map_set_update, text_insert_update
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -1452,3 +1456,66 @@ def _timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+# --- names the read side cannot store (issue 16, finding 1) -----------------------------------
+
+
+def _unstorable(text: str) -> bool:
+    """The rule, stated independently: NUL, surrogates, non-characters."""
+    return any(
+        ord(c) == 0
+        or 0xD800 <= ord(c) <= 0xDFFF
+        or 0xFDD0 <= ord(c) <= 0xFDEF
+        or ord(c) & 0xFFFE == 0xFFFE
+        for c in text
+    )
+
+
+_NAME_CHARS = st.one_of(
+    st.sampled_from(["\x00", "\ufffe", "\U0003ffff", "\ufdd0", "\ufdef", "\ud800", "\u202e"]),
+    st.characters(codec=None, exclude_categories=()),
+)
+
+
+@settings(max_examples=300, derandomize=True, database=None)
+@given(name=st.text(_NAME_CHARS, max_size=10), where=st.sampled_from(["root", "key", "text"]))
+def test_names_are_refused_exactly_when_the_read_side_could_not_store_them(
+    name: str, where: str
+) -> None:
+    raw = name.encode("utf-8", "surrogatepass")
+    if where == "root":
+        update = map_set_update(raw, b"k", b"v", 7)
+    elif where == "key":
+        update = map_set_update(b"m", raw, b"v", 7)
+    else:
+        update = text_insert_update(raw, "x", 7)
+    if _unstorable(name):
+        with pytest.raises(MalformedUpdate):
+            inspect_update(update)
+        with pytest.raises(MalformedUpdate):
+            check_storable_name(name)
+    else:
+        inspect_update(update)
+        check_storable_name(name)
+
+
+@pytest.mark.parametrize("char", ["\x00", "\ufffe", "\ufdd0", "\U0010ffff"], ids=ascii)
+def test_xml_names_and_format_keys_are_names_too(char: str) -> None:
+    doc: Doc[Any] = Doc()
+    doc.get("x", type=XmlFragment).children.append(XmlElement(f"p{char}"))
+    with pytest.raises(MalformedUpdate, match="XML element"):
+        inspect_update(doc.get_update())
+    doc = Doc()
+    text = doc.get("t", type=Text)
+    text.insert(0, "ab")
+    text.format(0, 1, {f"b{char}": True})
+    with pytest.raises(MalformedUpdate, match="format"):
+        inspect_update(doc.get_update())
+
+
+def test_content_is_not_a_name() -> None:
+    """NUL and non-characters in content are stored as bytes (never as PostgreSQL text):
+    content is the user's, only names are held to the rule."""
+    shape = inspect_update(map_set_update(b"m", b"k", "\x00\ufffe".encode(), 7))
+    assert shape.roots == {"m": "map"}
