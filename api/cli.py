@@ -94,6 +94,9 @@ def parser() -> argparse.ArgumentParser:
     from api.project_cli import add_commands as add_project_commands
 
     add_project_commands(sub)  # project
+    from api.projections_cli import add_commands as add_projections_commands
+
+    add_projections_commands(sub)  # projections status, projections skip
     return p
 
 
