@@ -158,13 +158,12 @@ def test_a_poison_event_stops_only_the_read_models_that_cannot_take_it(
             # Resolved by an operator, each skip recorded in the log.
             for name in stuck:
                 assert skip(url, name, bad, monkeypatch) == 0
-            wait_until(
-                f"the read models past the skips of {topic}",
-                lambda bad=bad: (
-                    not stuck_models(tracking(url))
-                    and min(r["position"] for r in tracking(url).values()) > bad
-                ),
-            )
+
+            def resolved(bad: int = bad) -> bool:
+                rows = tracking(url)
+                return not stuck_models(rows) and min(r["position"] for r in rows.values()) > bad
+
+            wait_until(f"the read models past the skips of {topic}", resolved)
     # The family is not empty: some poison did stop some read model.
     assert stopped, "no poison stopped any read model: the test proves nothing"
     with psycopg.connect(url) as conn:
