@@ -183,6 +183,14 @@ def test_skip_takes_only_the_stuck_event_and_status_shows_it(
     api.signup("after")
     stuck = wait_until("timelines stuck", lambda: stuck_models(tracking(url)).get("timelines"))
     assert stuck["stuck_position"] == bad
+    # /ready names it to everyone; where and why only to an operator.
+    public = api.http.get("/ready")
+    assert public.status_code == 503 and public.json()["stuck"] == ["timelines"]
+    assert public.json()["read_models"] is None and str(bad) not in public.json()["detail"]
+    ops = api.http.get("/ready", headers={"Authorization": f"Bearer {OPS_TOKEN}"}).json()
+    assert ops["read_models"]["timelines"]["stuck_position"] == bad
+    assert ops["read_models"]["timelines"]["position"] == bad - 1
+    assert ops["read_models"]["timelines"]["error"] == stuck["error"]
     env = {**os.environ, "DATABASE_URL": url}
     status = subprocess.run(
         [CHORUS, "projections", "status"], env=env, capture_output=True, text=True, timeout=60
