@@ -410,6 +410,7 @@ class ProjectionRunner:
         self._positions: dict[str, int] = {}
         self._stuck: dict[str, Stuck] = {}  # guarded by _changed
         self._retry_at: dict[str, tuple[float, float]] = {}  # name -> (when, next delay)
+        self._first_retry = True
         self._changed = threading.Condition()
         self._waiters: set[_Waiter] = set()  # guarded by _changed
         self._stop = threading.Event()
@@ -473,12 +474,15 @@ class ProjectionRunner:
 
     def _retry_due(self) -> None:
         """Tries each stuck model again once its backoff has passed (a fixed release, or an
-        operator's skip, lets it move); the first try comes ``retry_s`` after it stuck."""
+        operator's skip, lets it move): at once in a process that has just started (a new
+        release), then ``retry_s`` after it stuck, twice as long each time."""
         now = time.monotonic()
         due: list[str] = []
+        first = now if self._first_retry else now + self.retry_s
+        self._first_retry = False
         with self._changed:
             for name in self._stuck:
-                when, delay = self._retry_at.setdefault(name, (now + self.retry_s, self.retry_s))
+                when, delay = self._retry_at.setdefault(name, (first, self.retry_s))
                 if when <= now:
                     due.append(name)
                     delay = min(delay * 2, self.retry_max_s)
