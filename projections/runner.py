@@ -87,12 +87,12 @@ class Stuck:
 @dataclass
 class Batch:
     """What one step did: events in its span, positions and stuck models afterwards, and the
-    event types the span held."""
+    stored topics the span held."""
 
     count: int
     positions: dict[str, int]
     stuck: dict[str, Stuck]
-    types: frozenset[str]
+    topics: frozenset[str]
 
 
 def create_tables(
@@ -145,12 +145,22 @@ def run_batch(
     cannot take and the others move; otherwise all of them in one pipelined round trip, and
     a failure fails the transaction (the caller then tries ``isolated``)."""
     # One lock order for every process, so two runners cannot deadlock.
+    names = [p.name for p in projections]
     cur.execute(
-        "SELECT projection, position, stuck_position, error, since FROM rm_tracking"
+        "SELECT projection, position, stuck_position > position AS stuck FROM rm_tracking"
         " WHERE projection = ANY(%s) ORDER BY projection FOR UPDATE",
-        ([p.name for p in projections],),
+        (names,),
     )
-    positions, stuck = _tracking(cur.fetchall())
+    rows = cur.fetchall()
+    positions = {row["projection"]: int(row["position"]) for row in rows}
+    stuck: dict[str, Stuck] = {}
+    if any(row["stuck"] for row in rows):  # rare: the details only then
+        cur.execute(
+            "SELECT projection, position, stuck_position, error, since FROM rm_tracking"
+            " WHERE projection = ANY(%s)",
+            (names,),
+        )
+        _, stuck = _tracking(cur.fetchall())
     live = [p for p in projections if retry or p.name not in stuck]
     if not live:
         return Batch(0, positions, stuck, frozenset())
@@ -167,7 +177,7 @@ def run_batch(
             with cur.connection.pipeline():
                 if _apply(cur, live, span, events, positions) and announce:
                     cur.execute("SELECT pg_notify(%s, '')", (PROJECTED_CHANNEL,))
-    return Batch(span.count, positions, stuck, span.types)
+    return Batch(span.count, positions, stuck, span.topics)
 
 
 def _events_for(
@@ -203,7 +213,7 @@ def _apply(
         done = positions.get(projection.name, 0)
         if done >= span.upto:
             continue
-        _apply_one(cur, projection, replace(span, after=done), events)
+        _apply_one(cur, projection, span, done, events)
         moved.append(projection.name)
     if moved:
         # One statement for every read model the span moved: each statement costs the step a
@@ -219,16 +229,20 @@ def _apply(
 
 
 def _apply_one(
-    cur: psycopg.Cursor[Any], projection: Projection, span: Span, events: Sequence[LogEvent]
+    cur: psycopg.Cursor[Any],
+    projection: Projection,
+    span: Span,
+    done: int,
+    events: Sequence[LogEvent],
 ) -> None:
-    """Applies the span (from ``span.after``) to one projection; ``events`` hold at least the
+    """Applies the span after ``done`` to one projection; ``events`` hold at least the
     span's events of its types."""
     if isinstance(projection, SetProjection):
         if projection.handles & span.types:
-            projection.apply_span(cur, span)
+            projection.apply_span(cur, replace(span, after=done))
     elif isinstance(projection, EventProjection):
         for event in events:
-            if span.after < event.position <= span.upto and event.type in projection.handles:
+            if event.position > done and event.type in projection.handles:
                 projection.apply(cur, event)
     else:  # its position would move past events it never saw
         raise TypeError(f"{projection.name}: neither an EventProjection nor a SetProjection")
@@ -300,7 +314,7 @@ def _attempt(cur: psycopg.Cursor[Any], projection: Projection, span: Span) -> st
             events: list[LogEvent] = []
             if isinstance(projection, EventProjection) and projection.handles & span.types:
                 events = read_span(cur, span, span.after, projection.handles)
-            _apply_one(cur, projection, span, events)
+            _apply_one(cur, projection, span, span.after, events)
     except TRANSIENT:
         raise
     except Exception as exc:
@@ -500,7 +514,7 @@ class ProjectionRunner:
             for projection in chosen:
                 self._positions[projection.name] = batch.positions.get(projection.name, 0)
                 self._note(projection.name, batch.stuck.get(projection.name))
-            if "ProjectionEventSkipped" in batch.types:
+            if SKIP_TOPIC in batch.topics:
                 # An operator's skip was just appended: try the stuck models now.
                 self._retry_at = {name: (0.0, self.retry_s) for name in self._stuck}
             self._changed.notify_all()
