@@ -11,8 +11,9 @@ from domain.base import ChorusAggregate
 
 class ReadModelSkip(ChorusAggregate):
     """An operator's decision that one read model passes over one stored event it cannot
-    apply (``chorus projections skip``). The projection runner honours it wherever it meets
-    that event for that read model, rebuilds included, so the decision is part of the log."""
+    apply (``chorus projections skip``). The projection runner honours it whenever that read
+    model fails on that event, now or when projected again from 0: the decision is part of
+    the log."""
 
     @classmethod
     def record(
