@@ -22,6 +22,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from api.cli import main as chorus_main
+from infrastructure.chain import CHAIN_TABLE, GENESIS, link, record_bytes
 from infrastructure.embedded_postgres import EmbeddedPostgres
 from projections.runner import all_projections
 from tests.e2e.test_durability import _populate
@@ -62,16 +63,27 @@ POISONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 
 def store_raw(database_url: str, topic: str, state: dict[str, Any]) -> int:
     """Appends an event as the store would (positions in commit order, under its table
-    lock, then its NOTIFY), bypassing every check of the application."""
+    lock, chained, then its NOTIFY), bypassing every check of the application."""
+    stream, data = uuid.uuid4(), json.dumps(state).encode()
     with psycopg.connect(database_url) as conn:
         conn.execute("LOCK TABLE chorus_events IN EXCLUSIVE MODE")
         row = conn.execute(
             "INSERT INTO chorus_events (originator_id, originator_version, topic, state)"
             " VALUES (%s, 1, %s, %s) RETURNING notification_id",
-            (uuid.uuid4(), topic, json.dumps(state).encode()),
+            (stream, topic, data),
         ).fetchone()
+        assert row is not None
+        head = conn.execute(
+            f"SELECT hash FROM {CHAIN_TABLE} ORDER BY notification_id DESC LIMIT 1"
+        ).fetchone()
+        chained = link(
+            bytes(head[0]) if head else GENESIS, record_bytes(row[0], stream, 1, topic, data)
+        )
+        conn.execute(
+            f"INSERT INTO {CHAIN_TABLE} (notification_id, hash) VALUES (%s, %s)",
+            (row[0], chained),
+        )
         conn.execute("NOTIFY chorus_events")
-    assert row is not None
     return int(row[0])
 
 
@@ -223,6 +235,11 @@ def test_skip_takes_only_the_stuck_event_and_status_shows_it(
     assert recorded["projection"] == "timelines" and recorded["position"] == bad
     assert recorded["reason"] == "poison in test" and recorded["operator"]
     assert recorded["error"]
+    # Appended like every event: the tamper-evidence chain still holds.
+    verified = subprocess.run(
+        [CHORUS, "verify"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert verified.returncode == 0 and verified.stdout.startswith("ok:"), verified.stdout
 
 
 def _count(url: str) -> int:
