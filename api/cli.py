@@ -97,6 +97,10 @@ def parser() -> argparse.ArgumentParser:
     from api.instance_cli import add_commands as add_instance_commands
 
     add_instance_commands(sub)  # grant, revoke
+
+    from api.projections_cli import add_commands as add_projections_commands
+
+    add_projections_commands(sub)  # projections status, projections skip
     return p
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+from datetime import datetime
 from typing import Any
 
 import anyio.to_thread
@@ -21,15 +23,27 @@ class Health(msgspec.Struct):
     status: str
 
 
+class ReadModelState(msgspec.Struct):
+    position: int
+    # The event it cannot apply (it stays at the one before), since when, and why.
+    stuck_position: int | None = None
+    error: str | None = None
+    since: datetime | None = None
+
+
 class Readiness(msgspec.Struct):
     status: str
     database: bool
+    # Positions, lag and errors: only for the instance's operators (``CHORUS_OPS_TOKEN``).
     last_position: int | None
     projected_position: int | None
     projection_lag: int | None
     # How late the event loop ran its timers, counted since start (api/loop_lag.py).
     loop_lag: LoopLagCounts | None = None
     detail: str | None = None
+    # The read models stuck on an event they cannot apply (names only).
+    stuck: list[str] | None = None
+    read_models: dict[str, ReadModelState] | None = None
 
 
 @get("/health", operation_id="Health", tags=["health"])
@@ -43,13 +57,19 @@ async def health() -> Health:
     operation_id="Ready",
     tags=["health"],
     responses={
-        503: ResponseSpec(data_container=Readiness, description="The database is not answering")
+        503: ResponseSpec(
+            data_container=Readiness,
+            description="The database is not answering (unavailable), or a read model is"
+            " stuck or too far behind (degraded)",
+        )
     },
 )
 async def ready(request: Request[Any, Any, Any]) -> Response[Readiness]:
     """The database answers, through both read pools (the event loop's, which HTTP reads
-    use, and the worker threads'); ``projection_lag`` is how many positions the slowest read
-    model is behind the store."""
+    use, and the worker threads'), no read model is stuck on an event it cannot apply, and
+    the slowest one is at most ``CHORUS_READY_MAX_LAG`` positions behind the store
+    (``projection_lag``). Positions and errors are shown only to a request carrying the
+    operators' bearer secret (``CHORUS_OPS_TOKEN``)."""
     services = services_of(request)
     probe: LoopLagProbe = request.app.state.loop_lag
     lag = probe.snapshot()
@@ -62,7 +82,45 @@ async def ready(request: Request[Any, Any, Any]) -> Response[Readiness]:
             Readiness("unavailable", False, None, None, None, lag, detail=type(exc).__name__),
             status_code=503,
         )
-    return Response(Readiness("ok", True, last, projected, max(0, last - projected), lag))
+    runner = services.runner
+    stuck = runner.stuck()
+    behind = max(0, last - projected)
+    limit = services.settings.ready_max_lag
+    detail = None
+    if stuck:
+        detail = f"read models stuck on an event they cannot apply: {', '.join(sorted(stuck))}"
+    elif limit and behind > limit:
+        detail = f"read models more than {limit} positions behind the log"
+    answer = Readiness(
+        "degraded" if detail else "ok",
+        True,
+        None,
+        None,
+        None,
+        lag,
+        detail=detail,
+        stuck=sorted(stuck),
+    )
+    if _is_operator(request, services.settings.ops_token):
+        answer.last_position, answer.projected_position = last, projected
+        answer.projection_lag = behind
+        answer.read_models = {
+            name: ReadModelState(position)
+            if name not in stuck
+            else ReadModelState(
+                position, stuck[name].position, stuck[name].error, stuck[name].since
+            )
+            for name, position in sorted(runner.positions().items())
+        }
+    return Response(answer, status_code=503 if detail else 200)
+
+
+def _is_operator(request: Request[Any, Any, Any], token: str | None) -> bool:
+    """The request carries the operators' bearer secret (compared in constant time)."""
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if token is None or scheme.lower() != "bearer" or not given:
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 def _projected(services: Services) -> int:

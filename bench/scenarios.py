@@ -28,6 +28,8 @@ from domain.base import Cause
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_SECRET = "chorus-benchmark-secret-" + "x" * 32
+BENCH_OPS_TOKEN = "chorus-benchmark-ops-" + "o" * 32
+BENCH_OPS_HEADERS = {"Authorization": f"Bearer {BENCH_OPS_TOKEN}"}
 PASSWORD = "benchmark password"
 MESSAGE_TEXT = "benchmark message: the quick brown fox jumps over the lazy dog"
 
@@ -295,6 +297,7 @@ class ChorusServer:
             {
                 "DATABASE_URL": self.database_url,
                 "CHORUS_JWT_SECRET": BENCH_SECRET,
+                "CHORUS_OPS_TOKEN": BENCH_OPS_TOKEN,
                 "CHORUS_RATE_LIMIT_PER_SECOND": "0",
                 # The delivery benchmark opens 1,000 sockets as one user.
                 "CHORUS_WS_CONNECTIONS_PER_USER": "0",
@@ -371,7 +374,7 @@ def _expect(response: httpx.Response, status: int) -> Any:
 def projection_lag(base_url: str) -> int | None:
     """How many positions the slowest read model is behind the store (``GET /ready``)."""
     with httpx.Client(base_url=base_url, timeout=10) as client:
-        body = client.get("/ready").json()
+        body = client.get("/ready", headers=BENCH_OPS_HEADERS).json()
     lag = body.get("projection_lag")
     return None if lag is None else int(lag)
 

@@ -51,6 +51,12 @@ class Settings:
     # requests. "external": it does not; ``chorus project`` runs it in a process of its own, and
     # the server follows the read models' positions through NOTIFY (read-your-writes waits).
     projections: str = "in-process"
+    # Bearer secret of the instance's operators and auditors: ``/ready`` shows positions,
+    # lag and stuck read models' errors only to a request carrying it (unset: to nobody).
+    ops_token: str | None = None
+    # ``/ready`` says degraded (503) while the slowest read model is this many positions
+    # behind the log (0: never for lag; a stuck read model always does).
+    ready_max_lag: int = 10_000
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -99,6 +105,8 @@ class Settings:
             ws_compression=_bool(env, "CHORUS_WS_COMPRESSION", False),
             group_commit=_bool(env, "CHORUS_GROUP_COMMIT", True),
             projections=_choice(env, "CHORUS_PROJECTIONS", PROJECTIONS_MODES),
+            ops_token=_ops_token(env),
+            ready_max_lag=_int(env, "CHORUS_READY_MAX_LAG", 10_000, 0, 2**62),
         )
 
     def resolved_jwt_secret(self) -> str:
@@ -125,6 +133,13 @@ def _budget_bytes(env: dict[str, str]) -> int:
     if 0 < value < 1024 * 1024:
         raise SettingsError("CHORUS_DOCUMENT_BYTES_PER_USER must be 0 or at least 1048576")
     return value
+
+
+def _ops_token(env: dict[str, str]) -> str | None:
+    token = env.get("CHORUS_OPS_TOKEN") or None
+    if token is not None and len(token.encode()) < 32:
+        raise SettingsError("CHORUS_OPS_TOKEN must be at least 32 bytes")
+    return token
 
 
 def _choice(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -286,32 +287,56 @@ def visible_events(
     return [to_log_event(row) for row in rows]
 
 
+# A NOTIFY is only a wake-up, and any database login can send one: however many arrive, the
+# work they cause is bounded. A listener acts on at most WAKE_BURST runs of them at once and
+# WAKE_RATE a second after that; what arrives meanwhile is taken together as one run.
+WAKE_RATE = 200.0
+WAKE_BURST = 20
+# Notifications drained at once (so a flood cannot hold the listener in one drain).
+_DRAIN = 10_000
+
+
 def follow_channel(
     database_url: str,
     channel: str,
     stop: threading.Event,
-    on_notify: Callable[[list[str]], None],
+    on_notify: Callable[[int], None],
     what: str,
     *,
     when_quiet: bool = False,
+    rate: float = WAKE_RATE,
+    burst: int = WAKE_BURST,
 ) -> None:
-    """Calls ``on_notify`` with the payloads of each run of NOTIFYs on ``channel`` (those
-    already waiting are taken together), and with none once connected (what was sent before,
-    or during an outage, is lost: read the state anew) and, with ``when_quiet``, after each
-    second without one, until ``stop`` is set. A dedicated connection LISTENs; database
-    outages are waited out (reconnecting), not raised."""
+    """Calls ``on_notify`` with the number of NOTIFYs of each run on ``channel`` (those
+    already waiting are taken together), with 0 once connected (what was sent before, or
+    during an outage, is lost: read the state anew) and, with ``when_quiet``, after each
+    second without one, until ``stop`` is set; never more than ``burst`` calls at once and
+    ``rate`` a second after that. Payloads are not kept: a NOTIFY is only a wake-up. A
+    dedicated connection LISTENs; database outages are waited out (reconnecting), not
+    raised."""
+    tokens, refilled = float(burst), time.monotonic()
     while not stop.is_set():
         try:
             with psycopg.connect(database_url, autocommit=True) as listener:
                 listener.execute(f"LISTEN {channel}")
-                on_notify([])
+                on_notify(0)
                 while not stop.is_set():
                     # The timeout only bounds how long a stop request waits.
-                    got = list(listener.notifies(timeout=1.0, stop_after=1))
+                    got = sum(1 for _ in listener.notifies(timeout=1.0, stop_after=1))
+                    if not got and not when_quiet:
+                        continue
+                    now = time.monotonic()
+                    tokens = min(float(burst), tokens + (now - refilled) * rate)
+                    refilled = now
+                    if tokens < 1.0:
+                        # Over the rate: what arrives while we wait joins this run.
+                        stop.wait((1.0 - tokens) / rate)
+                        now = time.monotonic()
+                        tokens, refilled = tokens + (now - refilled) * rate, now
+                    tokens -= 1.0
                     if got:
-                        got += listener.notifies(timeout=0.0)
-                    if got or when_quiet:
-                        on_notify([n.payload for n in got])
+                        got += sum(1 for _ in listener.notifies(timeout=0.0, stop_after=_DRAIN))
+                    on_notify(got)
         except Exception as exc:
             log.warning("%s: %s; retrying", what, exc)
             stop.wait(0.5)
@@ -322,5 +347,6 @@ def follow_store(
 ) -> None:
     """Calls ``on_commit`` now and after every commit to the store, from any process (and
     once a second when none comes), until ``stop`` is set: a dedicated connection LISTENs to
-    the store's NOTIFY. Database outages are waited out (reconnecting), not raised."""
+    the store's NOTIFY. A flood of NOTIFYs costs at most ``WAKE_RATE`` calls a second.
+    Database outages are waited out (reconnecting), not raised."""
     follow_channel(database_url, NOTIFY_CHANNEL, stop, lambda _: on_commit(), what, when_quiet=True)

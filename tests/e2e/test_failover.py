@@ -25,6 +25,7 @@ from psycopg.rows import dict_row
 
 from infrastructure.embedded_postgres import EmbeddedPostgres
 from tests.fixtures.processes import (
+    OPS_HEADERS,
     POLL,
     START_TIMEOUT,
     ChorusProcess,
@@ -51,7 +52,7 @@ def wait_caught_up(instances: list[ChorusProcess], database_url: str) -> int:
         pending = list(range(len(instances)))
         while pending:
             for i in list(pending):
-                r = clients[i].get("/ready")
+                r = clients[i].get("/ready", headers=OPS_HEADERS)
                 last[instances[i].url] = (r.status_code, r.text)
                 body = r.json() if r.status_code == 200 else {}
                 if body.get("last_position") == expected and body.get("projection_lag") == 0:

@@ -1,5 +1,7 @@
 """A server whose projections run in another process follows their positions by NOTIFY
-(``ProjectionRunner.follow``), and projects nothing itself."""
+(``ProjectionRunner.follow``), and projects nothing itself. A NOTIFY is only a wake-up (any
+database login can send one): the positions are read from the tracking table, and a flood of
+wake-ups costs a bounded rate of reads (issue 16, finding 14)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ import asyncio
 import json
 import os
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +23,9 @@ from psycopg_pool import ConnectionPool
 from application.chorus import Chorus
 from application.commands import RegisterUser
 from domain.base import Cause
+from infrastructure.eventstore import NOTIFY_CHANNEL
 from infrastructure.settings import Settings, SettingsError
+from projections.log import WAKE_BURST, WAKE_RATE, follow_store
 from projections.runner import PROJECTED_CHANNEL, ProjectionRunner
 from tests.fixtures.processes import CHORUS
 
@@ -50,7 +56,7 @@ def test_a_follower_is_woken_by_the_steps_an_announcing_runner_commits(
         assert not asyncio.run(follower.wait_for_async(position, timeout=0.5))
         assert follower.position() < position
 
-        # The step's NOTIFY is what moves the follower: it never reads positions unasked.
+        # The step's NOTIFY is what wakes the follower (then it reads the tracking rows).
         ProjectionRunner(read_pool, store_url, announce=True).catch_up()
         assert asyncio.run(follower.wait_for_async(position, timeout=10))
         assert follower.position() >= position
@@ -76,7 +82,7 @@ def test_chorus_project_needs_the_servers_database(tmp_path: Path) -> None:
     assert not (tmp_path / ".chorus").exists()
 
 
-def test_a_follower_takes_announced_positions_and_reads_them_when_it_cannot(
+def test_a_follower_reads_positions_from_the_tracking_table_never_from_a_notify(
     store_url: str, read_pool: ConnectionPool[Any]
 ) -> None:
     follower = ProjectionRunner(read_pool, store_url)
@@ -84,16 +90,82 @@ def test_a_follower_takes_announced_positions_and_reads_them_when_it_cannot(
     follower.follow()
     try:
         with psycopg.connect(store_url, autocommit=True) as conn:
-            # The positions come with the announcement: the tracking rows are not read.
-            announced = json.dumps(dict.fromkeys(names, 7))
-            conn.execute("SELECT pg_notify(%s, %s)", (PROJECTED_CHANNEL, announced))
-            assert asyncio.run(follower.wait_for_async(7, timeout=10))
-            # One it cannot read makes it read the tracking rows.
+            # Any database login can announce anything: forged positions, far ahead.
+            for forged in (json.dumps(dict.fromkeys(names, 10**9)), json.dumps({}), "not json"):
+                conn.execute("SELECT pg_notify(%s, %s)", (PROJECTED_CHANNEL, forged))
+                assert not asyncio.run(follower.wait_for_async(7, timeout=0.5))
+                assert follower.position() == 0
+            # Where the read models really are is what it takes, whatever the payload says.
             conn.execute("UPDATE rm_tracking SET position = 9")
-            conn.execute("SELECT pg_notify(%s, %s)", (PROJECTED_CHANNEL, "not json"))
+            conn.execute("SELECT pg_notify(%s, %s)", (PROJECTED_CHANNEL, "1"))
             assert asyncio.run(follower.wait_for_async(9, timeout=10))
+            assert follower.position() == 9
     finally:
         follower.stop()
+
+
+def _flood(store_url: str, channel: str, seconds: float, senders: int = 3) -> float:
+    """NOTIFYs on ``channel`` as fast as ``senders`` connections can send them, for
+    ``seconds``; returns how long the flood lasted."""
+    started = time.monotonic()
+
+    def send() -> None:
+        with psycopg.connect(store_url, autocommit=True) as conn:
+            while time.monotonic() - started < seconds:
+                conn.execute("SELECT pg_notify(%s, 'x')", (channel,))
+
+    threads = [threading.Thread(target=send) for _ in range(senders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.monotonic() - started
+
+
+def _bound(seconds: float) -> float:
+    """The most wake-ups a listener may act on in ``seconds`` (its burst, its rate, and the
+    first call on connecting)."""
+    return WAKE_BURST + WAKE_RATE * seconds + 2
+
+
+def test_a_notify_flood_on_the_projected_channel_costs_a_bounded_rate_of_reads(
+    store_url: str, read_pool: ConnectionPool[Any]
+) -> None:
+    follower = ProjectionRunner(read_pool, store_url)
+    follower.follow()
+    try:
+        before = follower.refreshes
+        lasted = _flood(store_url, PROJECTED_CHANNEL, 1.5)
+        assert follower.refreshes - before <= _bound(lasted), follower.refreshes - before
+        assert follower.refreshes > before  # it did wake up
+    finally:
+        follower.stop()
+
+
+def test_a_notify_flood_on_the_events_channel_costs_a_bounded_rate_of_catch_ups(
+    store_url: str,
+) -> None:
+    calls: list[float] = []
+    stop = threading.Event()
+    connected = threading.Event()
+
+    def on_commit() -> None:
+        calls.append(time.monotonic())
+        connected.set()
+
+    follower = threading.Thread(
+        target=follow_store, args=(store_url, stop, on_commit, "flood test"), daemon=True
+    )
+    follower.start()
+    try:
+        assert connected.wait(10)
+        before = len(calls)
+        lasted = _flood(store_url, NOTIFY_CHANNEL, 1.5)
+        woken = len(calls) - before
+        assert 0 < woken <= _bound(lasted), woken
+    finally:
+        stop.set()
+        follower.join(10)
 
 
 def test_a_follower_reads_the_positions_again_after_losing_its_connection(

@@ -1,0 +1,46 @@
+"""Operators' actions on the running system that the log must show: who did what, and why."""
+
+from __future__ import annotations
+
+from uuid import UUID, uuid4
+
+from eventsourcing.domain import event
+
+from domain.base import ChorusAggregate
+
+
+class ReadModelSkip(ChorusAggregate):
+    """An operator's decision that one read model passes over one stored event it cannot
+    apply (``chorus projections skip``). The projection runner honours it whenever that read
+    model fails on that event, now or when projected again from 0: the decision is part of
+    the log."""
+
+    @classmethod
+    def record(
+        cls, projection: str, position: int, error: str, reason: str, operator: str
+    ) -> ReadModelSkip:
+        return cls(
+            id=uuid4(),
+            projection=projection,
+            position=position,
+            error=error,
+            reason=reason,
+            operator=operator,
+            actor_id=None,
+            command_id=None,
+        )
+
+    @event("ProjectionEventSkipped")
+    def __init__(
+        self,
+        id: UUID,
+        projection: str,
+        position: int,
+        error: str,
+        reason: str,
+        operator: str,
+        actor_id: str | None,
+        command_id: str | None,
+    ) -> None:
+        self.projection = projection
+        self.position = position

@@ -1,0 +1,248 @@
+"""Issue 16, finding 1 (defence in depth): a stored event that one read model cannot apply
+stops that read model only, at the event before it; every other read model, the reads that
+wait for a caller's writes and ``/ready`` keep working, and an operator resolves it with an
+audited ``chorus projections skip``.
+
+The poison is written straight into the events table, as an older release (or any bug at the
+boundary) could have stored it: the class is generated from every event type of a real log,
+each with NUL in every string, and each with its fields missing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from api.cli import main as chorus_main
+from infrastructure.chain import CHAIN_TABLE, GENESIS, link, record_bytes
+from infrastructure.embedded_postgres import EmbeddedPostgres
+from projections.runner import all_projections
+from tests.e2e.test_durability import _populate
+from tests.fixtures.chorus import Running, running_chorus
+from tests.fixtures.polling import wait_until
+from tests.fixtures.processes import CHORUS
+
+OPS_TOKEN = "ops-" + "o" * 40
+READ_WAIT_S = 3.0
+NAMES = sorted(p.name for p in all_projections())
+# Fields of the stored state the envelope takes apart: the read side needs them as they are.
+_ENVELOPE = ("timestamp", "originator_topic")
+
+
+def _with_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return "\x00" + value
+    if isinstance(value, list):
+        return [_with_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _with_nul(v) for k, v in value.items()}
+    return value
+
+
+def nul_in_every_string(state: dict[str, Any]) -> dict[str, Any]:
+    return {k: v if k in _ENVELOPE else _with_nul(v) for k, v in state.items()}
+
+
+def fields_missing(state: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in state.items() if k in _ENVELOPE}
+
+
+POISONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "nul": nul_in_every_string,
+    "missing": fields_missing,
+}
+
+
+def store_raw(database_url: str, topic: str, state: dict[str, Any]) -> int:
+    """Appends an event as the store would (positions in commit order, under its table
+    lock, chained, then its NOTIFY), bypassing every check of the application."""
+    stream, data = uuid.uuid4(), json.dumps(state).encode()
+    with psycopg.connect(database_url) as conn:
+        conn.execute("LOCK TABLE chorus_events IN EXCLUSIVE MODE")
+        row = conn.execute(
+            "INSERT INTO chorus_events (originator_id, originator_version, topic, state)"
+            " VALUES (%s, 1, %s, %s) RETURNING notification_id",
+            (stream, topic, data),
+        ).fetchone()
+        assert row is not None
+        head = conn.execute(
+            f"SELECT hash FROM {CHAIN_TABLE} ORDER BY notification_id DESC LIMIT 1"
+        ).fetchone()
+        chained = link(
+            bytes(head[0]) if head else GENESIS, record_bytes(row[0], stream, 1, topic, data)
+        )
+        conn.execute(
+            f"INSERT INTO {CHAIN_TABLE} (notification_id, hash) VALUES (%s, %s)",
+            (row[0], chained),
+        )
+        conn.execute("NOTIFY chorus_events")
+    return int(row[0])
+
+
+def tracking(database_url: str) -> dict[str, dict[str, Any]]:
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        rows = conn.execute("SELECT * FROM rm_tracking").fetchall()
+    return {row["projection"]: row for row in rows}
+
+
+def stuck_models(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {
+        name: row
+        for name, row in rows.items()
+        if row.get("stuck_position") is not None and row["stuck_position"] > row["position"]
+    }
+
+
+def samples(database_url: str) -> dict[str, dict[str, Any]]:
+    """One stored state of each event type in the log."""
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT DISTINCT ON (topic) topic, state FROM chorus_events"
+            " ORDER BY topic, notification_id DESC"
+        ).fetchall()
+    return {topic: json.loads(bytes(state)) for topic, state in rows}
+
+
+@pytest.fixture(scope="module")
+def served(
+    postgres_server: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Running]:
+    with running_chorus(
+        postgres_server,
+        tmp_path_factory.mktemp("stuck"),
+        read_wait_timeout_s=READ_WAIT_S,
+        ops_token=OPS_TOKEN,
+    ) as running:
+        _populate(running.api)
+        yield running
+
+
+def skip(database_url: str, name: str, position: int, monkeypatch: pytest.MonkeyPatch) -> int:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    return chorus_main(
+        ["projections", "skip", name, "--position", str(position), "--reason", "poison in test"]
+    )
+
+
+@pytest.mark.parametrize("poison", sorted(POISONS))
+def test_a_poison_event_stops_only_the_read_models_that_cannot_take_it(
+    served: Running, poison: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, api = served.database_url, served.api
+    stopped: set[str] = set()
+    for topic, state in sorted(samples(url).items()):
+        if topic.endswith("ProjectionEventSkipped"):
+            continue
+        bad = store_raw(url, topic, POISONS[poison](state))
+        # A later, healthy write: every read model that can take the poison passes both.
+        writer = api.signup("after")
+        healthy = api.position
+
+        def settled(healthy: int = healthy) -> tuple[dict[str, dict[str, Any]]] | None:
+            rows = tracking(url)
+            stuck = stuck_models(rows)
+            done = all(row["position"] >= healthy for n, row in rows.items() if n not in stuck)
+            return (stuck,) if done and set(rows) == set(NAMES) else None
+
+        (stuck,) = wait_until(f"the read models past {topic} at {bad}", settled, timeout=20)
+        for name, row in stuck.items():
+            # Never silently past it: held at the event before, with the reason.
+            assert row["stuck_position"] == bad, (topic, name, row)
+            assert row["position"] == bad - 1, (topic, name, row)
+            assert row["error"] and row["since"] is not None
+        stopped |= set(stuck)
+        # The caller's own write is readable at once, whatever model is stuck.
+        mine = api.get("/api/workspaces", writer)
+        assert mine.status_code == 200, (topic, mine.text)
+        if stuck:
+            ready = api.http.get("/ready")
+            assert ready.status_code == 503, ready.text
+            assert ready.json()["status"] == "degraded"
+            assert sorted(ready.json()["stuck"]) == sorted(stuck)
+            # Resolved by an operator, each skip recorded in the log.
+            for name in stuck:
+                assert skip(url, name, bad, monkeypatch) == 0
+
+            def resolved(bad: int = bad) -> bool:
+                rows = tracking(url)
+                return not stuck_models(rows) and min(r["position"] for r in rows.values()) > bad
+
+            wait_until(f"the read models past the skips of {topic}", resolved)
+    # The family is not empty: some poison did stop some read model.
+    assert stopped, "no poison stopped any read model: the test proves nothing"
+    with psycopg.connect(url) as conn:
+        skips = conn.execute(
+            "SELECT count(*) FROM chorus_events WHERE topic LIKE '%ProjectionEventSkipped'"
+        ).fetchone()
+    assert skips is not None and skips[0] >= len(stopped)
+    assert api.http.get("/ready").status_code == 200
+
+
+def test_skip_takes_only_the_stuck_event_and_status_shows_it(
+    served: Running, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    url, api = served.database_url, served.api
+    topic, state = next((t, s) for t, s in samples(url).items() if t.endswith(".MessageSent"))
+    bad = store_raw(url, topic, nul_in_every_string(state))
+    api.signup("after")
+    stuck = wait_until("timelines stuck", lambda: stuck_models(tracking(url)).get("timelines"))
+    assert stuck["stuck_position"] == bad
+    # /ready names it to everyone; where and why only to an operator.
+    public = api.http.get("/ready")
+    assert public.status_code == 503 and public.json()["stuck"] == ["timelines"]
+    assert public.json()["read_models"] is None and str(bad) not in public.json()["detail"]
+    ops = api.http.get("/ready", headers={"Authorization": f"Bearer {OPS_TOKEN}"}).json()
+    assert ops["read_models"]["timelines"]["stuck_position"] == bad
+    assert ops["read_models"]["timelines"]["position"] == bad - 1
+    assert ops["read_models"]["timelines"]["error"] == stuck["error"]
+    env = {**os.environ, "DATABASE_URL": url}
+    status = subprocess.run(
+        [CHORUS, "projections", "status"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert status.returncode == 1, status.stderr  # a model is stuck
+    line = next(x for x in status.stdout.splitlines() if x.startswith("timelines"))
+    assert f"stuck at {bad}" in line and "since" in line
+    events = _count(url)
+    # Any other position, an unknown model, or a model that is not stuck: refused, nothing
+    # appended.
+    for name, position in (("timelines", bad - 1), ("timelines", bad + 1), ("nope", bad)):
+        assert skip(url, name, position, monkeypatch) == 2
+    healthy = next(n for n in NAMES if n not in stuck_models(tracking(url)))
+    assert skip(url, healthy, bad, monkeypatch) == 2
+    assert _count(url) == events
+    assert skip(url, "timelines", bad, monkeypatch) == 0
+    assert _count(url) == events + 1
+    wait_until("timelines moving again", lambda: "timelines" not in stuck_models(tracking(url)))
+    status = subprocess.run(
+        [CHORUS, "projections", "status"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert status.returncode == 0, status.stdout + status.stderr
+    with psycopg.connect(url, row_factory=dict_row) as conn:
+        row = conn.execute(
+            "SELECT convert_from(state, 'UTF8')::jsonb AS s FROM chorus_events"
+            " WHERE topic LIKE '%ProjectionEventSkipped' ORDER BY notification_id DESC LIMIT 1"
+        ).fetchone()
+    assert row is not None
+    recorded = row["s"]
+    assert recorded["projection"] == "timelines" and recorded["position"] == bad
+    assert recorded["reason"] == "poison in test" and recorded["operator"]
+    assert recorded["error"]
+    # Appended like every event: the tamper-evidence chain still holds.
+    verified = subprocess.run(
+        [CHORUS, "verify"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert verified.returncode == 0 and verified.stdout.startswith("ok:"), verified.stdout
+
+
+def _count(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM chorus_events").fetchone()
+    return int(row[0]) if row else 0
