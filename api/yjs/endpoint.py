@@ -32,6 +32,7 @@ from api.yjs.rooms import CLOSE_NO_ACCESS, CLOSE_OVER_BUDGET, AwarenessRate, Liv
 from application.document_rooms import DocumentTooLarge, OverBudget
 from application.documents import document_with_workspace
 from domain.errors import DomainError, NotFound
+from domain.identity import User
 from domain.rules import MAX_DOCUMENT_UPDATE_BYTES
 from domain.yjs_update import (
     MalformedUpdate,
@@ -70,6 +71,7 @@ class Editor:
     def __init__(self, socket: WebSocket[Any, Any, Any], user_id: str, frames_per_s: float):
         self.socket = socket
         self.user_id = user_id
+        self.display_name = ""
         self.can_edit = False
         self.awareness_clients: set[int] = set()
         self.awareness_rate = AwarenessRate()
@@ -190,6 +192,8 @@ async def _edit(
             document_with_workspace, services.app, document_id, claims.user_id
         )
         document.check_can_view(claims.user_id, workspace)
+        user = await anyio.to_thread.run_sync(services.app.load, User, claims.user_id)
+        editor.display_name = user.display_name
     except DomainError as exc:
         code = CLOSE_NO_ACCESS if isinstance(exc, NotFound) else CLOSE_FORBIDDEN
         await socket.close(code=code, reason=str(exc)[:120])

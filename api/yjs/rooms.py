@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import anyio
+import msgspec
 
 from api.realtime.access import ACCESS_EVENTS
 from api.realtime.hub import Delivery
@@ -100,6 +101,8 @@ class Peer(Protocol):
     """One connected editor (see api/yjs/endpoint.py)."""
 
     user_id: str
+    # Who the connection's user is, as the server knows them: stamped on its awareness.
+    display_name: str
     can_edit: bool
     awareness_clients: set[int]
     awareness_rate: AwarenessRate
@@ -116,6 +119,29 @@ REMOTE_AWARENESS_TTL_S = 30.0
 
 
 _EMPTY_UPDATE = b"\x00\x00"  # no structs, no deletions: what a synced client's step 2 is
+
+
+def stamp_awareness(entry: protocol.AwarenessEntry, peer: Peer) -> protocol.AwarenessEntry | None:
+    """The state with ``user.id`` and ``user.name`` set to the connection's real user, over
+    whatever the client claimed (other ``user`` fields, a cursor colour say, are kept); None
+    for a state that is not a JSON object, which no Yjs client sends. A state without a
+    ``user`` gets it first, the client's bytes left as they were after it."""
+    try:
+        state = msgspec.json.decode(entry.state)
+    except msgspec.DecodeError:
+        return None
+    if not isinstance(state, dict):
+        return None
+    claimed = state.get("user")
+    if claimed is None and "user" not in state:
+        stamp = b'{"user":' + msgspec.json.encode({"id": peer.user_id, "name": peer.display_name})
+        rest = entry.state.lstrip()[1:].lstrip()
+        stamped = stamp + (rest if rest.startswith(b"}") else b"," + rest)
+        return protocol.AwarenessEntry(entry.client_id, entry.clock, stamped)
+    user = dict(claimed) if isinstance(claimed, dict) else {}
+    user["id"], user["name"] = peer.user_id, peer.display_name
+    state["user"] = user
+    return protocol.AwarenessEntry(entry.client_id, entry.clock, msgspec.json.encode(state))
 
 
 def awareness_messages(entries: list[protocol.AwarenessEntry]) -> list[bytes]:
@@ -459,6 +485,10 @@ class Rooms:
                 live.drop_awareness(entry.client_id)
                 peer.awareness_clients.discard(entry.client_id)
             else:
+                stamped = stamp_awareness(entry, peer)
+                if stamped is None:
+                    continue
+                entry = stamped
                 full = len(peer.awareness_clients) >= AWARENESS_CLIENTS_PER_CONNECTION
                 if (full and not owned) or not live.set_awareness(entry, self.max_awareness_bytes):
                     continue

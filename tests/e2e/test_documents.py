@@ -341,16 +341,37 @@ def test_awareness_is_shared_and_cleared_on_leave(chorus: Running) -> None:
     doc = new_document(api, owner, workspace_with(api, owner))
     with client(chorus, doc, owner).wait_synced() as a:
         b = client(chorus, doc, owner).wait_synced()
-        b.set_awareness(4242, 1, b'{"user":"b"}')
-        a.wait(lambda: a.awareness.get(4242) == b'{"user":"b"}')
+        b.set_awareness(4242, 1, b'{"who":"b"}')
+        a.wait(lambda: a.awareness.get(4242) == b'{"who":"b"}')
         # Another connection may not speak for b's client id.
-        a.set_awareness(4242, 5, b'{"user":"impostor"}')
+        a.set_awareness(4242, 5, b'{"who":"impostor"}')
         late = client(chorus, doc, owner).wait_synced()
         late.wait(lambda: 4242 in late.awareness)
-        assert late.awareness[4242] == b'{"user":"b"}'
+        assert late.awareness[4242] == b'{"who":"b"}'
         b.close()
         a.wait(lambda: 4242 not in a.awareness)
         late.close()
+
+
+def test_an_awareness_state_carries_its_connections_real_user(chorus: Running) -> None:
+    """Issue 17, finding 10: a state claiming another user's id and name was relayed as
+    sent. The server stamps ``user.id`` and ``user.name`` with the connection's own user;
+    the rest of what the client says of itself (a colour) is kept."""
+    api = chorus.api
+    owner, viewer = api.signup("own"), api.signup("view")
+    doc = new_document(api, owner, workspace_with(api, owner, viewer=viewer))
+    claim = {"user": {"id": owner.user_id, "name": owner.username, "color": "#f00"}, "x": 1}
+    with (
+        client(chorus, doc, owner).wait_synced() as watcher,
+        client(chorus, doc, viewer).wait_synced() as spoofer,
+    ):
+        spoofer.set_awareness(77, 1, json.dumps(claim).encode())
+        spoofer.set_awareness(78, 1, b'{"cursor":3}')
+        watcher.wait(lambda: {77, 78} <= set(watcher.awareness))
+        shown = json.loads(watcher.awareness[77])
+        real = {"id": viewer.user_id, "name": viewer.username}
+        assert shown == {"user": {**real, "color": "#f00"}, "x": 1}
+        assert (watcher.stamps[78], watcher.awareness[78]) == (real, b'{"cursor":3}')
 
 
 # -- snapshots, restore, memory -------------------------------------------------------------
@@ -570,11 +591,11 @@ def test_query_awareness_is_answered(chorus: Running) -> None:
     doc = new_document(api, owner, workspace_with(api, owner))
     with client(chorus, doc, owner).wait_synced() as a, client(chorus, doc, owner) as b:
         b.wait_synced()
-        a.set_awareness(77, 1, b'{"user":"a"}')
+        a.set_awareness(77, 1, b'{"who":"a"}')
         b.wait(lambda: 77 in b.awareness)
         b.edit(lambda y: y.awareness.clear())
         b.send(protocol.query_awareness())
-        b.wait(lambda: b.awareness.get(77) == b'{"user":"a"}')
+        b.wait(lambda: b.awareness.get(77) == b'{"who":"a"}')
 
 
 def burst(writer: YClient, reader: YClient, pieces: list[str]) -> str:

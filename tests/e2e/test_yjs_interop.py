@@ -184,10 +184,14 @@ def test_npm_clients_on_two_instances(
         reader.do("insert-text:content:12: and B")
         writer.do("wait-text:content:Hello from A and B")
         # Awareness (cursors, names) crosses instances through Redis.
-        reader.do('set-awareness:{"user":"reader"}')
-        writer.do('set-awareness:{"user":"writer"}')
+        reader.do('set-awareness:{"who":"reader"}')
+        writer.do('set-awareness:{"who":"writer"}')
         seen = writer.do("wait-awareness-count:2")[0]["awareness"]
-        assert sorted(v["user"] for v in seen.values()) == ["reader", "writer"]
+        assert sorted(v["who"] for v in seen.values()) == ["reader", "writer"]
+        # The reader's state comes with the user the server knows its connection as (issue
+        # 17, finding 10); the writer's own is as the writer set it.
+        stamped = [v["user"] for v in seen.values() if "user" in v]
+        assert [u["id"] for u in stamped] == [owner["user_id"]], seen
         reader.do("wait-awareness-count:2")
 
         # A viewer's edit is refused (auth message) and reaches nobody.
