@@ -147,13 +147,14 @@ def hostile(kind: Any) -> st.SearchStrategy[Any]:
 
 
 def hostile_commands() -> st.SearchStrategy[Command]:
-    strategies = []
-    for cls in every_command_type():
-        info = msgspec.inspect.type_info(cls)
-        assert isinstance(info, msgspec.inspect.StructType)
-        fields = {f.name: hostile(f.type) for f in info.fields}
-        strategies.append(st.fixed_dictionaries(fields).map(lambda d, cls=cls: cls(**d)))
-    return st.one_of(strategies)
+    return st.one_of([hostile_command(cls) for cls in every_command_type()])
+
+
+def hostile_command(cls: type[Command]) -> st.SearchStrategy[Command]:
+    info = msgspec.inspect.type_info(cls)
+    assert isinstance(info, msgspec.inspect.StructType)
+    fields = {f.name: hostile(f.type) for f in info.fields}
+    return st.builds(cls, **fields)
 
 
 @FUZZ
