@@ -102,13 +102,14 @@ def _describe(character: str) -> str:
 
 
 def bounded_text(value: str, *, field: str, max_length: int, allow_empty: bool = False) -> str:
-    """Strips surrounding white space, checks the length that is left and its characters."""
+    """Checks the characters (before stripping, as the API does: a trailing tab is refused in
+    a name, not hidden), strips surrounding white space, checks the length that is left."""
+    check_text(value, field=field)
     text = value.strip()
     if not text and not allow_empty:
         raise InvalidValue(f"{field} must not be empty")
     if len(text) > max_length:
         raise InvalidValue(f"{field} is longer than {max_length} characters")
-    check_text(text, field=field)
     return text
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
+import unicodedata
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -523,3 +525,62 @@ def test_ws_frames_nested_too_deep_get_an_error_frame(chorus: Running, world: Wo
         assert json.loads(ws.recv(timeout=10)) == {"op": "pong"}
     wait_for_sessions_to_end(chorus.database_url)
     assert chorus.events() == before + 2  # the socket's own session started and ended
+
+
+# -- display names that impersonate (issue 16, finding 7) -------------------------------------
+
+
+def _every(*categories: str) -> list[str]:
+    return [chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) in categories]
+
+
+def test_display_names_that_hide_or_reorder_are_refused(chorus: Running) -> None:
+    """Every format character (bidi overrides and isolates, zero-width spaces and joiners,
+    the BOM...), line and paragraph separators, invisible fillers and control characters
+    (ANSI escapes): 422 at sign-up, nothing appended."""
+    before = chorus.events()
+    hiding = [*_every("Cf", "Zl", "Zp", "Cc"), "\u115f", "\u1160", "\u3164", "\uffa0"]
+    accepted = []
+    for character in hiding:
+        body = {
+            "username": f"disp_{uuid.uuid4().hex[:10]}",
+            "password": "a good password",
+            "display_name": f"Ad{character}min",
+        }
+        r = chorus.api.http.post("/api/auth/signup", json=body)
+        if r.status_code != 422 or "display_name" not in r.json()["detail"]:
+            accepted.append((f"U+{ord(character):04X}", r.status_code))
+    assert not accepted, accepted
+    assert chorus.events() == before
+
+
+def test_a_display_name_reading_as_another_users_username_is_refused(chorus: Running) -> None:
+    victim = chorus.api.signup("victim")
+    name = victim.username
+    full_width = "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in name.upper())
+    before = chorus.events()
+    for display_name in [name, name.upper(), f" {name.title()} ", full_width]:
+        body = {
+            "username": f"imp_{uuid.uuid4().hex[:10]}",
+            "password": "a good password",
+            "display_name": display_name,
+        }
+        r = chorus.api.http.post("/api/auth/signup", json=body)
+        assert_problem(r, 409, "display_name")
+    assert chorus.events() == before
+    # One's own username, in any case, is one's own; NFKC is what is stored and shown.
+    own = f"own_{uuid.uuid4().hex[:10]}"
+    body = {"username": own, "password": "a good password", "display_name": own.upper()}
+    assert chorus.api.http.post("/api/auth/signup", json=body).status_code == 201
+    body = {
+        "username": f"nfkc_{uuid.uuid4().hex[:10]}",
+        "password": "a good password",
+        "display_name": "\uff27\uff52\uff41\uff43\uff45 \u2163",
+    }
+    signed_up = chorus.api.ok(chorus.api.http.post("/api/auth/signup", json=body), 201)
+    me = chorus.api.http.get(
+        "/api/auth/me",
+        params={"min_position": signed_up["position"]},
+        headers={"Authorization": f"Bearer {signed_up['access_token']}"},
+    )
+    assert chorus.api.ok(me)["display_name"] == "Grace IV"
