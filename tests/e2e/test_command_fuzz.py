@@ -1,17 +1,19 @@
 """Issue 16: every command type, fuzzed from its msgspec schema through the real ``/ws``
-command op and, where a REST route takes it, through HTTP.
+command op and through its REST route (the operation whose operationId is its name).
 
 The command types are those of ``AnyCommand`` (application/commands.py) and their data is
 generated from ``msgspec.inspect`` type information, so a command added later is fuzzed with
-no change here. Strings are the world's real ids and names (so commands reach their
-handlers and some succeed) or hostile text: all of Unicode with NUL, lone surrogates,
-non-characters, bidi controls, zero-width characters, ANSI escapes, empty and at each length
-limit; numbers are huge and negative; any field may be nested thousands deep.
+no change here. Each case is a plausible command (the world's own ids and names, so that it
+reaches its handler and may succeed) with up to two hostile fields: a forbidden character
+(NUL, a lone surrogate, a non-character, an ANSI escape, C1) slipped into a plausible value,
+any text of all of Unicode (bidi controls, zero-width characters, right-to-left scripts), a
+string at each length limit and one past it, huge and negative numbers, nesting 5,000 deep,
+the wrong type; now and then a field no command has.
 
 Each case ends in a refusal (an error frame or a 4xx problem) with the event count
-unchanged, or in success: then every read model has caught up with the write (every GET of
-the OpenAPI document, asked to wait for its position, answers without a 5xx or a 503) and the
-event itself is readable from the log. Never a 5xx, never a closed socket.
+unchanged, or in success: then every read model has caught up with the write (every GET
+under /api of the OpenAPI document, asked to wait for its position, answers without a 5xx
+or a 503) and the event itself is readable from the log. Never a 5xx, never a closed socket.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from tests.fixtures.chorus import Running, User, wait_for_sessions_to_end
 
 pytestmark = [pytest.mark.security]
 
-EXAMPLES = 12  # per command type and transport: ~27 types, ~45 s in all
+EXAMPLES = 12  # per command type and transport: 27 types x 2 x 12 cases, ~40 s in all
 TIMEOUT = 10
 
 # REST path parameters are short names of command fields.
