@@ -521,6 +521,16 @@ def test_ws_frames_nested_too_deep_get_an_error_frame(chorus: Running, world: Wo
             ws.send(frame)
             answer = json.loads(ws.recv(timeout=10))
             assert answer["op"] == "error" and answer["status"] in (400, 422), answer
+        # A signal just within the parser's depth is relayed (encoded again, one level
+        # deeper): around the limit, each is relayed (no answer) or refused, never a 4500.
+        for depth in range(960, 1000, 4):
+            data = '{"a":' + "[" * depth + "]" * depth + "}"
+            ws.send(
+                f'{{"op":"signal","workspace":"{world.workspace}","kind":"typing","data":{data}}}'
+            )
+        ws.send(json.dumps({"op": "ping"}))
+        while (answer := json.loads(ws.recv(timeout=10))) != {"op": "pong"}:
+            assert answer["op"] == "error" and answer["status"] in (400, 422), answer
         ws.send(json.dumps({"op": "ping"}))
         assert json.loads(ws.recv(timeout=10)) == {"op": "pong"}
     wait_for_sessions_to_end(chorus.database_url)
