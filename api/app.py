@@ -16,6 +16,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from api.audit import AuditController
 from api.auth import PUBLIC_PATHS, AuthController, BearerAuthMiddleware
+from api.bodies import JsonRequest
 from api.bootstrap import Services, build_services
 from api.channels import ChannelController
 from api.documents import DocumentController
@@ -115,6 +116,7 @@ def create_app(settings: Settings, database_url: str, services: Services | None 
         plugins=[StrictStructSchemaPlugin()],
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
+        request_class=JsonRequest,
         before_send=[add_security_headers],
         request_max_body_size=settings.max_body_bytes,
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins))

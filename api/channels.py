@@ -372,6 +372,6 @@ def _version(if_match: str | None) -> int | None:
     if if_match is None:
         return None
     value = if_match.strip().removeprefix("W/").strip('"')
-    if not value.isdigit() or len(value) > 9:
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:  # not "²", which int() refuses
         raise InvalidValue('If-Match must be a message version such as "3"')
     return int(value)

@@ -15,6 +15,7 @@ from application.chorus import CommandResult
 from application.commands import Command
 from domain.base import Cause
 from domain.errors import InvalidValue
+from domain.rules import check_every_text, check_text
 
 MAX_IDEMPOTENCY_KEY = 128
 T = TypeVar("T")
@@ -48,8 +49,12 @@ async def execute(
     """Runs a command as ``actor`` (the signed-in user; None only for sign-up); the
     ``Idempotency-Key`` header makes retries safe."""
     key = connection.headers.get("idempotency-key")
-    if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
-        raise BadIdempotencyKey(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    if key is not None:
+        if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
+            raise BadIdempotencyKey(
+                f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters"
+            )
+        check_text(key, field="Idempotency-Key")
     services = services_of(connection)
     result = await run_command(services, command, Cause(actor_id=actor, command_id=key))
     if actor is not None and result.position is not None:
@@ -60,7 +65,13 @@ async def execute(
 async def run_command(services: Services, command: Command, cause: Cause) -> CommandResult:
     """``Chorus.execute`` from the event loop. A command the group committer takes is queued
     and awaited, holding no thread while it waits for its batch's commit; the others
-    (group commit off, or a password to hash) run in a worker thread."""
+    (group commit off, or a password to hash) run in a worker thread.
+
+    Every command a client sends passes here (HTTP and ``/ws``): here every text in it, and
+    its command id, meet the character rule, before anything is looked up or stored."""
+    check_every_text(command, field=type(command).__name__)
+    if cause.command_id is not None:
+        check_text(cause.command_id, field="command id")
     committer = services.app.group_committer
     if committer is not None and committer.takes(command):
         return await asyncio.wrap_future(committer.submit(command, cause))

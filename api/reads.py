@@ -90,7 +90,9 @@ def check_limit(limit: int) -> int:
 def parse_cursor(value: str | None, name: str) -> int | None:
     if value is None or value == "":
         return None
-    if not value.isdigit() or len(value) > 19:
+    # ASCII digits only: str.isdigit() also takes "²" (which int() refuses) and "٣".
+    ascii_digits = value.isascii() and value.isdigit()
+    if not ascii_digits or len(value) > 19 or int(value) > MAX_POSITION:
         raise InvalidValue(f"{name} is not a valid cursor")
     return int(value)
 

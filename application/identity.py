@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 from application.commands import BlockUser, RegisterUser, UnblockUser
 from application.decisions import Decision, handles
 from domain.base import Cause, as_uuid
-from domain.errors import UsernameTaken
-from domain.identity import User, user_id_for
+from domain.errors import Conflict, UsernameTaken
+from domain.identity import User, user_id_for, username_read_in
 from domain.rules import check_password_length, normalise_username
 
 if TYPE_CHECKING:
@@ -22,6 +22,10 @@ def register_user(app: Chorus, cmd: RegisterUser, cause: Cause) -> Decision:
     if app.exists(user_id_for(username)):
         raise UsernameTaken("that username is taken")
     user = User.register(username, cmd.display_name, cause)
+    # Checked as the username itself is: against the users the store holds.
+    looks_like = username_read_in(user.display_name)
+    if looks_like not in (None, username) and app.exists(user_id_for(looks_like)):
+        raise Conflict("display_name is another user's username")
     return Decision(
         [user],
         {"user_id": str(user.id)},

@@ -33,15 +33,83 @@ MIN_PASSWORD = 8
 MAX_PASSWORD = 256
 
 
+# -- the character rule --------------------------------------------------------------------
+# Every text a client sends may end up in the log, in a jsonb column of a read model and on
+# every client's screen. PostgreSQL refuses NUL in text and jsonb, so one stored NUL wedges
+# the read side for good (the log is immutable); a lone surrogate is not a character at all
+# (it cannot be encoded as UTF-8); non-characters are reserved for a program's internal use
+# and have no business crossing an API; control characters (C0, DEL, C1; ESC starts ANSI
+# escapes) only make sense as line breaks and tabs, in text that spans lines.
+
+# Fields whose text spans lines: there, and only there, \n and \t are allowed.
+MULTILINE_FIELDS = frozenset({"text", "topic"})
+
+_SURROGATES = "\ud800-\udfff"
+# U+FDD0..U+FDEF and the last two code points of each of the 17 planes.
+_NON_CHARACTERS = "\ufdd0-\ufdef" + "".join(
+    chr(plane << 16 | 0xFFFE) + chr(plane << 16 | 0xFFFF) for plane in range(17)
+)
+_ONE_LINE = re.compile(f"[\x00-\x1f\x7f-\x9f{_SURROGATES}{_NON_CHARACTERS}]")
+_MULTILINE = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_SURROGATES}{_NON_CHARACTERS}]")
+
+
+def forbidden_character(value: str, *, multiline: bool = False) -> str | None:
+    """The first character of ``value`` that the rule refuses, or None."""
+    found = (_MULTILINE if multiline else _ONE_LINE).search(value)
+    return None if found is None else found.group()
+
+
+def check_text(value: str, *, field: str) -> None:
+    """Refuses a text holding NUL, a control character (but \\n and \\t in a field of
+    ``MULTILINE_FIELDS``), a lone surrogate or a non-character."""
+    character = forbidden_character(value, multiline=field in MULTILINE_FIELDS)
+    if character is not None:
+        raise InvalidValue(f"{field} must not contain {_describe(character)}")
+
+
+def check_every_text(value: object, *, field: str) -> None:
+    """``check_text`` on every string inside ``value``: itself if it is one, the items of a
+    list, tuple or set, the keys and values of a dict, the fields of a msgspec Struct (each
+    under its own name), recursively. Other values (numbers, bytes, None) hold no text.
+
+    This is how a command is checked whole, whatever fields it has: a command added later
+    is covered as it is declared."""
+    if isinstance(value, str):
+        check_text(value, field=field)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_every_text(key, field=field)
+            check_every_text(item, field=field)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            check_every_text(item, field=field)
+    else:
+        for name in getattr(type(value), "__struct_fields__", ()):
+            check_every_text(getattr(value, name), field=name)
+
+
+def _describe(character: str) -> str:
+    code = ord(character)
+    if code == 0:
+        kind = "NUL"
+    elif 0xD800 <= code <= 0xDFFF:
+        kind = "an unpaired surrogate"
+    elif code < 0x20 or 0x7F <= code <= 0x9F:
+        kind = "a control character"
+    else:
+        kind = "a non-character"
+    return f"{kind} (U+{code:04X})"
+
+
 def bounded_text(value: str, *, field: str, max_length: int, allow_empty: bool = False) -> str:
-    """Strips surrounding white space and checks the length that is left."""
+    """Checks the characters (before stripping, as the API does: a trailing tab is refused in
+    a name, not hidden), strips surrounding white space, checks the length that is left."""
+    check_text(value, field=field)
     text = value.strip()
     if not text and not allow_empty:
         raise InvalidValue(f"{field} must not be empty")
     if len(text) > max_length:
         raise InvalidValue(f"{field} is longer than {max_length} characters")
-    if any(ch in text for ch in "\x00"):
-        raise InvalidValue(f"{field} must not contain NUL characters")
     return text
 
 

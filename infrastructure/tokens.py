@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -176,11 +177,22 @@ class AccessTokens:
                 raise InvalidToken(f"claim {claim!r} must be an integer")
         user_id = payload["sub"]
         token_id = payload["jti"]
-        if not user_id:
-            raise InvalidToken("empty subject")
+        if not _is_user_id(user_id):
+            # Every user id is a UUID; the subject becomes the actor of what the token does
+            # (a socket's session starts in the log on connect), so anything else is refused
+            # before it can reach the log.
+            raise InvalidToken("invalid 'sub' claim: not a user id")
         if not token_id:
             raise InvalidToken("empty token id")
         return AccessClaims(user_id=user_id, expires_at=payload["exp"], token_id=token_id)
+
+
+def _is_user_id(value: str) -> bool:
+    """A UUID in its canonical form (the only form ids are issued and stored in)."""
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
 
 
 def _describe(exc: jwt.PyJWTError) -> str:

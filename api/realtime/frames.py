@@ -48,7 +48,23 @@ class Ping(Frame, tag="ping", frozen=True):
 
 ClientFrame = Subscribe | Unsubscribe | CommandFrame | SignalFrame | Ping
 
-decoder = msgspec.json.Decoder(ClientFrame)
+
+class _FrameDecoder:
+    """msgspec's decoder, but a frame nested past the recursion limit is a malformed frame
+    (``msgspec.DecodeError``, an error frame) instead of a ``RecursionError`` that ended the
+    socket with 4500."""
+
+    def __init__(self) -> None:
+        self._decoder: msgspec.json.Decoder[ClientFrame] = msgspec.json.Decoder(ClientFrame)
+
+    def decode(self, raw: bytes) -> ClientFrame:
+        try:
+            return self._decoder.decode(raw)
+        except RecursionError:
+            raise msgspec.DecodeError("JSON is malformed: nested too deeply") from None
+
+
+decoder = _FrameDecoder()
 encoder = msgspec.json.Encoder()
 
 

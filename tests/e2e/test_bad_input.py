@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import sys
+import time
+import unicodedata
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
 
 import httpx
+import jwt
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
 
-from tests.fixtures.chorus import Running, User
+from tests.fixtures.chorus import TEST_SECRET, Running, User, wait_for_sessions_to_end
+
+PROBLEM = "application/problem+json"
 
 
 @dataclass
@@ -20,6 +32,7 @@ class World:
     workspace: str
     channel: str
     message: str
+    document: str
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +46,8 @@ def world(chorus: Running) -> Iterator[World]:
     api.ok(api.post(f"/api/invites/{code}/accept", member))
     ch = api.ok(api.post(f"/api/workspaces/{ws['id']}/channels", owner, {"name": "general"}), 201)
     msg = api.ok(api.post(f"/api/channels/{ch['id']}/messages", owner, {"text": "mine"}), 201)
-    yield World(owner, member, outsider, ws["id"], ch["id"], msg["id"])
+    doc = api.ok(api.post(f"/api/workspaces/{ws['id']}/documents", owner, {"title": "d"}), 201)
+    yield World(owner, member, outsider, ws["id"], ch["id"], msg["id"], doc["id"])
 
 
 def assert_problem(response: httpx.Response, status: int, fragment: str = "") -> None:
@@ -208,3 +222,375 @@ def test_missing_or_bad_tokens_are_401(chorus: Running, world: World) -> None:
         assert_problem(r, 401)
         assert r.headers["www-authenticate"] == "Bearer"
     assert chorus.events() == before
+
+
+# -- hostile text (issue 16, finding 1): refused at the boundary, nothing appended ------------
+
+# Every code point the character rule refuses in a one-line text, as a family: C0 (ANSI
+# escapes start with ESC, U+001B), DEL, C1, the 32 non-characters U+FDD0..U+FDEF and the two
+# at the end of each of the 17 planes. PostgreSQL refuses NUL in text and jsonb: a stored
+# event holding one wedges every read model, forever.
+FORBIDDEN_ONE_LINE = (
+    [chr(c) for c in range(0x20)]
+    + ["\x7f"]
+    + [chr(c) for c in range(0x80, 0xA0)]
+    + [chr(c) for c in range(0xFDD0, 0xFDF0)]
+    + [chr(plane << 16 | low) for plane in range(17) for low in (0xFFFE, 0xFFFF)]
+)
+
+
+def test_reactions_with_forbidden_characters_are_refused(chorus: Running, world: World) -> None:
+    """The reproduced poison: ``PUT /api/messages/{id}/reactions/%00`` was committed."""
+    before = chorus.events()
+    accepted = []
+    for character in FORBIDDEN_ONE_LINE:
+        for emoji in (character, f"\N{THUMBS UP SIGN}{character}"):
+            path = f"/api/messages/{world.message}/reactions/{quote(emoji, safe='')}"
+            for r in (chorus.api.put(path, world.member), chorus.api.delete(path, world.member)):
+                if r.status_code != 422:
+                    accepted.append((f"U+{ord(character):04X}", r.request.method, r.status_code))
+                else:
+                    assert_problem(r, 422, "emoji")
+    assert not accepted
+    assert chorus.events() == before
+
+
+def test_forbidden_idempotency_keys_are_refused(chorus: Running, world: World) -> None:
+    """The key is stored beside the events (and echoed on /ws): the same rule as any text.
+    What of the family a header can carry to the application (the HTTP parsers refuse the
+    other C0 characters and DEL) is tab and C1."""
+    before = chorus.events()
+    path = f"/api/channels/{world.channel}/messages"
+    for character in ["\t", *map(chr, range(0x80, 0xA0))]:
+        key = f"key{character}1".encode("latin-1")
+        r = chorus.api.post(path, world.member, {"text": "x"}, headers={"Idempotency-Key": key})
+        assert_problem(r, 422, "Idempotency-Key")
+    assert chorus.events() == before
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["\x00", "not-a-uuid", "0", " ", "{00000000-0000-0000-0000-000000000000}", "A" * 36],
+)
+def test_a_token_whose_subject_is_not_a_user_id_is_refused(
+    chorus: Running, world: World, subject: str
+) -> None:
+    """A token signed with the server's key but naming no user id (a bug in another issuer
+    sharing the secret, or a leaked key) must not reach the log: on /ws it appended a
+    ``SessionStarted`` whose actor was that subject."""
+    now = int(time.time())
+    claims = {
+        "iss": "chorus", "aud": "chorus-api", "sub": subject, "iat": now, "nbf": now,
+        "exp": now + 600, "jti": uuid.uuid4().hex, "typ": "access",
+    }  # fmt: skip
+    token = jwt.encode(claims, TEST_SECRET, algorithm="HS256")
+    before = chorus.events()
+    r = chorus.api.http.get("/api/auth/me", headers={"Authorization": f"Bearer {token}"})
+    assert_problem(r, 401, "sub")
+    with ws_connect(chorus, token) as ws, pytest.raises(ConnectionClosed) as closed:
+        ws.send(json.dumps({"op": "ping"}))
+        ws.recv(timeout=10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+    assert chorus.events() == before
+
+
+@contextmanager
+def ws_connect(chorus: Running, token: str) -> Iterator[ClientConnection]:
+    url = chorus.server.url.replace("http", "ws", 1) + f"/ws?token={token}"
+    with connect(url, open_timeout=10) as ws:
+        yield ws
+
+
+def test_forbidden_command_ids_on_ws_get_an_error_frame(chorus: Running, world: World) -> None:
+    """A /ws command id is an idempotency key: NUL in one closed the socket with 4500."""
+    wait_for_sessions_to_end(chorus.database_url)
+    before = chorus.events()
+    per_socket = 90  # within a connection's burst of frames
+    batches = [
+        FORBIDDEN_ONE_LINE[i : i + per_socket]
+        for i in range(0, len(FORBIDDEN_ONE_LINE), per_socket)
+    ]
+    for batch in batches:
+        with ws_connect(chorus, world.member.access_token) as ws:
+            for character in batch:
+                data = {"channel_id": world.channel, "text": "x"}
+                frame = {"op": "command", "id": f"id{character}", "type": "SendMessage"}
+                ws.send(json.dumps({**frame, "data": data}))
+                answer = json.loads(ws.recv(timeout=10))
+                assert answer["op"] == "error" and answer["status"] == 422, (character, answer)
+                assert "command id" in answer["detail"], answer
+            ws.send(json.dumps({"op": "ping"}))
+            assert json.loads(ws.recv(timeout=10)) == {"op": "pong"}
+    wait_for_sessions_to_end(chorus.database_url)
+    # Only each socket's own session, started and ended.
+    assert chorus.events() == before + 2 * len(batches)
+
+
+# -- never a 500 for bad input, never 4500 (issue 16, finding 6) ------------------------------
+
+NESTED = 20_000  # far past any parser's recursion limit, well under the body limit
+
+
+def _nested(depth: int) -> list[bytes]:
+    """JSON nested ``depth`` deep, as each kind of container, alone and inside an object."""
+    arrays = b"[" * depth + b"]" * depth
+    objects = b'{"a":' * depth + b"1" + b"}" * depth
+    return [arrays, objects, b'{"text":' + arrays + b"}", b'{"name":' + objects + b"}"]
+
+
+# Not UTF-8: a stray continuation byte, a byte that never occurs, an encoded surrogate, an
+# overlong "/", a truncated sequence; then an escaped lone surrogate, which is valid UTF-8
+# but not a string.
+BAD_UTF8 = [
+    b'{"text": "\x80"}',
+    b'{"name": "\xff", "username": "\xff", "password": "\xfe\xfe\xfe\xfe\xfe\xfe\xfe\xfe"}',
+    b'{"text": "\xed\xa0\x80"}',
+    b'{"title": "\xc0\xaf"}',
+    b'{"name": "\xe2\x82"}',
+    b'{"text": "\\ud800"}',
+]
+
+NOT_JSON = [
+    "text/plain",
+    "text/plain; charset=utf-8",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=b",
+    "application/xml",
+    "application/octet-stream",
+    "application/jsonx",
+    None,  # no Content-Type at all
+]
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str  # with the world's ids in its path parameters
+    template: str
+    body: bool
+    query: list[tuple[str, str]]  # name and schema type ("integer", "string")
+    path_parameters: list[str]
+
+
+def operations(chorus: Running, world: World) -> list[Operation]:
+    """Every operation the served OpenAPI document declares, its path filled with the world's
+    ids, so each request reaches its handler."""
+    spec = chorus.api.http.get("/schema/openapi.json").json()
+    ids = path_ids(world)
+    found = []
+    for template, methods in spec["paths"].items():
+        for method, op in methods.items():
+            params = op.get("parameters", [])
+            query = [(p["name"], _type(p.get("schema", {}))) for p in params if p["in"] == "query"]
+            names = [p["name"] for p in params if p["in"] == "path"]
+            assert set(names) <= set(ids), f"no id for a path parameter of {template}"
+            path = template.format(**{name: ids[name] for name in names})
+            found.append(
+                Operation(method.upper(), path, template, "requestBody" in op, query, names)
+            )
+    assert len(found) >= 45 and sum(op.body for op in found) >= 15
+    return found
+
+
+def _type(schema: dict[str, Any]) -> str:
+    types = [schema.get("type")] + [s.get("type") for s in schema.get("oneOf", [])]
+    return "integer" if "integer" in types else "string"
+
+
+def test_bodies_that_are_not_json_are_4xx_on_every_route(chorus: Running, world: World) -> None:
+    """Too deeply nested, not UTF-8: a problem (400), never a 500, on every route that takes
+    a body, sign-up included (no token needed)."""
+    before = chorus.events()
+    wrong = []
+    for op in operations(chorus, world):
+        if not op.body:
+            continue
+        for body in [*_nested(NESTED), *BAD_UTF8]:
+            r = chorus.api.http.request(
+                op.method,
+                op.path,
+                content=body,
+                headers={**world.owner.headers, "content-type": "application/json"},
+            )
+            if r.status_code != 400 or not r.headers["content-type"].startswith(PROBLEM):
+                wrong.append((op.method, op.template, body[:24], r.status_code, r.text[:80]))
+    assert not wrong, wrong
+    assert chorus.events() == before
+
+
+def test_non_json_content_types_are_415_on_every_route(chorus: Running, world: World) -> None:
+    """A body is JSON or refused: a form or a text/plain body (what a cross-site form can
+    send without a CORS preflight) is not parsed as JSON."""
+    before = chorus.events()
+    wrong = []
+    for op in operations(chorus, world):
+        if not op.body:
+            continue
+        for content_type in NOT_JSON:
+            headers = dict(world.owner.headers)
+            if content_type is not None:
+                headers["content-type"] = content_type
+            r = chorus.api.http.request(op.method, op.path, content=b"{}", headers=headers)
+            if r.status_code != 415 or not r.headers["content-type"].startswith(PROBLEM):
+                wrong.append((op.method, op.template, content_type, r.status_code, r.text[:80]))
+    assert not wrong, wrong
+    assert chorus.events() == before
+
+
+# Numbers no position, cursor or limit can be: past a PostgreSQL bigint, negative, absurdly
+# long, not ASCII digits (str.isdigit() takes "²" and "٣", int() refuses "²").
+OUT_OF_RANGE = [str(2**63), str(2**64), str(-(2**63) - 1), "-1", "9" * 5000, "\u00b2", "\u0663"]
+ODD = ["\x00", "1e400", "NaN", " 1", "1 ", "0x10", "", "\ufdd0", "\U0010ffff"]
+
+
+def test_query_parameters_out_of_range_are_4xx_on_every_route(
+    chorus: Running, world: World
+) -> None:
+    """Every query parameter of every operation: numbers out of range are refused (4xx) and
+    nothing else answers 5xx. Only GETs take query parameters: nothing can be appended."""
+    wrong = []
+    for op in operations(chorus, world):
+        for name, kind in op.query:
+            numeric = kind == "integer" or name in ("before", "after")
+            for value in OUT_OF_RANGE + ODD:
+                r = chorus.api.http.request(
+                    op.method, op.path, params={name: value}, headers=world.owner.headers
+                )
+                refused = 400 <= r.status_code < 500
+                if r.status_code >= 500 or (numeric and value in OUT_OF_RANGE and not refused):
+                    wrong.append((op.template, name, value, r.status_code, r.text[:80]))
+    assert not wrong, wrong
+
+
+def test_forbidden_path_parameters_are_4xx_on_every_route(chorus: Running, world: World) -> None:
+    """Each path parameter of each operation, one at a time, holding a character of the
+    forbidden family (the others name real objects): 4xx, nothing appended."""
+    before = chorus.events()
+    wrong = []
+    for op in operations(chorus, world):
+        for name in op.path_parameters:
+            for value in ["\x00", "a\x1b[0m", "\ufdd0", "\U0001ffff", "x\x85"]:
+                ids = {**path_ids(world), name: quote(value, safe="")}
+                path = op.template.format(**{n: ids[n] for n in op.path_parameters})
+                r = chorus.api.http.request(op.method, path, headers=world.owner.headers)
+                if not 400 <= r.status_code < 500:
+                    wrong.append((op.method, op.template, name, value, r.status_code))
+    assert not wrong, wrong
+    assert chorus.events() == before
+
+
+def path_ids(world: World) -> dict[str, str]:
+    """What each path parameter of the API names, in the world."""
+    return {
+        "ws": world.workspace, "ch": world.channel, "msg": world.message,
+        "doc": world.document, "user": world.member.user_id, "stream_id": world.workspace,
+        "role": "admin", "emoji": "x", "code": "no-such-code",
+    }  # fmt: skip
+
+
+def test_if_match_that_is_not_a_version_is_4xx(chorus: Running, world: World) -> None:
+    before = chorus.events()
+    # A header is Latin-1: "²" is what it can carry of the digits int() refuses.
+    for value in [str(2**63), str(2**64), "-1", 'W/"\u00b2"', "1\u00b2", '"12\u00b2"']:
+        r = chorus.api.patch(
+            f"/api/messages/{world.message}",
+            world.owner,
+            {"text": "changed?"},
+            headers={"If-Match": value.encode("latin-1")},
+        )
+        assert_problem(r, 422, "If-Match")
+    assert chorus.events() == before
+
+
+def test_ws_frames_nested_too_deep_get_an_error_frame(chorus: Running, world: World) -> None:
+    """A frame nested past the parser's limit closed the socket with 4500."""
+    wait_for_sessions_to_end(chorus.database_url)
+    before = chorus.events()
+    depth = 30_000  # within the 64 KiB frame limit
+    arrays = "[" * depth + "]" * depth
+    frames_sent = [
+        arrays,
+        '{"op":"ping","x":' + arrays + "}",
+        '{"op":"command","id":"1","type":"SendMessage","data":{"text":' + arrays + "}}",
+        '{"op":"signal","workspace":"w","kind":"typing","data":{"a":' + arrays + "}}",
+        '{"op":"subscribe","sub":"s","streams":[' + '{"a":' * 10_000 + "1" + "}" * 10_000 + "]}",
+        '{"op":"command","id":"\\ud800","type":"SendMessage","data":{}}',
+    ]
+    with ws_connect(chorus, world.member.access_token) as ws:
+        for frame in frames_sent:
+            ws.send(frame)
+            answer = json.loads(ws.recv(timeout=10))
+            assert answer["op"] == "error" and answer["status"] in (400, 422), answer
+        # A signal just within the parser's depth is relayed (encoded again, one level
+        # deeper): around the limit, each is relayed (no answer) or refused, never a 4500.
+        for depth in range(960, 1000, 4):
+            data = '{"a":' + "[" * depth + "]" * depth + "}"
+            ws.send(
+                f'{{"op":"signal","workspace":"{world.workspace}","kind":"typing","data":{data}}}'
+            )
+        ws.send(json.dumps({"op": "ping"}))
+        while (answer := json.loads(ws.recv(timeout=10))) != {"op": "pong"}:
+            assert answer["op"] == "error" and answer["status"] in (400, 422), answer
+        ws.send(json.dumps({"op": "ping"}))
+        assert json.loads(ws.recv(timeout=10)) == {"op": "pong"}
+    wait_for_sessions_to_end(chorus.database_url)
+    assert chorus.events() == before + 2  # the socket's own session started and ended
+
+
+# -- display names that impersonate (issue 16, finding 7) -------------------------------------
+
+
+def _every(*categories: str) -> list[str]:
+    return [chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) in categories]
+
+
+def test_display_names_that_hide_or_reorder_are_refused(chorus: Running) -> None:
+    """Every format character (bidi overrides and isolates, zero-width spaces and joiners,
+    the BOM...), line and paragraph separators, invisible fillers and control characters
+    (ANSI escapes): 422 at sign-up, nothing appended."""
+    before = chorus.events()
+    hiding = [*_every("Cf", "Zl", "Zp", "Cc"), "\u115f", "\u1160", "\u3164", "\uffa0"]
+    accepted = []
+    for character in hiding:
+        body = {
+            "username": f"disp_{uuid.uuid4().hex[:10]}",
+            "password": "a good password",
+            "display_name": f"Ad{character}min",
+        }
+        r = chorus.api.http.post("/api/auth/signup", json=body)
+        if r.status_code != 422 or "display_name" not in r.json()["detail"]:
+            accepted.append((f"U+{ord(character):04X}", r.status_code))
+    assert not accepted, accepted
+    assert chorus.events() == before
+
+
+def test_a_display_name_reading_as_another_users_username_is_refused(chorus: Running) -> None:
+    victim = chorus.api.signup("victim")
+    name = victim.username
+    full_width = "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in name.upper())
+    before = chorus.events()
+    for display_name in [name, name.upper(), f" {name.title()} ", full_width]:
+        body = {
+            "username": f"imp_{uuid.uuid4().hex[:10]}",
+            "password": "a good password",
+            "display_name": display_name,
+        }
+        r = chorus.api.http.post("/api/auth/signup", json=body)
+        assert_problem(r, 409, "display_name")
+    assert chorus.events() == before
+    # One's own username, in any case, is one's own; NFKC is what is stored and shown.
+    own = f"own_{uuid.uuid4().hex[:10]}"
+    body = {"username": own, "password": "a good password", "display_name": own.upper()}
+    assert chorus.api.http.post("/api/auth/signup", json=body).status_code == 201
+    body = {
+        "username": f"nfkc_{uuid.uuid4().hex[:10]}",
+        "password": "a good password",
+        "display_name": "\uff27\uff52\uff41\uff43\uff45 \u2163",
+    }
+    signed_up = chorus.api.ok(chorus.api.http.post("/api/auth/signup", json=body), 201)
+    me = chorus.api.http.get(
+        "/api/auth/me",
+        params={"min_position": signed_up["position"]},
+        headers={"Authorization": f"Bearer {signed_up['access_token']}"},
+    )
+    assert chorus.api.ok(me)["display_name"] == "Grace IV"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+import unicodedata
 from uuid import UUID, uuid4
 
 import pytest
 
 from domain.base import as_uuid
 from domain.errors import InvalidValue, NotFound
-from domain.identity import User, user_id_for
+from domain.identity import User, display_name_rule, user_id_for, username_read_in
 from domain.rules import (
     MAX_DISPLAY_NAME,
     MAX_PASSWORD,
@@ -123,6 +125,81 @@ def test_a_display_name_is_not_empty_not_too_long_and_has_no_nul(display_name: s
 def test_a_display_name_may_be_exactly_the_maximum_length() -> None:
     name = "é" * MAX_DISPLAY_NAME
     assert User.register("alice", name, by(None)).display_name == name
+
+
+# -- display names that impersonate or hide (issue 16, finding 7) ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "shown"),
+    [
+        ("\uff21\uff44\uff41", "Ada"),  # full-width letters
+        ("\U0001d400\U0001d41d\U0001d41a", "Ada"),  # mathematical bold
+        ("\ufb01ona", "fiona"),  # a ligature
+        ("\u2163 Henry", "IV Henry"),  # a Roman numeral
+        ("Cafe\u0301", "Caf\u00e9"),  # decomposed to composed
+        ("  Ada  ", "Ada"),
+        (
+            "\u05e9\u05dc\u05d5\u05dd",
+            "\u05e9\u05dc\u05d5\u05dd",
+        ),  # right-to-left letters are letters
+    ],
+)
+def test_a_display_name_is_nfkc_normalised(given: str, shown: str) -> None:
+    assert display_name_rule(given) == shown
+    assert User.register("alice", given, by(None)).display_name == shown
+
+
+def _every(*categories: str) -> list[str]:
+    return [chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) in categories]
+
+
+# Every format character (the bidi embeddings, overrides, isolates and marks U+202A-U+202E,
+# U+2066-U+2069, U+200E/F, U+061C; the zero-width U+200B-U+200D, U+2060, U+FEFF; soft hyphens,
+# tags...), line and paragraph separators, invisible fillers, and the control characters
+# (ANSI escapes start with ESC).
+HIDING = [*_every("Cf", "Zl", "Zp", "Cc"), "\u115f", "\u1160", "\u3164", "\uffa0"]
+
+
+def test_the_family_of_hiding_and_reordering_characters_is_whole() -> None:
+    named = [*"\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"]
+    named += [*"\u200b\u200c\u200d\u2060\ufeff\x1b\x00\x07\x85"]
+    assert set(named) <= set(HIDING)
+
+
+def test_a_display_name_with_a_hiding_or_reordering_character_is_refused() -> None:
+    accepted = []
+    for character in HIDING:
+        for name in (f"Ada{character}", f"{character}Ada", f"A{character}da"):
+            try:
+                display_name_rule(name)
+            except InvalidValue as exc:
+                assert "display_name" in str(exc)
+            else:
+                accepted.append(f"U+{ord(character):04X}")
+    assert not accepted, accepted
+    with refused(InvalidValue, match="display_name"):
+        User.register("alice", "\x1b[31mAdmin\x1b[0m", by(None))
+
+
+@pytest.mark.parametrize(
+    ("display_name", "username"),
+    [
+        ("ada", "ada"),
+        ("ADA", "ada"),
+        (" Ada ", "ada"),
+        ("\uff21\uff24\uff21", "ada"),  # full-width
+        ("\U0001d41a\U0001d41d\U0001d41a", "ada"),  # mathematical bold
+        ("Stra\u00dfe", "strasse"),  # case folding, not lower-casing
+        ("\u212aevin", "kevin"),  # the Kelvin sign
+        ("a.b_c9", "a.b_c9"),
+        ("Ada Lovelace", None),
+        ("ad", None),
+        ("\u00e9lodie", None),
+    ],
+)
+def test_the_username_a_display_name_reads_as(display_name: str, username: str | None) -> None:
+    assert username_read_in(display_name) == username
 
 
 def test_replaying_a_users_events_reproduces_the_user() -> None:

@@ -4,6 +4,7 @@ import base64
 import json
 import secrets
 import time
+import uuid
 from typing import Any
 
 import jwt
@@ -15,6 +16,9 @@ from infrastructure.tokens import AccessClaims, AccessTokens, InvalidToken
 SECRET = secrets.token_bytes(64)
 ISSUER = "chorus"
 AUDIENCE = "chorus-api"
+# User ids are UUIDs; a subject that is not one is refused.
+USER = "0b6f4c52-2a6e-4f43-9d3c-5d1f0e6a7b21"
+OTHER = "7d2e9a10-41c5-4b8e-8f6a-0c3b5e9d1a44"
 
 
 @pytest.fixture
@@ -31,7 +35,7 @@ def _claims(**overrides: Any) -> dict[str, Any]:
     claims: dict[str, Any] = {
         "iss": ISSUER,
         "aud": AUDIENCE,
-        "sub": "user-1",
+        "sub": USER,
         "iat": now,
         "nbf": now,
         "exp": now + 600,
@@ -71,23 +75,23 @@ def _rejected(tokens: AccessTokens, token: str) -> str:
 
 def test_round_trip(tokens: AccessTokens) -> None:
     before = int(time.time())
-    token, expires_in = tokens.issue("user-42")
+    token, expires_in = tokens.issue(OTHER)
     claims = tokens.decode(token)
     assert isinstance(claims, AccessClaims)
-    assert claims.user_id == "user-42"
+    assert claims.user_id == OTHER
     assert expires_in == 900
     assert before + 900 <= claims.expires_at <= int(time.time()) + 900
     assert claims.token_id
 
 
 def test_issued_token_carries_all_claims(tokens: AccessTokens) -> None:
-    token, _ = tokens.issue("user-42")
+    token, _ = tokens.issue(OTHER)
     header = jwt.get_unverified_header(token)
     assert header["alg"] == "HS256"
     payload = jwt.decode(token, SECRET, algorithms=["HS256"], audience=AUDIENCE)
     assert payload["iss"] == ISSUER
     assert payload["aud"] == AUDIENCE
-    assert payload["sub"] == "user-42"
+    assert payload["sub"] == OTHER
     assert payload["typ"] == "access"
     assert payload["exp"] - payload["iat"] == 900
     assert payload["nbf"] == payload["iat"]
@@ -95,15 +99,15 @@ def test_issued_token_carries_all_claims(tokens: AccessTokens) -> None:
 
 
 def test_token_ids_are_unique(tokens: AccessTokens) -> None:
-    ids = {tokens.decode(tokens.issue("u")[0]).token_id for _ in range(20)}
+    ids = {tokens.decode(tokens.issue(USER)[0]).token_id for _ in range(20)}
     assert len(ids) == 20
 
 
 def test_custom_ttl_issuer_audience() -> None:
     custom = AccessTokens(SECRET, issuer="iss-x", audience="aud-x", ttl_s=60)
-    token, expires_in = custom.issue("u")
+    token, expires_in = custom.issue(USER)
     assert expires_in == 60
-    assert custom.decode(token).user_id == "u"
+    assert custom.decode(token).user_id == USER
     # Verifiers configured for another issuer or audience must not accept it.
     assert "issuer" in _rejected(AccessTokens(SECRET), token)
     assert "audience" in _rejected(AccessTokens(SECRET, issuer="iss-x"), token)
@@ -111,12 +115,12 @@ def test_custom_ttl_issuer_audience() -> None:
 
 def test_str_secret_equals_its_utf8_bytes() -> None:
     text_secret = "k" * 40
-    token, _ = AccessTokens(text_secret).issue("u")
-    assert AccessTokens(text_secret.encode()).decode(token).user_id == "u"
+    token, _ = AccessTokens(text_secret).issue(USER)
+    assert AccessTokens(text_secret.encode()).decode(token).user_id == USER
 
 
 def test_decode_accepts_hand_built_valid_token(tokens: AccessTokens) -> None:
-    assert tokens.decode(_sign(_claims())).user_id == "user-1"
+    assert tokens.decode(_sign(_claims())).user_id == USER
 
 
 def test_issue_rejects_empty_user_id(tokens: AccessTokens) -> None:
@@ -220,9 +224,19 @@ def test_type_mismatch_message(tokens: AccessTokens) -> None:
     assert "type" in _rejected(tokens, _sign(_claims(typ="refresh")))
 
 
-@pytest.mark.parametrize("sub", [42, "", ["user-1"]])
+@pytest.mark.parametrize("sub", [42, "", [USER]])
 def test_bad_subject(tokens: AccessTokens, sub: object) -> None:
     _rejected(tokens, _sign(_claims(sub=sub)))
+
+
+@pytest.mark.parametrize(
+    "sub",
+    ["user-1", "\x00", " ", USER.upper(), "{" + USER + "}", USER.replace("-", ""), USER + "\x00"],
+)
+def test_a_subject_that_is_not_a_user_id_is_refused(tokens: AccessTokens, sub: str) -> None:
+    """Validly signed, but the subject is not a user id in its one form: it would become the
+    actor of what the token does, in the log."""
+    assert "sub" in _rejected(tokens, _sign(_claims(sub=sub)))
 
 
 @pytest.mark.parametrize("jti", [7, ""])
@@ -285,7 +299,7 @@ def test_tampered_signature(tokens: AccessTokens) -> None:
 
 def test_tampered_payload(tokens: AccessTokens) -> None:
     header, _, signature = _sign(_claims()).split(".")
-    forged = _b64(json.dumps(_claims(sub="admin")).encode())
+    forged = _b64(json.dumps(_claims(sub=OTHER)).encode())
     assert "signature" in _rejected(tokens, f"{header}.{forged}.{signature}")
 
 
@@ -295,7 +309,7 @@ def test_signed_with_another_secret(tokens: AccessTokens) -> None:
 
 
 def test_issued_by_another_instance_with_another_secret(tokens: AccessTokens) -> None:
-    token, _ = AccessTokens(secrets.token_bytes(32)).issue("u")
+    token, _ = AccessTokens(secrets.token_bytes(32)).issue(USER)
     _rejected(tokens, token)
 
 
@@ -321,7 +335,7 @@ def test_non_json_payload(tokens: AccessTokens) -> None:
 def test_a_remembered_token_is_refused_once_it_expires() -> None:
     now = [time.time()]
     tokens = AccessTokens(SECRET, ttl_s=60, clock=lambda: now[0])
-    token, _ = tokens.issue("alice")
+    token, _ = tokens.issue(USER)
     claims = tokens.decode(token)
     assert tokens.decode(token) is claims  # the second time, from memory
     now[0] = claims.expires_at + 4  # inside the leeway
@@ -332,11 +346,11 @@ def test_a_remembered_token_is_refused_once_it_expires() -> None:
 
 
 def test_remembering_a_token_does_not_admit_an_altered_copy(tokens: AccessTokens) -> None:
-    token, _ = tokens.issue("alice")
+    token, _ = tokens.issue(USER)
     tokens.decode(token)
     header, payload, signature = token.split(".")
     forged_claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
-    forged_claims["sub"] = "mallory"
+    forged_claims["sub"] = OTHER
     forged = ".".join((header, _b64(json.dumps(forged_claims).encode()), signature))
     assert "signature" in _rejected(tokens, forged)
     flipped = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
@@ -345,8 +359,9 @@ def test_remembering_a_token_does_not_admit_an_altered_copy(tokens: AccessTokens
 
 def test_the_memory_of_verified_tokens_is_bounded() -> None:
     tokens = AccessTokens(SECRET, cache_size=2)
-    issued = [tokens.issue(f"user-{i}")[0] for i in range(3)]
+    users = [str(uuid.UUID(int=i)) for i in range(3)]
+    issued = [tokens.issue(user)[0] for user in users]
     for token in issued:
         tokens.decode(token)
     assert list(tokens._verified) == issued[1:]
-    assert tokens.decode(issued[0]).user_id == "user-0"  # verified again, not refused
+    assert tokens.decode(issued[0]).user_id == users[0]  # verified again, not refused
