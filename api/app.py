@@ -15,7 +15,13 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from api.audit import AuditController
-from api.auth import PUBLIC_PATHS, AuthController, BearerAuthMiddleware
+from api.auth import (
+    AUTH_LIMIT_HANDLERS,
+    PUBLIC_PATHS,
+    AuthController,
+    BearerAuthMiddleware,
+    auth_limits,
+)
 from api.bootstrap import Services, build_services
 from api.channels import ChannelController
 from api.documents import DocumentController
@@ -50,6 +56,7 @@ def create_app(settings: Settings, database_url: str, services: Services | None 
             "services": services,
             "ws_connections": UserConnections(settings.ws_connections_per_user),
             "loop_lag": LoopLagProbe(),
+            **auth_limits(settings),
         }
     )
 
@@ -112,7 +119,7 @@ def create_app(settings: Settings, database_url: str, services: Services | None 
         state=state,
         plugins=[StrictStructSchemaPlugin()],
         middleware=middleware,
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers={**EXCEPTION_HANDLERS, **AUTH_LIMIT_HANDLERS},
         before_send=[add_security_headers],
         request_max_body_size=settings.max_body_bytes,
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins))

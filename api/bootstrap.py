@@ -101,13 +101,14 @@ class Services:
         self.app.close()
         self.read_pool.close()
         self.auth_pool.close()
+        self.passwords.close()
 
 
 def build_services(
     settings: Settings, database_url: str, *, run_projections: bool = True
 ) -> Services:
     migrate(database_url)
-    passwords = PasswordHasher()
+    passwords = PasswordHasher(max_queued=settings.password_hash_queue)
     app = Chorus(
         eventsourcing_env(database_url, pool_size=settings.db_pool_size), passwords=passwords
     )
