@@ -28,6 +28,7 @@ from api.documents import DocumentController
 from api.errors import EXCEPTION_HANDLERS
 from api.events import EventController
 from api.health import health, ready
+from api.log_redaction import keep_invite_codes_out_of_logs
 from api.loop_lag import LoopLagProbe
 from api.openapi import StrictStructSchemaPlugin
 from api.rate_limits import RateLimiter, RateLimitMiddleware
@@ -86,6 +87,7 @@ def create_app(settings: Settings, database_url: str, services: Services | None 
 
     # uvicorn would log the ?token= of every WebSocket (see RedactQueryTokens).
     keep_tokens_out_of_logs()
+    keep_invite_codes_out_of_logs()
     middleware: list[Any] = [DefineMiddleware(BearerAuthMiddleware, exclude=PUBLIC_PATHS)]
     if limiter is not None:
         # Before authentication: floods of unauthenticated requests are limited too.

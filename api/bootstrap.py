@@ -88,7 +88,9 @@ class Services:
     rooms: Rooms = field(init=False)
 
     def __post_init__(self) -> None:
-        self.presence = PresenceKeeper(self, self.settings.presence_heartbeat_s)
+        self.presence = PresenceKeeper(
+            self, self.settings.presence_heartbeat_s, self.settings.presence_linger_s
+        )
         self.signals = SignalBus(self.settings.redis_url, self.presence.instance_id)
         self.rooms = Rooms(
             self, flush_s=self.settings.document_flush_s, idle_s=self.settings.document_idle_s

@@ -67,6 +67,9 @@ class Settings:
     # Sign-ups per address and in total per hour (0: no cap).
     signups_per_address_per_hour: int = 20
     signups_per_hour: int = 1000
+    # A user's presence session on an instance ends this long after their last socket there
+    # closed; a reconnect within it records nothing (connect/close churn appends no events).
+    presence_linger_s: float = 2.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -126,6 +129,7 @@ class Settings:
                 env, "CHORUS_SIGNUPS_PER_ADDRESS_PER_HOUR", 20, 0, 1_000_000
             ),
             signups_per_hour=_int(env, "CHORUS_SIGNUPS_PER_HOUR", 1000, 0, 1_000_000),
+            presence_linger_s=_float(env, "CHORUS_PRESENCE_LINGER_S", 2.0, 0.0, 600.0),
         )
 
     def resolved_jwt_secret(self) -> str:

@@ -164,3 +164,52 @@ def test_login_throttle_settings() -> None:
     ) == (7, 70, 9)
     with pytest.raises(SettingsError):
         Settings.from_env({"CHORUS_PASSWORD_HASH_QUEUE": "-1"})
+
+
+# -- sign-up budget (issue #16, finding 13) ------------------------------------------------
+
+
+def _signup(http: httpx.Client) -> httpx.Response:
+    name = f"new_{uuid.uuid4().hex[:10]}"
+    return http.post("/api/auth/signup", json={"username": name, "password": "a good password"})
+
+
+def _client(url: str, source: str) -> httpx.Client:
+    # Any 127.0.0.0/8 address is this machine: each source address is another client.
+    return httpx.Client(
+        base_url=url, transport=httpx.HTTPTransport(local_address=source), timeout=30
+    )
+
+
+def test_signups_per_address_and_in_total_are_capped(
+    postgres_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    per_address, total = 3, 5
+    with running_chorus(
+        postgres_server,
+        tmp_path,
+        signups_per_address_per_hour=per_address,
+        signups_per_hour=total,
+    ) as chorus:
+        url = chorus.server.url
+        with _client(url, "127.0.0.2") as first, _client(url, "127.0.0.3") as second:
+            for _ in range(per_address):
+                assert _signup(first).status_code == 201
+            before = chorus.events()
+            refused = _signup(first)
+            assert refused.status_code == 429, refused.text
+            assert refused.headers["content-type"].startswith("application/problem+json")
+            assert 1 <= int(refused.headers["retry-after"]) <= 3600
+            assert chorus.events() == before  # nothing appended
+            # Another address has its own budget, until the server's hourly total is spent.
+            for _ in range(total - per_address):
+                assert _signup(second).status_code == 201
+            with _client(url, "127.0.0.4") as third:
+                over = _signup(third)
+            assert over.status_code == 429, over.text
+            assert "per hour" in over.json()["detail"]
+    s = Settings.from_env(
+        {"CHORUS_SIGNUPS_PER_ADDRESS_PER_HOUR": "2", "CHORUS_SIGNUPS_PER_HOUR": "9"}
+    )
+    assert (s.signups_per_address_per_hour, s.signups_per_hour) == (2, 9)
+    assert Settings.from_env({}).signups_per_address_per_hour == 20
