@@ -30,6 +30,7 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
@@ -342,6 +343,9 @@ def run(cfg: ChorusConfig) -> None:
         server.run()
     except Stopped:
         pass
+    else:
+        if not server.started:  # as uvicorn.run: it could not bind, or start-up failed
+            raise SystemExit(STARTUP_FAILURE)
     finally:
         if previous is not None:
             signal.signal(signal.SIGHUP, previous)
