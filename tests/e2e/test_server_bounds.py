@@ -4,6 +4,7 @@ connections by the hundred, forged X-Forwarded-For — while other clients stay 
 
 from __future__ import annotations
 
+import json
 import socket
 import statistics
 import threading
@@ -14,8 +15,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from infrastructure.embedded_postgres import EmbeddedPostgres
+from tests.fixtures.chorus import Api
+from tests.fixtures.polling import wait_until
 from tests.fixtures.processes import ChorusProcess, processes, start_all
 from tests.fixtures.servers import HOST, new_database
 
@@ -263,3 +267,34 @@ def test_forwarded_for_is_believed_from_a_listed_proxy(
         # Each forwarded client has a budget of its own (the 401s: no token).
         assert 429 not in statuses, statuses
         assert "203.0.113.59:" in server.log_tail(200_000)
+
+
+def test_websockets_hold_their_address_slot_until_they_close(
+    postgres_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """An upgraded connection keeps counting against its address (the fd it holds is the
+    same), and gives its slot back when it closes."""
+    cap = 4
+    with chorus_serve(postgres_server, tmp_path, CHORUS_CONNECTIONS_PER_ADDRESS=str(cap)) as server:
+        api = Api(server.url)
+        try:
+            user = api.signup("sockets")
+        finally:
+            api.close()
+        url = server.url.replace("http", "ws", 1) + f"/ws?token={user.access_token}"
+        with ExitStack() as stack:
+            for _ in range(cap):
+                ws = stack.enter_context(connect(url, open_timeout=10))
+                ws.send(json.dumps({"op": "ping"}))
+                assert json.loads(ws.recv(timeout=10)) == {"op": "pong"}
+            extra = _raw(server.port)  # refused on connect, before it sends anything
+            assert _read_all(extra).startswith(b"HTTP/1.1 429 ")
+            extra.close()
+        # Closed: the address has its slots back (the server sees the closes asynchronously).
+        wait_until("the slots to come back", lambda: _health_from(server.port) == 200)
+
+
+def _health_from(port: int) -> int:
+    with _raw(port) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        return int(_read_all(sock).split(b" ", 2)[1])
