@@ -15,7 +15,13 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from api.audit import AuditController
-from api.auth import PUBLIC_PATHS, AuthController, BearerAuthMiddleware
+from api.auth import (
+    AUTH_LIMIT_HANDLERS,
+    PUBLIC_PATHS,
+    AuthController,
+    BearerAuthMiddleware,
+    auth_limits,
+)
 from api.bodies import JsonRequest
 from api.bootstrap import Services, build_services
 from api.channels import ChannelController
@@ -23,6 +29,7 @@ from api.documents import DocumentController
 from api.errors import EXCEPTION_HANDLERS
 from api.events import EventController
 from api.health import health, ready
+from api.log_redaction import keep_invite_codes_out_of_logs
 from api.loop_lag import LoopLagProbe
 from api.openapi import StrictStructSchemaPlugin
 from api.rate_limits import RateLimiter, RateLimitMiddleware
@@ -52,6 +59,7 @@ def create_app(settings: Settings, database_url: str, services: Services | None 
             "services": services,
             "ws_connections": UserConnections(settings.ws_connections_per_user),
             "loop_lag": LoopLagProbe(),
+            **auth_limits(settings),
         }
     )
 
@@ -81,6 +89,7 @@ def create_app(settings: Settings, database_url: str, services: Services | None 
 
     # uvicorn would log the ?token= of every WebSocket (see RedactQueryTokens).
     keep_tokens_out_of_logs()
+    keep_invite_codes_out_of_logs()
     middleware: list[Any] = [DefineMiddleware(BearerAuthMiddleware, exclude=PUBLIC_PATHS)]
     if limiter is not None:
         # Before authentication: floods of unauthenticated requests are limited too.
@@ -115,7 +124,7 @@ def create_app(settings: Settings, database_url: str, services: Services | None 
         state=state,
         plugins=[StrictStructSchemaPlugin()],
         middleware=middleware,
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers={**EXCEPTION_HANDLERS, **AUTH_LIMIT_HANDLERS},
         request_class=JsonRequest,
         before_send=[add_security_headers],
         request_max_body_size=settings.max_body_bytes,

@@ -16,13 +16,17 @@ from litestar.params import Body, FromQuery, JSONBody
 from litestar.response import Response
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
+from api.auth_limits import HourlyBudget, LoginThrottle, Throttled
 from api.commands import execute, services_of
-from api.errors import problems
+from api.errors import problem, problems
+from api.rate_limits import client_address
 from api.reads import read_cursor_async
 from application.commands import RegisterUser
 from domain.errors import NotFound, UsernameTaken
 from domain.identity import user_id_for
 from domain.rules import MAX_PASSWORD
+from infrastructure.passwords import PasswordsBusy
+from infrastructure.settings import Settings
 from infrastructure.tokens import InvalidToken
 from projections.queries import run_async
 from projections.users import get_user
@@ -102,6 +106,40 @@ def _tokens(request: Request[Any, Any, Any], user_id: str, position: int | None)
     return TokenPair(user_id, access, refresh, expires_in, position=position)
 
 
+def auth_limits(settings: Settings) -> dict[str, Any]:
+    """The app state the auth routes' budgets live in (one per server process)."""
+    return {
+        "login_throttle": LoginThrottle(
+            settings.login_free_failures_per_account,
+            settings.login_free_failures_per_address,
+            settings.login_backoff_base_s,
+            settings.login_backoff_max_s,
+        ),
+        "signup_budget": HourlyBudget(
+            settings.signups_per_address_per_hour, settings.signups_per_hour
+        ),
+    }
+
+
+def _throttled(_: Request[Any, Any, Any], exc: Throttled) -> Response[Any]:
+    return problem(429, exc.detail, {"Retry-After": str(exc.retry_after_s)})
+
+
+def _passwords_busy(_: Request[Any, Any, Any], exc: PasswordsBusy) -> Response[Any]:
+    return problem(429, str(exc), {"Retry-After": str(exc.retry_after_s)})
+
+
+# Registered beside api/errors.py's handlers by create_app.
+AUTH_LIMIT_HANDLERS: dict[Any, Any] = {Throttled: _throttled, PasswordsBusy: _passwords_busy}
+
+
+def _account_key(username: str) -> str:
+    try:
+        return str(user_id_for(username))
+    except Exception:  # an impossible username: its own key, as for an unknown user
+        return "raw:" + username
+
+
 class AuthController(Controller):
     path = "/api/auth"
     tags = ["auth"]
@@ -115,6 +153,8 @@ class AuthController(Controller):
         self, request: Request[Any, Any, Any], data: JSONBody[SignupBody]
     ) -> Response[TokenPair]:
         """Registers a user and signs them in."""
+        signups: HourlyBudget = request.app.state.signup_budget
+        signups.take(client_address(request.scope))
         command = RegisterUser(
             username=data.username, password=data.password, display_name=data.display_name
         )
@@ -137,22 +177,32 @@ class AuthController(Controller):
 
     @post(
         "/login",
-        sync_to_thread=True,
         operation_id="Login",
         status_code=200,
         responses=problems(400, 401, 413, 422, 429),
     )
-    def login(self, request: Request[Any, Any, Any], data: JSONBody[LoginBody]) -> TokenPair:
+    async def login(self, request: Request[Any, Any, Any], data: JSONBody[LoginBody]) -> TokenPair:
         """Exchanges a username and password for a token pair."""
         services = services_of(request)
-        try:
-            user_id = user_id_for(data.username)
-            stored = services.app.store.find_password_hash(user_id)
-        except Exception:  # an impossible username is an unknown user, at the same cost
-            user_id, stored = None, None
-        if not services.passwords.verify(stored, data.password) or user_id is None:
+        throttle: LoginThrottle = request.app.state.login_throttle
+        account = _account_key(data.username)
+        throttle.attempt(account, client_address(request.scope))
+
+        def lookup() -> tuple[Any, str | None]:
+            try:
+                user_id = user_id_for(data.username)
+                return user_id, services.app.store.find_password_hash(user_id)
+            except Exception:  # an impossible username is an unknown user, at the same cost
+                return None, None
+
+        user_id, stored = await anyio.to_thread.run_sync(lookup)
+        # Awaited, not run in a worker thread: a burst of logins waits on the hashing pool's
+        # queue without holding the threads other routes need (issue #16, finding 3).
+        if not await services.passwords.verify_async(stored, data.password) or user_id is None:
+            throttle.failed(account, client_address(request.scope))
             raise NotAuthorizedException("wrong username or password")
-        return _tokens(request, str(user_id), None)
+        throttle.succeeded(account)
+        return await anyio.to_thread.run_sync(_tokens, request, str(user_id), None)
 
     @post(
         "/refresh",
@@ -196,4 +246,4 @@ class AuthController(Controller):
         return Me(row["user_id"], row["username"], row["display_name"])
 
 
-__all__ = ["PUBLIC_PATHS", "AuthController", "BearerAuthMiddleware", "Body"]
+__all__ = ["AUTH_LIMIT_HANDLERS", "PUBLIC_PATHS", "AuthController", "BearerAuthMiddleware", "Body"]

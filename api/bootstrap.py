@@ -89,7 +89,9 @@ class Services:
     rooms: Rooms = field(init=False)
 
     def __post_init__(self) -> None:
-        self.presence = PresenceKeeper(self, self.settings.presence_heartbeat_s)
+        self.presence = PresenceKeeper(
+            self, self.settings.presence_heartbeat_s, self.settings.presence_linger_s
+        )
         self.signals = SignalBus(self.settings.redis_url, self.presence.instance_id)
         self.rooms = Rooms(
             self, flush_s=self.settings.document_flush_s, idle_s=self.settings.document_idle_s
@@ -102,13 +104,14 @@ class Services:
         self.app.close()
         self.read_pool.close()
         self.auth_pool.close()
+        self.passwords.close()
 
 
 def build_services(
     settings: Settings, database_url: str, *, run_projections: bool = True
 ) -> Services:
     migrate(database_url)
-    passwords = PasswordHasher()
+    passwords = PasswordHasher(max_queued=settings.password_hash_queue)
     app = Chorus(
         eventsourcing_env(database_url, pool_size=settings.db_pool_size), passwords=passwords
     )

@@ -32,9 +32,7 @@ def database(settings: Settings) -> Iterator[str]:
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
-
-    from api.app import create_app
+    from api import server
 
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.public:
         print(
@@ -42,20 +40,24 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    with database(settings) as url:
-        # Generated once here so every worker signs and checks tokens with the same key.
-        os.environ["CHORUS_JWT_SECRET"] = settings.resolved_jwt_secret()
-        common = {
-            "host": args.host,
-            "port": args.port,
-            "log_level": args.log_level,
-            "ws_per_message_deflate": settings.ws_compression,
-        }
-        if args.workers > 1:
-            os.environ["DATABASE_URL"] = url
-            uvicorn.run("api.asgi:app", factory=True, workers=args.workers, **common)
-        else:
-            uvicorn.run(create_app(settings, url), **common)
+    # From here any stop signal unwinds through ``database``: its PostgreSQL is stopped
+    # (SIGTERM and SIGHUP would otherwise end the process and leave it running).
+    with server.stop_signals():
+        try:
+            with database(settings) as url:
+                # Generated once here so every worker signs and checks tokens with one key.
+                os.environ["CHORUS_JWT_SECRET"] = settings.resolved_jwt_secret()
+                options = {"host": args.host, "port": args.port, "log_level": args.log_level}
+                if args.workers > 1:
+                    os.environ["DATABASE_URL"] = url
+                    cfg = server.config("api.asgi:app", settings, workers=args.workers, **options)
+                else:
+                    from api.app import create_app
+
+                    cfg = server.config(create_app(settings, url), settings, **options)
+                server.run(cfg)
+        except server.Stopped as stopped:
+            log.info("stopped by %s", stopped)
     return 0
 
 

@@ -142,6 +142,8 @@ def _expected_head(text: str) -> tuple[int, bytes]:
         value = (int(position), bytes.fromhex(digest))
     except ValueError:
         raise argparse.ArgumentTypeError("expected POSITION:HEXHASH") from None
+    if value[0] < 1:
+        raise argparse.ArgumentTypeError("positions start at 1")
     if len(value[1]) != 32:
         raise argparse.ArgumentTypeError("the hash must be 64 hex digits (SHA-256)")
     return value

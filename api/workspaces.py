@@ -54,6 +54,10 @@ class InviteBody(msgspec.Struct, forbid_unknown_fields=True):
     expires_in_s: int | None = None
 
 
+class AcceptInviteBody(msgspec.Struct, forbid_unknown_fields=True):
+    code: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
 class RoleBody(msgspec.Struct, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
     permissions: Annotated[
@@ -342,8 +346,21 @@ class InviteController(Controller):
         responses=problems(400, 401, 403, 404, 409, 410, 413, 422, 429),
     )
     async def accept(self, request: Req, code: FromPath[str]) -> Response[Joined]:
-        """Joins the invite's workspace (refused once expired or used up: 410)."""
+        """Joins the invite's workspace (refused once expired or used up: 410). Prefer
+        ``POST /api/invites/accept`` with the code in the body: a code in a URL travels into
+        logs and browser histories (the server's access log redacts it)."""
         return reply(await execute(request, AcceptInvite(code=code), request.user), Joined)
+
+    @post(
+        "/accept",
+        operation_id="AcceptInviteByBody",
+        status_code=200,
+        responses=problems(400, 401, 403, 404, 409, 410, 413, 422, 429),
+    )
+    async def accept_body(self, request: Req, data: JSONBody[AcceptInviteBody]) -> Response[Joined]:
+        """Joins the invite's workspace, the code in the body (refused once expired or used
+        up: 410)."""
+        return reply(await execute(request, AcceptInvite(code=data.code), request.user), Joined)
 
 
 def _uuid(value: str) -> str:

@@ -301,6 +301,12 @@ class ChorusServer:
                 "CHORUS_RATE_LIMIT_PER_SECOND": "0",
                 # The delivery benchmark opens 1,000 sockets as one user.
                 "CHORUS_WS_CONNECTIONS_PER_USER": "0",
+                # ...from one address, after signing up many users from it (issue 16 budgets).
+                "CHORUS_CONNECTIONS_PER_ADDRESS": "0",
+                "CHORUS_SIGNUPS_PER_ADDRESS_PER_HOUR": "0",
+                "CHORUS_SIGNUPS_PER_HOUR": "0",
+                "CHORUS_LOGIN_FREE_FAILURES_PER_ACCOUNT": "0",
+                "CHORUS_LOGIN_FREE_FAILURES_PER_ADDRESS": "0",
                 "CHORUS_ACCESS_TOKEN_TTL_S": "3600",
                 "CHORUS_DATA_DIR": str(self.work_dir / "chorus-data"),
                 **self.extra_env,

@@ -195,6 +195,8 @@ def walk(
     ``start``: a position already known good and its hash."""
     last_good, previous = start
     count = 0
+    # The published position must be met: one that no event has (0, or a gap) proves nothing.
+    expect_met = False
 
     def fail(position: int, problem: str) -> ChainReport:
         return ChainReport(False, count, last_good, previous, position, problem)
@@ -230,6 +232,8 @@ def walk(
                 f"the hash at position {position} differs from the published head:"
                 " the log up to there was rewritten",
             )
+        if expect is not None and position == expect[0]:
+            expect_met = True
         previous, last_good = computed, position
         count += 1
         if progress is not None:
@@ -240,4 +244,6 @@ def walk(
             f"the log ends at position {last_good}, before the published head at position"
             f" {expect[0]}: events were deleted from its end",
         )
+    if expect is not None and not expect_met:
+        return fail(expect[0], f"no event at the published head position {expect[0]}")
     return ChainReport(True, count, last_good, previous)

@@ -58,6 +58,32 @@ class Settings:
     # behind the log (0: never for lag; a stuck read model always does).
     ready_max_lag: int = 10_000
 
+    # -- hostile input (issue 16): see docs/API.md, "Server bounds" ---------------------------
+    # Password hashes waiting for a slot of the hashing pool beyond those running; past it a
+    # login or sign-up answers 429 at once instead of queueing.
+    password_hash_queue: int = 16
+    # Failed logins allowed before each further one waits a doubling back-off (0: no throttle).
+    login_free_failures_per_account: int = 5
+    login_free_failures_per_address: int = 20
+    login_backoff_base_s: float = 1.0
+    login_backoff_max_s: float = 300.0
+    # Addresses whose X-Forwarded-For / X-Forwarded-Proto are believed (none by default).
+    trusted_proxies: tuple[str, ...] = ()
+    # The HTTP server: request head size (431 past it), the time a connection has to send a
+    # request head (or the rest of its body), idle keep-alive, open connections per address
+    # and in total (per server process).
+    max_header_bytes: int = 16 * 1024
+    header_timeout_s: float = 10.0
+    keep_alive_s: int = 5
+    connections_per_address: int = 64
+    max_connections: int = 4096
+    # Sign-ups per address and in total per hour (0: no cap).
+    signups_per_address_per_hour: int = 20
+    signups_per_hour: int = 1000
+    # A user's presence session on an instance ends this long after their last socket there
+    # closed; a reconnect within it records nothing (connect/close churn appends no events).
+    presence_linger_s: float = 2.0
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
@@ -107,6 +133,28 @@ class Settings:
             projections=_choice(env, "CHORUS_PROJECTIONS", PROJECTIONS_MODES),
             ops_token=_ops_token(env),
             ready_max_lag=_int(env, "CHORUS_READY_MAX_LAG", 10_000, 0, 2**62),
+            password_hash_queue=_int(env, "CHORUS_PASSWORD_HASH_QUEUE", 16, 0, 10_000),
+            login_free_failures_per_account=_int(
+                env, "CHORUS_LOGIN_FREE_FAILURES_PER_ACCOUNT", 5, 0, 1_000_000
+            ),
+            login_free_failures_per_address=_int(
+                env, "CHORUS_LOGIN_FREE_FAILURES_PER_ADDRESS", 20, 0, 1_000_000
+            ),
+            login_backoff_base_s=_float(env, "CHORUS_LOGIN_BACKOFF_BASE_S", 1.0, 0.1, 3600.0),
+            login_backoff_max_s=_float(env, "CHORUS_LOGIN_BACKOFF_MAX_S", 300.0, 1.0, 86400.0),
+            trusted_proxies=tuple(
+                p.strip() for p in env.get("CHORUS_TRUSTED_PROXIES", "").split(",") if p.strip()
+            ),
+            max_header_bytes=_int(env, "CHORUS_MAX_HEADER_BYTES", 16 * 1024, 1024, 1024 * 1024),
+            header_timeout_s=_float(env, "CHORUS_HEADER_TIMEOUT_S", 10.0, 0.1, 300.0),
+            keep_alive_s=_int(env, "CHORUS_KEEP_ALIVE_S", 5, 1, 3600),
+            connections_per_address=_int(env, "CHORUS_CONNECTIONS_PER_ADDRESS", 64, 0, 1_000_000),
+            max_connections=_int(env, "CHORUS_MAX_CONNECTIONS", 4096, 0, 1_000_000),
+            signups_per_address_per_hour=_int(
+                env, "CHORUS_SIGNUPS_PER_ADDRESS_PER_HOUR", 20, 0, 1_000_000
+            ),
+            signups_per_hour=_int(env, "CHORUS_SIGNUPS_PER_HOUR", 1000, 0, 1_000_000),
+            presence_linger_s=_float(env, "CHORUS_PRESENCE_LINGER_S", 2.0, 0.0, 600.0),
         )
 
     def resolved_jwt_secret(self) -> str:

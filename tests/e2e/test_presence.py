@@ -4,6 +4,7 @@ its instance dies."""
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import psycopg
@@ -63,7 +64,50 @@ def test_online_while_connected_offline_after(chorus: Running) -> None:
                 " ORDER BY notification_id"
             ).fetchall()
         ]
-    assert kinds.count("SessionStarted") >= 2 and kinds.count("SessionEnded") >= 2
+    # Two sockets at once are one session (issue #16: only the first connect and the last
+    # disconnect are recorded).
+    assert kinds.count("SessionStarted") >= 1 and kinds.count("SessionEnded") >= 1
+    assert _session_events(chorus.database_url, member) == (1, 1)
+
+
+def _session_events(database_url: str, user: User) -> tuple[int, int]:
+    """(SessionStarted, SessionEnded) events caused by ``user``."""
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FILTER (WHERE topic LIKE '%%.SessionStarted'),"
+            " count(*) FILTER (WHERE topic LIKE '%%.SessionEnded') FROM chorus_events"
+            " WHERE topic LIKE 'domain.presence:%%'"
+            " AND convert_from(state, 'UTF8')::jsonb ->> 'actor_id' = %s",
+            (user.user_id,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def test_connect_close_churn_does_not_grow_the_log(chorus: Running) -> None:
+    """Issue #16, finding 13: each /ws connect and close used to append two permanent events.
+    Now a user's churn on an instance costs one session, ended once they stay away."""
+    api = chorus.api
+    owner, churner = api.signup("own"), api.signup("churn")
+    ws = api.ok(api.post("/api/workspaces", owner, {"name": "C", "visibility": "public"}), 201)[
+        "id"
+    ]
+    api.ok(api.post(f"/api/workspaces/{ws}/join", churner))
+    for _ in range(60):
+        with socket(chorus, churner.access_token) as conn:
+            send(conn, {"op": "ping"})
+            until(conn, "pong")
+    # Several at once, too.
+    with ExitStack() as stack:
+        for _ in range(5):
+            conn = stack.enter_context(socket(chorus, churner.access_token))
+            send(conn, {"op": "ping"})
+            until(conn, "pong")
+        _wait_for_status(api, ws, owner, churner, "online")
+    _wait_for_status(api, ws, owner, churner, "offline")
+    started, ended = _session_events(chorus.database_url, churner)
+    # 65 sockets: one session (two if the test's own pauses outlasted the linger).
+    assert 1 <= started <= 2 and ended == started, (started, ended)
 
 
 @pytest.mark.slow

@@ -212,6 +212,18 @@ def _log_secrets(postgres_server: EmbeddedPostgres, tmp_path: Path) -> tuple[str
             doc = api.ok(
                 api.post(f"/api/workspaces/{ws['id']}/documents", user, {"title": "d"}), 201
             )
+            # Invite codes (issue #16, finding 15): the old route with the code in the URL
+            # still works and its code stays out of the log, as does one sent in the body.
+            for route in ("path", "body"):
+                invite = api.ok(api.post(f"/api/workspaces/{ws['id']}/invites", user), 201)
+                code = invite["code"]
+                secrets[f"invite code ({route})"] = code
+                invitee = api.signup(f"invitee_{route}")
+                if route == "path":
+                    accepted = api.post(f"/api/invites/{code}/accept", invitee)
+                else:
+                    accepted = api.post("/api/invites/accept", invitee, {"code": code})
+                assert api.ok(accepted)["workspace_id"] == ws["id"]
 
             base = server.url.replace("http", "ws", 1)
             assert _ws_roundtrip(f"{base}/ws?token={user.access_token}") is None
@@ -244,6 +256,8 @@ def test_no_password_or_token_reaches_the_server_log(
         '"GET /api/auth/me',
         '"WebSocket /ws?',
         '"WebSocket /yjs/',
+        '"POST /api/invites/[redacted]/accept',
+        '"POST /api/invites/accept',
     ):
         assert seen in log, (seen, log[-3000:])
     for what, secret in secrets.items():

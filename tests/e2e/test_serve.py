@@ -134,3 +134,71 @@ def _children(server: ChorusProcess) -> list[int]:
     assert server.proc is not None
     pid = server.proc.pid
     return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+# -- signals (issue #16, finding 9) ----------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2], ids=lambda n: f"{n}-workers")
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: signal.Signals(s).name
+)
+def test_every_stop_signal_stops_the_embedded_postgres(
+    tmp_path: Path, free_port: int, sig: signal.Signals, workers: int
+) -> None:
+    """`docker stop`, systemd and `kill` send SIGTERM, a closed terminal SIGHUP, Ctrl-C SIGINT:
+    each stops `chorus serve` and the PostgreSQL it started, whatever the number of workers."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.pop("CHORUS_JWT_SECRET", None)
+    log_path = tmp_path / "serve.log"
+    pg = EmbeddedPostgres(tmp_path / ".chorus" / "pg")
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [CHORUS, "serve", "--port", str(free_port), "--workers", str(workers)],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,  # the signal goes to it alone, as `kill PID` does
+        )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{free_port}", timeout=5) as client:
+            wait_until(
+                "chorus serve to be ready",
+                lambda: proc.poll() is None and _ready(client),
+                timeout=120,
+            )
+        assert pg.server_pids(), "the embedded PostgreSQL is not running"
+        proc.send_signal(sig)
+        proc.wait(timeout=90)
+        wait_until("the embedded PostgreSQL to stop", lambda: pg.server_pids() == [], timeout=30)
+        # Its workers are gone too.
+        assert not [p for p in _session_pids(proc.pid) if is_running(p)]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for pid in pg.server_pids():  # never leave a cluster running, whatever failed
+            os.kill(pid, signal.SIGKILL)
+
+
+def _ready(client: httpx.Client) -> bool:
+    try:
+        return client.get("/ready").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _session_pids(sid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[3]) == sid:  # the session id (fields after the command name)
+            pids.append(int(entry.name))
+    return pids

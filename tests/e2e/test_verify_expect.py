@@ -1,0 +1,38 @@
+"""Hostile input (issue #16, finding 15): `chorus verify --expect POSITION:HASH` holds only for
+a position the log has. It used to pass for position 0 (or any position below 1) with any
+hash, so a forged "published head" check proved nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from infrastructure.chain import GENESIS, link
+from infrastructure.embedded_postgres import EmbeddedPostgres
+from tests.e2e.test_cli_events import _populate, run
+from tests.fixtures.chorus import running_chorus
+
+pytestmark = pytest.mark.security
+
+
+def test_expect_refuses_positions_that_do_not_exist(
+    postgres_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    with running_chorus(postgres_server, tmp_path) as chorus:
+        _populate(chorus)
+        url = chorus.database_url
+        ok = run(url, "verify")
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        head_position, head_hash = ok.stdout.split("head position ")[1].split(" hash ")
+        head = int(head_position)
+        assert run(url, "verify", "--expect", f"{head}:{head_hash.strip()}").returncode == 0
+        # Any hash, the genesis hash included, at positions no event has.
+        for position in (0, -1, -(2**70), head + 1, 2**63):
+            for digest in ("ab" * 32, GENESIS.hex(), head_hash.strip()):
+                result = run(url, "verify", "--expect", f"{position}:{digest}")
+                assert result.returncode != 0, (position, digest, result.stdout)
+                assert "ok:" not in result.stdout
+        # The hash of position 1, claimed for position 0 (where the chain "starts").
+        first = run(url, "verify", "--expect", f"0:{link(GENESIS, b'').hex()}")
+        assert first.returncode != 0
