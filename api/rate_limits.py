@@ -5,8 +5,9 @@ A fixed one-second window per address. With ``REDIS_URL`` set the count lives in
 (``INCR`` and ``PEXPIRE`` in one Lua script, atomic), so every instance pointed at the same
 Redis shares one budget; without it, or while Redis does not answer, each process counts
 alone. A refused request gets 429 (problem+json) with ``Retry-After: 1``; a refused handshake
-is accepted and closed at once with 4429 (a close code reaches every WebSocket client, where
-an HTTP refusal of the upgrade shows to browsers as a bare failure).
+is accepted and closed at once (a close code reaches every WebSocket client, where an HTTP
+refusal of the upgrade shows to browsers as a bare failure): 4429 on ``/ws``, 1013 on
+``/yjs``, since stock Yjs clients never retry a code in 4400-4499.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from api.realtime.socket import CLOSE_TOO_MANY
+
+# "Try again later" (RFC 6455): what a stock Yjs client retries with backoff.
+CLOSE_TRY_AGAIN_LATER = 1013
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +132,9 @@ class RateLimitMiddleware(ASGIMiddleware):
             await next_app(scope, receive, send)
             return
         if scope["type"] == ScopeType.WEBSOCKET:
-            await _refuse_handshake(receive, send, self.limiter.per_second)
+            yjs = str(scope.get("path", "")).startswith("/yjs")
+            code = CLOSE_TRY_AGAIN_LATER if yjs else CLOSE_TOO_MANY
+            await _refuse_handshake(receive, send, self.limiter.per_second, code)
             return
         raise TooManyRequestsException(
             detail=f"at most {self.limiter.per_second} requests per second per client address",
@@ -136,15 +142,15 @@ class RateLimitMiddleware(ASGIMiddleware):
         )
 
 
-async def _refuse_handshake(receive: Receive, send: Send, per_second: int) -> None:
-    """Before the token is read or anything is loaded: accepted, then closed with 4429."""
+async def _refuse_handshake(receive: Receive, send: Send, per_second: int, code: int) -> None:
+    """Before the token is read or anything is loaded: accepted, then closed with ``code``."""
     if (await receive())["type"] != "websocket.connect":
         return  # the client left first
     await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
     await send(
         {
             "type": "websocket.close",
-            "code": CLOSE_TOO_MANY,  # as for too many open sockets: try later
+            "code": code,  # as for too many open sockets: try later
             "reason": f"at most {per_second} requests and connections per second per address",
         }
     )
