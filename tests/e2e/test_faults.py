@@ -517,7 +517,7 @@ def test_a_redis_outage_causes_no_errors_and_delivery_goes_on(
         watcher = stack.enter_context(connect(ws_url(a, owner.access_token), open_timeout=TIMEOUT))
         typist = stack.enter_context(connect(ws_url(b, member.access_token), open_timeout=TIMEOUT))
         subscribe(watcher, "w", {"workspace": ws}, None)
-        _crosses(watcher, typist, ws)  # signals cross while Redis is up
+        _crosses(watcher, typist, ch)  # signals cross while Redis is up
 
         redis_server.stop()
         statuses: Counter[int] = Counter()
@@ -539,7 +539,7 @@ def test_a_redis_outage_causes_no_errors_and_delivery_goes_on(
                 statuses[r.status_code] += 1
                 statuses[api.get(f"/api/workspaces/{ws}/presence", user).status_code] += 1
                 # Signals while Redis is down: no error frame, the socket stays usable.
-                send(typist, {"op": "signal", "workspace": ws, "kind": "typing", "data": {}})
+                send(typist, {"op": "signal", "channel": ch, "kind": "typing", "data": {}})
 
         t0 = time.monotonic()
         traffic(40, "outage")
@@ -567,7 +567,7 @@ def test_a_redis_outage_causes_no_errors_and_delivery_goes_on(
         # Redis back at the same address: signals cross again, and nothing else changed.
         redis_server.start(port=redis_server.port)
         t0 = time.monotonic()
-        assert _crosses(watcher, typist, ws)["from"] == member.user_id
+        assert _crosses(watcher, typist, ch)["from"] == member.user_id
         print("crossing again took", time.monotonic() - t0)
         before = len(posted)
         traffic(10, "after")

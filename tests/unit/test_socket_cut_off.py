@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from types import SimpleNamespace
 from typing import Any, cast
 
 from api.realtime.socket import Connection, Subscription
@@ -30,7 +31,9 @@ class _GoneSocket:
 
 def _connection() -> Connection:
     claims = AccessClaims(user_id="u", expires_at=int(time.time()) + 60, token_id="t")
-    return Connection(cast(Any, _GoneSocket()), cast(Any, object()), claims)
+    # A stand-in for the services: the connection reads only its settings when made.
+    services = SimpleNamespace(settings=SimpleNamespace(ws_catch_up_events_per_minute=0))
+    return Connection(cast(Any, _GoneSocket()), cast(Any, services), claims)
 
 
 def test_a_cut_off_after_the_handler_left_its_loop_does_not_cancel_what_follows() -> None:
