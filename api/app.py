@@ -29,11 +29,11 @@ from api.documents import DocumentController
 from api.errors import EXCEPTION_HANDLERS
 from api.events import EventController
 from api.health import health, ready
-from api.log_redaction import keep_invite_codes_out_of_logs
+from api.log_redaction import keep_secrets_out_of_logs
 from api.loop_lag import LoopLagProbe
 from api.openapi import StrictStructSchemaPlugin
 from api.rate_limits import RateLimiter, RateLimitMiddleware
-from api.realtime.socket import UserConnections, keep_tokens_out_of_logs, ws_endpoint
+from api.realtime.socket import UserConnections, ws_endpoint
 from api.security_headers import add_security_headers
 from api.streams import StreamController
 from api.users import UserController
@@ -87,9 +87,8 @@ def create_app(settings: Settings, database_url: str, services: Services | None 
             await anyio.to_thread.run_sync(app.state.services.close)
             app.state.services = None
 
-    # uvicorn would log the ?token= of every WebSocket (see RedactQueryTokens).
-    keep_tokens_out_of_logs()
-    keep_invite_codes_out_of_logs()
+    # uvicorn would log the ?token= of every WebSocket and invite codes in accept paths.
+    keep_secrets_out_of_logs()
     middleware: list[Any] = [DefineMiddleware(BearerAuthMiddleware, exclude=PUBLIC_PATHS)]
     if limiter is not None:
         # Before authentication: floods of unauthenticated requests are limited too.

@@ -1,37 +1,47 @@
-"""Keeps invite codes out of the server's log (issue #16, finding 15).
+"""Keeps secrets that travel in URLs out of the server's log.
 
-``POST /api/invites/{code}/accept`` puts a live invite code in the URL, and uvicorn's access
-log writes every URL: whoever reads the log could join the workspace. This filter replaces the
-code segment of such paths on uvicorn's loggers (``/api/invites/[redacted]/accept``), as
-``RedactQueryTokens`` (api/realtime/socket.py) does for ``?token=``. Clients should send the
-code in the body instead (``POST /api/invites/accept``)."""
+uvicorn writes every request's path with its query string (its access log) and every
+WebSocket's (``"WebSocket /ws?token=…" [accepted]`` on ``uvicorn.error``). Two secrets travel
+there:
+- access tokens: browsers cannot set headers on a WebSocket, so they put the token in the
+  query string (``?token=``, ``access_token=``…);
+- invite codes: ``POST /api/invites/{code}/accept`` (issue 16, finding 15; clients should
+  send the code in the body of ``POST /api/invites/accept`` instead).
+Whoever read the log could act as the user, or join the workspace. One filter on uvicorn's
+loggers replaces both values with ``[redacted]``.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
 
+# A query parameter whose name ends in "token", and its value.
+_QUERY_TOKEN = re.compile(r"([?&][^=&\s\"]*token=)[^&\s\"]+", re.IGNORECASE)
+# The code segment of an invite's accept path (not the body route ``/api/invites/accept``).
 _INVITE_PATH = re.compile(r"(/api/invites/)(?!accept\b)[^/\s?\"]+(/accept)")
 LOGGERS = ("uvicorn.error", "uvicorn.access")
 
 
-def _redact(value: object) -> object:
-    return _INVITE_PATH.sub(r"\1[redacted]\2", value) if isinstance(value, str) else value
+def redact(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    return _INVITE_PATH.sub(r"\1[redacted]\2", _QUERY_TOKEN.sub(r"\1[redacted]", value))
 
 
-class RedactInviteCodes(logging.Filter):
+class RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = _redact(record.msg)
+        record.msg = redact(record.msg)
         if isinstance(record.args, tuple):
-            record.args = tuple(_redact(arg) for arg in record.args)
+            record.args = tuple(redact(arg) for arg in record.args)
         elif isinstance(record.args, dict):
-            record.args = {key: _redact(arg) for key, arg in record.args.items()}
+            record.args = {key: redact(arg) for key, arg in record.args.items()}
         return True
 
 
-def keep_invite_codes_out_of_logs() -> None:
-    """Installs ``RedactInviteCodes`` on uvicorn's loggers (once per process)."""
+def keep_secrets_out_of_logs() -> None:
+    """Installs ``RedactSecrets`` on uvicorn's loggers (once per process)."""
     for name in LOGGERS:
         logger = logging.getLogger(name)
-        if not any(isinstance(f, RedactInviteCodes) for f in logger.filters):
-            logger.addFilter(RedactInviteCodes())
+        if not any(isinstance(f, RedactSecrets) for f in logger.filters):
+            logger.addFilter(RedactSecrets())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -601,43 +600,6 @@ def _origin_allowed(socket: WebSocket[Any, Any, Any], services: Services) -> boo
     return origin is None or origin in services.settings.cors_origins
 
 
-# A query parameter whose name ends in "token" (``?token=``, ``access_token=``…), and its value.
-_QUERY_TOKEN = re.compile(r"([?&][^=&\s\"]*token=)[^&\s\"]+", re.IGNORECASE)
-
-
-def _redact(value: object) -> object:
-    return _QUERY_TOKEN.sub(r"\1[redacted]", value) if isinstance(value, str) else value
-
-
-class RedactQueryTokens(logging.Filter):
-    """Keeps ``?token=`` out of the server's log.
-
-    Browsers cannot set headers on a WebSocket, so they put the access token in the query
-    string, and uvicorn logs every socket's path with its query string (``"WebSocket
-    /ws?token=…" [accepted]``, on ``uvicorn.error``) and every request's in its access log:
-    anyone reading the log could act as the user until the token expires. This filter
-    replaces the value of every query parameter named ``*token`` in those records."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = _redact(record.msg)
-        if isinstance(record.args, tuple):
-            record.args = tuple(_redact(arg) for arg in record.args)
-        elif isinstance(record.args, dict):
-            record.args = {key: _redact(arg) for key, arg in record.args.items()}
-        return True
-
-
-TOKEN_LOGGERS = ("uvicorn.error", "uvicorn.access")
-
-
-def keep_tokens_out_of_logs() -> None:
-    """Installs ``RedactQueryTokens`` on uvicorn's loggers (once per process)."""
-    for name in TOKEN_LOGGERS:
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, RedactQueryTokens) for f in logger.filters):
-            logger.addFilter(RedactQueryTokens())
-
-
 def _claims(socket: WebSocket[Any, Any, Any], services: Services) -> AccessClaims:
     header = socket.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -679,15 +641,17 @@ async def ws_endpoint(socket: WebSocket[Any, Any, Any]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def counted_socket(socket: WebSocket[Any, Any, Any], user_id: str) -> AsyncIterator[bool]:
+async def counted_socket(
+    socket: WebSocket[Any, Any, Any], user_id: str, refusal: int = CLOSE_TOO_MANY
+) -> AsyncIterator[bool]:
     """Counts an accepted socket (``/ws`` or ``/yjs``: the cap is on a user's sockets,
-    whatever they are for) while it is open; yields False, having closed it with 4429, when
-    the user already holds as many as allowed."""
+    whatever they are for) while it is open; yields False, having closed it with ``refusal``
+    (4429 on ``/ws``), when the user already holds as many as allowed."""
     # Counted on the event loop's thread only: acquiring and releasing need no lock.
     open_sockets: UserConnections | None = socket.app.state.get("ws_connections")
     if open_sockets is not None and not open_sockets.acquire(user_id):
-        reason = f"at most {open_sockets.limit} connections per user"
-        await socket.close(code=CLOSE_TOO_MANY, reason=reason)
+        reason = f"at most {open_sockets.limit} connections per user: try again later"
+        await socket.close(code=refusal, reason=reason)
         yield False
         return
     try:

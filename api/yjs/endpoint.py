@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -26,7 +26,7 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath
 
 from api.bootstrap import Services
-from api.realtime.socket import TokenBucket, UserConnections, accept_authenticated
+from api.realtime.socket import TokenBucket, accept_authenticated, counted_socket
 from api.yjs import protocol
 from api.yjs.rooms import CLOSE_NO_ACCESS, CLOSE_OVER_BUDGET, AwarenessRate, LiveDocument, Rooms
 from application.document_rooms import DocumentTooLarge, OverBudget
@@ -163,22 +163,10 @@ async def yjs_endpoint(socket: WebSocket[Any, Any, Any], document_id: FromPath[s
             await _edit(socket, services, claims, document_id)
 
 
-@contextlib.asynccontextmanager
-async def _counted(socket: WebSocket[Any, Any, Any], user_id: str) -> AsyncIterator[bool]:
-    """Counts the socket among the user's open sockets (``/ws`` and ``/yjs`` together); yields
-    False, having closed it with 1013 (busy: try later), when the user holds as many as
-    allowed. Not the 4429 of ``/ws``: stock Yjs clients never retry a 44xx code."""
-    open_sockets: UserConnections | None = socket.app.state.get("ws_connections")
-    if open_sockets is not None and not open_sockets.acquire(user_id):
-        reason = f"at most {open_sockets.limit} connections per user: try again later"
-        await socket.close(code=CLOSE_BUSY, reason=reason)
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        if open_sockets is not None:
-            open_sockets.release(user_id)
+def _counted(socket: WebSocket[Any, Any, Any], user_id: str) -> AbstractAsyncContextManager[bool]:
+    """The user's open sockets cap (``/ws`` and ``/yjs`` together), refusing with 1013 (busy:
+    try later), not the 4429 of ``/ws``: stock Yjs clients never retry a 44xx code."""
+    return counted_socket(socket, user_id, CLOSE_BUSY)
 
 
 async def _edit(
