@@ -24,7 +24,7 @@ from api.reads import read_cursor_async
 from application.commands import RegisterUser
 from domain.errors import NotFound, UsernameTaken
 from domain.identity import user_id_for
-from domain.rules import MAX_PASSWORD
+from domain.rules import MAX_PASSWORD, check_password_length
 from infrastructure.passwords import PasswordsBusy
 from infrastructure.settings import Settings
 from infrastructure.tokens import InvalidToken
@@ -155,24 +155,30 @@ class AuthController(Controller):
         """Registers a user and signs them in."""
         signups: HourlyBudget = request.app.state.signup_budget
         signups.take(client_address(request.scope))
+        # Refused before the costly part; then hashed on the hashing pool, awaited here, so
+        # no request thread waits for argon2 (a full queue: 429 at once).
+        check_password_length(data.password)
+        services = services_of(request)
         command = RegisterUser(
-            username=data.username, password=data.password, display_name=data.display_name
+            username=data.username,
+            password=data.password,
+            display_name=data.display_name,
+            password_hash=await services.passwords.hash_async(data.password),
         )
         result = await execute(request, command, None)
         user_id = str(result.body["user_id"])
 
-        def finish() -> TokenPair:  # a password check and a token row: in a worker thread
-            if result.replayed:
-                # A replayed sign-up hands out tokens only to whoever knows the password.
-                services = services_of(request)
-                stored = services.app.store.find_password_hash(user_id_for(data.username))
-                if not services.passwords.verify(stored, data.password):
-                    raise UsernameTaken("that username is taken")
-            return _tokens(request, user_id, result.position)
-
+        if result.replayed:
+            # A replayed sign-up hands out tokens only to whoever knows the password (checked
+            # on the hashing pool, as the hash was made).
+            stored = await anyio.to_thread.run_sync(
+                services.app.store.find_password_hash, user_id_for(data.username)
+            )
+            if not await services.passwords.verify_async(stored, data.password):
+                raise UsernameTaken("that username is taken")
         if result.position is not None:
-            services_of(request).last_writes.record(user_id, result.position)
-        tokens = await anyio.to_thread.run_sync(finish)
+            services.last_writes.record(user_id, result.position)
+        tokens = await anyio.to_thread.run_sync(_tokens, request, user_id, result.position)
         return Response(tokens, status_code=result.status)
 
     @post(

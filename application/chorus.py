@@ -220,5 +220,6 @@ def _fingerprint(command: Command) -> str:
     password anyway."""
     fields = msgspec.structs.asdict(command)
     fields.pop("password", None)
+    fields.pop("password_hash", None)  # salted: a retry's differs
     payload = msgspec.json.encode([type(command).__name__, fields])
     return hashlib.sha256(payload).hexdigest()

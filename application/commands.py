@@ -19,6 +19,9 @@ class RegisterUser(Command, frozen=True):
     username: str
     password: str
     display_name: str | None = None
+    # Set by the server, which hashes on its hashing pool before the command runs (no
+    # request thread waits for argon2); server-only, like the command: never from a client.
+    password_hash: str | None = None
 
 
 # -- workspaces --------------------------------------------------------------------------

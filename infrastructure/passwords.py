@@ -85,6 +85,11 @@ class PasswordHasher:
         """
         return self._submit(self._verify, stored_hash, password).result()
 
+    async def hash_async(self, password: str) -> str:
+        """``hash`` awaited from the event loop: no thread but the pool's is held while it
+        waits. Raises PasswordsBusy at once when the queue is full."""
+        return await asyncio.wrap_future(self._submit(self._hasher.hash, password))
+
     async def verify_async(self, stored_hash: str | None, password: str) -> bool:
         """``verify`` awaited from the event loop: no thread but the pool's is held while it
         waits. Raises PasswordsBusy at once when the queue is full."""
