@@ -173,8 +173,13 @@ def test_every_stop_signal_stops_the_embedded_postgres(
         proc.send_signal(sig)
         proc.wait(timeout=90)
         wait_until("the embedded PostgreSQL to stop", lambda: pg.server_pids() == [], timeout=30)
-        # Its workers are gone too.
-        assert not [p for p in _session_pids(proc.pid) if is_running(p)]
+        # Its workers are gone too (and the multiprocessing helpers, which notice the parent
+        # has gone a moment after it: waited for, bounded, so an orphan still fails).
+        wait_until(
+            "the workers to exit",
+            lambda: not [p for p in _session_pids(proc.pid) if is_running(p)],
+            timeout=30,
+        )
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
