@@ -6,29 +6,12 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
+from api.database import database
 from infrastructure.settings import Settings, SettingsError
 
 log = logging.getLogger("chorus")
-
-
-@contextmanager
-def database(settings: Settings) -> Iterator[str]:
-    """``DATABASE_URL``, or a private PostgreSQL in ``<data dir>/pg`` for as long as we run."""
-    if settings.database_url is not None:
-        yield settings.database_url
-        return
-    from infrastructure.embedded_postgres import EmbeddedPostgres
-
-    server = EmbeddedPostgres(settings.data_dir / "pg")
-    log.info("no DATABASE_URL: starting a private PostgreSQL in %s", server.data_dir)
-    url = server.start()
-    try:
-        yield url
-    finally:
-        server.stop()
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:

@@ -12,34 +12,17 @@ import argparse
 import getpass
 import socket
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-from api.cli import database
+from api.database import NoPasswords, shared_database
 from application.chorus import Chorus
 from application.commands import GrantInstanceRole, RevokeInstanceRole
 from domain.base import Cause
 from domain.errors import DomainError
 from domain.identity import user_id_for
 from domain.instance import INSTANCE_ROLES
-from infrastructure.embedded_postgres import EmbeddedPostgres
 from infrastructure.eventstore import eventsourcing_env
-from infrastructure.passwords import PasswordHasher
 from infrastructure.settings import Settings
-
-
-@contextmanager
-def _store(settings: Settings) -> Iterator[str]:
-    """``DATABASE_URL``; else the embedded server ``chorus serve`` runs now; else one
-    started for this command."""
-    if settings.database_url is None:
-        running = EmbeddedPostgres(settings.data_dir / "pg").url_of_running()
-        if running is not None:
-            yield running
-            return
-    with database(settings) as url:
-        yield url
 
 
 def change_role(args: argparse.Namespace, settings: Settings) -> int:
@@ -52,9 +35,9 @@ def change_role(args: argparse.Namespace, settings: Settings) -> int:
         print(f"chorus {args.command}: {exc}", file=sys.stderr)
         return 2
     by = f"{getpass.getuser()}@{socket.gethostname()}"
-    with _store(settings) as url:
+    with shared_database(settings) as url:
         migrate(url)
-        app = Chorus(eventsourcing_env(url, pool_size=1), passwords=PasswordHasher())
+        app = Chorus(eventsourcing_env(url, pool_size=1), passwords=NoPasswords())
         try:
             result = app.execute_now(
                 command_type(user_id=user_id, role=args.role, granted_by=by), Cause(None)

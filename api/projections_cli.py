@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from api.database import NoPasswords
 from api.log_cli import require_database_url
 from infrastructure.settings import Settings
 
@@ -92,22 +93,12 @@ def _record(url: str, name: str, position: int, error: str, reason: str, who: st
     from domain.operations import ReadModelSkip
     from infrastructure.eventstore import eventsourcing_env
 
-    app = Chorus(eventsourcing_env(url, pool_size=1), passwords=_NoPasswords())
+    app = Chorus(eventsourcing_env(url, pool_size=1), passwords=NoPasswords())
     try:
         recordings = app.save(ReadModelSkip.record(name, position, error, reason, who))
     finally:
         app.close()
     return max(int(r.notification.id) for r in recordings)
-
-
-class _NoPasswords:
-    """Recording a skip hashes no password."""
-
-    def hash(self, password: str) -> str:
-        raise NotImplementedError
-
-    def verify(self, stored_hash: str | None, password: str) -> bool:
-        raise NotImplementedError
 
 
 def _printable(text: str) -> bool:
