@@ -16,7 +16,7 @@ from domain.errors import (
     NotFound,
     PermissionDenied,
 )
-from domain.rules import MAX_CHANNEL_NAME, MAX_TOPIC, bounded_text
+from domain.rules import MAX_CHANNEL_NAME, MAX_TOPIC, bounded_text, shown_name
 from domain.workspaces import Workspace
 
 _DIRECT = uuid5(NAMESPACE_URL, "chorus:direct-messages")
@@ -50,7 +50,7 @@ class Channel(ChorusAggregate):
         return cls(
             id=id,
             workspace_id=workspace.id,
-            name=bounded_text(name, field="name", max_length=MAX_CHANNEL_NAME),
+            name=shown_name(name, field="name", max_length=MAX_CHANNEL_NAME),
             private=private,
             topic=_topic(topic),
             kind=KIND_CHANNEL,
@@ -206,7 +206,7 @@ class Channel(ChorusAggregate):
         new_name = (
             self.name
             if name is None
-            else bounded_text(name, field="name", max_length=MAX_CHANNEL_NAME)
+            else shown_name(name, field="name", max_length=MAX_CHANNEL_NAME)
         )
         new_topic = self.topic if topic is None else _topic(topic)
         self._changed(name=new_name, topic=new_topic, actor_id=actor, command_id=cause.command_id)

@@ -9,34 +9,21 @@ from eventsourcing.domain import event
 
 from domain.base import Cause, ChorusAggregate
 from domain.errors import Conflict, InvalidValue, NotFound, PermissionDenied
-from domain.rules import MAX_DISPLAY_NAME, bounded_text, normalise_username
+from domain.rules import MAX_DISPLAY_NAME, normalise_username, shown_name
 
 # Enough for anyone's list of people they do not want to hear from, bounded like every input.
 MAX_BLOCKED_USERS = 1000
 
 _USERNAMES = uuid5(NAMESPACE_URL, "chorus:usernames")
 
-# Shown in place of a name, these fillers show nothing (NFKC maps the half-width and
-# compatibility ones to U+1160).
-_INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
-
 
 def display_name_rule(value: str) -> str:
     """The display name as it is stored and shown: NFKC-normalised (full-width, ligatures,
     styled letters become the plain characters they look like), stripped, 1 to
-    ``MAX_DISPLAY_NAME`` characters, meeting the character rule, and free of what
-    impersonates or hides: format characters (Unicode ``Cf``: the bidi overrides, embeddings,
-    isolates and marks that reorder a name on screen, zero-width spaces and joiners, the
-    BOM, soft hyphens), line and paragraph separators and invisible fillers."""
+    ``MAX_DISPLAY_NAME`` characters, meeting the character rule and the name rule (nothing
+    that hides, reorders or spills over: see ``domain.rules.check_shown_name``)."""
     normal = unicodedata.normalize("NFKC", value)
-    for character in normal:
-        category = unicodedata.category(character)
-        if category in ("Cf", "Zl", "Zp") or character in _INVISIBLE_LETTERS:
-            raise InvalidValue(
-                f"display_name must not contain invisible or reordering characters"
-                f" (U+{ord(character):04X})"
-            )
-    return bounded_text(normal, field="display_name", max_length=MAX_DISPLAY_NAME)
+    return shown_name(normal, field="display_name", max_length=MAX_DISPLAY_NAME)
 
 
 def username_read_in(display_name: str) -> str | None:
