@@ -290,6 +290,35 @@ def test_a_snapshot_encoded_differently_with_the_same_state_is_not_a_divergence(
         rebuild(store.url, by_names(all_projections(), ["documents"]))
 
 
+def test_read_models_behind_the_log_are_compared_at_their_own_position(store: Store) -> None:
+    """The live models are compared as of the position they have reached, not the log's
+    head: events they have not applied yet are no divergence, and a tampered row still is."""
+    api, bob = store.chorus.api, store.users["bob"]
+    with psycopg.connect(store.url) as hold:
+        # A gate: the live runner waits for these rows (plain reads do not).
+        hold.execute("SELECT 1 FROM rm_tracking FOR UPDATE")
+        reached = dict(hold.execute("SELECT projection, position FROM rm_tracking").fetchall())
+        for i in range(3):
+            api.ok(
+                api.post(f"/api/channels/{store.ids['ch']}/messages", bob, {"text": f"{i}"}), 201
+            )
+        [(head,)] = sql(store, "SELECT max(notification_id) FROM chorus_events")
+        assert max(reached.values()) < head
+        report = check(store)
+        assert report.ok, report
+        assert report.positions == reached
+        sql(store, "UPDATE rm_messages SET text = 'invented' WHERE message_id = %(msg)s", store.ids)
+        try:
+            tampered = check(store, "timelines")
+            assert [t.table for t in tampered.tables if t.diverged] == ["rm_messages"]
+            assert [t.changed for t in tampered.tables if t.diverged] == [1]
+        finally:
+            hold.rollback()
+            rebuild(store.url, by_names(all_projections(), ["timelines"]))
+    assert store.chorus.server.services.runner.wait_for(head, 30)
+    assert check(store).ok
+
+
 # -- the command ------------------------------------------------------------------------------
 
 
