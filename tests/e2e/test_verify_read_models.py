@@ -297,7 +297,9 @@ def test_read_models_behind_the_log_are_compared_at_their_own_position(store: St
     with psycopg.connect(store.url) as hold:
         # A gate: the live runner waits for these rows (plain reads do not).
         hold.execute("SELECT 1 FROM rm_tracking FOR UPDATE")
-        reached = dict(hold.execute("SELECT projection, position FROM rm_tracking").fetchall())
+        reached: dict[str, int] = dict(
+            hold.execute("SELECT projection, position FROM rm_tracking").fetchall()
+        )
         for i in range(3):
             api.ok(
                 api.post(f"/api/channels/{store.ids['ch']}/messages", bob, {"text": f"{i}"}), 201
