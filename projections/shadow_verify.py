@@ -136,7 +136,12 @@ def verify_read_models(
             )
             return _compare(database_url, projections, verified, sample, batch_size)
         finally:
-            lock.execute(f"DROP SCHEMA IF EXISTS {SHADOW} CASCADE")
+            try:
+                lock.execute(f"DROP SCHEMA IF EXISTS {SHADOW} CASCADE")
+            finally:
+                # Explicitly: a closed connection's backend lets go of its locks only as it
+                # exits, a moment later, and the next check would find the lock still held.
+                lock.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
 
 
 def _live_positions(
