@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +21,7 @@ import psycopg
 import pytest
 from pycrdt import Doc, Text, merge_updates
 
+from api.cli import main as chorus_main
 from application.commands import ApplyDocumentUpdate
 from domain.base import Cause
 from infrastructure.chain import verify
@@ -37,6 +39,13 @@ from projections.shadow_verify import (
 )
 from tests.e2e.test_audit import instance_role
 from tests.e2e.test_cli_events import _env
+from tests.e2e.test_stuck_read_models import (
+    nul_in_every_string,
+    samples,
+    store_raw,
+    stuck_models,
+    tracking,
+)
 from tests.fixtures.chorus import Running, User, running_chorus
 from tests.fixtures.polling import wait_until
 from tests.fixtures.processes import CHORUS
@@ -468,3 +477,39 @@ def test_one_check_at_a_time_across_the_instance_and_the_console(store: Store) -
     assert done.status_code == 200, done.text
     assert done.json()["ok"] is True
     assert not shadow_exists(store)
+
+
+def test_a_stuck_read_model_is_compared_where_it_stopped_and_a_skip_is_honoured(
+    postgres_server: EmbeddedPostgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live model held before an event it cannot apply is compared at that position (its
+    rebuild stops there too); once an operator skips the event, the rebuild skips it as the
+    runner does. The other read models go on past it in both."""
+    with running_chorus(postgres_server, tmp_path) as chorus:
+        api, url = chorus.api, chorus.database_url
+        ada = api.signup("ada")
+        ws = api.ok(api.post("/api/workspaces", ada, {"name": "S", "visibility": "public"}), 201)
+        ch = api.ok(api.post(f"/api/workspaces/{ws['id']}/channels", ada, {"name": "c"}), 201)
+        api.ok(api.post(f"/api/channels/{ch['id']}/messages", ada, {"text": "before"}), 201)
+        [(topic, state)] = [(t, s) for t, s in samples(url).items() if t.endswith(".MessageSent")]
+        bad = store_raw(url, topic, nul_in_every_string(state))
+        api.ok(api.post(f"/api/channels/{ch['id']}/messages", ada, {"text": "after"}), 201)
+        stuck = wait_until("timelines stuck", lambda: stuck_models(tracking(url)).get("timelines"))
+        assert stuck["position"] == bad - 1
+        store = Store(chorus, {}, {}, [])
+        held = sorted(stuck_models(tracking(url)))
+        assert "timelines" in held  # streams, too, cannot take it
+        report = check(store)
+        assert report.ok, report
+        assert all(report.positions[name] == bad - 1 for name in held)
+        assert report.positions["users"] > bad
+        monkeypatch.setenv("DATABASE_URL", url)
+        for name in held:
+            skipped = ["projections", "skip", name, "--position", str(bad), "--reason", "t"]
+            assert chorus_main(skipped) == 0
+        wait_until("every read model past the poison", lambda: not stuck_models(tracking(url)))
+        past = check(store)
+        assert past.ok, past
+        assert all(past.positions[name] > bad for name in held)
+        [messages] = [t for t in past.tables if t.table == "rm_messages"]
+        assert messages.live_rows == messages.rebuilt_rows == 2
