@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 import msgspec
+from tqdm import tqdm
 
 from infrastructure.chain import ChainReport
 from projections.replay import by_names
@@ -52,8 +53,13 @@ def check_read_models(
         print(f"chorus verify: {exc}", file=sys.stderr)
         return 2, None
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    # Drawn on a terminal only, as the chain check's: it stays out of pipes and logs.
+    shown = sys.stderr.isatty() and not args.no_progress
+    bar = tqdm(total=chain.head_position, unit="ev", desc="rebuild", disable=not shown)
     try:
-        report = verify_read_models(url, chosen, verified=(chain.head_position, chain.head_hash))
+        report = verify_read_models(
+            url, chosen, verified=(chain.head_position, chain.head_hash), progress=bar.update
+        )
     except Busy as exc:
         print(f"chorus verify: {exc}; try again when it ends", file=sys.stderr)
         return BUSY, None
@@ -61,6 +67,7 @@ def check_read_models(
         print("chorus verify: interrupted (the shadow schema was dropped)", file=sys.stderr)
         return 130, None
     finally:
+        bar.close()
         signal.signal(signal.SIGTERM, previous)
     if not args.json:
         _print(report)

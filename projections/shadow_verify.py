@@ -109,11 +109,13 @@ def verify_read_models(
     verified: tuple[int, bytes],
     sample: int = SAMPLE,
     batch_size: int = 2000,
+    progress: Callable[[int], None] | None = None,
 ) -> ReadModelReport:
     """Rebuilds ``projections`` into the shadow schema from the log and compares them with
     the live tables. ``verified``: the head (position, hash) of a chain check that just
     passed; events past it that the rebuild reads are chained from it in the comparison's
-    snapshot. Raises ``Busy`` if another check is running."""
+    snapshot. ``progress``: as ``chorus replay``'s, the events each batch of the rebuild
+    read. Raises ``Busy`` if another check is running."""
     if not projections:
         raise ValueError("no read model to verify")
     with psycopg.connect(
@@ -132,6 +134,7 @@ def verify_read_models(
                 schema=SHADOW,
                 until=live,
                 batch_size=batch_size,
+                progress=progress,
                 isolate_failures=True,
             )
             return _compare(database_url, projections, verified, sample, batch_size)
