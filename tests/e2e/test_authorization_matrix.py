@@ -642,6 +642,8 @@ CASES: list[Case] = [
          sees=nobody),
     # A global endpoint: only instance auditors (granted at the console, none here).
     Case("verify the log", "GET", "/api/audit/verify", sees=anyone, may=nobody),
+    Case("verify the read models", "POST", "/api/audit/verify-read-models", sees=anyone,
+         may=nobody),
 ]  # fmt: skip
 
 
