@@ -8,12 +8,14 @@ of it. Every read path is then asked for it by each kind of reader.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import json
 import pkgutil
 import typing
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, get_args, get_origin
 
 import psycopg
@@ -24,7 +26,7 @@ import domain
 from domain.base import ChorusAggregate
 from infrastructure.serialisation import state_type
 from projections.analytics import VIEWS
-from projections.redaction import CONTENT, ENDINGS, REDACTED, SAFE
+from projections.redaction import CONTENT, ENDINGS, REDACTED, SAFE, UNREDACTED_READERS
 from tests.e2e.test_analytics import _chorus
 from tests.e2e.test_audit import instance_role
 from tests.e2e.test_documents import client, doc_events, new_document, next_event, type_text
@@ -100,6 +102,38 @@ def test_every_text_like_field_of_every_event_is_redacted_or_declared_safe() -> 
     for name in CONTENT:
         owner = classes[name].__qualname__.split(".")[0]
         assert any(classes[e].__qualname__.split(".")[0] == owner for e in ENDINGS), name
+
+
+# Everything projections/log.py offers that yields stored events with their data.
+_EVENT_READERS = {
+    "visible_events",
+    "scoped_events",
+    "read_events",
+    "read_span",
+    "to_log_event",
+    "SELECT_EVENTS",
+}
+
+
+def test_every_module_that_hands_out_stored_events_applies_the_rule() -> None:
+    """A new read path cannot forget the rule: a module of api/ or application/ that takes
+    stored events from projections/log.py also imports projections/redaction.py, or is
+    declared exempt beside the rule, with the reason."""
+    root = Path(__file__).resolve().parents[2]
+    readers: dict[str, bool] = {}
+    for package in ("api", "application"):
+        for path in sorted((root / package).rglob("*.py")):
+            module = ".".join(path.relative_to(root).with_suffix("").parts)
+            imported: set[tuple[str, str]] = set()
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    imported |= {(node.module, a.name) for a in node.names}
+            if any((m, n) in imported for m in ("projections.log",) for n in _EVENT_READERS):
+                readers[module] = any(m == "projections.redaction" for m, _ in imported)
+    assert {"api.events", "api.realtime.socket"} <= set(readers)
+    forgotten = [m for m, applies in readers.items() if not applies and m not in UNREDACTED_READERS]
+    assert not forgotten, f"apply projections.redaction in {forgotten} or declare why not"
+    assert set(UNREDACTED_READERS) <= set(readers), "an exemption names no reader"
 
 
 # -- the world ----------------------------------------------------------------------------------
