@@ -45,7 +45,7 @@ class EventController(Controller):
     ) -> EventPage:
         """Events in position order after ``after``: every stream of the workspaces where I
         hold ``view_audit``, otherwise only the streams I may view, with deleted or replaced
-        content withheld (see docs/API.md, "Redaction"). Pass ``next`` back as
+        content withheld (``data.redacted`` names the fields). Pass ``next`` back as
         ``after`` (a page may hold fewer than ``limit`` items, even none, and still have a
         ``next``: it looked through as much of the log as one page may)."""
         check_limit(limit)
