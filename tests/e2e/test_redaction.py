@@ -378,6 +378,27 @@ def test_ws_catch_up_past_the_read_models_withholds_them(chorus: Running) -> Non
     assert [e["data"].get("text") for e in audited] == [f"gone-{tag}", f"also-gone-{tag}", None]
 
 
+def test_direct_messages_are_withheld_from_both_members(chorus: Running) -> None:
+    """A direct channel belongs to no workspace: nobody there holds view_audit, so both its
+    members (the author too) read a deleted or replaced direct message redacted, over REST
+    and in the catch-up of their user stream."""
+    api = chorus.api
+    one, other = api.signup("one"), api.signup("two")
+    api.acquaint(one, other)
+    dm = api.ok(api.post("/api/dms", one, {"user_id": other.user_id}), 201)["channel_id"]
+    tag = uuid.uuid4().hex[:8]
+    sent = api.ok(api.post(f"/api/channels/{dm}/messages", one, {"text": f"dm-gone-{tag}"}), 201)
+    api.ok(api.patch(f"/api/messages/{sent['id']}", one, {"text": f"dm-also-gone-{tag}"}))
+    last = api.ok(api.delete(f"/api/messages/{sent['id']}", one))["position"]
+    for user in (one, other):
+        rest = events_of(api, user, stream=sent["id"])
+        live = caught_up(chorus, user, [{"user": "me"}], sent["position"] - 1, last)
+        for got in (rest, [e for e in live if e["stream"] == sent["id"]]):
+            assert [e["type"] for e in got] == ["MessageSent", "MessageEdited", "MessageDeleted"]
+            assert tag not in json.dumps(got)
+            assert all(e["data"][REDACTED] == ["text", "mentions"] for e in got[:2])
+
+
 # -- /ws live ----------------------------------------------------------------------------------
 
 
