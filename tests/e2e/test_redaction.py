@@ -384,8 +384,11 @@ def test_direct_messages_are_withheld_from_both_members(chorus: Running) -> None
     and in the catch-up of their user stream."""
     api = chorus.api
     one, other = api.signup("one"), api.signup("two")
-    api.acquaint(one, other)
-    dm = api.ok(api.post("/api/dms", one, {"user_id": other.user_id}), 201)["channel_id"]
+    ws = api.acquaint(one, other)
+    # Named: found without it, the shared workspace comes from a read model that may not
+    # have the other's join yet (the one who opens it did not write that join).
+    body = {"user_id": other.user_id, "workspace_id": ws}
+    dm = api.ok(api.post("/api/dms", one, body), 201)["channel_id"]
     tag = uuid.uuid4().hex[:8]
     sent = api.ok(api.post(f"/api/channels/{dm}/messages", one, {"text": f"dm-gone-{tag}"}), 201)
     api.ok(api.patch(f"/api/messages/{sent['id']}", one, {"text": f"dm-also-gone-{tag}"}))
