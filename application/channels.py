@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from application.commands import (
     AddChannelMember,
@@ -15,10 +15,11 @@ from application.commands import (
     UnarchiveChannel,
 )
 from application.decisions import Decision, handles
-from domain.base import Cause
-from domain.channels import Channel, direct_channel_id
+from domain.base import Cause, as_uuid
+from domain.channels import KIND_DIRECT, Channel, legacy_direct_channel_id
 from domain.errors import NotFound
 from domain.identity import User, check_can_message
+from domain.indexes import DirectChannelPair, direct_pair_id
 from domain.workspaces import Workspace
 
 if TYPE_CHECKING:
@@ -96,17 +97,35 @@ def remove_channel_member(app: Chorus, cmd: RemoveChannelMember, cause: Cause) -
 def open_direct_message(app: Chorus, cmd: OpenDirectMessage, cause: Cause) -> Decision:
     actor = cause.actor_id or ""
     other = app.load(User, cmd.user_id, "user")
-    channel_id = direct_channel_id(actor, str(other.id))
-    opened = app.exists(channel_id)
+    channel_id = direct_channel_of(app, actor, str(other.id))
+    opened = channel_id is not None
     if str(other.id) != actor:
         if not opened and not _share_a_workspace(app, actor, str(other.id), cmd):
             # Someone you share no workspace with does not exist for you.
             raise NotFound("unknown user")
         check_can_message(app.load(User, actor, "user"), other)
-    if opened:
+    if channel_id is not None:
         return Decision([], {"channel_id": str(channel_id)})
-    channel = Channel.open_direct(str(other.id), cause)
-    return Decision([channel], {"channel_id": str(channel.id)}, status=201)
+    # A random id, which nobody can compute; the pair index, saved in the same transaction,
+    # is what two opens at once (in any process) conflict on, and what finds it again.
+    channel = Channel.open_direct(uuid4(), str(other.id), cause)
+    pair = DirectChannelPair.pair(channel.id, sorted(channel.member_ids), cause)
+    return Decision([channel, pair], {"channel_id": str(channel.id)}, status=201)
+
+
+def direct_channel_of(app: Chorus, user_a: str, user_b: str) -> UUID | None:
+    """The direct channel of two users: the one their pair index names, or one opened
+    before pair indexes existed, at the id derived from the two (it has no index)."""
+    try:
+        pair = app.load(DirectChannelPair, direct_pair_id(user_a, user_b), "channel")
+    except NotFound:
+        legacy = legacy_direct_channel_id(user_a, user_b)
+        try:
+            channel = app.load(Channel, legacy)
+        except NotFound:
+            return None
+        return legacy if channel.kind == KIND_DIRECT else None
+    return as_uuid(pair.channel_id)
 
 
 def _share_a_workspace(app: Chorus, user_a: str, user_b: str, cmd: OpenDirectMessage) -> bool:

@@ -3,31 +3,49 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from uuid import UUID, uuid4
 
 from application.commands import BlockUser, RegisterUser, UnblockUser
 from application.decisions import Decision, handles
 from domain.base import Cause, as_uuid
-from domain.errors import Conflict, UsernameTaken
-from domain.identity import User, user_id_for, username_read_in
+from domain.errors import Conflict, NotFound, UsernameTaken
+from domain.identity import User, legacy_user_id, username_read_in
+from domain.indexes import UsernameClaim, username_claim_id
 from domain.rules import check_password_length, normalise_username
 
 if TYPE_CHECKING:
     from application.chorus import Chorus
 
 
+def user_id_of(app: Chorus, username: str) -> UUID | None:
+    """The id of the user who holds ``username`` (any case), from the event store: its
+    claim's holder, or, for a user registered before claims existed, the id derived from
+    the name (such a user has no claim). InvalidValue for what can be no username."""
+    name = normalise_username(username)
+    try:
+        holder = app.load(UsernameClaim, username_claim_id(name), "username").holder
+    except NotFound:
+        legacy = legacy_user_id(name)
+        return legacy if app.exists(legacy) else None
+    return None if holder is None else as_uuid(holder)
+
+
 @handles(RegisterUser)
 def register_user(app: Chorus, cmd: RegisterUser, cause: Cause) -> Decision:
     username = normalise_username(cmd.username)
     check_password_length(cmd.password)
-    if app.exists(user_id_for(username)):
+    if user_id_of(app, username) is not None:
         raise UsernameTaken("that username is taken")
-    user = User.register(username, cmd.display_name, cause)
+    # A random id tells nothing about the name; the claim, saved in the same transaction,
+    # is what a second registration of the name (another process's too) conflicts on.
+    user = User.register(uuid4(), username, cmd.display_name, cause)
+    claim = UsernameClaim.claim(username, user.id, Cause(str(user.id), cause.command_id))
     # Checked as the username itself is: against the users the store holds.
     looks_like = username_read_in(user.display_name)
-    if looks_like not in (None, username) and app.exists(user_id_for(looks_like)):
+    if looks_like not in (None, username) and user_id_of(app, looks_like) is not None:
         raise Conflict("display_name is another user's username")
     return Decision(
-        [user],
+        [user, claim],
         {"user_id": str(user.id)},
         status=201,
         # Hashed by the API on its hashing pool, or here (the command line, tests).

@@ -14,10 +14,11 @@ from application.commands import (
     SendMessage,
 )
 from application.decisions import Decision, handles
+from application.identity import user_id_of
 from domain.base import Cause
 from domain.channels import KIND_DIRECT, Channel
 from domain.errors import NotFound
-from domain.identity import User, check_can_message, user_id_for
+from domain.identity import User, check_can_message
 from domain.messages import Message, parse_mentions
 from domain.workspaces import Workspace
 
@@ -32,7 +33,10 @@ def _mentioned_user_ids(
     the rest stay plain text."""
     found = []
     for username in parse_mentions(text):
-        user_id = str(user_id_for(username))
+        found_id = user_id_of(app, username)
+        if found_id is None:
+            continue
+        user_id = str(found_id)
         if channel.can_view(user_id, workspace) and _hears_from(app, user_id, author):
             found.append(user_id)
     return found

@@ -50,9 +50,10 @@ def username_read_in(display_name: str) -> str | None:
         return None
 
 
-def user_id_for(username: str) -> UUID:
-    """A user's id is derived from the username, so the event store itself refuses a second
-    registration of the same name (a version conflict), even across processes."""
+def legacy_user_id(username: str) -> UUID:
+    """The id a user registered before issue 17 got: derived from the username, so it gave
+    the name away. Those ids stay valid (their streams live there, without a username
+    claim); new users get random ids and a claim (domain/indexes.py)."""
     return uuid5(_USERNAMES, normalise_username(username))
 
 
@@ -60,10 +61,11 @@ class User(ChorusAggregate):
     """A registered user. Credentials are kept beside the log, never in it."""
 
     @classmethod
-    def register(cls, username: str, display_name: str | None, cause: Cause) -> User:
+    def register(cls, user_id: UUID, username: str, display_name: str | None, cause: Cause) -> User:
+        """``user_id`` is random (the application draws it); the username's uniqueness is
+        its claim's business (domain/indexes.py), saved with this event."""
         name = normalise_username(username)
         shown = display_name_rule(display_name if display_name is not None else name)
-        user_id = user_id_for(name)
         # Registration is the user's own act: they are its actor.
         return cls(
             id=user_id,
