@@ -18,7 +18,7 @@ from application.decisions import Decision, handles
 from domain.base import Cause, as_uuid
 from domain.channels import KIND_DIRECT, Channel, legacy_direct_channel_id
 from domain.errors import NotFound
-from domain.identity import User, check_can_message
+from domain.identity import User, check_can_add, check_can_message
 from domain.indexes import DirectChannelPair, direct_pair_id
 from domain.workspaces import Workspace
 
@@ -81,6 +81,7 @@ def _channel_for_members(
 def add_channel_member(app: Chorus, cmd: AddChannelMember, cause: Cause) -> Decision:
     channel, workspace = _channel_for_members(app, cmd.channel_id, cause.actor_id or "")
     user = app.load(User, cmd.user_id, "user")
+    check_can_add(cause.actor_id or "", user)
     channel.add_member(str(user.id), workspace, cause)
     return Decision([channel])
 

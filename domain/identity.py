@@ -133,3 +133,9 @@ def check_can_message(sender: User, recipient: User) -> None:
     """A direct message needs neither of the two to have blocked the other."""
     if not recipient.hears_from(str(sender.id)) or not sender.hears_from(str(recipient.id)):
         raise PermissionDenied("you cannot message this user")
+
+
+def check_can_add(actor_id: str, invitee: User) -> None:
+    """Nobody brings a user into a room (a private channel) after that user blocked them."""
+    if not invitee.hears_from(actor_id):
+        raise PermissionDenied("you cannot add this user")

@@ -1,7 +1,8 @@
 """User and direct-channel ids reveal nothing (issue 17, finding 9): a new user's id is
 random, kept unique per username by an index stream nobody can read; a direct channel's id is
 random, found again through a pair index; users and direct channels created when ids were
-derived keep their ids and keep working."""
+derived keep their ids and keep working. And (finding 13) a user someone blocks cannot add
+them to a channel."""
 
 from __future__ import annotations
 
@@ -333,3 +334,24 @@ def test_index_streams_answer_as_unknown_ids_everywhere(chorus: Running) -> None
     assert set(streams) < set(later)
     assert {owner.user_id, ws, dm, live_dm} <= caught
     assert not caught & set(later)
+
+
+# -- blocking (finding 13) ----------------------------------------------------------------------
+
+
+def test_a_blocked_user_cannot_add_the_blocker_to_a_channel(chorus: Running) -> None:
+    api = chorus.api
+    pest, me, friend = api.signup("pest"), api.signup("me"), api.signup("frnd")
+    ws = api.acquaint(pest, me, friend)
+    den = {"name": "den", "private": True}
+    ch = api.ok(api.post(f"/api/workspaces/{ws}/channels", pest, den), 201)["id"]
+    api.ok(api.put(f"/api/users/me/blocks/{pest.user_id}", me))
+    before = chorus.events()
+    refused = api.post(f"/api/channels/{ch}/members", pest, {"user_id": me.user_id})
+    assert refused.status_code == 403, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert chorus.events() == before
+    # Whoever has not blocked the pest can still be added; and once unblocked, so can I.
+    api.ok(api.post(f"/api/channels/{ch}/members", pest, {"user_id": friend.user_id}))
+    api.ok(api.delete(f"/api/users/me/blocks/{pest.user_id}", me))
+    api.ok(api.post(f"/api/channels/{ch}/members", pest, {"user_id": me.user_id}))

@@ -9,8 +9,14 @@ from uuid import UUID, uuid4
 import pytest
 
 from domain.base import as_uuid
-from domain.errors import InvalidValue, NotFound
-from domain.identity import User, display_name_rule, legacy_user_id, username_read_in
+from domain.errors import InvalidValue, NotFound, PermissionDenied
+from domain.identity import (
+    User,
+    check_can_add,
+    display_name_rule,
+    legacy_user_id,
+    username_read_in,
+)
 from domain.rules import (
     MAX_DISPLAY_NAME,
     MAX_PASSWORD,
@@ -226,3 +232,16 @@ def test_a_well_formed_id_is_parsed() -> None:
     uid = uuid4()
     assert as_uuid(str(uid)) == uid
     assert as_uuid(uid) is uid
+
+
+# -- who may add whom (issue 17, finding 13) --------------------------------------------------
+
+
+def test_nobody_adds_a_user_who_blocked_them() -> None:
+    me, pest, friend = (User.register(uuid4(), n, None, by(None)) for n in ("me_", "pest", "frd"))
+    me.block(str(pest.id), by(str(me.id)))
+    with refused(PermissionDenied, match="cannot add"):
+        check_can_add(str(pest.id), me)
+    check_can_add(str(friend.id), me)
+    # Blocking is one user's own choice: whom I block may still be added by me.
+    check_can_add(str(me.id), pest)
