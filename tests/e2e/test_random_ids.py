@@ -7,8 +7,12 @@ them to a channel."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import uuid
+from pathlib import Path
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -26,6 +30,7 @@ from domain.channels import Channel
 from domain.errors import UsernameTaken
 from domain.identity import User as UserAggregate
 from infrastructure.eventstore import eventsourcing_env
+from tests.e2e.test_durability import _read_models
 from tests.fixtures.chorus import Api, CheapPasswords, Running, User
 
 # How ids were derived before issue 17 (the ids already issued this way stay valid): a user's
@@ -35,6 +40,7 @@ LEGACY_DIRECT = uuid5(NAMESPACE_URL, "chorus:direct-messages")
 # The event types of the index streams.
 INDEX_EVENTS = ("UsernameClaimed", "DirectChannelPaired")
 TIMEOUT = 10
+CHORUS = str(Path(sys.executable).with_name("chorus"))
 
 
 def legacy_user_id(username: str) -> UUID:
@@ -334,6 +340,32 @@ def test_index_streams_answer_as_unknown_ids_everywhere(chorus: Running) -> None
     assert set(streams) < set(later)
     assert {owner.user_id, ws, dm, live_dm} <= caught
     assert not caught & set(later)
+
+
+# -- replay -------------------------------------------------------------------------------------
+
+
+def test_read_models_rebuild_from_a_log_of_legacy_and_new_users(chorus: Running) -> None:
+    api = chorus.api
+    old_a, old_b = write_legacy_user(chorus, "rpa"), write_legacy_user(chorus, "rpb")
+    new_a, new_b = api.signup("rpc"), api.signup("rpd")
+    ws = api.acquaint(old_a, old_b, new_a, new_b)
+    legacy_dm = write_legacy_direct_channel(chorus, old_a, old_b)
+    body = {"user_id": old_a.user_id, "workspace_id": ws}
+    new_dm = api.ok(api.post("/api/dms", new_a, body), 201)
+    for dm, who in ((legacy_dm, old_b), (new_dm["channel_id"], old_a)):
+        api.ok(api.post(f"/api/channels/{dm}/messages", who, {"text": "hi"}), 201)
+    assert chorus.server.services.runner.wait_for(api.position, timeout=10)
+    live = _read_models(chorus.database_url)
+    users = {r["user_id"]: r["username"] for r in live["rm_users"]}
+    for user in (old_a, old_b, new_a, new_b):
+        assert users[UUID(user.user_id)] == user.username
+    env = {**os.environ, "DATABASE_URL": chorus.database_url}
+    done = subprocess.run(
+        [CHORUS, "replay", "--all"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert _read_models(chorus.database_url) == live
 
 
 # -- blocking (finding 13) ----------------------------------------------------------------------
