@@ -32,6 +32,7 @@ from domain.identity import User as UserAggregate
 from infrastructure.eventstore import eventsourcing_env
 from tests.e2e.test_durability import _read_models
 from tests.fixtures.chorus import Api, CheapPasswords, Running, User
+from tests.fixtures.polling import wait_until
 
 # How ids were derived before issue 17 (the ids already issued this way stay valid): a user's
 # from the normalised username, a direct channel's from its two members' ids.
@@ -262,6 +263,32 @@ def test_concurrent_opens_of_one_pair_give_one_channel(chorus: Running) -> None:
         t.join()
     assert sorted(s for s, _ in answers) == [200, 200, 200, 201]
     assert len({c for _, c in answers}) == 1
+
+
+def test_a_direct_channel_opens_with_someone_who_just_joined(chorus: Running) -> None:
+    """Gated: the workspaces read model is held (its tracking row locked) while B joins A's
+    workspace; A then opens a direct channel with B without naming the workspace. It must
+    wait for the read models to reach B's join, not answer the stranger's 404."""
+    api = chorus.api
+    a, b = api.signup("jna"), api.signup("jnb")
+    ws = api.acquaint(a)
+    runner = chorus.server.services.runner
+    assert runner.wait_for(api.position, timeout=10)
+    answers: list[httpx.Response] = []
+
+    def open_dm() -> None:
+        with httpx.Client(base_url=chorus.server.url, timeout=30) as client:
+            answers.append(client.post("/api/dms", json={"user_id": b.user_id}, headers=a.headers))
+
+    with psycopg.connect(chorus.database_url) as gate:
+        gate.execute("SELECT 1 FROM rm_tracking WHERE projection = 'workspaces' FOR UPDATE")
+        api.ok(api.post(f"/api/workspaces/{ws}/join", b))
+        opener = threading.Thread(target=open_dm)
+        opener.start()
+        wait_until("the open to wait or answer", lambda: runner.waiting() or answers)
+        gate.rollback()
+    opener.join()
+    assert answers[0].status_code == 201, answers[0].text
 
 
 def test_a_legacy_direct_channel_keeps_being_returned(chorus: Running) -> None:
