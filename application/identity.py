@@ -8,7 +8,7 @@ from uuid import UUID, uuid4
 from application.commands import BlockUser, RegisterUser, UnblockUser
 from application.decisions import Decision, handles
 from domain.base import Cause, as_uuid
-from domain.errors import Conflict, NotFound, UsernameTaken
+from domain.errors import Conflict, UsernameTaken
 from domain.identity import User, legacy_user_id, username_read_in
 from domain.indexes import UsernameClaim, username_claim_id
 from domain.rules import check_password_length, normalise_username
@@ -21,13 +21,26 @@ def user_id_of(app: Chorus, username: str) -> UUID | None:
     """The id of the user who holds ``username`` (any case), from the event store: its
     claim's holder, or, for a user registered before claims existed, the id derived from
     the name (such a user has no claim). InvalidValue for what can be no username."""
-    name = normalise_username(username)
-    try:
-        holder = app.load(UsernameClaim, username_claim_id(name), "username").holder
-    except NotFound:
-        legacy = legacy_user_id(name)
-        return legacy if app.exists(legacy) else None
-    return None if holder is None else as_uuid(holder)
+    return user_ids_of(app, [username]).get(normalise_username(username))
+
+
+def user_ids_of(app: Chorus, usernames: list[str]) -> dict[str, UUID]:
+    """``user_id_of`` for several names at once, by normalised name (those nobody holds
+    are left out): one query says which claims and legacy users exist, so names of nobody
+    (say, a message's 20 mentions) cost no more than one."""
+    names = {normalise_username(u) for u in usernames}
+    claims = {name: username_claim_id(name) for name in names}
+    legacy = {name: legacy_user_id(name) for name in names}
+    present = app.existing([*claims.values(), *legacy.values()])
+    found: dict[str, UUID] = {}
+    for name in names:
+        if claims[name] in present:
+            holder = app.load(UsernameClaim, claims[name], "username").holder
+            if holder is not None:
+                found[name] = as_uuid(holder)
+        elif legacy[name] in present:
+            found[name] = legacy[name]
+    return found
 
 
 @handles(RegisterUser)

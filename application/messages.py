@@ -14,7 +14,7 @@ from application.commands import (
     SendMessage,
 )
 from application.decisions import Decision, handles
-from application.identity import user_id_of
+from application.identity import user_ids_of
 from domain.base import Cause
 from domain.channels import KIND_DIRECT, Channel
 from domain.errors import NotFound
@@ -32,8 +32,10 @@ def _mentioned_user_ids(
     """Mentions that name someone who can read the channel and has not blocked the author;
     the rest stay plain text."""
     found = []
-    for username in parse_mentions(text):
-        found_id = user_id_of(app, username)
+    names = parse_mentions(text)
+    ids = user_ids_of(app, names) if names else {}
+    for username in names:
+        found_id = ids.get(username)
         if found_id is None:
             continue
         user_id = str(found_id)
