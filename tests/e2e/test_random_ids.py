@@ -31,7 +31,14 @@ from domain.errors import UsernameTaken
 from domain.identity import User as UserAggregate
 from infrastructure.eventstore import eventsourcing_env
 from tests.e2e.test_durability import _read_models
-from tests.fixtures.chorus import Api, CheapPasswords, Running, User
+from tests.fixtures.chorus import (
+    Api,
+    CheapPasswords,
+    Running,
+    ServerThread,
+    User,
+    chorus_settings,
+)
 from tests.fixtures.polling import wait_until
 
 # How ids were derived before issue 17 (the ids already issued this way stay valid): a user's
@@ -140,17 +147,18 @@ def test_a_username_is_taken_once_whatever_its_case(chorus: Running, variant: An
     assert chorus.events() == before
 
 
-def _sign_up_at_once(chorus: Running, name: str, count: int) -> list[int]:
+def _sign_up_at_once(urls: list[str], name: str, count: int) -> list[int]:
+    """``count`` sign-ups of ``name`` released together, spread over the servers at ``urls``."""
     barrier = threading.Barrier(count)
     statuses: list[int] = []
 
-    def attempt() -> None:
-        with httpx.Client(base_url=chorus.server.url, timeout=30) as client:
+    def attempt(url: str) -> None:
+        with httpx.Client(base_url=url, timeout=30) as client:
             barrier.wait()
             body = {"username": name, "password": "a good password"}
             statuses.append(client.post("/api/auth/signup", json=body).status_code)
 
-    threads = [threading.Thread(target=attempt) for _ in range(count)]
+    threads = [threading.Thread(target=attempt, args=(urls[i % len(urls)],)) for i in range(count)]
     for t in threads:
         t.start()
     for t in threads:
@@ -160,8 +168,29 @@ def _sign_up_at_once(chorus: Running, name: str, count: int) -> list[int]:
 
 def test_concurrent_sign_ups_of_one_name_give_one_user(chorus: Running) -> None:
     for _ in range(3):
-        statuses = _sign_up_at_once(chorus, f"race_{uuid.uuid4().hex[:10]}", 4)
+        statuses = _sign_up_at_once([chorus.server.url], f"race_{uuid.uuid4().hex[:10]}", 4)
         assert sorted(statuses) == [201, 409, 409, 409]
+
+
+def test_sign_ups_of_one_name_on_two_servers_give_one_user(chorus: Running, tmp_path: Path) -> None:
+    """Two servers (each its own application, pools and writer) on one database."""
+    second = ServerThread(chorus_settings(tmp_path), chorus.database_url).start()
+    try:
+        for _ in range(3):
+            name = f"two_{uuid.uuid4().hex[:10]}"
+            before = chorus.events()
+            statuses = _sign_up_at_once([chorus.server.url, second.url], name, 4)
+            assert sorted(statuses) == [201, 409, 409, 409]
+            assert chorus.events() == before + 2  # one user, one claim
+            with psycopg.connect(chorus.database_url) as conn:
+                row = conn.execute(
+                    "SELECT count(*) FROM chorus_events WHERE topic LIKE '%%.UserRegistered'"
+                    " AND convert_from(state, 'UTF8')::jsonb ->> 'username' = %s",
+                    (name,),
+                ).fetchone()
+            assert row is not None and row[0] == 1
+    finally:
+        second.stop()
 
 
 def test_two_processes_deciding_one_name_at_once_conflict_in_the_store(
