@@ -116,17 +116,16 @@ def open_direct_message(app: Chorus, cmd: OpenDirectMessage, cause: Cause) -> De
 
 def direct_channel_of(app: Chorus, user_a: str, user_b: str) -> UUID | None:
     """The direct channel of two users: the one their pair index names, or one opened
-    before pair indexes existed, at the id derived from the two (it has no index)."""
-    try:
-        pair = app.load(DirectChannelPair, direct_pair_id(user_a, user_b), "channel")
-    except NotFound:
-        legacy = legacy_direct_channel_id(user_a, user_b)
-        try:
-            channel = app.load(Channel, legacy)
-        except NotFound:
-            return None
-        return legacy if channel.kind == KIND_DIRECT else None
-    return as_uuid(pair.channel_id)
+    before pair indexes existed, at the id derived from the two (it has no index). One
+    query when there is neither."""
+    pair_id = direct_pair_id(user_a, user_b)
+    legacy = legacy_direct_channel_id(user_a, user_b)
+    present = app.existing([pair_id, legacy])
+    if pair_id in present:
+        return as_uuid(app.load(DirectChannelPair, pair_id, "channel").channel_id)
+    if legacy in present and app.load(Channel, legacy).kind == KIND_DIRECT:
+        return legacy
+    return None
 
 
 def _share_a_workspace(app: Chorus, user_a: str, user_b: str, cmd: OpenDirectMessage) -> bool:
