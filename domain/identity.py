@@ -37,9 +37,10 @@ def username_read_in(display_name: str) -> str | None:
         return None
 
 
-def user_id_for(username: str) -> UUID:
-    """A user's id is derived from the username, so the event store itself refuses a second
-    registration of the same name (a version conflict), even across processes."""
+def legacy_user_id(username: str) -> UUID:
+    """The id a user registered before issue 17 got: derived from the username, so it gave
+    the name away. Those ids stay valid (their streams live there, without a username
+    claim); new users get random ids and a claim (domain/indexes.py)."""
     return uuid5(_USERNAMES, normalise_username(username))
 
 
@@ -47,10 +48,11 @@ class User(ChorusAggregate):
     """A registered user. Credentials are kept beside the log, never in it."""
 
     @classmethod
-    def register(cls, username: str, display_name: str | None, cause: Cause) -> User:
+    def register(cls, user_id: UUID, username: str, display_name: str | None, cause: Cause) -> User:
+        """``user_id`` is random (the application draws it); the username's uniqueness is
+        its claim's business (domain/indexes.py), saved with this event."""
         name = normalise_username(username)
         shown = display_name_rule(display_name if display_name is not None else name)
-        user_id = user_id_for(name)
         # Registration is the user's own act: they are its actor.
         return cls(
             id=user_id,
@@ -118,3 +120,9 @@ def check_can_message(sender: User, recipient: User) -> None:
     """A direct message needs neither of the two to have blocked the other."""
     if not recipient.hears_from(str(sender.id)) or not sender.hears_from(str(recipient.id)):
         raise PermissionDenied("you cannot message this user")
+
+
+def check_can_add(actor_id: str, invitee: User) -> None:
+    """Nobody brings a user into a room (a private channel) after that user blocked them."""
+    if not invitee.hears_from(actor_id):
+        raise PermissionDenied("you cannot add this user")
