@@ -84,6 +84,7 @@ SAFE: dict[str, dict[str, str]] = {
         "username": "public identity",
         "display_name": "public identity (only its user reads the user stream)",
     },
+    "UsernameClaimed": {"username": "an index stream: no read path hands its events out"},
     "InstanceRoleGranted": {"role": "fixed set", "granted_by": "an operator's name"},
     "InstanceRoleRevoked": {"role": "fixed set", "granted_by": "an operator's name"},
     "SessionEnded": {"reason": "one of a fixed set"},
