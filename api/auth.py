@@ -24,7 +24,7 @@ from api.reads import read_cursor_async
 from application.commands import RegisterUser
 from domain.errors import NotFound, UsernameTaken
 from domain.identity import user_id_for
-from domain.rules import MAX_PASSWORD, check_password_length
+from domain.rules import MAX_PASSWORD, check_user_password
 from infrastructure.passwords import PasswordsBusy
 from infrastructure.settings import Settings
 from infrastructure.tokens import InvalidToken
@@ -157,7 +157,7 @@ class AuthController(Controller):
         signups.take(client_address(request.scope))
         # Refused before the costly part; then hashed on the hashing pool, awaited here, so
         # no request thread waits for argon2 (a full queue: 429 at once).
-        check_password_length(data.password)
+        check_user_password(data.password, data.username, data.display_name)
         services = services_of(request)
         command = RegisterUser(
             username=data.username,

@@ -9,7 +9,7 @@ from application.decisions import Decision, handles
 from domain.base import Cause, as_uuid
 from domain.errors import Conflict, UsernameTaken
 from domain.identity import User, user_id_for, username_read_in
-from domain.rules import check_password_length, normalise_username
+from domain.rules import check_user_password, normalise_username
 
 if TYPE_CHECKING:
     from application.chorus import Chorus
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 @handles(RegisterUser)
 def register_user(app: Chorus, cmd: RegisterUser, cause: Cause) -> Decision:
     username = normalise_username(cmd.username)
-    check_password_length(cmd.password)
+    check_user_password(cmd.password, username, cmd.display_name)
     if app.exists(user_id_for(username)):
         raise UsernameTaken("that username is taken")
     user = User.register(username, cmd.display_name, cause)

@@ -297,7 +297,7 @@ def test_security_headers_on_every_kind_of_response(chorus: Running) -> None:
     auth_responses = [
         http.post(
             "/api/auth/signup",
-            json={"username": f"h_{uuid.uuid4().hex[:10]}", "password": "long enough"},
+            json={"username": f"h_{uuid.uuid4().hex[:10]}", "password": "plum-Orbit-kettle-42"},
         ),
         http.post("/api/auth/login", json={"username": user.username, "password": user.password}),
         http.post("/api/auth/login", json={"username": user.username, "password": "wrong one"}),
