@@ -21,6 +21,7 @@ from api.errors import status_of
 from api.realtime import frames, signals
 from api.realtime.access import Access, Target
 from api.realtime.hub import Delivery, deliveries, scoped_deliveries
+from api.session_ends import SESSION_ENDED
 from application import commands as command_types
 from application.channels import channel_with_workspace
 from application.commands import SERVER_ONLY, Command
@@ -55,7 +56,8 @@ CATCH_UP_SPAN = 20_000
 SCAN_WEIGHT = 50
 SLOW_CLOSE_S = 2.0  # how long a consumer cut off for slowness gets to take its end frame
 
-# Close codes: 1008 policy (token expired), 1013 try again later (too slow), 4401/4403 refused.
+# Close codes: 1008 policy (token expired), 1013 try again later (too slow), 4401/4403 refused
+# (4401 also when the socket's session ends).
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_MANY = 4429
@@ -291,6 +293,10 @@ class Connection:
             max(0.0, self.claims.expires_at - time.time()),
             lambda: loop.create_task(self.close(1008, "token expired")),
         )
+        # Its session ending (logout, password change: api/session_ends.py) closes it too.
+        unwatch = self.services.session_ends.watch(
+            self.claims, lambda: loop.create_task(self.close(CLOSE_UNAUTHORIZED, SESSION_ENDED))
+        )
         try:
             while not self.closed:
                 message = await self.socket.receive()
@@ -310,6 +316,7 @@ class Connection:
         finally:
             self._task = None
             expiry.cancel()
+            unwatch()
             self.closed = True
             for sub in list(self.subscriptions.values()):
                 self._drop(sub)
