@@ -293,10 +293,6 @@ class Connection:
             max(0.0, self.claims.expires_at - time.time()),
             lambda: loop.create_task(self.close(1008, "token expired")),
         )
-        # Its session ending (logout, password change: api/session_ends.py) closes it too.
-        unwatch = self.services.session_ends.watch(
-            self.claims, lambda: loop.create_task(self.close(CLOSE_UNAUTHORIZED, SESSION_ENDED))
-        )
         try:
             while not self.closed:
                 message = await self.socket.receive()
@@ -316,7 +312,6 @@ class Connection:
         finally:
             self._task = None
             expiry.cancel()
-            unwatch()
             self.closed = True
             for sub in list(self.subscriptions.values()):
                 self._drop(sub)
@@ -672,6 +667,11 @@ async def _serve(
     socket: WebSocket[Any, Any, Any], services: Services, claims: AccessClaims
 ) -> None:
     connection = Connection(socket, services, claims)
+    # Its session ending (logout, password change: api/session_ends.py) closes it.
+    loop = asyncio.get_running_loop()
+    unwatch = services.session_ends.watch(
+        claims, lambda: loop.create_task(connection.close(CLOSE_UNAUTHORIZED, SESSION_ENDED))
+    )
     presence = services.presence
     try:
         session = await anyio.to_thread.run_sync(presence.session_started, claims.user_id)
@@ -681,6 +681,7 @@ async def _serve(
     try:
         await connection.run()
     finally:
+        unwatch()
         if session is not None:
             try:
                 await anyio.to_thread.run_sync(
