@@ -164,7 +164,8 @@ def test_follow_prints_new_events_and_stops_on_sigterm(
             seen.append(event["type"])
             if event["type"] == "MemberJoined":
                 break
-        assert seen == ["UserRegistered", "MemberJoined"]
+        # The sign-up, the session it starts (issue 17), the join.
+        assert seen == ["UserRegistered", "SignedIn", "MemberJoined"]
         assert event["actor"] == ada.user_id and event["position"] == written["position"]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=TIMEOUT) == 0
