@@ -60,9 +60,10 @@ deps: ## Install missing system packages the tests need (redis-server, PostgreSQ
 		useradd --system --user-group --no-create-home --shell /usr/sbin/nologin postgres; \
 	fi
 
-lint: venv ## Check style: ruff check and ruff format --check
+lint: venv ## Check style (ruff check, ruff format --check) and the layers' import directions
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 typecheck: venv ## Type-check with mypy (configured in pyproject.toml)
 	$(VENV)/bin/mypy

@@ -24,10 +24,11 @@ from api.errors import problem, problems
 from api.rate_limits import client_address
 from api.reads import read_cursor_async
 from application.commands import ChangePassword, EndSignIns, RegisterUser, StartSignIn
-from domain.base import Cause
+from application.identity import user_id_of
+from domain.base import Cause, as_uuid
 from domain.errors import InvalidValue, NotFound, PermissionDenied, UsernameTaken
-from domain.identity import SignIn, User, user_id_for
-from domain.rules import MAX_PASSWORD, check_user_password
+from domain.identity import SignIn, User
+from domain.rules import MAX_PASSWORD, check_user_password, normalise_username
 from infrastructure.passwords import PasswordsBusy
 from infrastructure.refresh_tokens import InvalidRefreshToken, RefreshTokenReused
 from infrastructure.settings import Settings
@@ -219,7 +220,7 @@ AUTH_LIMIT_HANDLERS: dict[Any, Any] = {Throttled: _throttled, PasswordsBusy: _pa
 
 def _account_key(username: str) -> str:
     try:
-        return str(user_id_for(username))
+        return "name:" + normalise_username(username)
     except Exception:  # an impossible username: its own key, as for an unknown user
         return "raw:" + username
 
@@ -256,7 +257,7 @@ class AuthController(Controller):
             # A replayed sign-up hands out tokens only to whoever knows the password (checked
             # on the hashing pool, as the hash was made).
             stored = await anyio.to_thread.run_sync(
-                services.app.store.find_password_hash, user_id_for(data.username)
+                services.app.store.find_password_hash, as_uuid(user_id)
             )
             if not await services.passwords.verify_async(stored, data.password):
                 raise UsernameTaken("that username is taken")
@@ -280,7 +281,10 @@ class AuthController(Controller):
 
         def lookup() -> tuple[Any, str | None]:
             try:
-                user_id = user_id_for(data.username)
+                # Through the username's claim (or a legacy user's derived id).
+                user_id = user_id_of(services.app, data.username)
+                if user_id is None:
+                    return None, None
                 return user_id, services.app.store.find_password_hash(user_id)
             except Exception:  # an impossible username is an unknown user, at the same cost
                 return None, None

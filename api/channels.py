@@ -32,6 +32,7 @@ from domain.errors import InvalidValue, NotAMember
 from domain.rules import MAX_CHANNEL_NAME, MAX_MESSAGE_TEXT, MAX_TOPIC
 from projections import channels as channel_views
 from projections import timelines
+from projections.log import log_end
 from projections.queries import run_async
 from projections.workspaces import get_workspace, shared_workspaces
 
@@ -255,10 +256,15 @@ class ChannelController(Controller):
             # Found here, where the read models can be awaited for my own last write (a
             # workspace I just joined): the command then names it, and the application
             # checks it against the workspace itself.
+            other = str(as_uuid(data.user_id))
             async with read_cursor_async(request, None) as cur:
-                shared = await run_async(
-                    cur, shared_workspaces(request.user, str(as_uuid(data.user_id)))
-                )
+                shared = await run_async(cur, shared_workspaces(request.user, other))
+                head = None if shared else await run_async(cur, log_end())
+            if head is not None:
+                # Or a workspace the other person just joined (their write, not mine):
+                # looked for again once the read models reach the log as it is now.
+                async with read_cursor_async(request, head) as cur:
+                    shared = await run_async(cur, shared_workspaces(request.user, other))
             workspace_id = shared[0] if shared else None
         cmd = OpenDirectMessage(user_id=data.user_id, workspace_id=workspace_id)
         return reply(await execute(request, cmd, request.user), DirectChannel)

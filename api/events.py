@@ -15,6 +15,7 @@ from domain.base import as_uuid
 from domain.errors import InvalidValue
 from projections.log import visibility_position, visible_events
 from projections.queries import run_async
+from projections.redaction import redacted
 
 # Positions one page looks through, at most, when no stream is named: a reader who may see
 # few events of a long log pages through it in steps of this (with fewer items, or none, and
@@ -43,7 +44,8 @@ class EventController(Controller):
         min_position: FromQuery[int | None] = None,
     ) -> EventPage:
         """Events in position order after ``after``: every stream of the workspaces where I
-        hold ``view_audit``, otherwise only the streams I may view. Pass ``next`` back as
+        hold ``view_audit``, otherwise only the streams I may view, with deleted or replaced
+        content withheld (``data.redacted`` names the fields). Pass ``next`` back as
         ``after`` (a page may hold fewer than ``limit`` items, even none, and still have a
         ``next``: it looked through as much of the log as one page may)."""
         check_limit(limit)
@@ -65,6 +67,7 @@ class EventController(Controller):
                     upto=upto,
                 ),
             )
+            events = await run_async(cur, redacted(request.user, events))
         items = [envelope(e) for e in events]
         if len(items) == limit:
             return EventPage(items=items, next=str(items[-1].position))

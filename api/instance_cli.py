@@ -17,10 +17,11 @@ from typing import Any
 from api.database import NoPasswords, shared_database
 from application.chorus import Chorus
 from application.commands import GrantInstanceRole, RevokeInstanceRole
+from application.identity import user_id_of
 from domain.base import Cause
-from domain.errors import DomainError
-from domain.identity import user_id_for
+from domain.errors import DomainError, NotFound
 from domain.instance import INSTANCE_ROLES
+from domain.rules import normalise_username
 from infrastructure.eventstore import eventsourcing_env
 from infrastructure.settings import Settings
 
@@ -30,7 +31,7 @@ def change_role(args: argparse.Namespace, settings: Settings) -> int:
 
     command_type: Any = GrantInstanceRole if args.grant else RevokeInstanceRole
     try:
-        user_id = str(user_id_for(args.username))
+        normalise_username(args.username)
     except DomainError as exc:
         print(f"chorus {args.command}: {exc}", file=sys.stderr)
         return 2
@@ -39,8 +40,11 @@ def change_role(args: argparse.Namespace, settings: Settings) -> int:
         migrate(url)
         app = Chorus(eventsourcing_env(url, pool_size=1), passwords=NoPasswords())
         try:
+            found = user_id_of(app, args.username)
+            if found is None:
+                raise NotFound("unknown user")
             result = app.execute_now(
-                command_type(user_id=user_id, role=args.role, granted_by=by), Cause(None)
+                command_type(user_id=str(found), role=args.role, granted_by=by), Cause(None)
             )
         except DomainError as exc:
             print(f"chorus {args.command}: {exc}", file=sys.stderr)

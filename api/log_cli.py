@@ -18,6 +18,7 @@ import msgspec
 import psycopg
 from psycopg.rows import dict_row
 
+from api import verify_cli
 from api.envelopes import envelope
 from infrastructure.chain import verify
 from infrastructure.eventstore import EVENTS_TABLE, NOTIFY_CHANNEL
@@ -182,17 +183,26 @@ def verify_chain(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             if bar is not None:
                 bar.close()
-    if report.ok:
+    if args.json and not (report.ok and (args.read_models or args.projection)):
+        verify_cli.print_json(report, None)
+        return 0 if report.ok else 1
+    if not report.ok:
+        print(
+            f"FAILED at position {report.bad_position}: {report.problem}"
+            f" ({report.count} events verified before it)"
+        )
+        return 1
+    if not args.json:
         print(
             f"ok: {report.count} events verified; head position {report.head_position}"
             f" hash {report.head_hash.hex()}"
         )
+    if not (args.read_models or args.projection):
         return 0
-    print(
-        f"FAILED at position {report.bad_position}: {report.problem}"
-        f" ({report.count} events verified before it)"
-    )
-    return 1
+    status, read_models = verify_cli.check_read_models(args, url, report)
+    if args.json and read_models is not None:
+        verify_cli.print_json(report, read_models)
+    return status
 
 
 def add_commands(sub: Any) -> None:
@@ -217,7 +227,9 @@ def add_commands(sub: Any) -> None:
         help="check the tamper-evident hash chain of the whole log",
         description="Recomputes the SHA-256 chain over every stored event (streaming) and"
         " prints the count and the head hash, or names the first bad position and exits 1."
-        " Needs DATABASE_URL.",
+        " With --read-models, then rebuilds the read models from the log into a shadow schema"
+        " and compares them with the live tables (exit 1 on any difference). Needs"
+        " DATABASE_URL.",
     )
     v.add_argument(
         "--expect",
@@ -226,4 +238,5 @@ def add_commands(sub: Any) -> None:
         help="a head hash published earlier: fail unless the chain still passes through it",
     )
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
+    verify_cli.add_arguments(v)
     v.set_defaults(run=verify_chain)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from application.commands import (
     AddChannelMember,
@@ -15,10 +15,11 @@ from application.commands import (
     UnarchiveChannel,
 )
 from application.decisions import Decision, handles
-from domain.base import Cause
-from domain.channels import Channel, direct_channel_id
+from domain.base import Cause, as_uuid
+from domain.channels import KIND_DIRECT, Channel, legacy_direct_channel_id
 from domain.errors import NotFound
-from domain.identity import User, check_can_message
+from domain.identity import User, check_can_add, check_can_message
+from domain.indexes import DirectChannelPair, direct_pair_id
 from domain.workspaces import Workspace
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ def _channel_for_members(
 def add_channel_member(app: Chorus, cmd: AddChannelMember, cause: Cause) -> Decision:
     channel, workspace = _channel_for_members(app, cmd.channel_id, cause.actor_id or "")
     user = app.load(User, cmd.user_id, "user")
+    check_can_add(cause.actor_id or "", user)
     channel.add_member(str(user.id), workspace, cause)
     return Decision([channel])
 
@@ -96,17 +98,34 @@ def remove_channel_member(app: Chorus, cmd: RemoveChannelMember, cause: Cause) -
 def open_direct_message(app: Chorus, cmd: OpenDirectMessage, cause: Cause) -> Decision:
     actor = cause.actor_id or ""
     other = app.load(User, cmd.user_id, "user")
-    channel_id = direct_channel_id(actor, str(other.id))
-    opened = app.exists(channel_id)
+    channel_id = direct_channel_of(app, actor, str(other.id))
+    opened = channel_id is not None
     if str(other.id) != actor:
         if not opened and not _share_a_workspace(app, actor, str(other.id), cmd):
             # Someone you share no workspace with does not exist for you.
             raise NotFound("unknown user")
         check_can_message(app.load(User, actor, "user"), other)
-    if opened:
+    if channel_id is not None:
         return Decision([], {"channel_id": str(channel_id)})
-    channel = Channel.open_direct(str(other.id), cause)
-    return Decision([channel], {"channel_id": str(channel.id)}, status=201)
+    # A random id, which nobody can compute; the pair index, saved in the same transaction,
+    # is what two opens at once (in any process) conflict on, and what finds it again.
+    channel = Channel.open_direct(uuid4(), str(other.id), cause)
+    pair = DirectChannelPair.pair(channel.id, sorted(channel.member_ids), cause)
+    return Decision([channel, pair], {"channel_id": str(channel.id)}, status=201)
+
+
+def direct_channel_of(app: Chorus, user_a: str, user_b: str) -> UUID | None:
+    """The direct channel of two users: the one their pair index names, or one opened
+    before pair indexes existed, at the id derived from the two (it has no index). One
+    query when there is neither."""
+    pair_id = direct_pair_id(user_a, user_b)
+    legacy = legacy_direct_channel_id(user_a, user_b)
+    present = app.existing([pair_id, legacy])
+    if pair_id in present:
+        return as_uuid(app.load(DirectChannelPair, pair_id, "channel").channel_id)
+    if legacy in present and app.load(Channel, legacy).kind == KIND_DIRECT:
+        return legacy
+    return None
 
 
 def _share_a_workspace(app: Chorus, user_a: str, user_b: str, cmd: OpenDirectMessage) -> bool:

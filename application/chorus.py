@@ -143,6 +143,15 @@ class Chorus(Application[UUID]):
     def exists(self, aggregate_id: UUID) -> bool:
         return aggregate_id in self.repository
 
+    def existing(self, aggregate_ids: Sequence[UUID]) -> set[UUID]:
+        """Which of ``aggregate_ids`` have events: one query, however many are asked."""
+        if not aggregate_ids:
+            return set()
+        versions = getattr(self.recorder, "current_versions", None)
+        if versions is None:
+            return {uid for uid in aggregate_ids if self.exists(uid)}
+        return set(cast(Callable[[Sequence[UUID]], dict[UUID, int]], versions)(aggregate_ids))
+
     # -- running commands -----------------------------------------------------------------
 
     def execute(self, command: Command, cause: Cause) -> CommandResult:

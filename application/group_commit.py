@@ -43,7 +43,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -186,6 +186,11 @@ class _BatchView:
             or aggregate_id in self._committer.known
             or aggregate_id in self._app.repository
         )
+
+    def existing(self, aggregate_ids: Sequence[UUID]) -> set[UUID]:
+        held = self.loaded.keys() | self._working.keys() | self._committer.known.keys()
+        found = {uid for uid in aggregate_ids if uid in held}
+        return found | self._app.existing([uid for uid in aggregate_ids if uid not in found])
 
 
 _STOP = object()

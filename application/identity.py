@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from uuid import UUID, uuid4
 
 from application.commands import (
     BlockUser,
@@ -15,26 +16,56 @@ from application.commands import (
 from application.decisions import Decision, handles
 from domain.base import Cause, ChorusAggregate, as_uuid
 from domain.errors import Conflict, UsernameTaken
-from domain.identity import SignIn, User, user_id_for, username_read_in
+from domain.identity import SignIn, User, legacy_user_id, username_read_in
+from domain.indexes import UsernameClaim, username_claim_id
 from domain.rules import check_user_password, normalise_username
 
 if TYPE_CHECKING:
     from application.chorus import Chorus
 
 
+def user_id_of(app: Chorus, username: str) -> UUID | None:
+    """The id of the user who holds ``username`` (any case), from the event store: its
+    claim's holder, or, for a user registered before claims existed, the id derived from
+    the name (such a user has no claim). InvalidValue for what can be no username."""
+    return user_ids_of(app, [username]).get(normalise_username(username))
+
+
+def user_ids_of(app: Chorus, usernames: list[str]) -> dict[str, UUID]:
+    """``user_id_of`` for several names at once, by normalised name (those nobody holds
+    are left out): one query says which claims and legacy users exist, so names of nobody
+    (say, a message's 20 mentions) cost no more than one."""
+    names = {normalise_username(u) for u in usernames}
+    claims = {name: username_claim_id(name) for name in names}
+    legacy = {name: legacy_user_id(name) for name in names}
+    present = app.existing([*claims.values(), *legacy.values()])
+    found: dict[str, UUID] = {}
+    for name in names:
+        if claims[name] in present:
+            holder = app.load(UsernameClaim, claims[name], "username").holder
+            if holder is not None:
+                found[name] = as_uuid(holder)
+        elif legacy[name] in present:
+            found[name] = legacy[name]
+    return found
+
+
 @handles(RegisterUser)
 def register_user(app: Chorus, cmd: RegisterUser, cause: Cause) -> Decision:
     username = normalise_username(cmd.username)
     check_user_password(cmd.password, username, cmd.display_name)
-    if app.exists(user_id_for(username)):
+    if user_id_of(app, username) is not None:
         raise UsernameTaken("that username is taken")
-    user = User.register(username, cmd.display_name, cause)
+    # A random id tells nothing about the name; the claim, saved in the same transaction,
+    # is what a second registration of the name (another process's too) conflicts on.
+    user = User.register(uuid4(), username, cmd.display_name, cause)
+    claim = UsernameClaim.claim(username, user.id, Cause(str(user.id), cause.command_id))
     # Checked as the username itself is: against the users the store holds.
     looks_like = username_read_in(user.display_name)
-    if looks_like not in (None, username) and app.exists(user_id_for(looks_like)):
+    if looks_like not in (None, username) and user_id_of(app, looks_like) is not None:
         raise Conflict("display_name is another user's username")
     return Decision(
-        [user],
+        [user, claim],
         {"user_id": str(user.id)},
         status=201,
         # Hashed by the API on its hashing pool, or here (the command line, tests).

@@ -14,10 +14,11 @@ from application.commands import (
     SendMessage,
 )
 from application.decisions import Decision, handles
+from application.identity import user_ids_of
 from domain.base import Cause
 from domain.channels import KIND_DIRECT, Channel
 from domain.errors import NotFound
-from domain.identity import User, check_can_message, user_id_for
+from domain.identity import User, check_can_message
 from domain.messages import Message, parse_mentions
 from domain.workspaces import Workspace
 
@@ -31,8 +32,13 @@ def _mentioned_user_ids(
     """Mentions that name someone who can read the channel and has not blocked the author;
     the rest stay plain text."""
     found = []
-    for username in parse_mentions(text):
-        user_id = str(user_id_for(username))
+    names = parse_mentions(text)
+    ids = user_ids_of(app, names) if names else {}
+    for username in names:
+        found_id = ids.get(username)
+        if found_id is None:
+            continue
+        user_id = str(found_id)
         if channel.can_view(user_id, workspace) and _hears_from(app, user_id, author):
             found.append(user_id)
     return found

@@ -16,7 +16,7 @@ from domain.errors import (
     NotFound,
     PermissionDenied,
 )
-from domain.rules import MAX_CHANNEL_NAME, MAX_TOPIC, bounded_text
+from domain.rules import MAX_CHANNEL_NAME, MAX_TOPIC, bounded_text, shown_name
 from domain.workspaces import Workspace
 
 _DIRECT = uuid5(NAMESPACE_URL, "chorus:direct-messages")
@@ -25,8 +25,10 @@ KIND_CHANNEL = "channel"
 KIND_DIRECT = "direct"
 
 
-def direct_channel_id(user_a: str, user_b: str) -> UUID:
-    """The same two people always get the same direct channel, whoever opens it."""
+def legacy_direct_channel_id(user_a: str, user_b: str) -> UUID:
+    """The id a direct channel opened before issue 17 got: derived from its two members, so
+    anyone could compute it. Those channels keep their ids; new ones are random and found
+    again through their pair index (domain/indexes.py)."""
     first, second = sorted((user_a, user_b))
     return uuid5(_DIRECT, f"{first}:{second}")
 
@@ -50,7 +52,7 @@ class Channel(ChorusAggregate):
         return cls(
             id=id,
             workspace_id=workspace.id,
-            name=bounded_text(name, field="name", max_length=MAX_CHANNEL_NAME),
+            name=shown_name(name, field="name", max_length=MAX_CHANNEL_NAME),
             private=private,
             topic=_topic(topic),
             kind=KIND_CHANNEL,
@@ -61,14 +63,14 @@ class Channel(ChorusAggregate):
         )
 
     @classmethod
-    def open_direct(cls, other_user_id: str, cause: Cause) -> Channel:
+    def open_direct(cls, id: UUID, other_user_id: str, cause: Cause) -> Channel:
         actor = cause.actor_id
         if actor is None:
             raise PermissionDenied("this needs a signed-in user")
         if other_user_id == actor:
             raise InvalidValue("a direct message needs another person")
         return cls(
-            id=direct_channel_id(actor, other_user_id),
+            id=id,
             workspace_id=None,
             name="",
             private=True,
@@ -206,7 +208,7 @@ class Channel(ChorusAggregate):
         new_name = (
             self.name
             if name is None
-            else bounded_text(name, field="name", max_length=MAX_CHANNEL_NAME)
+            else shown_name(name, field="name", max_length=MAX_CHANNEL_NAME)
         )
         new_topic = self.topic if topic is None else _topic(topic)
         self._changed(name=new_name, topic=new_topic, actor_id=actor, command_id=cause.command_id)

@@ -17,7 +17,7 @@ from eventsourcing.domain import event
 
 from domain.base import Cause, ChorusAggregate
 from domain.errors import Gone, InvalidValue, NotAMember, PermissionDenied
-from domain.rules import MAX_DOCUMENT_EVENT_BYTES, MAX_DOCUMENT_TITLE, bounded_text
+from domain.rules import MAX_DOCUMENT_EVENT_BYTES, MAX_DOCUMENT_TITLE, shown_name
 from domain.workspaces import Workspace
 from domain.yjs_update import check_storable_name
 
@@ -33,7 +33,7 @@ class DocumentDeleted(Gone):
 
 
 def check_title(title: str) -> str:
-    return bounded_text(title, field="title", max_length=MAX_DOCUMENT_TITLE)
+    return shown_name(title, field="title", max_length=MAX_DOCUMENT_TITLE)
 
 
 def check_roots(known: Collection[str], seen: Collection[str]) -> None:

@@ -9,34 +9,21 @@ from eventsourcing.domain import event
 
 from domain.base import Cause, ChorusAggregate
 from domain.errors import Conflict, InvalidValue, NotFound, PermissionDenied
-from domain.rules import MAX_DISPLAY_NAME, bounded_text, normalise_username
+from domain.rules import MAX_DISPLAY_NAME, normalise_username, shown_name
 
 # Enough for anyone's list of people they do not want to hear from, bounded like every input.
 MAX_BLOCKED_USERS = 1000
 
 _USERNAMES = uuid5(NAMESPACE_URL, "chorus:usernames")
 
-# Shown in place of a name, these fillers show nothing (NFKC maps the half-width and
-# compatibility ones to U+1160).
-_INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
-
 
 def display_name_rule(value: str) -> str:
     """The display name as it is stored and shown: NFKC-normalised (full-width, ligatures,
     styled letters become the plain characters they look like), stripped, 1 to
-    ``MAX_DISPLAY_NAME`` characters, meeting the character rule, and free of what
-    impersonates or hides: format characters (Unicode ``Cf``: the bidi overrides, embeddings,
-    isolates and marks that reorder a name on screen, zero-width spaces and joiners, the
-    BOM, soft hyphens), line and paragraph separators and invisible fillers."""
+    ``MAX_DISPLAY_NAME`` characters, meeting the character rule and the name rule (nothing
+    that hides, reorders or spills over: see ``domain.rules.check_shown_name``)."""
     normal = unicodedata.normalize("NFKC", value)
-    for character in normal:
-        category = unicodedata.category(character)
-        if category in ("Cf", "Zl", "Zp") or character in _INVISIBLE_LETTERS:
-            raise InvalidValue(
-                f"display_name must not contain invisible or reordering characters"
-                f" (U+{ord(character):04X})"
-            )
-    return bounded_text(normal, field="display_name", max_length=MAX_DISPLAY_NAME)
+    return shown_name(normal, field="display_name", max_length=MAX_DISPLAY_NAME)
 
 
 def username_read_in(display_name: str) -> str | None:
@@ -50,9 +37,10 @@ def username_read_in(display_name: str) -> str | None:
         return None
 
 
-def user_id_for(username: str) -> UUID:
-    """A user's id is derived from the username, so the event store itself refuses a second
-    registration of the same name (a version conflict), even across processes."""
+def legacy_user_id(username: str) -> UUID:
+    """The id a user registered before issue 17 got: derived from the username, so it gave
+    the name away. Those ids stay valid (their streams live there, without a username
+    claim); new users get random ids and a claim (domain/indexes.py)."""
     return uuid5(_USERNAMES, normalise_username(username))
 
 
@@ -60,10 +48,11 @@ class User(ChorusAggregate):
     """A registered user. Credentials are kept beside the log, never in it."""
 
     @classmethod
-    def register(cls, username: str, display_name: str | None, cause: Cause) -> User:
+    def register(cls, user_id: UUID, username: str, display_name: str | None, cause: Cause) -> User:
+        """``user_id`` is random (the application draws it); the username's uniqueness is
+        its claim's business (domain/indexes.py), saved with this event."""
         name = normalise_username(username)
         shown = display_name_rule(display_name if display_name is not None else name)
-        user_id = user_id_for(name)
         # Registration is the user's own act: they are its actor.
         return cls(
             id=user_id,
@@ -148,6 +137,12 @@ def check_can_message(sender: User, recipient: User) -> None:
     """A direct message needs neither of the two to have blocked the other."""
     if not recipient.hears_from(str(sender.id)) or not sender.hears_from(str(recipient.id)):
         raise PermissionDenied("you cannot message this user")
+
+
+def check_can_add(actor_id: str, invitee: User) -> None:
+    """Nobody brings a user into a room (a private channel) after that user blocked them."""
+    if not invitee.hears_from(actor_id):
+        raise PermissionDenied("you cannot add this user")
 
 
 class SignIn(ChorusAggregate):

@@ -122,6 +122,86 @@ def bounded_text(value: str, *, field: str, max_length: int, allow_empty: bool =
     return text
 
 
+# -- the name rule ---------------------------------------------------------------------------
+# A name (display name, workspace and channel name, document title) is a label that other
+# people read as who or what something is. There, unlike in free text, nothing may hide or
+# reorder what is shown: format characters (Unicode ``Cf``: bidi embeddings, overrides,
+# isolates and marks, zero-width spaces and joiners, the BOM, soft hyphens, tag characters that
+# smuggle invisible ASCII), line and paragraph separators, fillers that show nothing, and
+# combining marks stacked beyond what any script needs (they spill over the lines around).
+# Emoji sequences keep their joiners and tags: a zero-width joiner between two emoji, and the
+# tags of a subdivision flag after U+1F3F4.
+
+MAX_MARKS_PER_CHARACTER = 4
+_INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+_ZWJ = "\u200d"
+_BLACK_FLAG = "\U0001f3f4"
+_TAGS = range(0xE0020, 0xE007F)
+_CANCEL_TAG = "\U000e007f"
+
+
+def _emoji_like(character: str) -> bool:
+    # Emoji are symbols (So); skin tones are modifiers (Sk); U+FE0F asks for emoji display.
+    return character == "\ufe0f" or unicodedata.category(character) in ("So", "Sk")
+
+
+def _in_flag(value: str, index: int) -> bool:
+    """Whether the tag character at ``index`` belongs to a subdivision flag: a run of tags
+    after U+1F3F4, closed by the cancel tag."""
+    start = index
+    while start > 0 and ord(value[start - 1]) in _TAGS:
+        start -= 1
+    end = index
+    while end < len(value) and ord(value[end]) in _TAGS:
+        end += 1
+    return (
+        start > 0
+        and value[start - 1] == _BLACK_FLAG
+        and end < len(value)
+        and value[end] == _CANCEL_TAG
+    )
+
+
+def _allowed_format(value: str, index: int) -> bool:
+    character = value[index]
+    if character == _ZWJ:
+        return 0 < index < len(value) - 1 and all(
+            _emoji_like(value[i]) for i in (index - 1, index + 1)
+        )
+    if ord(character) in _TAGS:
+        return _in_flag(value, index)
+    if character == _CANCEL_TAG:
+        return index > 0 and (value[index - 1] == _BLACK_FLAG or ord(value[index - 1]) in _TAGS)
+    return False
+
+
+def check_shown_name(value: str, *, field: str) -> None:
+    """Refuses a name holding what hides or reorders it (see above), or a character carrying
+    more than ``MAX_MARKS_PER_CHARACTER`` combining marks."""
+    check_text(value, field=field)
+    marks = 0
+    for index, character in enumerate(value):
+        category = unicodedata.category(character)
+        hides = category in ("Zl", "Zp") or character in _INVISIBLE_LETTERS
+        if hides or (category == "Cf" and not _allowed_format(value, index)):
+            raise InvalidValue(
+                f"{field} must not contain invisible or reordering characters"
+                f" (U+{ord(character):04X})"
+            )
+        marks = marks + 1 if category in ("Mn", "Me") and character != "\ufe0f" else 0
+        if marks > MAX_MARKS_PER_CHARACTER:
+            raise InvalidValue(
+                f"{field} must not stack more than {MAX_MARKS_PER_CHARACTER} combining marks"
+                " on one character"
+            )
+
+
+def shown_name(value: str, *, field: str, max_length: int) -> str:
+    """``bounded_text`` for a name: also meets the name rule."""
+    check_shown_name(value, field=field)
+    return bounded_text(value, field=field, max_length=max_length)
+
+
 def normalise_username(username: str) -> str:
     name = username.strip().lower()
     if not USERNAME_PATTERN.fullmatch(name):

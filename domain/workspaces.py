@@ -38,7 +38,7 @@ from domain.rules import (
     MAX_WORKSPACE_NAME,
     MIN_INVITE_TTL_S,
     ROLE_NAME_PATTERN,
-    bounded_text,
+    shown_name,
 )
 
 PUBLIC = "public"
@@ -125,7 +125,7 @@ class Workspace(ChorusAggregate):
             raise InvalidValue("only a public workspace can have a join password")
         return cls(
             id=id,
-            name=bounded_text(name, field="name", max_length=MAX_WORKSPACE_NAME),
+            name=shown_name(name, field="name", max_length=MAX_WORKSPACE_NAME),
             visibility=visibility,
             has_password=has_password,
             owner_id=cause.actor_id,

@@ -183,6 +183,16 @@ def verify_since_checkpoint(
     return IncrementalReport(report, start[0])
 
 
+def verify_after(conn: Connection[Any], events_table: str, start: tuple[int, bytes]) -> ChainReport:
+    """Recomputes the chain after ``start`` (a position a check just found good, and its
+    hash) in the caller's transaction and snapshot: the events appended since a check,
+    seen exactly as the caller's other reads see them."""
+    with conn.cursor(name="chorus_verify_after", row_factory=tuple_row) as named:
+        named.itersize = 2000
+        named.execute(_verify_select(events_table), (start[0],))
+        return walk(named, start=start)
+
+
 def walk(
     rows: Iterable[Sequence[Any]],
     *,

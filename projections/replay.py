@@ -11,7 +11,7 @@ views: readers see the old model or the new one, never a half-built one.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
@@ -20,7 +20,7 @@ from psycopg.rows import dict_row
 from projections.analytics import create_views
 from projections.base import Projection, SetProjection
 from projections.log import max_position
-from projections.runner import apply_batch, create_tables
+from projections.runner import TRANSIENT, apply_batch, create_tables, run_batch
 
 SCHEMA = "chorus_rebuild"
 SWAP_ATTEMPTS = 200
@@ -41,13 +41,41 @@ def rebuild(
         # No tracking position would ever move: the bulk pass would read the log forever.
         raise ValueError("no read model to rebuild")
     names = [p.name for p in projections]
-    rebuild_options = f"-c search_path={SCHEMA},public"
+    build(database_url, projections, until=until, batch_size=batch_size, progress=progress)
+    for _ in range(SWAP_ATTEMPTS):
+        try:
+            return _swap(database_url, projections, names, until, batch_size, progress)
+        except psycopg.errors.LockNotAvailable:
+            continue  # readers held a table a moment too long: let them finish, try again
+    raise RuntimeError(f"could not take the read models' locks in {SWAP_ATTEMPTS} attempts")
+
+
+def build(
+    database_url: str,
+    projections: Sequence[Projection],
+    *,
+    schema: str = SCHEMA,
+    until: int | Mapping[str, int] | None = None,
+    batch_size: int = 2000,
+    progress: Callable[[int], None] | None = None,
+    isolate_failures: bool = False,
+    stop: threading.Event | None = None,
+) -> None:
+    """The bulk pass: creates ``schema`` afresh with the projections' tables (and tracking
+    rows) and fills them from the log, beside the live models, up to ``until`` (a position,
+    or one per read model: each group of models stops at the lowest of its own).
+
+    ``isolate_failures``: a batch that fails is applied again with each model in a savepoint,
+    as the live runner does (a model that cannot take an event is marked stuck in the
+    schema's tracking table, operators' skips are honoured) instead of raising. ``stop``:
+    set from another thread, the pass ends after the batch in progress."""
+    options = f"-c search_path={schema},public"
     with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as admin:
-        admin.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
-        admin.execute(f"CREATE SCHEMA {SCHEMA}")
+        admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        admin.execute(f"CREATE SCHEMA {schema}")
     with (
         psycopg.connect(
-            database_url, autocommit=True, row_factory=dict_row, options=rebuild_options
+            database_url, autocommit=True, row_factory=dict_row, options=options
         ) as conn,
         conn.transaction(),
         conn.cursor() as cur,
@@ -62,18 +90,34 @@ def rebuild(
         groups.append(one_by_one)
     # Every group reads the whole span: the figure reported is the slowest group's.
     counted = _Progress(progress, len(groups))
+    stopping = stop if stop is not None else threading.Event()
     with ThreadPoolExecutor(len(groups), thread_name_prefix="rebuild") as pool:
-        for done in [
-            pool.submit(_bulk, database_url, rebuild_options, group, batch_size, until, counted)
+        futures = [
+            pool.submit(
+                _bulk,
+                database_url,
+                options,
+                group,
+                batch_size,
+                _until_of(group, until),
+                counted,
+                isolate_failures,
+                stopping,
+            )
             for group in groups
-        ]:
-            done.result()
-    for _ in range(SWAP_ATTEMPTS):
+        ]
         try:
-            return _swap(database_url, projections, names, until, batch_size, progress)
-        except psycopg.errors.LockNotAvailable:
-            continue  # readers held a table a moment too long: let them finish, try again
-    raise RuntimeError(f"could not take the read models' locks in {SWAP_ATTEMPTS} attempts")
+            for done in futures:
+                done.result()
+        except BaseException:
+            stopping.set()  # Ctrl-C or a failed group: the others stop after their batch
+            raise
+
+
+def _until_of(group: Sequence[Projection], until: int | Mapping[str, int] | None) -> int | None:
+    if until is None or isinstance(until, int):
+        return until
+    return min(until.get(p.name, 0) for p in group)
 
 
 def _bulk(
@@ -83,13 +127,23 @@ def _bulk(
     batch_size: int,
     until: int | None,
     progress: _Progress,
+    isolate_failures: bool,
+    stop: threading.Event,
 ) -> None:
     with psycopg.connect(
         database_url, autocommit=True, row_factory=dict_row, options=options
     ) as conn:
-        while True:
-            with conn.transaction(), conn.cursor() as cur:
-                count, _ = apply_batch(cur, projections, batch_size, until)
+        while not stop.is_set():
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    count, _ = apply_batch(cur, projections, batch_size, until)
+            except TRANSIENT:
+                raise
+            except Exception:
+                if not isolate_failures:
+                    raise
+                with conn.transaction(), conn.cursor() as cur:
+                    count = run_batch(cur, projections, batch_size, until, isolated=True).count
             progress.add(id(projections), count)
             if count < batch_size:
                 return

@@ -37,6 +37,8 @@ from projections.log import (
     scoped_events,
     visibility_bound,
 )
+from projections.queries import run
+from projections.redaction import redacted, redacted_scoped
 
 log = logging.getLogger(__name__)
 
@@ -491,11 +493,12 @@ class Connection:
             if after < bound:
                 upto = min(bound, after + CATCH_UP_SPAN)
                 found = scoped_events(cur, scope, after=after, upto=upto, limit=limit)
+                found = run(cur, redacted_scoped(self.user_id, found))
                 full = len(found) == limit
                 reached = found[-1].event.position if full else upto
                 cost = len(found) + (reached - after) / SCAN_WEIGHT
                 return CatchUpPage(scoped_deliveries(found), reached, len(found), cost)
-            events = read_events(cur, after=after, limit=limit)
+            events = run(cur, redacted(self.user_id, read_events(cur, after=after, limit=limit)))
         if not events:
             return CatchUpPage([], None, 0, 0.0)
         batch = [d for d in deliveries(events, self.services.hub.scopes) if sub.concerns(d)]

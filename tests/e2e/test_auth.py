@@ -154,8 +154,9 @@ def test_signup_retry_with_the_same_key_returns_the_first_user(chorus: Running) 
         api.http.post("/api/auth/signup", json=body, headers={"Idempotency-Key": "s1"}), 201
     )
     assert again["user_id"] == first["user_id"] and again["position"] == first["position"]
-    # The sign-up and its session (issue 17: SignedIn); the retry continues that session.
-    assert chorus.events() == before + 2
+    # The user and its username claim, once, and the sign-up's session (issue 17: SignedIn);
+    # the retry continues that session.
+    assert chorus.events() == before + 3
     # Knowing the key is not enough to get tokens: the password must match too.
     other = {"username": name, "password": "not the walrus carpenter oyster"}
     assert (

@@ -537,6 +537,8 @@ CASES: list[Case] = [
          teardown=sign_in_again),
     # -- workspaces, membership, roles, invites ---------------------------------------------
     Case("list my workspaces", "GET", "/api/workspaces", sees=anyone, shows=member, finds=lists("ws")),
+    Case("create a workspace", "POST", "/api/workspaces", body={"name": "w-{nonce}"}, sees=anyone,
+         ok=201),
     Case("read the workspace", "GET", "/api/workspaces/{ws}", target="ws"),
     Case("list members", "GET", "/api/workspaces/{ws}/members", target="ws"),
     Case("list roles", "GET", "/api/workspaces/{ws}/roles", target="ws"),
@@ -554,6 +556,10 @@ CASES: list[Case] = [
          may=holding("invite"), ok=201),
     # An invite code is a capability: whoever holds it joins (members: 409 already in).
     Case("accept an invite", "POST", "/api/invites/{code}/accept",
+         status=lambda a: (409 if a.member else 200) if a.signed_in else None,
+         teardown=outsider_leaves_again),
+    Case("accept an invite, the code in the body", "POST", "/api/invites/accept",
+         body={"code": "{code}"},
          status=lambda a: (409 if a.member else 200) if a.signed_in else None,
          teardown=outsider_leaves_again),
     Case("kick a member", "POST", "/api/workspaces/{ws}/members/{victim}/kick", target="ws",
@@ -680,6 +686,8 @@ CASES: list[Case] = [
          sees=nobody),
     # A global endpoint: only instance auditors (granted at the console, none here).
     Case("verify the log", "GET", "/api/audit/verify", sees=anyone, may=nobody),
+    Case("verify the read models", "POST", "/api/audit/verify-read-models", sees=anyone,
+         may=nobody),
 ]  # fmt: skip
 
 
@@ -1045,3 +1053,50 @@ def test_websocket_commands_follow_the_same_matrix(world: World, actor: Actor) -
         assert answer["op"] == "error" and answer["status"] == 422, answer
         assert world.head() == before
     wait_for_sessions_to_end(world.chorus.database_url)
+
+
+# Routes the matrix does not run, each with why. Every other route of the OpenAPI document must
+# have a row in CASES, so a new route cannot ship without its authorization being tested.
+NOT_IN_MATRIX: dict[tuple[str, str], str] = {
+    ("GET", "/health"): "public liveness probe (test_ready.py)",
+    ("GET", "/ready"): "public readiness probe (test_ready.py)",
+    ("POST", "/api/auth/signup"): "public: creates the caller (test_auth.py)",
+    ("POST", "/api/auth/login"): "public: authenticates the caller (test_auth.py)",
+    ("POST", "/api/auth/refresh"): "public: the refresh token is the credential (test_auth.py)",
+    ("POST", "/api/auth/logout"): "public: the refresh token is the credential (test_auth.py)",
+}
+
+
+def _route_pattern(method: str, path: str) -> tuple[str, re.Pattern[str]]:
+    """A route of the OpenAPI document as a pattern its concrete paths match."""
+    parts = [r"[^/]+" if re.fullmatch(r"\{[^}]*\}", p) else re.escape(p) for p in path.split("/")]
+    return method.upper(), re.compile("/".join(parts).rstrip("/") + "/?")
+
+
+def _concrete(path: str) -> str:
+    return re.sub(r"\{[^}]*\}", "x", path)
+
+
+def test_every_route_has_a_row_in_the_matrix(world: World) -> None:
+    spec = world.api.ok(world.api.http.get("/schema/openapi.json"))
+    routes = [
+        (method.upper(), path)
+        for path, item in spec["paths"].items()
+        for method in item
+        if method in {"get", "post", "put", "patch", "delete"}
+    ]
+    rows = [(case.method, _concrete(case.path)) for case in CASES]
+    exempt = [(method, _concrete(path)) for method, path in NOT_IN_MATRIX]
+
+    def runs(route: tuple[str, str], requests: list[tuple[str, str]]) -> bool:
+        method, pattern = _route_pattern(*route)
+        return any(m == method and pattern.fullmatch(p) for m, p in requests)
+
+    untested = [route for route in routes if not runs(route, rows + exempt)]
+    assert not untested, f"routes with no row in CASES or NOT_IN_MATRIX: {untested}"
+    stale = [
+        key
+        for key in NOT_IN_MATRIX
+        if not any(runs(r, [(key[0], _concrete(key[1]))]) for r in routes)
+    ]
+    assert not stale, f"NOT_IN_MATRIX names routes that no longer exist: {stale}"

@@ -604,3 +604,65 @@ def test_a_display_name_reading_as_another_users_username_is_refused(chorus: Run
         headers={"Authorization": f"Bearer {signed_up['access_token']}"},
     )
     assert chorus.api.ok(me)["display_name"] == "Grace IV"
+
+
+# -- names that hide, reorder or spill over (the name rule) -----------------------------------
+
+NAME_FIELDS = ("name", "title", "display_name")
+# One of each kind the name rule refuses (tests/unit/test_name_rule.py walks every code point).
+HIDING_NAMES = [
+    "Ad\u202emin",  # right-to-left override
+    "Ad\u2067min\u2069",  # isolate
+    "Ad\u200bmin",  # zero-width space
+    "Ad\u200dmin",  # a joiner between letters
+    "Admin\U000e0041\U000e0042",  # tags: invisible ASCII
+    "Ad\u2028min",  # line separator
+    "\u3164",  # a filler that shows nothing
+    "Z" + "\u0336" * 12 + "algo",  # stacked combining marks
+]
+
+
+def _body_schema(spec: dict[str, Any], op: dict[str, Any]) -> dict[str, Any]:
+    schema: dict[str, Any] = op["requestBody"]["content"]["application/json"]["schema"]
+    while "$ref" in schema:
+        schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    return schema
+
+
+def test_names_that_hide_or_reorder_are_refused_on_every_route(
+    chorus: Running, world: World
+) -> None:
+    """Every operation whose body has a name field (found in the OpenAPI document, so a new
+    route is covered as it is declared), with a name of each refused kind: 422 naming the
+    field, nothing appended."""
+    spec = chorus.api.http.get("/schema/openapi.json").json()
+    ids = path_ids(world)
+    tried, wrong = set(), []
+    before = chorus.events()
+    for template, methods in spec["paths"].items():
+        for method, op in methods.items():
+            if "requestBody" not in op:
+                continue
+            schema = _body_schema(spec, op)
+            properties = schema.get("properties", {})
+            for field in (f for f in NAME_FIELDS if f in properties):
+                names = [p["name"] for p in op.get("parameters", []) if p["in"] == "path"]
+                path = template.format(**{name: ids[name] for name in names})
+                for hostile in HIDING_NAMES:
+                    body: dict[str, Any] = {
+                        "username": f"nm_{uuid.uuid4().hex[:10]}",
+                        "password": "a good password",
+                        "permissions": [],
+                    }
+                    body = {k: v for k, v in body.items() if k in schema.get("required", [])}
+                    body[field] = hostile
+                    r = chorus.api.http.request(
+                        method.upper(), path, json=body, headers=world.owner.headers
+                    )
+                    tried.add((method.upper(), template, field))
+                    if r.status_code != 422 or field not in r.json().get("detail", ""):
+                        wrong.append((method, template, field, hostile, r.status_code, r.text[:90]))
+    assert not wrong, wrong
+    assert chorus.events() == before
+    # sign-up, workspace, channel (create and rename), document (create and rename), role
+    assert len(tried) >= 7, tried

@@ -930,20 +930,23 @@ class CommandModel(RuleBasedStateMachine):
             assert expected is not None
             assert not result.replayed, label
             assert result.status == expected.status, (label, result)
-            # One event for a command that changed something, none otherwise.
+            # Events for a command that changed something, none otherwise.
             assert (result.position is not None) == (expected.commit is not None), label
             if expected.commit is not None:
                 expected.commit(result.body)
                 if key is not None:
                     self.keyed.append(Keyed(actor, command, key, result))
         # A racer run inside this command's save counted its own events (nested ``run``).
-        self.events += self._appended(result)
+        self.events += self._appended(command, result)
         assert self.stores.event_count() == self.events, f"{label}: stray events"
         return result
 
     @staticmethod
-    def _appended(result: CommandResult | None) -> int:
-        return 0 if result is None or result.position is None else 1
+    def _appended(command: Command, result: CommandResult | None) -> int:
+        if result is None or result.position is None:
+            return 0
+        # A direct channel is opened together with its pair index (domain/indexes.py).
+        return 2 if isinstance(command, OpenDirectMessage) and result.status == 201 else 1
 
     # -- set-up ---------------------------------------------------------------------------------
 

@@ -9,8 +9,14 @@ from uuid import UUID, uuid4
 import pytest
 
 from domain.base import as_uuid
-from domain.errors import InvalidValue, NotFound
-from domain.identity import User, display_name_rule, user_id_for, username_read_in
+from domain.errors import InvalidValue, NotFound, PermissionDenied
+from domain.identity import (
+    User,
+    check_can_add,
+    display_name_rule,
+    legacy_user_id,
+    username_read_in,
+)
 from domain.rules import (
     MAX_DISPLAY_NAME,
     MAX_PASSWORD,
@@ -61,28 +67,24 @@ def test_a_username_is_3_to_32_characters_of_letters_digits_underscores_or_dots(
     with refused(InvalidValue, match="username"):
         normalise_username(username)
     with refused(InvalidValue, match="username"):
-        User.register(username, None, by(None))
+        User.register(uuid4(), username, None, by(None))
     with refused(InvalidValue, match="username"):
-        user_id_for(username)
+        legacy_user_id(username)
 
 
 # -- user ids -------------------------------------------------------------------------------
 
 
-def test_a_user_id_is_derived_from_the_username_whatever_its_case() -> None:
-    assert user_id_for("Alice") == user_id_for("alice") == user_id_for(" ALICE ")
-    assert isinstance(user_id_for("alice"), UUID)
+def test_a_legacy_user_id_is_derived_from_the_username_whatever_its_case() -> None:
+    assert legacy_user_id("Alice") == legacy_user_id("alice") == legacy_user_id(" ALICE ")
+    assert legacy_user_id("alice") != legacy_user_id("alicia")
+    assert legacy_user_id("alice") != legacy_user_id("alice.")
 
 
-def test_different_usernames_get_different_ids() -> None:
-    assert user_id_for("alice") != user_id_for("alicia")
-    assert user_id_for("alice") != user_id_for("alice.")
-
-
-def test_user_ids_are_stable_across_processes_and_releases() -> None:
-    # Derived with uuid5 from a fixed namespace: every server, today and after an upgrade,
-    # maps a name to the same id, or existing users would lose their streams.
-    assert user_id_for("alice") == UUID("3c2f4d3d-8097-5703-ba84-e2908b56f103")
+def test_legacy_user_ids_are_stable_across_processes_and_releases() -> None:
+    # Users registered before issue 17 live at these ids: every server, today and after an
+    # upgrade, must find them there, or they would lose their streams.
+    assert legacy_user_id("alice") == UUID("3c2f4d3d-8097-5703-ba84-e2908b56f103")
 
 
 # -- registering ----------------------------------------------------------------------------
@@ -90,41 +92,37 @@ def test_user_ids_are_stable_across_processes_and_releases() -> None:
 
 def test_a_user_registers_as_their_own_actor_under_the_normalised_name() -> None:
     cause = by(None, "signup-1")
-    user = User.register("  Alice ", "Alice Liddell", cause)
+    user_id = uuid4()
+    user = User.register(user_id, "  Alice ", "Alice Liddell", cause)
     ev = recorded(
         user,
         "UserRegistered",
-        by(str(user_id_for("alice")), "signup-1"),
+        by(str(user_id), "signup-1"),
         username="alice",
         display_name="Alice Liddell",
     )
-    assert ev.originator_id == user.id == user_id_for("alice")
+    assert ev.originator_id == user.id == user_id
     assert user.username == "alice"
     assert user.display_name == "Alice Liddell"
 
 
-def test_registering_twice_under_differently_cased_names_gives_the_same_id() -> None:
-    # The event store refuses the second stream with the same id: names are case-insensitive.
-    assert User.register("Bob", None, by(None)).id == User.register("bob", None, by(None)).id
-
-
 def test_the_display_name_defaults_to_the_username() -> None:
-    assert User.register("Alice", None, by(None)).display_name == "alice"
+    assert User.register(uuid4(), "Alice", None, by(None)).display_name == "alice"
 
 
 def test_the_display_name_is_stripped() -> None:
-    assert User.register("alice", "  Alice  ", by(None)).display_name == "Alice"
+    assert User.register(uuid4(), "alice", "  Alice  ", by(None)).display_name == "Alice"
 
 
 @pytest.mark.parametrize("display_name", ["", "   ", "x" * (MAX_DISPLAY_NAME + 1), "Al\x00ice"])
 def test_a_display_name_is_not_empty_not_too_long_and_has_no_nul(display_name: str) -> None:
     with refused(InvalidValue, match="display_name"):
-        User.register("alice", display_name, by(None))
+        User.register(uuid4(), "alice", display_name, by(None))
 
 
 def test_a_display_name_may_be_exactly_the_maximum_length() -> None:
     name = "é" * MAX_DISPLAY_NAME
-    assert User.register("alice", name, by(None)).display_name == name
+    assert User.register(uuid4(), "alice", name, by(None)).display_name == name
 
 
 # -- display names that impersonate or hide (issue 16, finding 7) ---------------------------
@@ -147,7 +145,7 @@ def test_a_display_name_may_be_exactly_the_maximum_length() -> None:
 )
 def test_a_display_name_is_nfkc_normalised(given: str, shown: str) -> None:
     assert display_name_rule(given) == shown
-    assert User.register("alice", given, by(None)).display_name == shown
+    assert User.register(uuid4(), "alice", given, by(None)).display_name == shown
 
 
 def _every(*categories: str) -> list[str]:
@@ -179,7 +177,7 @@ def test_a_display_name_with_a_hiding_or_reordering_character_is_refused() -> No
                 accepted.append(f"U+{ord(character):04X}")
     assert not accepted, accepted
     with refused(InvalidValue, match="display_name"):
-        User.register("alice", "\x1b[31mAdmin\x1b[0m", by(None))
+        User.register(uuid4(), "alice", "\x1b[31mAdmin\x1b[0m", by(None))
 
 
 @pytest.mark.parametrize(
@@ -203,7 +201,7 @@ def test_the_username_a_display_name_reads_as(display_name: str, username: str |
 
 
 def test_replaying_a_users_events_reproduces_the_user() -> None:
-    user = User.register("alice", "Alice", by(None, "signup-1"))
+    user = User.register(uuid4(), "alice", "Alice", by(None, "signup-1"))
     again = replayed(list(user.collect_events()))
     assert isinstance(again, User)
     assert again == user
@@ -234,3 +232,16 @@ def test_a_well_formed_id_is_parsed() -> None:
     uid = uuid4()
     assert as_uuid(str(uid)) == uid
     assert as_uuid(uid) is uid
+
+
+# -- who may add whom (issue 17, finding 13) --------------------------------------------------
+
+
+def test_nobody_adds_a_user_who_blocked_them() -> None:
+    me, pest, friend = (User.register(uuid4(), n, None, by(None)) for n in ("me_", "pest", "frd"))
+    me.block(str(pest.id), by(str(me.id)))
+    with refused(PermissionDenied, match="cannot add"):
+        check_can_add(str(pest.id), me)
+    check_can_add(str(friend.id), me)
+    # Blocking is one user's own choice: whom I block may still be added by me.
+    check_can_add(str(me.id), pest)

@@ -83,7 +83,7 @@ def room() -> Room:
 
 def dm() -> tuple[Channel, Message]:
     """A direct channel between Mia and Max, and a message Mia sent there."""
-    channel = Channel.open_direct(MAX, by(MIA))
+    channel = Channel.open_direct(uuid4(), MAX, by(MIA))
     message = Message.send(uuid4(), channel, None, "psst", [], None, by(MIA))
     message.collect_events()
     return channel, message
@@ -503,7 +503,7 @@ def test_repeats_do_not_count_against_the_mention_limit() -> None:
 
 @pytest.mark.parametrize("text", ["thanks @jo.", "see @ab..", "@...", "hey @a.."])
 def test_every_parsed_mention_is_a_valid_username(text: str) -> None:
-    # The application turns each mention into a user id with ``user_id_for``; a parsed
+    # The application turns each mention into a user id with ``user_id_of``; a parsed
     # "username" that is no username makes it refuse the whole message.
     for name in parse_mentions(text):
         assert normalise_username(name) == name
