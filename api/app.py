@@ -71,6 +71,7 @@ def create_app(settings: Settings, database_url: str, services: Services | None 
             )
         await app.state.services.async_read_pool.open()
         app.state.services.hub.start(asyncio.get_running_loop())
+        await app.state.services.session_ends.start()
         app.state.services.presence.start()
         app.state.services.rooms.start()
         await app.state.services.signals.start()

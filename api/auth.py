@@ -3,32 +3,36 @@
 from __future__ import annotations
 
 import re
+import uuid
+from datetime import datetime
 from typing import Annotated, Any
 
 import anyio.to_thread
 import msgspec
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, delete, get, post
 from litestar.connection import ASGIConnection
 from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
-from litestar.params import Body, FromQuery, JSONBody
+from litestar.params import Body, FromPath, FromQuery, JSONBody
 from litestar.response import Response
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from api.auth_limits import HourlyBudget, LoginThrottle, Throttled
-from api.commands import execute, services_of
+from api.commands import Written, execute, run_command, services_of
 from api.errors import problem, problems
 from api.rate_limits import client_address
 from api.reads import read_cursor_async
-from application.commands import RegisterUser
+from application.commands import ChangePassword, EndSignIns, RegisterUser, StartSignIn
 from application.identity import user_id_of
-from domain.base import as_uuid
-from domain.errors import NotFound, UsernameTaken
-from domain.rules import MAX_PASSWORD, check_password_length, normalise_username
+from domain.base import Cause, as_uuid
+from domain.errors import InvalidValue, NotFound, PermissionDenied, UsernameTaken
+from domain.identity import SignIn, User
+from domain.rules import MAX_PASSWORD, check_user_password, normalise_username
 from infrastructure.passwords import PasswordsBusy
+from infrastructure.refresh_tokens import InvalidRefreshToken, RefreshTokenReused
 from infrastructure.settings import Settings
-from infrastructure.tokens import InvalidToken
+from infrastructure.tokens import AccessClaims, InvalidToken
 from projections.queries import run_async
 from projections.users import get_user
 
@@ -85,6 +89,30 @@ class RefreshBody(msgspec.Struct, forbid_unknown_fields=True):
     refresh_token: Opaque
 
 
+class LogoutBody(msgspec.Struct, forbid_unknown_fields=True):
+    """The session to end: the refresh token's, or (left out) the access token's."""
+
+    refresh_token: Opaque | None = None
+
+
+class PasswordBody(msgspec.Struct, forbid_unknown_fields=True):
+    old_password: Password
+    new_password: Password
+
+
+class SessionItem(msgspec.Struct):
+    id: str
+    created_at: datetime
+    # The session's last sign-in or refresh (an access token is used without a trace).
+    last_used_at: datetime
+    current: bool
+
+
+class SessionList(msgspec.Struct):
+    items: list[SessionItem]
+    next: str | None = None
+
+
 class TokenPair(msgspec.Struct):
     user_id: str
     access_token: str
@@ -100,11 +128,67 @@ class Me(msgspec.Struct):
     display_name: str
 
 
-def _tokens(request: Request[Any, Any, Any], user_id: str, position: int | None) -> TokenPair:
+async def _sign_in(
+    request: Request[Any, Any, Any], user_id: str, position: int | None, replayable: bool = False
+) -> TokenPair:
+    """Starts a session (a SignedIn event: no key of the request's, whose command is the
+    sign-up's) and hands out its tokens: a refresh-token family of the session's id, and
+    access tokens that name it (``sid``)."""
     services = services_of(request)
-    access, expires_in = services.access_tokens.issue(user_id)
-    refresh = services.refresh_tokens.issue(user_id)
+    key = request.headers.get("idempotency-key") if replayable else None
+    if key is None:
+        session_id, command_id = uuid.uuid4(), None
+    else:
+        # A retried sign-up (same key, already checked) continues the first one's session:
+        # nothing appended again, one more refresh token in the same family.
+        session_id = uuid.uuid5(uuid.UUID(user_id), "signin:" + key)
+        command_id = "signin:" + key
+    started = await run_command(
+        services,
+        StartSignIn(session_id=str(session_id), user_id=user_id),
+        Cause(actor_id=user_id, command_id=command_id),
+    )
+    if started.position is not None:
+        services.last_writes.record(user_id, started.position)
+    refresh = await anyio.to_thread.run_sync(services.refresh_tokens.issue, user_id, session_id)
+    access, expires_in = services.access_tokens.issue(user_id, str(session_id))
     return TokenPair(user_id, access, refresh, expires_in, position=position)
+
+
+async def _end_sessions(
+    request: Request[Any, Any, Any], user_id: str, session_ids: list[str], reason: str
+) -> Written:
+    """Ends the user's sessions: in the log first (every instance refuses their tokens and
+    closes their sockets once it has the event), here at once, then their refresh-token
+    families. A retry after a failure finds the families still live and ends them."""
+    services = services_of(request)
+    if not session_ids:
+        return Written(None)
+    result = await run_command(
+        services, EndSignIns(session_ids=session_ids, reason=reason), Cause(actor_id=user_id)
+    )
+    if result.position is not None:
+        services.last_writes.record(user_id, result.position)
+    services.access_tokens.end_sessions(session_ids)
+    await anyio.to_thread.run_sync(services.refresh_tokens.end, user_id, session_ids)
+    return Written(result.position)
+
+
+def _claims(request: Request[Any, Any, Any]) -> AccessClaims:
+    claims = request.auth
+    assert isinstance(claims, AccessClaims)
+    return claims
+
+
+def _bearer(request: Request[Any, Any, Any]) -> AccessClaims:
+    """The access token of a request on a public path, checked as the middleware would."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise NotAuthorizedException("send the refresh_token, or an access token")
+    try:
+        return services_of(request).access_tokens.decode(token.strip())
+    except InvalidToken as exc:
+        raise NotAuthorizedException(f"invalid access token: {exc}") from None
 
 
 def auth_limits(settings: Settings) -> dict[str, Any]:
@@ -158,7 +242,7 @@ class AuthController(Controller):
         signups.take(client_address(request.scope))
         # Refused before the costly part; then hashed on the hashing pool, awaited here, so
         # no request thread waits for argon2 (a full queue: 429 at once).
-        check_password_length(data.password)
+        check_user_password(data.password, data.username, data.display_name)
         services = services_of(request)
         command = RegisterUser(
             username=data.username,
@@ -179,7 +263,7 @@ class AuthController(Controller):
                 raise UsernameTaken("that username is taken")
         if result.position is not None:
             services.last_writes.record(user_id, result.position)
-        tokens = await anyio.to_thread.run_sync(_tokens, request, user_id, result.position)
+        tokens = await _sign_in(request, user_id, result.position, replayable=True)
         return Response(tokens, status_code=result.status)
 
     @post(
@@ -212,32 +296,160 @@ class AuthController(Controller):
             throttle.failed(account, client_address(request.scope))
             raise NotAuthorizedException("wrong username or password")
         throttle.succeeded(account)
-        return await anyio.to_thread.run_sync(_tokens, request, str(user_id), None)
+        return await _sign_in(request, str(user_id), None)
 
     @post(
         "/refresh",
-        sync_to_thread=True,
         operation_id="RefreshTokens",
         status_code=200,
         responses=problems(400, 401, 413, 422, 429),
     )
-    def refresh(self, request: Request[Any, Any, Any], data: JSONBody[RefreshBody]) -> TokenPair:
-        """Spends a refresh token for a new pair; reusing a spent one revokes its family."""
+    async def refresh(
+        self, request: Request[Any, Any, Any], data: JSONBody[RefreshBody]
+    ) -> TokenPair:
+        """Spends a refresh token for a new pair; reusing a spent one revokes its family
+        and ends its session."""
         services = services_of(request)
-        user_id, new_refresh = services.refresh_tokens.rotate(data.refresh_token)
-        access, expires_in = services.access_tokens.issue(user_id)
+        try:
+            user_id, session_id, new_refresh = await anyio.to_thread.run_sync(
+                services.refresh_tokens.rotate_in_session, data.refresh_token
+            )
+        except RefreshTokenReused as reused:
+            # Two parties hold the session: it ends everywhere, access tokens included.
+            await _end_sessions(
+                request, reused.user_id, [reused.session_id], "refresh token reused"
+            )
+            raise
+        if await anyio.to_thread.run_sync(_ended_in_log, request, session_id):
+            # Ended in the log, its family not yet revoked (the ending request failed
+            # between the two): end it now.
+            await _end_sessions(request, user_id, [session_id], "ended")
+            raise InvalidRefreshToken("invalid refresh token")
+        access, expires_in = services.access_tokens.issue(user_id, session_id)
         return TokenPair(user_id, access, new_refresh, expires_in)
 
     @post(
         "/logout",
-        sync_to_thread=True,
         operation_id="Logout",
         status_code=HTTP_204_NO_CONTENT,
-        responses=problems(400, 413, 422, 429),
+        responses=problems(400, 401, 413, 422, 429),
     )
-    def logout(self, request: Request[Any, Any, Any], data: JSONBody[RefreshBody]) -> None:
-        """Revokes the refresh token's whole family (every token of this sign-in)."""
-        services_of(request).refresh_tokens.revoke(data.refresh_token)
+    async def logout(
+        self, request: Request[Any, Any, Any], data: JSONBody[LogoutBody | None] = None
+    ) -> None:
+        """Ends a session: the refresh token's (an unknown one: nothing to end), or, sent
+        without one, the access token's. Its tokens are refused from then on and its
+        sockets closed (4401 ``session ended``)."""
+        services = services_of(request)
+        if data is not None and data.refresh_token is not None:
+            found = await anyio.to_thread.run_sync(
+                services.refresh_tokens.session_of, data.refresh_token
+            )
+            if found is None:
+                return
+            session_id, user_id = found
+        else:
+            claims = _bearer(request)
+            if claims.session_id is None:
+                raise InvalidValue(
+                    "this access token was issued before sessions could end: send the refresh_token"
+                )
+            session_id, user_id = claims.session_id, claims.user_id
+        await _end_sessions(request, user_id, [session_id], "logout")
+
+    @post(
+        "/logout-all",
+        operation_id="LogoutEverywhere",
+        status_code=200,
+        responses=problems(401, 422, 429),
+        security=[{"BearerToken": []}],
+    )
+    async def logout_all(self, request: Request[str, Any, Any]) -> Written:
+        """Ends every session of the caller, this one included."""
+        claims = _claims(request)
+        live = await _live_sessions(request, claims.user_id)
+        ids = [s.session_id for s in live]
+        if claims.session_id is not None and claims.session_id not in ids:
+            ids.append(claims.session_id)
+        return await _end_sessions(request, claims.user_id, ids, "logout everywhere")
+
+    @get(
+        "/sessions",
+        operation_id="ListSessions",
+        responses=problems(401, 422, 429),
+        security=[{"BearerToken": []}],
+    )
+    async def sessions(self, request: Request[str, Any, Any]) -> SessionList:
+        """The caller's live sessions, most recently used first (at most 200)."""
+        claims = _claims(request)
+        live = await _live_sessions(request, claims.user_id)
+        return SessionList(
+            [
+                SessionItem(
+                    s.session_id, s.created_at, s.last_used_at, s.session_id == claims.session_id
+                )
+                for s in live
+            ]
+        )
+
+    @delete(
+        "/sessions/{session_id:str}",
+        operation_id="EndSession",
+        status_code=200,
+        responses=problems(401, 404, 422, 429),
+        security=[{"BearerToken": []}],
+    )
+    async def end_session(
+        self, request: Request[str, Any, Any], session_id: FromPath[str]
+    ) -> Written:
+        """Ends one of the caller's live sessions; any other id (another user's, ended,
+        unknown, malformed) is 404 alike."""
+        claims = _claims(request)
+        live = await _live_sessions(request, claims.user_id)
+        if session_id not in {s.session_id for s in live}:
+            raise NotFound("unknown session")
+        return await _end_sessions(request, claims.user_id, [session_id], "ended")
+
+    @post(
+        "/password",
+        operation_id="ChangePassword",
+        status_code=200,
+        responses=problems(400, 401, 403, 413, 422, 429),
+        security=[{"BearerToken": []}],
+    )
+    async def change_password(
+        self, request: Request[str, Any, Any], data: JSONBody[PasswordBody]
+    ) -> Written:
+        """Changes the caller's password (the old one is required: a wrong one counts as a
+        failed login). Every other session ends; this one goes on."""
+        services = services_of(request)
+        claims = _claims(request)
+        user = await anyio.to_thread.run_sync(services.app.load, User, claims.user_id)
+        # Refused before the costly part, and before a guess of the old one counts.
+        check_user_password(data.new_password, user.username, user.display_name)
+        throttle: LoginThrottle = request.app.state.login_throttle
+        account = _account_key(user.username)
+        throttle.attempt(account, client_address(request.scope))
+        stored = await anyio.to_thread.run_sync(services.app.store.find_password_hash, user.id)
+        if stored is None or not await services.passwords.verify_async(stored, data.old_password):
+            throttle.failed(account, client_address(request.scope))
+            raise PermissionDenied("wrong password")
+        throttle.succeeded(account)
+        others = [
+            s.session_id
+            for s in await _live_sessions(request, claims.user_id)
+            if s.session_id != claims.session_id
+        ]
+        command = ChangePassword(
+            password=data.new_password,
+            password_hash=await services.passwords.hash_async(data.new_password),
+            kept_session_id=claims.session_id,
+            ended_session_ids=others,
+        )
+        result = await execute(request, command, claims.user_id)
+        services.access_tokens.end_sessions(others)
+        await anyio.to_thread.run_sync(services.refresh_tokens.end, claims.user_id, others)
+        return Written(result.position)
 
     @get(
         "/me",
@@ -254,6 +466,20 @@ class AuthController(Controller):
         if row is None:
             raise NotFound("unknown user")
         return Me(row["user_id"], row["username"], row["display_name"])
+
+
+async def _live_sessions(request: Request[Any, Any, Any], user_id: str) -> list[Any]:
+    return await anyio.to_thread.run_sync(
+        services_of(request).refresh_tokens.live_sessions, user_id
+    )
+
+
+def _ended_in_log(request: Request[Any, Any, Any], session_id: str) -> bool:
+    app = services_of(request).app
+    uid = uuid.UUID(session_id)
+    if not app.exists(uid):
+        return False  # a family issued before sign-ins were recorded
+    return not app.load(SignIn, uid, "session").live
 
 
 __all__ = ["AUTH_LIMIT_HANDLERS", "PUBLIC_PATHS", "AuthController", "BearerAuthMiddleware", "Body"]

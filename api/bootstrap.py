@@ -14,6 +14,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from api.realtime.hub import EventHub
 from api.realtime.presence import PresenceKeeper
 from api.realtime.signals import SignalBus
+from api.session_ends import SessionEnds
 from api.yjs.rooms import Rooms
 from application.chorus import Chorus
 from infrastructure.chain import CHAIN_SQL
@@ -87,8 +88,10 @@ class Services:
     presence: PresenceKeeper = field(init=False)
     signals: SignalBus = field(init=False)
     rooms: Rooms = field(init=False)
+    session_ends: SessionEnds = field(init=False)
 
     def __post_init__(self) -> None:
+        self.session_ends = SessionEnds(self)
         self.presence = PresenceKeeper(
             self, self.settings.presence_heartbeat_s, self.settings.presence_linger_s
         )

@@ -170,6 +170,28 @@ class EndSession(Command, frozen=True):
     reason: str
 
 
+# -- sign-ins (issue 17): issued by the server's auth routes, never by clients ------------
+class StartSignIn(Command, frozen=True):
+    session_id: str
+    user_id: str
+
+
+class EndSignIns(Command, frozen=True):
+    """Ends the caller's sessions; an id of a session older than the log's sign-ins (a
+    refresh-token family issued before them) is recorded as started and ended."""
+
+    session_ids: list[str]
+    reason: str
+
+
+class ChangePassword(Command, frozen=True):
+    password: str
+    # Hashed by the server on its hashing pool, like RegisterUser's.
+    password_hash: str | None = None
+    kept_session_id: str | None = None
+    ended_session_ids: list[str] = []
+
+
 # -- documents ---------------------------------------------------------------------------
 class CreateDocument(Command, frozen=True):
     workspace_id: str
@@ -215,6 +237,9 @@ SERVER_ONLY: tuple[type[Command], ...] = (
     ApplyDocumentUpdate,
     GrantInstanceRole,
     RevokeInstanceRole,
+    StartSignIn,
+    EndSignIns,
+    ChangePassword,
 )
 
 AnyCommand = (

@@ -5,13 +5,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
 
-from application.commands import BlockUser, RegisterUser, UnblockUser
+from application.commands import (
+    BlockUser,
+    ChangePassword,
+    EndSignIns,
+    RegisterUser,
+    StartSignIn,
+    UnblockUser,
+)
 from application.decisions import Decision, handles
-from domain.base import Cause, as_uuid
+from domain.base import Cause, ChorusAggregate, as_uuid
 from domain.errors import Conflict, UsernameTaken
-from domain.identity import User, legacy_user_id, username_read_in
+from domain.identity import SignIn, User, legacy_user_id, username_read_in
 from domain.indexes import UsernameClaim, username_claim_id
-from domain.rules import check_password_length, normalise_username
+from domain.rules import check_user_password, normalise_username
 
 if TYPE_CHECKING:
     from application.chorus import Chorus
@@ -46,7 +53,7 @@ def user_ids_of(app: Chorus, usernames: list[str]) -> dict[str, UUID]:
 @handles(RegisterUser)
 def register_user(app: Chorus, cmd: RegisterUser, cause: Cause) -> Decision:
     username = normalise_username(cmd.username)
-    check_password_length(cmd.password)
+    check_user_password(cmd.password, username, cmd.display_name)
     if user_id_of(app, username) is not None:
         raise UsernameTaken("that username is taken")
     # A random id tells nothing about the name; the claim, saved in the same transaction,
@@ -80,3 +87,42 @@ def unblock_user(app: Chorus, cmd: UnblockUser, cause: Cause) -> Decision:
     # A blocked id stays unblockable even if it no longer names anyone.
     me.unblock(str(as_uuid(cmd.user_id)), cause)
     return Decision([me])
+
+
+# -- sign-ins (issue 17) ---------------------------------------------------------------------
+
+
+@handles(StartSignIn)
+def start_sign_in(app: Chorus, cmd: StartSignIn, cause: Cause) -> Decision:
+    return Decision([SignIn.start(as_uuid(cmd.session_id), cmd.user_id, cause)])
+
+
+def _ended(app: Chorus, session_ids: list[str], reason: str, cause: Cause) -> list[ChorusAggregate]:
+    ended: list[ChorusAggregate] = []
+    for session_id in dict.fromkeys(session_ids):
+        uid = as_uuid(session_id)
+        if app.exists(uid):
+            session = app.load(SignIn, uid, "session")
+        else:
+            # A refresh-token family issued before sign-ins were recorded.
+            session = SignIn.start(uid, cause.actor_id or "", cause)
+        if session.end(reason, cause):
+            ended.append(session)
+    return ended
+
+
+@handles(EndSignIns)
+def end_sign_ins(app: Chorus, cmd: EndSignIns, cause: Cause) -> Decision:
+    return Decision(_ended(app, cmd.session_ids, cmd.reason, cause))
+
+
+@handles(ChangePassword)
+def change_password(app: Chorus, cmd: ChangePassword, cause: Cause) -> Decision:
+    user = app.load(User, cause.actor_id or "", "user")
+    check_user_password(cmd.password, user.username, user.display_name)
+    user.change_password(cmd.kept_session_id, cause)
+    ended = _ended(app, cmd.ended_session_ids, "password changed", cause)
+    return Decision(
+        [user, *ended],
+        credentials={user.id: cmd.password_hash or app.passwords.hash(cmd.password)},
+    )

@@ -115,6 +115,23 @@ class User(ChorusAggregate):
         if cause.actor_id != str(self.id):
             raise PermissionDenied("only a user changes whom they hear from")
 
+    # -- the password (issue 17): the hash is kept beside the log, never in it ---------------
+
+    def change_password(self, kept_session_id: str | None, cause: Cause) -> None:
+        """Records that the user changed their password; every session but
+        ``kept_session_id`` (the one that changed it) ends with it."""
+        if cause.actor_id != str(self.id):
+            raise PermissionDenied("only a user changes their password")
+        self._password_changed(
+            kept_session_id=kept_session_id, actor_id=cause.actor_id, command_id=cause.command_id
+        )
+
+    @event("PasswordChanged")
+    def _password_changed(
+        self, kept_session_id: str | None, actor_id: str | None, command_id: str | None
+    ) -> None:
+        pass
+
 
 def check_can_message(sender: User, recipient: User) -> None:
     """A direct message needs neither of the two to have blocked the other."""
@@ -126,3 +143,43 @@ def check_can_add(actor_id: str, invitee: User) -> None:
     """Nobody brings a user into a room (a private channel) after that user blocked them."""
     if not invitee.hears_from(actor_id):
         raise PermissionDenied("you cannot add this user")
+
+
+class SignIn(ChorusAggregate):
+    """One sign-in of a user (issue 17): a session, from login or sign-up until logout, logout
+    everywhere, its removal from the session list, a password change or a stolen refresh
+    token's reuse. Its id is its refresh-token family's and its access tokens' ``sid``: once
+    it has ended, both are refused. Holds no address or device: the log is append-only."""
+
+    @classmethod
+    def start(cls, session_id: UUID, user_id: str, cause: Cause) -> SignIn:
+        if cause.actor_id != user_id:
+            raise PermissionDenied("a user signs in as themselves")
+        return cls(id=session_id, user_id=user_id, actor_id=user_id, command_id=cause.command_id)
+
+    @event("SignedIn")
+    def __init__(
+        self, id: UUID, user_id: str, actor_id: str | None, command_id: str | None
+    ) -> None:
+        self.user_id = user_id
+        self.live = True
+
+    def end(self, reason: str, cause: Cause) -> bool:
+        """False when it had already ended (nothing to record)."""
+        if cause.actor_id != self.user_id:
+            raise PermissionDenied("a user ends their own sessions")
+        if not self.live:
+            return False
+        self._signed_out(
+            user_id=self.user_id,
+            reason=reason,
+            actor_id=cause.actor_id,
+            command_id=cause.command_id,
+        )
+        return True
+
+    @event("SignedOut")
+    def _signed_out(
+        self, user_id: str, reason: str, actor_id: str | None, command_id: str | None
+    ) -> None:
+        self.live = False

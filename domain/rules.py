@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from zxcvbn import zxcvbn
+
 from domain.errors import InvalidValue
 
 USERNAME_PATTERN = re.compile(r"[a-z0-9_.]{3,32}")
@@ -32,6 +34,12 @@ DEFAULT_INVITE_TTL_S = 7 * 24 * 3600
 MAX_CUSTOM_ROLES = 100
 MIN_PASSWORD = 8
 MAX_PASSWORD = 256
+# A user's password (issue 17): at least this many characters as a person sees them...
+MIN_USER_PASSWORD = 10
+# ...and at least this zxcvbn score (3: "safely unguessable", above 10^8 guesses), so the
+# most common passwords, keyboard walks, repeats and dictionary words are refused whatever
+# their length.
+MIN_PASSWORD_SCORE = 3
 
 
 # -- the character rule --------------------------------------------------------------------
@@ -204,3 +212,64 @@ def normalise_username(username: str) -> str:
 def check_password_length(password: str) -> None:
     if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
         raise InvalidValue(f"password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")
+
+
+# -- the password policy (issue 17) ----------------------------------------------------------
+
+# Look like nothing on screen, yet are neither format characters nor white space.
+_BLANK_LETTERS = frozenset("\u115f\u1160\u2800\u3164\uffa0")
+# zxcvbn's own bound: its matching grows quickly with length, and what follows 72
+# characters no longer changes a score that could fail.
+_ESTIMATED_CHARACTERS = 72
+
+
+def _seen(password: str) -> str:
+    """The password as a person sees it: NFKC, invisible characters (format characters such
+    as zero-width spaces and joiners, combining and enclosing marks, blank fillers) left
+    out, each run of white space one space, none at either end."""
+    kept = [
+        character
+        for character in unicodedata.normalize("NFKC", password)
+        if unicodedata.category(character) not in ("Cf", "Mn", "Me", "Cc", "Cs", "Co", "Cn")
+        and character not in _BLANK_LETTERS
+    ]
+    return " ".join("".join(kept).split())
+
+
+def _folded(value: str) -> str:
+    return "".join(_seen(value).casefold().split())
+
+
+def check_user_password(password: str, username: str, display_name: str | None = None) -> None:
+    """Refuses a user's password that is easy to guess, saying why: fewer than
+    ``MIN_USER_PASSWORD`` characters as seen (invisible characters and padding do not
+    count), one that holds the username or display name, or one zxcvbn scores below
+    ``MIN_PASSWORD_SCORE`` (the common passwords, words, names, dates, keyboard walks and
+    repeats it knows, also when made from the username or display name)."""
+    if len(password) > MAX_PASSWORD:
+        raise InvalidValue(f"password is longer than {MAX_PASSWORD} characters")
+    check_text(password, field="password")
+    seen = _seen(password)
+    if len(seen) < MIN_USER_PASSWORD:
+        raise InvalidValue(
+            f"password must be at least {MIN_USER_PASSWORD} characters, not counting"
+            " invisible characters or repeated and surrounding white space"
+        )
+    folded = _folded(seen)
+    names = [("username", _folded(username))]
+    if display_name:
+        names.append(("display name", _folded(display_name)))
+    for what, name in names:
+        # A display name of one or two letters is in many a good password: only equal.
+        if name and (name == folded or (len(name) >= 3 and name in folded)):
+            raise InvalidValue(f"password must not contain your {what}")
+    estimate = zxcvbn(
+        seen[:_ESTIMATED_CHARACTERS],
+        user_inputs=[username, display_name or ""],
+    )
+    if estimate["score"] < MIN_PASSWORD_SCORE:
+        warning = estimate["feedback"]["warning"] or "it is too predictable"
+        raise InvalidValue(
+            f"password is too easy to guess: {warning.rstrip('.')}."
+            " Use a few unrelated words, or more characters."
+        )

@@ -7,12 +7,15 @@ import logging
 import re
 import secrets
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Final
 
 from psycopg_pool import ConnectionPool
 
 __all__ = [
     "InvalidRefreshToken",
+    "LiveSession",
     "RefreshTokenError",
     "RefreshTokenReused",
     "RefreshTokens",
@@ -36,6 +39,20 @@ class InvalidRefreshToken(RefreshTokenError):
 
 class RefreshTokenReused(RefreshTokenError):
     """An already-spent token was presented; its whole family has been revoked."""
+
+    def __init__(self, message: str, session_id: str = "", user_id: str = "") -> None:
+        super().__init__(message)
+        self.session_id = session_id
+        self.user_id = user_id
+
+
+@dataclass(frozen=True)
+class LiveSession:
+    """A family not revoked and holding an unexpired token: a session that can go on."""
+
+    session_id: str
+    created_at: datetime
+    last_used_at: datetime
 
 
 def _digest(token: str) -> bytes:
@@ -111,15 +128,18 @@ CREATE INDEX IF NOT EXISTS chorus_refresh_tokens_expires_idx
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('chorus_refresh_tokens'))")
             conn.execute(self.TABLES_SQL)
 
-    def issue(self, user_id: str) -> str:
-        """Start a new family for ``user_id`` (a login) and return its first token."""
+    def issue(self, user_id: str, family_id: uuid.UUID | None = None) -> str:
+        """Start a new family for ``user_id`` (a login; ``family_id`` is its session's id)
+        and return its first token."""
         if not isinstance(user_id, str) or not user_id:
             raise ValueError("user_id must be a non-empty string")
         token = secrets.token_urlsafe(32)
-        family_id = uuid.uuid4()
+        family_id = family_id or uuid.uuid4()
         with self._pool.connection() as conn, conn.transaction():
             conn.execute(
-                "INSERT INTO chorus_refresh_token_families (family_id, user_id) VALUES (%s, %s)",
+                # A retried sign-up adds a token to its first family (a revoked one stays so).
+                "INSERT INTO chorus_refresh_token_families (family_id, user_id) VALUES (%s, %s)"
+                " ON CONFLICT (family_id) DO NOTHING",
                 (family_id, user_id),
             )
             conn.execute(
@@ -135,6 +155,12 @@ CREATE INDEX IF NOT EXISTS chorus_refresh_tokens_expires_idx
         Raises ``InvalidRefreshToken`` for unknown, expired or revoked tokens, and
         ``RefreshTokenReused`` (after revoking the family) for an already-spent token.
         """
+        user_id, _, new_token = self.rotate_in_session(token)
+        return user_id, new_token
+
+    def rotate_in_session(self, token: str) -> tuple[str, str, str]:
+        """``rotate``, returning ``(user_id, session_id, new_token)``: the session is the
+        family."""
         if not _well_formed(token):
             raise InvalidRefreshToken("invalid refresh token")
         token_hash = _digest(token)
@@ -172,7 +198,9 @@ CREATE INDEX IF NOT EXISTS chorus_refresh_tokens_expires_idx
                     " WHERE family_id = %s",
                     (family_id,),
                 )
-                outcome = RefreshTokenReused("refresh token reused; session revoked")
+                outcome = RefreshTokenReused(
+                    "refresh token reused; session revoked", str(family_id), str(user_id)
+                )
             elif state[1]:
                 outcome = InvalidRefreshToken("refresh token expired")
             else:
@@ -200,7 +228,60 @@ CREATE INDEX IF NOT EXISTS chorus_refresh_tokens_expires_idx
                     user_id,
                 )
             raise outcome
-        return str(user_id), new_token
+        return str(user_id), str(family_id), new_token
+
+    # -- sessions (issue 17) -------------------------------------------------------------------
+
+    def session_of(self, token: str) -> tuple[str, str] | None:
+        """``(session_id, user_id)`` of the family ``token`` belongs to, whatever its state
+        (a logout retried after its family was revoked still names its session)."""
+        if not _well_formed(token):
+            return None
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT f.family_id, f.user_id FROM chorus_refresh_tokens t"
+                " JOIN chorus_refresh_token_families f ON f.family_id = t.family_id"
+                " WHERE t.token_hash = %s",
+                (_digest(token),),
+            ).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
+
+    def live_sessions(self, user_id: str, limit: int = 200) -> list[LiveSession]:
+        """The user's sessions that can go on, most recently used first."""
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT f.family_id, f.created_at, max(t.issued_at)"
+                " FROM chorus_refresh_token_families f"
+                " JOIN chorus_refresh_tokens t ON t.family_id = f.family_id"
+                " WHERE f.user_id = %s AND f.revoked_at IS NULL"
+                " GROUP BY f.family_id, f.created_at"
+                " HAVING max(t.expires_at) > now()"
+                " ORDER BY max(t.issued_at) DESC, f.family_id LIMIT %s",
+                (user_id, limit),
+            ).fetchall()
+        return [LiveSession(str(r[0]), r[1], r[2]) for r in rows]
+
+    def end(self, user_id: str, session_ids: list[str]) -> None:
+        """Revoke these families of ``user_id`` (others' ids are ignored)."""
+        if not session_ids:
+            return
+        with self._pool.connection() as conn:
+            conn.execute(
+                "UPDATE chorus_refresh_token_families SET revoked_at = now()"
+                " WHERE user_id = %s AND family_id = ANY(%s::uuid[]) AND revoked_at IS NULL",
+                (user_id, session_ids),
+            )
+
+    def recently_ended(self, within_s: int) -> list[str]:
+        """Families revoked in the last ``within_s`` seconds: what a starting instance must
+        refuse the access tokens of."""
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT family_id FROM chorus_refresh_token_families"
+                " WHERE revoked_at > now() - make_interval(secs => %s)",
+                (within_s,),
+            ).fetchall()
+        return [str(r[0]) for r in rows]
 
     def revoke(self, token: str) -> None:
         """Revoke the family ``token`` belongs to (logout). Unknown tokens are ignored."""

@@ -7,7 +7,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -28,6 +28,11 @@ _MAX_TOKEN_CHARS: Final = 4096
 # Tokens verified recently (a client sends the same one with every request for its whole
 # life): checking the signature and parsing the claims again cost ~0.15 ms a request.
 _VERIFIED_CACHE: Final = 10_000
+# An ended session is remembered this much longer than its last token can live: a token
+# minted by a refresh that committed just before the end is issued a moment after it.
+_ENDED_MARGIN_S: Final = 60
+# Expired entries of ended sessions are dropped whenever the set doubles past this.
+_PRUNE_FLOOR: Final = 1024
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,9 @@ class AccessClaims:
     user_id: str
     expires_at: int
     token_id: str
+    # The sign-in the token belongs to (its refresh-token family); None in tokens issued
+    # before sessions could be ended (honoured until their ``exp``).
+    session_id: str | None = None
 
 
 class InvalidToken(Exception):
@@ -60,6 +68,11 @@ class AccessTokens:
 
     A token verified once is remembered (the last ``cache_size`` of them, exactly as
     sent): presented again, only its expiry is checked, against ``clock``.
+
+    A token names its sign-in in the claim ``sid``. A session that ended (``end_sessions``,
+    fed from the log by api/session_ends.py) has every token refused from then on, cached or
+    not: a dictionary look-up per request. An ended session is remembered until the last
+    access token that can name it has expired.
     """
 
     def __init__(
@@ -94,14 +107,19 @@ class AccessTokens:
         self._cache_size = cache_size
         self._verified: OrderedDict[str, AccessClaims] = OrderedDict()
         self._verified_lock = threading.Lock()
+        # Ended session id -> when to forget it (no token naming it is valid any more).
+        self._ended: dict[str, float] = {}
+        self._ended_lock = threading.Lock()
+        self._pruned_at_size = _PRUNE_FLOOR
 
     @property
     def ttl_s(self) -> int:
         """Lifetime of newly issued tokens, in seconds."""
         return self._ttl_s
 
-    def issue(self, user_id: str) -> tuple[str, int]:
-        """Return ``(token, expires_in)`` for ``user_id``; ``expires_in`` is in seconds."""
+    def issue(self, user_id: str, session_id: str | None = None) -> tuple[str, int]:
+        """Return ``(token, expires_in)`` for ``user_id`` in the sign-in ``session_id``;
+        ``expires_in`` is in seconds."""
         if not isinstance(user_id, str) or not user_id:
             raise ValueError("user_id must be a non-empty string")
         now = int(time.time())
@@ -115,6 +133,8 @@ class AccessTokens:
             "jti": secrets.token_urlsafe(16),
             "typ": _TOKEN_TYPE,
         }
+        if session_id is not None:
+            claims["sid"] = session_id
         return jwt.encode(claims, self._key, algorithm=_ALGORITHM), self._ttl_s
 
     def decode(self, token: str) -> AccessClaims:
@@ -131,8 +151,12 @@ class AccessTokens:
             # As pyjwt decides it: expired from ``exp`` plus the leeway on.
             if self._clock() >= known.expires_at + _LEEWAY_S:
                 raise InvalidToken("token expired")
+            if known.session_id is not None and known.session_id in self._ended:
+                raise InvalidToken("session ended")
             return known
         claims = self._verify(token)
+        if claims.session_id is not None and claims.session_id in self._ended:
+            raise InvalidToken("session ended")
         with self._verified_lock:
             self._verified[token] = claims
             while len(self._verified) > self._cache_size:
@@ -184,7 +208,29 @@ class AccessTokens:
             raise InvalidToken("invalid 'sub' claim: not a user id")
         if not token_id:
             raise InvalidToken("empty token id")
-        return AccessClaims(user_id=user_id, expires_at=payload["exp"], token_id=token_id)
+        session_id = payload.get("sid")
+        if session_id is not None and not (isinstance(session_id, str) and _is_user_id(session_id)):
+            raise InvalidToken("invalid 'sid' claim")
+        return AccessClaims(
+            user_id=user_id, expires_at=payload["exp"], token_id=token_id, session_id=session_id
+        )
+
+    # -- ended sessions ----------------------------------------------------------------------
+
+    def end_sessions(self, session_ids: Iterable[str]) -> None:
+        """Refuses from now on every token of these sessions. Kept until a token issued a
+        moment after the end (a refresh that won the race with it) has expired too."""
+        now = self._clock()
+        forget_at = now + self._ttl_s + 2 * _LEEWAY_S + _ENDED_MARGIN_S
+        with self._ended_lock:
+            for session_id in session_ids:
+                self._ended[session_id] = forget_at
+            if len(self._ended) > self._pruned_at_size * 2:
+                self._ended = {s: t for s, t in self._ended.items() if t > now}
+                self._pruned_at_size = max(_PRUNE_FLOOR, len(self._ended))
+
+    def session_ended(self, session_id: str | None) -> bool:
+        return session_id is not None and session_id in self._ended
 
 
 def _is_user_id(value: str) -> bool:

@@ -88,6 +88,7 @@ SAFE: dict[str, dict[str, str]] = {
     "InstanceRoleGranted": {"role": "fixed set", "granted_by": "an operator's name"},
     "InstanceRoleRevoked": {"role": "fixed set", "granted_by": "an operator's name"},
     "SessionEnded": {"reason": "one of a fixed set"},
+    "SignedOut": {"reason": "one of a fixed set (api/auth.py)"},
     "ProjectionEventSkipped": {
         "projection": "operators' record (the instance's own stream)",
         "error": "as projection",

@@ -21,6 +21,7 @@ from api.errors import status_of
 from api.realtime import frames, signals
 from api.realtime.access import Access, Target
 from api.realtime.hub import Delivery, deliveries, scoped_deliveries
+from api.session_ends import SESSION_ENDED
 from application import commands as command_types
 from application.channels import channel_with_workspace
 from application.commands import SERVER_ONLY, Command
@@ -57,7 +58,8 @@ CATCH_UP_SPAN = 20_000
 SCAN_WEIGHT = 50
 SLOW_CLOSE_S = 2.0  # how long a consumer cut off for slowness gets to take its end frame
 
-# Close codes: 1008 policy (token expired), 1013 try again later (too slow), 4401/4403 refused.
+# Close codes: 1008 policy (token expired), 1013 try again later (too slow), 4401/4403 refused
+# (4401 also when the socket's session ends).
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_MANY = 4429
@@ -668,6 +670,11 @@ async def _serve(
     socket: WebSocket[Any, Any, Any], services: Services, claims: AccessClaims
 ) -> None:
     connection = Connection(socket, services, claims)
+    # Its session ending (logout, password change: api/session_ends.py) closes it.
+    loop = asyncio.get_running_loop()
+    unwatch = services.session_ends.watch(
+        claims, lambda: loop.create_task(connection.close(CLOSE_UNAUTHORIZED, SESSION_ENDED))
+    )
     presence = services.presence
     try:
         session = await anyio.to_thread.run_sync(presence.session_started, claims.user_id)
@@ -677,6 +684,7 @@ async def _serve(
     try:
         await connection.run()
     finally:
+        unwatch()
         if session is not None:
             try:
                 await anyio.to_thread.run_sync(

@@ -27,6 +27,7 @@ from litestar.params import FromPath
 
 from api.bootstrap import Services
 from api.realtime.socket import TokenBucket, accept_authenticated, counted_socket
+from api.session_ends import SESSION_ENDED
 from api.yjs import protocol
 from api.yjs.rooms import CLOSE_NO_ACCESS, CLOSE_OVER_BUDGET, AwarenessRate, LiveDocument, Rooms
 from application.document_rooms import DocumentTooLarge, OverBudget
@@ -203,6 +204,9 @@ async def _edit(
         max(0.0, claims.expires_at - time.time()),
         lambda: loop.create_task(editor.close(CLOSE_TOKEN_EXPIRED, "token expired")),
     )
+    unwatch = services.session_ends.watch(
+        claims, lambda: loop.create_task(editor.close(CLOSE_UNAUTHORIZED, SESSION_ENDED))
+    )
     editor.handler = asyncio.current_task()
     live: LiveDocument | None = None
     opened: Opened | None = None
@@ -230,6 +234,7 @@ async def _edit(
     finally:
         editor.handler = None  # what follows is not to be cut short
         expiry.cancel()
+        unwatch()
         if opened is not None and opened.receiving is not None:
             opened.receiving.cancel()  # not awaited if the join failed
         if live is not None:

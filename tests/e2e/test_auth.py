@@ -16,7 +16,7 @@ def test_signup_then_me_and_login(chorus: Running) -> None:
     name = f"Grace_{uuid.uuid4().hex[:8]}"
     r = api.http.post(
         "/api/auth/signup",
-        json={"username": name, "password": "hunter2hunter2", "display_name": "Grace H"},
+        json={"username": name, "password": "Grace-hopper-COBOL-1959", "display_name": "Grace H"},
     )
     body = api.ok(r, 201)
     assert body["token_type"] == "Bearer" and body["expires_in"] == 900
@@ -25,10 +25,12 @@ def test_signup_then_me_and_login(chorus: Running) -> None:
     )
     assert me == {"user_id": body["user_id"], "username": name.lower(), "display_name": "Grace H"}
     # Usernames are case-insensitive: the same name differently cased is taken.
-    dup = api.http.post("/api/auth/signup", json={"username": name.upper(), "password": "x" * 10})
+    dup = api.http.post(
+        "/api/auth/signup", json={"username": name.upper(), "password": "another-Strong-pass-77"}
+    )
     assert dup.status_code == 409
     login = api.http.post(
-        "/api/auth/login", json={"username": name.upper(), "password": "hunter2hunter2"}
+        "/api/auth/login", json={"username": name.upper(), "password": "Grace-hopper-COBOL-1959"}
     )
     assert api.ok(login)["user_id"] == body["user_id"]
 
@@ -53,8 +55,8 @@ def test_wrong_password_and_unknown_user_are_the_same_401(chorus: Running) -> No
 def test_signup_rules(chorus: Running) -> None:
     before = chorus.events()
     for body in (
-        {"username": "ab", "password": "long enough"},
-        {"username": "has space", "password": "long enough"},
+        {"username": "ab", "password": "plum-Orbit-kettle-42"},
+        {"username": "has space", "password": "plum-Orbit-kettle-42"},
         {"username": "fine_name", "password": "short"},
     ):
         assert chorus.api.http.post("/api/auth/signup", json=body).status_code == 422
@@ -144,7 +146,7 @@ def test_access_tokens_are_checked(chorus: Running) -> None:
 def test_signup_retry_with_the_same_key_returns_the_first_user(chorus: Running) -> None:
     api, before = chorus.api, chorus.events()
     name = "retry_" + uuid.uuid4().hex[:8]
-    body = {"username": name, "password": "the password"}
+    body = {"username": name, "password": "the walrus carpenter oyster"}
     first = api.ok(
         api.http.post("/api/auth/signup", json=body, headers={"Idempotency-Key": "s1"}), 201
     )
@@ -152,9 +154,11 @@ def test_signup_retry_with_the_same_key_returns_the_first_user(chorus: Running) 
         api.http.post("/api/auth/signup", json=body, headers={"Idempotency-Key": "s1"}), 201
     )
     assert again["user_id"] == first["user_id"] and again["position"] == first["position"]
-    assert chorus.events() == before + 2  # the user and its username claim, once
+    # The user and its username claim, once, and the sign-up's session (issue 17: SignedIn);
+    # the retry continues that session.
+    assert chorus.events() == before + 3
     # Knowing the key is not enough to get tokens: the password must match too.
-    other = {"username": name, "password": "not the password"}
+    other = {"username": name, "password": "not the walrus carpenter oyster"}
     assert (
         api.http.post("/api/auth/signup", json=other, headers={"Idempotency-Key": "s1"}).status_code
         == 409

@@ -422,6 +422,38 @@ def lists(key: str) -> Finder:
     return lambda body, ids: any(item.get("id") == ids[key] for item in body["items"])
 
 
+def _login(w: World, name: str) -> User:
+    user = w.user(name)
+    body = w.ok(
+        w.api.http.post(
+            "/api/auth/login", json={"username": user.username, "password": user.password}
+        )
+    )
+    return User(
+        user.user_id, user.username, user.password, body["access_token"], body["refresh_token"]
+    )
+
+
+def own_other_session(w: World, a: Actor) -> dict[str, Any]:
+    """Another session of the actor's (issue 17): they sign in once more."""
+    if not a.signed_in:
+        return {"fresh": str(uuid.uuid4())}
+    other = _login(w, a.name)
+    listed = w.ok(w.api.http.get("/api/auth/sessions", headers=other.headers))
+    return {"fresh": next(s["id"] for s in listed["items"] if s["current"])}
+
+
+def victims_session(w: World, _: Actor) -> dict[str, Any]:
+    listed = w.ok(w.api.http.get("/api/auth/sessions", headers=w.user("victim").headers))
+    return {"fresh": listed["items"][0]["id"]}
+
+
+def sign_in_again(w: World, a: Actor) -> None:
+    """After logging out everywhere, the actor signs in again for the cases that follow."""
+    if a.signed_in:
+        w.users[a.name] = _login(w, a.name)
+
+
 def has_items(body: Any, _: dict[str, Any]) -> bool:
     return bool(body["items"])
 
@@ -491,6 +523,18 @@ CASES: list[Case] = [
          teardown=unblock_victim),
     Case("unblock someone not blocked", "DELETE", "/api/users/me/blocks/{victim}",
          status=_status_if_signed_in(404)),
+    # Sessions (issue 17): one's own only; another user's session id is an unknown one.
+    Case("list my sessions", "GET", "/api/auth/sessions", sees=anyone),
+    Case("end one's other session", "DELETE", "/api/auth/sessions/{fresh}", sees=anyone,
+         setup=own_other_session),
+    Case("end someone else's session", "DELETE", "/api/auth/sessions/{fresh}", target="fresh",
+         sees=nobody, setup=victims_session),
+    Case("change password with a wrong old one", "POST", "/api/auth/password",
+         body={"old_password": "not-Their-password-{nonce}",
+               "new_password": "violet-Harbour-lantern-{nonce}"},
+         status=_status_if_signed_in(403)),
+    Case("log out everywhere", "POST", "/api/auth/logout-all", sees=anyone,
+         teardown=sign_in_again),
     # -- workspaces, membership, roles, invites ---------------------------------------------
     Case("list my workspaces", "GET", "/api/workspaces", sees=anyone, shows=member, finds=lists("ws")),
     Case("create a workspace", "POST", "/api/workspaces", body={"name": "w-{nonce}"}, sees=anyone,

@@ -494,6 +494,7 @@ def path_ids(world: World) -> dict[str, str]:
         "ws": world.workspace, "ch": world.channel, "msg": world.message,
         "doc": world.document, "user": world.member.user_id, "stream_id": world.workspace,
         "role": "admin", "emoji": "x", "code": "no-such-code",
+        "session_id": "00000000-0000-4000-8000-000000000000",
     }  # fmt: skip
 
 

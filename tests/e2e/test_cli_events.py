@@ -164,8 +164,9 @@ def test_follow_prints_new_events_and_stops_on_sigterm(
             seen.append(event["type"])
             if event["type"] == "MemberJoined":
                 break
-        # The raw log carries the sign-up's username claim too (no user-facing read does).
-        assert seen == ["UserRegistered", "UsernameClaimed", "MemberJoined"]
+        # The sign-up, its username claim (only the raw log carries it) and the session it
+        # starts (issue 17), then the join.
+        assert seen == ["UserRegistered", "UsernameClaimed", "SignedIn", "MemberJoined"]
         assert event["actor"] == ada.user_id and event["position"] == written["position"]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=TIMEOUT) == 0

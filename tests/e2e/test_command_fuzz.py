@@ -22,6 +22,7 @@ import itertools
 import json
 import re
 import typing
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -106,7 +107,7 @@ def world(chorus: Running, people: People) -> World:
     api.ok(api.post(f"/api/workspaces/{ws['id']}/roles", owner, role), 201)
     ids = {"ws": ws["id"], "ch": ch["id"], "msg": msg["id"], "doc": doc["id"],
            "user": member.user_id, "stream_id": ws["id"], "role": "helpers",
-           "emoji": "👍", "code": code}  # fmt: skip
+           "emoji": "👍", "code": code, "session_id": str(uuid.uuid4())}  # fmt: skip
     names = [*ids.values(), owner.user_id, "admin", "member", "viewer", "public"]
     by_field = {"workspace_id": ws["id"], "channel_id": ch["id"], "message_id": msg["id"],
                 "reply_to": msg["id"], "document_id": doc["id"], "user_id": member.user_id,

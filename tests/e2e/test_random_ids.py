@@ -182,7 +182,8 @@ def test_sign_ups_of_one_name_on_two_servers_give_one_user(chorus: Running, tmp_
             before = chorus.events()
             statuses = _sign_up_at_once([chorus.server.url, second.url], name, 4)
             assert sorted(statuses) == [201, 409, 409, 409]
-            assert chorus.events() == before + 2  # one user, one claim
+            # One user, one claim, and the winner's session (issue 17: SignedIn).
+            assert chorus.events() == before + 3
             with psycopg.connect(chorus.database_url) as conn:
                 row = conn.execute(
                     "SELECT count(*) FROM chorus_events WHERE topic LIKE '%%.UserRegistered'"
@@ -201,9 +202,11 @@ def test_two_processes_deciding_one_name_at_once_conflict_in_the_store(
     then A's save must fail (the claim stream exists now), and A decided again says taken."""
     other = Chorus(eventsourcing_env(store_url), passwords=CheapPasswords())
     try:
-        command = RegisterUser(username="gated_name", password="password1")
+        command = RegisterUser(username="gated_name", password="plum-Orbit-kettle-42")
         decided = HANDLERS[RegisterUser](app, command, Cause(None))
-        won = other.execute(RegisterUser(username="Gated_Name", password="password2"), Cause(None))
+        won = other.execute(
+            RegisterUser(username="Gated_Name", password="violet-Harbour-lantern-73"), Cause(None)
+        )
         with pytest.raises(IntegrityError):
             app.save(*decided.aggregates, credentials=decided.credentials)
         with pytest.raises(UsernameTaken):

@@ -4,6 +4,7 @@ security headers a browser needs."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -185,6 +186,17 @@ def _log_secrets(postgres_server: EmbeddedPostgres, tmp_path: Path) -> tuple[str
             assert api.http.post("/api/auth/refresh", json=reuse).status_code == 401
             logout = {"refresh_token": user.refresh_token}
             assert api.http.post("/api/auth/logout", json=logout).status_code == 204
+            # The logout ended the sign-up's session (issue 17): its access token is refused,
+            # and what follows runs in a new session.
+            assert api.http.get("/api/auth/me", headers=user.headers).status_code == 401
+            again = api.ok(api.http.post("/api/auth/login", json=body))
+            secrets["second login access"], secrets["second login refresh"] = (
+                again["access_token"],
+                again["refresh_token"],
+            )
+            user = dataclasses.replace(
+                user, access_token=again["access_token"], refresh_token=again["refresh_token"]
+            )
 
             forged = jwt.encode({"sub": user.user_id}, "forged-" + "k" * 40, algorithm="HS256")
             secrets["forged access"] = forged
@@ -297,7 +309,7 @@ def test_security_headers_on_every_kind_of_response(chorus: Running) -> None:
     auth_responses = [
         http.post(
             "/api/auth/signup",
-            json={"username": f"h_{uuid.uuid4().hex[:10]}", "password": "long enough"},
+            json={"username": f"h_{uuid.uuid4().hex[:10]}", "password": "plum-Orbit-kettle-42"},
         ),
         http.post("/api/auth/login", json={"username": user.username, "password": user.password}),
         http.post("/api/auth/login", json={"username": user.username, "password": "wrong one"}),
@@ -307,8 +319,10 @@ def test_security_headers_on_every_kind_of_response(chorus: Running) -> None:
         http.get("/api/auth/me"),
     ]
     assert [r.status_code for r in auth_responses] == [201, 200, 401, 200, 401, 200, 401]
+    # The login's session: the sign-up's goes on for the requests below (issue 17: a logout
+    # ends its session's access tokens).
     logout = http.post(
-        "/api/auth/logout", json={"refresh_token": auth_responses[3].json()["refresh_token"]}
+        "/api/auth/logout", json={"refresh_token": auth_responses[1].json()["refresh_token"]}
     )
     assert logout.status_code == 204
     auth_responses.append(logout)

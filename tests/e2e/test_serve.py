@@ -61,7 +61,8 @@ def serve(cwd: Path, port: int) -> Iterator[httpx.Client]:
 def test_serve_keeps_its_data_across_restarts(tmp_path: Path, free_port: int) -> None:
     with serve(tmp_path, free_port) as http:
         signup = http.post(
-            "/api/auth/signup", json={"username": "persistent", "password": "pw-pw-pw-pw"}
+            "/api/auth/signup",
+            json={"username": "persistent", "password": "durable-Kettle-orbit-9"},
         )
         assert signup.status_code == 201, signup.text
         token = signup.json()["access_token"]
@@ -80,7 +81,7 @@ def test_serve_keeps_its_data_across_restarts(tmp_path: Path, free_port: int) ->
         mine = http.get("/api/workspaces", headers={"Authorization": f"Bearer {token}"})
         assert [w["name"] for w in mine.json()["items"]] == ["Kept"]
         login = http.post(
-            "/api/auth/login", json={"username": "persistent", "password": "pw-pw-pw-pw"}
+            "/api/auth/login", json={"username": "persistent", "password": "durable-Kettle-orbit-9"}
         )
         assert login.status_code == 200
         assert login.json()["user_id"] == signup.json()["user_id"]

@@ -19,7 +19,9 @@ from tests.fixtures.chorus import CheapPasswords
 
 def _populate(app: Chorus, messages: int = 12) -> None:
     owner = str(
-        app.execute(RegisterUser(username="ann", password="password1"), Cause(None)).body["user_id"]
+        app.execute(
+            RegisterUser(username="ann", password="plum-Orbit-kettle-42"), Cause(None)
+        ).body["user_id"]
     )
     ws = str(
         app.execute(CreateWorkspace(name="Acme", visibility="public"), Cause(owner)).body["id"]
@@ -87,7 +89,7 @@ def test_a_natural_gap_in_positions_is_fine(app: Chorus, store_url: str) -> None
 
 
 def _populate_more(app: Chorus) -> None:
-    app.execute(RegisterUser(username="bob", password="password1"), Cause(None))
+    app.execute(RegisterUser(username="bob", password="plum-Orbit-kettle-42"), Cause(None))
 
 
 def test_altering_one_stored_event_is_found_at_its_position(app: Chorus, store_url: str) -> None:
@@ -163,7 +165,7 @@ def test_concurrent_writers_keep_one_chain(store_url: str) -> None:
             barrier.wait()
             for j in range(10):
                 apps[i % 3].execute(
-                    RegisterUser(username=f"u{i}_{j}", password="password1"), Cause(None)
+                    RegisterUser(username=f"u{i}_{j}", password="plum-Orbit-kettle-42"), Cause(None)
                 )
 
         threads = [threading.Thread(target=register, args=(i,)) for i in range(6)]

@@ -876,7 +876,7 @@ class CommandModel(RuleBasedStateMachine):
 
     def _register(self, username: str) -> str:
         result = self.stores.live.execute(
-            RegisterUser(username=username, password="password1"), Cause(None)
+            RegisterUser(username=username, password="plum-Orbit-kettle-42"), Cause(None)
         )
         return str(result.body["user_id"])
 
@@ -1389,7 +1389,7 @@ def test_random_command_sequences_match_the_model_and_replay(store_url: str) -> 
 
 
 def _register(app: Chorus, name: str) -> str:
-    result = app.execute(RegisterUser(username=name, password="password1"), Cause(None))
+    result = app.execute(RegisterUser(username=name, password="plum-Orbit-kettle-42"), Cause(None))
     return str(result.body["user_id"])
 
 

@@ -27,7 +27,8 @@ _NOT_STATE = {"_id", "_version", "_pending_events"}
 def _document(app: Chorus, updates: int) -> tuple[str, str]:
     user = str(
         app.execute(
-            RegisterUser(username="snap" + uuid.uuid4().hex[:8], password="p" * 12), Cause(None)
+            RegisterUser(username="snap" + uuid.uuid4().hex[:8], password="plum-Orbit-kettle-42"),
+            Cause(None),
         ).body["user_id"]
     )
     ws = str(app.execute(CreateWorkspace(name="Docs"), Cause(user)).body["id"])

@@ -24,7 +24,7 @@ from tests.fixtures.chorus import CheapPasswords
 
 
 def _user(app: Chorus, name: str) -> str:
-    result = app.execute(RegisterUser(username=name, password="password1"), Cause(None))
+    result = app.execute(RegisterUser(username=name, password="plum-Orbit-kettle-42"), Cause(None))
     return str(result.body["user_id"])
 
 
@@ -108,7 +108,9 @@ def test_username_is_unique_even_when_two_signups_race(app: Chorus, store_url: s
     def signup(chorus: Chorus) -> None:
         barrier.wait()
         try:
-            chorus.execute(RegisterUser(username="only_one", password="password1"), Cause(None))
+            chorus.execute(
+                RegisterUser(username="only_one", password="plum-Orbit-kettle-42"), Cause(None)
+            )
             outcomes.append("ok")
         except UsernameTaken:
             outcomes.append("taken")

@@ -38,7 +38,7 @@ def committer(app: Chorus) -> Iterator[GroupCommitter]:
 
 def _user(app: Chorus, name: str) -> str:
     result = app.execute_now(
-        RegisterUser(username=f"user_{name}", password="password1"), Cause(None)
+        RegisterUser(username=f"user_{name}", password="plum-Orbit-kettle-42"), Cause(None)
     )
     return str(result.body["user_id"])
 
@@ -330,7 +330,9 @@ def _state(aggregate: Any) -> dict[str, Any]:
 
 
 def test_password_commands_bypass_the_batch(app: Chorus, committer: GroupCommitter) -> None:
-    user = app.execute(RegisterUser(username="user_pw", password="password1"), Cause(None))
+    user = app.execute(
+        RegisterUser(username="user_pw", password="plum-Orbit-kettle-42"), Cause(None)
+    )
     assert user.status == 201 and committer.stats.bypassed == 1
 
 
@@ -421,7 +423,9 @@ def test_a_command_run_outside_the_batches_makes_the_writer_forget(
     _, channel = _room(app, owner, poster)
     assert isinstance(_send(committer, channel, poster, "one"), CommandResult)
     assert committer.known
-    committer.execute(RegisterUser(username="user_late", password="password1"), Cause(None))
+    committer.execute(
+        RegisterUser(username="user_late", password="plum-Orbit-kettle-42"), Cause(None)
+    )
     reads = committer.stats.store_reads
     assert isinstance(_send(committer, channel, poster, "two"), CommandResult)
     assert committer.stats.store_reads == reads + 2  # the channel and workspace, read again

@@ -49,7 +49,9 @@ def test_a_follower_is_woken_by_the_steps_an_announcing_runner_commits(
     follower = ProjectionRunner(read_pool, store_url)
     follower.follow()
     try:
-        result = app.execute(RegisterUser(username="ann", password="password1"), Cause(None))
+        result = app.execute(
+            RegisterUser(username="ann", password="plum-Orbit-kettle-42"), Cause(None)
+        )
         position = result.body["position"]
         assert isinstance(position, int) and position > 0
         # Nobody projects yet, and the follower does not: the read models stay behind.

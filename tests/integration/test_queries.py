@@ -65,7 +65,9 @@ def both_ways(
 
 
 def register(app: Chorus, username: str) -> str:
-    result = app.execute(RegisterUser(username=username, password="password1"), Cause(None))
+    result = app.execute(
+        RegisterUser(username=username, password="plum-Orbit-kettle-42"), Cause(None)
+    )
     return str(result.body["user_id"])
 
 

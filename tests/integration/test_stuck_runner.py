@@ -34,7 +34,7 @@ def read_pool(store_url: str) -> Iterator[ConnectionPool[Any]]:
 
 
 def _register(app: Chorus, name: str) -> int:
-    result = app.execute(RegisterUser(username=name, password="password1"), Cause(None))
+    result = app.execute(RegisterUser(username=name, password="plum-Orbit-kettle-42"), Cause(None))
     assert result.position is not None
     return result.position
 
