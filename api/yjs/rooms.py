@@ -225,9 +225,10 @@ class LiveDocument:
     position: int = 0
     # The last position this copy's own saves reached.
     committed: int = 0
-    # Updates saved (or being saved) by this copy, by their bytes, with the editor who sent
-    # them: passed on when the hub delivers them (not back to that editor).
-    outgoing: dict[bytes, Any] = field(default_factory=dict)
+    # Runs saved (or being saved) by this copy, by the bytes of their event: the editor who
+    # sent them and their updates, passed on one by one, as they came, when the hub
+    # delivers the event (not back to that editor).
+    outgoing: dict[bytes, tuple[Any, list[bytes]]] = field(default_factory=dict)
     # Set when nothing accepted is waiting to be saved or being saved.
     saved: asyncio.Event = field(default_factory=asyncio.Event)
     # Cleared while a sync answer waits for ``saved``: updates then wait too (no starving).
@@ -642,6 +643,10 @@ class Rooms:
                 live.remote_seen[entry.client_id] = now
         await self._broadcast(live, message, None)
 
+    async def _broadcast_all(self, live: LiveDocument, updates: list[bytes], origin: Peer) -> None:
+        for update in updates:
+            await self._broadcast(live, protocol.sync_update(update), origin)
+
     async def _broadcast(self, live: LiveDocument, message: bytes, origin: Peer | None) -> None:
         for other in list(live.peers):
             if other is not origin:
@@ -690,7 +695,7 @@ class Rooms:
         update = run.merged()
         command = ApplyDocumentUpdate(document_id=live.document_id, update=update, roots=run.roots)
         # Known before the append: the hub may deliver it before this thread returns.
-        live.outgoing[update] = run.origin
+        live.outgoing[update] = (run.origin, run.updates)
         try:
             result = self.services.app.execute(command, Cause(actor_id=run.actor))
         except BaseException:
@@ -740,9 +745,9 @@ class Rooms:
             update = base64.b64decode(event.data["update"])
             if update in live.outgoing:
                 # Saved by this copy, which holds it already: now it goes to the others.
-                origin = live.outgoing.pop(update)
+                origin, updates = live.outgoing.pop(update)
                 live.room.version = max(live.room.version, event.version)
-                self._spawn(self._broadcast(live, protocol.sync_update(update), origin))
+                self._spawn(self._broadcast_all(live, updates, origin))
                 return
             if event.version <= live.room.version:
                 return
