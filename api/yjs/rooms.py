@@ -18,6 +18,7 @@ import base64
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -236,6 +237,11 @@ class LiveDocument:
     answers_waiting: int = 0
     # When the last save started (time.monotonic()).
     last_save: float = 0.0
+    # Saved updates to pass on, in log order, with the editor not to send each to; sent by
+    # one task that lets the editors' writers run between updates (a delivered batch of
+    # many events must not fill an outbox at once).
+    passing_on: deque[tuple[bytes, Any]] = field(default_factory=deque)
+    passer: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         self.saved.set()
@@ -643,9 +649,16 @@ class Rooms:
                 live.remote_seen[entry.client_id] = now
         await self._broadcast(live, message, None)
 
-    async def _broadcast_all(self, live: LiveDocument, updates: list[bytes], origin: Peer) -> None:
-        for update in updates:
-            await self._broadcast(live, protocol.sync_update(update), origin)
+    def _pass_on(self, live: LiveDocument, message: bytes, origin: Peer | None) -> None:
+        live.passing_on.append((message, origin))
+        if live.passer is None or live.passer.done():
+            live.passer = asyncio.get_running_loop().create_task(self._passing_on(live))
+
+    async def _passing_on(self, live: LiveDocument) -> None:
+        while live.passing_on and not live.closed:
+            message, origin = live.passing_on.popleft()
+            await self._broadcast(live, message, origin)
+            await asyncio.sleep(0)
 
     async def _broadcast(self, live: LiveDocument, message: bytes, origin: Peer | None) -> None:
         for other in list(live.peers):
@@ -747,7 +760,8 @@ class Rooms:
                 # Saved by this copy, which holds it already: now it goes to the others.
                 origin, updates = live.outgoing.pop(update)
                 live.room.version = max(live.room.version, event.version)
-                self._spawn(self._broadcast_all(live, updates, origin))
+                for one in updates:
+                    self._pass_on(live, protocol.sync_update(one), origin)
                 return
             if event.version <= live.room.version:
                 return
@@ -758,6 +772,6 @@ class Rooms:
                 self._spawn(self._drop(live, CLOSE_RELOAD, "reloading the document"))
                 return
             if changed is not None:
-                self._spawn(self._broadcast(live, protocol.sync_update(changed), None))
+                self._pass_on(live, protocol.sync_update(changed), None)
         elif event.type == "DocumentDeleted":
             self._spawn(self._drop(live, CLOSE_DELETED, "the document was deleted"))
