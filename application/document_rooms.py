@@ -50,6 +50,8 @@ class Run:
     """Consecutive accepted updates of one editor, not yet saved."""
 
     actor: str
+    # The connection that sent them (the live copy does not send them back to it).
+    origin: object = None
     updates: list[bytes] = field(default_factory=list)
     roots: dict[str, str] = field(default_factory=dict)
     size: int = 0
@@ -126,9 +128,10 @@ class DocumentRoom:
             return None
         return effective[0] if len(effective) == 1 else merge_updates(*effective)
 
-    def receive(self, actor: str, data: bytes) -> bytes | None:
-        """An editor's update: checked, applied, queued for saving. Returns the effective
-        update to pass on to the other editors (None when it changed nothing). Raises
+    def receive(self, actor: str, data: bytes, origin: object = None) -> bytes | None:
+        """An editor's update: checked, applied, queued for saving (``origin``: the
+        connection that sent it). Returns the effective update (None when it changed
+        nothing). Raises
         MalformedUpdate, DocumentTooLarge, or MissingDependencies when it builds on content
         this copy does not have (nothing applied in each case)."""
         shape = inspect_update(data, max_size=self.max_update_bytes)
@@ -152,8 +155,13 @@ class DocumentRoom:
         if changed is None:
             return None
         run = self.runs[-1] if self.runs else None
-        if run is None or run.actor != actor or run.size + len(changed) > RUN_BYTES:
-            run = Run(actor)
+        if (
+            run is None
+            or run.actor != actor
+            or run.origin is not origin
+            or run.size + len(changed) > RUN_BYTES
+        ):
+            run = Run(actor, origin)
             self.runs.append(run)
         run.updates.append(changed)
         run.size += len(changed)

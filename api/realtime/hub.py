@@ -133,6 +133,9 @@ class EventHub:
         self.batch_size = batch_size
         self.scopes = Scopes(pool)
         self.position = 0
+        # The last position handed to the listeners (on the event loop; ``position`` runs
+        # ahead of it in the tailing thread).
+        self.delivered = 0
         # Events read and decoded for catch-ups in this process (tests and the bench read it:
         # the cost of a catch-up is this count, not its time).
         self.catch_up_decoded = 0
@@ -154,6 +157,8 @@ class EventHub:
         return len(self._listeners)
 
     def _fan_out(self, batch: list[Delivery]) -> None:
+        if batch:
+            self.delivered = batch[-1].event.position
         for listener in list(self._listeners):
             listener.deliver(batch)
 
@@ -163,6 +168,7 @@ class EventHub:
         self._loop = loop
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             self.position = max_position(cur)
+        self.delivered = self.position
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="event-hub", daemon=True)
         self._thread.start()

@@ -69,9 +69,24 @@ class Editor:
     """One y-websocket connection: what it may do, the awareness client ids it speaks for,
     and an outbox so one slow editor never holds up the others."""
 
-    def __init__(self, socket: WebSocket[Any, Any, Any], user_id: str, frames_per_s: float):
+    def __init__(
+        self,
+        socket: WebSocket[Any, Any, Any],
+        user_id: str,
+        frames_per_s: float,
+        document_id: str = "",
+    ):
         self.socket = socket
         self.user_id = user_id
+        self.document_id = document_id
+        self.workspace_id: str | None = None
+        self.checking = asyncio.Lock()
+        # While its access is checked again (an access change of its user was delivered),
+        # what is sent to the editor is held, and what it sends waits.
+        self.suspended = 0
+        self._held: list[bytes] = []
+        self._resumed = asyncio.Event()
+        self._resumed.set()
         self.display_name = ""
         self.can_edit = False
         self.awareness_clients: set[int] = set()
@@ -88,7 +103,34 @@ class Editor:
         self.handler: asyncio.Task[Any] | None = None
         self.cut_off = False
 
+    def suspend(self) -> None:
+        self.suspended += 1
+        self._resumed.clear()
+
+    def resume(self) -> None:
+        self.suspended = max(0, self.suspended - 1)
+        if self.suspended:
+            return
+        held, self._held = self._held, []
+        for data in held:
+            self._queue(data)
+        self._resumed.set()
+
+    async def resumed(self) -> None:
+        await self._resumed.wait()
+
     async def send(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self.suspended:
+            if len(self._held) >= OUTBOX_FRAMES:
+                self._too_slow()
+            else:
+                self._held.append(data)
+            return
+        self._queue(data)
+
+    def _queue(self, data: bytes) -> None:
         if self.closed:
             return
         if self.outbox.qsize() >= OUTBOX_FRAMES or self.outbox_bytes + len(data) > OUTBOX_BYTES:
@@ -124,6 +166,8 @@ class Editor:
 
     def _closing(self, code: int, reason: str) -> None:
         self.closed, self.close_code, self.close_reason = True, code, reason
+        self._held = []
+        self._resumed.set()  # what waits on it sees the connection closed
         # Wakes the writer, which closes the socket after what is already queued.
         self.outbox.put_nowait(None)
 
@@ -173,24 +217,40 @@ def _counted(socket: WebSocket[Any, Any, Any], user_id: str) -> AbstractAsyncCon
 async def _edit(
     socket: WebSocket[Any, Any, Any], services: Services, claims: AccessClaims, document_id: str
 ) -> None:
-    editor = Editor(socket, claims.user_id, services.settings.yjs_frames_per_second)
+    editor = Editor(socket, claims.user_id, services.settings.yjs_frames_per_second, document_id)
     rooms: Rooms = services.rooms
-    reading = _read_early(rooms, document_id)
+    # Before the access check: an access change the check does not see is delivered after
+    # this, suspends the editor and checks again (access is decided against the log).
+    rooms.watch(editor)
     try:
-        document, workspace = await anyio.to_thread.run_sync(
-            document_with_workspace, services.app, document_id, claims.user_id
-        )
-        document.check_can_view(claims.user_id, workspace)
-        user = await anyio.to_thread.run_sync(services.app.load, User, claims.user_id)
-        editor.display_name = user.display_name
-    except DomainError as exc:
-        code = CLOSE_NO_ACCESS if isinstance(exc, NotFound) else CLOSE_FORBIDDEN
-        await socket.close(code=code, reason=str(exc)[:120])
-        return
-    if document.deleted:
-        await socket.close(code=4410, reason="the document was deleted")
-        return
-    editor.can_edit = document.can_edit(claims.user_id, workspace)
+        await _edit_watched(socket, services, claims, editor)
+    finally:
+        rooms.unwatch(editor)
+
+
+async def _edit_watched(
+    socket: WebSocket[Any, Any, Any], services: Services, claims: AccessClaims, editor: Editor
+) -> None:
+    rooms: Rooms = services.rooms
+    document_id = editor.document_id
+    reading = _read_early(rooms, document_id)
+    async with editor.checking:
+        try:
+            document, workspace = await anyio.to_thread.run_sync(
+                document_with_workspace, services.app, document_id, claims.user_id
+            )
+            document.check_can_view(claims.user_id, workspace)
+            user = await anyio.to_thread.run_sync(services.app.load, User, claims.user_id)
+            editor.display_name = user.display_name
+        except DomainError as exc:
+            code = CLOSE_NO_ACCESS if isinstance(exc, NotFound) else CLOSE_FORBIDDEN
+            await socket.close(code=code, reason=str(exc)[:120])
+            return
+        if document.deleted:
+            await socket.close(code=4410, reason="the document was deleted")
+            return
+        editor.workspace_id = str(workspace.id)
+        editor.can_edit = document.can_edit(claims.user_id, workspace)
     wait = rooms.budget.refusing(claims.user_id) if editor.can_edit else 0.0
     if wait > 0:
         # Refused before the sync: a stock client backs off further at each refusal (a
@@ -214,11 +274,14 @@ async def _edit(
         opened = await _open(socket, editor, rooms, str(document.id), str(workspace.id), reading)
         live = opened.live
         if live is not None:
+            # Nothing is sent past what the hub has delivered: an access change up to the
+            # copy's position has reached the editor first (suspending what it is sent).
+            await rooms.reached(live.position)
             await rooms.join(live, editor, ask=not opened.sent_stored)
             if opened.sent_stored:
                 # What reached the copy while it was built (the editor has the rest).
-                missed = live.room.diff(live.loaded_state)
-                if missed != _EMPTY:
+                missed = await rooms.answer(live, live.loaded_state)
+                if missed is not None and missed != _EMPTY:
                     await editor.send(protocol.sync_update(missed))
             first = opened.pending
             if opened.receiving is not None:
@@ -344,6 +407,7 @@ async def _open_fresh(
         _release(sent)
         return Opened(await opening, pending=frame)
     stored = (await asyncio.shield(fetched)).stored
+    await rooms.reached(stored.position)
     await editor.send(protocol.sync_step2(stored.updates[0] if stored.updates else _EMPTY))
     for update in stored.updates[1:]:
         await editor.send(protocol.sync_update(update))
@@ -438,8 +502,15 @@ async def _handle(frame: bytes, editor: Editor, live: LiveDocument, rooms: Rooms
         if message.sync_type == protocol.SYNC_STEP1:
             # Answered to this client only: a step 2 carries the whole delete set.
             protocol.check_state_vector(message.payload)
-            await editor.send(protocol.sync_step2(live.room.diff(message.payload)))
-        elif editor.can_edit:
+            answer = await rooms.answer(live, message.payload)
+            if answer is not None:
+                await editor.send(protocol.sync_step2(answer))
+            return
+        if editor.suspended:
+            await editor.resumed()  # its access is being checked again
+            if editor.closed:
+                return
+        if editor.can_edit:
             try:
                 await rooms.update(live, editor, message.payload)
             except MissingDependencies:

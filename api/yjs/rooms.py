@@ -1,12 +1,14 @@
 """The documents this process has open, the editors connected to each, and their saving.
 
-An editor's update reaches the other editors at once; it is saved with the updates that
-follow it within ``flush_s`` (one event per run of one editor's updates), so typing costs a
-transaction per burst, not per keystroke. Updates other processes commit arrive through the
-process's one store subscription (the hub) and are applied like any other: applying an
-update twice changes nothing. When a save is refused or the copy breaks, the copy is dropped
-and its editors reconnect; Yjs clients re-send whatever the server lacks, so nothing they
-typed is lost.
+Access is decided against the log (issue 17). An editor's update is applied to the copy and
+saved at once, with whatever its editors sent while the previous save was under way (one
+event per run of one connection's updates); it reaches the other editors only once saved,
+through the process's one store subscription (the hub), in log order, like the updates
+other processes commit. So an access change at position P reaches every editor before any
+update after P, and an update whose save is refused reaches nobody: the copy is dropped,
+its editors reconnect and re-send what the server lacks, which is only their own. A sync
+answer (the copy's state for one editor) waits until what the copy holds is saved and
+delivered, for the same reason. Applying an update twice changes nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import base64
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -28,7 +31,6 @@ from api.realtime.hub import Delivery
 from api.yjs import protocol
 from application.commands import ApplyDocumentUpdate
 from application.document_rooms import (
-    RUN_BYTES,
     DocumentBroken,
     DocumentRoom,
     EditBudget,
@@ -71,8 +73,6 @@ BUILD_WAIT_S = 0.5
 
 # A copy whose saves keep failing holds at most this much unsaved before it is dropped.
 MAX_UNSAVED_BYTES = 8 * 1024 * 1024
-# Flush at once when a run is full, whatever the window.
-FLUSH_BYTES = RUN_BYTES
 
 
 class AwarenessRate:
@@ -101,6 +101,11 @@ class Peer(Protocol):
     """One connected editor (see api/yjs/endpoint.py)."""
 
     user_id: str
+    document_id: str
+    # The document's workspace, once the editor's first access check has passed.
+    workspace_id: str | None
+    # Access checks of one editor run one at a time: the last to end saw the newest state.
+    checking: asyncio.Lock
     # Who the connection's user is, as the server knows them: stamped on its awareness.
     display_name: str
     can_edit: bool
@@ -110,6 +115,15 @@ class Peer(Protocol):
     async def send(self, data: bytes) -> None: ...
 
     async def close(self, code: int, reason: str) -> None: ...
+
+    def suspend(self) -> None:
+        """Holds what is sent to the editor until ``resume`` (its access is being checked)."""
+
+    def resume(self) -> None:
+        """Sends what was held (once every ``suspend`` has been resumed)."""
+
+    async def resumed(self) -> None:
+        """Returns once the editor is not suspended (or is closed)."""
 
 
 # Awareness states of editors on other instances that were not refreshed for this long are
@@ -208,6 +222,30 @@ class LiveDocument:
     remote_seen: dict[int, float] = field(default_factory=dict)
     # The bytes of the states in ``awareness``.
     awareness_bytes: int = 0
+    # The log position of what the copy was built from.
+    position: int = 0
+    # The last position this copy's own saves reached.
+    committed: int = 0
+    # Runs saved (or being saved) by this copy, by the bytes of their event: the editor who
+    # sent them and their updates, passed on one by one, as they came, when the hub
+    # delivers the event (not back to that editor).
+    outgoing: dict[bytes, tuple[Any, list[bytes]]] = field(default_factory=dict)
+    # Set when nothing accepted is waiting to be saved or being saved.
+    saved: asyncio.Event = field(default_factory=asyncio.Event)
+    # Cleared while a sync answer waits for ``saved``: updates then wait too (no starving).
+    staging: asyncio.Event = field(default_factory=asyncio.Event)
+    answers_waiting: int = 0
+    # When the last save started (time.monotonic()).
+    last_save: float = 0.0
+    # Saved updates to pass on, in log order, with the editor not to send each to; sent by
+    # one task that lets the editors' writers run between updates (a delivered batch of
+    # many events must not fill an outbox at once).
+    passing_on: deque[tuple[bytes, Any]] = field(default_factory=deque)
+    passer: asyncio.Task[None] | None = None
+
+    def __post_init__(self) -> None:
+        self.saved.set()
+        self.staging.set()
 
     def set_awareness(self, entry: protocol.AwarenessEntry, limit: int) -> bool:
         """Keeps a state unless the document's states would pass ``limit`` bytes."""
@@ -230,6 +268,9 @@ class Rooms:
 
     def __init__(self, services: Any, *, flush_s: float, idle_s: float) -> None:
         self.services = services
+        # A copy saves at most once per ``flush_s``: an update that comes to an idle copy is
+        # saved (and passed on) at once; one that comes during a burst waits for the next
+        # save, with the rest of the burst (one event per run, not one per keystroke).
         self.flush_s = flush_s
         self.idle_s = idle_s
         self.live: dict[str, LiveDocument] = {}
@@ -241,6 +282,11 @@ class Rooms:
         self.build_wait_s = BUILD_WAIT_S
         # Deliveries that arrive while a document loads, applied once it has.
         self._early: dict[str, list[Delivery]] = {}
+        # Every editor of this process, by user, from before its first access check until
+        # it ends: an access change the check did not see is delivered after it (see
+        # ``watch``).
+        self.editors: dict[str, set[Peer]] = {}
+        self._reached: list[tuple[int, asyncio.Future[None]]] = []
         self.saved_events = 0
         self.received_updates = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -367,7 +413,11 @@ class Rooms:
         if len(fetched.stored.updates) == 1:  # a snapshot and no tail: the copy's very state
             room.keep_encoded(fetched.stored.updates[0])
         return LiveDocument(
-            fetched.document_id, fetched.workspace_id, room, loaded_state=room.state_vector()
+            fetched.document_id,
+            fetched.workspace_id,
+            room,
+            loaded_state=room.state_vector(),
+            position=fetched.stored.position,
         )
 
     def _touch(self, live: LiveDocument) -> None:
@@ -398,6 +448,9 @@ class Rooms:
         for handle in (live.flush_handle, live.idle_handle):
             if handle is not None:
                 handle.cancel()
+        # Sync answers and updates waiting for the saving give up.
+        live.saved.set()
+        live.staging.set()
         peers, live.peers = list(live.peers), set()
         for peer in peers:
             await peer.close(code, reason)
@@ -445,13 +498,18 @@ class Rooms:
         self._touch(live)
 
     async def update(self, live: LiveDocument, peer: Peer, data: bytes) -> None:
-        """An editor's update (sync step 2 or update): applied, passed on, queued for saving.
-        Raises MalformedUpdate (nothing applied) for bad bytes, OverBudget (nothing applied)
-        when the editor's user has used up their edit budget."""
+        """An editor's update (sync step 2 or update): applied and saved at once; the other
+        editors get it once it is saved (``_apply_delivery``). Raises MalformedUpdate
+        (nothing applied) for bad bytes, OverBudget (nothing applied) when the editor's
+        user has used up their edit budget."""
+        while not live.staging.is_set():
+            await live.staging.wait()
+        if live.closed:
+            return
         if data != _EMPTY_UPDATE:
             self.budget.charge(peer.user_id, len(data))
         try:
-            changed = live.room.receive(peer.user_id, data)
+            changed = live.room.receive(peer.user_id, data, origin=peer)
         except DocumentBroken:
             log.exception("document %s broke; reloading it", live.document_id)
             await self._drop(live, CLOSE_RELOAD, "reloading the document")
@@ -459,11 +517,75 @@ class Rooms:
         if changed is None:
             return
         self.received_updates += 1
-        await self._broadcast(live, protocol.sync_update(changed), peer)
-        if live.room.pending_bytes >= FLUSH_BYTES:
-            self._schedule_flush(live, 0.0)
-        elif live.flush_handle is None:
-            self._schedule_flush(live, self.flush_s)
+        live.saved.clear()
+        if live.flush_handle is None and not live.flushing.locked():
+            self._schedule_flush(live, self._next_save_in(live))
+
+    def _next_save_in(self, live: LiveDocument) -> float:
+        return max(0.0, live.last_save + self.flush_s - time.monotonic())
+
+    async def answer(self, live: LiveDocument, state_vector: bytes) -> bytes | None:
+        """What an editor with ``state_vector`` lacks (a sync step 2), once everything the
+        copy holds is saved and delivered: no editor is shown an update that may yet be
+        refused, nor one past an access change the hub has not delivered. None when the
+        copy was dropped meanwhile."""
+        live.answers_waiting += 1
+        live.staging.clear()
+        try:
+            await live.saved.wait()
+            await self.reached(live.committed)
+        finally:
+            live.answers_waiting -= 1
+            if not live.answers_waiting:
+                live.staging.set()
+        if live.closed:
+            return None
+        return live.room.diff(state_vector)
+
+    async def reached(self, position: int) -> None:
+        """Returns once the hub has delivered the log up to ``position`` (so every access
+        change up to it has reached the editors it concerns)."""
+        if self.services.hub.delivered >= position:
+            return
+        waiting: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._reached.append((position, waiting))
+        await waiting
+
+    # -- access -------------------------------------------------------------------------------
+
+    def watch(self, peer: Peer) -> None:
+        """From now until ``unwatch``, every access change of the editor's user suspends it
+        and checks its access again. Called before its first access check: a change that
+        check does not see commits after it, so the hub delivers it after this call."""
+        self.editors.setdefault(peer.user_id, set()).add(peer)
+
+    def unwatch(self, peer: Peer) -> None:
+        peers = self.editors.get(peer.user_id)
+        if peers is not None:
+            peers.discard(peer)
+            if not peers:
+                del self.editors[peer.user_id]
+
+    async def _recheck(self, peer: Peer) -> None:
+        """Membership or roles of the editor's user changed: it keeps only the access it still
+        has (it was suspended when the change was delivered)."""
+        async with peer.checking:
+            try:
+                document, workspace = await anyio.to_thread.run_sync(
+                    document_with_workspace, self.services.app, peer.document_id, peer.user_id
+                )
+            except DomainError:
+                await peer.close(CLOSE_NO_ACCESS, "access revoked")
+                return
+            except Exception:
+                log.exception("checking an editor's access to %s failed", peer.document_id)
+                await peer.close(CLOSE_TRY_LATER, "could not check access: reconnect")
+                return
+            if document.deleted:
+                await peer.close(CLOSE_DELETED, "the document was deleted")
+                return
+            peer.can_edit = document.can_edit(peer.user_id, workspace)
+        peer.resume()
 
     async def awareness(self, live: LiveDocument, peer: Peer, payload: bytes) -> None:
         if not peer.awareness_rate.take(len(payload)):
@@ -527,6 +649,17 @@ class Rooms:
                 live.remote_seen[entry.client_id] = now
         await self._broadcast(live, message, None)
 
+    def _pass_on(self, live: LiveDocument, message: bytes, origin: Peer | None) -> None:
+        live.passing_on.append((message, origin))
+        if live.passer is None or live.passer.done():
+            live.passer = asyncio.get_running_loop().create_task(self._passing_on(live))
+
+    async def _passing_on(self, live: LiveDocument) -> None:
+        while live.passing_on and not live.closed:
+            message, origin = live.passing_on.popleft()
+            await self._broadcast(live, message, origin)
+            await asyncio.sleep(0)
+
     async def _broadcast(self, live: LiveDocument, message: bytes, origin: Peer | None) -> None:
         for other in list(live.peers):
             if other is not origin:
@@ -541,16 +674,18 @@ class Rooms:
         live.flush_handle = loop.call_later(delay, lambda: self._spawn(self.flush(live)))
 
     async def flush(self, live: LiveDocument) -> None:
-        """Saves what is waiting: one event per run of one editor's updates, in order."""
+        """Saves what is waiting, and what comes meanwhile: one event per run of one
+        editor's updates, in order."""
         live.flush_handle = None
         async with live.flushing:
+            live.last_save = time.monotonic()
             runs = live.room.take_runs()
             for i, run in enumerate(runs):
                 try:
                     await anyio.to_thread.run_sync(self._save, live, run)
                 except DomainError as exc:
-                    # Refused (access lost, document deleted): this copy shows what the log
-                    # will not; start again from the log.
+                    # Refused (access lost, document deleted): this copy holds what the log
+                    # will not (and no editor was shown it); start again from the log.
                     log.info("update to %s refused: %s", live.document_id, exc)
                     await self._drop(live, CLOSE_RELOAD, "an update was refused")
                     return
@@ -562,13 +697,26 @@ class Rooms:
                     else:
                         self._schedule_flush(live, max(self.flush_s, 1.0))
                     return
+            if live.room.runs and not live.closed:
+                # What came during this save: saved next, with what comes until then.
+                self._schedule_flush(live, self._next_save_in(live))
+            else:
+                live.saved.set()
             self._touch(live)
 
     def _save(self, live: LiveDocument, run: Run) -> None:
-        command = ApplyDocumentUpdate(
-            document_id=live.document_id, update=run.merged(), roots=run.roots
-        )
-        self.services.app.execute(command, Cause(actor_id=run.actor))
+        update = run.merged()
+        command = ApplyDocumentUpdate(document_id=live.document_id, update=update, roots=run.roots)
+        # Known before the append: the hub may deliver it before this thread returns.
+        live.outgoing[update] = (run.origin, run.updates)
+        try:
+            result = self.services.app.execute(command, Cause(actor_id=run.actor))
+        except BaseException:
+            live.outgoing.pop(update, None)
+            raise
+        position = result.body.get("position")
+        if isinstance(position, int):
+            live.committed = max(live.committed, position)
         self.saved_events += 1
 
     # -- what other processes (and this one) committed --------------------------------------
@@ -582,39 +730,48 @@ class Rooms:
             live = self.live.get(stream)
             if live is not None:
                 self._apply_delivery(live, d)
-            if d.event.type in ACCESS_EVENTS and d.scope.workspace is not None:
-                for doc in list(self.live.values()):
-                    if doc.workspace_id == d.scope.workspace:
-                        self._spawn(self._recheck(doc, d))
+            if d.event.type in ACCESS_EVENTS:
+                # At this position, before anything later is sent to the editors concerned.
+                user_id = d.event.data.get("user_id")
+                for peer in list(self.editors.get(user_id, ())) if user_id else []:
+                    if peer.workspace_id in (None, d.scope.workspace):
+                        peer.suspend()
+                        self._spawn(self._recheck(peer))
+            elif d.event.type == "DocumentDeleted":
+                for peers in list(self.editors.values()):
+                    for peer in [p for p in peers if p.document_id == stream]:
+                        peer.suspend()
+                        self._spawn(peer.close(CLOSE_DELETED, "the document was deleted"))
+        if self._reached:
+            delivered = self.services.hub.delivered
+            waiting, self._reached = self._reached, []
+            for position, future in waiting:
+                if position <= delivered:
+                    if not future.done():
+                        future.set_result(None)
+                else:
+                    self._reached.append((position, future))
 
     def _apply_delivery(self, live: LiveDocument, d: Delivery) -> None:
         event = d.event
         if event.type == "DocumentUpdateApplied":
+            update = base64.b64decode(event.data["update"])
+            if update in live.outgoing:
+                # Saved by this copy, which holds it already: now it goes to the others.
+                origin, updates = live.outgoing.pop(update)
+                live.room.version = max(live.room.version, event.version)
+                for one in updates:
+                    self._pass_on(live, protocol.sync_update(one), origin)
+                return
             if event.version <= live.room.version:
                 return
             try:
-                changed = live.room.apply_committed(
-                    base64.b64decode(event.data["update"]), event.version
-                )
+                changed = live.room.apply_committed(update, event.version)
             except Exception:
                 log.exception("a stored update of %s did not apply", live.document_id)
                 self._spawn(self._drop(live, CLOSE_RELOAD, "reloading the document"))
                 return
             if changed is not None:
-                self._spawn(self._broadcast(live, protocol.sync_update(changed), None))
+                self._pass_on(live, protocol.sync_update(changed), None)
         elif event.type == "DocumentDeleted":
             self._spawn(self._drop(live, CLOSE_DELETED, "the document was deleted"))
-
-    async def _recheck(self, live: LiveDocument, d: Delivery) -> None:
-        """Membership or roles changed in the document's workspace: the user concerned keeps
-        only the access they still have."""
-        user_id = d.event.data.get("user_id")
-        for peer in [p for p in live.peers if p.user_id == user_id]:
-            try:
-                document, workspace = await anyio.to_thread.run_sync(
-                    document_with_workspace, self.services.app, live.document_id, peer.user_id
-                )
-            except DomainError:
-                await peer.close(CLOSE_NO_ACCESS, "access revoked")
-                continue
-            peer.can_edit = document.can_edit(peer.user_id, workspace)
