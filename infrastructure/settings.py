@@ -33,7 +33,7 @@ class Settings:
     db_pool_size: int = 8
     presence_heartbeat_s: float = 10.0
     # Editors' updates are saved at most this long after they arrive (merged per editor).
-    document_flush_s: float = 0.25
+    document_flush_s: float = 0.05
     document_idle_s: float = 30.0
     yjs_frames_per_second: float = 200.0
     # Document update bytes and updates each user may send per window, per process (0: no cap).
@@ -116,7 +116,7 @@ class Settings:
             max_body_bytes=_int(env, "CHORUS_MAX_BODY_BYTES", 256 * 1024, 1024, 64 * 1024 * 1024),
             db_pool_size=_int(env, "CHORUS_DB_POOL_SIZE", 8, 1, 200),
             presence_heartbeat_s=_float(env, "CHORUS_PRESENCE_HEARTBEAT_S", 10.0, 0.1, 15.0),
-            document_flush_s=_float(env, "CHORUS_DOCUMENT_FLUSH_S", 0.25, 0.0, 5.0),
+            document_flush_s=_float(env, "CHORUS_DOCUMENT_FLUSH_S", 0.05, 0.0, 5.0),
             document_idle_s=_float(env, "CHORUS_DOCUMENT_IDLE_S", 30.0, 0.1, 3600.0),
             yjs_frames_per_second=_float(
                 env, "CHORUS_YJS_FRAMES_PER_SECOND", 200.0, 1.0, 1_000_000.0
