@@ -27,7 +27,7 @@ from application import (
     workspaces,
 )
 from application.commands import Command
-from application.decisions import HANDLERS
+from application.decisions import HANDLERS, Decision, Handler
 from application.ports import CommandStore, Directory, PasswordHashing
 from domain.base import Cause, ChorusAggregate, as_uuid
 from domain.documents import Document
@@ -105,6 +105,10 @@ class Chorus(Application[UUID]):
         # Group commit (application/group_commit.py); None: each command commits alone.
         self.group_committer: GroupCommitter | None = None
         self._group_commit_lock = threading.Lock()
+        # What the command being decided in this thread read: aggregate id -> version.
+        self._reads = threading.local()
+        # Called between a command's decision and its save (tests hold a race open there).
+        self.before_save: Callable[[], None] | None = None
 
     def enable_group_commit(self, **options: Any) -> GroupCommitter:
         """Routes ``execute`` through one writer thread that commits concurrent commands
@@ -138,6 +142,9 @@ class Chorus(Application[UUID]):
             raise NotFound(f"unknown {label}") from None
         if not isinstance(aggregate, kind):
             raise NotFound(f"unknown {label}")
+        reads: dict[UUID, int] | None = getattr(self._reads, "versions", None)
+        if reads is not None:
+            reads.setdefault(uid, aggregate.version)
         return aggregate
 
     def exists(self, aggregate_id: UUID) -> bool:
@@ -173,7 +180,7 @@ class Chorus(Application[UUID]):
             if replay is not None:
                 return replay
         for attempt in range(MAX_ATTEMPTS):
-            decision = handler(self, command, cause)
+            decision, reads = self._decide(handler, command, cause)
             pending = any(a.pending_events for a in decision.aggregates)
             if not pending:
                 return CommandResult(decision.status, {**decision.body, "position": None})
@@ -182,9 +189,17 @@ class Chorus(Application[UUID]):
                     scope, cause.command_id, fingerprint, decision.status, decision.body
                 )
             events = [e for a in decision.aggregates for e in a.pending_events]
+            if self.before_save is not None:
+                self.before_save()
             try:
+                # Every aggregate the decision read must still be as it was read: a command
+                # decided before an access change (a kick, a role revoked) committed by
+                # another writer is decided again, not stored after it.
                 recordings = self.save(
-                    *decision.aggregates, command=record, credentials=decision.credentials
+                    *decision.aggregates,
+                    command=record,
+                    credentials=decision.credentials,
+                    expect=reads,
                 )
             except IntegrityError:
                 if cause.command_id is not None:
@@ -203,6 +218,17 @@ class Chorus(Application[UUID]):
             position = max(r.notification.id for r in recordings)
             return CommandResult(decision.status, {**decision.body, "position": position})
         raise AssertionError("unreachable")
+
+    def _decide(
+        self, handler: Handler, command: Command, cause: Cause
+    ) -> tuple[Decision, dict[UUID, int]]:
+        """The handler's decision, and the version of each aggregate it loaded."""
+        reads: dict[UUID, int] = {}
+        self._reads.versions = reads
+        try:
+            return handler(self, command, cause), reads
+        finally:
+            self._reads.versions = None
 
     def _recorded(self, events: Sequence[Any]) -> int | None:
         """The position of the last of ``events`` if all of them are already stored as they

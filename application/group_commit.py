@@ -27,7 +27,11 @@ commit (or with its own command's error).
   batch's transaction checks, under the table lock, that each remembered aggregate it read
   is still at the version it was read at (``chorus_expect_versions``) and fails like a
   conflict otherwise; a batch that writes nothing checks the same with one query. Either way
-  the memory is dropped and the batch's commands run again alone.
+  the memory is dropped and the batch's commands run again alone. The same holds for what a
+  batch reads fresh from the store: another process may commit between that read and the
+  batch's insert (a kick, a role revoked), so every aggregate a batch read is checked, not
+  only remembered ones (issue 17: a write decided before an access change is not stored
+  after it).
 - The repository's cache only ever holds state read from the store (the app runs with
   AGGREGATE_CACHE_FASTFORWARD, which never caches saved aggregates), so a rolled-back batch
   leaves nothing in it.
@@ -172,6 +176,7 @@ class _BatchView:
                     except AggregateNotFoundError:
                         raise NotFound(f"unknown {label}") from None
                     self._working[uid] = cast(ChorusAggregate, read)
+                    self._remembered[uid] = self._working[uid].version
                     self._committer.stats.store_reads += 1
             aggregate = self._working[uid]
             self.loaded[uid] = aggregate

@@ -429,3 +429,56 @@ def test_a_command_run_outside_the_batches_makes_the_writer_forget(
     reads = committer.stats.store_reads
     assert isinstance(_send(committer, channel, poster, "two"), CommandResult)
     assert committer.stats.store_reads == reads + 2  # the channel and workspace, read again
+
+
+def test_a_batch_that_only_read_the_workspace_sees_a_kick_committed_before_it(
+    app: Chorus, committer: GroupCommitter, store_url: str
+) -> None:
+    """Issue 17 (access is decided against the log): the batch reads the channel and the
+    workspace fresh from the store and decides the post; before its insert, a second Chorus on
+    the same database kicks the poster. The batch writes only a message, yet the kick is
+    found in its transaction (every aggregate it read must still be at the version it read):
+    the post is decided again and refused; only the kick is stored."""
+    owner, poster = _user(app, "o"), _user(app, "p")
+    ws, channel = _room(app, owner, poster)  # run outside the batches: nothing remembered
+    other = Chorus(eventsourcing_env(store_url), passwords=CheapPasswords())
+    before = _head(store_url)
+
+    def race() -> None:
+        committer.before_commit = None
+        other.execute_now(KickMember(workspace_id=ws, user_id=poster), Cause(owner))
+
+    committer.before_commit = race
+    try:
+        reads = committer.stats.store_reads
+        post = _send(committer, channel, poster, "decided before the kick")
+    finally:
+        other.close()
+    assert committer.stats.store_reads > reads  # read fresh, not remembered
+    assert isinstance(post, DomainError), post
+    assert [r[2] for r in _rows(store_url, before)] == ["MemberKicked"]
+
+
+def test_a_command_run_alone_sees_a_kick_committed_between_its_decision_and_its_save(
+    app: Chorus, store_url: str
+) -> None:
+    """The same race on the one-command path (``execute_now``: sign-ups, password commands,
+    a batch's fall-back): the kick commits after the post is decided and before it is saved;
+    the save fails on the workspace's version, the post is decided again and refused."""
+    owner, poster = _user(app, "o"), _user(app, "p")
+    ws, channel = _room(app, owner, poster)
+    other = Chorus(eventsourcing_env(store_url), passwords=CheapPasswords())
+    before = _head(store_url)
+
+    def race() -> None:
+        app.before_save = None
+        other.execute_now(KickMember(workspace_id=ws, user_id=poster), Cause(owner))
+
+    app.before_save = race
+    try:
+        with pytest.raises(DomainError):
+            app.execute_now(SendMessage(channel_id=channel, text="too late"), Cause(poster))
+    finally:
+        app.before_save = None
+        other.close()
+    assert [r[2] for r in _rows(store_url, before)] == ["MemberKicked"]
