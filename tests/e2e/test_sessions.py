@@ -27,6 +27,7 @@ from tests.fixtures.chorus import (
     User,
     chorus_settings,
     running_chorus,
+    wait_for_sessions_to_end,
 )
 from tests.fixtures.yjs import YClient
 
@@ -219,6 +220,7 @@ def test_another_user_s_session_is_not_found(chorus: Running) -> None:
     ended_id = current_session(api, ended)
     api.ok(api.http.delete(f"/api/auth/sessions/{ended_id}", headers=stranger.headers))
     unknown = str(uuid.uuid4())
+    wait_for_sessions_to_end(chorus.database_url)  # earlier sockets' presence
     before = chorus.events()
     answers = {}
     for session_id in (theirs, unknown, ended_id, "not-a-uuid", "0" * 40):
@@ -239,6 +241,7 @@ def test_a_password_change_ends_every_other_session(chorus: Running) -> None:
     api = chorus.api
     user = api.signup("changer")
     other = login(api, user)
+    wait_for_sessions_to_end(chorus.database_url)  # earlier sockets' presence
     before = chorus.events()
     for body in (
         {"old_password": "not-the-Right-one-42", "new_password": NEW_PASSWORD},
@@ -283,6 +286,7 @@ def test_a_wrong_old_password_counts_against_the_login_throttle(
     ) as chorus:
         api = chorus.api
         user = api.signup("guessed")
+        wait_for_sessions_to_end(chorus.database_url)  # earlier sockets' presence
         before = chorus.events()
         statuses = []
         for _ in range(3):
@@ -363,6 +367,7 @@ def test_an_ended_session_is_refused_by_every_instance(chorus: Running, tmp_path
 def test_refused_session_requests_append_nothing(chorus: Running) -> None:
     api = chorus.api
     user = api.signup("quiet")
+    wait_for_sessions_to_end(chorus.database_url)  # earlier sockets' presence
     before = chorus.events()
     anonymous: list[httpx.Response] = [
         api.http.post("/api/auth/logout-all"),
