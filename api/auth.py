@@ -27,7 +27,7 @@ from application.commands import ChangePassword, EndSignIns, RegisterUser, Start
 from application.identity import user_id_of
 from domain.base import Cause, as_uuid
 from domain.errors import InvalidValue, NotFound, PermissionDenied, UsernameTaken
-from domain.identity import SignIn, User
+from domain.identity import SignIn, User, display_name_rule
 from domain.rules import MAX_PASSWORD, check_user_password, normalise_username
 from infrastructure.passwords import PasswordsBusy
 from infrastructure.refresh_tokens import InvalidRefreshToken, RefreshTokenReused
@@ -242,6 +242,9 @@ class AuthController(Controller):
         signups.take(client_address(request.scope))
         # Refused before the costly part; then hashed on the hashing pool, awaited here, so
         # no request thread waits for argon2 (a full queue: 429 at once).
+        normalise_username(data.username)
+        if data.display_name is not None:
+            display_name_rule(data.display_name)
         check_user_password(data.password, data.username, data.display_name)
         services = services_of(request)
         command = RegisterUser(
