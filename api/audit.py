@@ -116,15 +116,7 @@ class AuditController(Controller):
                     report, start = since.report, since.from_position
             finally:
                 _checking.release()
-        return ChainCheck(
-            ok=report.ok,
-            count=report.count,
-            head_position=report.head_position,
-            head_hash=report.head_hash.hex(),
-            bad_position=report.bad_position,
-            problem=report.problem,
-            from_position=start,
-        )
+        return _chain_check(report, start)
 
     @post(
         "/verify-read-models",
