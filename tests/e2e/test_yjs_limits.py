@@ -191,10 +191,13 @@ def test_awareness_updates_per_connection_are_rate_limited(chorus: Running) -> N
         flooder.handled_so_far()
         elapsed = time.monotonic() - started
         kept = chorus.server.services.rooms.live[doc].awareness[77].clock
-        # What went through is what the budget allows in that time, not everything.
-        assert kept < sent, kept
         observer.wait(lambda: observer.awareness.get(77) == b'{"n":%d}' % kept)
-        assert kept <= AWARENESS_BURST + AWARENESS_PER_SECOND * elapsed + 1
+        # What went through is what the budget allows in that time, not everything. The last
+        # clock kept can be late in the burst (a token refilled while the burst was arriving),
+        # so the bound is on how many updates went through, as the observer counted them.
+        passed = observer.awareness_received[77]
+        assert passed < sent, passed
+        assert passed <= AWARENESS_BURST + AWARENESS_PER_SECOND * elapsed + 1, (passed, kept)
 
 
 # -- finding 10: close codes that stock clients read right -------------------------------------
