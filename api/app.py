@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -24,8 +25,8 @@ from api.auth import (
 )
 from api.bodies import JsonRequest
 from api.bootstrap import Services, build_services
-from api.channels import ChannelController
-from api.documents import DocumentController
+from api.catalogue import Catalogue
+from api.contexts import CONTEXTS
 from api.errors import EXCEPTION_HANDLERS
 from api.events import EventController
 from api.health import health, ready
@@ -36,8 +37,6 @@ from api.rate_limits import RateLimiter, RateLimitMiddleware
 from api.realtime.socket import UserConnections, ws_endpoint
 from api.security_headers import add_security_headers
 from api.streams import StreamController
-from api.users import UserController
-from api.workspaces import InviteController, WorkspaceController
 from api.yjs.endpoint import yjs_endpoint
 from infrastructure.settings import Settings
 
@@ -46,9 +45,16 @@ log = logging.getLogger("chorus")
 BEARER: list[dict[str, list[str]]] = [{"BearerToken": []}]
 
 
-def create_app(settings: Settings, database_url: str, services: Services | None = None) -> Litestar:
-    """The HTTP application on ``database_url``. Services are built at start-up (schema
-    migrated, projections running) unless given."""
+def create_app(
+    settings: Settings,
+    database_url: str,
+    services: Services | None = None,
+    *,
+    catalogue: Catalogue = CONTEXTS,
+) -> Litestar:
+    """The HTTP application on ``database_url`` with the contexts of ``catalogue`` (every
+    context of Chorus unless given). Services are built at start-up (schema migrated,
+    projections running) unless given."""
     limiter = (
         RateLimiter(settings.rate_limit_per_second, settings.redis_url)
         if settings.rate_limit_per_second
@@ -67,7 +73,7 @@ def create_app(settings: Settings, database_url: str, services: Services | None 
         app.state.loop_lag.start()
         if app.state.services is None:
             app.state.services = await anyio.to_thread.run_sync(
-                build_services, settings, database_url
+                functools.partial(build_services, settings, database_url, catalogue=catalogue)
             )
         await app.state.services.async_read_pool.open()
         app.state.services.hub.start(asyncio.get_running_loop())
@@ -106,14 +112,10 @@ def create_app(settings: Settings, database_url: str, services: Services | None 
                 path="/",
                 security=BEARER,
                 route_handlers=[
-                    WorkspaceController,
-                    InviteController,
-                    ChannelController,
+                    *catalogue.routes,
                     EventController,
                     AuditController,
                     StreamController,
-                    DocumentController,
-                    UserController,
                 ],
             ),
             ws_endpoint,

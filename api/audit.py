@@ -11,6 +11,7 @@ from litestar.exceptions import TooManyRequestsException
 from litestar.params import FromQuery
 
 from api.commands import services_of
+from api.contexts import all_projections
 from api.errors import problems
 from domain.errors import InvalidValue, PermissionDenied
 from domain.instance import AUDITOR
@@ -18,7 +19,6 @@ from infrastructure.chain import verify, verify_since_checkpoint
 from infrastructure.eventstore import EVENTS_TABLE
 from projections.queries import run
 from projections.replay import by_names
-from projections.runner import all_projections
 from projections.shadow_verify import Busy, ReadModelReport, verify_read_models
 from projections.users import holds_instance_role
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from api.catalogue import Catalogue
 from api.realtime.hub import EventHub
 from api.realtime.presence import PresenceKeeper
 from api.realtime.signals import SignalBus
@@ -24,13 +26,14 @@ from infrastructure.passwords import PasswordHasher
 from infrastructure.refresh_tokens import RefreshTokens
 from infrastructure.settings import Settings
 from infrastructure.tokens import AccessTokens
-from projections.runner import ProjectionRunner, all_projections, create_tables
+from projections.base import Projection
+from projections.runner import ProjectionRunner, create_tables
 from projections.workspaces import WorkspaceDirectory
 
 MIGRATION_LOCK = 7_140_411  # any constant shared by every Chorus process
 
 
-def migrate(database_url: str) -> None:
+def migrate(database_url: str, read_models: Sequence[Projection]) -> None:
     """Creates every table once. Several processes starting together take turns on an
     advisory lock (concurrent DDL fails with "tuple concurrently updated")."""
     with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
@@ -42,7 +45,7 @@ def migrate(database_url: str) -> None:
                 cur.execute(CHAIN_SQL)
                 cur.execute(RefreshTokens.TABLES_SQL)
                 cur.execute(INSTANCES_SQL)
-                create_tables(cur, all_projections())
+                create_tables(cur, read_models)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
 
@@ -72,6 +75,8 @@ class LastWrites:
 class Services:
     settings: Settings
     database_url: str
+    # The contexts, and what is derived from them (api/contexts.py).
+    catalogue: Catalogue
     app: Chorus
     # Read models for the threads (projection runner, WebSockets, Yjs rooms, audit tools)...
     read_pool: ConnectionPool[Any]
@@ -111,9 +116,13 @@ class Services:
 
 
 def build_services(
-    settings: Settings, database_url: str, *, run_projections: bool = True
+    settings: Settings,
+    database_url: str,
+    *,
+    catalogue: Catalogue,
+    run_projections: bool = True,
 ) -> Services:
-    migrate(database_url)
+    migrate(database_url, catalogue.read_models())
     passwords = PasswordHasher(max_queued=settings.password_hash_queue)
     app = Chorus(
         eventsourcing_env(database_url, pool_size=settings.db_pool_size), passwords=passwords
@@ -154,7 +163,7 @@ def build_services(
     )
     # Candidates for "do these two share a workspace" (direct messages), confirmed by the app.
     app.directory = WorkspaceDirectory(read_pool)
-    runner = ProjectionRunner(read_pool, database_url)
+    runner = ProjectionRunner(read_pool, database_url, catalogue.read_models())
     if run_projections and settings.projections == "external":
         runner.follow()  # ``chorus project`` runs them
     elif run_projections:
@@ -162,6 +171,7 @@ def build_services(
     return Services(
         settings=settings,
         database_url=database_url,
+        catalogue=catalogue,
         app=app,
         read_pool=read_pool,
         async_read_pool=async_read_pool,
@@ -171,6 +181,6 @@ def build_services(
         ),
         refresh_tokens=RefreshTokens(auth_pool, ttl_s=settings.refresh_token_ttl_s),
         auth_pool=auth_pool,
-        hub=EventHub(read_pool, database_url),
+        hub=EventHub(read_pool, database_url, catalogue.kinds),
         passwords=passwords,
     )

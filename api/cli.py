@@ -46,9 +46,10 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def migrate(_: argparse.Namespace, settings: Settings) -> int:
     from api.bootstrap import migrate as run_migrations
+    from api.contexts import all_projections
 
     with database(settings) as url:
-        run_migrations(url)
+        run_migrations(url, all_projections())
     print("schema is up to date")
     return 0
 

@@ -8,6 +8,7 @@ import msgspec
 from litestar import Controller, Request, get
 from litestar.params import FromQuery
 
+from api.commands import services_of
 from api.envelopes import Envelope, envelope
 from api.errors import problems
 from api.reads import DEFAULT_LIMIT, check_limit, check_position, read_cursor_async
@@ -60,6 +61,7 @@ class EventController(Controller):
                 cur,
                 visible_events(
                     request.user,
+                    services_of(request).catalogue.kinds,
                     after=after,
                     limit=limit,
                     stream=stream_id,

@@ -14,6 +14,7 @@ import socket
 import sys
 from typing import Any
 
+from api.contexts import all_projections
 from api.database import NoPasswords, shared_database
 from application.chorus import Chorus
 from application.commands import GrantInstanceRole, RevokeInstanceRole
@@ -37,7 +38,7 @@ def change_role(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     by = f"{getpass.getuser()}@{socket.gethostname()}"
     with shared_database(settings) as url:
-        migrate(url)
+        migrate(url, all_projections())
         app = Chorus(eventsourcing_env(url, pool_size=1), passwords=NoPasswords())
         try:
             found = user_id_of(app, args.username)

@@ -17,6 +17,7 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from api.contexts import all_projections
 from api.log_cli import require_database_url
 from infrastructure.settings import Settings
 
@@ -30,7 +31,7 @@ def project(args: argparse.Namespace, settings: Settings) -> int:
     from api.bootstrap import migrate
     from projections.runner import ProjectionRunner
 
-    migrate(url)
+    migrate(url, all_projections())
     stop = threading.Event()
 
     def stopping(signum: int, frame: Any) -> None:
@@ -46,7 +47,7 @@ def project(args: argparse.Namespace, settings: Settings) -> int:
         open=True,
         name="chorus-projector",
     )
-    runner = ProjectionRunner(pool, url, announce=True)
+    runner = ProjectionRunner(pool, url, all_projections(), announce=True)
     try:
         runner.start()
         log.info("projecting the log into the read models until stopped")

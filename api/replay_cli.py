@@ -9,10 +9,10 @@ from typing import Any
 
 from tqdm import tqdm
 
+from api.contexts import all_projections
 from api.log_cli import require_database_url
 from infrastructure.settings import Settings
 from projections.replay import by_names, head, rebuild
-from projections.runner import all_projections
 
 
 def replay(args: argparse.Namespace, settings: Settings) -> int:

@@ -11,9 +11,9 @@ from typing import Any
 import msgspec
 from tqdm import tqdm
 
+from api.contexts import all_projections
 from infrastructure.chain import ChainReport
 from projections.replay import by_names
-from projections.runner import all_projections
 from projections.shadow_verify import Busy, ReadModelReport, TableReport, verify_read_models
 
 # Exit statuses: 0 everything matches, 1 a divergence (or the chain is broken), 2 the check

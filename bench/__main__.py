@@ -46,6 +46,7 @@ from types import FrameType
 from typing import Any
 
 from api.bootstrap import build_services
+from api.contexts import CONTEXTS
 from api.loop_lag import LoopLagCounts, percentile_ms
 from bench import catch_up, delivery, documents, rebuild, scenarios
 from bench.delivery import DeliveryResult
@@ -482,7 +483,7 @@ def write_group(
             data_dir=work / "app",
             group_commit=False,
         )
-        services = build_services(settings, app_url, run_projections=False)
+        services = build_services(settings, app_url, catalogue=CONTEXTS, run_projections=False)
         extra["db_pool_size"] = settings.db_pool_size
         try:
             chat = scenarios.prepare_chat(services.app)
@@ -508,6 +509,7 @@ def write_group(
         grouped = build_services(
             replace(settings, group_commit=True, data_dir=work / "app-gc"),
             pg.url_for("bench_app_group_commit"),
+            catalogue=CONTEXTS,
             run_projections=False,
         )
         try:
@@ -616,7 +618,7 @@ def rebuild_group(
     settings = Settings(
         jwt_secret=scenarios.BENCH_SECRET, rate_limit_per_second=0, data_dir=work / "rebuild"
     )
-    services = build_services(settings, url, run_projections=False)
+    services = build_services(settings, url, catalogue=CONTEXTS, run_projections=False)
     try:
         t0 = time.perf_counter()
         chat = scenarios.prepare_chat(services.app)

@@ -29,6 +29,7 @@ import psycopg
 from websockets.sync.client import connect
 
 from api.bootstrap import build_services
+from api.contexts import CONTEXTS
 from bench import rebuild, scenarios
 from bench.harness import CpuProbe, pids_probe
 from infrastructure.embedded_postgres import EmbeddedPostgres
@@ -45,7 +46,7 @@ def _write_noise(url: str, work: Path, stored: int) -> None:
     settings = Settings(
         jwt_secret=scenarios.BENCH_SECRET, rate_limit_per_second=0, data_dir=work / "noise"
     )
-    services = build_services(settings, url, run_projections=False)
+    services = build_services(settings, url, catalogue=CONTEXTS, run_projections=False)
     try:
         chat = scenarios.prepare_chat(services.app)
         rebuild.populate(services.app, chat, url, stored)

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from api.bootstrap import migrate
+from api.contexts import all_projections
 from application.chorus import Chorus
 from bench import scenarios
 from bench.harness import LoadResult, WorkerFactory, run_load
@@ -78,7 +79,7 @@ def main() -> None:
             name = "app_send_message" + ("_group_commit" if group else "")
             scenarios.create_database(admin_url, name)
             url = pg.url_for(name)
-            migrate(url)
+            migrate(url, all_projections())
             app = Chorus(
                 eventsourcing_env(url, pool_size=args.pool_size), passwords=_CheapPasswords()
             )

@@ -23,6 +23,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from api.bootstrap import migrate
+from api.contexts import all_projections
 from application.chorus import Chorus
 from application.commands import SendMessage
 from bench.scenarios import prepare_chat
@@ -31,7 +32,6 @@ from infrastructure.embedded_postgres import EmbeddedPostgres
 from infrastructure.eventstore import eventsourcing_env
 from infrastructure.passwords import PasswordHasher
 from projections import runner as new_runner
-from projections.runner import all_projections
 
 
 def main() -> None:
@@ -49,7 +49,7 @@ def main() -> None:
         server = EmbeddedPostgres(Path(work) / "pg", settings={"fsync": "off"})
         url = server.start()
         try:
-            migrate(url)
+            migrate(url, all_projections())
             app = Chorus(eventsourcing_env(url), passwords=PasswordHasher())
             chat = prepare_chat(app)
             projections = all_projections()

@@ -15,6 +15,7 @@ import msgspec
 import psycopg
 from psycopg.rows import tuple_row
 
+from api.contexts import all_projections
 from application.chorus import Chorus
 from application.commands import AddReaction, EditMessage, SendMessage
 from bench.harness import MACHINE, STEAL, CpuProbe
@@ -22,7 +23,6 @@ from bench.scenarios import MESSAGE_TEXT, Chat
 from domain.base import Cause
 from infrastructure.chain import verify
 from projections.replay import rebuild
-from projections.runner import all_projections
 
 EVENTS_TABLE = "chorus_events"
 RAW_SELECT = (

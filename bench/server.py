@@ -15,6 +15,7 @@ import uvicorn
 
 from api.app import create_app
 from api.bootstrap import build_services
+from api.contexts import CONTEXTS
 from infrastructure.settings import Settings
 
 
@@ -27,7 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.database_url is None:
         print("DATABASE_URL is required", file=sys.stderr)
         return 2
-    services = build_services(settings, settings.database_url, run_projections=False)
+    services = build_services(
+        settings, settings.database_url, catalogue=CONTEXTS, run_projections=False
+    )
     app = create_app(settings, settings.database_url, services=services)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level=args.log_level)
     return 0

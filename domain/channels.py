@@ -17,6 +17,7 @@ from domain.errors import (
     PermissionDenied,
 )
 from domain.rules import MAX_CHANNEL_NAME, MAX_TOPIC, bounded_text, shown_name
+from domain.scopes import CHANNEL_READERS, SELF, StreamKind
 from domain.workspaces import Workspace
 
 _DIRECT = uuid5(NAMESPACE_URL, "chorus:direct-messages")
@@ -36,6 +37,14 @@ def legacy_direct_channel_id(user_a: str, user_b: str) -> UUID:
 class Channel(ChorusAggregate):
     """A channel. Private channels (and direct messages) list their members explicitly;
     public ones are open to every member of the workspace with ``view_channels``."""
+
+    stream_kind = StreamKind(
+        "channel",
+        CHANNEL_READERS,
+        workspace="workspace_id",
+        channel=SELF,
+        access_events=("ChannelMemberAdded", "ChannelMemberRemoved"),
+    )
 
     @classmethod
     def create(

@@ -17,7 +17,9 @@ from eventsourcing.domain import event
 
 from domain.base import Cause, ChorusAggregate
 from domain.errors import Gone, InvalidValue, NotAMember, PermissionDenied
+from domain.permissions import Permission
 from domain.rules import MAX_DOCUMENT_EVENT_BYTES, MAX_DOCUMENT_TITLE, shown_name
+from domain.scopes import StreamKind, holders_of
 from domain.workspaces import Workspace
 from domain.yjs_update import check_storable_name
 
@@ -83,6 +85,10 @@ class DocumentState(TypedDict):
 
 class Document(ChorusAggregate):
     """A document of a workspace: rich text, a whiteboard, or anything Yjs holds."""
+
+    stream_kind = StreamKind(
+        "document", holders_of(Permission.VIEW_DOCUMENTS), workspace="workspace_id"
+    )
 
     class Snapshot(AggregateSnapshot):
         """Its events carry the content's bytes; a snapshot spares loading them all to learn

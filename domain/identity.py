@@ -10,6 +10,7 @@ from eventsourcing.domain import event
 from domain.base import Cause, ChorusAggregate
 from domain.errors import Conflict, InvalidValue, NotFound, PermissionDenied
 from domain.rules import MAX_DISPLAY_NAME, normalise_username, shown_name
+from domain.scopes import OPERATORS, OWNER, SELF, StreamKind
 
 # Enough for anyone's list of people they do not want to hear from, bounded like every input.
 MAX_BLOCKED_USERS = 1000
@@ -46,6 +47,8 @@ def legacy_user_id(username: str) -> UUID:
 
 class User(ChorusAggregate):
     """A registered user. Credentials are kept beside the log, never in it."""
+
+    stream_kind = StreamKind("user", OWNER, owner=SELF)
 
     @classmethod
     def register(cls, user_id: UUID, username: str, display_name: str | None, cause: Cause) -> User:
@@ -150,6 +153,8 @@ class SignIn(ChorusAggregate):
     everywhere, its removal from the session list, a password change or a stolen refresh
     token's reuse. Its id is its refresh-token family's and its access tokens' ``sid``: once
     it has ended, both are refused. Holds no address or device: the log is append-only."""
+
+    stream_kind = StreamKind("sign_in", OPERATORS, owner="user_id")
 
     @classmethod
     def start(cls, session_id: UUID, user_id: str, cause: Cause) -> SignIn:

@@ -17,6 +17,7 @@ from eventsourcing.domain import event
 
 from domain.base import Cause, ChorusAggregate, as_uuid
 from domain.rules import normalise_username
+from domain.scopes import OPERATORS, StreamKind
 
 _USERNAME_CLAIMS = uuid5(NAMESPACE_URL, "chorus:username-claims")
 _DIRECT_PAIRS = uuid5(NAMESPACE_URL, "chorus:direct-channel-pairs")
@@ -37,6 +38,8 @@ class UsernameClaim(ChorusAggregate):
     """Which user holds a username. A claim is a stream of its own (not a field of the
     user), so that a later rename can release it (an event setting ``holder`` to None) and
     another user claim it again on the same stream, still under the version check."""
+
+    stream_kind = StreamKind("username_claim", OPERATORS)
 
     @classmethod
     def claim(cls, username: str, user_id: UUID, cause: Cause) -> UsernameClaim:
@@ -64,6 +67,8 @@ class UsernameClaim(ChorusAggregate):
 
 class DirectChannelPair(ChorusAggregate):
     """Which channel is two people's direct channel."""
+
+    stream_kind = StreamKind("direct_pair", OPERATORS)
 
     @classmethod
     def pair(cls, channel_id: UUID, user_ids: list[str], cause: Cause) -> DirectChannelPair:

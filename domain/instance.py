@@ -13,6 +13,7 @@ from eventsourcing.domain import event
 
 from domain.base import Cause, ChorusAggregate
 from domain.errors import Conflict, InvalidValue, NotFound
+from domain.scopes import OPERATORS, StreamKind
 
 INSTANCE_ID = uuid5(NAMESPACE_URL, "chorus:instance")
 AUDITOR = "auditor"
@@ -23,6 +24,8 @@ MAX_GRANTED_BY = 200
 
 class Instance(ChorusAggregate):
     """The one instance aggregate (a fixed id): who holds which instance role."""
+
+    stream_kind = StreamKind("instance", OPERATORS)
 
     @classmethod
     def create(cls, cause: Cause) -> Instance:

@@ -18,6 +18,7 @@ from domain.rules import (
     USERNAME_PATTERN,
     bounded_text,
 )
+from domain.scopes import CHANNEL_READERS, StreamKind
 from domain.workspaces import Workspace
 
 _MENTION = re.compile(r"(?<![\w@.])@([A-Za-z0-9_.]+)")
@@ -51,6 +52,10 @@ def check_emoji(emoji: str) -> str:
 
 class Message(ChorusAggregate):
     """A message in a channel, with its edits, deletion and reactions."""
+
+    stream_kind = StreamKind(
+        "message", CHANNEL_READERS, workspace="workspace_id", channel="channel_id"
+    )
 
     @classmethod
     def send(

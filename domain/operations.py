@@ -7,6 +7,7 @@ from uuid import UUID, uuid4
 from eventsourcing.domain import event
 
 from domain.base import ChorusAggregate
+from domain.scopes import OPERATORS, StreamKind
 
 
 class ReadModelSkip(ChorusAggregate):
@@ -14,6 +15,8 @@ class ReadModelSkip(ChorusAggregate):
     apply (``chorus projections skip``). The projection runner honours it whenever that read
     model fails on that event, now or when projected again from 0: the decision is part of
     the log."""
+
+    stream_kind = StreamKind("read_model_skip", OPERATORS)
 
     @classmethod
     def record(

@@ -10,10 +10,13 @@ from eventsourcing.domain import event
 
 from domain.base import Cause, ChorusAggregate
 from domain.errors import PermissionDenied
+from domain.scopes import OPERATORS, StreamKind
 
 
 class Session(ChorusAggregate):
     """One connection of a user, held by one server instance."""
+
+    stream_kind = StreamKind("presence", OPERATORS, owner="user_id")
 
     @classmethod
     def start(cls, session_id: UUID, instance_id: str, cause: Cause) -> Session:

@@ -40,6 +40,7 @@ from domain.rules import (
     ROLE_NAME_PATTERN,
     shown_name,
 )
+from domain.scopes import SELF, WORKSPACE_MEMBERS, StreamKind
 
 PUBLIC = "public"
 PRIVATE = "private"
@@ -107,6 +108,20 @@ class _Roles:
 
 class Workspace(ChorusAggregate):
     """A workspace and who may do what in it. Its creator is its first owner."""
+
+    stream_kind = StreamKind(
+        "workspace",
+        WORKSPACE_MEMBERS,
+        workspace=SELF,
+        # They name the member whose access they change.
+        access_events=(
+            "MemberLeft",
+            "MemberKicked",
+            "MemberBanned",
+            "RoleGranted",
+            "RoleRevoked",
+        ),
+    )
 
     @classmethod
     def create(

@@ -15,6 +15,7 @@ import msgspec
 import psycopg
 from psycopg import Cursor
 
+from domain.scopes import StreamKinds
 from infrastructure.eventstore import EVENTS_TABLE, NOTIFY_CHANNEL
 from infrastructure.serialisation import event_type_name
 from projections.base import LogEvent, Span
@@ -164,17 +165,21 @@ class StreamScope:
     workspaces: frozenset[str] = frozenset()
     channels: frozenset[str] = frozenset()
     direct_member: str | None = None
+    # Every stream of these kinds that this user owns (their user stream, ...).
+    owner: str | None = None
+    owned_kinds: frozenset[str] = frozenset()
 
     def __or__(self, other: StreamScope) -> StreamScope:
-        if None not in (self.direct_member, other.direct_member) and (
-            self.direct_member != other.direct_member
-        ):
-            raise ValueError("one scope reads one user's direct messages")
+        for mine, theirs in ((self.direct_member, other.direct_member), (self.owner, other.owner)):
+            if None not in (mine, theirs) and mine != theirs:
+                raise ValueError("one scope reads one user's own streams")
         return StreamScope(
             self.streams | other.streams,
             self.workspaces | other.workspaces,
             self.channels | other.channels,
             self.direct_member or other.direct_member,
+            self.owner or other.owner,
+            self.owned_kinds | other.owned_kinds,
         )
 
 
@@ -186,6 +191,7 @@ class ScopedEvent:
     kind: str
     workspace_id: str | None
     channel_id: str | None
+    owner_id: str | None = None
 
 
 def scoped_events(
@@ -196,12 +202,13 @@ def scoped_events(
     not pass ``visibility_bound`` (later streams may not be in the read model yet)."""
     cur.execute(
         "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state,"
-        "  s.kind, s.workspace_id, s.channel_id"
+        "  s.kind, s.workspace_id, s.channel_id, s.owner_id"
         f" FROM {EVENTS_TABLE} e JOIN rm_streams s ON s.stream_id = e.originator_id"
         " WHERE e.notification_id > %(after)s AND e.notification_id <= %(upto)s"
         " AND (s.stream_id = ANY(%(streams)s::uuid[])"
         "   OR s.workspace_id = ANY(%(workspaces)s::uuid[])"
         "   OR s.channel_id = ANY(%(channels)s::uuid[])"
+        "   OR (s.owner_id = %(owner)s::uuid AND s.kind = ANY(%(owned)s::text[]))"
         "   OR (s.workspace_id IS NULL AND s.channel_id IN (SELECT channel_id"
         "       FROM rm_channel_members WHERE user_id = %(member)s::uuid)))"
         " ORDER BY e.notification_id LIMIT %(limit)s",
@@ -212,6 +219,8 @@ def scoped_events(
             "workspaces": sorted(scope.workspaces),
             "channels": sorted(scope.channels),
             "member": scope.direct_member,
+            "owner": scope.owner,
+            "owned": sorted(scope.owned_kinds),
             "limit": limit,
         },
     )
@@ -221,6 +230,7 @@ def scoped_events(
             row["kind"],
             None if row["workspace_id"] is None else str(row["workspace_id"]),
             None if row["channel_id"] is None else str(row["channel_id"]),
+            None if row["owner_id"] is None else str(row["owner_id"]),
         )
         for row in cur.fetchall()
     ]
@@ -234,6 +244,7 @@ VISIBILITY_MODELS = ("streams", "channels", "workspaces")
 
 def visible_events(
     user_id: str,
+    kinds: StreamKinds,
     *,
     after: int,
     limit: int,
@@ -241,8 +252,9 @@ def visible_events(
     type_name: str | None,
     upto: int | None = None,
 ) -> Query[list[LogEvent]]:
-    """Events of the streams the user may view, in position order, none past ``upto``.
-    ``view_audit`` in a workspace shows every stream of that workspace."""
+    """Events of the streams the user may view (as each stream kind's readers rule says), in
+    position order, none past ``upto``. ``view_audit`` in a workspace shows every stream of
+    that workspace."""
     rows = yield Statement(
         "WITH my_ws AS (SELECT workspace_id, roles FROM rm_workspace_members"
         "   WHERE user_id = %(u)s),"
@@ -265,17 +277,24 @@ def visible_events(
         " AND (%(upto)s::bigint IS NULL OR e.notification_id <= %(upto)s::bigint)"
         " AND (%(stream)s::uuid IS NULL OR e.originator_id = %(stream)s::uuid)"
         " AND (%(type)s::text IS NULL OR right(e.topic, length(%(type)s) + 1) = '.' || %(type)s)"
+        # Which streams each kind's readers rule lets the user see (domain/scopes.py).
         " AND (s.workspace_id IN (SELECT workspace_id FROM perms"
         "        WHERE 'view_audit' = ANY(perms.perms))"
-        "   OR (s.kind = 'workspace' AND s.stream_id IN (SELECT workspace_id FROM my_ws))"
-        "   OR (s.kind IN ('channel', 'message')"
+        "   OR (s.kind = ANY(%(members)s) AND s.workspace_id IN (SELECT workspace_id FROM my_ws))"
+        "   OR (s.kind = ANY(%(channel_readers)s)"
         "       AND s.channel_id IN (SELECT channel_id FROM vis_channels))"
-        "   OR (s.kind = 'user' AND s.stream_id = %(u)s)"
-        "   OR (s.kind = 'document' AND s.workspace_id IN (SELECT workspace_id FROM perms"
-        "        WHERE 'view_documents' = ANY(perms.perms))))"
+        "   OR (s.kind = ANY(%(owned)s) AND s.owner_id = %(u)s::uuid)"
+        "   OR EXISTS (SELECT 1 FROM unnest(%(held_kinds)s::text[], %(held_by)s::text[])"
+        "       AS h(kind, permission) JOIN perms ON perms.workspace_id = s.workspace_id"
+        "       WHERE h.kind = s.kind AND h.permission = ANY(perms.perms)))"
         " ORDER BY e.notification_id LIMIT %(limit)s",
         {
             "u": user_id,
+            "members": kinds.names("workspace_members"),
+            "channel_readers": kinds.names("channel_readers"),
+            "owned": kinds.names("owner"),
+            "held_kinds": [k for p in kinds.permissions() for k in kinds.names("permission", p)],
+            "held_by": [p for p in kinds.permissions() for _ in kinds.names("permission", p)],
             "models": list(VISIBILITY_MODELS),
             "after": after,
             "stream": stream,

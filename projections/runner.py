@@ -36,14 +36,7 @@ from domain.operations import ReadModelSkip
 from infrastructure.eventstore import EVENTS_TABLE
 from projections.analytics import create_views
 from projections.base import EventProjection, LogEvent, Projection, SetProjection, Span
-from projections.channels import ChannelsProjection
-from projections.documents import DocumentsProjection
 from projections.log import follow_channel, follow_store, next_span, read_span, span_events
-from projections.presence import PresenceProjection
-from projections.streams import StreamsProjection
-from projections.timelines import TimelinesProjection
-from projections.users import UsersProjection
-from projections.workspaces import WorkspacesProjection
 
 log = logging.getLogger(__name__)
 
@@ -358,18 +351,6 @@ def _tracking(rows: Iterable[dict[str, Any]]) -> tuple[dict[str, int], dict[str,
     return positions, stuck
 
 
-def all_projections() -> list[Projection]:
-    return [
-        UsersProjection(),
-        WorkspacesProjection(),
-        ChannelsProjection(),
-        TimelinesProjection(),
-        StreamsProjection(),
-        PresenceProjection(),
-        DocumentsProjection(),
-    ]
-
-
 @dataclass(eq=False)
 class _Waiter:
     """A coroutine waiting on its event loop for the read models to reach ``position``."""
@@ -406,7 +387,7 @@ class ProjectionRunner:
         self,
         pool: ConnectionPool[Any],
         database_url: str,
-        projections: Sequence[Projection] | None = None,
+        projections: Sequence[Projection],
         *,
         batch_size: int = 1000,
         announce: bool = False,
@@ -415,7 +396,7 @@ class ProjectionRunner:
     ) -> None:
         self.pool = pool
         self.database_url = database_url
-        self.projections = list(projections if projections is not None else all_projections())
+        self.projections = list(projections)
         self.batch_size = batch_size
         # NOTIFY PROJECTED_CHANNEL with each step (for the servers that ``follow``).
         self.announce = announce

@@ -1,4 +1,11 @@
-"""What one user may receive through one subscription, decided against current state."""
+"""What one user may receive through one subscription, decided against current state.
+
+The subscription kinds, the events that change access and what each subscriber is shown are
+derived from the stream kinds the aggregates declare (domain/scopes.py): ``workspace`` (what
+the user may read of a workspace), ``channel`` (a channel and its messages), ``user`` (the
+user's own streams and direct messages), and one kind per stream kind that lives in a
+workspace and is read by its members or holders of a permission (``document``, ...).
+"""
 
 from __future__ import annotations
 
@@ -7,27 +14,19 @@ from dataclasses import dataclass, field
 from api.realtime.hub import Delivery
 from application.channels import channel_with_workspace
 from application.chorus import Chorus
-from application.documents import document_with_workspace
-from domain.base import as_uuid
+from domain.base import ChorusAggregate, as_uuid
 from domain.channels import Channel
-from domain.errors import InvalidValue, NotAMember
+from domain.errors import InvalidValue, NotAMember, NotFound, PermissionDenied
+from domain.scopes import StreamKind, StreamKinds
 from domain.workspaces import Workspace
 from projections.log import StreamScope
 
-KINDS = ("workspace", "channel", "user", "document")
+CONTAINERS = ("workspace", "channel", "user")
 
-# Events that can change what a user may see, when they name that user.
-ACCESS_EVENTS = frozenset(
-    {
-        "MemberLeft",
-        "MemberKicked",
-        "MemberBanned",
-        "RoleGranted",
-        "RoleRevoked",
-        "ChannelMemberAdded",
-        "ChannelMemberRemoved",
-    }
-)
+
+def subscribable(kinds: StreamKinds) -> list[str]:
+    """Every kind a ``/ws`` subscription may name."""
+    return [*CONTAINERS, *kinds.workspace_streams()]
 
 
 @dataclass(frozen=True)
@@ -36,11 +35,13 @@ class Target:
     id: str
 
     @classmethod
-    def parse(cls, spec: dict[str, str], user_id: str) -> Target:
+    def parse(cls, spec: dict[str, str], user_id: str, kinds: StreamKinds) -> Target:
+        known = subscribable(kinds)
         if len(spec) != 1:
-            raise InvalidValue("each stream is one of {workspace}, {channel}, {document}, {user}")
+            names = ", ".join("{" + k + "}" for k in known)
+            raise InvalidValue(f"each stream is one of {names}")
         ((kind, value),) = spec.items()
-        if kind not in KINDS:
+        if kind not in known:
             raise InvalidValue(f"unknown stream kind {kind!r}")
         if kind == "user":
             if value not in ("me", user_id):
@@ -58,8 +59,10 @@ class Access:
     app: Chorus
     user_id: str
     target: Target
+    kinds: StreamKinds
     workspace_id: str | None = None
-    views_documents: bool = False
+    # The user's permissions in the workspace (after ``check``).
+    permissions: frozenset[str] = frozenset()
     _channels: dict[str, bool] = field(default_factory=dict)
 
     def check(self) -> None:
@@ -72,12 +75,33 @@ class Access:
             case "workspace":
                 workspace = self.app.load(Workspace, self.target.id)
                 workspace.check_member(self.user_id)
-                self.workspace_id = str(workspace.id)
-                self.views_documents = "view_documents" in workspace.permissions_of(self.user_id)
-            case "document":
-                _, workspace = document_with_workspace(self.app, self.target.id, self.user_id)
-                self.workspace_id = str(workspace.id)
-                self.views_documents = True
+                self._enter(workspace)
+            case "user":
+                pass
+            case kind:
+                self._check_stream(self.kinds.by_name[kind])
+
+    def _enter(self, workspace: Workspace) -> None:
+        self.workspace_id = str(workspace.id)
+        self.permissions = frozenset(workspace.permissions_of(self.user_id))
+
+    def _check_stream(self, kind: StreamKind) -> None:
+        """A stream that lives in a workspace: readable as its kind's readers rule says (and
+        as the aggregate itself says, where it has a rule of its own, e.g. deleted)."""
+        aggregate = self.app.load(ChorusAggregate, self.target.id, kind.name)
+        if self.kinds.of(type(aggregate)) != kind:
+            raise NotFound(f"unknown {kind.name}")
+        workspace = self.app.load(Workspace, getattr(aggregate, kind.workspace or ""))
+        own_rule = getattr(aggregate, "check_can_view", None)
+        if own_rule is not None:
+            own_rule(self.user_id, workspace)
+        else:
+            workspace.check_member(self.user_id)
+            if kind.readers.permission is not None and (
+                kind.readers.permission not in workspace.permissions_of(self.user_id)
+            ):
+                raise PermissionDenied(f"this needs the {kind.readers.permission} permission")
+        self._enter(workspace)
 
     def concerns(self, d: Delivery) -> bool:
         """Cheap test, on the event loop, of whether the event is about this target at all."""
@@ -90,15 +114,18 @@ class Access:
                 )
             case "workspace":
                 return s.workspace == self.target.id
-            case "document":
+            case "user":
+                return self._owns(d) or (s.workspace is None and s.channel is not None)
+            case _:
                 # The workspace's own events may take access away.
                 return str(d.event.stream) == self.target.id or (
                     s.kind == "workspace" and s.workspace == self.workspace_id
                 )
-            case _:
-                return (s.kind == "user" and str(d.event.stream) == self.user_id) or (
-                    s.workspace is None and s.channel is not None
-                )
+
+    def _owns(self, d: Delivery) -> bool:
+        s = d.scope
+        kind = self.kinds.by_name.get(s.kind)
+        return kind is not None and kind.readers.rule == "owner" and s.owner == self.user_id
 
     def stream_scope(self) -> StreamScope:
         """The streams a catch-up reads for this target (after ``check``): those ``concerns``
@@ -109,13 +136,19 @@ class Access:
                 return StreamScope(streams=workspace, channels=frozenset({self.target.id}))
             case "workspace":
                 return StreamScope(workspaces=frozenset({self.target.id}))
-            case "document":
-                return StreamScope(streams=workspace | {self.target.id})
+            case "user":
+                return StreamScope(
+                    owner=self.user_id,
+                    owned_kinds=frozenset(self.kinds.names("owner")),
+                    direct_member=self.user_id,
+                )
             case _:
-                return StreamScope(streams=frozenset({self.user_id}), direct_member=self.user_id)
+                return StreamScope(streams=workspace | {self.target.id})
 
     def changes_access(self, d: Delivery) -> bool:
-        return d.event.type in ACCESS_EVENTS and d.event.data.get("user_id") == self.user_id
+        return (
+            d.event.type in self.kinds.access_events and d.event.data.get("user_id") == self.user_id
+        )
 
     def admits_cached(self, d: Delivery) -> bool | None:
         """Whether to deliver, or None when it needs a look at current state (a thread)."""
@@ -126,15 +159,31 @@ class Access:
             case "channel":
                 return s.channel == self.target.id
             case "workspace":
-                if s.kind == "document":
-                    return self.views_documents
-                return True if s.channel is None else self._channels.get(s.channel)
-            case "document":
-                return str(d.event.stream) == self.target.id
-            case _:
-                if s.kind == "user":
+                return self._readable(s.kind, s.channel, s.owner)
+            case "user":
+                if self._owns(d):
                     return True
                 return self._channels.get(s.channel or "")
+            case _:
+                return str(d.event.stream) == self.target.id
+
+    def _readable(self, kind_name: str, channel: str | None, owner: str | None) -> bool | None:
+        """Whether a stream of ``kind_name`` in this workspace is for this user, as its kind's
+        readers rule says; None when its channel is not decided yet."""
+        kind = self.kinds.by_name.get(kind_name)
+        if kind is None:
+            return False
+        match kind.readers.rule:
+            case "workspace_members":
+                return True
+            case "channel_readers":
+                return True if channel is None else self._channels.get(channel)
+            case "permission":
+                return kind.readers.permission in self.permissions
+            case "owner":
+                return owner == self.user_id
+            case _:
+                return False
 
     def admits(self, d: Delivery) -> bool:
         """Like ``admits_cached``, loading channels it has not decided yet (blocking)."""
@@ -156,12 +205,12 @@ class Access:
         this subscriber; None when a channel is not decided yet (``sees_channel``)."""
         kind, _, scope_id = scope.partition(":")
         match self.target.kind, kind:
-            case ("channel", "channel") | ("document", "document"):
-                return scope_id == self.target.id
-            case ("workspace", "document"):
-                return self.views_documents
             case ("workspace" | "user", "channel"):
                 return self._channels.get(scope_id)
+            case ("workspace", _):
+                return self._readable(kind, None, None) is True
+            case (target, _) if target == kind:
+                return scope_id == self.target.id
             case _:
                 return False
 

@@ -20,20 +20,12 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from api.envelopes import envelope
+from domain.scopes import UNKNOWN, Scope, StreamKinds
 from infrastructure.eventstore import EVENTS_TABLE
 from projections.base import LogEvent
 from projections.log import ScopedEvent, follow_store, max_position, read_events
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Scope:
-    """Where an event's stream lives: which workspace and channel it belongs to."""
-
-    kind: str  # user | workspace | channel | message | document | presence | other
-    workspace: str | None
-    channel: str | None
 
 
 @dataclass(frozen=True)
@@ -45,23 +37,6 @@ class Delivery:
     envelope: str
 
 
-def scope_of_created(event_type: str, stream: str, data: dict[str, Any]) -> Scope:
-    match event_type:
-        case "UserRegistered":
-            return Scope("user", None, None)
-        case "WorkspaceCreated":
-            return Scope("workspace", stream, None)
-        case "ChannelCreated":
-            return Scope("channel", data.get("workspace_id"), stream)
-        case "MessageSent":
-            return Scope("message", data.get("workspace_id"), data.get("channel_id"))
-        case "SessionStarted":
-            return Scope("presence", None, None)
-        case "DocumentCreated":
-            return Scope("document", data.get("workspace_id"), None)
-    return Scope("other", None, None)
-
-
 class Listener(Protocol):
     def deliver(self, batch: list[Delivery]) -> None: ...
 
@@ -70,8 +45,11 @@ class Scopes:
     """Stream id → Scope, learnt from creation events and looked up in the store on a miss
     (the first event of a stream says where it lives)."""
 
-    def __init__(self, pool: ConnectionPool[Any], capacity: int = 200_000) -> None:
+    def __init__(
+        self, pool: ConnectionPool[Any], kinds: StreamKinds, capacity: int = 200_000
+    ) -> None:
         self._pool = pool
+        self._kinds = kinds
         self._cache: OrderedDict[str, Scope] = OrderedDict()
         self._capacity = capacity
         self._lock = threading.Lock()
@@ -79,7 +57,7 @@ class Scopes:
     def of(self, event: LogEvent) -> Scope:
         stream = str(event.stream)
         if event.version == 1:
-            scope = scope_of_created(event.type, stream, event.data)
+            scope = self._kinds.scope_of_created(event.type, stream, event.data)
         else:
             with self._lock:
                 cached = self._cache.get(stream)
@@ -100,9 +78,9 @@ class Scopes:
             )
             row = cur.fetchone()
         if row is None:
-            return Scope("other", None, None)
+            return UNKNOWN
         name = row["topic"].rsplit(".", 1)[-1]
-        return scope_of_created(name, stream, msgspec.json.decode(bytes(row["state"])))
+        return self._kinds.scope_of_created(name, stream, msgspec.json.decode(bytes(row["state"])))
 
 
 def deliveries(events: list[LogEvent], scopes: Scopes) -> list[Delivery]:
@@ -115,7 +93,7 @@ def scoped_deliveries(events: list[ScopedEvent]) -> list[Delivery]:
     return [
         Delivery(
             s.event,
-            Scope(s.kind, s.workspace_id, s.channel_id),
+            Scope(s.kind, s.workspace_id, s.channel_id, s.owner_id),
             msgspec.json.encode(envelope(s.event)).decode(),
         )
         for s in events
@@ -126,12 +104,18 @@ class EventHub:
     """Tails the store once for this process and fans each batch out to listeners."""
 
     def __init__(
-        self, pool: ConnectionPool[Any], database_url: str, *, batch_size: int = 500
+        self,
+        pool: ConnectionPool[Any],
+        database_url: str,
+        kinds: StreamKinds,
+        *,
+        batch_size: int = 500,
     ) -> None:
         self.pool = pool
         self.database_url = database_url
         self.batch_size = batch_size
-        self.scopes = Scopes(pool)
+        self.kinds = kinds
+        self.scopes = Scopes(pool, kinds)
         self.position = 0
         # The last position handed to the listeners (on the event loop; ``position`` runs
         # ahead of it in the tailing thread).

@@ -383,11 +383,12 @@ class Connection:
             await self.send(frames.error(429, limit, sub=frame.sub))
             return
         try:
-            targets = [Target.parse(spec, self.user_id) for spec in frame.streams]
+            kinds = self.services.catalogue.kinds
+            targets = [Target.parse(spec, self.user_id, kinds) for spec in frame.streams]
         except DomainError as exc:
             await self.send(frames.error(status_of(exc), str(exc), sub=frame.sub))
             return
-        accesses = [Access(self.services.app, self.user_id, t) for t in targets]
+        accesses = [Access(self.services.app, self.user_id, t, kinds) for t in targets]
         sub = Subscription(self, frame.sub, accesses)
         self.subscriptions[frame.sub] = sub
         sub.task = asyncio.get_running_loop().create_task(self._pump(sub, frame.after))

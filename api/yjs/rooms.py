@@ -26,7 +26,6 @@ from typing import Any, Protocol
 import anyio
 import msgspec
 
-from api.realtime.access import ACCESS_EVENTS
 from api.realtime.hub import Delivery
 from api.yjs import protocol
 from application.commands import ApplyDocumentUpdate
@@ -730,7 +729,7 @@ class Rooms:
             live = self.live.get(stream)
             if live is not None:
                 self._apply_delivery(live, d)
-            if d.event.type in ACCESS_EVENTS:
+            if d.event.type in self.services.hub.kinds.access_events:
                 # At this position, before anything later is sent to the editors concerned.
                 user_id = d.event.data.get("user_id")
                 for peer in list(self.editors.get(user_id, ())) if user_id else []:

@@ -8,8 +8,9 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from api.contexts import all_projections
 from infrastructure.embedded_postgres import EmbeddedPostgres
-from projections.runner import ProjectionRunner, all_projections
+from projections.runner import ProjectionRunner
 from tests.fixtures.chorus import Api, Running, ServerThread, chorus_settings
 from tests.fixtures.servers import new_database
 
@@ -99,7 +100,7 @@ def test_read_models_rebuild_from_position_zero_identically(chorus: Running) -> 
     assert sum(len(rows) for rows in live.values()) > 30
 
     rebuilder = ProjectionRunner(
-        chorus.server.services.read_pool, chorus.database_url, batch_size=7
+        chorus.server.services.read_pool, chorus.database_url, all_projections(), batch_size=7
     )
     runner.stop()
     try:
@@ -123,7 +124,7 @@ def test_projection_resumes_from_its_tracking_position_exactly_once(chorus: Runn
     runner.stop()
     try:
         pool = chorus.server.services.read_pool
-        interrupted = ProjectionRunner(pool, chorus.database_url, batch_size=5)
+        interrupted = ProjectionRunner(pool, chorus.database_url, all_projections(), batch_size=5)
         with psycopg.connect(chorus.database_url, autocommit=True) as conn, conn.cursor() as cur:
             interrupted.drop_tables(cur)
             interrupted.create_tables(cur)
@@ -131,7 +132,7 @@ def test_projection_resumes_from_its_tracking_position_exactly_once(chorus: Runn
         for i, projection in enumerate(interrupted.projections):
             for _ in range(i + 1):
                 interrupted.step([projection])
-        successor = ProjectionRunner(pool, chorus.database_url, batch_size=1000)
+        successor = ProjectionRunner(pool, chorus.database_url, all_projections(), batch_size=1000)
         successor.catch_up()
         assert _read_models(chorus.database_url) == live
     finally:

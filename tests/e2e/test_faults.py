@@ -33,6 +33,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 from websockets.sync.client import ClientConnection, connect
 
+from api.contexts import all_projections
 from infrastructure.embedded_postgres import SERVER_OS_USER, EmbeddedPostgres
 from projections.runner import ProjectionRunner
 from tests.e2e.test_durability import _read_models
@@ -475,7 +476,7 @@ def test_kill_9_inside_a_projection_batch_resumes_exactly_once(
         with ConnectionPool(
             url, min_size=1, max_size=2, kwargs={"autocommit": True, "row_factory": dict_row}
         ) as pool:
-            rebuilder = ProjectionRunner(pool, url)
+            rebuilder = ProjectionRunner(pool, url, all_projections())
             with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur:
                 rebuilder.drop_tables(cur)
                 rebuilder.create_tables(cur)

@@ -9,6 +9,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from api.contexts import all_projections
 from projections.runner import ProjectionRunner
 from tests.e2e.test_durability import _read_models
 from tests.fixtures.chorus import Api, Running, User
@@ -46,7 +47,10 @@ def _history(api: Api) -> dict[str, Any]:
 
 def _rebuild(chorus: Running, batch_size: int) -> dict[str, list[dict[str, Any]]]:
     rebuilder = ProjectionRunner(
-        chorus.server.services.read_pool, chorus.database_url, batch_size=batch_size
+        chorus.server.services.read_pool,
+        chorus.database_url,
+        all_projections(),
+        batch_size=batch_size,
     )
     with psycopg.connect(chorus.database_url, autocommit=True) as conn, conn.cursor() as cur:
         rebuilder.drop_tables(cur)

@@ -22,9 +22,9 @@ import pytest
 from psycopg.rows import dict_row
 
 from api.cli import main as chorus_main
+from api.contexts import all_projections
 from infrastructure.chain import CHAIN_TABLE, GENESIS, link, record_bytes
 from infrastructure.embedded_postgres import EmbeddedPostgres
-from projections.runner import all_projections
 from tests.e2e.test_durability import _populate
 from tests.fixtures.chorus import Running, running_chorus
 from tests.fixtures.polling import wait_until

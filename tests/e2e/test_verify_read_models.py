@@ -22,6 +22,7 @@ import pytest
 from pycrdt import Doc, Text, merge_updates
 
 from api.cli import main as chorus_main
+from api.contexts import all_projections
 from application.commands import ApplyDocumentUpdate
 from domain.base import Cause
 from infrastructure.chain import verify
@@ -29,7 +30,6 @@ from infrastructure.embedded_postgres import EmbeddedPostgres
 from infrastructure.eventstore import EVENTS_TABLE
 from projections.documents import SNAPSHOT_EVERY_UPDATES
 from projections.replay import by_names, rebuild
-from projections.runner import all_projections
 from projections.shadow_verify import (
     APPLICATION_NAME,
     IGNORED,

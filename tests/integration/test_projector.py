@@ -20,6 +20,7 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from api.contexts import all_projections
 from application.chorus import Chorus
 from application.commands import RegisterUser
 from domain.base import Cause
@@ -46,7 +47,7 @@ def read_pool(store_url: str) -> Iterator[ConnectionPool[Any]]:
 def test_a_follower_is_woken_by_the_steps_an_announcing_runner_commits(
     app: Chorus, store_url: str, read_pool: ConnectionPool[Any]
 ) -> None:
-    follower = ProjectionRunner(read_pool, store_url)
+    follower = ProjectionRunner(read_pool, store_url, all_projections())
     follower.follow()
     try:
         result = app.execute(
@@ -59,7 +60,7 @@ def test_a_follower_is_woken_by_the_steps_an_announcing_runner_commits(
         assert follower.position() < position
 
         # The step's NOTIFY is what wakes the follower (then it reads the tracking rows).
-        ProjectionRunner(read_pool, store_url, announce=True).catch_up()
+        ProjectionRunner(read_pool, store_url, all_projections(), announce=True).catch_up()
         assert asyncio.run(follower.wait_for_async(position, timeout=10))
         assert follower.position() >= position
     finally:
@@ -87,7 +88,7 @@ def test_chorus_project_needs_the_servers_database(tmp_path: Path) -> None:
 def test_a_follower_reads_positions_from_the_tracking_table_never_from_a_notify(
     store_url: str, read_pool: ConnectionPool[Any]
 ) -> None:
-    follower = ProjectionRunner(read_pool, store_url)
+    follower = ProjectionRunner(read_pool, store_url, all_projections())
     names = [p.name for p in follower.projections]
     follower.follow()
     try:
@@ -133,7 +134,7 @@ def _bound(seconds: float) -> float:
 def test_a_notify_flood_on_the_projected_channel_costs_a_bounded_rate_of_reads(
     store_url: str, read_pool: ConnectionPool[Any]
 ) -> None:
-    follower = ProjectionRunner(read_pool, store_url)
+    follower = ProjectionRunner(read_pool, store_url, all_projections())
     follower.follow()
     try:
         before = follower.refreshes
@@ -173,7 +174,7 @@ def test_a_notify_flood_on_the_events_channel_costs_a_bounded_rate_of_catch_ups(
 def test_a_follower_reads_the_positions_again_after_losing_its_connection(
     store_url: str, read_pool: ConnectionPool[Any]
 ) -> None:
-    follower = ProjectionRunner(read_pool, store_url)
+    follower = ProjectionRunner(read_pool, store_url, all_projections())
     follower.follow()
     try:
         with psycopg.connect(store_url, autocommit=True) as conn:

@@ -13,6 +13,7 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from api.contexts import CONTEXTS, all_projections
 from application.chorus import Chorus
 from application.commands import (
     AddReaction,
@@ -80,7 +81,7 @@ def test_projection_queries_answer_the_same_on_sync_and_async_cursors(
     first = str(app.execute(SendMessage(channel_id=ch, text="hello"), Cause(ann)).body["id"])
     app.execute(SendMessage(channel_id=ch, text="again"), Cause(ann))
     app.execute(AddReaction(message_id=first, emoji="tada"), Cause(ann))
-    ProjectionRunner(read_pool, store_url).catch_up()
+    ProjectionRunner(read_pool, store_url, all_projections()).catch_up()
 
     # A query that composes others (``yield from``): the channel, then the permissions.
     seen, seen_async = both_ways(read_pool, store_url, lambda: channels.visible_channel(ch, ann))
@@ -109,7 +110,9 @@ def test_projection_queries_answer_the_same_on_sync_and_async_cursors(
     events, events_async = both_ways(
         read_pool,
         store_url,
-        lambda: visible_events(ann, after=0, limit=100, stream=None, type_name="MessageSent"),
+        lambda: visible_events(
+            ann, CONTEXTS.kinds, after=0, limit=100, stream=None, type_name="MessageSent"
+        ),
     )
     assert events == events_async and [e.data["text"] for e in events] == ["hello", "again"]
     end, end_async = both_ways(read_pool, store_url, log_end)

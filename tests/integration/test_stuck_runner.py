@@ -14,6 +14,7 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from api.contexts import all_projections
 from application.chorus import Chorus
 from application.commands import RegisterUser
 from domain.base import Cause
@@ -52,7 +53,9 @@ def test_a_read_model_that_cannot_take_an_event_is_retried_logged_once_and_fixed
     # A sign-up appends the user's event, then its username claim: the user's is one before.
     bad = _register(app, "zed") - 1
     last = _register(app, "bob")
-    runner = ProjectionRunner(read_pool, store_url, retry_s=0.02, retry_max_s=0.1)
+    runner = ProjectionRunner(
+        read_pool, store_url, all_projections(), retry_s=0.02, retry_max_s=0.1
+    )
     caplog.set_level(logging.INFO, logger="projections.runner")
     runner.catch_up()
     stuck = runner.stuck()
@@ -76,7 +79,7 @@ def test_a_read_model_that_cannot_take_an_event_is_retried_logged_once_and_fixed
         assert row["since"] == stuck["users"].since  # since it first failed
         # The fixed release: the next process applies the event, nothing is skipped.
         conn.execute("ALTER TABLE rm_users DROP CONSTRAINT this_release")
-    restarted = ProjectionRunner(read_pool, store_url)
+    restarted = ProjectionRunner(read_pool, store_url, all_projections())
     restarted.refresh_positions()
     assert list(restarted.stuck()) == ["users"]
     restarted.catch_up()

@@ -1,0 +1,59 @@
+"""What a context declares (``Context``) and what is derived from a set of them
+(``Catalogue``). The declarations themselves are in api/contexts.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from litestar.types import ControllerRouterHandler
+
+from domain.base import ChorusAggregate
+from domain.scopes import StreamKinds
+from projections.base import Projection
+from projections.streams import StreamsProjection
+
+
+@dataclass(frozen=True)
+class Context:
+    """One bounded context: the aggregates whose events it owns, the read models that show
+    them, and the routes that take its commands and answer its queries."""
+
+    name: str
+    aggregates: tuple[type[ChorusAggregate], ...]
+    read_models: tuple[Callable[[], Projection], ...] = ()
+    routes: tuple[ControllerRouterHandler, ...] = ()
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """Everything derived from a set of contexts."""
+
+    contexts: tuple[Context, ...]
+    kinds: StreamKinds = field(init=False)
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.contexts]
+        if len(set(names)) != len(names):
+            raise ValueError(f"a context is declared twice: {names}")
+        aggregates = [a for c in self.contexts for a in c.aggregates]
+        object.__setattr__(self, "kinds", StreamKinds(aggregates))
+
+    def with_context(self, context: Context) -> Catalogue:
+        return Catalogue((*self.contexts, context))
+
+    @property
+    def aggregates(self) -> list[type[ChorusAggregate]]:
+        return [a for c in self.contexts for a in c.aggregates]
+
+    def read_models(self) -> list[Projection]:
+        """A fresh instance of every read model: the streams model (derived from the stream
+        kinds) first, then each context's."""
+        return [
+            StreamsProjection(self.kinds),
+            *(make() for c in self.contexts for make in c.read_models),
+        ]
+
+    @property
+    def routes(self) -> list[ControllerRouterHandler]:
+        return [r for c in self.contexts for r in c.routes]

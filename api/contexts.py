@@ -1,0 +1,68 @@
+"""The contexts Chorus is made of, each declared once, and what the rest derives from them.
+
+A context's declaration names its aggregates (each declares its stream kind: scope, readers,
+the events that change access, and its snapshot interval), its read models and its routes.
+The event hub's scope table, the streams read model, the event log's visibility filter, the
+``/ws`` subscription kinds, the projection list and the HTTP routes are all derived from
+``CONTEXTS``: adding a context is its own modules plus one line there (docs/ARCHITECTURE.md,
+"Adding a context").
+"""
+
+from __future__ import annotations
+
+from api.catalogue import Catalogue, Context
+from api.channels import ChannelController
+from api.documents import DocumentController
+from api.users import UserController
+from api.workspaces import InviteController, WorkspaceController
+from domain.channels import Channel
+from domain.documents import Document
+from domain.identity import SignIn, User
+from domain.indexes import DirectChannelPair, UsernameClaim
+from domain.instance import Instance
+from domain.messages import Message
+from domain.operations import ReadModelSkip
+from domain.presence import Session
+from domain.workspaces import Workspace
+from projections.base import Projection
+from projections.channels import ChannelsProjection
+from projections.documents import DocumentsProjection
+from projections.presence import PresenceProjection
+from projections.timelines import TimelinesProjection
+from projections.users import UsersProjection
+from projections.workspaces import WorkspacesProjection
+
+IDENTITY = Context(
+    "identity",
+    aggregates=(User, SignIn, UsernameClaim, DirectChannelPair),
+    read_models=(UsersProjection,),
+    routes=(UserController,),
+)
+WORKSPACES = Context(
+    "workspaces",
+    aggregates=(Workspace,),
+    read_models=(WorkspacesProjection,),
+    routes=(WorkspaceController, InviteController),
+)
+CHANNELS = Context(
+    "channels",
+    aggregates=(Channel,),
+    read_models=(ChannelsProjection,),
+    routes=(ChannelController,),
+)
+MESSAGES = Context("messages", aggregates=(Message,), read_models=(TimelinesProjection,))
+PRESENCE = Context("presence", aggregates=(Session,), read_models=(PresenceProjection,))
+DOCUMENTS = Context(
+    "documents",
+    aggregates=(Document,),
+    read_models=(DocumentsProjection,),
+    routes=(DocumentController,),
+)
+INSTANCE = Context("instance", aggregates=(Instance, ReadModelSkip))
+
+CONTEXTS = Catalogue((IDENTITY, WORKSPACES, CHANNELS, MESSAGES, PRESENCE, DOCUMENTS, INSTANCE))
+
+
+def all_projections() -> list[Projection]:
+    """Every read model of Chorus, fresh."""
+    return CONTEXTS.read_models()
