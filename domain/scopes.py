@@ -96,8 +96,10 @@ def event_classes(aggregate: type[Aggregate]) -> list[type[Aggregate.Event]]:
 
 def creation_event(aggregate: type[Aggregate]) -> str:
     """The name of the event that starts an aggregate's stream."""
-    (created,) = [e for e in event_classes(aggregate) if issubclass(e, Aggregate.Created)]
-    return created.__name__
+    created = [e for e in event_classes(aggregate) if issubclass(e, Aggregate.Created)]
+    if len(created) != 1:
+        raise TypeError(f"{aggregate.__name__} needs one named creation event (@event on __init__)")
+    return created[0].__name__
 
 
 def stream_kind_of(aggregate: type[Aggregate]) -> StreamKind:
