@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
 
 from application.commands import (
@@ -14,7 +13,8 @@ from application.commands import (
     RemoveChannelMember,
     UnarchiveChannel,
 )
-from application.decisions import Decision, handles
+from application.decisions import Decision, HandlerTable
+from application.ports import DecisionContext
 from domain.base import Cause, as_uuid
 from domain.channels import KIND_DIRECT, Channel, legacy_direct_channel_id
 from domain.errors import NotFound
@@ -22,12 +22,12 @@ from domain.identity import User, check_can_add, check_can_message
 from domain.indexes import DirectChannelPair, direct_pair_id
 from domain.workspaces import Workspace
 
-if TYPE_CHECKING:
-    from application.chorus import Chorus
+# This context's command handlers, joined with the others' in application/handlers.py.
+HANDLERS = HandlerTable()
 
 
 def channel_with_workspace(
-    app: Chorus, channel_id: str, user_id: str
+    app: DecisionContext, channel_id: str, user_id: str
 ) -> tuple[Channel, Workspace | None]:
     """A channel the user may see, and its workspace (None for direct messages)."""
     channel = app.load(Channel, channel_id)
@@ -36,37 +36,37 @@ def channel_with_workspace(
     return channel, workspace
 
 
-@handles(CreateChannel)
-def create_channel(app: Chorus, cmd: CreateChannel, cause: Cause) -> Decision:
+@HANDLERS.on(CreateChannel)
+def create_channel(app: DecisionContext, cmd: CreateChannel, cause: Cause) -> Decision:
     workspace = app.load(Workspace, cmd.workspace_id)
-    workspace.check_member(cause.actor_id or "")
+    workspace.check_member(cause.actor)
     channel = Channel.create(uuid4(), workspace, cmd.name, cmd.private, cmd.topic, cause)
     return Decision([channel], {"id": str(channel.id)}, status=201)
 
 
-@handles(ChangeChannel)
-def change_channel(app: Chorus, cmd: ChangeChannel, cause: Cause) -> Decision:
-    channel, workspace = channel_with_workspace(app, cmd.channel_id, cause.actor_id or "")
+@HANDLERS.on(ChangeChannel)
+def change_channel(app: DecisionContext, cmd: ChangeChannel, cause: Cause) -> Decision:
+    channel, workspace = channel_with_workspace(app, cmd.channel_id, cause.actor)
     channel.change(cmd.name, cmd.topic, workspace, cause)
     return Decision([channel])
 
 
-@handles(ArchiveChannel)
-def archive_channel(app: Chorus, cmd: ArchiveChannel, cause: Cause) -> Decision:
-    channel, workspace = channel_with_workspace(app, cmd.channel_id, cause.actor_id or "")
+@HANDLERS.on(ArchiveChannel)
+def archive_channel(app: DecisionContext, cmd: ArchiveChannel, cause: Cause) -> Decision:
+    channel, workspace = channel_with_workspace(app, cmd.channel_id, cause.actor)
     channel.archive(workspace, cause)
     return Decision([channel])
 
 
-@handles(UnarchiveChannel)
-def unarchive_channel(app: Chorus, cmd: UnarchiveChannel, cause: Cause) -> Decision:
-    channel, workspace = channel_with_workspace(app, cmd.channel_id, cause.actor_id or "")
+@HANDLERS.on(UnarchiveChannel)
+def unarchive_channel(app: DecisionContext, cmd: UnarchiveChannel, cause: Cause) -> Decision:
+    channel, workspace = channel_with_workspace(app, cmd.channel_id, cause.actor)
     channel.unarchive(workspace, cause)
     return Decision([channel])
 
 
 def _channel_for_members(
-    app: Chorus, channel_id: str, user_id: str
+    app: DecisionContext, channel_id: str, user_id: str
 ) -> tuple[Channel, Workspace | None]:
     """``channel_with_workspace``, but a private channel is within its workspace owners'
     reach for managing members (Channel._check_can_manage_members) even unseen."""
@@ -77,26 +77,26 @@ def _channel_for_members(
     return channel, workspace
 
 
-@handles(AddChannelMember)
-def add_channel_member(app: Chorus, cmd: AddChannelMember, cause: Cause) -> Decision:
-    channel, workspace = _channel_for_members(app, cmd.channel_id, cause.actor_id or "")
+@HANDLERS.on(AddChannelMember)
+def add_channel_member(app: DecisionContext, cmd: AddChannelMember, cause: Cause) -> Decision:
+    channel, workspace = _channel_for_members(app, cmd.channel_id, cause.actor)
     user = app.load(User, cmd.user_id, "user")
-    check_can_add(cause.actor_id or "", user)
+    check_can_add(cause.actor, user)
     channel.add_member(str(user.id), workspace, cause)
     return Decision([channel])
 
 
-@handles(RemoveChannelMember)
-def remove_channel_member(app: Chorus, cmd: RemoveChannelMember, cause: Cause) -> Decision:
-    channel, workspace = _channel_for_members(app, cmd.channel_id, cause.actor_id or "")
+@HANDLERS.on(RemoveChannelMember)
+def remove_channel_member(app: DecisionContext, cmd: RemoveChannelMember, cause: Cause) -> Decision:
+    channel, workspace = _channel_for_members(app, cmd.channel_id, cause.actor)
     user = app.load(User, cmd.user_id, "user")
     channel.remove_member(str(user.id), workspace, cause)
     return Decision([channel])
 
 
-@handles(OpenDirectMessage)
-def open_direct_message(app: Chorus, cmd: OpenDirectMessage, cause: Cause) -> Decision:
-    actor = cause.actor_id or ""
+@HANDLERS.on(OpenDirectMessage)
+def open_direct_message(app: DecisionContext, cmd: OpenDirectMessage, cause: Cause) -> Decision:
+    actor = cause.actor
     other = app.load(User, cmd.user_id, "user")
     channel_id = direct_channel_of(app, actor, str(other.id))
     opened = channel_id is not None
@@ -114,7 +114,7 @@ def open_direct_message(app: Chorus, cmd: OpenDirectMessage, cause: Cause) -> De
     return Decision([channel, pair], {"channel_id": str(channel.id)}, status=201)
 
 
-def direct_channel_of(app: Chorus, user_a: str, user_b: str) -> UUID | None:
+def direct_channel_of(app: DecisionContext, user_a: str, user_b: str) -> UUID | None:
     """The direct channel of two users: the one their pair index names, or one opened
     before pair indexes existed, at the id derived from the two (it has no index). One
     query when there is neither."""
@@ -128,7 +128,9 @@ def direct_channel_of(app: Chorus, user_a: str, user_b: str) -> UUID | None:
     return None
 
 
-def _share_a_workspace(app: Chorus, user_a: str, user_b: str, cmd: OpenDirectMessage) -> bool:
+def _share_a_workspace(
+    app: DecisionContext, user_a: str, user_b: str, cmd: OpenDirectMessage
+) -> bool:
     """Whether both are members of the named workspace, or (none named) of one of those the
     directory suggests, as the Workspace aggregates say."""
     if cmd.workspace_id is not None:

@@ -1,17 +1,15 @@
-"""What a command handler returns, and the table of handlers by command type."""
+"""What a command handler returns, and the table a context declares its handlers in."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 from application.commands import Command
+from application.ports import DecisionContext
 from domain.base import Cause, ChorusAggregate
-
-if TYPE_CHECKING:
-    from application.chorus import Chorus
 
 
 @dataclass
@@ -25,16 +23,35 @@ class Decision:
 
 
 C = TypeVar("C", bound=Command)
-Handler = Callable[["Chorus", Any, Cause], Decision]
-HANDLERS: dict[type[Command], Handler] = {}
+Handler = Callable[[DecisionContext, Any, Cause], Decision]
 
 
-def handles(command_type: type[C]) -> Callable[[Callable[[Chorus, C, Cause], Decision]], Any]:
-    """Registers the one handler of a command type."""
+class DuplicateHandler(ValueError):
+    """Two handlers for one command type."""
 
-    def register(handler: Callable[[Chorus, C, Cause], Decision]) -> Any:
-        assert command_type not in HANDLERS, command_type
-        HANDLERS[command_type] = handler
-        return handler
 
-    return register
+class HandlerTable(dict[type[Command], Handler]):
+    """A context's handlers by command type, filled where they are written::
+
+        HANDLERS = HandlerTable()
+
+        @HANDLERS.on(CreateChannel)
+        def create_channel(app: DecisionContext, cmd: CreateChannel, cause: Cause) -> Decision:
+
+    application/handlers.py joins the contexts' tables into the one the command path uses."""
+
+    def on(
+        self, command_type: type[C]
+    ) -> Callable[
+        [Callable[[DecisionContext, C, Cause], Decision]],
+        Callable[[DecisionContext, C, Cause], Decision],
+    ]:
+        def register(
+            handler: Callable[[DecisionContext, C, Cause], Decision],
+        ) -> Callable[[DecisionContext, C, Cause], Decision]:
+            if command_type in self:
+                raise DuplicateHandler(f"{command_type.__name__} has two handlers")
+            self[command_type] = handler
+            return handler
+
+        return register

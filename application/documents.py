@@ -3,7 +3,6 @@ application/document_rooms.py)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 from uuid import uuid4
 
 from application.commands import (
@@ -12,17 +11,18 @@ from application.commands import (
     DeleteDocument,
     RenameDocument,
 )
-from application.decisions import Decision, handles
+from application.decisions import Decision, HandlerTable
+from application.ports import DecisionContext
 from domain.base import Cause
 from domain.documents import Document
 from domain.workspaces import Workspace
 
-if TYPE_CHECKING:
-    from application.chorus import Chorus
+# This context's command handlers, joined with the others' in application/handlers.py.
+HANDLERS = HandlerTable()
 
 
 def document_with_workspace(
-    app: Chorus, document_id: str, user_id: str
+    app: DecisionContext, document_id: str, user_id: str
 ) -> tuple[Document, Workspace]:
     """A document the user may see, and its workspace."""
     document = app.load(Document, document_id)
@@ -31,30 +31,30 @@ def document_with_workspace(
     return document, workspace
 
 
-@handles(CreateDocument)
-def create_document(app: Chorus, cmd: CreateDocument, cause: Cause) -> Decision:
+@HANDLERS.on(CreateDocument)
+def create_document(app: DecisionContext, cmd: CreateDocument, cause: Cause) -> Decision:
     workspace = app.load(Workspace, cmd.workspace_id)
-    workspace.check_visible_to(cause.actor_id or "")
+    workspace.check_visible_to(cause.actor)
     document = Document.create(uuid4(), workspace, cmd.title, cause)
     return Decision([document], {"id": str(document.id)}, status=201)
 
 
-@handles(RenameDocument)
-def rename_document(app: Chorus, cmd: RenameDocument, cause: Cause) -> Decision:
-    document, workspace = document_with_workspace(app, cmd.document_id, cause.actor_id or "")
+@HANDLERS.on(RenameDocument)
+def rename_document(app: DecisionContext, cmd: RenameDocument, cause: Cause) -> Decision:
+    document, workspace = document_with_workspace(app, cmd.document_id, cause.actor)
     document.rename(cmd.title, workspace, cause)
     return Decision([document])
 
 
-@handles(DeleteDocument)
-def delete_document(app: Chorus, cmd: DeleteDocument, cause: Cause) -> Decision:
-    document, workspace = document_with_workspace(app, cmd.document_id, cause.actor_id or "")
+@HANDLERS.on(DeleteDocument)
+def delete_document(app: DecisionContext, cmd: DeleteDocument, cause: Cause) -> Decision:
+    document, workspace = document_with_workspace(app, cmd.document_id, cause.actor)
     document.delete(workspace, cause)
     return Decision([document])
 
 
-@handles(ApplyDocumentUpdate)
-def apply_document_update(app: Chorus, cmd: ApplyDocumentUpdate, cause: Cause) -> Decision:
-    document, workspace = document_with_workspace(app, cmd.document_id, cause.actor_id or "")
+@HANDLERS.on(ApplyDocumentUpdate)
+def apply_document_update(app: DecisionContext, cmd: ApplyDocumentUpdate, cause: Cause) -> Decision:
+    document, workspace = document_with_workspace(app, cmd.document_id, cause.actor)
     document.apply_update(cmd.update, cmd.roots, workspace, cause, cmd.restored_from)
     return Decision([document], {"version": document.version})

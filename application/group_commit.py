@@ -1,11 +1,12 @@
 """Group commit (on by default, ``CHORUS_GROUP_COMMIT``): concurrent commands committed together.
 
 One writer thread per ``Chorus`` takes the commands queued by callers (up to ``max_batch``,
-or what arrived within ``max_wait_s``), decides each of them in order with the same handlers
-as ``Chorus.execute_now`` (so authorization and domain rules are the same), and saves all
-their events, idempotency records and credentials in one transaction, under the event
-store's table lock, as one command's would be. Each caller is answered only after that
-commit (or with its own command's error).
+or what arrived within ``max_wait_s``), decides each of them in order through the one
+command path (application/command_path.py ``decide``, as ``Chorus.execute_now`` does: the
+same idempotency, authorization and domain rules), and saves all their events, idempotency
+records and credentials in one transaction, under the event store's table lock, as one
+command's would be. Each caller is answered only after that commit (or with its own
+command's error). This module only schedules: batches, working sets, fallbacks.
 
 - Isolation: a command is decided on the batch's working set (what earlier commands of the
   batch made of each aggregate, read once a batch from the repository). A command refused
@@ -13,8 +14,9 @@ commit (or with its own command's error).
   earlier events for them applied (state changes only through events), so the next command
   sees the state before it. Copying every aggregate before each decision instead cost ~40 %
   of the writer's time.
-- Idempotency: a key already recorded is replayed as ``execute_now`` does; the same key twice
-  in one batch gets the first command's result (or IdempotencyKeyReused).
+- Idempotency: a key already recorded is replayed by ``decide``. A command with the same key
+  as an earlier one of the batch waits for the next batch, which follows at once: the first
+  one's record is then stored, so it gets the first result (or IdempotencyKeyReused).
 - Conflicts: another writer (another process, or ``execute_now`` here) may have written one of
   the batch's aggregates, or recorded one of its keys: the insert fails with IntegrityError
   and nothing of the batch is stored. Each command of the batch is then run again alone
@@ -47,31 +49,65 @@ import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Protocol, TypeVar, cast
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
-from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
+from eventsourcing.application import AggregateNotFoundError, Repository
+from eventsourcing.domain import CanMutateAggregate, DomainEventProtocol
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    Mapper,
+    OperationalError,
+    StoredEvent,
+)
 
-from application.chorus import (
+from application.command_path import (
+    CommandRecord,
     CommandResult,
-    IdempotencyKeyReused,
-    _fingerprint,
-    _Record,
+    Reads,
+    decide,
+    idempotency_scope,
 )
 from application.commands import Command
-from application.decisions import HANDLERS
-from application.ports import CommandStore, Directory, PasswordHashing, StoredCommand
+from application.ports import (
+    CommandStore,
+    DecisionContext,
+    Directory,
+    PasswordHashing,
+    Recorder,
+    StoredCommand,
+)
 from domain.base import Cause, ChorusAggregate, as_uuid
 from domain.errors import NotFound
 
-if TYPE_CHECKING:
-    from application.chorus import Chorus
+Event = CanMutateAggregate[UUID]
+
+
+class Host(DecisionContext, Protocol):
+    """What the group committer uses of its application: ``Chorus``, which builds the
+    committer (naming the class here would be an import cycle)."""
+
+    @property
+    def store(self) -> Recorder: ...
+    @property
+    def repository(self) -> Repository[UUID]: ...
+    @property
+    def mapper(self) -> Mapper[UUID]: ...
+
+    def execute_now(self, command: Command, cause: Cause) -> CommandResult: ...
+
+    def take_due_snapshots(
+        self,
+        events: Sequence[DomainEventProtocol[UUID]],
+        aggregates: Mapping[UUID, ChorusAggregate],
+    ) -> None: ...
+
 
 A = TypeVar("A", bound=ChorusAggregate)
 log = logging.getLogger(__name__)
@@ -92,10 +128,8 @@ class _Item:
     future: Future[CommandResult]
     result: CommandResult | None = None
     error: BaseException | None = None
-    record: _Record | None = None
-    events: list[Any] = field(default_factory=list)
-    # Same idempotency key as an earlier command of the batch: its result, replayed.
-    same_as: _Item | None = None
+    record: CommandRecord | None = None
+    events: list[Event] = field(default_factory=list)
 
 
 @dataclass
@@ -115,22 +149,22 @@ class Stats:
 
 
 class _BatchView:
-    """What a handler sees of the application while deciding one command of a batch: the
-    batch's working set over the store, through copies."""
+    """The ``DecisionContext`` a command of a batch is decided on: the batch's working set
+    over the store. What the batch reads from outside it (remembered or from the store) is
+    noted in ``reads`` at the version read: the batch's transaction expects it unchanged."""
 
     def __init__(
         self,
         committer: GroupCommitter,
         working: dict[UUID, ChorusAggregate],
         credentials: dict[UUID, str],
-        remembered: dict[UUID, int],
+        reads: Reads,
     ) -> None:
         self._committer = committer
         self._app = committer.app
         self._working = working
         self._credentials = credentials
-        # Aggregates this batch took from memory, with the version they were at.
-        self._remembered = remembered
+        self._reads = reads
         self.loaded: dict[UUID, ChorusAggregate] = {}
 
     @property
@@ -166,17 +200,12 @@ class _BatchView:
                 known = self._committer.known.get(uid)
                 if known is not None:
                     self._working[uid] = known
-                    self._remembered[uid] = known.version
+                    self._reads.versions[uid] = known.version
                     self._committer.stats.remembered_reads += 1
                 else:
-                    try:
-                        # A fresh object (the repository copies what it caches), read once
-                        # a batch; the batch's commands decide on it in turn.
-                        read: object = self._app.repository.get(uid)
-                    except AggregateNotFoundError:
-                        raise NotFound(f"unknown {label}") from None
-                    self._working[uid] = cast(ChorusAggregate, read)
-                    self._remembered[uid] = self._working[uid].version
+                    # A fresh object (the repository copies what it caches), read once
+                    # a batch; the batch's commands decide on it in turn.
+                    self._working[uid] = self._reads.load(ChorusAggregate, uid, label)
                     self._committer.stats.store_reads += 1
             aggregate = self._working[uid]
             self.loaded[uid] = aggregate
@@ -189,7 +218,7 @@ class _BatchView:
             aggregate_id in self.loaded
             or aggregate_id in self._working
             or aggregate_id in self._committer.known
-            or aggregate_id in self._app.repository
+            or self._app.exists(aggregate_id)
         )
 
     def existing(self, aggregate_ids: Sequence[UUID]) -> set[UUID]:
@@ -206,7 +235,7 @@ class GroupCommitter:
 
     def __init__(
         self,
-        app: Chorus,
+        app: Host,
         *,
         max_batch: int = MAX_BATCH,
         max_wait_s: float = 0.0,
@@ -280,11 +309,6 @@ class GroupCommitter:
 
     # -- the writer -------------------------------------------------------------------------
 
-    @property
-    def _recorder(self) -> Any:
-        """The store's recorder (infrastructure/eventstore.py: ChorusRecorder)."""
-        return self.app.recorder
-
     def _run(self) -> None:
         stopping = False
         while not stopping:
@@ -295,7 +319,10 @@ class GroupCommitter:
             try:
                 with self._gate:
                     stopping = self._fill(batch)
-                    self._process(batch)
+                    pending = batch
+                    while pending:
+                        now, pending = _split_at_repeated_keys(pending)
+                        self._process(now)
             except BaseException as error:  # handed to the callers
                 self.known.clear()
                 log.exception("group commit failed")
@@ -332,19 +359,18 @@ class GroupCommitter:
             self.known.clear()
         working: dict[UUID, ChorusAggregate] = {}
         credentials: dict[UUID, str] = {}
-        keys: dict[tuple[str, str], tuple[str, _Item]] = {}
         # Each aggregate's events decided so far in this batch: what undoes a refused
         # command's changes (the aggregate is read again and these applied to it).
-        decided: dict[UUID, list[Any]] = {}
-        remembered: dict[UUID, int] = {}
+        decided: dict[UUID, list[Event]] = {}
+        reads = Reads(self.app)
         for item in batch:
-            self._decide(item, working, credentials, keys, decided, remembered)
+            self._decide(item, working, credentials, decided, reads)
         writing = [i for i in batch if i.events]
         if writing:
             events = [e for i in writing for e in i.events]
             mapper = self.app.mapper
             stored = [mapper.to_stored_event(e) for e in events]
-            records = []
+            records: list[tuple[CommandRecord, int, int]] = []
             spans: list[tuple[_Item, int, int]] = []
             start = 0
             for item in writing:
@@ -353,11 +379,10 @@ class GroupCommitter:
                 if item.record is not None:
                     records.append((item.record, start, stop))
                 start = stop
-            recorder = self._recorder
             if self.before_commit is not None:
                 self.before_commit()
             try:
-                ids = self._insert(recorder, stored, records, credentials, remembered)
+                ids = self._insert(stored, records, credentials, reads.versions)
             except IntegrityError:
                 self.known.clear()
                 self._fall_back(batch, stored, spans)
@@ -372,7 +397,7 @@ class GroupCommitter:
             self.stats.batched_commands += len(batch)
             self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
             self._take_snapshots(events, working)
-        elif remembered and self._changed_since(remembered):
+        elif reads.versions and self._changed_since(reads.versions):
             # Decided on remembered state that has changed since: the refusals (or no-ops)
             # may be wrong. Decided again, alone, on the store's state.
             self.stats.stale += 1
@@ -383,9 +408,8 @@ class GroupCommitter:
         for item in batch:
             self._answer(item)
 
-    def _changed_since(self, remembered: dict[UUID, int]) -> bool:
-        current: dict[UUID, int] = self._recorder.current_versions(list(remembered))
-        return current != remembered
+    def _changed_since(self, read: dict[UUID, int]) -> bool:
+        return self.app.store.current_versions(list(read)) != read
 
     def _remember(self, working: dict[UUID, ChorusAggregate]) -> None:
         for uid, aggregate in working.items():
@@ -396,12 +420,11 @@ class GroupCommitter:
 
     def _insert(
         self,
-        recorder: Any,
-        stored: list[Any],
-        records: list[tuple[_Record, int, int]],
+        stored: list[StoredEvent],
+        records: list[tuple[CommandRecord, int, int]],
         credentials: dict[UUID, str],
-        remembered: dict[UUID, int],
-    ) -> Any:
+        expect: dict[UUID, int],
+    ) -> Sequence[int]:
         """The batch's insert, tried again while the database is unreachable (up to
         ``outage_wait_s``): a caller without an idempotency key cannot retry safely, so its
         answer waits for the outcome. An attempt that committed though its answer was lost
@@ -409,7 +432,7 @@ class GroupCommitter:
         deadline = time.monotonic() + self.outage_wait_s
         while True:
             try:
-                return recorder.insert_batch(stored, records, credentials, remembered)
+                return self.app.store.insert_batch(stored, records, credentials, expect)
             except (OperationalError, InterfaceError):
                 if time.monotonic() >= deadline:
                     raise
@@ -421,31 +444,13 @@ class GroupCommitter:
         item: _Item,
         working: dict[UUID, ChorusAggregate],
         credentials: dict[UUID, str],
-        keys: dict[tuple[str, str], tuple[str, _Item]],
-        decided: dict[UUID, list[Any]],
-        remembered: dict[UUID, int],
+        decided: dict[UUID, list[Event]],
+        reads: Reads,
     ) -> None:
-        command, cause = item.command, item.cause
-        scope = cause.actor_id or "anonymous"
-        view = _BatchView(self, working, credentials, remembered)
+        view = _BatchView(self, working, credentials, reads)
         try:
-            fingerprint = ""
-            if cause.command_id is not None:
-                fingerprint = _fingerprint(command)
-                earlier = keys.get((scope, cause.command_id))
-                if earlier is not None:
-                    if earlier[0] != fingerprint:
-                        raise IdempotencyKeyReused(
-                            "this Idempotency-Key was already used for a different request"
-                        )
-                    item.same_as = earlier[1]
-                    return
-                replay = self.app._replay(scope, cause.command_id, fingerprint)
-                if replay is not None:
-                    item.result = replay
-                    return
-            decision = HANDLERS[type(command)](cast("Chorus", view), command, cause)
-            events = [e for a in decision.aggregates for e in a.collect_events()]
+            outcome = decide(view, item.command, item.cause)
+            events = [e for a in outcome.aggregates for e in a.collect_events()]
         except Exception as error:  # the command's own answer
             item.error = error
             # It may have changed what it loaded before it was refused: those aggregates are
@@ -454,29 +459,25 @@ class GroupCommitter:
             for uid in view.loaded:
                 self._rebuild(uid, working, decided)
             return
-        item.result = CommandResult(decision.status, {**decision.body, "position": None})
+        item.result = outcome.result
         # As on the default path, only the decision's aggregates are saved: changes to any
         # other it loaded are dropped, not left for a later command to save.
-        saved = {a.id for a in decision.aggregates}
+        saved = {a.id for a in outcome.aggregates}
         for uid, aggregate in view.loaded.items():
             if uid not in saved and aggregate.pending_events:
                 self._rebuild(uid, working, decided)
         if not events:
             return
         item.events = events
+        item.record = outcome.record
         for event in events:
             decided.setdefault(event.originator_id, []).append(event)
-        for aggregate in decision.aggregates:
+        for aggregate in outcome.aggregates:
             working[aggregate.id] = aggregate
-        credentials.update(decision.credentials)
-        if cause.command_id is not None:
-            item.record = _Record(
-                scope, cause.command_id, fingerprint, decision.status, decision.body
-            )
-            keys[(scope, cause.command_id)] = (fingerprint, item)
+        credentials.update(outcome.credentials)
 
     def _rebuild(
-        self, uid: UUID, working: dict[UUID, ChorusAggregate], decided: dict[UUID, list[Any]]
+        self, uid: UUID, working: dict[UUID, ChorusAggregate], decided: dict[UUID, list[Event]]
     ) -> None:
         earlier = decided.get(uid, [])
         try:
@@ -491,12 +492,6 @@ class GroupCommitter:
             working[uid] = aggregate
 
     def _answer(self, item: _Item) -> None:
-        if item.same_as is not None:
-            first = item.same_as
-            if first.result is not None and first.error is None:
-                item.result = CommandResult(first.result.status, dict(first.result.body), True)
-            else:  # pragma: no cover - a key is only noted for a command that wrote
-                item.error = RuntimeError("the first command with this key failed")
         if item.error is not None:
             item.future.set_exception(item.error)
         else:
@@ -504,12 +499,12 @@ class GroupCommitter:
             item.future.set_result(item.result)
 
     def _fall_back(
-        self, batch: list[_Item], stored: list[Any], spans: list[tuple[_Item, int, int]]
+        self, batch: list[_Item], stored: list[StoredEvent], spans: list[tuple[_Item, int, int]]
     ) -> None:
         """The batch's transaction failed and stored nothing (unless its COMMIT committed
         though its answer was lost, and the store's retry then conflicted with itself)."""
         self.stats.fallbacks += 1
-        recorder = self._recorder
+        recorder = self.app.store
         if recorder.find_recorded(stored) is not None:
             for item, start, stop in spans:
                 position = recorder.find_recorded(stored[start:stop])
@@ -531,12 +526,27 @@ class GroupCommitter:
             else:
                 item.future.set_result(result)
 
-    def _take_snapshots(self, events: list[Any], working: dict[UUID, ChorusAggregate]) -> None:
-        """As ``Application.save`` does after recording (documents, every N versions)."""
-        processing: ProcessingEvent[UUID] = ProcessingEvent()
-        processing.events.extend(events)
-        processing.aggregates.update(working)
+    def _take_snapshots(self, events: list[Event], working: dict[UUID, ChorusAggregate]) -> None:
         try:
-            self.app._take_snapshots(processing)
+            self.app.take_due_snapshots(events, working)
         except Exception:  # a snapshot is a cache: the commands are committed anyway
             log.exception("snapshot after a group commit failed")
+
+
+def _split_at_repeated_keys(batch: list[_Item]) -> tuple[list[_Item], list[_Item]]:
+    """The batch, and the commands in it whose idempotency key an earlier one of it has:
+    those go in a batch of their own right after, where the first one's record is stored
+    (``decide`` replays it) or, if it stored nothing, they are decided as usual."""
+    keys: set[tuple[str, str]] = set()
+    now: list[_Item] = []
+    later: list[_Item] = []
+    for item in batch:
+        key = item.cause.command_id
+        if key is not None:
+            scoped = (idempotency_scope(item.cause), key)
+            if scoped in keys:
+                later.append(item)
+                continue
+            keys.add(scoped)
+        now.append(item)
+    return now, later

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
 
 from application.commands import (
@@ -13,25 +12,26 @@ from application.commands import (
     StartSignIn,
     UnblockUser,
 )
-from application.decisions import Decision, handles
+from application.decisions import Decision, HandlerTable
+from application.ports import DecisionContext
 from domain.base import Cause, ChorusAggregate, as_uuid
 from domain.errors import Conflict, UsernameTaken
 from domain.identity import SignIn, User, legacy_user_id, username_read_in
 from domain.indexes import UsernameClaim, username_claim_id
 from domain.rules import check_user_password, normalise_username
 
-if TYPE_CHECKING:
-    from application.chorus import Chorus
+# This context's command handlers, joined with the others' in application/handlers.py.
+HANDLERS = HandlerTable()
 
 
-def user_id_of(app: Chorus, username: str) -> UUID | None:
+def user_id_of(app: DecisionContext, username: str) -> UUID | None:
     """The id of the user who holds ``username`` (any case), from the event store: its
     claim's holder, or, for a user registered before claims existed, the id derived from
     the name (such a user has no claim). InvalidValue for what can be no username."""
     return user_ids_of(app, [username]).get(normalise_username(username))
 
 
-def user_ids_of(app: Chorus, usernames: list[str]) -> dict[str, UUID]:
+def user_ids_of(app: DecisionContext, usernames: list[str]) -> dict[str, UUID]:
     """``user_id_of`` for several names at once, by normalised name (those nobody holds
     are left out): one query says which claims and legacy users exist, so names of nobody
     (say, a message's 20 mentions) cost no more than one."""
@@ -50,8 +50,8 @@ def user_ids_of(app: Chorus, usernames: list[str]) -> dict[str, UUID]:
     return found
 
 
-@handles(RegisterUser)
-def register_user(app: Chorus, cmd: RegisterUser, cause: Cause) -> Decision:
+@HANDLERS.on(RegisterUser)
+def register_user(app: DecisionContext, cmd: RegisterUser, cause: Cause) -> Decision:
     username = normalise_username(cmd.username)
     check_user_password(cmd.password, username, cmd.display_name)
     if user_id_of(app, username) is not None:
@@ -73,17 +73,17 @@ def register_user(app: Chorus, cmd: RegisterUser, cause: Cause) -> Decision:
     )
 
 
-@handles(BlockUser)
-def block_user(app: Chorus, cmd: BlockUser, cause: Cause) -> Decision:
-    me = app.load(User, cause.actor_id or "", "user")
+@HANDLERS.on(BlockUser)
+def block_user(app: DecisionContext, cmd: BlockUser, cause: Cause) -> Decision:
+    me = app.load(User, cause.actor, "user")
     other = app.load(User, cmd.user_id, "user")
     me.block(str(other.id), cause)
     return Decision([me])
 
 
-@handles(UnblockUser)
-def unblock_user(app: Chorus, cmd: UnblockUser, cause: Cause) -> Decision:
-    me = app.load(User, cause.actor_id or "", "user")
+@HANDLERS.on(UnblockUser)
+def unblock_user(app: DecisionContext, cmd: UnblockUser, cause: Cause) -> Decision:
+    me = app.load(User, cause.actor, "user")
     # A blocked id stays unblockable even if it no longer names anyone.
     me.unblock(str(as_uuid(cmd.user_id)), cause)
     return Decision([me])
@@ -92,12 +92,14 @@ def unblock_user(app: Chorus, cmd: UnblockUser, cause: Cause) -> Decision:
 # -- sign-ins (issue 17) ---------------------------------------------------------------------
 
 
-@handles(StartSignIn)
-def start_sign_in(app: Chorus, cmd: StartSignIn, cause: Cause) -> Decision:
+@HANDLERS.on(StartSignIn)
+def start_sign_in(app: DecisionContext, cmd: StartSignIn, cause: Cause) -> Decision:
     return Decision([SignIn.start(as_uuid(cmd.session_id), cmd.user_id, cause)])
 
 
-def _ended(app: Chorus, session_ids: list[str], reason: str, cause: Cause) -> list[ChorusAggregate]:
+def _ended(
+    app: DecisionContext, session_ids: list[str], reason: str, cause: Cause
+) -> list[ChorusAggregate]:
     ended: list[ChorusAggregate] = []
     for session_id in dict.fromkeys(session_ids):
         uid = as_uuid(session_id)
@@ -105,20 +107,20 @@ def _ended(app: Chorus, session_ids: list[str], reason: str, cause: Cause) -> li
             session = app.load(SignIn, uid, "session")
         else:
             # A refresh-token family issued before sign-ins were recorded.
-            session = SignIn.start(uid, cause.actor_id or "", cause)
+            session = SignIn.start(uid, cause.actor, cause)
         if session.end(reason, cause):
             ended.append(session)
     return ended
 
 
-@handles(EndSignIns)
-def end_sign_ins(app: Chorus, cmd: EndSignIns, cause: Cause) -> Decision:
+@HANDLERS.on(EndSignIns)
+def end_sign_ins(app: DecisionContext, cmd: EndSignIns, cause: Cause) -> Decision:
     return Decision(_ended(app, cmd.session_ids, cmd.reason, cause))
 
 
-@handles(ChangePassword)
-def change_password(app: Chorus, cmd: ChangePassword, cause: Cause) -> Decision:
-    user = app.load(User, cause.actor_id or "", "user")
+@HANDLERS.on(ChangePassword)
+def change_password(app: DecisionContext, cmd: ChangePassword, cause: Cause) -> Decision:
+    user = app.load(User, cause.actor, "user")
     check_user_password(cmd.password, user.username, user.display_name)
     user.change_password(cmd.kept_session_id, cause)
     ended = _ended(app, cmd.ended_session_ids, "password changed", cause)

@@ -2,35 +2,34 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from application.commands import GrantInstanceRole, RevokeInstanceRole
-from application.decisions import Decision, handles
+from application.decisions import Decision, HandlerTable
+from application.ports import DecisionContext
 from domain.base import Cause
 from domain.identity import User
 from domain.instance import INSTANCE_ID, Instance
 
-if TYPE_CHECKING:
-    from application.chorus import Chorus
+# This context's command handlers, joined with the others' in application/handlers.py.
+HANDLERS = HandlerTable()
 
 
-def _instance(app: Chorus, cause: Cause) -> Instance:
+def _instance(app: DecisionContext, cause: Cause) -> Instance:
     """The instance aggregate, created with its first grant."""
     if app.exists(INSTANCE_ID):
         return app.load(Instance, INSTANCE_ID)
     return Instance.create(cause)
 
 
-@handles(GrantInstanceRole)
-def grant_instance_role(app: Chorus, cmd: GrantInstanceRole, cause: Cause) -> Decision:
+@HANDLERS.on(GrantInstanceRole)
+def grant_instance_role(app: DecisionContext, cmd: GrantInstanceRole, cause: Cause) -> Decision:
     user = app.load(User, cmd.user_id, "user")
     instance = _instance(app, cause)
     instance.grant(str(user.id), cmd.role, cmd.granted_by, cause)
     return Decision([instance])
 
 
-@handles(RevokeInstanceRole)
-def revoke_instance_role(app: Chorus, cmd: RevokeInstanceRole, cause: Cause) -> Decision:
+@HANDLERS.on(RevokeInstanceRole)
+def revoke_instance_role(app: DecisionContext, cmd: RevokeInstanceRole, cause: Cause) -> Decision:
     user = app.load(User, cmd.user_id, "user")
     instance = _instance(app, cause)
     instance.revoke(str(user.id), cmd.role, cmd.granted_by, cause)

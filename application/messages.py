@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 from uuid import uuid4
 
 from application.channels import channel_with_workspace
@@ -13,8 +12,9 @@ from application.commands import (
     RemoveReaction,
     SendMessage,
 )
-from application.decisions import Decision, handles
+from application.decisions import Decision, HandlerTable
 from application.identity import user_ids_of
+from application.ports import DecisionContext
 from domain.base import Cause
 from domain.channels import KIND_DIRECT, Channel
 from domain.errors import NotFound
@@ -22,12 +22,12 @@ from domain.identity import User, check_can_message
 from domain.messages import Message, parse_mentions
 from domain.workspaces import Workspace
 
-if TYPE_CHECKING:
-    from application.chorus import Chorus
+# This context's command handlers, joined with the others' in application/handlers.py.
+HANDLERS = HandlerTable()
 
 
 def _mentioned_user_ids(
-    app: Chorus, text: str, channel: Channel, workspace: Workspace | None, author: str
+    app: DecisionContext, text: str, channel: Channel, workspace: Workspace | None, author: str
 ) -> list[str]:
     """Mentions that name someone who can read the channel and has not blocked the author;
     the rest stay plain text."""
@@ -44,14 +44,14 @@ def _mentioned_user_ids(
     return found
 
 
-def _hears_from(app: Chorus, user_id: str, author: str) -> bool:
+def _hears_from(app: DecisionContext, user_id: str, author: str) -> bool:
     try:
         return app.load(User, user_id, "user").hears_from(author)
     except NotFound:
         return False
 
 
-def _check_direct(app: Chorus, channel: Channel, author: str) -> None:
+def _check_direct(app: DecisionContext, channel: Channel, author: str) -> None:
     """In a direct channel, neither of the two may have blocked the other."""
     if channel.kind != KIND_DIRECT:
         return
@@ -62,7 +62,7 @@ def _check_direct(app: Chorus, channel: Channel, author: str) -> None:
 
 
 def _message_in_context(
-    app: Chorus, message_id: str, user_id: str
+    app: DecisionContext, message_id: str, user_id: str
 ) -> tuple[Message, Channel, Workspace | None]:
     message = app.load(Message, message_id)
     try:
@@ -73,40 +73,40 @@ def _message_in_context(
     return message, channel, workspace
 
 
-@handles(SendMessage)
-def send_message(app: Chorus, cmd: SendMessage, cause: Cause) -> Decision:
-    channel, workspace = channel_with_workspace(app, cmd.channel_id, cause.actor_id or "")
-    _check_direct(app, channel, cause.actor_id or "")
+@HANDLERS.on(SendMessage)
+def send_message(app: DecisionContext, cmd: SendMessage, cause: Cause) -> Decision:
+    channel, workspace = channel_with_workspace(app, cmd.channel_id, cause.actor)
+    _check_direct(app, channel, cause.actor)
     reply_to = None if cmd.reply_to is None else app.load(Message, cmd.reply_to, "reply_to message")
-    mentions = _mentioned_user_ids(app, cmd.text, channel, workspace, cause.actor_id or "")
+    mentions = _mentioned_user_ids(app, cmd.text, channel, workspace, cause.actor)
     message = Message.send(uuid4(), channel, workspace, cmd.text, mentions, reply_to, cause)
     return Decision([message], {"id": str(message.id)}, status=201)
 
 
-@handles(EditMessage)
-def edit_message(app: Chorus, cmd: EditMessage, cause: Cause) -> Decision:
-    message, channel, workspace = _message_in_context(app, cmd.message_id, cause.actor_id or "")
-    mentions = _mentioned_user_ids(app, cmd.text, channel, workspace, cause.actor_id or "")
+@HANDLERS.on(EditMessage)
+def edit_message(app: DecisionContext, cmd: EditMessage, cause: Cause) -> Decision:
+    message, channel, workspace = _message_in_context(app, cmd.message_id, cause.actor)
+    mentions = _mentioned_user_ids(app, cmd.text, channel, workspace, cause.actor)
     message.edit(cmd.text, mentions, channel, workspace, cause, cmd.expected_version)
     return Decision([message])
 
 
-@handles(DeleteMessage)
-def delete_message(app: Chorus, cmd: DeleteMessage, cause: Cause) -> Decision:
-    message, channel, workspace = _message_in_context(app, cmd.message_id, cause.actor_id or "")
+@HANDLERS.on(DeleteMessage)
+def delete_message(app: DecisionContext, cmd: DeleteMessage, cause: Cause) -> Decision:
+    message, channel, workspace = _message_in_context(app, cmd.message_id, cause.actor)
     message.delete(channel, workspace, cause)
     return Decision([message])
 
 
-@handles(AddReaction)
-def add_reaction(app: Chorus, cmd: AddReaction, cause: Cause) -> Decision:
-    message, channel, workspace = _message_in_context(app, cmd.message_id, cause.actor_id or "")
+@HANDLERS.on(AddReaction)
+def add_reaction(app: DecisionContext, cmd: AddReaction, cause: Cause) -> Decision:
+    message, channel, workspace = _message_in_context(app, cmd.message_id, cause.actor)
     message.add_reaction(cmd.emoji, channel, workspace, cause)
     return Decision([message])
 
 
-@handles(RemoveReaction)
-def remove_reaction(app: Chorus, cmd: RemoveReaction, cause: Cause) -> Decision:
-    message, channel, workspace = _message_in_context(app, cmd.message_id, cause.actor_id or "")
+@HANDLERS.on(RemoveReaction)
+def remove_reaction(app: DecisionContext, cmd: RemoveReaction, cause: Cause) -> Decision:
+    message, channel, workspace = _message_in_context(app, cmd.message_id, cause.actor)
     message.remove_reaction(cmd.emoji, channel, workspace, cause)
     return Decision([message])

@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 from uuid import UUID
 
 from application.commands import EndSession, StartSession
-from application.decisions import Decision, handles
+from application.decisions import Decision, HandlerTable
+from application.ports import DecisionContext
 from domain.base import Cause
 from domain.presence import Session
 
-if TYPE_CHECKING:
-    from application.chorus import Chorus
+# This context's command handlers, joined with the others' in application/handlers.py.
+HANDLERS = HandlerTable()
 
 
-@handles(StartSession)
-def start_session(app: Chorus, cmd: StartSession, cause: Cause) -> Decision:
+@HANDLERS.on(StartSession)
+def start_session(app: DecisionContext, cmd: StartSession, cause: Cause) -> Decision:
     return Decision([Session.start(UUID(cmd.session_id), cmd.instance_id, cause)])
 
 
-@handles(EndSession)
-def end_session(app: Chorus, cmd: EndSession, cause: Cause) -> Decision:
+@HANDLERS.on(EndSession)
+def end_session(app: DecisionContext, cmd: EndSession, cause: Cause) -> Decision:
     session = app.load(Session, cmd.session_id, "session")
     session.end(cmd.reason, cause)
     return Decision([session])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
 
 from application.commands import (
@@ -19,38 +18,39 @@ from application.commands import (
     RevokeRole,
     UnbanMember,
 )
-from application.decisions import Decision, handles
+from application.decisions import Decision, HandlerTable
+from application.ports import DecisionContext
 from domain.base import Cause
 from domain.errors import InvalidValue, NotFound
 from domain.identity import User
 from domain.rules import check_password_length
 from domain.workspaces import Workspace
 
-if TYPE_CHECKING:
-    from application.chorus import Chorus
+# This context's command handlers, joined with the others' in application/handlers.py.
+HANDLERS = HandlerTable()
 
 INVITE_CODE_MAX = 80
 
 
-def _visible_workspace(app: Chorus, workspace_id: str, user_id: str) -> Workspace:
+def _visible_workspace(app: DecisionContext, workspace_id: str, user_id: str) -> Workspace:
     workspace = app.load(Workspace, workspace_id)
     workspace.check_visible_to(user_id)
     return workspace
 
 
-def _member_workspace(app: Chorus, workspace_id: str, user_id: str) -> Workspace:
+def _member_workspace(app: DecisionContext, workspace_id: str, user_id: str) -> Workspace:
     workspace = app.load(Workspace, workspace_id)
     workspace.check_member(user_id)
     return workspace
 
 
-def _user_id(app: Chorus, user_id: str) -> str:
+def _user_id(app: DecisionContext, user_id: str) -> str:
     """A user id that names a registered user, in canonical form."""
     return str(app.load(User, user_id, "user").id)
 
 
-@handles(CreateWorkspace)
-def create_workspace(app: Chorus, cmd: CreateWorkspace, cause: Cause) -> Decision:
+@HANDLERS.on(CreateWorkspace)
+def create_workspace(app: DecisionContext, cmd: CreateWorkspace, cause: Cause) -> Decision:
     credentials: dict[UUID, str] = {}
     workspace_id = uuid4()
     if cmd.password is not None:
@@ -63,9 +63,9 @@ def create_workspace(app: Chorus, cmd: CreateWorkspace, cause: Cause) -> Decisio
     return Decision([workspace], {"id": str(workspace.id)}, status=201, credentials=credentials)
 
 
-@handles(JoinWorkspace)
-def join_workspace(app: Chorus, cmd: JoinWorkspace, cause: Cause) -> Decision:
-    workspace = _visible_workspace(app, cmd.workspace_id, cause.actor_id or "")
+@HANDLERS.on(JoinWorkspace)
+def join_workspace(app: DecisionContext, cmd: JoinWorkspace, cause: Cause) -> Decision:
+    workspace = _visible_workspace(app, cmd.workspace_id, cause.actor)
     password_ok = False
     if workspace.has_password:
         stored = app.store.find_password_hash(workspace.id)
@@ -74,9 +74,9 @@ def join_workspace(app: Chorus, cmd: JoinWorkspace, cause: Cause) -> Decision:
     return Decision([workspace], {"workspace_id": str(workspace.id)})
 
 
-@handles(LeaveWorkspace)
-def leave_workspace(app: Chorus, cmd: LeaveWorkspace, cause: Cause) -> Decision:
-    workspace = _member_workspace(app, cmd.workspace_id, cause.actor_id or "")
+@HANDLERS.on(LeaveWorkspace)
+def leave_workspace(app: DecisionContext, cmd: LeaveWorkspace, cause: Cause) -> Decision:
+    workspace = _member_workspace(app, cmd.workspace_id, cause.actor)
     workspace.leave(cause)
     return Decision([workspace])
 
@@ -97,60 +97,60 @@ def workspace_of_invite(code: str) -> UUID:
         raise NotFound("unknown invite") from None
 
 
-@handles(CreateInvite)
-def create_invite(app: Chorus, cmd: CreateInvite, cause: Cause) -> Decision:
-    workspace = _member_workspace(app, cmd.workspace_id, cause.actor_id or "")
+@HANDLERS.on(CreateInvite)
+def create_invite(app: DecisionContext, cmd: CreateInvite, cause: Cause) -> Decision:
+    workspace = _member_workspace(app, cmd.workspace_id, cause.actor)
     code = new_invite_code(workspace.id)
     workspace.create_invite(code, cmd.max_uses, cmd.expires_in_s, app.clock(), cause)
     return Decision([workspace], {"code": code}, status=201)
 
 
-@handles(AcceptInvite)
-def accept_invite(app: Chorus, cmd: AcceptInvite, cause: Cause) -> Decision:
+@HANDLERS.on(AcceptInvite)
+def accept_invite(app: DecisionContext, cmd: AcceptInvite, cause: Cause) -> Decision:
     workspace = app.load(Workspace, workspace_of_invite(cmd.code), "invite")
     workspace.accept_invite(cmd.code, app.clock(), cause)
     return Decision([workspace], {"workspace_id": str(workspace.id)})
 
 
-@handles(KickMember)
-def kick_member(app: Chorus, cmd: KickMember, cause: Cause) -> Decision:
-    workspace = _member_workspace(app, cmd.workspace_id, cause.actor_id or "")
+@HANDLERS.on(KickMember)
+def kick_member(app: DecisionContext, cmd: KickMember, cause: Cause) -> Decision:
+    workspace = _member_workspace(app, cmd.workspace_id, cause.actor)
     workspace.kick(_user_id(app, cmd.user_id), cause)
     return Decision([workspace])
 
 
-@handles(BanMember)
-def ban_member(app: Chorus, cmd: BanMember, cause: Cause) -> Decision:
-    workspace = _member_workspace(app, cmd.workspace_id, cause.actor_id or "")
+@HANDLERS.on(BanMember)
+def ban_member(app: DecisionContext, cmd: BanMember, cause: Cause) -> Decision:
+    workspace = _member_workspace(app, cmd.workspace_id, cause.actor)
     workspace.ban(_user_id(app, cmd.user_id), cause)
     return Decision([workspace])
 
 
-@handles(UnbanMember)
-def unban_member(app: Chorus, cmd: UnbanMember, cause: Cause) -> Decision:
-    workspace = _member_workspace(app, cmd.workspace_id, cause.actor_id or "")
+@HANDLERS.on(UnbanMember)
+def unban_member(app: DecisionContext, cmd: UnbanMember, cause: Cause) -> Decision:
+    workspace = _member_workspace(app, cmd.workspace_id, cause.actor)
     workspace.unban(_user_id(app, cmd.user_id), cause)
     return Decision([workspace])
 
 
-@handles(CreateRole)
-def create_role(app: Chorus, cmd: CreateRole, cause: Cause) -> Decision:
-    workspace = _member_workspace(app, cmd.workspace_id, cause.actor_id or "")
+@HANDLERS.on(CreateRole)
+def create_role(app: DecisionContext, cmd: CreateRole, cause: Cause) -> Decision:
+    workspace = _member_workspace(app, cmd.workspace_id, cause.actor)
     if len(cmd.permissions) > 64:
         raise InvalidValue("too many permissions")
     workspace.create_role(cmd.name, cmd.permissions, cause)
     return Decision([workspace], {"name": cmd.name}, status=201)
 
 
-@handles(GrantRole)
-def grant_role(app: Chorus, cmd: GrantRole, cause: Cause) -> Decision:
-    workspace = _member_workspace(app, cmd.workspace_id, cause.actor_id or "")
+@HANDLERS.on(GrantRole)
+def grant_role(app: DecisionContext, cmd: GrantRole, cause: Cause) -> Decision:
+    workspace = _member_workspace(app, cmd.workspace_id, cause.actor)
     workspace.grant_role(_user_id(app, cmd.user_id), cmd.role, cause)
     return Decision([workspace])
 
 
-@handles(RevokeRole)
-def revoke_role(app: Chorus, cmd: RevokeRole, cause: Cause) -> Decision:
-    workspace = _member_workspace(app, cmd.workspace_id, cause.actor_id or "")
+@HANDLERS.on(RevokeRole)
+def revoke_role(app: DecisionContext, cmd: RevokeRole, cause: Cause) -> Decision:
+    workspace = _member_workspace(app, cmd.workspace_id, cause.actor)
     workspace.revoke_role(_user_id(app, cmd.user_id), cmd.role, cause)
     return Decision([workspace])

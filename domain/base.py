@@ -20,6 +20,11 @@ class Cause:
     actor_id: str | None
     command_id: str | None = None
 
+    @property
+    def actor(self) -> str:
+        """The actor's id, or "" for none (a sign-up): what the rules compare ids with."""
+        return self.actor_id or ""
+
 
 class ChorusAggregate(Aggregate):
     """An aggregate whose every event carries ``actor_id`` and ``command_id``."""

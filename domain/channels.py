@@ -56,7 +56,7 @@ class Channel(ChorusAggregate):
         topic: str | None,
         cause: Cause,
     ) -> Channel:
-        actor = cause.actor_id or ""
+        actor = cause.actor
         workspace.check_permission(actor, "manage_channels")
         return cls(
             id=id,
@@ -172,7 +172,7 @@ class Channel(ChorusAggregate):
     # -- changes -------------------------------------------------------------------------
 
     def add_member(self, user_id: str, workspace: Workspace | None, cause: Cause) -> None:
-        actor = cause.actor_id or ""
+        actor = cause.actor
         self._check_can_manage_members(actor, workspace)
         if not self.private:
             raise Conflict("public channels are open to every workspace member")
@@ -196,7 +196,7 @@ class Channel(ChorusAggregate):
         self._tenures()[user_id] = tenure or 1
 
     def remove_member(self, user_id: str, workspace: Workspace | None, cause: Cause) -> None:
-        actor = cause.actor_id or ""
+        actor = cause.actor
         self._check_can_manage_members(actor, workspace)
         if not self.is_member(user_id, workspace):
             raise NotFound("not a member of this channel")
@@ -210,7 +210,7 @@ class Channel(ChorusAggregate):
     def change(
         self, name: str | None, topic: str | None, workspace: Workspace | None, cause: Cause
     ) -> None:
-        actor = cause.actor_id or ""
+        actor = cause.actor
         self._check_can_manage(actor, workspace)
         if name is None and topic is None:
             raise InvalidValue("nothing to change: give a name or a topic")
@@ -228,7 +228,7 @@ class Channel(ChorusAggregate):
         self.topic = topic
 
     def archive(self, workspace: Workspace | None, cause: Cause) -> None:
-        actor = cause.actor_id or ""
+        actor = cause.actor
         self._check_can_manage(actor, workspace)
         if self.archived:
             raise Conflict("already archived")
@@ -239,7 +239,7 @@ class Channel(ChorusAggregate):
         self.archived = True
 
     def unarchive(self, workspace: Workspace | None, cause: Cause) -> None:
-        actor = cause.actor_id or ""
+        actor = cause.actor
         self._check_can_manage(actor, workspace)
         if not self.archived:
             raise Conflict("not archived")

@@ -98,7 +98,7 @@ class Document(ChorusAggregate):
 
     @classmethod
     def create(cls, id: UUID, workspace: Workspace, title: str, cause: Cause) -> Document:
-        actor = cause.actor_id or ""
+        actor = cause.actor
         workspace.check_permission(actor, "edit_documents")
         return cls(
             id=id,
@@ -152,7 +152,7 @@ class Document(ChorusAggregate):
     # -- metadata ----------------------------------------------------------------------------
 
     def rename(self, title: str, workspace: Workspace, cause: Cause) -> None:
-        actor = cause.actor_id or ""
+        actor = cause.actor
         self._check_can_manage(actor, workspace)
         new_title = check_title(title)
         if new_title != self.title:
@@ -165,7 +165,7 @@ class Document(ChorusAggregate):
     def delete(self, workspace: Workspace, cause: Cause) -> None:
         """Deleting keeps the history (auditors can still read it); the document leaves lists
         and takes no more edits."""
-        actor = cause.actor_id or ""
+        actor = cause.actor
         self._check_can_manage(actor, workspace)
         self._deleted(actor_id=actor, command_id=cause.command_id)
 
@@ -189,7 +189,7 @@ class Document(ChorusAggregate):
         ``restored_from`` marks an update that brings back the content of an earlier
         position: history is never rewritten, a restore is one more update.
         """
-        actor = cause.actor_id or ""
+        actor = cause.actor
         self.check_can_edit(actor, workspace)
         if not update:
             raise InvalidValue("an update must not be empty")

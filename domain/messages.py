@@ -69,7 +69,7 @@ class Message(ChorusAggregate):
         cause: Cause,
     ) -> Message:
         """``mentions`` are the user ids the caller resolved from ``parse_mentions``."""
-        author = cause.actor_id or ""
+        author = cause.actor
         channel.check_can_post(author, workspace)
         if reply_to is not None:
             if reply_to.channel_id != channel.id:
@@ -127,7 +127,7 @@ class Message(ChorusAggregate):
     ) -> None:
         """``expected_version`` is the version the author's client last saw: an edit made
         on an older version is refused rather than silently replacing newer changes."""
-        actor = cause.actor_id or ""
+        actor = cause.actor
         channel.check_can_view(actor, workspace)
         self._check_not_deleted()
         if actor != self.author_id:
@@ -157,7 +157,7 @@ class Message(ChorusAggregate):
         self.mentions = mentions
 
     def delete(self, channel: Channel, workspace: Workspace | None, cause: Cause) -> None:
-        actor = cause.actor_id or ""
+        actor = cause.actor
         channel.check_can_view(actor, workspace)
         self._check_not_deleted()
         if actor != self.author_id:
@@ -173,7 +173,7 @@ class Message(ChorusAggregate):
         self, emoji: str, channel: Channel, workspace: Workspace | None, cause: Cause
     ) -> bool:
         """Returns False when the reaction was already there (nothing to record)."""
-        actor = cause.actor_id or ""
+        actor = cause.actor
         channel.check_can_post(actor, workspace)
         self._check_not_deleted()
         emoji = check_emoji(emoji)
@@ -196,7 +196,7 @@ class Message(ChorusAggregate):
         self, emoji: str, channel: Channel, workspace: Workspace | None, cause: Cause
     ) -> bool:
         """Returns False when there was no such reaction (nothing to record)."""
-        actor = cause.actor_id or ""
+        actor = cause.actor
         channel.check_can_view(actor, workspace)
         self._check_not_deleted()
         if actor not in self.reactions.get(emoji, set()):

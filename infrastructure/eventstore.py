@@ -107,13 +107,19 @@ _UPSERT_CREDENTIAL = (
 
 
 class CommandRecord(Protocol):
-    """What a retry of the command with the same key gets back (see application.chorus)."""
+    """What a retry of the command with the same key gets back (see
+    application/command_path.py)."""
 
-    scope: str
-    key: str
-    fingerprint: str
-    status: int
-    result: dict[str, Any]
+    @property
+    def scope(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def fingerprint(self) -> str: ...
+    @property
+    def status(self) -> int: ...
+    @property
+    def result(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)

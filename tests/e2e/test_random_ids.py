@@ -24,7 +24,7 @@ from websockets.sync.client import connect
 
 from application.chorus import Chorus
 from application.commands import RegisterUser
-from application.decisions import HANDLERS
+from application.handlers import HANDLERS
 from domain.base import Cause
 from domain.channels import Channel
 from domain.errors import UsernameTaken
