@@ -125,7 +125,10 @@ def build_services(
     migrate(database_url, catalogue.read_models())
     passwords = PasswordHasher(max_queued=settings.password_hash_queue)
     app = Chorus(
-        eventsourcing_env(database_url, pool_size=settings.db_pool_size), passwords=passwords
+        eventsourcing_env(database_url, pool_size=settings.db_pool_size),
+        passwords=passwords,
+        handlers=catalogue.handlers,
+        snapshotting=catalogue.snapshotting,
     )
     if settings.group_commit:
         app.enable_group_commit()

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from litestar.types import ControllerRouterHandler
 
+from application.commands import Command
+from application.decisions import Handler
+from application.handlers import join
 from domain.base import ChorusAggregate
 from domain.scopes import StreamKinds
 from projections.base import Projection
@@ -21,6 +24,7 @@ class Context:
 
     name: str
     aggregates: tuple[type[ChorusAggregate], ...]
+    handlers: Mapping[type[Command], Handler] = field(default_factory=dict)
     read_models: tuple[Callable[[], Projection], ...] = ()
     routes: tuple[ControllerRouterHandler, ...] = ()
 
@@ -31,6 +35,10 @@ class Catalogue:
 
     contexts: tuple[Context, ...]
     kinds: StreamKinds = field(init=False)
+    # Every context's command handlers, by command type (a type handled twice is refused).
+    handlers: Mapping[type[Command], Handler] = field(init=False)
+    # How often each aggregate that declares a ``snapshot_interval`` is snapshotted.
+    snapshotting: Mapping[type[ChorusAggregate], int] = field(init=False)
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.contexts]
@@ -38,6 +46,11 @@ class Catalogue:
             raise ValueError(f"a context is declared twice: {names}")
         aggregates = [a for c in self.contexts for a in c.aggregates]
         object.__setattr__(self, "kinds", StreamKinds(aggregates))
+        object.__setattr__(self, "handlers", join(c.handlers for c in self.contexts))
+        intervals = {a: getattr(a, "snapshot_interval", None) for a in aggregates}
+        object.__setattr__(
+            self, "snapshotting", {a: i for a, i in intervals.items() if isinstance(i, int)}
+        )
 
     def with_context(self, context: Context) -> Catalogue:
         return Catalogue((*self.contexts, context))

@@ -15,6 +15,7 @@ from api.channels import ChannelController
 from api.documents import DocumentController
 from api.users import UserController
 from api.workspaces import InviteController, WorkspaceController
+from application import channels, documents, identity, instance, messages, presence, workspaces
 from domain.channels import Channel
 from domain.documents import Document
 from domain.identity import SignIn, User
@@ -35,30 +36,48 @@ from projections.workspaces import WorkspacesProjection
 IDENTITY = Context(
     "identity",
     aggregates=(User, SignIn, UsernameClaim, DirectChannelPair),
+    handlers=identity.HANDLERS,
     read_models=(UsersProjection,),
     routes=(UserController,),
 )
 WORKSPACES = Context(
     "workspaces",
     aggregates=(Workspace,),
+    handlers=workspaces.HANDLERS,
     read_models=(WorkspacesProjection,),
     routes=(WorkspaceController, InviteController),
 )
 CHANNELS = Context(
     "channels",
     aggregates=(Channel,),
+    handlers=channels.HANDLERS,
     read_models=(ChannelsProjection,),
     routes=(ChannelController,),
 )
-MESSAGES = Context("messages", aggregates=(Message,), read_models=(TimelinesProjection,))
-PRESENCE = Context("presence", aggregates=(Session,), read_models=(PresenceProjection,))
+MESSAGES = Context(
+    "messages",
+    aggregates=(Message,),
+    handlers=messages.HANDLERS,
+    read_models=(TimelinesProjection,),
+)
+PRESENCE = Context(
+    "presence",
+    aggregates=(Session,),
+    handlers=presence.HANDLERS,
+    read_models=(PresenceProjection,),
+)
 DOCUMENTS = Context(
     "documents",
     aggregates=(Document,),
+    handlers=documents.HANDLERS,
     read_models=(DocumentsProjection,),
     routes=(DocumentController,),
 )
-INSTANCE = Context("instance", aggregates=(Instance, ReadModelSkip))
+INSTANCE = Context(
+    "instance",
+    aggregates=(Instance, ReadModelSkip),
+    handlers=instance.HANDLERS,
+)
 
 CONTEXTS = Catalogue((IDENTITY, WORKSPACES, CHANNELS, MESSAGES, PRESENCE, DOCUMENTS, INSTANCE))
 

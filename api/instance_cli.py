@@ -14,7 +14,7 @@ import socket
 import sys
 from typing import Any
 
-from api.contexts import all_projections
+from api.contexts import CONTEXTS, all_projections
 from api.database import NoPasswords, shared_database
 from application.chorus import Chorus
 from application.commands import GrantInstanceRole, RevokeInstanceRole
@@ -39,7 +39,12 @@ def change_role(args: argparse.Namespace, settings: Settings) -> int:
     by = f"{getpass.getuser()}@{socket.gethostname()}"
     with shared_database(settings) as url:
         migrate(url, all_projections())
-        app = Chorus(eventsourcing_env(url, pool_size=1), passwords=NoPasswords())
+        app = Chorus(
+            eventsourcing_env(url, pool_size=1),
+            passwords=NoPasswords(),
+            handlers=CONTEXTS.handlers,
+            snapshotting=CONTEXTS.snapshotting,
+        )
         try:
             found = user_id_of(app, args.username)
             if found is None:

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from api.contexts import CONTEXTS
 from api.database import NoPasswords
 from api.log_cli import require_database_url
 from infrastructure.settings import Settings
@@ -93,7 +94,12 @@ def _record(url: str, name: str, position: int, error: str, reason: str, who: st
     from domain.operations import ReadModelSkip
     from infrastructure.eventstore import eventsourcing_env
 
-    app = Chorus(eventsourcing_env(url, pool_size=1), passwords=NoPasswords())
+    app = Chorus(
+        eventsourcing_env(url, pool_size=1),
+        passwords=NoPasswords(),
+        handlers=CONTEXTS.handlers,
+        snapshotting=CONTEXTS.snapshotting,
+    )
     try:
         recordings = app.save(ReadModelSkip.record(name, position, error, reason, who))
     finally:

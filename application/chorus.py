@@ -23,10 +23,10 @@ from application.command_path import (
     replayed,
 )
 from application.commands import Command
+from application.decisions import Handler
 from application.group_commit import GroupCommitter
 from application.ports import Directory, PasswordHashing, Recorder
 from domain.base import Cause, ChorusAggregate, as_uuid
-from domain.documents import Document
 from domain.errors import Conflict, NotFound
 
 # Answers of ``execute``, importable from here as before the command path had a module.
@@ -38,7 +38,6 @@ A = TypeVar("A", bound=ChorusAggregate)
 # again against the newer state, so no write is lost or silently overwritten. A short random
 # pause spreads out writers that keep colliding on one hot aggregate.
 MAX_ATTEMPTS = 30
-DOCUMENT_SNAPSHOT_INTERVAL = 20
 BACKOFF_S = 0.002
 
 
@@ -46,19 +45,26 @@ class Chorus(Application[UUID]):
     """One application, one event store, one global order of events."""
 
     name = "Chorus"
-    # A document's stream is its content's history (every event carries update bytes):
-    # loading one from a snapshot reads at most this many of them.
-    snapshotting_intervals = {Document: DOCUMENT_SNAPSHOT_INTERVAL}
+    # Which aggregates are snapshotted, and how often, is declared by the aggregates
+    # (``snapshot_interval``) and handed in; the snapshot store always exists.
+    is_snapshotting_enabled = True
 
     def __init__(
         self,
         env: EnvType | None = None,
         *,
         passwords: PasswordHashing,
+        handlers: Mapping[type[Command], Handler],
+        snapshotting: Mapping[type[ChorusAggregate], int],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         directory: Directory | None = None,
     ) -> None:
+        # The library reads the intervals from the instance once it runs (``save``); they are
+        # per set of contexts here, not per class.
+        setattr(self, "snapshotting_intervals", dict(snapshotting))  # noqa: B010
         super().__init__(env)
+        # The command handlers of every context (api/contexts.py), by command type.
+        self.handlers = handlers
         recorder = self.recorder
         if not isinstance(recorder, Recorder):
             raise TypeError(
@@ -127,7 +133,7 @@ class Chorus(Application[UUID]):
         """``execute`` in the calling thread, committing this command alone."""
         for attempt in range(MAX_ATTEMPTS):
             reads = Reads(self)
-            decided = decide(reads, command, cause)
+            decided = decide(reads, command, cause, self.handlers)
             if not decided.aggregates:
                 return decided.result
             events = [e for a in decided.aggregates for e in a.pending_events]

@@ -9,7 +9,7 @@ way, so authorization, domain rules and idempotency are the same on both."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -18,7 +18,7 @@ from uuid import UUID
 import msgspec
 
 from application.commands import Command
-from application.handlers import HANDLERS
+from application.decisions import Handler
 from application.ports import (
     CommandStore,
     DecisionContext,
@@ -102,9 +102,14 @@ def replayed(store: CommandStore, scope: str, key: str, fingerprint: str) -> Com
     return CommandResult(stored.status, dict(stored.result), replayed=True)
 
 
-def decide(context: DecisionContext, command: Command, cause: Cause) -> Decided:
+def decide(
+    context: DecisionContext,
+    command: Command,
+    cause: Cause,
+    handlers: Mapping[type[Command], Handler],
+) -> Decided:
     """Decides ``command`` on what ``context`` shows. A key already recorded is answered
-    from its record; otherwise the command's handler decides."""
+    from its record; otherwise the command's handler (in ``handlers``) decides."""
     key = cause.command_id
     scope = idempotency_scope(cause)
     signature = ""
@@ -113,7 +118,7 @@ def decide(context: DecisionContext, command: Command, cause: Cause) -> Decided:
         replay = replayed(context.store, scope, key, signature)
         if replay is not None:
             return Decided(replay)
-    decision = HANDLERS[type(command)](context, command, cause)
+    decision = handlers[type(command)](context, command, cause)
     result = CommandResult(decision.status, {**decision.body, "position": None})
     if not any(a.pending_events for a in decision.aggregates):
         return Decided(result)

@@ -75,6 +75,7 @@ from application.command_path import (
     idempotency_scope,
 )
 from application.commands import Command
+from application.decisions import Handler
 from application.ports import (
     CommandStore,
     DecisionContext,
@@ -99,6 +100,8 @@ class Host(DecisionContext, Protocol):
     def repository(self) -> Repository[UUID]: ...
     @property
     def mapper(self) -> Mapper[UUID]: ...
+    @property
+    def handlers(self) -> Mapping[type[Command], Handler]: ...
 
     def execute_now(self, command: Command, cause: Cause) -> CommandResult: ...
 
@@ -449,7 +452,7 @@ class GroupCommitter:
     ) -> None:
         view = _BatchView(self, working, credentials, reads)
         try:
-            outcome = decide(view, item.command, item.cause)
+            outcome = decide(view, item.command, item.cause, self.app.handlers)
             events = [e for a in outcome.aggregates for e in a.collect_events()]
         except Exception as error:  # the command's own answer
             item.error = error

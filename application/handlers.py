@@ -1,24 +1,12 @@
-"""The one table of command handlers, joined from each context's own (no handler is
-registered by importing a module: this list is the registration)."""
+"""Joining the contexts' handler tables into the one table a ``Chorus`` runs (the contexts are
+listed once, in api/contexts.py, which hands the joined table to ``Chorus``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from application import channels, documents, identity, instance, messages, presence, workspaces
 from application.commands import Command
 from application.decisions import DuplicateHandler, Handler
-
-# One entry per context.
-CONTEXT_HANDLERS: tuple[Mapping[type[Command], Handler], ...] = (
-    identity.HANDLERS,
-    workspaces.HANDLERS,
-    channels.HANDLERS,
-    messages.HANDLERS,
-    presence.HANDLERS,
-    documents.HANDLERS,
-    instance.HANDLERS,
-)
 
 
 def join(tables: Iterable[Mapping[type[Command], Handler]]) -> dict[type[Command], Handler]:
@@ -30,6 +18,3 @@ def join(tables: Iterable[Mapping[type[Command], Handler]]) -> dict[type[Command
                 raise DuplicateHandler(f"{command_type.__name__} is handled twice")
             joined[command_type] = handler
     return joined
-
-
-HANDLERS = join(CONTEXT_HANDLERS)

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from api.bootstrap import migrate
-from api.contexts import all_projections
+from api.contexts import CONTEXTS, all_projections
 from application.chorus import Chorus
 from bench import scenarios
 from bench.harness import LoadResult, WorkerFactory, run_load
@@ -81,7 +81,10 @@ def main() -> None:
             url = pg.url_for(name)
             migrate(url, all_projections())
             app = Chorus(
-                eventsourcing_env(url, pool_size=args.pool_size), passwords=_CheapPasswords()
+                eventsourcing_env(url, pool_size=args.pool_size),
+                passwords=_CheapPasswords(),
+                handlers=CONTEXTS.handlers,
+                snapshotting=CONTEXTS.snapshotting,
             )
             try:
                 chat = scenarios.prepare_chat(app)

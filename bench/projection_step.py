@@ -23,7 +23,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from api.bootstrap import migrate
-from api.contexts import all_projections
+from api.contexts import CONTEXTS, all_projections
 from application.chorus import Chorus
 from application.commands import SendMessage
 from bench.scenarios import prepare_chat
@@ -50,7 +50,12 @@ def main() -> None:
         url = server.start()
         try:
             migrate(url, all_projections())
-            app = Chorus(eventsourcing_env(url), passwords=PasswordHasher())
+            app = Chorus(
+                eventsourcing_env(url),
+                passwords=PasswordHasher(),
+                handlers=CONTEXTS.handlers,
+                snapshotting=CONTEXTS.snapshotting,
+            )
             chat = prepare_chat(app)
             projections = all_projections()
             cpu: dict[str, list[float]] = {name: [] for name in versions}

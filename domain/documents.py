@@ -83,8 +83,15 @@ class DocumentState(TypedDict):
     update_count: int
 
 
+DOCUMENT_SNAPSHOT_INTERVAL = 20
+
+
 class Document(ChorusAggregate):
     """A document of a workspace: rich text, a whiteboard, or anything Yjs holds."""
+
+    # Its stream is its content's history (every event carries update bytes): loading one
+    # from a snapshot reads at most this many of them.
+    snapshot_interval = DOCUMENT_SNAPSHOT_INTERVAL
 
     stream_kind = StreamKind(
         "document", holders_of(Permission.VIEW_DOCUMENTS), workspace="workspace_id"

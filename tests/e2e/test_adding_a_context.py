@@ -52,7 +52,8 @@ def _next_event(ws: ClientConnection, type_name: str) -> dict[str, Any]:
         frame = _frame(ws)
         assert frame["op"] in ("event", "caught_up", "subscribed"), frame
         if frame["op"] == "event" and frame["event"]["type"] == type_name:
-            return frame["event"]
+            event: dict[str, Any] = frame["event"]
+            return event
 
 
 def test_a_context_added_by_the_recipe_works_end_to_end(toy: Running) -> None:

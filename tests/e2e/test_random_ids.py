@@ -22,9 +22,9 @@ import pytest
 from eventsourcing.persistence import IntegrityError
 from websockets.sync.client import connect
 
+from api.contexts import CONTEXTS
 from application.chorus import Chorus
 from application.commands import RegisterUser
-from application.handlers import HANDLERS
 from domain.base import Cause
 from domain.channels import Channel
 from domain.errors import UsernameTaken
@@ -200,10 +200,15 @@ def test_two_processes_deciding_one_name_at_once_conflict_in_the_store(
 ) -> None:
     """Gated: process A decides a sign-up, process B registers the same name and commits,
     then A's save must fail (the claim stream exists now), and A decided again says taken."""
-    other = Chorus(eventsourcing_env(store_url), passwords=CheapPasswords())
+    other = Chorus(
+        eventsourcing_env(store_url),
+        passwords=CheapPasswords(),
+        handlers=CONTEXTS.handlers,
+        snapshotting=CONTEXTS.snapshotting,
+    )
     try:
         command = RegisterUser(username="gated_name", password="plum-Orbit-kettle-42")
-        decided = HANDLERS[RegisterUser](app, command, Cause(None))
+        decided = CONTEXTS.handlers[RegisterUser](app, command, Cause(None))
         won = other.execute(
             RegisterUser(username="Gated_Name", password="violet-Harbour-lantern-73"), Cause(None)
         )

@@ -9,6 +9,7 @@ import uuid
 import psycopg
 from eventsourcing.persistence import StoredEvent
 
+from api.contexts import CONTEXTS
 from application.chorus import Chorus
 from application.commands import CreateChannel, CreateWorkspace, RegisterUser, SendMessage
 from domain.base import Cause
@@ -157,7 +158,15 @@ def test_concurrent_writers_keep_one_chain(store_url: str) -> None:
     the chain is still one line in position order."""
     import threading
 
-    apps = [Chorus(eventsourcing_env(store_url), passwords=CheapPasswords()) for _ in range(3)]
+    apps = [
+        Chorus(
+            eventsourcing_env(store_url),
+            passwords=CheapPasswords(),
+            handlers=CONTEXTS.handlers,
+            snapshotting=CONTEXTS.snapshotting,
+        )
+        for _ in range(3)
+    ]
     try:
         barrier = threading.Barrier(6)
 

@@ -43,6 +43,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from api.contexts import CONTEXTS
 from application.chorus import Chorus, CommandResult, IdempotencyKeyReused
 from application.commands import (
     AcceptInvite,
@@ -1343,7 +1344,12 @@ class CommandModel(RuleBasedStateMachine):
     def check_replay(self) -> None:
         """A new process loading every aggregate from the log gets the live state, which is
         the model's."""
-        fresh = Chorus(eventsourcing_env(self.stores.url, pool_size=2), passwords=CheapPasswords())
+        fresh = Chorus(
+            eventsourcing_env(self.stores.url, pool_size=2),
+            passwords=CheapPasswords(),
+            handlers=CONTEXTS.handlers,
+            snapshotting=CONTEXTS.snapshotting,
+        )
         try:
             replayed = app_state(fresh, self.model)
         finally:
@@ -1359,8 +1365,18 @@ RACES_DECIDED_AGAIN: list[str] = []
 
 
 def test_random_command_sequences_match_the_model_and_replay(store_url: str) -> None:
-    live = RacingChorus(eventsourcing_env(store_url, pool_size=2), passwords=CheapPasswords())
-    other = Chorus(eventsourcing_env(store_url, pool_size=2), passwords=CheapPasswords())
+    live = RacingChorus(
+        eventsourcing_env(store_url, pool_size=2),
+        passwords=CheapPasswords(),
+        handlers=CONTEXTS.handlers,
+        snapshotting=CONTEXTS.snapshotting,
+    )
+    other = Chorus(
+        eventsourcing_env(store_url, pool_size=2),
+        passwords=CheapPasswords(),
+        handlers=CONTEXTS.handlers,
+        snapshotting=CONTEXTS.snapshotting,
+    )
     conn = psycopg.connect(store_url, autocommit=True)
     CommandModel.stores = Stores(store_url, live, other, conn)
     RACES_DECIDED_AGAIN.clear()
@@ -1396,8 +1412,18 @@ def _register(app: Chorus, name: str) -> str:
 def test_two_owners_leaving_at_once_leave_one_owner(store_url: str) -> None:
     """Each of two owners may leave while the other stays: decided on the same state, both
     would go. The second save loses the race, is decided again, and is refused."""
-    live = RacingChorus(eventsourcing_env(store_url, pool_size=2), passwords=CheapPasswords())
-    other = Chorus(eventsourcing_env(store_url, pool_size=2), passwords=CheapPasswords())
+    live = RacingChorus(
+        eventsourcing_env(store_url, pool_size=2),
+        passwords=CheapPasswords(),
+        handlers=CONTEXTS.handlers,
+        snapshotting=CONTEXTS.snapshotting,
+    )
+    other = Chorus(
+        eventsourcing_env(store_url, pool_size=2),
+        passwords=CheapPasswords(),
+        handlers=CONTEXTS.handlers,
+        snapshotting=CONTEXTS.snapshotting,
+    )
     try:
         ann, bob = _register(live, "ann_race"), _register(live, "bob_race")
         created = live.execute(CreateWorkspace(name="W", visibility="public"), Cause(ann))
@@ -1414,7 +1440,12 @@ def test_two_owners_leaving_at_once_leave_one_owner(store_url: str) -> None:
             live.execute(LeaveWorkspace(workspace_id=ws), Cause(ann))
         assert live.conflicts - conflicts == 1  # its first save lost the race
         assert rival and rival[0].position is not None
-        fresh = Chorus(eventsourcing_env(store_url, pool_size=2), passwords=CheapPasswords())
+        fresh = Chorus(
+            eventsourcing_env(store_url, pool_size=2),
+            passwords=CheapPasswords(),
+            handlers=CONTEXTS.handlers,
+            snapshotting=CONTEXTS.snapshotting,
+        )
         try:
             workspace = fresh.load(Workspace, ws)
         finally:
@@ -1427,8 +1458,18 @@ def test_two_owners_leaving_at_once_leave_one_owner(store_url: str) -> None:
 
 
 def test_a_retry_racing_its_first_attempt_stores_it_once(store_url: str) -> None:
-    live = RacingChorus(eventsourcing_env(store_url, pool_size=2), passwords=CheapPasswords())
-    other = Chorus(eventsourcing_env(store_url, pool_size=2), passwords=CheapPasswords())
+    live = RacingChorus(
+        eventsourcing_env(store_url, pool_size=2),
+        passwords=CheapPasswords(),
+        handlers=CONTEXTS.handlers,
+        snapshotting=CONTEXTS.snapshotting,
+    )
+    other = Chorus(
+        eventsourcing_env(store_url, pool_size=2),
+        passwords=CheapPasswords(),
+        handlers=CONTEXTS.handlers,
+        snapshotting=CONTEXTS.snapshotting,
+    )
     try:
         ann = _register(live, "ann_retry")
         ws = str(live.execute(CreateWorkspace(name="W"), Cause(ann)).body["id"])
@@ -1453,7 +1494,12 @@ def test_concurrent_threads_on_one_message_never_overwrite(store_url: str) -> No
     """Real threads, no seam: eight stale-version edits of one message at once. Exactly
     one wins; the others are told Conflict, and the log has one edit."""
     apps = [
-        Chorus(eventsourcing_env(store_url, pool_size=2), passwords=CheapPasswords())
+        Chorus(
+            eventsourcing_env(store_url, pool_size=2),
+            passwords=CheapPasswords(),
+            handlers=CONTEXTS.handlers,
+            snapshotting=CONTEXTS.snapshotting,
+        )
         for _ in range(4)
     ]
     try:

@@ -7,7 +7,7 @@ from typing import Any
 
 from pycrdt import Doc, Text
 
-from application.chorus import DOCUMENT_SNAPSHOT_INTERVAL, Chorus
+from application.chorus import Chorus
 from application.commands import (
     ApplyDocumentUpdate,
     CreateDocument,
@@ -16,6 +16,7 @@ from application.commands import (
 )
 from application.ports import Recorder
 from domain.base import Cause
+from domain.documents import DOCUMENT_SNAPSHOT_INTERVAL
 from infrastructure.eventstore import ChorusRecorder
 
 

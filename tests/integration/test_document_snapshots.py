@@ -8,7 +8,8 @@ from typing import Any
 
 from pycrdt import Doc, Text
 
-from application.chorus import DOCUMENT_SNAPSHOT_INTERVAL, Chorus
+from api.contexts import CONTEXTS
+from application.chorus import Chorus
 from application.commands import (
     ApplyDocumentUpdate,
     CreateDocument,
@@ -17,7 +18,7 @@ from application.commands import (
     RenameDocument,
 )
 from domain.base import Cause
-from domain.documents import Document, DocumentState
+from domain.documents import DOCUMENT_SNAPSHOT_INTERVAL, Document, DocumentState
 from infrastructure.eventstore import eventsourcing_env
 from tests.fixtures.chorus import CheapPasswords
 
@@ -71,7 +72,12 @@ def test_a_new_process_loads_a_document_from_its_latest_snapshot(
     updates = 2 * DOCUMENT_SNAPSHOT_INTERVAL + 5
     _, doc_id = _document(app, updates)
     live = app.load(Document, doc_id)
-    restarted = Chorus(eventsourcing_env(store_url), passwords=CheapPasswords())
+    restarted = Chorus(
+        eventsourcing_env(store_url),
+        passwords=CheapPasswords(),
+        handlers=CONTEXTS.handlers,
+        snapshotting=CONTEXTS.snapshotting,
+    )
     try:
         assert restarted.snapshots is not None
         snapshots = list(restarted.snapshots.get(uuid.UUID(doc_id), desc=True, limit=1))

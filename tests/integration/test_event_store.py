@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError
 
+from api.contexts import CONTEXTS
 from application.chorus import Chorus, IdempotencyKeyReused
 from application.commands import CreateWorkspace, JoinWorkspace, RegisterUser
 from domain.base import Cause, ChorusAggregate
@@ -48,8 +49,18 @@ def test_events_are_typed_json_readable_in_sql(app: Chorus, store_url: str) -> N
 
 
 def test_a_stale_write_is_refused_not_applied(store_url: str) -> None:
-    first = Chorus(eventsourcing_env(store_url), passwords=CheapPasswords())
-    second = Chorus(eventsourcing_env(store_url), passwords=CheapPasswords())
+    first = Chorus(
+        eventsourcing_env(store_url),
+        passwords=CheapPasswords(),
+        handlers=CONTEXTS.handlers,
+        snapshotting=CONTEXTS.snapshotting,
+    )
+    second = Chorus(
+        eventsourcing_env(store_url),
+        passwords=CheapPasswords(),
+        handlers=CONTEXTS.handlers,
+        snapshotting=CONTEXTS.snapshotting,
+    )
     try:
         owner = _user(first, "ann")
         joiner = _user(first, "ben")
@@ -80,7 +91,15 @@ def test_concurrent_commands_on_one_aggregate_are_all_decided(app: Chorus, store
     ws = str(
         app.execute(CreateWorkspace(name="Busy", visibility="public"), Cause(owner)).body["id"]
     )
-    others = [Chorus(eventsourcing_env(store_url), passwords=CheapPasswords()) for _ in range(3)]
+    others = [
+        Chorus(
+            eventsourcing_env(store_url),
+            passwords=CheapPasswords(),
+            handlers=CONTEXTS.handlers,
+            snapshotting=CONTEXTS.snapshotting,
+        )
+        for _ in range(3)
+    ]
     barrier = threading.Barrier(len(joiners))
 
     def join(i: int) -> int | None:
@@ -101,7 +120,12 @@ def test_concurrent_commands_on_one_aggregate_are_all_decided(app: Chorus, store
 
 
 def test_username_is_unique_even_when_two_signups_race(app: Chorus, store_url: str) -> None:
-    other = Chorus(eventsourcing_env(store_url), passwords=CheapPasswords())
+    other = Chorus(
+        eventsourcing_env(store_url),
+        passwords=CheapPasswords(),
+        handlers=CONTEXTS.handlers,
+        snapshotting=CONTEXTS.snapshotting,
+    )
     barrier = threading.Barrier(2)
     outcomes: list[str] = []
 
@@ -128,7 +152,12 @@ def test_idempotency_record_survives_a_new_process(app: Chorus, store_url: str) 
     owner = _user(app, "keeper")
     key = "create-" + uuid.uuid4().hex
     first = app.execute(CreateWorkspace(name="Once"), Cause(owner, key))
-    restarted = Chorus(eventsourcing_env(store_url), passwords=CheapPasswords())
+    restarted = Chorus(
+        eventsourcing_env(store_url),
+        passwords=CheapPasswords(),
+        handlers=CONTEXTS.handlers,
+        snapshotting=CONTEXTS.snapshotting,
+    )
     try:
         again = restarted.execute(CreateWorkspace(name="Once"), Cause(owner, key))
         assert again.replayed and again.body == first.body and again.status == first.status

@@ -12,6 +12,7 @@ from uuid import UUID
 import psycopg
 import pytest
 
+from api.contexts import CONTEXTS
 from application.chorus import Chorus, CommandResult, IdempotencyKeyReused
 from application.commands import (
     CreateChannel,
@@ -231,7 +232,12 @@ def test_a_conflict_with_another_writer_concerns_only_its_commands(
     run again alone. The kicked member's post is refused; the others land once each."""
     owner, poster, joiner, bystander = (_user(app, n) for n in ("o", "p", "j", "b"))
     ws, channel = _room(app, owner, poster, bystander)
-    other = Chorus(eventsourcing_env(store_url), passwords=CheapPasswords())
+    other = Chorus(
+        eventsourcing_env(store_url),
+        passwords=CheapPasswords(),
+        handlers=CONTEXTS.handlers,
+        snapshotting=CONTEXTS.snapshotting,
+    )
     before = _head(store_url)
     kicked: list[CommandResult] = []
 
@@ -313,7 +319,12 @@ def test_replaying_the_log_equals_the_live_state(
         UUID(str(results[2].body["id"])),
         UUID(str(results[3].body["id"])),
     }
-    fresh = Chorus(eventsourcing_env(store_url), passwords=CheapPasswords())
+    fresh = Chorus(
+        eventsourcing_env(store_url),
+        passwords=CheapPasswords(),
+        handlers=CONTEXTS.handlers,
+        snapshotting=CONTEXTS.snapshotting,
+    )
     try:
         for aggregate_id in ids:
             live: Any = app.repository.get(aggregate_id)
@@ -337,7 +348,12 @@ def test_password_commands_bypass_the_batch(app: Chorus, committer: GroupCommitt
 
 
 def test_close_stops_the_writer(store_url: str) -> None:
-    chorus = Chorus(eventsourcing_env(store_url), passwords=CheapPasswords())
+    chorus = Chorus(
+        eventsourcing_env(store_url),
+        passwords=CheapPasswords(),
+        handlers=CONTEXTS.handlers,
+        snapshotting=CONTEXTS.snapshotting,
+    )
     committer = chorus.enable_group_commit()
     owner = _user(chorus, "o")
     assert chorus.execute(CreateWorkspace(name="W"), Cause(owner)).status == 201
@@ -376,7 +392,12 @@ def test_a_remembered_aggregate_another_writer_changed_is_not_trusted(
     owner, poster = _user(app, "o"), _user(app, "p")
     ws, channel = _room(app, owner, poster)
     assert isinstance(_send(committer, channel, poster, "before"), CommandResult)
-    other = Chorus(eventsourcing_env(store_url), passwords=CheapPasswords())
+    other = Chorus(
+        eventsourcing_env(store_url),
+        passwords=CheapPasswords(),
+        handlers=CONTEXTS.handlers,
+        snapshotting=CONTEXTS.snapshotting,
+    )
     try:
         other.execute_now(KickMember(workspace_id=ws, user_id=poster), Cause(owner))
     finally:
@@ -401,7 +422,12 @@ def test_a_refusal_on_stale_remembered_state_is_decided_again(
     ws, channel = _room(app, owner, poster)
     left = _outcome(committer.submit(LeaveWorkspace(workspace_id=ws), Cause(poster)))
     assert isinstance(left, CommandResult)  # the workspace is remembered without the poster
-    other = Chorus(eventsourcing_env(store_url), passwords=CheapPasswords())
+    other = Chorus(
+        eventsourcing_env(store_url),
+        passwords=CheapPasswords(),
+        handlers=CONTEXTS.handlers,
+        snapshotting=CONTEXTS.snapshotting,
+    )
     try:
         other.execute_now(JoinWorkspace(workspace_id=ws), Cause(poster))
     finally:
@@ -441,7 +467,12 @@ def test_a_batch_that_only_read_the_workspace_sees_a_kick_committed_before_it(
     the post is decided again and refused; only the kick is stored."""
     owner, poster = _user(app, "o"), _user(app, "p")
     ws, channel = _room(app, owner, poster)  # run outside the batches: nothing remembered
-    other = Chorus(eventsourcing_env(store_url), passwords=CheapPasswords())
+    other = Chorus(
+        eventsourcing_env(store_url),
+        passwords=CheapPasswords(),
+        handlers=CONTEXTS.handlers,
+        snapshotting=CONTEXTS.snapshotting,
+    )
     before = _head(store_url)
 
     def race() -> None:
@@ -467,7 +498,12 @@ def test_a_command_run_alone_sees_a_kick_committed_between_its_decision_and_its_
     the save fails on the workspace's version, the post is decided again and refused."""
     owner, poster = _user(app, "o"), _user(app, "p")
     ws, channel = _room(app, owner, poster)
-    other = Chorus(eventsourcing_env(store_url), passwords=CheapPasswords())
+    other = Chorus(
+        eventsourcing_env(store_url),
+        passwords=CheapPasswords(),
+        handlers=CONTEXTS.handlers,
+        snapshotting=CONTEXTS.snapshotting,
+    )
     before = _head(store_url)
 
     def race() -> None:

@@ -6,10 +6,11 @@ import inspect
 
 import pytest
 
+from api.contexts import CONTEXTS
 from application import commands
 from application.commands import Command, CreateChannel, SendMessage
 from application.decisions import Decision, DuplicateHandler, HandlerTable
-from application.handlers import CONTEXT_HANDLERS, HANDLERS, join
+from application.handlers import join
 from application.ports import DecisionContext
 from domain.base import Cause
 
@@ -24,8 +25,8 @@ def _command_types() -> set[type[Command]]:
 
 def test_every_command_has_exactly_one_handler() -> None:
     assert len(_command_types()) >= 30  # the enumeration finds the commands
-    assert set(HANDLERS) == _command_types()
-    handled = [command_type for table in CONTEXT_HANDLERS for command_type in table]
+    assert set(CONTEXTS.handlers) == _command_types()
+    handled = [command_type for c in CONTEXTS.contexts for command_type in c.handlers]
     assert sorted(t.__name__ for t in handled) == sorted(t.__name__ for t in _command_types())
 
 
@@ -42,7 +43,7 @@ def test_a_command_type_handled_twice_is_refused() -> None:
     other.on(SendMessage)(_refuse)
     with pytest.raises(DuplicateHandler, match="SendMessage"):
         join([table, other])
-    assert set(join([table, {CreateChannel: HANDLERS[CreateChannel]}])) == {
+    assert set(join([table, {CreateChannel: CONTEXTS.handlers[CreateChannel]}])) == {
         SendMessage,
         CreateChannel,
     }
