@@ -32,6 +32,7 @@ from api.yjs import protocol
 from api.yjs.rooms import CLOSE_NO_ACCESS, CLOSE_OVER_BUDGET, AwarenessRate, LiveDocument, Rooms
 from application.document_rooms import DocumentTooLarge, OverBudget
 from application.documents import document_with_workspace
+from application.ports import StoredDocument
 from domain.errors import DomainError, NotFound
 from domain.identity import User
 from domain.rules import MAX_DOCUMENT_UPDATE_BYTES
@@ -42,7 +43,6 @@ from domain.yjs_update import (
     inspect_update,
 )
 from infrastructure.tokens import AccessClaims
-from projections.documents import StoredDocument
 
 log = logging.getLogger(__name__)
 

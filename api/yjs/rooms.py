@@ -19,15 +19,15 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import anyio
 import msgspec
 
-from api.realtime.hub import Delivery
 from api.yjs import protocol
+from application.chorus import Chorus
 from application.commands import ApplyDocumentUpdate
 from application.document_rooms import (
     DocumentBroken,
@@ -36,11 +36,11 @@ from application.document_rooms import (
     Run,
 )
 from application.documents import document_with_workspace
+from application.ports import Delivered, LogFollower, Signals, StoredDocument
 from domain.base import Cause
 from domain.documents import Document
 from domain.errors import DomainError
 from domain.rules import MAX_DOCUMENT_UPDATE_BYTES
-from projections.documents import StoredDocument, fetch_document
 
 log = logging.getLogger(__name__)
 
@@ -265,8 +265,28 @@ class LiveDocument:
 class Rooms:
     """Every live document of this process; one listener of the hub for all of them."""
 
-    def __init__(self, services: Any, *, flush_s: float, idle_s: float) -> None:
-        self.services = services
+    def __init__(
+        self,
+        app: Chorus,
+        log_follower: LogFollower,
+        signals: Signals,
+        read_stored: Callable[[str], StoredDocument],
+        budget: EditBudget,
+        access_events: Collection[str],
+        *,
+        flush_s: float,
+        idle_s: float,
+    ) -> None:
+        """``log_follower``: the process's one subscription to the log; ``signals``: to the
+        other instances' editors (awareness); ``read_stored``: a document as stored;
+        ``budget``: the users' edit budget; ``access_events``: the event types that may
+        change a user's access to documents."""
+        self.app = app
+        self.log_follower = log_follower
+        self.signals = signals
+        self._read_stored = read_stored
+        self.budget = budget
+        self.access_events = access_events
         # A copy saves at most once per ``flush_s``: an update that comes to an idle copy is
         # saved (and passed on) at once; one that comes during a burst waits for the next
         # save, with the rest of the burst (one event per run, not one per keystroke).
@@ -280,7 +300,7 @@ class Rooms:
         self._build_after: dict[str, asyncio.Future[None]] = {}
         self.build_wait_s = BUILD_WAIT_S
         # Deliveries that arrive while a document loads, applied once it has.
-        self._early: dict[str, list[Delivery]] = {}
+        self._early: dict[str, list[Delivered]] = {}
         # Every editor of this process, by user, from before its first access check until
         # it ends: an access change the check did not see is delivered after it (see
         # ``watch``).
@@ -292,12 +312,6 @@ class Rooms:
         # Notified whenever a document is opened or dropped (tests and metrics wait on it).
         self.changed = threading.Condition()
         self.max_awareness_bytes = MAX_AWARENESS_BYTES_PER_DOCUMENT
-        settings = services.settings
-        self.budget = EditBudget(
-            settings.document_bytes_per_user,
-            settings.document_updates_per_user,
-            settings.document_budget_window_s,
-        )
 
     def _changed(self) -> None:
         with self.changed:
@@ -317,11 +331,11 @@ class Rooms:
     # -- opening and closing ----------------------------------------------------------------
 
     def start(self) -> None:
-        self.services.hub.add(self)
+        self.log_follower.add(self)
 
     async def stop(self) -> None:
         """Saves what is waiting and closes every document (the server is stopping)."""
-        self.services.hub.remove(self)
+        self.log_follower.remove(self)
         for live in list(self.live.values()):
             await self.flush(live)
             await self._drop(live, CLOSE_RELOAD, "server restarting")
@@ -382,7 +396,7 @@ class Rooms:
             self._apply_delivery(live, d)
         self.live[document_id] = live
         live.remote = RemoteEditors(self, live)
-        self.services.signals.join(awareness_group(document_id), live.remote)
+        self.signals.join(awareness_group(document_id), live.remote)
         self._touch(live)  # unloaded in time if its editor left while it was built
         self._changed()
         future.set_result(live)
@@ -395,14 +409,13 @@ class Rooms:
 
     def _fetch(self, document_id: str, workspace_id: str | None) -> Fetched:
         if workspace_id is None:
-            workspace_id = str(self.services.app.load(Document, document_id).workspace_id)
+            workspace_id = str(self.app.load(Document, document_id).workspace_id)
         return Fetched(document_id, workspace_id, self.read_stored(document_id))
 
     def read_stored(self, document_id: str) -> StoredDocument:
         """The document as stored (a snapshot and the log after it); blocking. Reads it
         whoever asks: what it returns must only reach an editor whose access was checked."""
-        with self.services.read_pool.connection() as conn, conn.cursor() as cur:
-            return fetch_document(cur, document_id)
+        return self._read_stored(document_id)
 
     def _build(self, fetched: Fetched) -> LiveDocument:
         loaded = fetched.stored.build()
@@ -443,7 +456,7 @@ class Rooms:
             del self.live[live.document_id]
             self._changed()
         if live.remote is not None:
-            self.services.signals.leave(awareness_group(live.document_id), live.remote)
+            self.signals.leave(awareness_group(live.document_id), live.remote)
         for handle in (live.flush_handle, live.idle_handle):
             if handle is not None:
                 handle.cancel()
@@ -544,7 +557,7 @@ class Rooms:
     async def reached(self, position: int) -> None:
         """Returns once the hub has delivered the log up to ``position`` (so every access
         change up to it has reached the editors it concerns)."""
-        if self.services.hub.delivered >= position:
+        if self.log_follower.delivered >= position:
             return
         waiting: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._reached.append((position, waiting))
@@ -571,7 +584,7 @@ class Rooms:
         async with peer.checking:
             try:
                 document, workspace = await anyio.to_thread.run_sync(
-                    document_with_workspace, self.services.app, peer.document_id, peer.user_id
+                    document_with_workspace, self.app, peer.document_id, peer.user_id
                 )
             except DomainError:
                 await peer.close(CLOSE_NO_ACCESS, "access revoked")
@@ -623,9 +636,7 @@ class Rooms:
     async def _publish_awareness(self, live: LiveDocument, message: bytes) -> None:
         """To the document's editors on other instances (through Redis, when configured)."""
         if live.remote is not None:
-            await self.services.signals.publish(
-                awareness_group(live.document_id), message, live.remote
-            )
+            await self.signals.publish(awareness_group(live.document_id), message, live.remote)
 
     async def remote_awareness(self, live: LiveDocument, message: bytes) -> None:
         """Awareness from another instance: kept for editors who join later, passed on."""
@@ -709,7 +720,7 @@ class Rooms:
         # Known before the append: the hub may deliver it before this thread returns.
         live.outgoing[update] = (run.origin, run.updates)
         try:
-            result = self.services.app.execute(command, Cause(actor_id=run.actor))
+            result = self.app.execute(command, Cause(actor_id=run.actor))
         except BaseException:
             live.outgoing.pop(update, None)
             raise
@@ -720,7 +731,7 @@ class Rooms:
 
     # -- what other processes (and this one) committed --------------------------------------
 
-    def deliver(self, batch: list[Delivery]) -> None:
+    def deliver(self, batch: Sequence[Delivered]) -> None:
         for d in batch:
             stream = str(d.event.stream)
             early = self._early.get(stream)
@@ -729,7 +740,7 @@ class Rooms:
             live = self.live.get(stream)
             if live is not None:
                 self._apply_delivery(live, d)
-            if d.event.type in self.services.hub.kinds.access_events:
+            if d.event.type in self.access_events:
                 # At this position, before anything later is sent to the editors concerned.
                 user_id = d.event.data.get("user_id")
                 for peer in list(self.editors.get(user_id, ())) if user_id else []:
@@ -742,7 +753,7 @@ class Rooms:
                         peer.suspend()
                         self._spawn(peer.close(CLOSE_DELETED, "the document was deleted"))
         if self._reached:
-            delivered = self.services.hub.delivered
+            delivered = self.log_follower.delivered
             waiting, self._reached = self._reached, []
             for position, future in waiting:
                 if position <= delivered:
@@ -751,7 +762,7 @@ class Rooms:
                 else:
                     self._reached.append((position, future))
 
-    def _apply_delivery(self, live: LiveDocument, d: Delivery) -> None:
+    def _apply_delivery(self, live: LiveDocument, d: Delivered) -> None:
         event = d.event
         if event.type == "DocumentUpdateApplied":
             update = base64.b64decode(event.data["update"])
