@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
@@ -22,9 +21,9 @@ from api.session_ends import SessionEnds
 from api.yjs.rooms import Rooms
 from application.chorus import Chorus
 from application.document_rooms import EditBudget
-from infrastructure.chain import CHAIN_SQL
-from infrastructure.eventstore import SCHEMA_SQL, create_event_store_tables, eventsourcing_env
-from infrastructure.instances import INSTANCES_SQL, Instances
+from infrastructure import migrations
+from infrastructure.eventstore import eventsourcing_env
+from infrastructure.instances import Instances
 from infrastructure.passwords import PasswordHasher
 from infrastructure.refresh_tokens import RefreshTokens
 from infrastructure.settings import Settings
@@ -34,24 +33,10 @@ from projections.readers import sessions_on, stored_document
 from projections.runner import ProjectionRunner, create_tables
 from projections.workspaces import WorkspaceDirectory
 
-MIGRATION_LOCK = 7_140_411  # any constant shared by every Chorus process
-
 
 def migrate(database_url: str, read_models: Sequence[Projection]) -> None:
-    """Creates every table once. Several processes starting together take turns on an
-    advisory lock (concurrent DDL fails with "tuple concurrently updated")."""
-    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
-        try:
-            create_event_store_tables(database_url)
-            with conn.cursor() as cur:
-                cur.execute(SCHEMA_SQL)
-                cur.execute(CHAIN_SQL)
-                cur.execute(RefreshTokens.TABLES_SQL)
-                cur.execute(INSTANCES_SQL)
-                create_tables(cur, read_models)
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+    """Creates every table once: the store's, then the read models'."""
+    migrations.migrate(database_url, lambda cur: create_tables(cur, read_models))
 
 
 class LastWrites:
