@@ -18,9 +18,9 @@ from api.realtime.hub import EventHub
 from api.realtime.presence import PresenceKeeper
 from api.realtime.signals import SignalBus
 from api.session_ends import SessionEnds
-from api.yjs.rooms import Rooms
 from application.chorus import Chorus
-from application.document_rooms import EditBudget
+from application.live_documents.budget import EditBudget
+from application.live_documents.rooms import Rooms
 from infrastructure import migrations
 from infrastructure.eventstore import eventsourcing_env
 from infrastructure.instances import Instances

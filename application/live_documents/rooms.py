@@ -21,22 +21,32 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
-import msgspec
 
-from api.yjs import protocol
 from application.chorus import Chorus
 from application.commands import ApplyDocumentUpdate
-from application.document_rooms import (
-    DocumentBroken,
-    DocumentRoom,
-    EditBudget,
-    Run,
-)
 from application.documents import document_with_workspace
+from application.live_documents.awareness import (
+    AWARENESS_CLIENTS_PER_CONNECTION,
+    MAX_AWARENESS_BYTES_PER_DOCUMENT,
+    REMOTE_AWARENESS_TTL_S,
+    awareness_group,
+    awareness_messages,
+    stamp_awareness,
+)
+from application.live_documents.budget import EditBudget
+from application.live_documents.editors import (
+    CLOSE_DELETED,
+    CLOSE_NO_ACCESS,
+    CLOSE_RELOAD,
+    CLOSE_TRY_LATER,
+    Peer,
+)
+from application.live_documents.room import DocumentBroken, DocumentRoom, Run
 from application.ports import Delivered, LogFollower, Signals, StoredDocument
+from domain import yjs_protocol as protocol
 from domain.base import Cause
 from domain.documents import Document
 from domain.errors import DomainError
@@ -44,29 +54,6 @@ from domain.rules import MAX_DOCUMENT_UPDATE_BYTES
 
 log = logging.getLogger(__name__)
 
-# Close codes: 4400-4499 tell y-websocket clients not to retry; 1012/1013 make them
-# reconnect (and re-send what the server lacks). docs/API.md has the whole table.
-CLOSE_DELETED = 4410
-CLOSE_NO_ACCESS = 4404
-CLOSE_RELOAD = 1012
-CLOSE_TRY_LATER = 1013
-# Past the user's edit budget: transient, the client retries (with backoff: it is refused
-# on opening until the refused edit would fit).
-CLOSE_OVER_BUDGET = 1013
-
-# Awareness (cursors, names) is kept in memory and sent to every editor: bounded per
-# connection (client ids, updates and bytes per second) and per document (bytes). What goes
-# past a bound is dropped, not closed on: a stock y-websocket client sends other clients'
-# states back to the server (it re-broadcasts every awareness change it applies), so an
-# honest client can name client ids that are not its own.
-AWARENESS_CLIENTS_PER_CONNECTION = 4
-AWARENESS_PER_SECOND = 20.0
-AWARENESS_BURST = 40.0
-AWARENESS_BYTES_PER_SECOND = 32 * 1024.0
-AWARENESS_BYTES_BURST = 128 * 1024.0
-MAX_AWARENESS_BYTES_PER_DOCUMENT = 1024 * 1024
-# A joiner's snapshot of everyone's states comes in messages of at most this many bytes.
-MAX_AWARENESS_MESSAGE_BYTES = 64 * 1024
 # The longest a document's build waits for its first editor to take the stored bytes.
 BUILD_WAIT_S = 0.5
 
@@ -74,110 +61,7 @@ BUILD_WAIT_S = 0.5
 MAX_UNSAVED_BYTES = 8 * 1024 * 1024
 
 
-class AwarenessRate:
-    """Awareness updates one connection may send: ``AWARENESS_PER_SECOND`` messages and
-    ``AWARENESS_BYTES_PER_SECOND`` bytes, with bursts of ``AWARENESS_BURST`` and
-    ``AWARENESS_BYTES_BURST``."""
-
-    def __init__(self) -> None:
-        self.messages = AWARENESS_BURST
-        self.bytes = AWARENESS_BYTES_BURST
-        self.stamp = time.monotonic()
-
-    def take(self, size: int) -> bool:
-        now = time.monotonic()
-        elapsed, self.stamp = now - self.stamp, now
-        self.messages = min(AWARENESS_BURST, self.messages + elapsed * AWARENESS_PER_SECOND)
-        self.bytes = min(AWARENESS_BYTES_BURST, self.bytes + elapsed * AWARENESS_BYTES_PER_SECOND)
-        if self.messages < 1 or self.bytes < size:
-            return False
-        self.messages -= 1
-        self.bytes -= size
-        return True
-
-
-class Peer(Protocol):
-    """One connected editor (see api/yjs/endpoint.py)."""
-
-    user_id: str
-    document_id: str
-    # The document's workspace, once the editor's first access check has passed.
-    workspace_id: str | None
-    # Access checks of one editor run one at a time: the last to end saw the newest state.
-    checking: asyncio.Lock
-    # Who the connection's user is, as the server knows them: stamped on its awareness.
-    display_name: str
-    can_edit: bool
-    awareness_clients: set[int]
-    awareness_rate: AwarenessRate
-
-    async def send(self, data: bytes) -> None: ...
-
-    async def close(self, code: int, reason: str) -> None: ...
-
-    def suspend(self) -> None:
-        """Holds what is sent to the editor until ``resume`` (its access is being checked)."""
-
-    def resume(self) -> None:
-        """Sends what was held (once every ``suspend`` has been resumed)."""
-
-    async def resumed(self) -> None:
-        """Returns once the editor is not suspended (or is closed)."""
-
-
-# Awareness states of editors on other instances that were not refreshed for this long are
-# not shown to new editors (y-protocols clients renew theirs every 15 s and drop others'
-# after 30 s).
-REMOTE_AWARENESS_TTL_S = 30.0
-
-
 _EMPTY_UPDATE = b"\x00\x00"  # no structs, no deletions: what a synced client's step 2 is
-
-
-def stamp_awareness(entry: protocol.AwarenessEntry, peer: Peer) -> protocol.AwarenessEntry | None:
-    """The state with ``user.id`` and ``user.name`` set to the connection's real user, over
-    whatever the client claimed (other ``user`` fields, a cursor colour say, are kept); None
-    for a state that is not a JSON object, which no Yjs client sends. A state without a
-    ``user`` gets it first, the client's bytes left as they were after it."""
-    try:
-        state = msgspec.json.decode(entry.state)
-    except msgspec.DecodeError:
-        return None
-    if not isinstance(state, dict):
-        return None
-    claimed = state.get("user")
-    if claimed is None and "user" not in state:
-        stamp = b'{"user":' + msgspec.json.encode({"id": peer.user_id, "name": peer.display_name})
-        rest = entry.state.lstrip()[1:].lstrip()
-        stamped = stamp + (rest if rest.startswith(b"}") else b"," + rest)
-        return protocol.AwarenessEntry(entry.client_id, entry.clock, stamped)
-    user = dict(claimed) if isinstance(claimed, dict) else {}
-    user["id"], user["name"] = peer.user_id, peer.display_name
-    state["user"] = user
-    return protocol.AwarenessEntry(entry.client_id, entry.clock, msgspec.json.encode(state))
-
-
-def awareness_messages(entries: list[protocol.AwarenessEntry]) -> list[bytes]:
-    """Awareness messages holding ``entries``, each of at most ``MAX_AWARENESS_MESSAGE_BYTES``
-    (one state is never split: a state is far smaller than that)."""
-    messages: list[bytes] = []
-    chunk: list[protocol.AwarenessEntry] = []
-    size = 0
-    for entry in entries:
-        cost = len(entry.state) + 24  # the state and its client id, clock and lengths
-        if chunk and size + cost > MAX_AWARENESS_MESSAGE_BYTES:
-            messages.append(protocol.awareness_message(protocol.encode_awareness(chunk)))
-            chunk, size = [], 0
-        chunk.append(entry)
-        size += cost
-    if chunk:
-        messages.append(protocol.awareness_message(protocol.encode_awareness(chunk)))
-    return messages
-
-
-def awareness_group(document_id: str) -> str:
-    """The signal-bus group (Redis channel key) of a document's awareness."""
-    return f"yjs:{document_id}"
 
 
 @dataclass(eq=False)
