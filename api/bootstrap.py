@@ -15,12 +15,12 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from api.catalogue import Catalogue
 from api.realtime.hub import EventHub
-from api.realtime.presence import PresenceKeeper
 from api.realtime.signals import SignalBus
 from api.session_ends import SessionEnds
 from application.chorus import Chorus
 from application.live_documents.budget import EditBudget
 from application.live_documents.rooms import Rooms
+from application.presence_upkeep import PresenceKeeper
 from infrastructure import migrations
 from infrastructure.eventstore import eventsourcing_env
 from infrastructure.instances import Instances
