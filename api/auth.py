@@ -25,9 +25,10 @@ from api.rate_limits import client_address
 from api.reads import read_cursor_async
 from application.commands import ChangePassword, EndSignIns, RegisterUser, StartSignIn
 from application.identity import user_id_of
+from application.sign_ins import ended_in_log
 from domain.base import Cause, as_uuid
 from domain.errors import InvalidValue, NotFound, PermissionDenied, UsernameTaken
-from domain.identity import SignIn, User, display_name_rule
+from domain.identity import User, display_name_rule
 from domain.rules import MAX_PASSWORD, check_user_password, normalise_username
 from infrastructure.passwords import PasswordsBusy
 from infrastructure.refresh_tokens import InvalidRefreshToken, RefreshTokenReused
@@ -323,7 +324,7 @@ class AuthController(Controller):
                 request, reused.user_id, [reused.session_id], "refresh token reused"
             )
             raise
-        if await anyio.to_thread.run_sync(_ended_in_log, request, session_id):
+        if await anyio.to_thread.run_sync(ended_in_log, services.app, session_id):
             # Ended in the log, its family not yet revoked (the ending request failed
             # between the two): end it now.
             await _end_sessions(request, user_id, [session_id], "ended")
@@ -475,14 +476,6 @@ async def _live_sessions(request: Request[Any, Any, Any], user_id: str) -> list[
     return await anyio.to_thread.run_sync(
         services_of(request).refresh_tokens.live_sessions, user_id
     )
-
-
-def _ended_in_log(request: Request[Any, Any, Any], session_id: str) -> bool:
-    app = services_of(request).app
-    uid = uuid.UUID(session_id)
-    if not app.exists(uid):
-        return False  # a family issued before sign-ins were recorded
-    return not app.load(SignIn, uid, "session").live
 
 
 __all__ = ["AUTH_LIMIT_HANDLERS", "PUBLIC_PATHS", "AuthController", "BearerAuthMiddleware", "Body"]

@@ -3,51 +3,40 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from api.catalogue import Catalogue
 from api.realtime.hub import EventHub
-from api.realtime.presence import PresenceKeeper
 from api.realtime.signals import SignalBus
 from api.session_ends import SessionEnds
-from api.yjs.rooms import Rooms
 from application.chorus import Chorus
-from infrastructure.chain import CHAIN_SQL
-from infrastructure.eventstore import SCHEMA_SQL, create_event_store_tables, eventsourcing_env
-from infrastructure.instances import INSTANCES_SQL
+from application.live_documents.budget import EditBudget
+from application.live_documents.rooms import Rooms
+from application.presence_upkeep import PresenceKeeper
+from infrastructure import migrations
+from infrastructure.eventstore import eventsourcing_env
+from infrastructure.instances import Instances
 from infrastructure.passwords import PasswordHasher
 from infrastructure.refresh_tokens import RefreshTokens
 from infrastructure.settings import Settings
 from infrastructure.tokens import AccessTokens
 from projections.base import Projection
+from projections.readers import sessions_on, stored_document
 from projections.runner import ProjectionRunner, create_tables
 from projections.workspaces import WorkspaceDirectory
 
-MIGRATION_LOCK = 7_140_411  # any constant shared by every Chorus process
-
 
 def migrate(database_url: str, read_models: Sequence[Projection]) -> None:
-    """Creates every table once. Several processes starting together take turns on an
-    advisory lock (concurrent DDL fails with "tuple concurrently updated")."""
-    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
-        try:
-            create_event_store_tables(database_url)
-            with conn.cursor() as cur:
-                cur.execute(SCHEMA_SQL)
-                cur.execute(CHAIN_SQL)
-                cur.execute(RefreshTokens.TABLES_SQL)
-                cur.execute(INSTANCES_SQL)
-                create_tables(cur, read_models)
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+    """Creates every table once: the store's, then the read models'."""
+    migrations.migrate(database_url, lambda cur: create_tables(cur, read_models))
 
 
 class LastWrites:
@@ -89,21 +78,11 @@ class Services:
     passwords: PasswordHasher
     auth_pool: ConnectionPool[Any]
     hub: EventHub
+    presence: PresenceKeeper
+    signals: SignalBus
+    rooms: Rooms
+    session_ends: SessionEnds
     last_writes: LastWrites = field(default_factory=LastWrites)
-    presence: PresenceKeeper = field(init=False)
-    signals: SignalBus = field(init=False)
-    rooms: Rooms = field(init=False)
-    session_ends: SessionEnds = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.session_ends = SessionEnds(self)
-        self.presence = PresenceKeeper(
-            self, self.settings.presence_heartbeat_s, self.settings.presence_linger_s
-        )
-        self.signals = SignalBus(self.settings.redis_url, self.presence.instance_id)
-        self.rooms = Rooms(
-            self, flush_s=self.settings.document_flush_s, idle_s=self.settings.document_idle_s
-        )
 
     def close(self) -> None:
         self.presence.stop()
@@ -171,6 +150,32 @@ def build_services(
         runner.follow()  # ``chorus project`` runs them
     elif run_projections:
         runner.start()
+    access_tokens = AccessTokens(settings.resolved_jwt_secret(), ttl_s=settings.access_token_ttl_s)
+    refresh_tokens = RefreshTokens(auth_pool, ttl_s=settings.refresh_token_ttl_s)
+    hub = EventHub(read_pool, database_url, catalogue.kinds)
+    instance_id = uuid.uuid4().hex
+    presence = PresenceKeeper(
+        app,
+        Instances(auth_pool, instance_id),
+        partial(sessions_on, read_pool),
+        settings.presence_heartbeat_s,
+        settings.presence_linger_s,
+    )
+    signals = SignalBus(settings.redis_url, instance_id)
+    rooms = Rooms(
+        app,
+        hub,
+        signals,
+        partial(stored_document, read_pool),
+        EditBudget(
+            settings.document_bytes_per_user,
+            settings.document_updates_per_user,
+            settings.document_budget_window_s,
+        ),
+        catalogue.kinds.access_events,
+        flush_s=settings.document_flush_s,
+        idle_s=settings.document_idle_s,
+    )
     return Services(
         settings=settings,
         database_url=database_url,
@@ -179,11 +184,13 @@ def build_services(
         read_pool=read_pool,
         async_read_pool=async_read_pool,
         runner=runner,
-        access_tokens=AccessTokens(
-            settings.resolved_jwt_secret(), ttl_s=settings.access_token_ttl_s
-        ),
-        refresh_tokens=RefreshTokens(auth_pool, ttl_s=settings.refresh_token_ttl_s),
+        access_tokens=access_tokens,
+        refresh_tokens=refresh_tokens,
         auth_pool=auth_pool,
-        hub=EventHub(read_pool, database_url, catalogue.kinds),
+        hub=hub,
         passwords=passwords,
+        presence=presence,
+        signals=signals,
+        rooms=rooms,
+        session_ends=SessionEnds(hub, access_tokens, refresh_tokens),
     )

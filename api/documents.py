@@ -23,13 +23,11 @@ from api.reads import (
     read_cursor_async,
 )
 from application.commands import (
-    ApplyDocumentUpdate,
     CreateDocument,
     DeleteDocument,
     RenameDocument,
 )
-from application.document_versions import restoring_update
-from application.documents import document_with_workspace
+from application.document_restore import Versions, restore_command
 from domain.base import as_uuid
 from domain.documents import DocumentDeleted
 from domain.errors import InvalidValue, NotAMember, NotFound
@@ -37,6 +35,7 @@ from domain.rules import MAX_DOCUMENT_TITLE
 from projections import documents as document_views
 from projections.log import max_position
 from projections.queries import run, run_async
+from projections.stream_history import created_at
 from projections.workspaces import permissions_of
 
 Req = Request[str, Any, Any]
@@ -108,7 +107,7 @@ def _document_at(
     when None): 422 beyond the log, 404 before the document existed."""
     row = _visible_document(cur, document_id, user_id)
     _check_at(cur, at)
-    if at is not None and at < _created_at(cur, row["id"]):
+    if at is not None and at < run(cur, created_at(row["id"])):
         raise NotFound("the document did not exist yet at that position")
     return row, document_views.load_document(cur, str(row["id"]), until_position=at)
 
@@ -229,22 +228,20 @@ class DocumentController(Controller):
         appending one more update (history is never rewritten); connected editors receive
         it like any other edit. Needs ``edit_documents``."""
 
-        def prepare() -> ApplyDocumentUpdate | None:  # loads and Yjs work: in a worker thread
-            # Checked first: a restore that changes nothing is refused all the same.
-            app = services_of(request).app
-            document, workspace = document_with_workspace(app, doc, request.user)
-            document.check_can_edit(request.user, workspace)
+        def read_versions() -> Versions:
             with read_cursor(request, None) as cur:
                 row, past = _document_at(cur, doc, request.user, data.position)
                 now = document_views.load_document(cur, str(row["id"]))
-            update = restoring_update(now.doc.get_update(), past.doc, row["roots"])
-            if update is None:
-                return None
-            return ApplyDocumentUpdate(
-                document_id=str(row["id"]), update=update, restored_from=data.position
-            )
+            return Versions(str(row["id"]), row["roots"], now.doc.get_update(), past.doc)
 
-        cmd = await anyio.to_thread.run_sync(prepare)
+        cmd = await anyio.to_thread.run_sync(
+            restore_command,
+            services_of(request).app,
+            doc,
+            request.user,
+            data.position,
+            read_versions,
+        )
         if cmd is None:
             return Response(Written(position=None), status_code=200)
         result = await execute(request, cmd, request.user)
@@ -272,13 +269,3 @@ class DocumentController(Controller):
         """Deletes a document (its creator, or ``manage_documents``); its history stays in
         the log. Connected editors are disconnected (close code 4410)."""
         return reply(await execute(request, DeleteDocument(document_id=doc), request.user), Written)
-
-
-def _created_at(cur: Cursor[Any], document_id: object) -> int:
-    cur.execute(
-        "SELECT notification_id FROM chorus_events WHERE originator_id = %s"
-        " AND originator_version = 1",
-        (document_id,),
-    )
-    row = cur.fetchone()
-    return int(row["notification_id"]) if row else 0

@@ -23,7 +23,9 @@ from api.envelopes import envelope
 from infrastructure.chain import verify
 from infrastructure.eventstore import EVENTS_TABLE, NOTIFY_CHANNEL
 from infrastructure.settings import Settings
-from projections.log import SELECT_EVENTS, to_log_event
+from projections.log import max_position, to_log_event
+from projections.log_pages import events_page
+from projections.queries import run
 
 PAGE = 1000
 FOLLOW_POLL_S = 5.0  # a fallback read in case a notification is missed
@@ -50,27 +52,17 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def _page(cur: psycopg.Cursor[Any], args: argparse.Namespace, after: int) -> list[dict[str, Any]]:
-    where = ["e.notification_id > %(after)s"]
-    if args.until is not None:
-        where.append("e.notification_id <= %(until)s")
-    if args.stream is not None:
-        where.append("e.originator_id = %(stream)s")
-    if args.type is not None:
-        where.append("right(e.topic, length(%(type)s) + 1) = '.' || %(type)s")
-    if args.actor is not None:
-        where.append("convert_from(e.state, 'UTF8')::jsonb ->> 'actor_id' = %(actor)s")
-    cur.execute(
-        f"{SELECT_EVENTS} WHERE {' AND '.join(where)} ORDER BY e.notification_id LIMIT %(limit)s",
-        {
-            "after": after,
-            "until": args.until,
-            "stream": args.stream,
-            "type": args.type,
-            "actor": args.actor,
-            "limit": args.page,
-        },
+    return run(
+        cur,
+        events_page(
+            after,
+            args.page,
+            until=args.until,
+            stream=args.stream,
+            type=args.type,
+            actor=args.actor,
+        ),
     )
-    return cur.fetchall()
 
 
 def _write(out: IO[bytes], rows: list[dict[str, Any]]) -> None:
@@ -81,10 +73,8 @@ def _write(out: IO[bytes], rows: list[dict[str, Any]]) -> None:
 
 
 def _head(conn: psycopg.Connection[Any]) -> int:
-    row = conn.execute(
-        f"SELECT coalesce(max(notification_id), 0) AS p FROM {EVENTS_TABLE}"
-    ).fetchone()
-    return int(row["p"]) if row else 0
+    with conn.cursor() as cur:
+        return max_position(cur)
 
 
 def _catch_up(
@@ -159,10 +149,9 @@ def verify_chain(args: argparse.Namespace, settings: Settings) -> int:
         if sys.stderr.isatty() and not args.no_progress:
             from tqdm import tqdm
 
-            row = conn.execute(
-                f"SELECT coalesce(max(notification_id), 0) FROM {EVENTS_TABLE}"
-            ).fetchone()
-            bar = tqdm(total=int(row[0]) if row else 0, unit="ev", desc="verify", file=sys.stderr)
+            with conn.cursor(row_factory=dict_row) as cur:
+                head = max_position(cur)
+            bar = tqdm(total=head, unit="ev", desc="verify", file=sys.stderr)
         done = 0
 
         def progress(position: int) -> None:

@@ -89,9 +89,9 @@ def skip(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _record(url: str, name: str, position: int, error: str, reason: str, who: str) -> int:
-    """Appends the skip to the log (hash-chained like every event) and returns its position."""
+    """Appends the skip to the log and returns its position."""
     from application.chorus import Chorus
-    from domain.operations import ReadModelSkip
+    from application.read_model_skips import record_skip
     from infrastructure.eventstore import eventsourcing_env
 
     app = Chorus(
@@ -101,10 +101,9 @@ def _record(url: str, name: str, position: int, error: str, reason: str, who: st
         snapshotting=CONTEXTS.snapshotting,
     )
     try:
-        recordings = app.save(ReadModelSkip.record(name, position, error, reason, who))
+        return record_skip(app, name, position, error, reason, who)
     finally:
         app.close()
-    return max(int(r.notification.id) for r in recordings)
 
 
 def _printable(text: str) -> bool:

@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import anyio.to_thread
 
-from api.realtime.hub import Delivery
-from infrastructure.tokens import AccessClaims
-
-if TYPE_CHECKING:
-    from api.bootstrap import Services
+from api.realtime.hub import Delivery, EventHub
+from infrastructure.refresh_tokens import RefreshTokens
+from infrastructure.tokens import AccessClaims, AccessTokens
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +29,12 @@ SESSION_ENDED = "session ended"
 class SessionEnds:
     """One listener of the hub per process; sockets watch their session through it."""
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
+    def __init__(
+        self, hub: EventHub, access_tokens: AccessTokens, refresh_tokens: RefreshTokens
+    ) -> None:
+        self.hub = hub
+        self.access_tokens = access_tokens
+        self.refresh_tokens = refresh_tokens
         # Session id -> close callbacks of its open sockets (event loop thread only).
         self._sockets: dict[str, set[Callable[[], object]]] = {}
 
@@ -41,14 +42,14 @@ class SessionEnds:
         """On the event loop, once the hub has started: listening first, so nothing after
         the hub's start position is missed; what ended before it, the families tell (a
         session's family is revoked as it ends)."""
-        self.services.hub.add(self)
-        tokens = self.services.access_tokens
+        self.hub.add(self)
+        tokens = self.access_tokens
         window = tokens.ttl_s + 120
-        ended = await anyio.to_thread.run_sync(self.services.refresh_tokens.recently_ended, window)
+        ended = await anyio.to_thread.run_sync(self.refresh_tokens.recently_ended, window)
         tokens.end_sessions(ended)
 
     def stop(self) -> None:
-        self.services.hub.remove(self)
+        self.hub.remove(self)
 
     def deliver(self, batch: list[Delivery]) -> None:
         ended = [str(d.event.stream) for d in batch if d.event.type == "SignedOut"]
@@ -57,7 +58,7 @@ class SessionEnds:
 
     def ended(self, session_ids: list[str]) -> None:
         """On the event loop: refuse the sessions' tokens and close their sockets."""
-        self.services.access_tokens.end_sessions(session_ids)
+        self.access_tokens.end_sessions(session_ids)
         for session_id in session_ids:
             for close in self._sockets.pop(session_id, ()):
                 try:
@@ -72,7 +73,7 @@ class SessionEnds:
         session_id = claims.session_id
         if session_id is None:
             return _nothing
-        if self.services.access_tokens.session_ended(session_id):
+        if self.access_tokens.session_ended(session_id):
             close()
             return _nothing
         watchers = self._sockets.setdefault(session_id, set())

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import datetime
 from typing import Any
-from uuid import UUID
 
 import msgspec
-from eventsourcing.application import AggregateNotFoundError
 from litestar import Controller, Request, get
 from litestar.params import FromPath, FromQuery
 from psycopg import Cursor
@@ -16,13 +13,14 @@ from psycopg import Cursor
 from api.commands import services_of
 from api.errors import problems
 from api.reads import check_position, read_cursor
+from application.time_travel import aggregate_at, state_of
 from domain.base import as_uuid
 from domain.documents import Document
 from domain.errors import NotFound, PermissionDenied
-from infrastructure.eventstore import EVENTS_TABLE
 from projections.channels import visible_channel
 from projections.documents import load_document, render
 from projections.queries import run
+from projections.stream_history import stream_scope, version_at
 from projections.workspaces import permissions_of
 
 
@@ -34,21 +32,6 @@ class StreamState(msgspec.Struct):
     created_on: datetime
     modified_on: datetime
     state: dict[str, Any]
-
-
-def _plain(value: Any) -> Any:
-    """Aggregate state as JSON-able data: sets become sorted lists, dataclasses dicts."""
-    if isinstance(value, (set, frozenset)):
-        return sorted(_plain(v) for v in value)
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, UUID):
-        return str(value)
-    return value
 
 
 def _sees(cur: Cursor[Any], scope: dict[str, Any], perms: frozenset[str], user_id: str) -> bool:
@@ -91,12 +74,7 @@ class StreamController(Controller):
         stream = as_uuid(stream_id)
         services = services_of(request)
         with read_cursor(request, None) as cur:
-            cur.execute(
-                "SELECT kind, workspace_id::text, channel_id::text FROM rm_streams"
-                " WHERE stream_id = %s",
-                (stream,),
-            )
-            scope = cur.fetchone()
+            scope = run(cur, stream_scope(stream))
             if scope is None:
                 raise NotFound("unknown stream")
             if not (scope["kind"] == "user" and str(stream) == request.user):
@@ -110,20 +88,11 @@ class StreamController(Controller):
                     raise NotFound("unknown stream")
                 if "view_audit" not in perms:
                     raise PermissionDenied("reading a stream's history needs view_audit")
-            cur.execute(
-                f"SELECT max(originator_version) AS v FROM {EVENTS_TABLE}"
-                " WHERE originator_id = %s AND (%s::bigint IS NULL OR notification_id <= %s)",
-                (stream, at, at),
-            )
-            row = cur.fetchone()
-        version = None if row is None else row["v"]
+            version = run(cur, version_at(stream, at))
         if version is None:
             raise NotFound("the stream did not exist yet at that position")
-        try:
-            aggregate: Any = services.app.repository.get(stream, version=version)
-        except AggregateNotFoundError:
-            raise NotFound("unknown stream") from None
-        state = {k: _plain(v) for k, v in vars(aggregate).items() if not k.startswith("_")}
+        aggregate = aggregate_at(services.app, stream, version)
+        state = state_of(aggregate)
         if isinstance(aggregate, Document):
             # The same replay as GET /api/documents/{id}?at=: snapshot plus the log's tail.
             with read_cursor(request, None) as cur:

@@ -1,5 +1,5 @@
 """Handlers of document commands (content arrives through the live copy, see
-application/document_rooms.py)."""
+application/live_documents/)."""
 
 from __future__ import annotations
 

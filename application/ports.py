@@ -9,6 +9,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
+from pycrdt import Doc
 
 from domain.base import ChorusAggregate
 
@@ -101,3 +102,100 @@ class DecisionContext(Protocol):
     def existing(self, aggregate_ids: Sequence[UUID]) -> set[UUID]:
         """Which of ``aggregate_ids`` have events."""
         ...
+
+
+# -- what application services need of the process's log follower, signal bus and read models
+# (implemented in api/realtime and projections; wired in api/bootstrap) -------------------------
+
+
+class LoggedEvent(Protocol):
+    """One stored event, as the log follower hands it on (projections.base.LogEvent)."""
+
+    @property
+    def stream(self) -> UUID: ...
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def data(self) -> dict[str, Any]: ...
+
+
+class EventScope(Protocol):
+    @property
+    def workspace(self) -> str | None: ...
+
+
+class Delivered(Protocol):
+    """An event delivered by the log follower, with the workspace it belongs to."""
+
+    @property
+    def event(self) -> LoggedEvent: ...
+
+    @property
+    def scope(self) -> EventScope: ...
+
+
+class LogListener(Protocol):
+    def deliver(self, batch: Sequence[Delivered]) -> None: ...
+
+
+class LogFollower(Protocol):
+    """The process's one subscription to the log (api/realtime/hub.py ``EventHub``)."""
+
+    @property
+    def delivered(self) -> int:
+        """The log position delivered to every listener so far."""
+        ...
+
+    def add(self, listener: LogListener) -> None: ...
+
+    def remove(self, listener: LogListener) -> None: ...
+
+
+class SignalRecipient(Protocol):
+    user_id: str
+
+    async def send(self, data: bytes) -> None: ...
+
+
+class Signals(Protocol):
+    """Passing short-lived frames to the other instances (api/realtime/signals.py)."""
+
+    def join(self, group: str, recipient: SignalRecipient) -> None: ...
+
+    def leave(self, group: str, recipient: SignalRecipient) -> None: ...
+
+    async def publish(self, group: str, frame: bytes, sender: SignalRecipient) -> None: ...
+
+
+class BuiltDocument(Protocol):
+    """A document's CRDT state built from what is stored."""
+
+    @property
+    def doc(self) -> Doc[Any]: ...
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def size(self) -> int: ...
+
+
+class StoredDocument(Protocol):
+    """A document as stored (projections/documents.py): a snapshot's state and the updates
+    of the log after it, as of ``position``."""
+
+    @property
+    def updates(self) -> list[bytes]: ...
+
+    @property
+    def position(self) -> int: ...
+
+    @property
+    def state_vector(self) -> bytes: ...
+
+    def build(self) -> BuiltDocument: ...

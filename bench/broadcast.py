@@ -36,7 +36,7 @@ from pycrdt import Doc
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 
-from api.yjs import protocol
+from domain import yjs_protocol as protocol
 
 # Used when no template is given: the shape of a Chorus MessageSent envelope.
 DEFAULT_TEMPLATE: dict[str, Any] = {

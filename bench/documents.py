@@ -54,9 +54,9 @@ from pycrdt import Doc, Text, TransactionEvent
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from api.yjs import protocol
 from bench import delivery, scenarios
 from bench.harness import MACHINE, STEAL, CpuProbe, pids_probe
+from domain import yjs_protocol as protocol
 from infrastructure.embedded_postgres import EmbeddedPostgres
 from infrastructure.settings import Settings
 

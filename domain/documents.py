@@ -1,7 +1,7 @@
 """Collaborative documents: metadata, and the Yjs CRDT updates that make up their content.
 
 The aggregate holds no CRDT state. An accepted update is an event carrying the update's bytes
-(already checked and applied by the live copy, see application/document_rooms.py); replaying
+(already checked and applied by the live copy, see application/live_documents/room.py); replaying
 a stream's updates in order rebuilds the content at any position.
 """
 

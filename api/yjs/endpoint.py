@@ -28,10 +28,14 @@ from litestar.params import FromPath
 from api.bootstrap import Services
 from api.realtime.socket import TokenBucket, accept_authenticated, counted_socket
 from api.session_ends import SESSION_ENDED
-from api.yjs import protocol
-from api.yjs.rooms import CLOSE_NO_ACCESS, CLOSE_OVER_BUDGET, AwarenessRate, LiveDocument, Rooms
-from application.document_rooms import DocumentTooLarge, OverBudget
 from application.documents import document_with_workspace
+from application.live_documents.awareness import AwarenessRate
+from application.live_documents.budget import OverBudget
+from application.live_documents.editors import CLOSE_NO_ACCESS, CLOSE_OVER_BUDGET
+from application.live_documents.room import DocumentTooLarge
+from application.live_documents.rooms import LiveDocument, Rooms
+from application.ports import StoredDocument
+from domain import yjs_protocol as protocol
 from domain.errors import DomainError, NotFound
 from domain.identity import User
 from domain.rules import MAX_DOCUMENT_UPDATE_BYTES
@@ -42,7 +46,6 @@ from domain.yjs_update import (
     inspect_update,
 )
 from infrastructure.tokens import AccessClaims
-from projections.documents import StoredDocument
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,8 @@ from urllib.parse import urlparse
 import psycopg
 import pytest
 
-from api.analytics_cli import DEFAULT_CONNECTION_LIMIT, STATISTICS_VIEWS
+from api.analytics_cli import DEFAULT_CONNECTION_LIMIT
+from projections.analytics_access import STATISTICS_VIEWS
 from tests.e2e.test_analytics import _chorus, analyst
 from tests.fixtures.chorus import Running
 

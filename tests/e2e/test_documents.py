@@ -26,11 +26,11 @@ from websockets.sync.client import ClientConnection, connect
 
 from api.realtime.hub import Delivery
 from api.yjs import endpoint as endpoint_module
-from api.yjs import protocol
 from api.yjs.endpoint import Editor
 from application.commands import ApplyDocumentUpdate
-from application.document_rooms import RUN_BYTES
 from application.documents import document_with_workspace
+from application.live_documents.room import RUN_BYTES
+from domain import yjs_protocol as protocol
 from domain.base import Cause
 from domain.rules import MAX_DOCUMENT_UPDATE_BYTES
 from infrastructure.embedded_postgres import EmbeddedPostgres

@@ -19,8 +19,8 @@ import psycopg
 from pycrdt import Doc, Text
 
 from api.yjs import endpoint as endpoint_module
-from api.yjs.rooms import Rooms
 from application.documents import document_with_workspace
+from application.live_documents.rooms import Rooms
 from tests.e2e.test_documents import (
     client,
     doc_events,

@@ -26,7 +26,7 @@ from pycrdt import Doc, Map
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from api.yjs import protocol
+from domain import yjs_protocol as protocol
 from domain.documents import MAX_ROOT_NAME, MAX_ROOTS
 from domain.yjs_update import inspect_update
 from infrastructure.embedded_postgres import EmbeddedPostgres

@@ -22,15 +22,15 @@ from psycopg.rows import dict_row
 from pycrdt import Doc, Map
 from websockets.sync.client import connect
 
-from api.yjs import protocol
-from api.yjs.protocol import MAX_AWARENESS_STATE
-from api.yjs.rooms import (
+from application.live_documents.awareness import (
     AWARENESS_BURST,
     AWARENESS_CLIENTS_PER_CONNECTION,
     AWARENESS_PER_SECOND,
     MAX_AWARENESS_MESSAGE_BYTES,
 )
+from domain import yjs_protocol as protocol
 from domain.rules import MAX_DOCUMENT_UPDATE_BYTES
+from domain.yjs_protocol import MAX_AWARENESS_STATE
 from infrastructure.embedded_postgres import EmbeddedPostgres
 from projections.log import read_events
 from tests.e2e.test_documents import new_document, stream_events, workspace_with
@@ -319,7 +319,8 @@ def _stored_update_bytes(chorus: Running, document_id: str, user_id: str) -> int
 def test_transient_closes_are_retried_and_final_ones_are_not() -> None:
     """The close codes of ``/yjs`` as the stock client reads them: every refusal that can
     pass by itself is outside 4400-4499, every final one inside (docs/API.md, table)."""
-    from api.yjs import endpoint, rooms
+    from api.yjs import endpoint
+    from application.live_documents import editors as rooms
 
     transient = [
         endpoint.CLOSE_TOO_SLOW,

@@ -1,4 +1,4 @@
-"""A live document's copy (application/document_rooms.py): its encoded state is reused, and
+"""A live document's copy (application/live_documents/room.py): its encoded state is reused, and
 what it refuses before applying; the per-user edit budget; awareness snapshots in chunks."""
 
 from __future__ import annotations
@@ -8,11 +8,12 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Text
 
-from api.yjs.protocol import AwarenessEntry, parse, parse_awareness
-from api.yjs.rooms import MAX_AWARENESS_MESSAGE_BYTES, awareness_messages
-from application.document_rooms import EMPTY_STATE_VECTOR, DocumentRoom, EditBudget, OverBudget
+from application.live_documents.awareness import MAX_AWARENESS_MESSAGE_BYTES, awareness_messages
+from application.live_documents.budget import EditBudget, OverBudget
+from application.live_documents.room import EMPTY_STATE_VECTOR, DocumentRoom
 from domain.documents import MAX_ROOT_NAME, MAX_ROOTS
 from domain.rules import MAX_DOCUMENT_UPDATE_BYTES
+from domain.yjs_protocol import AwarenessEntry, parse, parse_awareness
 from domain.yjs_update import MalformedUpdate
 from tests.fixtures.yjs import map_set_update
 

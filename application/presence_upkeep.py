@@ -17,16 +17,13 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from application.chorus import Chorus
 from application.commands import EndSession, StartSession
 from domain.base import Cause
 from infrastructure.instances import Instances
-from projections.presence import sessions_on_instance
-
-if TYPE_CHECKING:
-    from api.bootstrap import Services
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +45,22 @@ class _Shared:
 
 
 class PresenceKeeper:
-    def __init__(self, services: Services, heartbeat_s: float, linger_s: float = 2.0) -> None:
-        self.services = services
+    def __init__(
+        self,
+        app: Chorus,
+        instances: Instances,
+        sessions_on: Callable[[str], list[str]],
+        heartbeat_s: float,
+        linger_s: float = 2.0,
+    ) -> None:
+        """``instances``: this instance's heartbeat row and the others'; ``sessions_on``:
+        the open presence sessions of an instance (from the read models)."""
+        self.app = app
         self.heartbeat_s = heartbeat_s
         self.linger_s = linger_s
-        self.instance_id = uuid.uuid4().hex
-        self.instances = Instances(services.auth_pool, self.instance_id)
+        self.instances = instances
+        self.instance_id = instances.instance_id
+        self._sessions_on = sessions_on
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._reaper: threading.Thread | None = None
@@ -75,7 +82,7 @@ class PresenceKeeper:
         if first:
             command = StartSession(session_id=shared.session_id, instance_id=self.instance_id)
             try:
-                self.services.app.execute(command, Cause(user_id))
+                self.app.execute(command, Cause(user_id))
             except BaseException:
                 with self._lock:
                     shared.failed = True
@@ -108,7 +115,7 @@ class PresenceKeeper:
 
     def _end(self, user_id: str, session_id: str, reason: str) -> None:
         command = EndSession(session_id=session_id, reason=reason)
-        self.services.app.execute(command, Cause(user_id))
+        self.app.execute(command, Cause(user_id))
 
     def _reap(self) -> None:
         """Ends the sessions whose last socket closed ``linger_s`` ago."""
@@ -174,12 +181,11 @@ class PresenceKeeper:
     def sweep(self) -> None:
         """Closes the sessions of every instance silent for MISSED_BEATS heartbeats."""
         for dead in self.instances.silent_for(self.heartbeat_s * MISSED_BEATS):
-            with self.services.read_pool.connection() as conn, conn.cursor() as cur:
-                sessions = sessions_on_instance(cur, dead)
+            sessions = self._sessions_on(dead)
             if not sessions:
                 self.instances.forget(dead)
                 continue
-            for session in sessions:
-                command = EndSession(session_id=session["session_id"], reason="instance lost")
-                self.services.app.execute(command, Cause(None))
+            for session_id in sessions:
+                command = EndSession(session_id=session_id, reason="instance lost")
+                self.app.execute(command, Cause(None))
             log.info("presence: closed %d sessions of lost instance %s", len(sessions), dead)

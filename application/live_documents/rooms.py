@@ -19,54 +19,41 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
-import msgspec
 
-from api.realtime.hub import Delivery
-from api.yjs import protocol
+from application.chorus import Chorus
 from application.commands import ApplyDocumentUpdate
-from application.document_rooms import (
-    DocumentBroken,
-    DocumentRoom,
-    EditBudget,
-    Run,
-)
 from application.documents import document_with_workspace
+from application.live_documents.awareness import (
+    AWARENESS_CLIENTS_PER_CONNECTION,
+    MAX_AWARENESS_BYTES_PER_DOCUMENT,
+    REMOTE_AWARENESS_TTL_S,
+    awareness_group,
+    awareness_messages,
+    stamp_awareness,
+)
+from application.live_documents.budget import EditBudget
+from application.live_documents.editors import (
+    CLOSE_DELETED,
+    CLOSE_NO_ACCESS,
+    CLOSE_RELOAD,
+    CLOSE_TRY_LATER,
+    Peer,
+)
+from application.live_documents.room import DocumentBroken, DocumentRoom, Run
+from application.ports import Delivered, LogFollower, Signals, StoredDocument
+from domain import yjs_protocol as protocol
 from domain.base import Cause
 from domain.documents import Document
 from domain.errors import DomainError
 from domain.rules import MAX_DOCUMENT_UPDATE_BYTES
-from projections.documents import StoredDocument, fetch_document
 
 log = logging.getLogger(__name__)
 
-# Close codes: 4400-4499 tell y-websocket clients not to retry; 1012/1013 make them
-# reconnect (and re-send what the server lacks). docs/API.md has the whole table.
-CLOSE_DELETED = 4410
-CLOSE_NO_ACCESS = 4404
-CLOSE_RELOAD = 1012
-CLOSE_TRY_LATER = 1013
-# Past the user's edit budget: transient, the client retries (with backoff: it is refused
-# on opening until the refused edit would fit).
-CLOSE_OVER_BUDGET = 1013
-
-# Awareness (cursors, names) is kept in memory and sent to every editor: bounded per
-# connection (client ids, updates and bytes per second) and per document (bytes). What goes
-# past a bound is dropped, not closed on: a stock y-websocket client sends other clients'
-# states back to the server (it re-broadcasts every awareness change it applies), so an
-# honest client can name client ids that are not its own.
-AWARENESS_CLIENTS_PER_CONNECTION = 4
-AWARENESS_PER_SECOND = 20.0
-AWARENESS_BURST = 40.0
-AWARENESS_BYTES_PER_SECOND = 32 * 1024.0
-AWARENESS_BYTES_BURST = 128 * 1024.0
-MAX_AWARENESS_BYTES_PER_DOCUMENT = 1024 * 1024
-# A joiner's snapshot of everyone's states comes in messages of at most this many bytes.
-MAX_AWARENESS_MESSAGE_BYTES = 64 * 1024
 # The longest a document's build waits for its first editor to take the stored bytes.
 BUILD_WAIT_S = 0.5
 
@@ -74,110 +61,7 @@ BUILD_WAIT_S = 0.5
 MAX_UNSAVED_BYTES = 8 * 1024 * 1024
 
 
-class AwarenessRate:
-    """Awareness updates one connection may send: ``AWARENESS_PER_SECOND`` messages and
-    ``AWARENESS_BYTES_PER_SECOND`` bytes, with bursts of ``AWARENESS_BURST`` and
-    ``AWARENESS_BYTES_BURST``."""
-
-    def __init__(self) -> None:
-        self.messages = AWARENESS_BURST
-        self.bytes = AWARENESS_BYTES_BURST
-        self.stamp = time.monotonic()
-
-    def take(self, size: int) -> bool:
-        now = time.monotonic()
-        elapsed, self.stamp = now - self.stamp, now
-        self.messages = min(AWARENESS_BURST, self.messages + elapsed * AWARENESS_PER_SECOND)
-        self.bytes = min(AWARENESS_BYTES_BURST, self.bytes + elapsed * AWARENESS_BYTES_PER_SECOND)
-        if self.messages < 1 or self.bytes < size:
-            return False
-        self.messages -= 1
-        self.bytes -= size
-        return True
-
-
-class Peer(Protocol):
-    """One connected editor (see api/yjs/endpoint.py)."""
-
-    user_id: str
-    document_id: str
-    # The document's workspace, once the editor's first access check has passed.
-    workspace_id: str | None
-    # Access checks of one editor run one at a time: the last to end saw the newest state.
-    checking: asyncio.Lock
-    # Who the connection's user is, as the server knows them: stamped on its awareness.
-    display_name: str
-    can_edit: bool
-    awareness_clients: set[int]
-    awareness_rate: AwarenessRate
-
-    async def send(self, data: bytes) -> None: ...
-
-    async def close(self, code: int, reason: str) -> None: ...
-
-    def suspend(self) -> None:
-        """Holds what is sent to the editor until ``resume`` (its access is being checked)."""
-
-    def resume(self) -> None:
-        """Sends what was held (once every ``suspend`` has been resumed)."""
-
-    async def resumed(self) -> None:
-        """Returns once the editor is not suspended (or is closed)."""
-
-
-# Awareness states of editors on other instances that were not refreshed for this long are
-# not shown to new editors (y-protocols clients renew theirs every 15 s and drop others'
-# after 30 s).
-REMOTE_AWARENESS_TTL_S = 30.0
-
-
 _EMPTY_UPDATE = b"\x00\x00"  # no structs, no deletions: what a synced client's step 2 is
-
-
-def stamp_awareness(entry: protocol.AwarenessEntry, peer: Peer) -> protocol.AwarenessEntry | None:
-    """The state with ``user.id`` and ``user.name`` set to the connection's real user, over
-    whatever the client claimed (other ``user`` fields, a cursor colour say, are kept); None
-    for a state that is not a JSON object, which no Yjs client sends. A state without a
-    ``user`` gets it first, the client's bytes left as they were after it."""
-    try:
-        state = msgspec.json.decode(entry.state)
-    except msgspec.DecodeError:
-        return None
-    if not isinstance(state, dict):
-        return None
-    claimed = state.get("user")
-    if claimed is None and "user" not in state:
-        stamp = b'{"user":' + msgspec.json.encode({"id": peer.user_id, "name": peer.display_name})
-        rest = entry.state.lstrip()[1:].lstrip()
-        stamped = stamp + (rest if rest.startswith(b"}") else b"," + rest)
-        return protocol.AwarenessEntry(entry.client_id, entry.clock, stamped)
-    user = dict(claimed) if isinstance(claimed, dict) else {}
-    user["id"], user["name"] = peer.user_id, peer.display_name
-    state["user"] = user
-    return protocol.AwarenessEntry(entry.client_id, entry.clock, msgspec.json.encode(state))
-
-
-def awareness_messages(entries: list[protocol.AwarenessEntry]) -> list[bytes]:
-    """Awareness messages holding ``entries``, each of at most ``MAX_AWARENESS_MESSAGE_BYTES``
-    (one state is never split: a state is far smaller than that)."""
-    messages: list[bytes] = []
-    chunk: list[protocol.AwarenessEntry] = []
-    size = 0
-    for entry in entries:
-        cost = len(entry.state) + 24  # the state and its client id, clock and lengths
-        if chunk and size + cost > MAX_AWARENESS_MESSAGE_BYTES:
-            messages.append(protocol.awareness_message(protocol.encode_awareness(chunk)))
-            chunk, size = [], 0
-        chunk.append(entry)
-        size += cost
-    if chunk:
-        messages.append(protocol.awareness_message(protocol.encode_awareness(chunk)))
-    return messages
-
-
-def awareness_group(document_id: str) -> str:
-    """The signal-bus group (Redis channel key) of a document's awareness."""
-    return f"yjs:{document_id}"
 
 
 @dataclass(eq=False)
@@ -265,8 +149,28 @@ class LiveDocument:
 class Rooms:
     """Every live document of this process; one listener of the hub for all of them."""
 
-    def __init__(self, services: Any, *, flush_s: float, idle_s: float) -> None:
-        self.services = services
+    def __init__(
+        self,
+        app: Chorus,
+        log_follower: LogFollower,
+        signals: Signals,
+        read_stored: Callable[[str], StoredDocument],
+        budget: EditBudget,
+        access_events: Collection[str],
+        *,
+        flush_s: float,
+        idle_s: float,
+    ) -> None:
+        """``log_follower``: the process's one subscription to the log; ``signals``: to the
+        other instances' editors (awareness); ``read_stored``: a document as stored;
+        ``budget``: the users' edit budget; ``access_events``: the event types that may
+        change a user's access to documents."""
+        self.app = app
+        self.log_follower = log_follower
+        self.signals = signals
+        self._read_stored = read_stored
+        self.budget = budget
+        self.access_events = access_events
         # A copy saves at most once per ``flush_s``: an update that comes to an idle copy is
         # saved (and passed on) at once; one that comes during a burst waits for the next
         # save, with the rest of the burst (one event per run, not one per keystroke).
@@ -280,7 +184,7 @@ class Rooms:
         self._build_after: dict[str, asyncio.Future[None]] = {}
         self.build_wait_s = BUILD_WAIT_S
         # Deliveries that arrive while a document loads, applied once it has.
-        self._early: dict[str, list[Delivery]] = {}
+        self._early: dict[str, list[Delivered]] = {}
         # Every editor of this process, by user, from before its first access check until
         # it ends: an access change the check did not see is delivered after it (see
         # ``watch``).
@@ -292,12 +196,6 @@ class Rooms:
         # Notified whenever a document is opened or dropped (tests and metrics wait on it).
         self.changed = threading.Condition()
         self.max_awareness_bytes = MAX_AWARENESS_BYTES_PER_DOCUMENT
-        settings = services.settings
-        self.budget = EditBudget(
-            settings.document_bytes_per_user,
-            settings.document_updates_per_user,
-            settings.document_budget_window_s,
-        )
 
     def _changed(self) -> None:
         with self.changed:
@@ -317,11 +215,11 @@ class Rooms:
     # -- opening and closing ----------------------------------------------------------------
 
     def start(self) -> None:
-        self.services.hub.add(self)
+        self.log_follower.add(self)
 
     async def stop(self) -> None:
         """Saves what is waiting and closes every document (the server is stopping)."""
-        self.services.hub.remove(self)
+        self.log_follower.remove(self)
         for live in list(self.live.values()):
             await self.flush(live)
             await self._drop(live, CLOSE_RELOAD, "server restarting")
@@ -382,7 +280,7 @@ class Rooms:
             self._apply_delivery(live, d)
         self.live[document_id] = live
         live.remote = RemoteEditors(self, live)
-        self.services.signals.join(awareness_group(document_id), live.remote)
+        self.signals.join(awareness_group(document_id), live.remote)
         self._touch(live)  # unloaded in time if its editor left while it was built
         self._changed()
         future.set_result(live)
@@ -395,14 +293,13 @@ class Rooms:
 
     def _fetch(self, document_id: str, workspace_id: str | None) -> Fetched:
         if workspace_id is None:
-            workspace_id = str(self.services.app.load(Document, document_id).workspace_id)
+            workspace_id = str(self.app.load(Document, document_id).workspace_id)
         return Fetched(document_id, workspace_id, self.read_stored(document_id))
 
     def read_stored(self, document_id: str) -> StoredDocument:
         """The document as stored (a snapshot and the log after it); blocking. Reads it
         whoever asks: what it returns must only reach an editor whose access was checked."""
-        with self.services.read_pool.connection() as conn, conn.cursor() as cur:
-            return fetch_document(cur, document_id)
+        return self._read_stored(document_id)
 
     def _build(self, fetched: Fetched) -> LiveDocument:
         loaded = fetched.stored.build()
@@ -443,7 +340,7 @@ class Rooms:
             del self.live[live.document_id]
             self._changed()
         if live.remote is not None:
-            self.services.signals.leave(awareness_group(live.document_id), live.remote)
+            self.signals.leave(awareness_group(live.document_id), live.remote)
         for handle in (live.flush_handle, live.idle_handle):
             if handle is not None:
                 handle.cancel()
@@ -544,7 +441,7 @@ class Rooms:
     async def reached(self, position: int) -> None:
         """Returns once the hub has delivered the log up to ``position`` (so every access
         change up to it has reached the editors it concerns)."""
-        if self.services.hub.delivered >= position:
+        if self.log_follower.delivered >= position:
             return
         waiting: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._reached.append((position, waiting))
@@ -571,7 +468,7 @@ class Rooms:
         async with peer.checking:
             try:
                 document, workspace = await anyio.to_thread.run_sync(
-                    document_with_workspace, self.services.app, peer.document_id, peer.user_id
+                    document_with_workspace, self.app, peer.document_id, peer.user_id
                 )
             except DomainError:
                 await peer.close(CLOSE_NO_ACCESS, "access revoked")
@@ -623,9 +520,7 @@ class Rooms:
     async def _publish_awareness(self, live: LiveDocument, message: bytes) -> None:
         """To the document's editors on other instances (through Redis, when configured)."""
         if live.remote is not None:
-            await self.services.signals.publish(
-                awareness_group(live.document_id), message, live.remote
-            )
+            await self.signals.publish(awareness_group(live.document_id), message, live.remote)
 
     async def remote_awareness(self, live: LiveDocument, message: bytes) -> None:
         """Awareness from another instance: kept for editors who join later, passed on."""
@@ -709,7 +604,7 @@ class Rooms:
         # Known before the append: the hub may deliver it before this thread returns.
         live.outgoing[update] = (run.origin, run.updates)
         try:
-            result = self.services.app.execute(command, Cause(actor_id=run.actor))
+            result = self.app.execute(command, Cause(actor_id=run.actor))
         except BaseException:
             live.outgoing.pop(update, None)
             raise
@@ -720,7 +615,7 @@ class Rooms:
 
     # -- what other processes (and this one) committed --------------------------------------
 
-    def deliver(self, batch: list[Delivery]) -> None:
+    def deliver(self, batch: Sequence[Delivered]) -> None:
         for d in batch:
             stream = str(d.event.stream)
             early = self._early.get(stream)
@@ -729,7 +624,7 @@ class Rooms:
             live = self.live.get(stream)
             if live is not None:
                 self._apply_delivery(live, d)
-            if d.event.type in self.services.hub.kinds.access_events:
+            if d.event.type in self.access_events:
                 # At this position, before anything later is sent to the editors concerned.
                 user_id = d.event.data.get("user_id")
                 for peer in list(self.editors.get(user_id, ())) if user_id else []:
@@ -742,7 +637,7 @@ class Rooms:
                         peer.suspend()
                         self._spawn(peer.close(CLOSE_DELETED, "the document was deleted"))
         if self._reached:
-            delivered = self.services.hub.delivered
+            delivered = self.log_follower.delivered
             waiting, self._reached = self._reached, []
             for position, future in waiting:
                 if position <= delivered:
@@ -751,7 +646,7 @@ class Rooms:
                 else:
                     self._reached.append((position, future))
 
-    def _apply_delivery(self, live: LiveDocument, d: Delivery) -> None:
+    def _apply_delivery(self, live: LiveDocument, d: Delivered) -> None:
         event = d.event
         if event.type == "DocumentUpdateApplied":
             update = base64.b64decode(event.data["update"])
