@@ -1,9 +1,9 @@
 """No module of Chorus imports itself back through others (issue 18: zero import cycles).
 
 Imports under ``TYPE_CHECKING`` count: the service bag's cycle (api/bootstrap.py <->
-api/realtime/presence.py <-> api/session_ends.py) was made of them. The one cycle left, the
-application service and its handlers, is being removed by another part of issue 18; it is
-the only one allowed, and only while it stays within those modules.
+api/realtime/presence.py <-> api/session_ends.py) was made of them. import-linter's
+``acyclic_siblings`` contract (pyproject.toml) checks the same between sibling packages of
+domain/, application/, infrastructure/ and projections/.
 """
 
 from __future__ import annotations
@@ -11,23 +11,6 @@ from __future__ import annotations
 import grimp
 
 PACKAGES = ("domain", "infrastructure", "projections", "application", "api")
-
-# The application service registers its handlers by importing them (issue 18: handler
-# registration made explicit removes this).
-STILL_ALLOWED = frozenset(
-    {
-        "application.chorus",
-        "application.decisions",
-        "application.group_commit",
-        "application.channels",
-        "application.documents",
-        "application.identity",
-        "application.instance",
-        "application.messages",
-        "application.presence",
-        "application.workspaces",
-    }
-)
 
 
 def cycles(graph: grimp.ImportGraph) -> list[set[str]]:
@@ -78,8 +61,8 @@ def cycles(graph: grimp.ImportGraph) -> list[set[str]]:
 
 def test_no_module_imports_itself_back() -> None:
     graph = grimp.build_graph(*PACKAGES)
-    unexpected = [sorted(c) for c in cycles(graph) if not c <= STILL_ALLOWED]
-    assert unexpected == [], unexpected
+    found = [sorted(c) for c in cycles(graph)]
+    assert found == [], found
 
 
 def test_the_cycle_finder_finds_a_cycle() -> None:
