@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from litestar.types import ControllerRouterHandler
 
-from application.commands import Command
+from application.commands import SERVER_ONLY, Command
 from application.decisions import Handler
 from application.handlers import join
 from domain.base import ChorusAggregate
@@ -66,6 +66,12 @@ class Catalogue:
             StreamsProjection(self.kinds),
             *(make() for c in self.contexts for make in c.read_models),
         ]
+
+    @property
+    def client_commands(self) -> dict[str, type[Command]]:
+        """The commands a client may send over ``/ws`` (by type name): every handled one
+        but those only the server issues."""
+        return {c.__name__: c for c in self.handlers if c not in SERVER_ONLY}
 
     @property
     def routes(self) -> list[ControllerRouterHandler]:

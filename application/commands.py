@@ -241,35 +241,3 @@ SERVER_ONLY: tuple[type[Command], ...] = (
     EndSignIns,
     ChangePassword,
 )
-
-AnyCommand = (
-    RegisterUser
-    | CreateWorkspace
-    | JoinWorkspace
-    | LeaveWorkspace
-    | CreateInvite
-    | AcceptInvite
-    | KickMember
-    | BanMember
-    | UnbanMember
-    | CreateRole
-    | GrantRole
-    | RevokeRole
-    | CreateChannel
-    | ChangeChannel
-    | ArchiveChannel
-    | UnarchiveChannel
-    | AddChannelMember
-    | RemoveChannelMember
-    | OpenDirectMessage
-    | BlockUser
-    | UnblockUser
-    | SendMessage
-    | EditMessage
-    | DeleteMessage
-    | AddReaction
-    | RemoveReaction
-    | CreateDocument
-    | RenameDocument
-    | DeleteDocument
-)

@@ -22,9 +22,7 @@ from api.realtime import frames, signals
 from api.realtime.access import Access, Target
 from api.realtime.hub import Delivery, deliveries, scoped_deliveries
 from api.session_ends import SESSION_ENDED
-from application import commands as command_types
 from application.channels import channel_with_workspace
-from application.commands import SERVER_ONLY, Command
 from application.documents import document_with_workspace
 from domain.base import Cause
 from domain.errors import DomainError, InvalidValue, NotAMember
@@ -63,12 +61,6 @@ SLOW_CLOSE_S = 2.0  # how long a consumer cut off for slowness gets to take its 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_MANY = 4429
-
-COMMANDS: dict[str, type[Command]] = {
-    cls.__name__: cls
-    for cls in vars(command_types).values()
-    if isinstance(cls, type) and issubclass(cls, Command) and cls not in (Command, *SERVER_ONLY)
-}
 
 
 class TokenBucket:
@@ -353,7 +345,7 @@ class Connection:
     # -- commands --------------------------------------------------------------------------
 
     async def command(self, frame: frames.CommandFrame) -> None:
-        kind = COMMANDS.get(frame.type)
+        kind = self.services.catalogue.client_commands.get(frame.type)
         if kind is None:
             await self.send(frames.error(422, f"unknown command type {frame.type!r}", id=frame.id))
             return
