@@ -208,7 +208,7 @@ class DeleteDocument(Command, frozen=True):
 
 
 class ApplyDocumentUpdate(Command, frozen=True):
-    """Sent by the live copy of a document (application/document_rooms.py) once it has
+    """Sent by the live copy of a document (application/live_documents/rooms.py) once it has
     checked and applied the bytes; clients send updates over ``/yjs``, never as this."""
 
     document_id: str
