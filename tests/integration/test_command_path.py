@@ -10,6 +10,7 @@ from pycrdt import Doc, Text
 from application.chorus import Chorus
 from application.commands import (
     ApplyDocumentUpdate,
+    CreateChannel,
     CreateDocument,
     CreateWorkspace,
     RegisterUser,
@@ -29,14 +30,36 @@ def test_the_application_drives_the_event_stores_recorder_through_its_port(app: 
     assert _as_port(app.recorder) is app.store
 
 
-def test_a_group_commit_takes_document_snapshots_as_a_single_save_does(app: Chorus) -> None:
-    committer = app.enable_group_commit()
-    user = str(
+def _user(app: Chorus) -> str:
+    return str(
         app.execute(
-            RegisterUser(username="snap" + uuid.uuid4().hex[:8], password="plum-Orbit-kettle-42"),
+            RegisterUser(username="u" + uuid.uuid4().hex[:8], password="plum-Orbit-kettle-42"),
             Cause(None),
         ).body["user_id"]
     )
+
+
+def test_a_key_repeated_in_a_batch_is_answered_from_the_first_ones_record(app: Chorus) -> None:
+    """The repeats wait for the next batch and replay what the first one stored: the batch
+    does not try to store the key twice (its transaction would fail, and every command of
+    it be run again alone)."""
+    committer = app.enable_group_commit()
+    owner = _user(app)
+    ws = str(app.execute(CreateWorkspace(name="W"), Cause(owner)).body["id"])
+    create = CreateChannel(workspace_id=ws, name="once")
+    batches = committer.stats.batches
+    with committer.hold():
+        futures = [committer.submit(create, Cause(owner, "key-1")) for _ in range(3)]
+    first, *again = (f.result(timeout=60) for f in futures)
+    assert not first.replayed and first.position is not None
+    assert [(a.replayed, a.body) for a in again] == [(True, first.body)] * 2
+    assert committer.stats.fallbacks == 0
+    assert committer.stats.batches == batches + 1  # the replays wrote nothing
+
+
+def test_a_group_commit_takes_document_snapshots_as_a_single_save_does(app: Chorus) -> None:
+    committer = app.enable_group_commit()
+    user = _user(app)
     ws = str(app.execute(CreateWorkspace(name="Docs"), Cause(user)).body["id"])
     doc_id = str(app.execute(CreateDocument(workspace_id=ws, title="Plan"), Cause(user)).body["id"])
     source: Doc[Any] = Doc()
