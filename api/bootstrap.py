@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -17,13 +19,18 @@ from api.realtime.signals import SignalBus
 from api.session_ends import SessionEnds
 from api.yjs.rooms import Rooms
 from application.chorus import Chorus
+from application.reaction_runner import ReactionRunner
+from application.reactions import Policy
 from infrastructure.chain import CHAIN_SQL
 from infrastructure.eventstore import SCHEMA_SQL, create_event_store_tables, eventsourcing_env
 from infrastructure.instances import INSTANCES_SQL
 from infrastructure.passwords import PasswordHasher
+from infrastructure.reaction_log import ReactionLog
+from infrastructure.reaction_tracking import TRACKING_SQL as REACTIONS_SQL
 from infrastructure.refresh_tokens import RefreshTokens
 from infrastructure.settings import Settings
 from infrastructure.tokens import AccessTokens
+from projections.log import follow_store
 from projections.runner import ProjectionRunner, all_projections, create_tables
 from projections.workspaces import WorkspaceDirectory
 
@@ -42,6 +49,7 @@ def migrate(database_url: str) -> None:
                 cur.execute(CHAIN_SQL)
                 cur.execute(RefreshTokens.TABLES_SQL)
                 cur.execute(INSTANCES_SQL)
+                cur.execute(REACTIONS_SQL)
                 create_tables(cur, all_projections())
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
@@ -85,6 +93,8 @@ class Services:
     auth_pool: ConnectionPool[Any]
     hub: EventHub
     last_writes: LastWrites = field(default_factory=LastWrites)
+    # Reactions (application/reaction_runner.py): running beside the projections.
+    reactions: ReactionRunner | None = None
     presence: PresenceKeeper = field(init=False)
     signals: SignalBus = field(init=False)
     rooms: Rooms = field(init=False)
@@ -104,6 +114,8 @@ class Services:
         self.presence.stop()
         self.hub.stop()
         self.runner.stop()
+        if self.reactions is not None:
+            self.reactions.stop()
         self.app.close()
         self.read_pool.close()
         self.auth_pool.close()
@@ -111,8 +123,13 @@ class Services:
 
 
 def build_services(
-    settings: Settings, database_url: str, *, run_projections: bool = True
+    settings: Settings,
+    database_url: str,
+    *,
+    run_projections: bool = True,
+    policies: Sequence[Policy] | None = None,
 ) -> Services:
+    """``policies``: the reactions to run (default: every one, application.reaction_runner)."""
     migrate(database_url)
     passwords = PasswordHasher(max_queued=settings.password_hash_queue)
     app = Chorus(
@@ -159,6 +176,14 @@ def build_services(
         runner.follow()  # ``chorus project`` runs them
     elif run_projections:
         runner.start()
+    reactions = ReactionRunner(
+        app,
+        ReactionLog(read_pool, database_url),
+        policies,
+        follow=partial(follow_store, database_url),
+    )
+    if run_projections:
+        reactions.start()
     return Services(
         settings=settings,
         database_url=database_url,
@@ -173,4 +198,5 @@ def build_services(
         auth_pool=auth_pool,
         hub=EventHub(read_pool, database_url),
         passwords=passwords,
+        reactions=reactions,
     )

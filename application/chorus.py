@@ -29,6 +29,8 @@ from application import (
 from application.commands import Command
 from application.decisions import HANDLERS, Decision, Handler
 from application.ports import CommandStore, Directory, PasswordHashing
+from application.reactions import SCOPE as REACTIONS_SCOPE
+from application.reactions import Step
 from domain.base import Cause, ChorusAggregate, as_uuid
 from domain.documents import Document
 from domain.errors import Conflict, InvalidValue, NotFound
@@ -169,10 +171,14 @@ class Chorus(Application[UUID]):
             return committer.execute(command, cause)
         return self.execute_now(command, cause)
 
-    def execute_now(self, command: Command, cause: Cause) -> CommandResult:
-        """``execute`` in the calling thread, committing this command alone."""
+    def execute_now(
+        self, command: Command, cause: Cause, *, reaction: Step | None = None
+    ) -> CommandResult:
+        """``execute`` in the calling thread, committing this command alone. ``reaction``: a
+        reaction's mark moves with the command's events, in their transaction (and its key
+        is in the reactions' own scope)."""
         handler = HANDLERS[type(command)]
-        scope = cause.actor_id or "anonymous"
+        scope = REACTIONS_SCOPE if reaction is not None else cause.actor_id or "anonymous"
         record: _Record | None = None
         if cause.command_id is not None:
             fingerprint = _fingerprint(command)
@@ -200,6 +206,7 @@ class Chorus(Application[UUID]):
                     command=record,
                     credentials=decision.credentials,
                     expect=reads,
+                    reaction=reaction,
                 )
             except IntegrityError:
                 if cause.command_id is not None:

@@ -32,6 +32,7 @@ class StreamsProjection(SetProjection):
             "MessageSent",
             "SessionStarted",
             "DocumentCreated",
+            "InboxOpened",
         }
     )
 
@@ -44,7 +45,9 @@ class StreamsProjection(SetProjection):
             "   WHEN 'ChannelCreated' THEN 'channel' WHEN 'MessageSent' THEN 'message'"
             "   WHEN 'DocumentCreated' THEN 'document'"
             # A user's presence belongs to no workspace: only the log's raw readers see it.
-            "   WHEN 'SessionStarted' THEN 'presence' END,"
+            "   WHEN 'SessionStarted' THEN 'presence'"
+            # A user's inbox (domain/notifications.py): no read path hands it out yet.
+            "   WHEN 'InboxOpened' THEN 'inbox' END,"
             "  CASE WHEN type = 'WorkspaceCreated' THEN stream"
             "   WHEN type IN ('ChannelCreated', 'MessageSent', 'DocumentCreated')"
             "   THEN workspace_id END,"

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 class Scope:
     """Where an event's stream lives: which workspace and channel it belongs to."""
 
-    kind: str  # user | workspace | channel | message | document | presence | other
+    kind: str  # user | workspace | channel | message | document | presence | inbox | other
     workspace: str | None
     channel: str | None
 
@@ -59,6 +59,9 @@ def scope_of_created(event_type: str, stream: str, data: dict[str, Any]) -> Scop
             return Scope("presence", None, None)
         case "DocumentCreated":
             return Scope("document", data.get("workspace_id"), None)
+        case "InboxOpened":
+            # Its owner's alone; no subscription delivers it yet (issue 19).
+            return Scope("inbox", None, None)
     return Scope("other", None, None)
 
 
