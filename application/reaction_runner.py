@@ -195,7 +195,7 @@ class ReactionRunner:
         state = self.store.states()[policy.name]
         stored = Mark(state.position, state.done)
         while not self._stop.is_set():
-            # A mark with commands done holds its event to finish (it may cause more).
+            # A mark with commands done holds its event: it may cause more.
             after = stored.position - 1 if stored.done else stored.position
             count, upto, events = self.store.events(
                 after=after, topics=policy.topics, limit=self.batch_size
@@ -255,11 +255,11 @@ class ReactionRunner:
         return state is None or Mark(state.position, state.done) != stored
 
     def _stick(self, name: str, stored: Mark, position: int, exc: Exception) -> None:
-        """Holds the policy at the event at ``position`` (its mark moved up to it, past the
-        events before it that caused nothing) and records why."""
+        """Holds the policy before the event at ``position`` (its mark moved up to it, past
+        the events before it that caused nothing) and records why."""
         error = _describe(exc)
-        if stored.position < position:
-            self.store.advance(Step(name, stored, Mark(position, 0)))
+        if stored.position < position - 1:
+            self.store.advance(Step(name, stored, Mark(position - 1, 0)))
         self.store.stick(name, position, error)
         now = time.monotonic()
         _, delay = self._retry_at.get(name, (now, self.retry_s / 2))

@@ -2,8 +2,8 @@
 moves (the event store moves it with a command's events; infrastructure/reaction_log.py
 otherwise).
 
-A policy's mark (``position``, ``done``: every event before ``position`` is handled, and the
-first ``done`` commands of the event at ``position``) moves in the transaction that appends
+A policy's mark (``position``, ``done``: every event up to ``position`` is handled, but when
+``done`` is not 0, only the first ``done`` commands of the event at ``position``) moves in the transaction that appends
 its command's events (infrastructure/eventstore.py, ``ADVANCE``), or alone when a command
 appends nothing. Each move is a compare-and-set from the mark the runner last read: a
 process that lost its lock, or raced another one, finds the mark moved and appends nothing.
@@ -18,7 +18,8 @@ CREATE TABLE IF NOT EXISTS chorus_reactions (
     policy text PRIMARY KEY,
     position bigint NOT NULL DEFAULT 0,
     done integer NOT NULL DEFAULT 0,
-    -- A policy that cannot handle the event at stuck_position: why and since when.
+    -- A policy that cannot handle the event at stuck_position (its mark is before it): why
+    -- and since when.
     stuck_position bigint,
     error text,
     since timestamptz

@@ -291,7 +291,7 @@ def test_a_policy_that_fails_on_an_event_is_stuck_alone_and_ready_says_so(
 
         assert notified(url) == expected(url)
         assert len(expected(url)) == 15
-        assert mark(url, "fragile") == (boom["position"], 0)
+        assert mark(url, "fragile") == (boom["position"] - 1, 0)
         # The read models went on too: the last message is listed.
         listed = c.api.ok(c.api.get(f"/api/channels/{c.channel}/messages", c.author))
         assert "-" in [m["text"] for m in listed["items"]]
@@ -311,6 +311,15 @@ def test_a_policy_that_fails_on_an_event_is_stuck_alone_and_ready_says_so(
         mentions_state = ops.json()["reactions"]["mentions"]
         assert mentions_state["stuck_position"] is None
         assert mentions_state["position"] >= end
+
+        # Tried again (by a runner of its own, at once), it stays where it is.
+        reactions = chorus.server.services.reactions
+        reactions.stop()
+        again = runner_of(chorus, [FRAGILE])
+        again.catch_up()
+        assert mark(url, "fragile") == (boom["position"] - 1, 0)
+        assert again.status()["fragile"].stuck is not None
+        assert again.status()["fragile"].stuck.position == boom["position"]
 
 
 # -- 2. kill -9 in the middle of a run ------------------------------------------------------------
