@@ -3,10 +3,11 @@ moves (the event store moves it with a command's events; infrastructure/reaction
 otherwise).
 
 A policy's mark (``position``, ``done``: every event up to ``position`` is handled, but when
-``done`` is not 0, only the first ``done`` commands of the event at ``position``) moves in the transaction that appends
-its command's events (infrastructure/eventstore.py, ``ADVANCE``), or alone when a command
-appends nothing. Each move is a compare-and-set from the mark the runner last read: a
-process that lost its lock, or raced another one, finds the mark moved and appends nothing.
+``done`` is not 0, only the first ``done`` commands of the event at ``position``) moves in
+the transaction that appends its command's events (infrastructure/eventstore.py,
+``ADVANCE``), or alone when a command appends nothing. Each move is a compare-and-set from
+the mark the runner last read: a process that lost its lock, or raced another one, finds the
+mark moved and appends nothing.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ transaction at a time, as the projection fault tests do with the read models' ro
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,7 +43,7 @@ from tests.fixtures.chorus import (
     running_chorus,
 )
 from tests.fixtures.polling import wait_until
-from tests.fixtures.processes import ChorusProcess, processes, start_all
+from tests.fixtures.processes import CHORUS, ChorusProcess, processes, start_all
 from tests.fixtures.servers import new_database
 
 OPS_TOKEN = "ops-" + "r" * 40
@@ -318,8 +321,22 @@ def test_a_policy_that_fails_on_an_event_is_stuck_alone_and_ready_says_so(
         again = runner_of(chorus, [FRAGILE])
         again.catch_up()
         assert mark(url, "fragile") == (boom["position"] - 1, 0)
-        assert again.status()["fragile"].stuck is not None
-        assert again.status()["fragile"].stuck.position == boom["position"]
+        held = again.status()["fragile"].stuck
+        assert held is not None and held.position == boom["position"]
+        # The operators' command line says so too (exit status 1 while one is stuck).
+        out = subprocess.run(
+            [CHORUS, "reactions", "status"],
+            env={**os.environ, "DATABASE_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 1, out.stderr
+        assert (
+            f"fragile  position {boom['position'] - 1}  stuck at {boom['position']}" in out.stdout
+        )
+        assert "ValueError: cannot take this one" in out.stdout
+        assert re.search(r"^mentions  position \d+  behind by \d+$", out.stdout, re.M), out.stdout
 
 
 # -- 2. kill -9 in the middle of a run ------------------------------------------------------------
