@@ -139,6 +139,8 @@ class ReactionRunner:
         self.commands_run = 0  # commands this process executed (tests read it)
         self._retry_at: dict[str, tuple[float, float]] = {}  # stuck: (when, next delay)
         self._stuck_at: dict[str, tuple[int, float]] = {}  # stuck: (position, looked at)
+        self._marks: dict[str, Mark] = {}
+        self._locks_checked = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ensured = False
@@ -148,6 +150,8 @@ class ReactionRunner:
     def start(self) -> None:
         if self.follow is None:
             raise ValueError("a runner started in the background needs ``follow``")
+        if not self.policies:
+            return
         follow = self.follow
         self._stop.clear()
         self._thread = threading.Thread(
@@ -173,7 +177,10 @@ class ReactionRunner:
             if not self._ensured:
                 self.store.ensure([p.name for p in self.policies])
                 self._ensured = True
-            self.store.check_locks()
+            now = time.monotonic()
+            if now - self._locks_checked >= 1.0:  # not at every commit: a round trip
+                self.store.check_locks()
+                self._locks_checked = now
         except Exception as exc:
             log.warning("reaction runner: %s; retrying", exc)
             return
@@ -204,8 +211,12 @@ class ReactionRunner:
         return self.store.skipped(position)
 
     def _run(self, policy: Policy) -> None:
-        state = self.store.states()[policy.name]
-        stored = Mark(state.position, state.done)
+        # The mark as this process left it (every move is a compare-and-set from it, so a
+        # mark another process moved meanwhile fails the move: it is read again then).
+        stored = self._marks.pop(policy.name, None)
+        if stored is None:
+            state = self.store.states()[policy.name]
+            stored = Mark(state.position, state.done)
         while not self._stop.is_set():
             # A mark with commands done holds its event: it may cause more.
             after = stored.position - 1 if stored.done else stored.position
@@ -224,6 +235,7 @@ class ReactionRunner:
                 stored = end
             self._unstick(policy.name, stored.position)
             if count < self.batch_size:
+                self._marks[policy.name] = stored
                 return
 
     def _handle(
