@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 
-from application.chorus import Chorus
+from application.chorus import Chorus, IdempotencyKeyReused
 from application.notifications import MENTIONS
 from application.reactions import Mark, Occurred, Policy, Step, command_id
 from domain.base import Cause
@@ -268,6 +268,10 @@ class ReactionRunner:
                 result = self.app.execute_now(commands[index], cause, reaction=step)
             except _TRANSIENT:
                 raise
+            except IdempotencyKeyReused as exc:
+                # The same key for another command: the policy is not deterministic.
+                self._stick(policy.name, stored, position, exc)
+                return None
             except DomainError as exc:
                 log.info("reaction %s: event %d: refused: %s", policy.name, position, exc)
                 self.store.advance(step)
