@@ -21,14 +21,18 @@ from application.chorus import Chorus
 from application.live_documents.budget import EditBudget
 from application.live_documents.rooms import Rooms
 from application.presence_upkeep import PresenceKeeper
+from application.reaction_runner import ReactionRunner
+from application.reactions import Policy
 from infrastructure import migrations
 from infrastructure.eventstore import eventsourcing_env
 from infrastructure.instances import Instances
 from infrastructure.passwords import PasswordHasher
+from infrastructure.reaction_log import ReactionLog
 from infrastructure.refresh_tokens import RefreshTokens
 from infrastructure.settings import Settings
 from infrastructure.tokens import AccessTokens
 from projections.base import Projection
+from projections.log import follow_store
 from projections.readers import sessions_on, stored_document
 from projections.runner import ProjectionRunner, create_tables
 from projections.workspaces import WorkspaceDirectory
@@ -83,6 +87,8 @@ class Services:
     rooms: Rooms
     session_ends: SessionEnds
     last_writes: LastWrites = field(default_factory=LastWrites)
+    # Reactions (application/reaction_runner.py): running beside the projections.
+    reactions: ReactionRunner | None = None
 
     def close(self) -> None:
         self.presence.stop()
@@ -100,7 +106,9 @@ def build_services(
     *,
     catalogue: Catalogue,
     run_projections: bool = True,
+    policies: Sequence[Policy] | None = None,
 ) -> Services:
+    """``policies``: the reactions to run (default: every context's)."""
     migrate(database_url, catalogue.read_models())
     passwords = PasswordHasher(max_queued=settings.password_hash_queue)
     app = Chorus(
@@ -176,6 +184,14 @@ def build_services(
         flush_s=settings.document_flush_s,
         idle_s=settings.document_idle_s,
     )
+    reactions = ReactionRunner(
+        app,
+        ReactionLog(read_pool, database_url),
+        catalogue.policies if policies is None else policies,
+        follow=partial(follow_store, database_url),
+    )
+    if run_projections:
+        reactions.start()
     return Services(
         settings=settings,
         database_url=database_url,
@@ -193,4 +209,5 @@ def build_services(
         signals=signals,
         rooms=rooms,
         session_ends=SessionEnds(hub, access_tokens, refresh_tokens),
+        reactions=reactions,
     )

@@ -11,6 +11,7 @@ from litestar.types import ControllerRouterHandler
 from application.commands import SERVER_ONLY, Command
 from application.decisions import Handler
 from application.handlers import join
+from application.reactions import Policy
 from domain.base import ChorusAggregate
 from domain.scopes import StreamKinds
 from projections.base import Projection
@@ -26,6 +27,8 @@ class Context:
     aggregates: tuple[type[ChorusAggregate], ...]
     handlers: Mapping[type[Command], Handler] = field(default_factory=dict)
     read_models: tuple[Callable[[], Projection], ...] = ()
+    # Reactions: policies turning its events (or others') into commands.
+    policies: tuple[Policy, ...] = ()
     routes: tuple[ControllerRouterHandler, ...] = ()
 
 
@@ -72,6 +75,10 @@ class Catalogue:
         """The commands a client may send over ``/ws`` (by type name): every handled one
         but those only the server issues."""
         return {c.__name__: c for c in self.handlers if c not in SERVER_ONLY}
+
+    @property
+    def policies(self) -> list[Policy]:
+        return [p for c in self.contexts for p in c.policies]
 
     @property
     def routes(self) -> list[ControllerRouterHandler]:

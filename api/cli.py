@@ -87,6 +87,9 @@ def parser() -> argparse.ArgumentParser:
     from api.projections_cli import add_commands as add_projections_commands
 
     add_projections_commands(sub)  # projections status, projections skip
+    from api.reactions_cli import add_commands as add_reactions_commands
+
+    add_reactions_commands(sub)  # reactions status
     return p
 
 

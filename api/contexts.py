@@ -15,13 +15,23 @@ from api.channels import ChannelController
 from api.documents import DocumentController
 from api.users import UserController
 from api.workspaces import InviteController, WorkspaceController
-from application import channels, documents, identity, instance, messages, presence, workspaces
+from application import (
+    channels,
+    documents,
+    identity,
+    instance,
+    messages,
+    notifications,
+    presence,
+    workspaces,
+)
 from domain.channels import Channel
 from domain.documents import Document
 from domain.identity import SignIn, User
 from domain.indexes import DirectChannelPair, UsernameClaim
 from domain.instance import Instance
 from domain.messages import Message
+from domain.notifications import Inbox
 from domain.operations import ReadModelSkip
 from domain.presence import Session
 from domain.workspaces import Workspace
@@ -73,13 +83,21 @@ DOCUMENTS = Context(
     read_models=(DocumentsProjection,),
     routes=(DocumentController,),
 )
+NOTIFICATIONS = Context(
+    "notifications",
+    aggregates=(Inbox,),
+    handlers=notifications.HANDLERS,
+    policies=(notifications.MENTIONS,),
+)
 INSTANCE = Context(
     "instance",
     aggregates=(Instance, ReadModelSkip),
     handlers=instance.HANDLERS,
 )
 
-CONTEXTS = Catalogue((IDENTITY, WORKSPACES, CHANNELS, MESSAGES, PRESENCE, DOCUMENTS, INSTANCE))
+CONTEXTS = Catalogue(
+    (IDENTITY, WORKSPACES, CHANNELS, MESSAGES, PRESENCE, DOCUMENTS, NOTIFICATIONS, INSTANCE)
+)
 
 
 def all_projections() -> list[Projection]:

@@ -31,6 +31,16 @@ class ReadModelState(msgspec.Struct):
     since: datetime | None = None
 
 
+class ReactionState(msgspec.Struct):
+    position: int
+    # Positions of the log after it (the events it has yet to read).
+    lag: int
+    # The event it cannot handle (it is held there), since when, and why.
+    stuck_position: int | None = None
+    error: str | None = None
+    since: datetime | None = None
+
+
 class Readiness(msgspec.Struct):
     status: str
     database: bool
@@ -44,6 +54,11 @@ class Readiness(msgspec.Struct):
     # The read models stuck on an event they cannot apply (names only).
     stuck: list[str] | None = None
     read_models: dict[str, ReadModelState] | None = None
+    # The reactions (application/reaction_runner.py) stuck on an event (names only) and,
+    # for operators, each one's state and the slowest one's lag.
+    stuck_reactions: list[str] | None = None
+    reactions: dict[str, ReactionState] | None = None
+    reaction_lag: int | None = None
 
 
 @get("/health", operation_id="Health", tags=["health"])
@@ -60,16 +75,17 @@ async def health() -> Health:
         503: ResponseSpec(
             data_container=Readiness,
             description="The database is not answering (unavailable), or a read model is"
-            " stuck or too far behind (degraded)",
+            " stuck or too far behind, or a reaction is stuck (degraded)",
         )
     },
 )
 async def ready(request: Request[Any, Any, Any]) -> Response[Readiness]:
     """The database answers, through both read pools (the event loop's, which HTTP reads
-    use, and the worker threads'), no read model is stuck on an event it cannot apply, and
-    the slowest one is at most ``CHORUS_READY_MAX_LAG`` positions behind the store
-    (``projection_lag``). Positions and errors are shown only to a request carrying the
-    operators' bearer secret (``CHORUS_OPS_TOKEN``)."""
+    use, and the worker threads'), no read model is stuck on an event it cannot apply, the
+    slowest one is at most ``CHORUS_READY_MAX_LAG`` positions behind the store
+    (``projection_lag``), and no reaction is stuck on an event it cannot handle. Positions,
+    lags and errors are shown only to a request carrying the operators' bearer secret
+    (``CHORUS_OPS_TOKEN``)."""
     services = services_of(request)
     probe: LoopLagProbe = request.app.state.loop_lag
     lag = probe.snapshot()
@@ -77,6 +93,11 @@ async def ready(request: Request[Any, Any, Any]) -> Response[Readiness]:
         async with services.async_read_pool.connection(timeout=2) as conn, conn.cursor() as cur:
             last = await run_async(cur, log_end())
         projected = await anyio.to_thread.run_sync(_projected, services)
+        reactions = (
+            {}
+            if services.reactions is None
+            else await anyio.to_thread.run_sync(services.reactions.status)
+        )
     except Exception as exc:
         return Response(
             Readiness("unavailable", False, None, None, None, lag, detail=type(exc).__name__),
@@ -87,10 +108,13 @@ async def ready(request: Request[Any, Any, Any]) -> Response[Readiness]:
     behind = max(0, last - projected)
     limit = services.settings.ready_max_lag
     detail = None
+    stuck_reactions = sorted(name for name, r in reactions.items() if r.stuck is not None)
     if stuck:
         detail = f"read models stuck on an event they cannot apply: {', '.join(sorted(stuck))}"
     elif limit and behind > limit:
         detail = f"read models more than {limit} positions behind the log"
+    elif stuck_reactions:
+        detail = f"reactions stuck on an event they cannot handle: {', '.join(stuck_reactions)}"
     answer = Readiness(
         "degraded" if detail else "ok",
         True,
@@ -100,6 +124,7 @@ async def ready(request: Request[Any, Any, Any]) -> Response[Readiness]:
         lag,
         detail=detail,
         stuck=sorted(stuck),
+        stuck_reactions=stuck_reactions,
     )
     if _is_operator(request, services.settings.ops_token):
         answer.last_position, answer.projected_position = last, projected
@@ -112,6 +137,13 @@ async def ready(request: Request[Any, Any, Any]) -> Response[Readiness]:
             )
             for name, position in sorted(runner.positions().items())
         }
+        answer.reactions = {
+            name: ReactionState(r.position, r.lag)
+            if r.stuck is None
+            else ReactionState(r.position, r.lag, r.stuck.position, r.stuck.error, r.stuck.since)
+            for name, r in sorted(reactions.items())
+        }
+        answer.reaction_lag = max((r.lag for r in reactions.values()), default=0)
     return Response(answer, status_code=503 if detail else 200)
 
 

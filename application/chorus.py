@@ -26,6 +26,8 @@ from application.commands import Command
 from application.decisions import Handler
 from application.group_commit import GroupCommitter
 from application.ports import Directory, PasswordHashing, Recorder
+from application.reactions import SCOPE as REACTIONS_SCOPE
+from application.reactions import Step
 from domain.base import Cause, ChorusAggregate, as_uuid
 from domain.errors import Conflict, NotFound
 
@@ -129,11 +131,16 @@ class Chorus(Application[UUID]):
             return committer.execute(command, cause)
         return self.execute_now(command, cause)
 
-    def execute_now(self, command: Command, cause: Cause) -> CommandResult:
-        """``execute`` in the calling thread, committing this command alone."""
+    def execute_now(
+        self, command: Command, cause: Cause, *, reaction: Step | None = None
+    ) -> CommandResult:
+        """``execute`` in the calling thread, committing this command alone. ``reaction``: a
+        reaction's mark moves with the command's events, in their transaction (and its key
+        is in the reactions' own scope)."""
+        scope = REACTIONS_SCOPE if reaction is not None else None
         for attempt in range(MAX_ATTEMPTS):
             reads = Reads(self)
-            decided = decide(reads, command, cause, self.handlers)
+            decided = decide(reads, command, cause, self.handlers, scope=scope)
             if not decided.aggregates:
                 return decided.result
             events = [e for a in decided.aggregates for e in a.pending_events]
@@ -148,6 +155,7 @@ class Chorus(Application[UUID]):
                     command=decided.record,
                     credentials=decided.credentials,
                     expect=reads.versions,
+                    reaction=reaction,
                 )
             except IntegrityError:
                 record = decided.record

@@ -107,13 +107,16 @@ def decide(
     command: Command,
     cause: Cause,
     handlers: Mapping[type[Command], Handler],
+    *,
+    scope: str | None = None,
 ) -> Decided:
     """Decides ``command`` on what ``context`` shows. A key already recorded is answered
-    from its record; otherwise the command's handler (in ``handlers``) decides."""
+    from its record; otherwise the command's handler (in ``handlers``) decides. ``scope``:
+    whose keys these are (the actor's unless given: reactions keep theirs apart)."""
     key = cause.command_id
     if key is not None:
-        scope, signature = idempotency_scope(cause), fingerprint(command)
-        replay = replayed(context.store, scope, key, signature)
+        keys, signature = scope or idempotency_scope(cause), fingerprint(command)
+        replay = replayed(context.store, keys, key, signature)
         if replay is not None:
             return Decided(replay)
     decision = handlers[type(command)](context, command, cause)
@@ -126,7 +129,7 @@ def decide(
         return Decided(result)
     record = None
     if key is not None:
-        record = CommandRecord(scope, key, signature, decision.status, decision.body)
+        record = CommandRecord(keys, key, signature, decision.status, decision.body)
     return Decided(result, decision.aggregates, record, decision.credentials)
 
 

@@ -230,6 +230,15 @@ class RevokeInstanceRole(Command, frozen=True):
     granted_by: str
 
 
+# -- notifications: issued by reactions (application/reactions.py), never by clients -------
+class NotifyMention(Command, frozen=True):
+    """Tells ``user_id`` they were mentioned in ``message_id``, by the event at ``position``."""
+
+    user_id: str
+    message_id: str
+    position: int
+
+
 SERVER_ONLY: tuple[type[Command], ...] = (
     RegisterUser,
     StartSession,
@@ -240,4 +249,5 @@ SERVER_ONLY: tuple[type[Command], ...] = (
     StartSignIn,
     EndSignIns,
     ChangePassword,
+    NotifyMention,
 )

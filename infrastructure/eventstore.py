@@ -44,6 +44,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
 from infrastructure.chain import CHAIN_TABLE, GENESIS, link, record_bytes
+from infrastructure.reaction_tracking import ADVANCE, MarkMoved, Move, advance_params
 
 APPLICATION_NAME = "Chorus"
 EVENTS_TABLE = "chorus_events"
@@ -153,6 +154,7 @@ class ChorusRecorder(PostgresApplicationRecorder):
         commands: Sequence[tuple[CommandRecord, int, int]] = (),
         credentials: Mapping[UUID, str] | None = None,
         expect: Mapping[UUID, int] | None = None,
+        reaction: Move | None = None,
         **_: Any,
     ) -> Sequence[int] | None:
         """One transaction in two round trips. The first takes the table lock, checks
@@ -160,7 +162,11 @@ class ChorusRecorder(PostgresApplicationRecorder):
         conflict, come back); the second inserts the chain links and the idempotency records
         and commits. (eventsourcing's insert path synced its pipeline five times, seven with
         idempotency records: each round trip waits for PostgreSQL and then for this thread
-        to be scheduled again, which a busy machine makes slow.)"""
+        to be scheduled again, which a busy machine makes slow.)
+
+        ``reaction``: a reaction policy's mark moves from where its runner read it, or
+        nothing is stored (MarkMoved); first, so a runner that waits for the mark's row
+        waits before it holds the table lock."""
         with self.datastore.get_connection() as conn:
             ids: list[int] = []
             failure: Exception | None = None
@@ -168,15 +174,24 @@ class ChorusRecorder(PostgresApplicationRecorder):
             # statements, so that the COMMIT goes out with the pipeline's last sync
             # (``conn.transaction()`` syncs once more for each of them).
             try:
-                with conn.pipeline() as pipeline, conn.cursor() as curs, conn.cursor() as head:
+                with (
+                    conn.pipeline() as pipeline,
+                    conn.cursor() as curs,
+                    conn.cursor() as head,
+                    conn.cursor() as mark,
+                ):
                     try:
                         curs.execute("BEGIN")
+                        if reaction is not None:
+                            mark.execute(ADVANCE, advance_params(reaction), prepare=True)
                         for subject_id, password_hash in (credentials or {}).items():
                             curs.execute(_UPSERT_CREDENTIAL, (subject_id, password_hash))
                         if stored_events:
                             ids = self._insert_rows_and_links(
                                 pipeline, curs, head, stored_events, command, commands, expect
                             )
+                        if reaction is not None and mark.fetchone() is None:
+                            raise MarkMoved(reaction.policy)
                         curs.execute("COMMIT")
                     except Exception as exc:  # raised once the pipeline is closed
                         failure = exc

@@ -1,0 +1,338 @@
+"""Runs the reaction policies (application/reactions.py) over the log, with the read models'
+guarantees.
+
+- In order, committed events only, in bounded batches: a policy reads the next
+  ``batch_size`` positions after its mark and the events of its types among them.
+- Exactly once per event and policy: a command's events, its idempotency record and the
+  policy's new mark commit in one transaction (``execute_now(..., reaction=step)``), the
+  mark moving by compare-and-set from where this runner read it. Its key is derived from
+  the causing event (``command_id``), so a rerun of an event whose command did commit
+  replays the stored answer and appends nothing. A command that appends nothing (the world
+  changed: its handler decided there is nothing to do) moves the mark alone.
+- Resumes after kill -9: the mark says which event, and which of its commands, come next.
+- Several processes: one runs a policy at a time (a PostgreSQL advisory lock per policy,
+  released with its connection when the process dies); the others try again at each wake-up
+  and take over.
+- Isolated: a policy that fails on an event (its function raises, the event does not
+  decode, a command fails other than by a business rule) is held at that event, recorded as
+  stuck with the error, and tried again with backoff; the other policies and the read
+  models go on. A command refused by a business rule is the business's answer: the policy
+  moves on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
+
+from application.chorus import Chorus, IdempotencyKeyReused
+from application.reactions import Mark, Occurred, Policy, Step, command_id
+from domain.base import Cause
+from domain.errors import Conflict, DomainError
+
+log = logging.getLogger(__name__)
+
+RETRY_S = 1.0
+RETRY_MAX_S = 60.0
+ERROR_CHARS = 500
+# Errors that say nothing about the event: the database is away, or the data kept changing
+# while a command was decided. The policy is simply tried again at the next wake-up.
+_TRANSIENT = (OperationalError, InterfaceError, Conflict)
+
+
+class PolicyState(Protocol):
+    position: int
+    done: int
+    stuck_position: int | None
+    error: str | None
+    since: datetime | None
+
+
+class ReactionStore(Protocol):
+    """What the runner needs from the database (infrastructure/reaction_log.py)."""
+
+    def ensure(self, policies: Sequence[str]) -> None: ...
+
+    def lock(self, policy: str) -> bool: ...
+
+    def check_locks(self) -> None: ...
+
+    def release(self) -> None: ...
+
+    def states(self) -> dict[str, Any]: ...
+
+    def advance(self, move: Step) -> None: ...
+
+    def stick(self, policy: str, position: int, error: str) -> datetime: ...
+
+    def events(
+        self, *, after: int, topics: Sequence[str], limit: int
+    ) -> tuple[int, int, list[tuple[int, StoredEvent]]]: ...
+
+    def log_end(self) -> int: ...
+
+    def skipped(self, position: int) -> bool: ...
+
+
+class Follow(Protocol):
+    """Calls ``on_commit`` now and after commits to the store until ``stop`` is set
+    (projections.log.follow_store, bound to the database)."""
+
+    def __call__(self, stop: threading.Event, on_commit: Callable[[], None], what: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Stuck:
+    """A policy held before the event at ``position``, which it cannot handle."""
+
+    position: int
+    error: str
+    since: datetime
+
+
+@dataclass(frozen=True)
+class PolicyStatus:
+    position: int
+    lag: int
+    stuck: Stuck | None
+
+
+class _Lost(Exception):
+    """Another process moved the policy's mark: this one stops running it for now."""
+
+
+class ReactionRunner:
+    def __init__(
+        self,
+        app: Chorus,
+        store: ReactionStore,
+        policies: Sequence[Policy],
+        *,
+        follow: Follow | None = None,
+        batch_size: int = 500,
+        retry_s: float = RETRY_S,
+        retry_max_s: float = RETRY_MAX_S,
+    ) -> None:
+        self.app = app
+        self.store = store
+        self.policies = list(policies)
+        names = [p.name for p in self.policies]
+        if len(set(names)) != len(names):
+            raise ValueError(f"policy names must be unique: {names}")
+        self.follow = follow
+        self.batch_size = batch_size
+        self.retry_s = retry_s
+        self.retry_max_s = retry_max_s
+        self.commands_run = 0  # commands this process executed (tests read it)
+        self._retry_at: dict[str, tuple[float, float]] = {}  # stuck: (when, next delay)
+        self._stuck_at: dict[str, tuple[int, float]] = {}  # stuck: (position, looked at)
+        self._marks: dict[str, Mark] = {}
+        self._locks_checked = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ensured = False
+
+    # -- background thread -------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.follow is None:
+            raise ValueError("a runner started in the background needs ``follow``")
+        if not self.policies:
+            return
+        follow = self.follow
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=lambda: follow(self._stop, self.catch_up, "reaction runner"),
+            name="reactions",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        self.store.release()
+
+    # -- processing --------------------------------------------------------------------------
+
+    def catch_up(self) -> None:
+        """Runs every policy this process may run (its lock is free or held here) and that
+        is not waiting out a backoff, until each has read every committed event."""
+        try:
+            if not self._ensured:
+                self.store.ensure([p.name for p in self.policies])
+                self._ensured = True
+            now = time.monotonic()
+            if now - self._locks_checked >= 1.0:  # not at every commit: a round trip
+                self.store.check_locks()
+                self._locks_checked = now
+        except Exception as exc:
+            log.warning("reaction runner: %s; retrying", exc)
+            return
+        for policy in self.policies:
+            if self._stop.is_set():
+                return
+            if not self._due(policy.name):
+                continue
+            try:
+                if self.store.lock(policy.name):
+                    self._run(policy)
+            except _Lost:
+                log.warning("reaction %s: another process moved it; leaving it", policy.name)
+            except Exception as exc:  # the database is away: tried again at the next wake-up
+                log.warning("reaction %s: %s; retrying", policy.name, exc)
+
+    def _due(self, name: str) -> bool:
+        """Not stuck, or its backoff has passed, or (looked at once a second) an operator has
+        skipped the event it is stuck at since."""
+        at = self._retry_at.get(name)
+        now = time.monotonic()
+        if at is None or at[0] <= now:
+            return True
+        position, looked = self._stuck_at[name]
+        if now - looked < 1.0:
+            return False
+        self._stuck_at[name] = (position, now)
+        return self.store.skipped(position)
+
+    def _run(self, policy: Policy) -> None:
+        # The mark as this process left it (every move is a compare-and-set from it, so a
+        # mark another process moved meanwhile fails the move: it is read again then).
+        stored = self._marks.pop(policy.name, None)
+        if stored is None:
+            state = self.store.states()[policy.name]
+            stored = Mark(state.position, state.done)
+        while not self._stop.is_set():
+            # A mark with commands done holds its event: it may cause more.
+            after = stored.position - 1 if stored.done else stored.position
+            count, upto, events = self.store.events(
+                after=after, topics=policy.topics, limit=self.batch_size
+            )
+            for position, event in events:
+                moved = self._handle(policy, stored, position, event)
+                if moved is None:
+                    return  # stuck
+                stored = moved
+            if upto > stored.position:
+                # Past events that caused nothing, up to the end of what was read.
+                end = Mark(upto, 0)
+                self.store.advance(Step(policy.name, stored, end))
+                stored = end
+            self._unstick(policy.name, stored.position)
+            if count < self.batch_size:
+                self._marks[policy.name] = stored
+                return
+
+    def _handle(
+        self, policy: Policy, stored: Mark, position: int, event: StoredEvent
+    ) -> Mark | None:
+        """Runs the commands the event at ``position`` causes that are not done yet. Returns
+        the stored mark afterwards (unchanged when there were none: such events are passed
+        in one move at the end of a batch), or None when the policy is stuck on it."""
+        try:
+            happened = Occurred(position, self.app.mapper.to_domain_event(event))
+        except Exception as exc:
+            # A stored event nobody can read (written around the application, or by an older
+            # release) is the read models' fault too: the operator's audited skip of it for
+            # them (``chorus projections skip``) lets the reactions pass it as well.
+            if self.store.skipped(position):
+                log.warning("reaction %s: passes the skipped event at %d", policy.name, position)
+                return stored
+            self._stick(policy.name, stored, position, exc)
+            return None
+        try:
+            commands = list(policy.react(happened))
+        except Exception as exc:
+            self._stick(policy.name, stored, position, exc)
+            return None
+        first = stored.done if position == stored.position else 0
+        for index in range(first, len(commands)):
+            step = Step(policy.name, stored, Mark(position, index + 1))
+            cause = Cause(actor_id=None, command_id=command_id(policy.name, position, index))
+            try:
+                result = self.app.execute_now(commands[index], cause, reaction=step)
+            except _TRANSIENT:
+                raise
+            except IdempotencyKeyReused as exc:
+                # The same key for another command: the policy is not deterministic.
+                self._stick(policy.name, stored, position, exc)
+                return None
+            except DomainError as exc:
+                log.info("reaction %s: event %d: refused: %s", policy.name, position, exc)
+                self.store.advance(step)
+            except Exception as exc:
+                if self._moved(policy.name, stored):
+                    raise _Lost from exc
+                self._stick(policy.name, stored, position, exc)
+                return None
+            else:
+                if result.replayed or result.position is None:
+                    # Nothing appended now: the mark moves alone.
+                    self.store.advance(step)
+            stored = step.after
+            self.commands_run += 1
+        return stored
+
+    def _moved(self, name: str, stored: Mark) -> bool:
+        state = self.store.states().get(name)
+        return state is None or Mark(state.position, state.done) != stored
+
+    def _stick(self, name: str, stored: Mark, position: int, exc: Exception) -> None:
+        """Holds the policy before the event at ``position`` (its mark moved up to it, past
+        the events before it that caused nothing) and records why."""
+        error = _describe(exc)
+        if stored.position < position - 1:
+            self.store.advance(Step(name, stored, Mark(position - 1, 0)))
+        self.store.stick(name, position, error)
+        now = time.monotonic()
+        _, delay = self._retry_at.get(name, (now, self.retry_s / 2))
+        delay = min(delay * 2, self.retry_max_s)
+        if name not in self._retry_at:
+            log.error(
+                "reaction %s cannot handle the event at position %d and stays before it; the"
+                " other reactions and the read models go on: %s",
+                name,
+                position,
+                error,
+            )
+        self._retry_at[name] = (now + delay, delay)
+        self._stuck_at[name] = (position, now)
+
+    def _unstick(self, name: str, position: int) -> None:
+        self._stuck_at.pop(name, None)
+        if self._retry_at.pop(name, None) is not None:
+            log.warning("reaction %s moved on (at position %d)", name, position)
+
+    # -- status ------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, PolicyStatus]:
+        """Each policy's position, lag behind the log and, if stuck, where and why (from the
+        database: whichever process runs it)."""
+        states = self.store.states()
+        end = self.store.log_end()
+        out = {}
+        for policy in self.policies:
+            state = states.get(policy.name)
+            if state is None:
+                out[policy.name] = PolicyStatus(0, end, None)
+                continue
+            stuck = None
+            if state.stuck_position is not None and state.since is not None:
+                stuck = Stuck(state.stuck_position, state.error or "", state.since)
+            out[policy.name] = PolicyStatus(state.position, max(0, end - state.position), stuck)
+        return out
+
+
+def _describe(exc: Exception) -> str:
+    """The error as one line of printable text (it is stored in a text column and logged)."""
+    text = f"{type(exc).__name__}: {exc}"
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)[:ERROR_CHARS]
