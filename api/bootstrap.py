@@ -94,6 +94,8 @@ class Services:
         self.presence.stop()
         self.hub.stop()
         self.runner.stop()
+        if self.reactions is not None:
+            self.reactions.stop()
         self.app.close()
         self.read_pool.close()
         self.auth_pool.close()

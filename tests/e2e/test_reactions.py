@@ -129,8 +129,14 @@ def mark(url: str, policy: str = "mentions") -> tuple[int, int]:
 
 
 def reacted_past(url: str, position: int, policy: str = "mentions") -> None:
-    """Waits until ``policy`` has handled every event up to ``position``."""
-    wait_until(f"{policy} to pass {position}", lambda: mark(url, policy)[0] >= position)
+    """Waits until ``policy`` has handled every event up to ``position`` (a mark at
+    ``position`` with ``done`` commands has done only those of that event: not passed)."""
+
+    def passed() -> bool:
+        at, done = mark(url, policy)
+        return at > position or (at == position and done == 0)
+
+    wait_until(f"{policy} to pass {position}", passed)
 
 
 def stuck_at(url: str, policy: str = "mentions") -> int | None:
