@@ -174,3 +174,31 @@ class StreamKinds:
             if not name.isidentifier() or name != name.lower():
                 raise ValueError(f"scope field {name!r} is not a plain identifier")
         return sorted(names)
+
+
+@dataclass(frozen=True)
+class StreamScope:
+    """Which streams a catch-up reads, in terms of the streams read model: streams by id,
+    every stream of some workspaces, every stream of some channels (the channel and its
+    messages), and the direct-message channels (and their messages) of one user."""
+
+    streams: frozenset[str] = frozenset()
+    workspaces: frozenset[str] = frozenset()
+    channels: frozenset[str] = frozenset()
+    direct_member: str | None = None
+    # Every stream of these kinds that this user owns (their user stream, ...).
+    owner: str | None = None
+    owned_kinds: frozenset[str] = frozenset()
+
+    def __or__(self, other: StreamScope) -> StreamScope:
+        for mine, theirs in ((self.direct_member, other.direct_member), (self.owner, other.owner)):
+            if None not in (mine, theirs) and mine != theirs:
+                raise ValueError("one scope reads one user's own streams")
+        return StreamScope(
+            self.streams | other.streams,
+            self.workspaces | other.workspaces,
+            self.channels | other.channels,
+            self.direct_member or other.direct_member,
+            self.owner or other.owner,
+            self.owned_kinds | other.owned_kinds,
+        )

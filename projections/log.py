@@ -15,7 +15,7 @@ import msgspec
 import psycopg
 from psycopg import Cursor
 
-from domain.scopes import StreamKinds
+from domain.scopes import StreamKinds, StreamScope
 from infrastructure.eventstore import EVENTS_TABLE, NOTIFY_CHANNEL
 from infrastructure.serialisation import event_type_name
 from projections.base import LogEvent, Span
@@ -122,6 +122,21 @@ def read_span(cur: Cursor[Any], span: Span, after: int, types: Iterable[str]) ->
     return [to_log_event(row) for row in cur.fetchall()]
 
 
+def first_event(cur: Cursor[Any], stream: str) -> tuple[str, dict[str, Any]] | None:
+    """The type and state of a stream's first event (which say where the stream lives), or
+    None. The state as stored: no field is required of it."""
+    cur.execute(
+        f"SELECT topic, state FROM {EVENTS_TABLE}"
+        " WHERE originator_id = %s AND originator_version = 1",
+        (stream,),
+    )
+    row = cur.fetchone()
+    if row is None:
+        return None
+    state: dict[str, Any] = msgspec.json.decode(bytes(row["state"]))
+    return event_type_name(row["topic"]), state
+
+
 def log_end() -> Query[int]:
     """The position of the last event (0 for an empty log)."""
     rows = yield Statement(f"SELECT coalesce(max(notification_id), 0) AS p FROM {EVENTS_TABLE}")
@@ -153,34 +168,6 @@ def visibility_position() -> Query[int]:
 def visibility_bound(cur: Cursor[Any]) -> int:
     """``visibility_position`` for the threads that read with a sync cursor."""
     return run(cur, visibility_position())
-
-
-@dataclass(frozen=True)
-class StreamScope:
-    """Which streams a catch-up reads, in terms of the streams read model: streams by id,
-    every stream of some workspaces, every stream of some channels (the channel and its
-    messages), and the direct-message channels (and their messages) of one user."""
-
-    streams: frozenset[str] = frozenset()
-    workspaces: frozenset[str] = frozenset()
-    channels: frozenset[str] = frozenset()
-    direct_member: str | None = None
-    # Every stream of these kinds that this user owns (their user stream, ...).
-    owner: str | None = None
-    owned_kinds: frozenset[str] = frozenset()
-
-    def __or__(self, other: StreamScope) -> StreamScope:
-        for mine, theirs in ((self.direct_member, other.direct_member), (self.owner, other.owner)):
-            if None not in (mine, theirs) and mine != theirs:
-                raise ValueError("one scope reads one user's own streams")
-        return StreamScope(
-            self.streams | other.streams,
-            self.workspaces | other.workspaces,
-            self.channels | other.channels,
-            self.direct_member or other.direct_member,
-            self.owner or other.owner,
-            self.owned_kinds | other.owned_kinds,
-        )
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,8 @@ from psycopg_pool import ConnectionPool
 
 from api.envelopes import envelope
 from domain.scopes import UNKNOWN, Scope, StreamKinds
-from infrastructure.eventstore import EVENTS_TABLE
 from projections.base import LogEvent
-from projections.log import ScopedEvent, follow_store, max_position, read_events
+from projections.log import ScopedEvent, first_event, follow_store, max_position, read_events
 
 log = logging.getLogger(__name__)
 
@@ -71,16 +70,10 @@ class Scopes:
 
     def _lookup(self, stream: str) -> Scope:
         with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(
-                f"SELECT topic, state FROM {EVENTS_TABLE}"
-                " WHERE originator_id = %s AND originator_version = 1",
-                (stream,),
-            )
-            row = cur.fetchone()
-        if row is None:
+            first = first_event(cur, stream)
+        if first is None:
             return UNKNOWN
-        name = row["topic"].rsplit(".", 1)[-1]
-        return self._kinds.scope_of_created(name, stream, msgspec.json.decode(bytes(row["state"])))
+        return self._kinds.scope_of_created(first[0], stream, first[1])
 
 
 def deliveries(events: list[LogEvent], scopes: Scopes) -> list[Delivery]:

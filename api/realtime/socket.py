@@ -19,17 +19,17 @@ from api.bootstrap import Services
 from api.commands import run_command
 from api.errors import status_of
 from api.realtime import frames, signals
-from api.realtime.access import Access, Target
 from api.realtime.hub import Delivery, deliveries, scoped_deliveries
 from api.session_ends import SESSION_ENDED
 from application.channels import channel_with_workspace
 from application.documents import document_with_workspace
+from application.subscriptions import Access, Target
 from domain.base import Cause
 from domain.errors import DomainError, InvalidValue, NotAMember
+from domain.scopes import StreamScope
 from domain.workspaces import Workspace
 from infrastructure.tokens import AccessClaims, InvalidToken
 from projections.log import (
-    StreamScope,
     max_position,
     read_events,
     scoped_events,

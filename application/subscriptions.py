@@ -1,4 +1,4 @@
-"""What one user may receive through one subscription, decided against current state.
+"""What one user may receive through one ``/ws`` subscription, decided against current state.
 
 The subscription kinds, the events that change access and what each subscriber is shown are
 derived from the stream kinds the aggregates declare (domain/scopes.py): ``workspace`` (what
@@ -10,18 +10,29 @@ workspace and is read by its members or holders of a permission (``document``, .
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from api.realtime.hub import Delivery
 from application.channels import channel_with_workspace
 from application.chorus import Chorus
+from application.ports import LoggedEvent
 from domain.base import ChorusAggregate, as_uuid
 from domain.channels import Channel
 from domain.errors import InvalidValue, NotAMember, NotFound, PermissionDenied
-from domain.scopes import StreamKind, StreamKinds
+from domain.scopes import Scope, StreamKind, StreamKinds, StreamScope
 from domain.workspaces import Workspace
-from projections.log import StreamScope
 
 CONTAINERS = ("workspace", "channel", "user")
+
+
+class Delivery(Protocol):
+    """An event as the log follower delivers it, with its stream's scope
+    (api/realtime/hub.py)."""
+
+    @property
+    def event(self) -> LoggedEvent: ...
+
+    @property
+    def scope(self) -> Scope: ...
 
 
 def subscribable(kinds: StreamKinds) -> list[str]:
