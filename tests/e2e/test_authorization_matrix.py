@@ -43,9 +43,12 @@ from websockets.sync.client import ClientConnection, connect
 from application.commands import ApplyDocumentUpdate
 from domain.base import Cause
 from domain.permissions import ALL_PERMISSIONS, BUILTIN_ROLES
-from tests.fixtures.chorus import Api, Running, User, wait_for_sessions_to_end
+from tests.fixtures.chorus import SHORT_LINGER, Api, Running, User, wait_for_sessions_to_end
 
 pytestmark = pytest.mark.security
+
+# Its tests wait for closed sockets' sessions to end: not a linger of 2 s each time.
+CHORUS_SETTINGS = SHORT_LINGER
 
 TIMEOUT = 15.0
 MUTED = "muted"  # a custom role holding no permission at all

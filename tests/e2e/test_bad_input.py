@@ -20,7 +20,10 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.fixtures.chorus import TEST_SECRET, Running, User, wait_for_sessions_to_end
+from tests.fixtures.chorus import SHORT_LINGER, TEST_SECRET, Running, User, wait_for_sessions_to_end
+
+# Its tests wait for closed sockets' sessions to end: not a linger of 2 s each time.
+CHORUS_SETTINGS = SHORT_LINGER
 
 PROBLEM = "application/problem+json"
 

@@ -38,9 +38,12 @@ from websockets.sync.client import ClientConnection, connect
 from api.contexts import CONTEXTS
 from application.commands import Command, RegisterUser
 from domain import rules
-from tests.fixtures.chorus import Running, User, wait_for_sessions_to_end
+from tests.fixtures.chorus import SHORT_LINGER, Running, User, wait_for_sessions_to_end
 
 pytestmark = [pytest.mark.security]
+
+# Its tests wait for closed sockets' sessions to end: not a linger of 2 s each time.
+CHORUS_SETTINGS = SHORT_LINGER
 
 EXAMPLES = 12  # per command type and transport: 27 types x 2 x 12 cases, ~40 s in all
 TIMEOUT = 10

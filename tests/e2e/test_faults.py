@@ -20,6 +20,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -170,6 +171,14 @@ def private_postgres() -> Iterator[EmbeddedPostgres]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def crashable_postgres() -> Iterator[EmbeddedPostgres]:
+    """One private server for both cases of the crash test (each on its own database): a
+    cluster's initdb and first start cost seconds."""
+    with private_postgres() as server:
+        yield server
+
+
 def crash_postgres(server: EmbeddedPostgres) -> None:
     """``pg_ctl stop -m immediate``: every server process quits at once, no checkpoint; the
     next start runs crash recovery."""
@@ -258,13 +267,14 @@ def wait_for_text(database_url: str, channel: str, text: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("keyed", [True, False], ids=["idempotency-key", "no-key"])
 def test_postgres_crash_during_appends_loses_no_acknowledged_write(
-    tmp_path: Path, keyed: bool
+    crashable_postgres: EmbeddedPostgres, tmp_path: Path, keyed: bool
 ) -> None:
     """The held write's commit is withheld from Chorus, then PostgreSQL crashes: an ambiguous
     outcome. With a key, the command id settles it; without one, Chorus still must not store
     the message twice when it retries the append on its own."""
+    pg = crashable_postgres
+    pg.start()  # a no-op unless the other case failed while it was down
     with (
-        private_postgres() as pg,
         new_database(pg) as direct_url,
         processes() as started,
         ExitStack() as stack,
@@ -308,18 +318,24 @@ def test_postgres_crash_during_appends_loses_no_acknowledged_write(
         crashing_at = time.monotonic()
         crash_postgres(pg)
 
-        # /ready reflects the outage, while the process stays up.
-        with httpx.Client(base_url=chorus.url, timeout=TIMEOUT) as http:
-            outage = wait_until(
-                "/ready to report the outage",
-                lambda: (r := http.get("/ready")).status_code == 503 and r.json(),
-            )
-        assert outage["database"] is False and outage["status"] == "unavailable", outage
         # Reads during the outage answer 503 with Retry-After (a problem document), not 500:
-        # the lost or refused connection is mapped in api/errors.py.
-        with httpx.Client(base_url=chorus.url, timeout=TIMEOUT * 3) as http:
-            for path in (f"/api/channels/{setup.channel}/messages", "/api/workspaces"):
-                r = http.get(path, headers=setup.headers)
+        # the lost or refused connection is mapped in api/errors.py. Each waits for a
+        # connection as long as a read may (5 s): they wait side by side, and meanwhile...
+        def outage_read(path: str) -> httpx.Response:
+            with httpx.Client(base_url=chorus.url, timeout=TIMEOUT * 3) as http:
+                return http.get(path, headers=setup.headers)
+
+        paths = (f"/api/channels/{setup.channel}/messages", "/api/workspaces")
+        with ThreadPoolExecutor(len(paths)) as pool:
+            answers = pool.map(outage_read, paths)
+            # ...``/ready`` reflects the outage, while the process stays up.
+            with httpx.Client(base_url=chorus.url, timeout=TIMEOUT) as http:
+                outage = wait_until(
+                    "/ready to report the outage",
+                    lambda: (r := http.get("/ready")).status_code == 503 and r.json(),
+                )
+            assert outage["database"] is False and outage["status"] == "unavailable", outage
+            for path, r in zip(paths, answers, strict=True):
                 assert r.status_code == 503, (path, r.status_code, r.text)
                 assert r.headers.get("retry-after"), (path, dict(r.headers))
                 assert r.headers["content-type"].startswith("application/problem+json"), path

@@ -37,6 +37,7 @@ from domain.rules import MAX_MESSAGE_TEXT
 from infrastructure.embedded_postgres import EmbeddedPostgres
 from infrastructure.settings import Settings, SettingsError
 from tests.fixtures.chorus import (
+    SHORT_LINGER,
     Api,
     Running,
     ServerThread,
@@ -49,6 +50,9 @@ from tests.fixtures.processes import ChorusProcess, processes
 from tests.fixtures.servers import _free_port, new_database
 
 pytestmark = pytest.mark.security
+
+# Its tests wait for closed sockets' sessions to end: not a linger of 2 s each time.
+CHORUS_SETTINGS = SHORT_LINGER
 
 TIMEOUT = 15.0
 

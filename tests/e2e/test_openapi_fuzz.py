@@ -100,9 +100,12 @@ def chorus(
     postgres_server: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Running]:
     """This module's own server: a read naming a future ``min_position`` waits for it
-    (``read_wait_timeout_s``, 5 s by default) before its 422, and the fuzzer sends many."""
+    (``read_wait_timeout_s``, 5 s by default) before its 422, and the fuzzer sends many
+    (about a third of each read's examples: that wait was most of the run). A read after the
+    caller's own write waits as long for the in-process projections, which take
+    milliseconds."""
     tmp = tmp_path_factory.mktemp("fuzz")
-    with running_chorus(postgres_server, tmp, read_wait_timeout_s=0.2) as running:
+    with running_chorus(postgres_server, tmp, read_wait_timeout_s=0.1) as running:
         yield running
 
 

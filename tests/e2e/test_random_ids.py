@@ -32,6 +32,7 @@ from domain.identity import User as UserAggregate
 from infrastructure.eventstore import eventsourcing_env
 from tests.e2e.test_durability import _read_models
 from tests.fixtures.chorus import (
+    SHORT_LINGER,
     Api,
     CheapPasswords,
     Running,
@@ -41,6 +42,9 @@ from tests.fixtures.chorus import (
     wait_for_sessions_to_end,
 )
 from tests.fixtures.polling import wait_until
+
+# Its tests wait for closed sockets' sessions to end: not a linger of 2 s each time.
+CHORUS_SETTINGS = SHORT_LINGER
 
 # How ids were derived before issue 17 (the ids already issued this way stay valid): a user's
 # from the normalised username, a direct channel's from its two members' ids.

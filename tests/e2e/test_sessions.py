@@ -21,6 +21,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from infrastructure.embedded_postgres import EmbeddedPostgres
 from tests.fixtures.chorus import (
+    SHORT_LINGER,
     Api,
     Running,
     ServerThread,
@@ -32,6 +33,9 @@ from tests.fixtures.chorus import (
 from tests.fixtures.yjs import YClient
 
 pytestmark = pytest.mark.security
+
+# Its tests wait for closed sockets' sessions to end: not a linger of 2 s each time.
+CHORUS_SETTINGS = SHORT_LINGER
 
 TIMEOUT = 10
 NEW_PASSWORD = "violet-Harbour-lantern-73"

@@ -23,9 +23,12 @@ from websockets.sync.client import ClientConnection, connect
 from application.commands import SendMessage
 from domain.base import Cause
 from infrastructure.embedded_postgres import EmbeddedPostgres
-from tests.fixtures.chorus import TEST_SECRET, Api, Running, User
+from tests.fixtures.chorus import SHORT_LINGER, TEST_SECRET, Api, Running, User
 from tests.fixtures.processes import ChorusProcess, processes, start_all
 from tests.fixtures.servers import new_database
+
+# Its tests wait for closed sockets' sessions to end: not a linger of 2 s each time.
+CHORUS_SETTINGS = SHORT_LINGER
 
 TIMEOUT = 10
 
