@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from litestar.types import ControllerRouterHandler
 
@@ -70,7 +71,7 @@ class Catalogue:
             *(make() for c in self.contexts for make in c.read_models),
         ]
 
-    @property
+    @cached_property
     def client_commands(self) -> dict[str, type[Command]]:
         """The commands a client may send over ``/ws`` (by type name): every handled one
         but those only the server issues."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 from eventsourcing.domain import Aggregate
@@ -154,6 +155,19 @@ class StreamKinds:
             for k in self.by_name.values()
             if k.readers.rule == rule and (permission is None or k.readers.permission == permission)
         )
+
+    @cached_property
+    def visibility_params(self) -> dict[str, list[str]]:
+        """The kinds each readers rule admits, as the event log's visibility filter takes
+        them (projections/log.py): worked out once, not per request."""
+        held = [(k, p) for p in self.permissions() for k in self.names("permission", p)]
+        return {
+            "members": self.names("workspace_members"),
+            "channel_readers": self.names("channel_readers"),
+            "owned": self.names("owner"),
+            "held_kinds": [k for k, _ in held],
+            "held_by": [p for _, p in held],
+        }
 
     def permissions(self) -> list[str]:
         """The permissions some kind's readers need, sorted."""

@@ -277,11 +277,7 @@ def visible_events(
         " ORDER BY e.notification_id LIMIT %(limit)s",
         {
             "u": user_id,
-            "members": kinds.names("workspace_members"),
-            "channel_readers": kinds.names("channel_readers"),
-            "owned": kinds.names("owner"),
-            "held_kinds": [k for p in kinds.permissions() for k in kinds.names("permission", p)],
-            "held_by": [p for p in kinds.permissions() for _ in kinds.names("permission", p)],
+            **kinds.visibility_params,
             "models": list(VISIBILITY_MODELS),
             "after": after,
             "stream": stream,
