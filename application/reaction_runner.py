@@ -36,6 +36,7 @@ from application.chorus import Chorus, IdempotencyKeyReused
 from application.reactions import Mark, Occurred, Policy, Step, command_id
 from domain.base import Cause
 from domain.errors import Conflict, DomainError
+from infrastructure.stop_signal import StopSignal
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class Follow(Protocol):
     """Calls ``on_commit`` now and after commits to the store until ``stop`` is set
     (projections.log.follow_store, bound to the database)."""
 
-    def __call__(self, stop: threading.Event, on_commit: Callable[[], None], what: str) -> None: ...
+    def __call__(self, stop: StopSignal, on_commit: Callable[[], None], what: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ class ReactionRunner:
         self._stuck_at: dict[str, tuple[int, float]] = {}  # stuck: (position, looked at)
         self._marks: dict[str, Mark] = {}
         self._locks_checked = 0.0
-        self._stop = threading.Event()
+        self._stop = StopSignal()
         self._thread: threading.Thread | None = None
         self._ensured = False
 

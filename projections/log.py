@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
+import select
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -18,6 +18,7 @@ from psycopg import Cursor
 from domain.scopes import StreamKinds, StreamScope
 from infrastructure.eventstore import EVENTS_TABLE, NOTIFY_CHANNEL
 from infrastructure.serialisation import event_type_name
+from infrastructure.stop_signal import StopSignal
 from projections.base import LogEvent, Span
 from projections.queries import Query, Statement, run
 
@@ -294,6 +295,8 @@ def visible_events(
 # WAKE_RATE a second after that; what arrives meanwhile is taken together as one run.
 WAKE_RATE = 200.0
 WAKE_BURST = 20
+# How long a follower with ``when_quiet`` waits without a NOTIFY before it is called anyway.
+QUIET_S = 1.0
 # Notifications drained at once (so a flood cannot hold the listener in one drain).
 _DRAIN = 10_000
 
@@ -301,51 +304,62 @@ _DRAIN = 10_000
 def follow_channel(
     database_url: str,
     channel: str,
-    stop: threading.Event,
+    stop: StopSignal,
     on_notify: Callable[[int], None],
     what: str,
     *,
     when_quiet: bool = False,
     rate: float = WAKE_RATE,
     burst: int = WAKE_BURST,
+    quiet_s: float = QUIET_S,
 ) -> None:
     """Calls ``on_notify`` with the number of NOTIFYs of each run on ``channel`` (those
     already waiting are taken together), with 0 once connected (what was sent before, or
     during an outage, is lost: read the state anew) and, with ``when_quiet``, after each
-    second without one, until ``stop`` is set; never more than ``burst`` calls at once and
-    ``rate`` a second after that. Payloads are not kept: a NOTIFY is only a wake-up. A
-    dedicated connection LISTENs; database outages are waited out (reconnecting), not
-    raised."""
+    ``quiet_s`` without one, until ``stop`` is set (which wakes the wait at once); never more
+    than ``burst`` calls at once and ``rate`` a second after that. Payloads are not kept: a
+    NOTIFY is only a wake-up. A dedicated connection LISTENs; database outages are waited out
+    (reconnecting), not raised."""
     tokens, refilled = float(burst), time.monotonic()
-    while not stop.is_set():
-        try:
-            with psycopg.connect(database_url, autocommit=True) as listener:
-                listener.execute(f"LISTEN {channel}")
-                on_notify(0)
-                while not stop.is_set():
-                    # The timeout only bounds how long a stop request waits.
-                    got = sum(1 for _ in listener.notifies(timeout=1.0, stop_after=1))
-                    if not got and not when_quiet:
-                        continue
-                    now = time.monotonic()
-                    tokens = min(float(burst), tokens + (now - refilled) * rate)
-                    refilled = now
-                    if tokens < 1.0:
-                        # Over the rate: what arrives while we wait joins this run.
-                        stop.wait((1.0 - tokens) / rate)
+    with stop.waker() as woken:
+        while not stop.is_set():
+            try:
+                with psycopg.connect(database_url, autocommit=True) as listener:
+                    listener.execute(f"LISTEN {channel}")
+                    on_notify(0)
+                    while not stop.is_set():
+                        got = _take(listener, 1)
+                        if not got:
+                            select.select([listener.fileno(), woken], [], [], quiet_s)
+                            if stop.is_set():
+                                return
+                            got = _take(listener, 1)
+                        if not got and not when_quiet:
+                            continue
                         now = time.monotonic()
-                        tokens, refilled = tokens + (now - refilled) * rate, now
-                    tokens -= 1.0
-                    if got:
-                        got += sum(1 for _ in listener.notifies(timeout=0.0, stop_after=_DRAIN))
-                    on_notify(got)
-        except Exception as exc:
-            log.warning("%s: %s; retrying", what, exc)
-            stop.wait(0.5)
+                        tokens = min(float(burst), tokens + (now - refilled) * rate)
+                        refilled = now
+                        if tokens < 1.0:
+                            # Over the rate: what arrives while we wait joins this run.
+                            stop.wait((1.0 - tokens) / rate)
+                            now = time.monotonic()
+                            tokens, refilled = tokens + (now - refilled) * rate, now
+                        tokens -= 1.0
+                        if got:
+                            got += _take(listener, _DRAIN)
+                        on_notify(got)
+            except Exception as exc:
+                log.warning("%s: %s; retrying", what, exc)
+                stop.wait(0.5)
+
+
+def _take(listener: psycopg.Connection[Any], most: int) -> int:
+    """How many NOTIFYs (at most ``most``) have arrived, without waiting."""
+    return sum(1 for _ in listener.notifies(timeout=0.0, stop_after=most))
 
 
 def follow_store(
-    database_url: str, stop: threading.Event, on_commit: Callable[[], None], what: str
+    database_url: str, stop: StopSignal, on_commit: Callable[[], None], what: str
 ) -> None:
     """Calls ``on_commit`` now and after every commit to the store, from any process (and
     once a second when none comes), until ``stop`` is set: a dedicated connection LISTENs to

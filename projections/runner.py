@@ -34,6 +34,7 @@ from psycopg_pool import ConnectionPool
 
 from domain.operations import ReadModelSkip
 from infrastructure.eventstore import EVENTS_TABLE
+from infrastructure.stop_signal import StopSignal
 from projections.analytics import create_views
 from projections.base import EventProjection, LogEvent, Projection, SetProjection, Span
 from projections.log import follow_channel, follow_store, next_span, read_span, span_events
@@ -408,7 +409,7 @@ class ProjectionRunner:
         self._first_retry = True
         self._changed = threading.Condition()
         self._waiters: set[_Waiter] = set()  # guarded by _changed
-        self._stop = threading.Event()
+        self._stop = StopSignal()
         self._thread: threading.Thread | None = None
         self._listening = threading.Event()  # following, and the positions read once
         # How many times the tracking rows were read (a NOTIFY flood must not multiply it).

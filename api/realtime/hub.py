@@ -21,6 +21,7 @@ from psycopg_pool import ConnectionPool
 
 from api.envelopes import envelope
 from domain.scopes import UNKNOWN, Scope, StreamKinds
+from infrastructure.stop_signal import StopSignal
 from projections.base import LogEvent
 from projections.log import ScopedEvent, first_event, follow_store, max_position, read_events
 
@@ -118,7 +119,7 @@ class EventHub:
         self.catch_up_decoded = 0
         self._listeners: set[Listener] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop = threading.Event()
+        self._stop = StopSignal()
         self._thread: threading.Thread | None = None
 
     # -- listeners (event loop side) ---------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
 import subprocess
 import threading
 import time
@@ -26,7 +27,8 @@ from application.commands import RegisterUser
 from domain.base import Cause
 from infrastructure.eventstore import NOTIFY_CHANNEL
 from infrastructure.settings import Settings, SettingsError
-from projections.log import WAKE_BURST, WAKE_RATE, follow_store
+from infrastructure.stop_signal import StopSignal
+from projections.log import WAKE_BURST, WAKE_RATE, follow_channel, follow_store
 from projections.runner import PROJECTED_CHANNEL, ProjectionRunner
 from tests.fixtures.processes import CHORUS
 
@@ -149,7 +151,7 @@ def test_a_notify_flood_on_the_events_channel_costs_a_bounded_rate_of_catch_ups(
     store_url: str,
 ) -> None:
     calls: list[float] = []
-    stop = threading.Event()
+    stop = StopSignal()
     connected = threading.Event()
 
     def on_commit() -> None:
@@ -189,3 +191,31 @@ def test_a_follower_reads_the_positions_again_after_losing_its_connection(
             assert asyncio.run(follower.wait_for_async(11, timeout=10))
     finally:
         follower.stop()
+
+
+def test_a_follower_stops_at_once_when_told_not_when_its_wait_times_out(store_url: str) -> None:
+    """The stop wakes the follower's wait on its socket: with an hour-long quiet wait and no
+    NOTIFY, it still ends (it used to look at its flag only between waits)."""
+    stop = StopSignal()
+    connected = threading.Event()
+    follower = threading.Thread(
+        target=follow_channel,
+        args=(store_url, NOTIFY_CHANNEL, stop, lambda _: connected.set(), "stop test"),
+        kwargs={"when_quiet": True, "quiet_s": 3600.0},
+        daemon=True,
+    )
+    follower.start()
+    assert connected.wait(10)
+    stop.set()
+    follower.join(30)
+    assert not follower.is_alive()
+
+
+def test_a_stop_signal_set_before_the_wait_wakes_it_at_once() -> None:
+    stop = StopSignal()
+    with stop.waker() as early:
+        assert select.select([early], [], [], 0)[0] == []
+        stop.set()
+        assert select.select([early], [], [], 0)[0] == [early]
+    with stop.waker() as late:  # registered after the set
+        assert select.select([late], [], [], 0)[0] == [late]
