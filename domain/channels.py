@@ -6,7 +6,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import event
 
-from domain.base import Cause, ChorusAggregate
+from domain.base import Cause, ChorusAggregate, caused
 from domain.errors import (
     AlreadyAMember,
     ChannelArchived,
@@ -47,6 +47,7 @@ class Channel(ChorusAggregate):
     )
 
     @classmethod
+    @caused
     def create(
         cls,
         id: UUID,
@@ -67,11 +68,10 @@ class Channel(ChorusAggregate):
             kind=KIND_CHANNEL,
             member_ids=[actor] if private else [],
             member_tenures={actor: workspace.tenure_of(actor) or 1} if private else {},
-            actor_id=actor,
-            command_id=cause.command_id,
         )
 
     @classmethod
+    @caused
     def open_direct(cls, id: UUID, other_user_id: str, cause: Cause) -> Channel:
         actor = cause.actor_id
         if actor is None:
@@ -86,8 +86,6 @@ class Channel(ChorusAggregate):
             topic="",
             kind=KIND_DIRECT,
             member_ids=sorted([actor, other_user_id]),
-            actor_id=actor,
-            command_id=cause.command_id,
         )
 
     @event("ChannelCreated")
@@ -100,8 +98,6 @@ class Channel(ChorusAggregate):
         topic: str,
         kind: str,
         member_ids: list[str],
-        actor_id: str | None,
-        command_id: str | None,
         member_tenures: dict[str, int] | None = None,
     ) -> None:
         self.workspace_id = workspace_id
@@ -171,6 +167,7 @@ class Channel(ChorusAggregate):
 
     # -- changes -------------------------------------------------------------------------
 
+    @caused
     def add_member(self, user_id: str, workspace: Workspace | None, cause: Cause) -> None:
         actor = cause.actor
         self._check_can_manage_members(actor, workspace)
@@ -183,30 +180,28 @@ class Channel(ChorusAggregate):
             raise AlreadyAMember("already a member of this channel")
         self._member_added(
             user_id=user_id,
-            actor_id=actor,
-            command_id=cause.command_id,
             tenure=workspace.tenure_of(user_id),
         )
 
     @event("ChannelMemberAdded")
-    def _member_added(
-        self, user_id: str, actor_id: str | None, command_id: str | None, tenure: int | None = None
-    ) -> None:
+    def _member_added(self, user_id: str, tenure: int | None = None) -> None:
         self.member_ids.add(user_id)
         self._tenures()[user_id] = tenure or 1
 
+    @caused
     def remove_member(self, user_id: str, workspace: Workspace | None, cause: Cause) -> None:
         actor = cause.actor
         self._check_can_manage_members(actor, workspace)
         if not self.is_member(user_id, workspace):
             raise NotFound("not a member of this channel")
-        self._member_removed(user_id=user_id, actor_id=actor, command_id=cause.command_id)
+        self._member_removed(user_id=user_id)
 
     @event("ChannelMemberRemoved")
-    def _member_removed(self, user_id: str, actor_id: str | None, command_id: str | None) -> None:
+    def _member_removed(self, user_id: str) -> None:
         self.member_ids.discard(user_id)
         self._tenures().pop(user_id, None)
 
+    @caused
     def change(
         self, name: str | None, topic: str | None, workspace: Workspace | None, cause: Cause
     ) -> None:
@@ -220,33 +215,35 @@ class Channel(ChorusAggregate):
             else shown_name(name, field="name", max_length=MAX_CHANNEL_NAME)
         )
         new_topic = self.topic if topic is None else _topic(topic)
-        self._changed(name=new_name, topic=new_topic, actor_id=actor, command_id=cause.command_id)
+        self._changed(name=new_name, topic=new_topic)
 
     @event("ChannelChanged")
-    def _changed(self, name: str, topic: str, actor_id: str | None, command_id: str | None) -> None:
+    def _changed(self, name: str, topic: str) -> None:
         self.name = name
         self.topic = topic
 
+    @caused
     def archive(self, workspace: Workspace | None, cause: Cause) -> None:
         actor = cause.actor
         self._check_can_manage(actor, workspace)
         if self.archived:
             raise Conflict("already archived")
-        self._archived(actor_id=actor, command_id=cause.command_id)
+        self._archived()
 
     @event("ChannelArchived")
-    def _archived(self, actor_id: str | None, command_id: str | None) -> None:
+    def _archived(self) -> None:
         self.archived = True
 
+    @caused
     def unarchive(self, workspace: Workspace | None, cause: Cause) -> None:
         actor = cause.actor
         self._check_can_manage(actor, workspace)
         if not self.archived:
             raise Conflict("not archived")
-        self._unarchived(actor_id=actor, command_id=cause.command_id)
+        self._unarchived()
 
     @event("ChannelUnarchived")
-    def _unarchived(self, actor_id: str | None, command_id: str | None) -> None:
+    def _unarchived(self) -> None:
         self.archived = False
 
 

@@ -15,7 +15,7 @@ from uuid import UUID
 from eventsourcing.domain import Snapshot as AggregateSnapshot
 from eventsourcing.domain import event
 
-from domain.base import Cause, ChorusAggregate
+from domain.base import Cause, ChorusAggregate, caused
 from domain.errors import Gone, InvalidValue, NotAMember, PermissionDenied
 from domain.permissions import Permission
 from domain.rules import MAX_DOCUMENT_EVENT_BYTES, MAX_DOCUMENT_TITLE, shown_name
@@ -104,6 +104,7 @@ class Document(ChorusAggregate):
         state: DocumentState  # type: ignore[assignment]
 
     @classmethod
+    @caused
     def create(cls, id: UUID, workspace: Workspace, title: str, cause: Cause) -> Document:
         actor = cause.actor
         workspace.check_permission(actor, "edit_documents")
@@ -112,7 +113,6 @@ class Document(ChorusAggregate):
             workspace_id=workspace.id,
             title=check_title(title),
             actor_id=actor,
-            command_id=cause.command_id,
         )
 
     @event("DocumentCreated")
@@ -122,7 +122,6 @@ class Document(ChorusAggregate):
         workspace_id: UUID,
         title: str,
         actor_id: str | None,
-        command_id: str | None,
     ) -> None:
         self.workspace_id = workspace_id
         self.title = title
@@ -158,30 +157,33 @@ class Document(ChorusAggregate):
 
     # -- metadata ----------------------------------------------------------------------------
 
+    @caused
     def rename(self, title: str, workspace: Workspace, cause: Cause) -> None:
         actor = cause.actor
         self._check_can_manage(actor, workspace)
         new_title = check_title(title)
         if new_title != self.title:
-            self._renamed(title=new_title, actor_id=actor, command_id=cause.command_id)
+            self._renamed(title=new_title)
 
     @event("DocumentRenamed")
-    def _renamed(self, title: str, actor_id: str | None, command_id: str | None) -> None:
+    def _renamed(self, title: str) -> None:
         self.title = title
 
+    @caused
     def delete(self, workspace: Workspace, cause: Cause) -> None:
         """Deleting keeps the history (auditors can still read it); the document leaves lists
         and takes no more edits."""
         actor = cause.actor
         self._check_can_manage(actor, workspace)
-        self._deleted(actor_id=actor, command_id=cause.command_id)
+        self._deleted()
 
     @event("DocumentDeleted")
-    def _deleted(self, actor_id: str | None, command_id: str | None) -> None:
+    def _deleted(self) -> None:
         self.deleted = True
 
     # -- content -----------------------------------------------------------------------------
 
+    @caused
     def apply_update(
         self,
         update: bytes,
@@ -208,8 +210,6 @@ class Document(ChorusAggregate):
             update=update,
             roots=newly_known_roots(self.roots, roots),
             restored_from=restored_from,
-            actor_id=actor,
-            command_id=cause.command_id,
         )
 
     @event("DocumentUpdateApplied")
@@ -218,8 +218,6 @@ class Document(ChorusAggregate):
         update: bytes,
         roots: dict[str, str],
         restored_from: int | None,
-        actor_id: str | None,
-        command_id: str | None,
     ) -> None:
         self.roots = {**self.roots, **roots}
         self.update_count += 1

@@ -7,7 +7,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import event
 
-from domain.base import Cause, ChorusAggregate
+from domain.base import Cause, ChorusAggregate, caused
 from domain.errors import Conflict, InvalidValue, NotFound, PermissionDenied
 from domain.rules import MAX_DISPLAY_NAME, normalise_username, shown_name
 from domain.scopes import OPERATORS, OWNER, SELF, StreamKind
@@ -51,6 +51,7 @@ class User(ChorusAggregate):
     stream_kind = StreamKind("user", OWNER, owner=SELF)
 
     @classmethod
+    @caused
     def register(cls, user_id: UUID, username: str, display_name: str | None, cause: Cause) -> User:
         """``user_id`` is random (the application draws it); the username's uniqueness is
         its claim's business (domain/indexes.py), saved with this event."""
@@ -62,7 +63,6 @@ class User(ChorusAggregate):
             username=name,
             display_name=shown,
             actor_id=str(user_id),
-            command_id=cause.command_id,
         )
 
     @event("UserRegistered")
@@ -72,7 +72,6 @@ class User(ChorusAggregate):
         username: str,
         display_name: str,
         actor_id: str | None,
-        command_id: str | None,
     ) -> None:
         self.username = username
         self.display_name = display_name
@@ -85,6 +84,7 @@ class User(ChorusAggregate):
         blocked: set[str] = self.__dict__.setdefault("blocked_ids", set())
         return blocked
 
+    @caused
     def block(self, user_id: str, cause: Cause) -> None:
         """Blocked users cannot direct-message this user, and their mentions do not reach
         them. Only the user blocks, for themselves."""
@@ -95,20 +95,21 @@ class User(ChorusAggregate):
             raise Conflict("already blocked")
         if len(self.blocked) >= MAX_BLOCKED_USERS:
             raise InvalidValue(f"at most {MAX_BLOCKED_USERS} blocked users")
-        self._user_blocked(user_id=user_id, actor_id=cause.actor_id, command_id=cause.command_id)
+        self._user_blocked(user_id=user_id)
 
     @event("UserBlocked")
-    def _user_blocked(self, user_id: str, actor_id: str | None, command_id: str | None) -> None:
+    def _user_blocked(self, user_id: str) -> None:
         self.blocked.add(user_id)
 
+    @caused
     def unblock(self, user_id: str, cause: Cause) -> None:
         self._check_self(cause)
         if user_id not in self.blocked:
             raise NotFound("that user is not blocked")
-        self._user_unblocked(user_id=user_id, actor_id=cause.actor_id, command_id=cause.command_id)
+        self._user_unblocked(user_id=user_id)
 
     @event("UserUnblocked")
-    def _user_unblocked(self, user_id: str, actor_id: str | None, command_id: str | None) -> None:
+    def _user_unblocked(self, user_id: str) -> None:
         self.blocked.discard(user_id)
 
     def hears_from(self, user_id: str) -> bool:
@@ -120,19 +121,16 @@ class User(ChorusAggregate):
 
     # -- the password (issue 17): the hash is kept beside the log, never in it ---------------
 
+    @caused
     def change_password(self, kept_session_id: str | None, cause: Cause) -> None:
         """Records that the user changed their password; every session but
         ``kept_session_id`` (the one that changed it) ends with it."""
         if cause.actor_id != str(self.id):
             raise PermissionDenied("only a user changes their password")
-        self._password_changed(
-            kept_session_id=kept_session_id, actor_id=cause.actor_id, command_id=cause.command_id
-        )
+        self._password_changed(kept_session_id=kept_session_id)
 
     @event("PasswordChanged")
-    def _password_changed(
-        self, kept_session_id: str | None, actor_id: str | None, command_id: str | None
-    ) -> None:
+    def _password_changed(self, kept_session_id: str | None) -> None:
         pass
 
 
@@ -157,18 +155,18 @@ class SignIn(ChorusAggregate):
     stream_kind = StreamKind("sign_in", OPERATORS, owner="user_id")
 
     @classmethod
+    @caused
     def start(cls, session_id: UUID, user_id: str, cause: Cause) -> SignIn:
         if cause.actor_id != user_id:
             raise PermissionDenied("a user signs in as themselves")
-        return cls(id=session_id, user_id=user_id, actor_id=user_id, command_id=cause.command_id)
+        return cls(id=session_id, user_id=user_id, actor_id=user_id)
 
     @event("SignedIn")
-    def __init__(
-        self, id: UUID, user_id: str, actor_id: str | None, command_id: str | None
-    ) -> None:
+    def __init__(self, id: UUID, user_id: str, actor_id: str | None) -> None:
         self.user_id = user_id
         self.live = True
 
+    @caused
     def end(self, reason: str, cause: Cause) -> bool:
         """False when it had already ended (nothing to record)."""
         if cause.actor_id != self.user_id:
@@ -178,13 +176,9 @@ class SignIn(ChorusAggregate):
         self._signed_out(
             user_id=self.user_id,
             reason=reason,
-            actor_id=cause.actor_id,
-            command_id=cause.command_id,
         )
         return True
 
     @event("SignedOut")
-    def _signed_out(
-        self, user_id: str, reason: str, actor_id: str | None, command_id: str | None
-    ) -> None:
+    def _signed_out(self, user_id: str, reason: str) -> None:
         self.live = False

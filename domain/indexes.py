@@ -15,7 +15,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import event
 
-from domain.base import Cause, ChorusAggregate, as_uuid
+from domain.base import Cause, ChorusAggregate, as_uuid, caused
 from domain.rules import normalise_username
 from domain.scopes import OPERATORS, StreamKind
 
@@ -42,14 +42,13 @@ class UsernameClaim(ChorusAggregate):
     stream_kind = StreamKind("username_claim", OPERATORS)
 
     @classmethod
+    @caused
     def claim(cls, username: str, user_id: UUID, cause: Cause) -> UsernameClaim:
         name = normalise_username(username)
         return cls(
             id=username_claim_id(name),
             username=name,
             user_id=str(user_id),
-            actor_id=cause.actor_id,
-            command_id=cause.command_id,
         )
 
     @event("UsernameClaimed")
@@ -58,8 +57,6 @@ class UsernameClaim(ChorusAggregate):
         id: UUID,
         username: str,
         user_id: str,
-        actor_id: str | None,
-        command_id: str | None,
     ) -> None:
         self.username = username
         self.holder: str | None = user_id
@@ -71,14 +68,13 @@ class DirectChannelPair(ChorusAggregate):
     stream_kind = StreamKind("direct_pair", OPERATORS)
 
     @classmethod
+    @caused
     def pair(cls, channel_id: UUID, user_ids: list[str], cause: Cause) -> DirectChannelPair:
         first, second = sorted(user_ids)
         return cls(
             id=direct_pair_id(first, second),
             channel_id=str(channel_id),
             user_ids=[first, second],
-            actor_id=cause.actor_id,
-            command_id=cause.command_id,
         )
 
     @event("DirectChannelPaired")
@@ -87,8 +83,6 @@ class DirectChannelPair(ChorusAggregate):
         id: UUID,
         channel_id: str,
         user_ids: list[str],
-        actor_id: str | None,
-        command_id: str | None,
     ) -> None:
         self.channel_id = channel_id
         self.user_ids = user_ids

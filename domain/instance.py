@@ -11,7 +11,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import event
 
-from domain.base import Cause, ChorusAggregate
+from domain.base import Cause, ChorusAggregate, caused
 from domain.errors import Conflict, InvalidValue, NotFound
 from domain.scopes import OPERATORS, StreamKind
 
@@ -28,16 +28,18 @@ class Instance(ChorusAggregate):
     stream_kind = StreamKind("instance", OPERATORS)
 
     @classmethod
+    @caused
     def create(cls, cause: Cause) -> Instance:
-        return cls(id=INSTANCE_ID, actor_id=cause.actor_id, command_id=cause.command_id)
+        return cls(id=INSTANCE_ID)
 
     @event("InstanceCreated")
-    def __init__(self, id: UUID, actor_id: str | None, command_id: str | None) -> None:
+    def __init__(self, id: UUID) -> None:
         self.roles: dict[str, set[str]] = {}
 
     def holds(self, user_id: str, role: str) -> bool:
         return role in self.roles.get(user_id, set())
 
+    @caused
     def grant(self, user_id: str, role: str, granted_by: str, cause: Cause) -> None:
         """``granted_by`` says who ran the command (the operator at the console), since
         no signed-in user does."""
@@ -48,8 +50,6 @@ class Instance(ChorusAggregate):
             user_id=user_id,
             role=role,
             granted_by=granted_by,
-            actor_id=cause.actor_id,
-            command_id=cause.command_id,
         )
 
     @event("InstanceRoleGranted")
@@ -58,11 +58,10 @@ class Instance(ChorusAggregate):
         user_id: str,
         role: str,
         granted_by: str,
-        actor_id: str | None,
-        command_id: str | None,
     ) -> None:
         self.roles.setdefault(user_id, set()).add(role)
 
+    @caused
     def revoke(self, user_id: str, role: str, granted_by: str, cause: Cause) -> None:
         _check(role, granted_by)
         if not self.holds(user_id, role):
@@ -71,8 +70,6 @@ class Instance(ChorusAggregate):
             user_id=user_id,
             role=role,
             granted_by=granted_by,
-            actor_id=cause.actor_id,
-            command_id=cause.command_id,
         )
 
     @event("InstanceRoleRevoked")
@@ -81,8 +78,6 @@ class Instance(ChorusAggregate):
         user_id: str,
         role: str,
         granted_by: str,
-        actor_id: str | None,
-        command_id: str | None,
     ) -> None:
         self.roles[user_id].discard(role)
         if not self.roles[user_id]:

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from eventsourcing.domain import event
 
-from domain.base import Cause, ChorusAggregate
+from domain.base import Cause, ChorusAggregate, caused
 from domain.channels import Channel
 from domain.errors import Conflict, InvalidValue, MessageDeleted, NotFound, PermissionDenied
 from domain.rules import (
@@ -58,6 +58,7 @@ class Message(ChorusAggregate):
     )
 
     @classmethod
+    @caused
     def send(
         cls,
         id: UUID,
@@ -86,8 +87,6 @@ class Message(ChorusAggregate):
             text=check_text(text),
             mentions=mentions[:MAX_MENTIONS],
             reply_to=None if reply_to is None else reply_to.id,
-            actor_id=author,
-            command_id=cause.command_id,
         )
 
     @event("MessageSent")
@@ -100,8 +99,6 @@ class Message(ChorusAggregate):
         text: str,
         mentions: list[str],
         reply_to: UUID | None,
-        actor_id: str | None,
-        command_id: str | None,
     ) -> None:
         self.channel_id = channel_id
         self.workspace_id = workspace_id
@@ -116,6 +113,7 @@ class Message(ChorusAggregate):
         if self.deleted:
             raise MessageDeleted("the message was deleted")
 
+    @caused
     def edit(
         self,
         text: str,
@@ -145,30 +143,28 @@ class Message(ChorusAggregate):
         self._edited(
             text=new_text,
             mentions=mentions[:MAX_MENTIONS],
-            actor_id=actor,
-            command_id=cause.command_id,
         )
 
     @event("MessageEdited")
-    def _edited(
-        self, text: str, mentions: list[str], actor_id: str | None, command_id: str | None
-    ) -> None:
+    def _edited(self, text: str, mentions: list[str]) -> None:
         self.text = text
         self.mentions = mentions
 
+    @caused
     def delete(self, channel: Channel, workspace: Workspace | None, cause: Cause) -> None:
         actor = cause.actor
         channel.check_can_view(actor, workspace)
         self._check_not_deleted()
         if actor != self.author_id:
             channel.check_can_moderate(actor, workspace)
-        self._deleted(actor_id=actor, command_id=cause.command_id)
+        self._deleted()
 
     @event("MessageDeleted")
-    def _deleted(self, actor_id: str | None, command_id: str | None) -> None:
+    def _deleted(self) -> None:
         self.deleted = True
         self.text = ""
 
+    @caused
     def add_reaction(
         self, emoji: str, channel: Channel, workspace: Workspace | None, cause: Cause
     ) -> bool:
@@ -181,17 +177,14 @@ class Message(ChorusAggregate):
             return False
         if emoji not in self.reactions and len(self.reactions) >= MAX_DISTINCT_REACTIONS:
             raise InvalidValue(f"a message has at most {MAX_DISTINCT_REACTIONS} distinct reactions")
-        self._reaction_added(
-            emoji=emoji, user_id=actor, actor_id=actor, command_id=cause.command_id
-        )
+        self._reaction_added(emoji=emoji, user_id=actor)
         return True
 
     @event("ReactionAdded")
-    def _reaction_added(
-        self, emoji: str, user_id: str, actor_id: str | None, command_id: str | None
-    ) -> None:
+    def _reaction_added(self, emoji: str, user_id: str) -> None:
         self.reactions.setdefault(emoji, set()).add(user_id)
 
+    @caused
     def remove_reaction(
         self, emoji: str, channel: Channel, workspace: Workspace | None, cause: Cause
     ) -> bool:
@@ -201,15 +194,11 @@ class Message(ChorusAggregate):
         self._check_not_deleted()
         if actor not in self.reactions.get(emoji, set()):
             return False
-        self._reaction_removed(
-            emoji=emoji, user_id=actor, actor_id=actor, command_id=cause.command_id
-        )
+        self._reaction_removed(emoji=emoji, user_id=actor)
         return True
 
     @event("ReactionRemoved")
-    def _reaction_removed(
-        self, emoji: str, user_id: str, actor_id: str | None, command_id: str | None
-    ) -> None:
+    def _reaction_removed(self, emoji: str, user_id: str) -> None:
         users = self.reactions.get(emoji, set())
         users.discard(user_id)
         if not users:

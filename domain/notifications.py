@@ -12,7 +12,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import event
 
-from domain.base import Cause, ChorusAggregate
+from domain.base import Cause, ChorusAggregate, caused
 from domain.scopes import OPERATORS, StreamKind
 
 _INBOXES = uuid5(NAMESPACE_URL, "chorus:inbox")
@@ -32,20 +32,18 @@ class Inbox(ChorusAggregate):
     stream_kind = StreamKind("inbox", OPERATORS, owner="user_id")
 
     @classmethod
+    @caused
     def open(cls, user_id: str, cause: Cause) -> Inbox:
         return cls(
             id=inbox_id(user_id),
             user_id=user_id,
-            actor_id=cause.actor_id,
-            command_id=cause.command_id,
         )
 
     @event("InboxOpened")
-    def __init__(
-        self, id: UUID, user_id: str, actor_id: str | None, command_id: str | None
-    ) -> None:
+    def __init__(self, id: UUID, user_id: str) -> None:
         self.user_id = user_id
 
+    @caused
     def notify_mention(
         self,
         message_id: UUID,
@@ -65,8 +63,6 @@ class Inbox(ChorusAggregate):
             workspace_id=workspace_id,
             author_id=author_id,
             position=position,
-            actor_id=cause.actor_id,
-            command_id=cause.command_id,
         )
         return True
 
@@ -78,7 +74,5 @@ class Inbox(ChorusAggregate):
         workspace_id: UUID | None,
         author_id: str,
         position: int,
-        actor_id: str | None,
-        command_id: str | None,
     ) -> None:
         pass

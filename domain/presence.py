@@ -8,7 +8,7 @@ from uuid import UUID
 
 from eventsourcing.domain import event
 
-from domain.base import Cause, ChorusAggregate
+from domain.base import Cause, ChorusAggregate, caused
 from domain.errors import PermissionDenied
 from domain.scopes import OPERATORS, StreamKind
 
@@ -19,6 +19,7 @@ class Session(ChorusAggregate):
     stream_kind = StreamKind("presence", OPERATORS, owner="user_id")
 
     @classmethod
+    @caused
     def start(cls, session_id: UUID, instance_id: str, cause: Cause) -> Session:
         if cause.actor_id is None:
             raise PermissionDenied("a session belongs to a signed-in user")
@@ -26,8 +27,6 @@ class Session(ChorusAggregate):
             id=session_id,
             user_id=cause.actor_id,
             instance_id=instance_id,
-            actor_id=cause.actor_id,
-            command_id=cause.command_id,
         )
 
     @event("SessionStarted")
@@ -36,20 +35,19 @@ class Session(ChorusAggregate):
         id: UUID,
         user_id: str,
         instance_id: str,
-        actor_id: str | None,
-        command_id: str | None,
     ) -> None:
         self.user_id = user_id
         self.instance_id = instance_id
         self.open = True
 
+    @caused
     def end(self, reason: str, cause: Cause) -> bool:
         """Returns False when the session had already ended (nothing to record)."""
         if not self.open:
             return False
-        self._ended(reason=reason, actor_id=cause.actor_id, command_id=cause.command_id)
+        self._ended(reason=reason)
         return True
 
     @event("SessionEnded")
-    def _ended(self, reason: str, actor_id: str | None, command_id: str | None) -> None:
+    def _ended(self, reason: str) -> None:
         self.open = False

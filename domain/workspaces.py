@@ -9,7 +9,7 @@ from uuid import UUID
 
 from eventsourcing.domain import event
 
-from domain.base import Cause, ChorusAggregate
+from domain.base import Cause, ChorusAggregate, caused
 from domain.errors import (
     AlreadyAMember,
     Banned,
@@ -124,6 +124,7 @@ class Workspace(ChorusAggregate):
     )
 
     @classmethod
+    @caused
     def create(
         cls,
         id: UUID,
@@ -144,8 +145,6 @@ class Workspace(ChorusAggregate):
             visibility=visibility,
             has_password=has_password,
             owner_id=cause.actor_id,
-            actor_id=cause.actor_id,
-            command_id=cause.command_id,
         )
 
     @event("WorkspaceCreated")
@@ -156,8 +155,6 @@ class Workspace(ChorusAggregate):
         visibility: str,
         has_password: bool,
         owner_id: str,
-        actor_id: str | None,
-        command_id: str | None,
     ) -> None:
         self.name = name
         self.visibility = visibility
@@ -229,6 +226,7 @@ class Workspace(ChorusAggregate):
 
     # -- membership ------------------------------------------------------------------------
 
+    @caused
     def join(self, cause: Cause, *, password_ok: bool) -> None:
         """Joins a public workspace; one with a password needs it checked by the caller."""
         user_id = _actor(cause)
@@ -237,10 +235,9 @@ class Workspace(ChorusAggregate):
         self._check_can_join(user_id)
         if self.has_password and not password_ok:
             raise PermissionDenied("wrong or missing workspace password")
-        self._member_joined(
-            user_id=user_id, invite_hash=None, actor_id=user_id, command_id=cause.command_id
-        )
+        self._member_joined(user_id=user_id, invite_hash=None)
 
+    @caused
     def accept_invite(self, code: str, now: datetime, cause: Cause) -> None:
         user_id = _actor(cause)
         code_hash = invite_code_hash(code)
@@ -249,64 +246,64 @@ class Workspace(ChorusAggregate):
             raise NotFound("unknown invite")
         self._check_can_join(user_id)
         invite.check_usable(now)
-        self._member_joined(
-            user_id=user_id, invite_hash=code_hash, actor_id=user_id, command_id=cause.command_id
-        )
+        self._member_joined(user_id=user_id, invite_hash=code_hash)
 
     @event("MemberJoined")
-    def _member_joined(
-        self, user_id: str, invite_hash: str | None, actor_id: str | None, command_id: str | None
-    ) -> None:
+    def _member_joined(self, user_id: str, invite_hash: str | None) -> None:
         self.members[user_id] = {DEFAULT_ROLE}
         tenures = self.__dict__.setdefault("tenures", {})
         tenures[user_id] = tenures.get(user_id, 0) + 1
         if invite_hash is not None:
             self.invites[invite_hash].uses += 1
 
+    @caused
     def leave(self, cause: Cause) -> None:
         user_id = _actor(cause)
         self.check_member(user_id)
         self._check_not_last_owner(user_id)
-        self._member_left(user_id=user_id, actor_id=user_id, command_id=cause.command_id)
+        self._member_left(user_id=user_id)
 
     @event("MemberLeft")
-    def _member_left(self, user_id: str, actor_id: str | None, command_id: str | None) -> None:
+    def _member_left(self, user_id: str) -> None:
         del self.members[user_id]
 
+    @caused
     def kick(self, user_id: str, cause: Cause) -> None:
         actor = _actor(cause)
         self.check_permission(actor, "kick_members")
         self._check_can_act_on(actor, user_id)
         if not self.is_member(user_id):
             raise NotFound("no such member")
-        self._member_kicked(user_id=user_id, actor_id=actor, command_id=cause.command_id)
+        self._member_kicked(user_id=user_id)
 
     @event("MemberKicked")
-    def _member_kicked(self, user_id: str, actor_id: str | None, command_id: str | None) -> None:
+    def _member_kicked(self, user_id: str) -> None:
         del self.members[user_id]
 
+    @caused
     def ban(self, user_id: str, cause: Cause) -> None:
         actor = _actor(cause)
         self.check_permission(actor, "ban_members")
         self._check_can_act_on(actor, user_id)
         if user_id in self.banned:
             raise Conflict("already banned")
-        self._member_banned(user_id=user_id, actor_id=actor, command_id=cause.command_id)
+        self._member_banned(user_id=user_id)
 
     @event("MemberBanned")
-    def _member_banned(self, user_id: str, actor_id: str | None, command_id: str | None) -> None:
+    def _member_banned(self, user_id: str) -> None:
         self.members.pop(user_id, None)
         self.banned.add(user_id)
 
+    @caused
     def unban(self, user_id: str, cause: Cause) -> None:
         actor = _actor(cause)
         self.check_permission(actor, "ban_members")
         if user_id not in self.banned:
             raise NotFound("that user is not banned")
-        self._member_unbanned(user_id=user_id, actor_id=actor, command_id=cause.command_id)
+        self._member_unbanned(user_id=user_id)
 
     @event("MemberUnbanned")
-    def _member_unbanned(self, user_id: str, actor_id: str | None, command_id: str | None) -> None:
+    def _member_unbanned(self, user_id: str) -> None:
         self.banned.discard(user_id)
 
     def _check_can_act_on(self, actor: str, target: str) -> None:
@@ -326,6 +323,7 @@ class Workspace(ChorusAggregate):
 
     # -- invites ---------------------------------------------------------------------------
 
+    @caused
     def create_invite(
         self,
         code: str,
@@ -348,7 +346,6 @@ class Workspace(ChorusAggregate):
             max_uses=max_uses,
             expires_at=now + timedelta(seconds=ttl),
             actor_id=actor,
-            command_id=cause.command_id,
         )
 
     @event("InviteCreated")
@@ -358,12 +355,12 @@ class Workspace(ChorusAggregate):
         max_uses: int | None,
         expires_at: datetime,
         actor_id: str | None,
-        command_id: str | None,
     ) -> None:
         self.invites[code_hash] = Invite(actor_id or "", max_uses, expires_at)
 
     # -- roles -----------------------------------------------------------------------------
 
+    @caused
     def create_role(self, name: str, permissions: list[str], cause: Cause) -> None:
         actor = _actor(cause)
         self.check_permission(actor, "manage_roles")
@@ -380,29 +377,25 @@ class Workspace(ChorusAggregate):
         self._role_created(
             name=name,
             permissions=sorted(set(permissions)),
-            actor_id=actor,
-            command_id=cause.command_id,
         )
 
     @event("RoleCreated")
-    def _role_created(
-        self, name: str, permissions: list[str], actor_id: str | None, command_id: str | None
-    ) -> None:
+    def _role_created(self, name: str, permissions: list[str]) -> None:
         self.roles.custom[name] = frozenset(permissions)
 
+    @caused
     def grant_role(self, user_id: str, role: str, cause: Cause) -> None:
         actor = _actor(cause)
         self._check_can_change_roles(actor, user_id, role)
         if role in self.members[user_id]:
             raise Conflict(f"already holds role {role!r}")
-        self._role_granted(user_id=user_id, role=role, actor_id=actor, command_id=cause.command_id)
+        self._role_granted(user_id=user_id, role=role)
 
     @event("RoleGranted")
-    def _role_granted(
-        self, user_id: str, role: str, actor_id: str | None, command_id: str | None
-    ) -> None:
+    def _role_granted(self, user_id: str, role: str) -> None:
         self.members[user_id].add(role)
 
+    @caused
     def revoke_role(self, user_id: str, role: str, cause: Cause) -> None:
         actor = _actor(cause)
         self._check_can_change_roles(actor, user_id, role)
@@ -410,12 +403,10 @@ class Workspace(ChorusAggregate):
             raise NotFound(f"does not hold role {role!r}")
         if role == OWNER:
             self._check_not_last_owner(user_id)
-        self._role_revoked(user_id=user_id, role=role, actor_id=actor, command_id=cause.command_id)
+        self._role_revoked(user_id=user_id, role=role)
 
     @event("RoleRevoked")
-    def _role_revoked(
-        self, user_id: str, role: str, actor_id: str | None, command_id: str | None
-    ) -> None:
+    def _role_revoked(self, user_id: str, role: str) -> None:
         self.members[user_id].discard(role)
 
     def _check_can_change_roles(self, actor: str, user_id: str, role: str) -> None:

@@ -25,7 +25,7 @@ from websockets.sync.client import connect
 from api.contexts import CONTEXTS
 from application.chorus import Chorus
 from application.commands import RegisterUser
-from domain.base import Cause
+from domain.base import Cause, recording
 from domain.channels import Channel
 from domain.errors import UsernameTaken
 from domain.identity import User as UserAggregate
@@ -71,9 +71,8 @@ def write_legacy_user(chorus: Running, prefix: str, password: str = "a good pass
     app: Chorus = chorus.server.services.app
     username = f"{prefix}_{uuid.uuid4().hex[:10]}"
     uid = legacy_user_id(username)
-    user = UserAggregate(
-        id=uid, username=username, display_name=username, actor_id=str(uid), command_id=None
-    )
+    with recording(Cause(None)):
+        user = UserAggregate(id=uid, username=username, display_name=username, actor_id=str(uid))
     app.save(user, credentials={uid: app.passwords.hash(password)})
     r = chorus.api.http.post("/api/auth/login", json={"username": username, "password": password})
     assert r.status_code == 200, r.text
@@ -84,17 +83,16 @@ def write_legacy_user(chorus: Running, prefix: str, password: str = "a good pass
 
 def write_legacy_direct_channel(chorus: Running, a: User, b: User) -> str:
     app: Chorus = chorus.server.services.app
-    channel = Channel(
-        id=legacy_direct_id(a.user_id, b.user_id),
-        workspace_id=None,
-        name="",
-        private=True,
-        topic="",
-        kind="direct",
-        member_ids=sorted([a.user_id, b.user_id]),
-        actor_id=a.user_id,
-        command_id=None,
-    )
+    with recording(Cause(a.user_id)):
+        channel = Channel(
+            id=legacy_direct_id(a.user_id, b.user_id),
+            workspace_id=None,
+            name="",
+            private=True,
+            topic="",
+            kind="direct",
+            member_ids=sorted([a.user_id, b.user_id]),
+        )
     recordings = app.save(channel)
     chorus.api.position = max(chorus.api.position, max(r.notification.id for r in recordings))
     return str(channel.id)

@@ -7,7 +7,7 @@ from uuid import uuid4
 
 import pytest
 
-from domain.base import Cause
+from domain.base import Cause, recording
 from domain.channels import KIND_CHANNEL, KIND_DIRECT, Channel, legacy_direct_channel_id
 from domain.errors import (
     AlreadyAMember,
@@ -232,7 +232,8 @@ def test_a_membership_recorded_before_tenures_counts_as_the_first() -> None:
     have been added in their first membership of the workspace."""
     ws = workspace()
     channel = private_channel(ws)
-    channel._member_added(user_id=MIA, actor_id=ADAM, command_id=None)
+    with recording(by(ADAM)):
+        channel._member_added(user_id=MIA)
     assert channel.can_view(MIA, ws)
     ws.leave(by(MIA))
     ws.join(by(MIA), password_ok=False)
