@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.fixtures.servers", "tests.fixtures.chorus"]
+pytest_plugins = ["tests.fixtures.servers", "tests.fixtures.chorus", "tests.fixtures.analytics"]

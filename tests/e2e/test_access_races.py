@@ -4,38 +4,12 @@ holds the server at one window and commits the access change there."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
-
 import pytest
 
-from api.realtime.socket import Connection, Subscription
-from tests.e2e.test_websocket import recv, send, socket
+from api.realtime.socket import Connection
 from tests.fixtures.chorus import Running, User
-
-GATE_TIMEOUT_S = 20.0
-
-
-@contextmanager
-def after_the_access_check(act: Callable[[], None]) -> Iterator[threading.Event]:
-    """Runs ``act`` (an access change, committed) the first time a subscription has passed
-    its access check, before the subscription goes on; yields an event set once it ran."""
-    original = Subscription.check
-    done = threading.Event()
-
-    def check(self: Subscription) -> None:
-        original(self)
-        if not done.is_set():
-            act()
-            done.set()
-
-    Subscription.check = check  # type: ignore[method-assign]
-    try:
-        yield done
-    finally:
-        Subscription.check = original  # type: ignore[method-assign]
+from tests.fixtures.gates import GATE_TIMEOUT_S, after_the_access_check, until_end_or
+from tests.fixtures.websocket import recv, send, socket
 
 
 def _workspace(chorus: Running) -> tuple[str, str, User, User]:
@@ -47,20 +21,6 @@ def _workspace(chorus: Running) -> tuple[str, str, User, User]:
     api.ok(api.post(f"/api/workspaces/{ws}/join", member))
     ch = api.ok(api.post(f"/api/workspaces/{ws}/channels", owner, {"name": "c"}), 201)["id"]
     return ws, ch, owner, member
-
-
-def _until_end_or(ws: Any, text: str) -> list[dict[str, Any]]:
-    """Frames until the subscription ends (or is refused) or delivers the message ``text``:
-    the one or the other must come, in log order, through the same hub."""
-    frames: list[dict[str, Any]] = []
-    while True:
-        frame = recv(ws)
-        frames.append(frame)
-        if frame["op"] in ("end", "error"):
-            return frames
-        data = frame["event"]["data"] if frame["op"] == "event" else {}
-        if text in (data.get("text"), data.get("title")):
-            return frames
 
 
 @pytest.mark.parametrize("stream", ["workspace", "channel"])
@@ -88,7 +48,7 @@ def test_a_kick_while_a_subscription_opens_ends_it(chorus: Running, stream: str)
             201,
         )
         frames = (
-            [first] if first["op"] in ("end", "error") else [first, *_until_end_or(sock, "after")]
+            [first] if first["op"] in ("end", "error") else [first, *until_end_or(sock, "after")]
         )
         # Had the subscription survived the kick, the owner's later message would come.
         last = frames[-1]

@@ -16,19 +16,19 @@ from websockets.sync.client import ClientConnection, connect
 
 from api.realtime.socket import Connection
 from infrastructure.embedded_postgres import EmbeddedPostgres
-from tests.e2e.test_access_races import GATE_TIMEOUT_S, _until_end_or, after_the_access_check
-from tests.e2e.test_documents import text_of, type_text
-from tests.e2e.test_yjs_access_races import (
+from tests.fixtures.chorus import Api, Running, User
+from tests.fixtures.documents import text_of, type_text
+from tests.fixtures.gates import GATE_TIMEOUT_S, after_the_access_check, until_end_or
+from tests.fixtures.instances import Instances, two_instances
+from tests.fixtures.processes import ChorusProcess, processes, start_all
+from tests.fixtures.servers import new_database
+from tests.fixtures.yjs import TIMEOUT, YClient
+from tests.fixtures.yjs_gates import (
     after_the_editors_access_check,
     ended_or_has,
     stored_texts,
     while_saving_the_first_update_of,
 )
-from tests.fixtures.chorus import Api, Running, User
-from tests.fixtures.instances import Instances, two_instances
-from tests.fixtures.processes import ChorusProcess, processes, start_all
-from tests.fixtures.servers import new_database
-from tests.fixtures.yjs import TIMEOUT, YClient
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_a_kick_on_another_instance_ends_a_subscription_at_its_position(
             frames = (
                 [first]
                 if first["op"] in ("end", "error")
-                else [first, *_until_end_or(sock, "after")]
+                else [first, *until_end_or(sock, "after")]
             )
     finally:
         Connection._head = original_head  # type: ignore[method-assign]
@@ -269,7 +269,7 @@ def test_after_kill_9_of_the_instance_that_committed_the_kick_nothing_resumes(
                 )
                 kicked_at = int(done["position"])
                 b.kill9()
-                ended = _until_end_or(sock, "never posted")[-1]
+                ended = until_end_or(sock, "never posted")[-1]
                 assert ended["op"] == "end" and ended["position"] < kicked_at, ended
                 last = max(last, int(ended["position"]))
                 assert m.wait_closed() == 4404, m.close_reason

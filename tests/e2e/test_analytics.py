@@ -3,39 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlparse
 
 import psycopg
 import pytest
-from psycopg import sql
 
+from tests.fixtures.analytics import chorus_cli
 from tests.fixtures.chorus import Running
-
-CHORUS = str(Path(sys.executable).with_name("chorus"))
-
-
-def _chorus(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": database_url}
-    return subprocess.run(
-        [CHORUS, *args], env=env, capture_output=True, text=True, timeout=60, check=False
-    )
-
-
-@pytest.fixture
-def analyst(chorus: Running) -> Iterator[tuple[str, str]]:
-    name, password = f"analyst_{uuid.uuid4().hex[:8]}", "a long analyst password"
-    yield name, password
-    with psycopg.connect(chorus.database_url, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone()
-        if exists:  # roles are cluster-wide: leave none behind
-            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
-            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
 
 
 def _populate(chorus: Running) -> int:
@@ -62,7 +36,7 @@ def test_an_analyst_reads_analytics_and_nothing_else(
 ) -> None:
     messages = _populate(chorus)
     name, password = analyst
-    made = _chorus(chorus.database_url, "analytics-role", name, password)
+    made = chorus_cli(chorus.database_url, "analytics-role", name, password)
     assert made.returncode == 0, made.stderr
     url = urlparse(chorus.database_url)
     as_analyst = (
@@ -95,21 +69,21 @@ def test_an_analyst_reads_analytics_and_nothing_else(
             ).fetchone()
             assert writable == (False,)
     # Running it again changes the password, not the grants.
-    again = _chorus(chorus.database_url, "analytics-role", name, password + "!")
+    again = chorus_cli(chorus.database_url, "analytics-role", name, password + "!")
     assert again.returncode == 0, again.stderr
-    assert _chorus(chorus.database_url, "analytics-role", "Bad-Name", password).returncode == 2
+    assert chorus_cli(chorus.database_url, "analytics-role", "Bad-Name", password).returncode == 2
 
 
 def test_exports_stream_a_table(chorus: Running) -> None:
     messages = _populate(chorus)
-    csv_out = _chorus(chorus.database_url, "export", "--table", "messages", "--format", "csv")
+    csv_out = chorus_cli(chorus.database_url, "export", "--table", "messages", "--format", "csv")
     assert csv_out.returncode == 0, csv_out.stderr
     lines = csv_out.stdout.strip().splitlines()
     assert lines[0].startswith("message_id,") and len(lines) == messages + 1
-    nd = _chorus(
+    nd = chorus_cli(
         chorus.database_url, "export", "--table", "analytics.messages", "--format", "ndjson"
     )
     rows = [json.loads(line) for line in nd.stdout.splitlines()]
     assert len(rows) == messages and {"message_id", "text_length"} <= set(rows[0])
-    refused = _chorus(chorus.database_url, "export", "--table", "chorus_events")
+    refused = chorus_cli(chorus.database_url, "export", "--table", "chorus_events")
     assert refused.returncode == 2 and "unknown table" in refused.stderr

@@ -12,10 +12,8 @@ import pytest
 
 from api.analytics_cli import DEFAULT_CONNECTION_LIMIT
 from projections.analytics_access import STATISTICS_VIEWS
-from tests.e2e.test_analytics import _chorus, analyst
+from tests.fixtures.analytics import chorus_cli
 from tests.fixtures.chorus import Running
-
-__all__ = ["analyst"]  # the fixture, used by name below
 
 SECRET_TABLES = ("chorus_credentials", "chorus_refresh_tokens", "chorus_events")
 
@@ -29,12 +27,12 @@ def test_the_analytics_role_holds_few_connections(
     chorus: Running, analyst: tuple[str, str]
 ) -> None:
     name, password = analyst
-    made = _chorus(chorus.database_url, "analytics-role", name, password)
+    made = chorus_cli(chorus.database_url, "analytics-role", name, password)
     assert made.returncode == 0, made.stderr
     with psycopg.connect(chorus.database_url) as conn:
         limit = conn.execute("SELECT rolconnlimit FROM pg_roles WHERE rolname = %s", (name,))
         assert limit.fetchone() == (DEFAULT_CONNECTION_LIMIT,)
-    again = _chorus(
+    again = chorus_cli(
         chorus.database_url, "analytics-role", name, password, "--connection-limit", "2"
     )
     assert again.returncode == 0, again.stderr
@@ -47,7 +45,7 @@ def test_the_analytics_role_holds_few_connections(
         with psycopg.connect(chorus.database_url) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
     for bad in ("0", "-1", "100000"):
-        refused = _chorus(
+        refused = chorus_cli(
             chorus.database_url, "analytics-role", name, password, "--connection-limit", bad
         )
         assert refused.returncode == 2
@@ -58,7 +56,7 @@ def test_the_analytics_role_sees_no_table_statistics(
 ) -> None:
     chorus.api.signup("counted")
     name, password = analyst
-    made = _chorus(chorus.database_url, "analytics-role", name, password)
+    made = chorus_cli(chorus.database_url, "analytics-role", name, password)
     assert made.returncode == 0, made.stderr
     assert "warning" not in made.stderr
     with psycopg.connect(_as(chorus, name, password), autocommit=True) as conn:

@@ -3,28 +3,12 @@ of a position, for holders of view_audit."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 
 import psycopg
 
-from tests.fixtures.chorus import Running, User
-
-
-def instance_role(chorus: Running, action: str, user: User, role: str = "auditor") -> None:
-    """``chorus grant`` / ``chorus revoke`` at the console, against the test's database."""
-    env = {**os.environ, "DATABASE_URL": chorus.database_url}
-    done = subprocess.run(
-        [sys.executable, "-m", "api.cli", action, role, user.username],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+from tests.fixtures.chorus import Running
+from tests.fixtures.operators import instance_role
 
 
 def test_instance_auditors_verify_the_log_and_see_tampering(chorus: Running) -> None:

@@ -4,7 +4,6 @@ subprocesses against a database populated through the HTTP API."""
 from __future__ import annotations
 
 import json
-import os
 import queue
 import signal
 import subprocess
@@ -18,28 +17,8 @@ import pytest
 
 from infrastructure.embedded_postgres import EmbeddedPostgres
 from tests.fixtures.chorus import Running, running_chorus
+from tests.fixtures.cli import MESSAGES, TIMEOUT, cli_env, populate_audit, run
 from tests.fixtures.processes import CHORUS
-
-TIMEOUT = 30
-MESSAGES = 120
-
-
-def _env(database_url: str | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CHORUS_DATA_DIR")}
-    if database_url is not None:
-        env["DATABASE_URL"] = database_url
-    return env
-
-
-def run(database_url: str | None, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CHORUS, *args],
-        env=_env(database_url),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
 
 
 def events(database_url: str, *args: str) -> list[dict[str, Any]]:
@@ -48,27 +27,12 @@ def events(database_url: str, *args: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in done.stdout.splitlines()]
 
 
-def _populate(chorus: Running) -> dict[str, str]:
-    api = chorus.api
-    ada, bob = api.signup("ada"), api.signup("bob")
-    ws = api.ok(api.post("/api/workspaces", ada, {"name": "Audit", "visibility": "public"}), 201)
-    api.ok(api.post(f"/api/workspaces/{ws['id']}/join", bob))
-    ch = api.ok(api.post(f"/api/workspaces/{ws['id']}/channels", ada, {"name": "log"}), 201)
-    for i in range(MESSAGES):
-        user = ada if i % 3 else bob
-        msg = api.ok(api.post(f"/api/channels/{ch['id']}/messages", user, {"text": f"m{i}"}), 201)
-        if i % 5 == 0:
-            api.ok(api.patch(f"/api/messages/{msg['id']}", user, {"text": f"m{i} (edited)"}))
-            api.ok(api.put(f"/api/messages/{msg['id']}/reactions/👍", ada))
-    return {"ada": ada.user_id, "bob": bob.user_id, "ws": ws["id"], "ch": ch["id"]}
-
-
 @pytest.fixture(scope="module")
 def populated(
     postgres_server: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Running, dict[str, str]]]:
     with running_chorus(postgres_server, tmp_path_factory.mktemp("cli")) as chorus:
-        yield chorus, _populate(chorus)
+        yield chorus, populate_audit(chorus)
 
 
 def _sql(url: str, query: str, *params: object) -> list[tuple[Any, ...]]:
@@ -139,7 +103,7 @@ def test_follow_prints_new_events_and_stops_on_sigterm(
     head = [e["position"] for e in events(chorus.database_url)][-1]
     proc = subprocess.Popen(
         [CHORUS, "events", "--follow", "--after", str(head - 1)],
-        env=_env(chorus.database_url),
+        env=cli_env(chorus.database_url),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -181,7 +145,7 @@ def test_verify_passes_then_names_the_tampered_position(
     postgres_server: EmbeddedPostgres, tmp_path: Path
 ) -> None:
     with running_chorus(postgres_server, tmp_path) as chorus:
-        _populate(chorus)
+        populate_audit(chorus)
         url = chorus.database_url
         count = chorus.events()
         ok = run(url, "verify")

@@ -10,8 +10,7 @@ import os
 import resource
 import socket
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,75 +34,18 @@ from domain.base import Cause
 from domain.rules import MAX_DOCUMENT_UPDATE_BYTES
 from infrastructure.embedded_postgres import EmbeddedPostgres
 from projections.documents import SNAPSHOT_EVERY_UPDATES, load_document
-from tests.fixtures.chorus import Api, Running, User, running_chorus
+from tests.fixtures.chorus import Running, User, running_chorus
+from tests.fixtures.documents import (
+    client,
+    doc_events,
+    new_document,
+    next_event,
+    stream_events,
+    text_of,
+    type_text,
+    workspace_with,
+)
 from tests.fixtures.yjs import TIMEOUT, YClient
-
-
-def workspace_with(api: Api, owner: User, **roles: User) -> str:
-    ws = api.ok(api.post("/api/workspaces", owner, {"name": "docs", "visibility": "public"}), 201)
-    for role, user in roles.items():
-        api.ok(api.post(f"/api/workspaces/{ws['id']}/join", user, {}))
-        if role != "member":
-            api.ok(
-                api.put(f"/api/workspaces/{ws['id']}/members/{user.user_id}/roles/{role}", owner)
-            )
-            api.ok(
-                api.delete(f"/api/workspaces/{ws['id']}/members/{user.user_id}/roles/member", owner)
-            )
-    return str(ws["id"])
-
-
-def new_document(api: Api, user: User, ws: str, title: str = "Notes") -> str:
-    return str(
-        api.ok(api.post(f"/api/workspaces/{ws}/documents", user, {"title": title}), 201)["id"]
-    )
-
-
-@contextmanager
-def doc_events(chorus: Running, user: User, document_id: str) -> Iterator[ClientConnection]:
-    """A /ws subscription to the document's stream: saved updates arrive as events."""
-    url = chorus.server.url.replace("http", "ws") + f"/ws?token={user.access_token}"
-    with connect(url, open_timeout=TIMEOUT) as ws:
-        ws.send(json.dumps({"op": "subscribe", "sub": "d", "streams": [{"document": document_id}]}))
-        frame = json.loads(ws.recv(timeout=TIMEOUT))
-        assert frame["op"] == "subscribed", frame
-        yield ws
-
-
-def next_event(ws: ClientConnection, type_name: str = "DocumentUpdateApplied") -> dict[str, Any]:
-    while True:
-        frame = json.loads(ws.recv(timeout=TIMEOUT))
-        assert frame["op"] == "event", frame
-        if frame["event"]["type"] == type_name:
-            return dict(frame["event"])
-
-
-def stream_events(chorus: Running, stream: str) -> int:
-    with psycopg.connect(chorus.database_url) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM chorus_events WHERE originator_id = %s", (stream,)
-        ).fetchone()
-        return int(row[0]) if row else 0
-
-
-def client(
-    chorus: Running, document_id: str, user: User | None, *, compressed: bool = True
-) -> YClient:
-    token = None if user is None else user.access_token
-    return YClient(chorus.server.url, document_id, token, compressed=compressed)
-
-
-def type_text(c: YClient, text: str, root: str = "content") -> None:
-    def change(y: YClient) -> None:
-        t = y.text(root)
-        t += text
-
-    c.edit(change)
-
-
-def text_of(c: YClient, root: str = "content") -> str:
-    return str(c.read(lambda y: str(y.text(root))))
-
 
 # -- REST ---------------------------------------------------------------------------------------
 

@@ -24,9 +24,15 @@ import pytest
 from psycopg.rows import dict_row
 
 from infrastructure.embedded_postgres import EmbeddedPostgres
+from tests.fixtures.failover import (
+    REQUEST_TIMEOUT,
+    Setup,
+    command_records,
+    sent_messages,
+    set_up_channel,
+    wait_caught_up,
+)
 from tests.fixtures.processes import (
-    OPS_HEADERS,
-    POLL,
     START_TIMEOUT,
     ChorusProcess,
     processes,
@@ -35,64 +41,10 @@ from tests.fixtures.processes import (
 from tests.fixtures.relays import TcpRelay
 from tests.fixtures.servers import HOST, new_database
 
-REQUEST_TIMEOUT = 10.0
-
-
 # -- processes --------------------------------------------------------------------------------
 
 
-def wait_caught_up(instances: list[ChorusProcess], database_url: str) -> int:
-    """Polls every instance's ``/ready`` until it reports the log's last position and no
-    projection lag. Returns that position."""
-    expected = max_position(database_url)
-    deadline = time.monotonic() + START_TIMEOUT
-    last: dict[str, Any] = {}
-    with ExitStack() as stack:
-        clients = [stack.enter_context(httpx.Client(base_url=p.url, timeout=2)) for p in instances]
-        pending = list(range(len(instances)))
-        while pending:
-            for i in list(pending):
-                r = clients[i].get("/ready", headers=OPS_HEADERS)
-                last[instances[i].url] = (r.status_code, r.text)
-                body = r.json() if r.status_code == 200 else {}
-                if body.get("last_position") == expected and body.get("projection_lag") == 0:
-                    pending.remove(i)
-            if pending:
-                assert time.monotonic() < deadline, f"read models did not catch up: {last}"
-                time.sleep(POLL)
-    return expected
-
-
 # -- HTTP set-up ------------------------------------------------------------------------------
-
-
-@dataclass
-class Setup:
-    user_id: str
-    token: str
-    workspace: str
-    channel: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
-def set_up_channel(base_url: str) -> Setup:
-    with httpx.Client(base_url=base_url, timeout=REQUEST_TIMEOUT) as http:
-        r = http.post(
-            "/api/auth/signup",
-            json={"username": f"fo_{uuid.uuid4().hex[:10]}", "password": "a good password"},
-        )
-        assert r.status_code == 201, r.text
-        user_id, token = r.json()["user_id"], r.json()["access_token"]
-        auth = {"Authorization": f"Bearer {token}"}
-        r = http.post("/api/workspaces", json={"name": "Failover"}, headers=auth)
-        assert r.status_code == 201, r.text
-        ws = r.json()["id"]
-        r = http.post(f"/api/workspaces/{ws}/channels", json={"name": "burst"}, headers=auth)
-        assert r.status_code == 201, r.text
-        return Setup(user_id, token, ws, r.json()["id"])
 
 
 def timeline_ids(base_url: str, setup: Setup, min_position: int) -> list[str]:
@@ -117,38 +69,6 @@ def timeline_ids(base_url: str, setup: Setup, min_position: int) -> list[str]:
 
 
 # -- the database, directly -------------------------------------------------------------------
-
-
-def max_position(database_url: str) -> int:
-    with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT coalesce(max(notification_id), 0) FROM chorus_events").fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-def sent_messages(database_url: str, channel: str) -> list[dict[str, Any]]:
-    """Every MessageSent event of the channel, as stored."""
-    with psycopg.connect(database_url, row_factory=dict_row) as conn:
-        return conn.execute(
-            "SELECT e.notification_id AS position, e.originator_id::text AS id,"
-            " s ->> 'text' AS text, s ->> 'command_id' AS command_id,"
-            " s ->> 'reply_to' AS reply_to"
-            " FROM chorus_events e"
-            " CROSS JOIN LATERAL (SELECT convert_from(e.state, 'UTF8')::jsonb AS s) AS j"
-            " WHERE e.topic LIKE %s AND s ->> 'channel_id' = %s"
-            " ORDER BY e.notification_id",
-            ("%MessageSent", channel),
-        ).fetchall()
-
-
-def command_records(database_url: str, scope: str) -> dict[str, dict[str, Any]]:
-    with psycopg.connect(database_url, row_factory=dict_row) as conn:
-        rows = conn.execute(
-            "SELECT key, status, result, position, recorded_at FROM chorus_commands"
-            " WHERE scope = %s",
-            (scope,),
-        ).fetchall()
-    return {row["key"]: row for row in rows}
 
 
 # -- the burst client -------------------------------------------------------------------------

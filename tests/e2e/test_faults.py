@@ -37,8 +37,8 @@ from websockets.sync.client import ClientConnection, connect
 from api.contexts import all_projections
 from infrastructure.embedded_postgres import SERVER_OS_USER, EmbeddedPostgres
 from projections.runner import ProjectionRunner
-from tests.e2e.test_durability import _read_models
-from tests.e2e.test_failover import (
+from tests.fixtures.chorus import Api
+from tests.fixtures.failover import (
     Setup,
     command_records,
     max_position,
@@ -46,12 +46,12 @@ from tests.e2e.test_failover import (
     set_up_channel,
     wait_caught_up,
 )
-from tests.e2e.test_signals import _crosses
-from tests.fixtures.chorus import Api
 from tests.fixtures.polling import wait_until
 from tests.fixtures.processes import ChorusProcess, processes, start_all
+from tests.fixtures.read_models import read_model_rows
 from tests.fixtures.relays import TcpRelay, shut
 from tests.fixtures.servers import RedisServer, _free_port, new_database
+from tests.fixtures.signals import crosses
 
 pytestmark = pytest.mark.faults
 
@@ -488,7 +488,7 @@ def test_kill_9_inside_a_projection_batch_resumes_exactly_once(
 
         # Every read model equals a rebuild from position 0 of the same log.
         a2.stop()
-        live = _read_models(url)
+        live = read_model_rows(url)
         with ConnectionPool(
             url, min_size=1, max_size=2, kwargs={"autocommit": True, "row_factory": dict_row}
         ) as pool:
@@ -497,7 +497,7 @@ def test_kill_9_inside_a_projection_batch_resumes_exactly_once(
                 rebuilder.drop_tables(cur)
                 rebuilder.create_tables(cur)
             rebuilder.catch_up()
-        assert _read_models(url) == live
+        assert read_model_rows(url) == live
 
 
 # -- 4. Redis stopped and restarted ----------------------------------------------------------
@@ -534,7 +534,7 @@ def test_a_redis_outage_causes_no_errors_and_delivery_goes_on(
         watcher = stack.enter_context(connect(ws_url(a, owner.access_token), open_timeout=TIMEOUT))
         typist = stack.enter_context(connect(ws_url(b, member.access_token), open_timeout=TIMEOUT))
         subscribe(watcher, "w", {"workspace": ws}, None)
-        _crosses(watcher, typist, ch)  # signals cross while Redis is up
+        crosses(watcher, typist, ch)  # signals cross while Redis is up
 
         redis_server.stop()
         statuses: Counter[int] = Counter()
@@ -584,7 +584,7 @@ def test_a_redis_outage_causes_no_errors_and_delivery_goes_on(
         # Redis back at the same address: signals cross again, and nothing else changed.
         redis_server.start(port=redis_server.port)
         t0 = time.monotonic()
-        assert _crosses(watcher, typist, ch)["from"] == member.user_id
+        assert crosses(watcher, typist, ch)["from"] == member.user_id
         print("crossing again took", time.monotonic() - t0)
         before = len(posted)
         traffic(10, "after")

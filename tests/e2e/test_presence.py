@@ -12,9 +12,9 @@ import pytest
 from websockets.sync.client import connect
 
 from infrastructure.embedded_postgres import EmbeddedPostgres
-from tests.e2e.test_websocket import send, socket, until
 from tests.fixtures.chorus import Api, Running, User, running_chorus
 from tests.fixtures.processes import ChorusProcess, processes, start_all
+from tests.fixtures.websocket import send, socket, until
 
 HEARTBEAT_S = 0.3
 

@@ -30,7 +30,6 @@ from domain.channels import Channel
 from domain.errors import UsernameTaken
 from domain.identity import User as UserAggregate
 from infrastructure.eventstore import eventsourcing_env
-from tests.e2e.test_durability import _read_models
 from tests.fixtures.chorus import (
     SHORT_LINGER,
     Api,
@@ -42,6 +41,7 @@ from tests.fixtures.chorus import (
     wait_for_sessions_to_end,
 )
 from tests.fixtures.polling import wait_until
+from tests.fixtures.read_models import read_model_rows
 
 # Its tests wait for closed sockets' sessions to end: not a linger of 2 s each time.
 CHORUS_SETTINGS = SHORT_LINGER
@@ -428,7 +428,7 @@ def test_read_models_rebuild_from_a_log_of_legacy_and_new_users(chorus: Running)
         row = conn.execute("SELECT max(notification_id) FROM chorus_events").fetchone()
     assert row is not None
     assert chorus.server.services.runner.wait_for(row[0], timeout=10)
-    live = _read_models(chorus.database_url)
+    live = read_model_rows(chorus.database_url)
     users = {r["user_id"]: r["username"] for r in live["rm_users"]}
     for user in (old_a, old_b, new_a, new_b):
         assert users[UUID(user.user_id)] == user.username
@@ -437,7 +437,7 @@ def test_read_models_rebuild_from_a_log_of_legacy_and_new_users(chorus: Running)
         [CHORUS, "replay", "--all"], env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
-    assert _read_models(chorus.database_url) == live
+    assert read_model_rows(chorus.database_url) == live
 
 
 # -- blocking (finding 13) ----------------------------------------------------------------------

@@ -27,11 +27,11 @@ from domain.base import ChorusAggregate
 from infrastructure.serialisation import state_type
 from projections.analytics import VIEWS
 from projections.redaction import CONTENT, ENDINGS, REDACTED, SAFE, UNREDACTED_READERS
-from tests.e2e.test_analytics import _chorus
-from tests.e2e.test_audit import instance_role
-from tests.e2e.test_documents import client, doc_events, new_document, next_event, type_text
-from tests.e2e.test_websocket import send, socket, until
+from tests.fixtures.analytics import chorus_cli
 from tests.fixtures.chorus import Api, Running, User
+from tests.fixtures.documents import client, doc_events, new_document, next_event, type_text
+from tests.fixtures.operators import instance_role
+from tests.fixtures.websocket import send, socket, until
 
 # -- the class: every event type's text-like fields are declared -------------------------------
 
@@ -474,7 +474,7 @@ def test_exports_hold_no_deleted_or_replaced_text(chorus: Running, world: World)
     """``chorus export`` of every analytics view, in both formats: activity, not text."""
     for view in VIEWS:
         for fmt in ("csv", "ndjson"):
-            out = _chorus(chorus.database_url, "export", "--table", view, "--format", fmt)
+            out = chorus_cli(chorus.database_url, "export", "--table", view, "--format", fmt)
             assert out.returncode == 0, out.stderr
             for secret in [*world.secrets.values(), world.doc_text]:
                 assert secret.split(" @")[0] not in out.stdout, (view, fmt)

@@ -11,18 +11,18 @@ from pathlib import Path
 import pytest
 
 from projections.replay import rebuild
-from tests.e2e.test_durability import _populate, _read_models
 from tests.fixtures.chorus import Api, Running
+from tests.fixtures.read_models import populate_chat, read_model_rows
 
 CHORUS = str(Path(sys.executable).with_name("chorus"))
 
 
 def test_replay_all_while_serving_leaves_identical_read_models(chorus: Running) -> None:
-    ws, ch = _populate(chorus.api)
+    ws, ch = populate_chat(chorus.api)
     watcher = chorus.api.signup("watch")
     chorus.api.ok(chorus.api.post(f"/api/workspaces/{ws}/join", watcher))
     assert chorus.server.services.runner.wait_for(chorus.api.position, timeout=10)
-    live = _read_models(chorus.database_url)
+    live = read_model_rows(chorus.database_url)
 
     # Readers and a writer keep going during the replay; every answer must be a success.
     stop, statuses = threading.Event(), []
@@ -53,7 +53,7 @@ def test_replay_all_while_serving_leaves_identical_read_models(chorus: Running) 
     assert done.returncode == 0, done.stderr
     assert "swapped them in" in done.stdout
     assert statuses and set(statuses) == {200}
-    assert _read_models(chorus.database_url) == live
+    assert read_model_rows(chorus.database_url) == live
     # Live projection goes on into the swapped-in tables.
     extra = chorus.api.ok(
         chorus.api.post(f"/api/channels/{ch}/messages", watcher, {"text": "after"}), 201
@@ -63,9 +63,9 @@ def test_replay_all_while_serving_leaves_identical_read_models(chorus: Running) 
 
 
 def test_replay_one_projection_and_refuse_unknown_ones(chorus: Running) -> None:
-    _populate(chorus.api)
+    populate_chat(chorus.api)
     assert chorus.server.services.runner.wait_for(chorus.api.position, timeout=10)
-    live = _read_models(chorus.database_url)
+    live = read_model_rows(chorus.database_url)
     env = {**os.environ, "DATABASE_URL": chorus.database_url}
     one = subprocess.run(
         [CHORUS, "replay", "--projection", "timelines"],
@@ -75,7 +75,7 @@ def test_replay_one_projection_and_refuse_unknown_ones(chorus: Running) -> None:
         timeout=120,
     )
     assert one.returncode == 0, one.stderr
-    assert _read_models(chorus.database_url) == live
+    assert read_model_rows(chorus.database_url) == live
     bad = subprocess.run(
         [CHORUS, "replay", "--projection", "nope"],
         env=env,

@@ -16,11 +16,11 @@ import pytest
 from websockets.sync.client import connect
 
 from infrastructure.embedded_postgres import EmbeddedPostgres
-from tests.e2e.test_websocket import send, until
 from tests.fixtures.chorus import Api
 from tests.fixtures.polling import wait_until
 from tests.fixtures.processes import ChorusProcess, is_running, processes, start_all
 from tests.fixtures.servers import new_database
+from tests.fixtures.websocket import send, until
 
 CHORUS = str(Path(sys.executable).with_name("chorus"))
 

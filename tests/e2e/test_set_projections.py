@@ -11,8 +11,8 @@ from psycopg.rows import dict_row
 
 from api.contexts import all_projections
 from projections.runner import ProjectionRunner
-from tests.e2e.test_durability import _read_models
 from tests.fixtures.chorus import Api, Running, User
+from tests.fixtures.read_models import read_model_rows
 
 
 def _history(api: Api) -> dict[str, Any]:
@@ -56,7 +56,7 @@ def _rebuild(chorus: Running, batch_size: int) -> dict[str, list[dict[str, Any]]
         rebuilder.drop_tables(cur)
         rebuilder.create_tables(cur)
     rebuilder.catch_up()
-    return _read_models(chorus.database_url)
+    return read_model_rows(chorus.database_url)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def history(chorus: Running) -> dict[str, Any]:
 def test_any_cut_of_the_log_into_spans_leaves_the_same_read_models(
     chorus: Running, history: dict[str, Any]
 ) -> None:
-    live = _read_models(chorus.database_url)
+    live = read_model_rows(chorus.database_url)
     runner: ProjectionRunner = chorus.server.services.runner
     runner.stop()
     try:

@@ -3,17 +3,12 @@ never stored."""
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
-from websockets.sync.client import ClientConnection
 
 from infrastructure.embedded_postgres import EmbeddedPostgres
-from tests.e2e.test_websocket import recv, send, socket, until
 from tests.fixtures.chorus import (
     Api,
     Running,
@@ -23,6 +18,8 @@ from tests.fixtures.chorus import (
     running_chorus,
 )
 from tests.fixtures.servers import RedisServer
+from tests.fixtures.signals import crosses
+from tests.fixtures.websocket import recv, send, socket, until
 
 
 def _stored_besides_presence(database_url: str, after: int) -> list[str]:
@@ -155,24 +152,6 @@ def test_signals_are_rate_limited(chorus: Running) -> None:
     assert replies and {r["status"] for r in replies} == {429}
 
 
-def _crosses(watcher: ClientConnection, typist: ClientConnection, ch: str) -> dict[str, Any]:
-    """Sends signals until one reaches the other instance (Redis subscriptions start, and
-    come back after an outage, asynchronously), within a bounded time."""
-    deadline = time.monotonic() + 20
-    attempt = 0
-    while time.monotonic() < deadline:
-        attempt += 1
-        send(typist, {"op": "signal", "channel": ch, "kind": "typing", "data": {"n": attempt}})
-        try:
-            while True:
-                frame: dict[str, Any] = json.loads(watcher.recv(timeout=0.5))
-                if frame["op"] == "signal":
-                    return frame
-        except TimeoutError:
-            continue
-    raise AssertionError("no signal crossed between the instances")
-
-
 def test_a_signal_crosses_instances_through_redis(
     postgres_server: EmbeddedPostgres, tmp_path: Path, redis_url: str
 ) -> None:
@@ -189,7 +168,7 @@ def test_a_signal_crosses_instances_through_redis(
             ):
                 send(watcher, {"op": "subscribe", "sub": "w", "streams": [{"workspace": ws}]})
                 until(watcher, "subscribed")
-                assert _crosses(watcher, typist, ch)["from"] == member.user_id
+                assert crosses(watcher, typist, ch)["from"] == member.user_id
             assert _stored_besides_presence(a.database_url, a.api.position) == []
         finally:
             b.api.close()
@@ -219,7 +198,7 @@ def test_a_redis_outage_stops_only_cross_instance_signals(
                 ):
                     send(watcher, {"op": "subscribe", "sub": "w", "streams": [{"workspace": ws}]})
                     until(watcher, "subscribed")
-                    _crosses(watcher, typist, ch)
+                    crosses(watcher, typist, ch)
                     redis_server.stop()
                     # Commands commit and subscriptions deliver: the store carries them.
                     sent = b.api.post(
@@ -231,7 +210,7 @@ def test_a_redis_outage_stops_only_cross_instance_signals(
                     assert frame["event"]["stream"] == sent.json()["id"]
                     # Redis back on the same address: signals cross again.
                     redis_server.start(port=redis_server.port)
-                    assert _crosses(watcher, typist, ch)["from"] == member.user_id
+                    assert crosses(watcher, typist, ch)["from"] == member.user_id
             finally:
                 b.api.close()
                 b_server.stop()

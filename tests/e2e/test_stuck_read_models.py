@@ -9,10 +9,8 @@ each with NUL in every string, and each with its fields missing."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,32 +21,23 @@ from psycopg.rows import dict_row
 
 from api.cli import main as chorus_main
 from api.contexts import all_projections
-from infrastructure.chain import CHAIN_TABLE, GENESIS, link, record_bytes
 from infrastructure.embedded_postgres import EmbeddedPostgres
-from tests.e2e.test_durability import _populate
 from tests.fixtures.chorus import Running, running_chorus
 from tests.fixtures.polling import wait_until
 from tests.fixtures.processes import CHORUS
+from tests.fixtures.raw_events import (
+    _ENVELOPE,
+    nul_in_every_string,
+    samples,
+    store_raw,
+    stuck_models,
+    tracking,
+)
+from tests.fixtures.read_models import populate_chat
 
 OPS_TOKEN = "ops-" + "o" * 40
 READ_WAIT_S = 3.0
 NAMES = sorted(p.name for p in all_projections())
-# Fields of the stored state the envelope takes apart: the read side needs them as they are.
-_ENVELOPE = ("timestamp", "originator_topic")
-
-
-def _with_nul(value: Any) -> Any:
-    if isinstance(value, str):
-        return "\x00" + value
-    if isinstance(value, list):
-        return [_with_nul(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _with_nul(v) for k, v in value.items()}
-    return value
-
-
-def nul_in_every_string(state: dict[str, Any]) -> dict[str, Any]:
-    return {k: v if k in _ENVELOPE else _with_nul(v) for k, v in state.items()}
 
 
 def fields_missing(state: dict[str, Any]) -> dict[str, Any]:
@@ -61,56 +50,6 @@ POISONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 }
 
 
-def store_raw(database_url: str, topic: str, state: dict[str, Any]) -> int:
-    """Appends an event as the store would (positions in commit order, under its table
-    lock, chained, then its NOTIFY), bypassing every check of the application."""
-    stream, data = uuid.uuid4(), json.dumps(state).encode()
-    with psycopg.connect(database_url) as conn:
-        conn.execute("LOCK TABLE chorus_events IN EXCLUSIVE MODE")
-        row = conn.execute(
-            "INSERT INTO chorus_events (originator_id, originator_version, topic, state)"
-            " VALUES (%s, 1, %s, %s) RETURNING notification_id",
-            (stream, topic, data),
-        ).fetchone()
-        assert row is not None
-        head = conn.execute(
-            f"SELECT hash FROM {CHAIN_TABLE} ORDER BY notification_id DESC LIMIT 1"
-        ).fetchone()
-        chained = link(
-            bytes(head[0]) if head else GENESIS, record_bytes(row[0], stream, 1, topic, data)
-        )
-        conn.execute(
-            f"INSERT INTO {CHAIN_TABLE} (notification_id, hash) VALUES (%s, %s)",
-            (row[0], chained),
-        )
-        conn.execute("NOTIFY chorus_events")
-    return int(row[0])
-
-
-def tracking(database_url: str) -> dict[str, dict[str, Any]]:
-    with psycopg.connect(database_url, row_factory=dict_row) as conn:
-        rows = conn.execute("SELECT * FROM rm_tracking").fetchall()
-    return {row["projection"]: row for row in rows}
-
-
-def stuck_models(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {
-        name: row
-        for name, row in rows.items()
-        if row.get("stuck_position") is not None and row["stuck_position"] > row["position"]
-    }
-
-
-def samples(database_url: str) -> dict[str, dict[str, Any]]:
-    """One stored state of each event type in the log."""
-    with psycopg.connect(database_url) as conn:
-        rows = conn.execute(
-            "SELECT DISTINCT ON (topic) topic, state FROM chorus_events"
-            " ORDER BY topic, notification_id DESC"
-        ).fetchall()
-    return {topic: json.loads(bytes(state)) for topic, state in rows}
-
-
 @pytest.fixture(scope="module")
 def served(
     postgres_server: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory
@@ -121,7 +60,7 @@ def served(
         read_wait_timeout_s=READ_WAIT_S,
         ops_token=OPS_TOKEN,
     ) as running:
-        _populate(running.api)
+        populate_chat(running.api)
         yield running
 
 

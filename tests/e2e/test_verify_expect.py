@@ -11,8 +11,8 @@ import pytest
 
 from infrastructure.chain import GENESIS, link
 from infrastructure.embedded_postgres import EmbeddedPostgres
-from tests.e2e.test_cli_events import _populate, run
 from tests.fixtures.chorus import running_chorus
+from tests.fixtures.cli import populate_audit, run
 
 pytestmark = pytest.mark.security
 
@@ -21,7 +21,7 @@ def test_expect_refuses_positions_that_do_not_exist(
     postgres_server: EmbeddedPostgres, tmp_path: Path
 ) -> None:
     with running_chorus(postgres_server, tmp_path) as chorus:
-        _populate(chorus)
+        populate_audit(chorus)
         url = chorus.database_url
         ok = run(url, "verify")
         assert ok.returncode == 0, ok.stdout + ok.stderr

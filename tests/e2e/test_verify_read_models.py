@@ -37,18 +37,18 @@ from projections.shadow_verify import (
     ReadModelReport,
     verify_read_models,
 )
-from tests.e2e.test_audit import instance_role
-from tests.e2e.test_cli_events import _env
-from tests.e2e.test_stuck_read_models import (
+from tests.fixtures.chorus import Running, User, running_chorus
+from tests.fixtures.cli import cli_env
+from tests.fixtures.operators import instance_role
+from tests.fixtures.polling import wait_until
+from tests.fixtures.processes import CHORUS
+from tests.fixtures.raw_events import (
     nul_in_every_string,
     samples,
     store_raw,
     stuck_models,
     tracking,
 )
-from tests.fixtures.chorus import Running, User, running_chorus
-from tests.fixtures.polling import wait_until
-from tests.fixtures.processes import CHORUS
 
 pytestmark = pytest.mark.security
 
@@ -132,7 +132,7 @@ def shadow_exists(store: Store) -> bool:
 def cli(store: Store, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [CHORUS, "verify", *args],
-        env=_env(store.url),
+        env=cli_env(store.url),
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
@@ -360,7 +360,7 @@ def test_chorus_verify_read_models_reports_what_plain_verify_does_not(store: Sto
     finally:
         replay = subprocess.run(
             [CHORUS, "replay", "--projection", "timelines"],
-            env=_env(store.url),
+            env=cli_env(store.url),
             capture_output=True,
             text=True,
             timeout=TIMEOUT,
@@ -396,7 +396,7 @@ def test_an_interrupted_check_drops_its_shadow_schema(store: Store) -> None:
     with holding(store, "public.rm_users"):
         proc = subprocess.Popen(
             [CHORUS, "verify", "--read-models"],
-            env=_env(store.url),
+            env=cli_env(store.url),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -9,8 +9,6 @@ import socket as sockets
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,37 +24,10 @@ from infrastructure.embedded_postgres import EmbeddedPostgres
 from tests.fixtures.chorus import SHORT_LINGER, TEST_SECRET, Api, Running, User
 from tests.fixtures.processes import ChorusProcess, processes, start_all
 from tests.fixtures.servers import new_database
+from tests.fixtures.websocket import TIMEOUT, recv, send, socket, until
 
 # Its tests wait for closed sockets' sessions to end: not a linger of 2 s each time.
 CHORUS_SETTINGS = SHORT_LINGER
-
-TIMEOUT = 10
-
-
-@contextmanager
-def socket(chorus: Running, token: str | None, **headers: str) -> Iterator[ClientConnection]:
-    url = chorus.server.url.replace("http", "ws") + "/ws"
-    if token is not None:
-        url += f"?token={token}"
-    with connect(url, additional_headers=headers, open_timeout=TIMEOUT) as ws:
-        yield ws
-
-
-def send(ws: ClientConnection, frame: dict[str, Any]) -> None:
-    ws.send(json.dumps(frame))
-
-
-def recv(ws: ClientConnection) -> dict[str, Any]:
-    frame: dict[str, Any] = json.loads(ws.recv(timeout=TIMEOUT))
-    return frame
-
-
-def until(ws: ClientConnection, op: str) -> dict[str, Any]:
-    """The next frame of kind ``op`` (frames of other kinds in between are returned too
-    often enough in these tests to matter, so they fail loudly)."""
-    frame = recv(ws)
-    assert frame["op"] == op, frame
-    return frame
 
 
 def events(ws: ClientConnection, count: int) -> list[dict[str, Any]]:

@@ -10,18 +10,12 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import psycopg
 from pycrdt import Doc, Text
 
-from api.yjs import endpoint as endpoint_module
-from application.documents import document_with_workspace
-from application.live_documents.rooms import Rooms
-from tests.e2e.test_documents import (
+from tests.fixtures.chorus import Api, Running, User
+from tests.fixtures.documents import (
     client,
     doc_events,
     new_document,
@@ -29,35 +23,16 @@ from tests.e2e.test_documents import (
     type_text,
     workspace_with,
 )
-from tests.fixtures.chorus import Api, Running, User
-from tests.fixtures.yjs import TIMEOUT, YClient
+from tests.fixtures.yjs import TIMEOUT
+from tests.fixtures.yjs_gates import (
+    after_the_editors_access_check,
+    ended_or_has,
+    stored_texts,
+    stored_updates,
+    while_saving_the_first_update_of,
+)
 
 GATE_TIMEOUT_S = 20.0
-
-
-@contextmanager
-def after_the_editors_access_check(
-    user_id: str, act: Callable[[], None]
-) -> Iterator[threading.Event]:
-    """Runs ``act`` (an access change, committed) the first time ``user_id``'s ``/yjs``
-    connection has passed its access check, before it goes on to open the document; yields
-    an event set once it ran."""
-    done = threading.Event()
-
-    def checked(app: Any, document_id: str, uid: str) -> Any:
-        found = document_with_workspace(app, document_id, uid)
-        if uid == user_id and not done.is_set():
-            act()
-            done.set()
-        return found
-
-    name = "document_with_workspace"
-    original = getattr(endpoint_module, name)
-    setattr(endpoint_module, name, checked)
-    try:
-        yield done
-    finally:
-        setattr(endpoint_module, name, original)
 
 
 def kick(api: Api, ws: str, owner: User, member: User) -> None:
@@ -68,37 +43,6 @@ def revoke_editing(api: Api, ws: str, owner: User, member: User) -> None:
     """The member becomes a viewer: they still read the document, and lose edit_documents."""
     api.ok(api.put(f"/api/workspaces/{ws}/members/{member.user_id}/roles/viewer", owner))
     api.ok(api.delete(f"/api/workspaces/{ws}/members/{member.user_id}/roles/member", owner))
-
-
-def ended_or_has(c: YClient, text: str) -> Callable[[], bool]:
-    return lambda: c.close_code is not None or text in text_of(c)
-
-
-def stored_updates(chorus: Running, document_id: str) -> list[tuple[str, bytes]]:
-    """The document's updates as the log has them, with their authors."""
-    with psycopg.connect(chorus.database_url) as conn:
-        rows = conn.execute(
-            "SELECT topic, state FROM chorus_events WHERE originator_id = %s"
-            " ORDER BY notification_id",
-            (document_id,),
-        ).fetchall()
-    found = []
-    for topic, state in rows:
-        if topic.endswith("DocumentUpdateApplied"):
-            data = json.loads(bytes(state))
-            found.append((data.get("actor_id") or "", base64.b64decode(data["update"])))
-    return found
-
-
-def stored_texts(chorus: Running, document_id: str) -> dict[str, str]:
-    """The document's content as the log has it (under ""), and each author's updates."""
-    whole: Doc[Any] = Doc()
-    by_actor: dict[str, list[bytes]] = {}
-    for actor, update in stored_updates(chorus, document_id):
-        whole.apply_update(update)
-        by_actor.setdefault(actor, []).append(update)
-    text: Text = whole.get("content", type=Text)
-    return {"": str(text), **{actor: repr(updates) for actor, updates in by_actor.items()}}
 
 
 # -- finding 1: the cold open -------------------------------------------------------------------
@@ -158,26 +102,6 @@ def test_a_kick_while_an_editor_opens_a_live_document_ends_its_session(chorus: R
 
 
 # -- finding 4: refused updates are not re-attributed -------------------------------------------
-
-
-@contextmanager
-def while_saving_the_first_update_of(user_id: str, act: Callable[[], None]) -> Iterator[None]:
-    """Runs ``act`` when the first update of ``user_id`` is being saved, before its append."""
-    original = Rooms._save
-    done = threading.Event()
-
-    def save(self: Rooms, live: Any, run: Any) -> None:
-        if run.actor == user_id and not done.is_set():
-            done.set()
-            act()
-        original(self, live, run)
-
-    Rooms._save = save  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        Rooms._save = original  # type: ignore[method-assign]
-    assert done.is_set()
 
 
 def test_an_update_refused_at_saving_reaches_nobody_and_is_never_stored_under_another(

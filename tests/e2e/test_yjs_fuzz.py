@@ -32,7 +32,7 @@ from domain.yjs_update import inspect_update
 from infrastructure.embedded_postgres import EmbeddedPostgres
 from tests.fixtures.chorus import Running, User, running_chorus
 from tests.fixtures.yjs import map_set_update, text_insert_update, unstamped
-from tests.unit.test_yjs_fuzz import BASE_STATE, CORPUS, mutated
+from tests.fixtures.yjs_corpus import BASE_STATE, CORPUS, mutated
 
 pytestmark = pytest.mark.security
 

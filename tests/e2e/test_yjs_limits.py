@@ -33,8 +33,8 @@ from domain.rules import MAX_DOCUMENT_UPDATE_BYTES
 from domain.yjs_protocol import MAX_AWARENESS_STATE
 from infrastructure.embedded_postgres import EmbeddedPostgres
 from projections.log import read_events
-from tests.e2e.test_documents import new_document, stream_events, workspace_with
 from tests.fixtures.chorus import TEST_SECRET, Running, User, running_chorus
+from tests.fixtures.documents import new_document, stream_events, workspace_with
 from tests.fixtures.yjs import TIMEOUT, YClient
 
 pytestmark = pytest.mark.security

@@ -20,7 +20,7 @@ from domain.errors import (
 )
 from domain.rules import MAX_CHANNEL_NAME, MAX_TOPIC
 from domain.workspaces import Workspace
-from tests.unit.test_domain_workspaces import (
+from tests.fixtures.domain import (
     ADAM,
     MAX,
     MIA,

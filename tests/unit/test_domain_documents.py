@@ -12,7 +12,7 @@ from domain.documents import MAX_ROOT_NAME, MAX_ROOTS, Document, DocumentDeleted
 from domain.errors import InvalidValue, NotAMember, PermissionDenied
 from domain.rules import MAX_DOCUMENT_EVENT_BYTES, MAX_DOCUMENT_TITLE
 from domain.workspaces import Workspace
-from tests.unit.test_domain_workspaces import (
+from tests.fixtures.domain import (
     ADAM,
     MAX,
     MIA,

@@ -24,7 +24,7 @@ from domain.rules import (
     check_password_length,
     normalise_username,
 )
-from tests.unit.test_domain_workspaces import by, recorded, refused, replayed
+from tests.fixtures.domain import by, recorded, refused, replayed
 
 # -- usernames ------------------------------------------------------------------------------
 

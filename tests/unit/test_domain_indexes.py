@@ -9,7 +9,7 @@ import pytest
 from domain.errors import InvalidValue, NotFound
 from domain.identity import legacy_user_id
 from domain.indexes import DirectChannelPair, UsernameClaim, direct_pair_id, username_claim_id
-from tests.unit.test_domain_workspaces import by, recorded, refused, replayed
+from tests.fixtures.domain import by, recorded, refused, replayed
 
 ANN, BEA, CID = (str(uuid4()) for _ in range(3))
 

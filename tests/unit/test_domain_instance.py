@@ -7,7 +7,7 @@ import pytest
 from domain.base import Cause
 from domain.errors import Conflict, InvalidValue, NotFound
 from domain.instance import INSTANCE_ID, Instance
-from tests.unit.test_domain_workspaces import event_names, refused, replayed
+from tests.fixtures.domain import event_names, refused, replayed
 
 CONSOLE = Cause(None, "cli-1")
 

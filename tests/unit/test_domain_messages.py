@@ -28,7 +28,7 @@ from domain.rules import (
     normalise_username,
 )
 from domain.workspaces import Workspace
-from tests.unit.test_domain_workspaces import (
+from tests.fixtures.domain import (
     ADAM,
     MAX,
     MIA,

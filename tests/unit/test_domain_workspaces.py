@@ -7,21 +7,17 @@ The helpers at the top are shared by the channel and message tests.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from datetime import timedelta
+from typing import cast
 from uuid import uuid4
 
 import pytest
-from eventsourcing.application import project_aggregate
 
-from domain.base import Cause, ChorusAggregate
+from domain.base import ChorusAggregate
 from domain.errors import (
     AlreadyAMember,
     Banned,
     Conflict,
-    DomainError,
     Gone,
     InvalidValue,
     LastOwner,
@@ -39,87 +35,30 @@ from domain.rules import (
     MIN_INVITE_TTL_S,
 )
 from domain.workspaces import PRIVATE, PUBLIC, Invite, Workspace, invite_code_hash
+from tests.fixtures.domain import (
+    ADAM,
+    MAX,
+    MIA,
+    NOW,
+    OLIVIA,
+    OSCAR,
+    VIC,
+    build_workspace,
+    by,
+    event_names,
+    nothing_recorded,
+    recorded,
+    refused,
+    replayed,
+)
 
 # -- the cast -------------------------------------------------------------------------------
 
-OLIVIA = "olivia"  # creates the workspace, so its first owner
 OTTO = "otto"  # a second owner
-ADAM = "adam"  # an admin
-MIA = "mia"  # a plain member
-MAX = "max"  # another plain member
-VIC = "vic"  # a viewer
-OSCAR = "oscar"  # an outsider, member of nothing
 BEN = "ben"  # someone who gets banned
-
-NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 
 # -- shared helpers -------------------------------------------------------------------------
-
-
-def by(actor: str | None, command_id: str = "cmd-1") -> Cause:
-    """The cause of a command issued by ``actor``."""
-    return Cause(actor_id=actor, command_id=command_id)
-
-
-@contextmanager
-def refused(error: type[DomainError], match: str | None = None) -> Iterator[None]:
-    """Expects exactly ``error`` (not merely a subclass or parent of it)."""
-    with pytest.raises(error, match=match) as caught:
-        yield
-    assert type(caught.value) is error, f"expected {error.__name__}, got {caught.value!r}"
-
-
-def event_names(aggregate: ChorusAggregate) -> list[str]:
-    """Collects the aggregate's pending events and names them."""
-    return [type(e).__name__ for e in aggregate.collect_events()]
-
-
-def nothing_recorded(aggregate: ChorusAggregate) -> None:
-    assert event_names(aggregate) == []
-
-
-def recorded(aggregate: ChorusAggregate, event_name: str, cause: Cause, /, **fields: Any) -> Any:
-    """Collects the aggregate's pending events: exactly one, called ``event_name``, carrying the
-    cause's actor and command ids and the given field values. Returns the event."""
-    events = cast(list[ChorusAggregate.Event], list(aggregate.collect_events()))
-    assert [type(e).__name__ for e in events] == [event_name]
-    (ev,) = events
-    assert ev.originator_id == aggregate.id
-    assert ev.actor_id == cause.actor_id
-    assert ev.command_id == cause.command_id
-    for key, value in fields.items():
-        assert getattr(ev, key) == value, key
-    return ev
-
-
-def replayed(events: Iterable[Any]) -> Any:
-    """The aggregate rebuilt from nothing but its events."""
-    return project_aggregate(None, events)
-
-
-def build_workspace(
-    *,
-    visibility: str = PUBLIC,
-    has_password: bool = False,
-    roles: Mapping[str, list[str]] | None = None,
-    members: Mapping[str, set[str]] | None = None,
-) -> Workspace:
-    """A workspace owned by Olivia, with custom ``roles`` she created, and ``members`` who
-    joined by invite and hold exactly the given role names. No events are left pending."""
-    ws = Workspace.create(uuid4(), "Acme", visibility, has_password, by(OLIVIA))
-    for name, permissions in (roles or {}).items():
-        ws.create_role(name, permissions, by(OLIVIA))
-    for user_id, wanted in (members or {}).items():
-        code = f"setup-{user_id}"
-        ws.create_invite(code, 1, None, NOW, by(OLIVIA))
-        ws.accept_invite(code, NOW, by(user_id))
-        for role in sorted(wanted - {"member"}):
-            ws.grant_role(user_id, role, by(OLIVIA))
-        if "member" not in wanted:
-            ws.revoke_role(user_id, "member", by(OLIVIA))
-    ws.collect_events()
-    return ws
 
 
 def team(**extra: set[str]) -> Workspace:

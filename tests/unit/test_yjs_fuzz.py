@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
+from pycrdt import Doc, Map, Text
 
 from domain.yjs_update import (
     MalformedUpdate,
@@ -32,6 +32,7 @@ from domain.yjs_update import (
     decode_state_vector,
     inspect_update,
 )
+from tests.fixtures.yjs_corpus import BASE_STATE, CORPUS, mutated
 
 pytestmark = pytest.mark.security
 
@@ -47,97 +48,7 @@ FUZZ = settings(
 # -- a corpus of real updates ------------------------------------------------------------
 
 
-def _base() -> Doc[Any]:
-    """A document with content of every kind, as the server might hold."""
-    doc: Doc[Any] = Doc()
-    doc.get("content", type=Text).insert(0, "hello world, hostile input")
-    meta = doc.get("meta", type=Map)
-    meta["title"] = "t"
-    meta["n"] = 3
-    meta["nested"] = Map({"k": [1, 2.5, None, True, "s", b"\x01"]})
-    items = doc.get("items", type=Array)
-    items.extend([1, "two", {"three": 3}])
-    items.append(Text("inner"))
-    dom = doc.get("dom", type=XmlFragment)
-    dom.children.append(XmlElement("p", {"class": "lead"}, [XmlText("para")]))
-    del doc.get("content", type=Text)[0:6]
-    return doc
-
-
-def _edits(base: Doc[Any]) -> list[bytes]:
-    """Incremental updates of a second client building on ``base`` (inserts, deletions,
-    formatting, nested types), each as pycrdt sends it."""
-    peer: Doc[Any] = Doc()
-    peer.apply_update(base.get_update())
-    captured: list[bytes] = []
-    subscription = peer.observe(lambda event: captured.append(event.update))
-    text = peer.get("content", type=Text)
-    text.insert(0, "edited: ")
-    text.format(0, 6, {"bold": True})
-    text.insert_embed(3, {"image": "x.png"})
-    del text[2:5]
-    meta = peer.get("meta", type=Map)
-    meta["title"] = "renamed"
-    del meta["n"]
-    peer.get("items", type=Array).insert(1, Map({"deep": Array([Text("x")])}))
-    peer.get("dom", type=XmlFragment).children.append(XmlText("tail"))
-    peer.unobserve(subscription)
-    return captured
-
-
-BASE = _base()
-BASE_STATE = BASE.get_update()
-CORPUS: list[bytes] = [BASE_STATE, *_edits(BASE)]
-
-
 # -- mutations ---------------------------------------------------------------------------
-
-
-def _uint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-INTERESTING = [0, 1, 0x7F, 0x80, 1 << 14, 1 << 21, 1 << 28, (1 << 31) - 1, (1 << 32) - 1,
-               1 << 32, (1 << 53) - 1, 1 << 53, (1 << 63) - 1, 1 << 70]  # fmt: skip
-VARINTS = st.one_of(
-    st.sampled_from(INTERESTING).map(_uint),
-    st.integers(min_value=0, max_value=1 << 64).map(_uint),
-    # Overlong (non-minimal) encodings of small numbers, and runs of continuation bytes.
-    st.tuples(st.integers(0, 0x7F), st.integers(1, 10)).map(
-        lambda t: bytes([t[0] | 0x80]) + b"\x80" * (t[1] - 1) + b"\x00"
-    ),
-    st.integers(1, 12).map(lambda n: b"\xff" * n),
-)
-
-
-@st.composite
-def mutated(draw: st.DrawFn) -> bytes:
-    buf = bytearray(draw(st.sampled_from(CORPUS)))
-    for _ in range(draw(st.integers(1, 4))):
-        at = draw(st.integers(0, len(buf)))
-        op = draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate", "varint"]))
-        if op == "flip" and at < len(buf):
-            buf[at] ^= 1 << draw(st.integers(0, 7))
-        elif op == "set" and at < len(buf):
-            buf[at] = draw(st.sampled_from([0x00, 0x01, 0x7F, 0x80, 0xFF]) | st.integers(0, 255))
-        elif op == "insert":
-            buf[at:at] = draw(st.binary(min_size=1, max_size=4))
-        elif op == "delete":
-            del buf[at : at + draw(st.integers(1, 4))]
-        elif op == "truncate":
-            del buf[at:]
-        elif op == "varint":
-            # Rewrites the varint starting at ``at`` (or whatever bytes are there).
-            end = at
-            while end < len(buf) and buf[end] & 0x80:
-                end += 1
-            buf[at : min(end + 1, len(buf))] = draw(VARINTS)
-    return bytes(buf)
 
 
 HOSTILE = st.one_of(st.binary(max_size=256), mutated())
