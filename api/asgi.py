@@ -11,5 +11,5 @@ from infrastructure.settings import Settings, SettingsError
 def app() -> Litestar:
     settings = Settings.from_env()
     if settings.database_url is None:
-        raise SettingsError("workers need DATABASE_URL (chorus serve sets it)")
+        raise SettingsError(["workers need DATABASE_URL (chorus serve sets it)"])
     return create_app(settings, settings.database_url)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import version
 
-from api.database import database
-from infrastructure.settings import Settings, SettingsError
+import psycopg
+
+from api.database import database, one_line, unreachable
+from infrastructure.settings import Settings
 
 log = logging.getLogger("chorus")
 
@@ -25,12 +29,17 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     # From here any stop signal unwinds through ``database``: its PostgreSQL is stopped
     # (SIGTERM and SIGHUP would otherwise end the process and leave it running).
+    port = settings.port if args.port is None else args.port
     with server.stop_signals():
         try:
             with database(settings) as url:
+                problem = unreachable(url)
+                if problem is not None:
+                    print(f"chorus: {problem}", file=sys.stderr)
+                    return 1
                 # Generated once here so every worker signs and checks tokens with one key.
                 os.environ["CHORUS_JWT_SECRET"] = settings.resolved_jwt_secret()
-                options = {"host": args.host, "port": args.port, "log_level": args.log_level}
+                options = {"host": args.host, "port": port, "log_level": args.log_level}
                 if args.workers > 1:
                     os.environ["DATABASE_URL"] = url
                     cfg = server.config("api.asgi:app", settings, workers=args.workers, **options)
@@ -42,6 +51,34 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         except server.Stopped as stopped:
             log.info("stopped by %s", stopped)
     return 0
+
+
+def check_config(_: argparse.Namespace, settings: Settings) -> int:
+    """Every problem with the configuration at once (``main`` has read it): malformed values,
+    unknown ``CHORUS_*`` names, a database that cannot be reached. 0 when it would start."""
+    problems, unknown = Settings.check_env()[1:]
+    for problem in problems:
+        print(f"error: {problem}")
+    for name in unknown:
+        print(f"warning: {unknown_variable(name)}")
+    if not problems and settings.database_url is not None:
+        reason = unreachable(settings.database_url)
+        if reason is not None:
+            problems.append(reason)
+            print(f"error: {reason}")
+    if not problems:
+        where = (
+            "DATABASE_URL" if settings.database_url else "a private PostgreSQL (no DATABASE_URL)"
+        )
+        print(f"configuration is valid; database: {where}")
+    return 2 if problems else 0
+
+
+def unknown_variable(name: str) -> str:
+    known = sorted(Settings.known_variables())
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f": did you mean {close[0]}?" if close else " (see README, Configuration)"
+    return f"{name} is set but no setting reads it{hint}"
 
 
 def migrate(_: argparse.Namespace, settings: Settings) -> int:
@@ -58,16 +95,19 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="chorus", description="Chorus: event-sourced collaboration backend"
     )
+    p.add_argument("--version", action="version", version=f"chorus {version('chorus')}")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the HTTP API")
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--port", type=int, default=None, help="default: PORT, else 8000")
     s.add_argument("--workers", type=int, default=1)
     s.add_argument("--public", action="store_true", help="allow binding a non-loopback address")
     s.add_argument("--log-level", default="info")
     s.set_defaults(run=serve)
     m = sub.add_parser("migrate", help="create or update the database schema, then exit")
     m.set_defaults(run=migrate)
+    c = sub.add_parser("check-config", help="report every configuration problem at once, then exit")
+    c.set_defaults(run=check_config)
     from api.log_cli import add_commands
 
     add_commands(sub)  # events, verify
@@ -98,12 +138,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     args = parser().parse_args(argv)
+    settings, problems, unknown = Settings.check_env()
+    if args.run is not check_config:
+        for name in unknown:
+            log.warning("%s", unknown_variable(name))
+        if problems:
+            for problem in problems:
+                print(f"configuration error: {problem}", file=sys.stderr)
+            return 2
     try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    result: int = args.run(args, settings)
+        result: int = args.run(args, settings)
+    except psycopg.OperationalError as exc:
+        # A database that went away mid-command: one line, not a traceback.
+        url = settings.database_url or "postgresql://localhost"
+        print(f"chorus: {one_line(exc, url)}", file=sys.stderr)
+        return 1
     return result
 
 

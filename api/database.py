@@ -6,6 +6,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit
+
+import psycopg
 
 from infrastructure.embedded_postgres import EmbeddedPostgres
 from infrastructure.settings import Settings
@@ -39,6 +42,24 @@ def shared_database(settings: Settings) -> Iterator[str]:
             return
     with database(settings) as url:
         yield url
+
+
+def unreachable(url: str) -> str | None:
+    """Why the database at ``url`` cannot be reached, in one line (None: it can). A server
+    that cannot reach its database should say so in a line, not in uvicorn's traceback of a
+    failed start-up."""
+    try:
+        with psycopg.connect(url, connect_timeout=5):
+            return None
+    except psycopg.Error as exc:
+        return one_line(exc, url)
+
+
+def one_line(exc: BaseException, url: str) -> str:
+    """A database error as one line naming where (never the password)."""
+    where = urlsplit(url)
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"cannot reach the database at {where.hostname}:{where.port or 5432}: {first}"
 
 
 class NoPasswords:

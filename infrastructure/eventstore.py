@@ -385,6 +385,24 @@ def eventsourcing_env(database_url: str, *, pool_size: int = 8) -> dict[str, str
     }
 
 
+def _create_once(recorder: PostgresAggregateRecorder) -> None:
+    """eventsourcing creates its row type and lets PostgreSQL refuse it when it exists
+    (there is no ``CREATE TYPE IF NOT EXISTS``): an ERROR in the server's log on every start,
+    which operators learn to ignore. Asked first, the type is created only once."""
+    datastore = recorder.datastore
+    with datastore.transaction(commit=False) as curs:
+        curs.execute(
+            "SELECT to_regtype(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL AS found",
+            (datastore.schema or "public", recorder.stored_event_type_name),
+        )
+        row = curs.fetchone()
+    if row is not None and row["found"]:
+        recorder.sql_create_statements = [
+            s for s in recorder.sql_create_statements if "CREATE TYPE" not in s.as_string()
+        ]
+    recorder.create_table()
+
+
 def create_event_store_tables(database_url: str) -> None:
     """Creates the events table (and the library's types) if missing."""
     env = eventsourcing_env(database_url, pool_size=1)
@@ -396,9 +414,9 @@ def create_event_store_tables(database_url: str) -> None:
         password=env["POSTGRES_PASSWORD"],
     )
     try:
-        ChorusRecorder(datastore, events_table_name=EVENTS_TABLE).create_table()
+        _create_once(ChorusRecorder(datastore, events_table_name=EVENTS_TABLE))
         # Aggregate snapshots (documents only, see application/chorus.py): a cache of what
         # the events say, never a source of truth, so not chained.
-        PostgresAggregateRecorder(datastore, events_table_name=SNAPSHOTS_TABLE).create_table()
+        _create_once(PostgresAggregateRecorder(datastore, events_table_name=SNAPSHOTS_TABLE))
     finally:
         datastore.close()

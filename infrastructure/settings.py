@@ -6,10 +6,37 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 class SettingsError(ValueError):
-    """A configuration value is missing or malformed."""
+    """Configuration values are missing or malformed: every problem found, one per line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class _Env(dict[str, str]):
+    """The environment as ``from_env`` reads it: remembers which names were read (the rest of
+    ``CHORUS_*`` are unknown: misspelt, or of another version) and collects every problem
+    instead of stopping at the first, so an operator fixes them all in one go."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        super().__init__(env)
+        self.read: set[str] = set()
+        self.problems: list[str] = []
+
+    def get(self, name: str, default: Any = None) -> Any:
+        self.read.add(name)
+        return super().get(name, default)
+
+    def problem(self, message: str) -> None:
+        self.problems.append(message)
+
+
+# Read by the test suite, never by the server.
+_NOT_SETTINGS_PREFIX = "CHORUS_TEST_"
 
 
 @dataclass(frozen=True)
@@ -83,21 +110,56 @@ class Settings:
     # A user's presence session on an instance ends this long after their last socket there
     # closed; a reconnect within it records nothing (connect/close churn appends no events).
     presence_linger_s: float = 2.0
+    # ``chorus serve``'s port when ``--port`` is not given: PaaS hosts (Railway, Render,
+    # Heroku) say which port to listen on in ``PORT``.
+    port: int = 8000
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        env = dict(os.environ if env is None else env)
+        """Raises SettingsError naming every malformed variable."""
+        settings, problems, _ = cls.check_env(env)
+        if problems:
+            raise SettingsError(problems)
+        return settings
+
+    @classmethod
+    def check_env(cls, env: dict[str, str] | None = None) -> tuple[Settings, list[str], list[str]]:
+        """The settings (defaults where a value is malformed), every problem, and the
+        ``CHORUS_*`` variables set that no setting reads."""
+        read = _Env(dict(os.environ if env is None else env))
+        settings = cls._read(read)
+        unknown = sorted(
+            name
+            for name in read
+            if name.startswith("CHORUS_")
+            and name not in read.read
+            and not name.startswith(_NOT_SETTINGS_PREFIX)
+        )
+        return settings, read.problems, unknown
+
+    @classmethod
+    def known_variables(cls) -> set[str]:
+        """Every variable a setting reads."""
+        env = _Env({})
+        cls._read(env)
+        return env.read
+
+    @classmethod
+    def _read(cls, env: _Env) -> Settings:
         database_url = env.get("DATABASE_URL") or None
         if database_url is not None and not database_url.startswith(
             ("postgresql://", "postgres://")
         ):
-            raise SettingsError("DATABASE_URL must be a postgresql:// URL")
+            env.problem("DATABASE_URL must be a postgresql:// URL")
+            database_url = None
         redis_url = env.get("REDIS_URL") or None
         if redis_url is not None and not redis_url.startswith(("redis://", "rediss://")):
-            raise SettingsError("REDIS_URL must be a redis:// or rediss:// URL")
+            env.problem("REDIS_URL must be a redis:// or rediss:// URL")
+            redis_url = None
         secret = env.get("CHORUS_JWT_SECRET") or None
         if secret is not None and len(secret.encode()) < 32:
-            raise SettingsError("CHORUS_JWT_SECRET must be at least 32 bytes")
+            env.problem("CHORUS_JWT_SECRET must be at least 32 bytes")
+            secret = None
         origins = tuple(
             o.strip() for o in env.get("CHORUS_CORS_ORIGINS", "").split(",") if o.strip()
         )
@@ -108,6 +170,11 @@ class Settings:
             cors_origins=origins,
             data_dir=Path(env.get("CHORUS_DATA_DIR", ".chorus")),
             access_token_ttl_s=_int(env, "CHORUS_ACCESS_TOKEN_TTL_S", 900, 30, 24 * 3600),
+            port=_int(env, "PORT", 8000, 1, 65535),
+            refresh_token_ttl_s=_int(
+                env, "CHORUS_REFRESH_TOKEN_TTL_S", 30 * 24 * 3600, 300, 365 * 24 * 3600
+            ),
+            read_wait_timeout_s=_float(env, "CHORUS_READ_WAIT_TIMEOUT_S", 5.0, 0.0, 300.0),
             rate_limit_per_second=_int(env, "CHORUS_RATE_LIMIT_PER_SECOND", 200, 0, 1_000_000),
             ws_connections_per_user=_int(env, "CHORUS_WS_CONNECTIONS_PER_USER", 100, 0, 1_000_000),
             ws_catch_up_events_per_minute=_int(
@@ -175,32 +242,40 @@ class Settings:
 PROJECTIONS_MODES = ("in-process", "external")
 
 
-def _budget_bytes(env: dict[str, str]) -> int:
+# Each reader below notes a malformed value as a problem and goes on with the default, so
+# that every problem is found in one pass (``from_env`` raises them all together).
+
+
+def _budget_bytes(env: _Env) -> int:
     """0 (no cap) or at least one largest update (1 MiB), which must always fit."""
-    value = _int(env, "CHORUS_DOCUMENT_BYTES_PER_USER", 16 * 1024 * 1024, 0, 1 << 40)
+    default = 16 * 1024 * 1024
+    value = _int(env, "CHORUS_DOCUMENT_BYTES_PER_USER", default, 0, 1 << 40)
     if 0 < value < 1024 * 1024:
-        raise SettingsError("CHORUS_DOCUMENT_BYTES_PER_USER must be 0 or at least 1048576")
+        env.problem("CHORUS_DOCUMENT_BYTES_PER_USER must be 0 or at least 1048576")
+        return default
     return value
 
 
-def _ops_token(env: dict[str, str]) -> str | None:
+def _ops_token(env: _Env) -> str | None:
     token = env.get("CHORUS_OPS_TOKEN") or None
     if token is not None and len(token.encode()) < 32:
-        raise SettingsError("CHORUS_OPS_TOKEN must be at least 32 bytes")
+        env.problem("CHORUS_OPS_TOKEN must be at least 32 bytes")
+        return None
     return token
 
 
-def _choice(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str:
+def _choice(env: _Env, name: str, choices: tuple[str, ...]) -> str:
     """One of ``choices``; the first when unset."""
-    raw = env.get(name, "").strip().lower()
+    raw = str(env.get(name, "")).strip().lower()
     if not raw:
         return choices[0]
     if raw not in choices:
-        raise SettingsError(f"{name} must be one of {', '.join(choices)}, not {raw!r}")
+        env.problem(f"{name} must be one of {', '.join(choices)}, not {raw!r:.40}")
+        return choices[0]
     return raw
 
 
-def _bool(env: dict[str, str], name: str, default: bool) -> bool:
+def _bool(env: _Env, name: str, default: bool) -> bool:
     raw = env.get(name, "").strip().lower()
     if not raw:
         return default
@@ -208,30 +283,35 @@ def _bool(env: dict[str, str], name: str, default: bool) -> bool:
         return True
     if raw in ("0", "false", "no", "off"):
         return False
-    raise SettingsError(f"{name} must be true or false, not {raw!r}")
+    env.problem(f"{name} must be true or false, not {raw!r:.40}")
+    return default
 
 
-def _int(env: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+def _int(env: _Env, name: str, default: int, low: int, high: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be a whole number") from None
+        env.problem(f"{name} must be a whole number, not {raw!r:.40}")
+        return default
     if not low <= value <= high:
-        raise SettingsError(f"{name} must be between {low} and {high}")
+        env.problem(f"{name} must be between {low} and {high}, not {value}")
+        return default
     return value
 
 
-def _float(env: dict[str, str], name: str, default: float, low: float, high: float) -> float:
+def _float(env: _Env, name: str, default: float, low: float, high: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be a number") from None
+        env.problem(f"{name} must be a number, not {raw!r:.40}")
+        return default
     if not low <= value <= high:
-        raise SettingsError(f"{name} must be between {low} and {high}")
+        env.problem(f"{name} must be between {low} and {high}, not {value}")
+        return default
     return value

@@ -14,14 +14,17 @@ import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError
 
+from api.bootstrap import migrate
 from api.contexts import CONTEXTS
 from application.chorus import Chorus, IdempotencyKeyReused
 from application.commands import CreateWorkspace, JoinWorkspace, RegisterUser
 from domain.base import Cause, ChorusAggregate
 from domain.errors import UsernameTaken
 from domain.workspaces import Workspace
+from infrastructure.embedded_postgres import EmbeddedPostgres
 from infrastructure.eventstore import eventsourcing_env
 from tests.fixtures.chorus import CheapPasswords
+from tests.fixtures.servers import new_database
 
 
 def _user(app: Chorus, name: str) -> str:
@@ -176,3 +179,18 @@ def test_db_functions_stay_disabled() -> None:
     env = eventsourcing_env("postgresql://u:p@127.0.0.1:5432/db")
     assert env["POSTGRES_ENABLE_DB_FUNCTIONS"] == "n"
     assert env["CREATE_TABLE"] == "false"
+
+
+def test_starting_again_on_a_migrated_database_logs_no_error(
+    postgres_server: EmbeddedPostgres,
+) -> None:
+    """Issue 22: eventsourcing created its row type on every start and let PostgreSQL refuse
+    it, an ``ERROR: type "stored_event_uuid" already exists`` in the server's log each time."""
+    with new_database(postgres_server) as url:
+        migrate(url, CONTEXTS.read_models())
+        before = postgres_server.log_file.stat().st_size
+        migrate(url, CONTEXTS.read_models())
+        with postgres_server.log_file.open("rb") as log:
+            log.seek(before)
+            logged = log.read().decode(errors="replace")
+    assert "ERROR:" not in logged, logged
