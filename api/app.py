@@ -11,9 +11,11 @@ import anyio
 from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
+from litestar.enums import ScopeType
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.prometheus import PrometheusConfig
 
 from api.audit import AuditController
 from api.auth import (
@@ -32,6 +34,7 @@ from api.events import EventController
 from api.health import health, ready
 from api.log_redaction import keep_secrets_out_of_logs
 from api.loop_lag import LoopLagProbe
+from api.metrics import metrics_page
 from api.openapi import StrictStructSchemaPlugin
 from api.rate_limits import RateLimiter, RateLimitMiddleware
 from api.realtime.socket import UserConnections, ws_endpoint
@@ -96,7 +99,17 @@ def create_app(
 
     # uvicorn would log the ?token= of every WebSocket and invite codes in accept paths.
     keep_secrets_out_of_logs()
-    middleware: list[Any] = [DefineMiddleware(BearerAuthMiddleware, exclude=PUBLIC_PATHS)]
+    middleware: list[Any] = [
+        # Latency and count per route template and status (never per id: bounded labels).
+        PrometheusConfig(
+            app_name="chorus",
+            prefix="chorus_http",
+            group_path=True,
+            scopes={ScopeType.HTTP},
+            exclude=[r"^/metrics$"],
+        ).middleware,
+        DefineMiddleware(BearerAuthMiddleware, exclude=PUBLIC_PATHS),
+    ]
     if limiter is not None:
         # Before authentication: floods of unauthenticated requests are limited too.
         middleware.insert(0, RateLimitMiddleware(limiter))
@@ -108,6 +121,7 @@ def create_app(
             AuthController,
             health,
             ready,
+            metrics_page,
             Router(
                 path="/",
                 security=BEARER,

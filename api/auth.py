@@ -40,6 +40,8 @@ from projections.users import get_user
 PUBLIC_PATHS = [
     r"^/health$",
     r"^/ready$",
+    # Checks the operators' bearer secret itself (api/metrics.py).
+    r"^/metrics$",
     r"^/schema",
     r"^/api/auth/(signup|login|refresh|logout)$",
     # The socket authenticates itself after accepting, to refuse with a close code.

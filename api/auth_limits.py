@@ -14,6 +14,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from infrastructure import metrics
+
 MAX_KEYS = 100_000
 # A key's failures are forgotten this long after its last failure.
 FORGET_AFTER_S = 3600.0
@@ -83,6 +85,7 @@ class LoginThrottle:
             states = self._states(account, address, now)
             for kind, state in states:
                 if state.blocked_until > now:
+                    metrics.REFUSED.labels(f"login_per_{kind}").inc()
                     raise Throttled(
                         f"too many failed logins for this {kind}; try again later",
                         state.blocked_until - now,
@@ -137,10 +140,12 @@ class HourlyBudget:
                 self._window, self._counts, self._all = window, {}, 0
             count = self._counts.get(address, 0)
             if self.per_address and count >= self.per_address:
+                metrics.REFUSED.labels("signups_per_address").inc()
                 raise Throttled(
                     f"at most {self.per_address} sign-ups per hour from one address", retry
                 )
             if self.total and self._all >= self.total:
+                metrics.REFUSED.labels("signups").inc()
                 raise Throttled(f"at most {self.total} sign-ups per hour; try later", retry)
             if len(self._counts) < MAX_KEYS:
                 self._counts[address] = count + 1

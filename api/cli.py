@@ -6,6 +6,7 @@ import argparse
 import difflib
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from importlib.metadata import version
@@ -13,6 +14,7 @@ from importlib.metadata import version
 import psycopg
 
 from api.database import database, one_line, unreachable
+from infrastructure.metrics import MULTIPROCESS_DIR
 from infrastructure.settings import Settings
 
 log = logging.getLogger("chorus")
@@ -42,6 +44,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
                 options = {"host": args.host, "port": port, "log_level": args.log_level}
                 if args.workers > 1:
                     os.environ["DATABASE_URL"] = url
+                    share_metrics(settings)
                     cfg = server.config("api.asgi:app", settings, workers=args.workers, **options)
                 else:
                     from api.app import create_app
@@ -51,6 +54,16 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         except server.Stopped as stopped:
             log.info("stopped by %s", stopped)
     return 0
+
+
+def share_metrics(settings: Settings) -> None:
+    """Workers write their metrics to one fresh directory, so that a scrape of any of them
+    shows every worker's (infrastructure/metrics.py). Set before they start: the client
+    chooses how it keeps values when it is first imported."""
+    where = settings.data_dir.resolve() / "metrics"
+    shutil.rmtree(where, ignore_errors=True)
+    where.mkdir(parents=True, mode=0o700)
+    os.environ.setdefault(MULTIPROCESS_DIR, str(where))
 
 
 def check_config(_: argparse.Namespace, settings: Settings) -> int:

@@ -14,8 +14,9 @@ from api.bootstrap import Services
 from application.chorus import CommandResult
 from application.commands import Command
 from domain.base import Cause
-from domain.errors import InvalidValue
+from domain.errors import DomainError, InvalidValue
 from domain.rules import check_every_text, check_text
+from infrastructure import metrics
 
 MAX_IDEMPOTENCY_KEY = 128
 T = TypeVar("T")
@@ -72,10 +73,21 @@ async def run_command(services: Services, command: Command, cause: Cause) -> Com
     check_every_text(command, field=type(command).__name__)
     if cause.command_id is not None:
         check_text(cause.command_id, field="command id")
-    committer = services.app.group_committer
-    if committer is not None and committer.takes(command):
-        return await asyncio.wrap_future(committer.submit(command, cause))
-    return await anyio.to_thread.run_sync(services.app.execute, command, cause)
+    kind = type(command).__name__
+    try:
+        committer = services.app.group_committer
+        if committer is not None and committer.takes(command):
+            result = await asyncio.wrap_future(committer.submit(command, cause))
+        else:
+            result = await anyio.to_thread.run_sync(services.app.execute, command, cause)
+    except DomainError:
+        metrics.COMMANDS.labels(kind, "refused").inc()
+        raise
+    except Exception:
+        metrics.COMMANDS.labels(kind, "failed").inc()
+        raise
+    metrics.COMMANDS.labels(kind, "accepted").inc()
+    return result
 
 
 def reply(result: CommandResult, body_type: type[T]) -> Response[T]:

@@ -126,7 +126,7 @@ async def ready(request: Request[Any, Any, Any]) -> Response[Readiness]:
         stuck=sorted(stuck),
         stuck_reactions=stuck_reactions,
     )
-    if _is_operator(request, services.settings.ops_token):
+    if is_operator(request, services.settings.ops_token):
         answer.last_position, answer.projected_position = last, projected
         answer.projection_lag = behind
         answer.read_models = {
@@ -147,7 +147,7 @@ async def ready(request: Request[Any, Any, Any]) -> Response[Readiness]:
     return Response(answer, status_code=503 if detail else 200)
 
 
-def _is_operator(request: Request[Any, Any, Any], token: str | None) -> bool:
+def is_operator(request: Request[Any, Any, Any], token: str | None) -> bool:
     """The request carries the operators' bearer secret (compared in constant time)."""
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     if token is None or scheme.lower() != "bearer" or not given:

@@ -23,6 +23,7 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from api.realtime.socket import CLOSE_TOO_MANY
+from infrastructure import metrics
 
 # "Try again later" (RFC 6455): what a stock Yjs client retries with backoff.
 CLOSE_TRY_AGAIN_LATER = 1013
@@ -131,6 +132,7 @@ class RateLimitMiddleware(ASGIMiddleware):
         if await self.limiter.allow(client_address(scope)):
             await next_app(scope, receive, send)
             return
+        metrics.REFUSED.labels("requests_per_address").inc()
         if scope["type"] == ScopeType.WEBSOCKET:
             yjs = str(scope.get("path", "")).startswith("/yjs")
             code = CLOSE_TRY_AGAIN_LATER if yjs else CLOSE_TOO_MANY

@@ -86,6 +86,7 @@ from application.ports import (
 )
 from domain.base import Cause, ChorusAggregate, as_uuid
 from domain.errors import NotFound
+from infrastructure import metrics
 
 Event = CanMutateAggregate[UUID]
 
@@ -399,6 +400,7 @@ class GroupCommitter:
             self.stats.batches += 1
             self.stats.batched_commands += len(batch)
             self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+            metrics.GROUP_COMMIT_BATCH.observe(len(batch))
             self._take_snapshots(events, working)
         elif reads.versions and self._changed_since(reads.versions):
             # Decided on remembered state that has changed since: the refusals (or no-ops)

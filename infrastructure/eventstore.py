@@ -43,6 +43,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
+from infrastructure import metrics
 from infrastructure.chain import CHAIN_TABLE, GENESIS, link, record_bytes
 from infrastructure.reaction_tracking import ADVANCE, MarkMoved, Move, advance_params
 
@@ -205,6 +206,8 @@ class ChorusRecorder(PostgresApplicationRecorder):
                         conn.execute("ROLLBACK")
             if failure is not None:
                 raise failure  # translated by get_connection
+        if stored_events:
+            metrics.EVENTS_APPENDED.inc(len(stored_events))
         return ids if stored_events else None
 
     def _insert_rows_and_links(

@@ -113,6 +113,8 @@ class Settings:
     # ``chorus serve``'s port when ``--port`` is not given: PaaS hosts (Railway, Render,
     # Heroku) say which port to listen on in ``PORT``.
     port: int = 8000
+    # Who may scrape ``/metrics``: "ops" (the operators' bearer secret), "public", or "off".
+    metrics: str = "ops"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -171,6 +173,7 @@ class Settings:
             data_dir=Path(env.get("CHORUS_DATA_DIR", ".chorus")),
             access_token_ttl_s=_int(env, "CHORUS_ACCESS_TOKEN_TTL_S", 900, 30, 24 * 3600),
             port=_int(env, "PORT", 8000, 1, 65535),
+            metrics=_choice(env, "CHORUS_METRICS", METRICS_MODES),
             refresh_token_ttl_s=_int(
                 env, "CHORUS_REFRESH_TOKEN_TTL_S", 30 * 24 * 3600, 300, 365 * 24 * 3600
             ),
@@ -240,6 +243,7 @@ class Settings:
 
 
 PROJECTIONS_MODES = ("in-process", "external")
+METRICS_MODES = ("ops", "public", "off")
 
 
 # Each reader below notes a malformed value as a problem and goes on with the default, so

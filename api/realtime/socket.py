@@ -28,6 +28,7 @@ from domain.base import Cause
 from domain.errors import DomainError, InvalidValue, NotAMember
 from domain.scopes import StreamScope
 from domain.workspaces import Workspace
+from infrastructure import metrics
 from infrastructure.tokens import AccessClaims, InvalidToken
 from projections.log import (
     max_position,
@@ -251,6 +252,7 @@ class Connection:
         if self.closed:
             return
         self.closed = True
+        metrics.SOCKET_CLOSES.labels("/ws", str(code)).inc()
         for sub in list(self.subscriptions.values()):
             self._drop(sub)
         with contextlib.suppress(Exception):
@@ -262,6 +264,7 @@ class Connection:
         Its pump is likely stuck in a send that the transport paused (holding the send lock):
         cancel it first, then give the end frame and close a short deadline; a peer that
         still reads nothing is cut off by ending the handler."""
+        metrics.SLOW_CONSUMERS.inc()
         if sub.task is not None:
             sub.task.cancel()
         try:
@@ -315,6 +318,7 @@ class Connection:
             await self.send(frames.error(413, f"frames are limited to {MAX_FRAME_BYTES} bytes"))
             return
         if not self.bucket.take():
+            metrics.REFUSED.labels("ws_frames").inc()
             await self.send(frames.error(429, f"at most {MESSAGES_PER_SECOND} frames per second"))
             return
         try:
@@ -416,6 +420,7 @@ class Connection:
                     " then subscribe from its position"
                 )
             if after is not None and self.catch_up_budget.exhausted():
+                metrics.REFUSED.labels("ws_catch_up").inc()
                 wait = self.catch_up_budget.retry_after_s()
                 detail = f"catch-up budget spent: retry in {wait} s"
                 await self.send(frames.error(429, detail, sub=sub.name))
@@ -515,6 +520,7 @@ class Connection:
             if admitted is None:
                 admitted = await anyio.to_thread.run_sync(sub.admits, d)
             if admitted:
+                metrics.DELIVERED.inc()
                 await self.send(frames.event(sub.name, d.envelope))
             sub.last = position
         return True
@@ -533,6 +539,7 @@ class Connection:
             )
             return
         if not self.signal_bucket.take():
+            metrics.REFUSED.labels("ws_signals").inc()
             await self.send(frames.error(429, f"at most {SIGNALS_PER_SECOND} signals per second"))
             return
         try:
@@ -617,11 +624,13 @@ async def accept_authenticated(
     forever."""
     await socket.accept()
     if not _origin_allowed(socket, services):
+        metrics.SOCKET_CLOSES.labels(socket.scope["path"], str(CLOSE_FORBIDDEN)).inc()
         await socket.close(code=CLOSE_FORBIDDEN, reason="origin not allowed")
         return None
     try:
         return _claims(socket, services)
     except InvalidToken as exc:
+        metrics.SOCKET_CLOSES.labels(socket.scope["path"], str(CLOSE_UNAUTHORIZED)).inc()
         await socket.close(code=CLOSE_UNAUTHORIZED, reason=f"unauthorized: {exc}"[:120])
         return None
 
@@ -647,14 +656,20 @@ async def counted_socket(
     (4429 on ``/ws``), when the user already holds as many as allowed."""
     # Counted on the event loop's thread only: acquiring and releasing need no lock.
     open_sockets: UserConnections | None = socket.app.state.get("ws_connections")
+    endpoint = "/yjs" if str(socket.scope["path"]).startswith("/yjs") else "/ws"
     if open_sockets is not None and not open_sockets.acquire(user_id):
         reason = f"at most {open_sockets.limit} connections per user: try again later"
+        metrics.REFUSED.labels("sockets_per_user").inc()
+        metrics.SOCKET_CLOSES.labels(endpoint, str(refusal)).inc()
         await socket.close(code=refusal, reason=reason)
         yield False
         return
+    open_now = metrics.SOCKETS.labels(endpoint)
+    open_now.inc()
     try:
         yield True
     finally:
+        open_now.dec()
         if open_sockets is not None:
             open_sockets.release(user_id)
 
