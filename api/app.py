@@ -12,6 +12,7 @@ from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.enums import ScopeType
+from litestar.logging.config import LoggingConfig
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
@@ -33,6 +34,7 @@ from api.errors import EXCEPTION_HANDLERS
 from api.events import EventController
 from api.health import health, ready
 from api.log_redaction import keep_secrets_out_of_logs
+from api.logs import RequestIds
 from api.loop_lag import LoopLagProbe
 from api.metrics import metrics_page
 from api.openapi import StrictStructSchemaPlugin
@@ -100,6 +102,8 @@ def create_app(
     # uvicorn would log the ?token= of every WebSocket and invite codes in accept paths.
     keep_secrets_out_of_logs()
     middleware: list[Any] = [
+        # Outermost: every line the request's handling writes carries its id.
+        DefineMiddleware(RequestIds, slow_s=settings.slow_request_s),
         # Latency and count per route template and status (never per id: bounded labels).
         PrometheusConfig(
             app_name="chorus",
@@ -139,6 +143,13 @@ def create_app(
         on_shutdown=[stop],
         state=state,
         plugins=[StrictStructSchemaPlugin()],
+        # Litestar's lines go to the one handler api/logs.py sets up, in its format.
+        logging_config=LoggingConfig(
+            configure_root_logger=False,
+            handlers={},
+            formatters={},
+            loggers={"litestar": {"level": "INFO", "propagate": True}},
+        ),
         middleware=middleware,
         exception_handlers={**EXCEPTION_HANDLERS, **AUTH_LIMIT_HANDLERS},
         request_class=JsonRequest,

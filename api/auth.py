@@ -21,6 +21,7 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 from api.auth_limits import HourlyBudget, LoginThrottle, Throttled
 from api.commands import Written, execute, run_command, services_of
 from api.errors import problem, problems
+from api.logs import note_user
 from api.rate_limits import client_address
 from api.reads import read_cursor_async
 from application.commands import ChangePassword, EndSignIns, RegisterUser, StartSignIn
@@ -67,6 +68,7 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
             claims = services_of(connection).access_tokens.decode(token.strip())
         except InvalidToken as exc:
             raise NotAuthorizedException(f"invalid access token: {exc}") from None
+        note_user(claims.user_id)
         return AuthenticationResult(user=claims.user_id, auth=claims)
 
 

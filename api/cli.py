@@ -14,6 +14,7 @@ from importlib.metadata import version
 import psycopg
 
 from api.database import database, one_line, unreachable
+from api.logs import configure as configure_logs
 from infrastructure.metrics import MULTIPROCESS_DIR
 from infrastructure.settings import Settings
 
@@ -147,11 +148,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     args = parser().parse_args(argv)
     settings, problems, unknown = Settings.check_env()
+    configure_logs(settings.log_format, getattr(args, "log_level", "info"))
     if args.run is not check_config:
         for name in unknown:
             log.warning("%s", unknown_variable(name))

@@ -11,6 +11,7 @@ from litestar.connection import ASGIConnection
 from litestar.response import Response
 
 from api.bootstrap import Services
+from api.logs import note_command
 from application.chorus import CommandResult
 from application.commands import Command
 from domain.base import Cause
@@ -87,6 +88,7 @@ async def run_command(services: Services, command: Command, cause: Cause) -> Com
         metrics.COMMANDS.labels(kind, "failed").inc()
         raise
     metrics.COMMANDS.labels(kind, "accepted").inc()
+    note_command(cause.command_id, result.position)
     return result
 
 

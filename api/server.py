@@ -283,6 +283,8 @@ def config(
         host=host,
         port=port,
         log_level=log_level,
+        # Our handler, our format (api/logs.py): uvicorn's loggers only hand lines to it.
+        log_config=None,
         workers=workers,
         factory=isinstance(app, str),
         http=BoundedHttpToolsProtocol,

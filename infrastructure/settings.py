@@ -115,6 +115,10 @@ class Settings:
     port: int = 8000
     # Who may scrape ``/metrics``: "ops" (the operators' bearer secret), "public", or "off".
     metrics: str = "ops"
+    # The log's format: "auto" (plain on a terminal, JSON lines otherwise), "json", "text";
+    # and the time past which a request is logged as slow (0: never).
+    log_format: str = "auto"
+    slow_request_s: float = 1.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -174,6 +178,8 @@ class Settings:
             access_token_ttl_s=_int(env, "CHORUS_ACCESS_TOKEN_TTL_S", 900, 30, 24 * 3600),
             port=_int(env, "PORT", 8000, 1, 65535),
             metrics=_choice(env, "CHORUS_METRICS", METRICS_MODES),
+            log_format=_choice(env, "CHORUS_LOG_FORMAT", LOG_FORMATS),
+            slow_request_s=_float(env, "CHORUS_SLOW_REQUEST_S", 1.0, 0.0, 3600.0),
             refresh_token_ttl_s=_int(
                 env, "CHORUS_REFRESH_TOKEN_TTL_S", 30 * 24 * 3600, 300, 365 * 24 * 3600
             ),
@@ -244,6 +250,7 @@ class Settings:
 
 PROJECTIONS_MODES = ("in-process", "external")
 METRICS_MODES = ("ops", "public", "off")
+LOG_FORMATS = ("auto", "json", "text")
 
 
 # Each reader below notes a malformed value as a problem and goes on with the default, so

@@ -18,6 +18,7 @@ from litestar.exceptions import WebSocketDisconnect
 from api.bootstrap import Services
 from api.commands import run_command
 from api.errors import status_of
+from api.logs import note_user
 from api.realtime import frames, signals
 from api.realtime.hub import Delivery, deliveries, scoped_deliveries
 from api.session_ends import SESSION_ENDED
@@ -253,6 +254,7 @@ class Connection:
             return
         self.closed = True
         metrics.SOCKET_CLOSES.labels("/ws", str(code)).inc()
+        log.info("closing /ws with %s: %s", code, reason, extra={"code": code, "reason": reason})
         for sub in list(self.subscriptions.values()):
             self._drop(sub)
         with contextlib.suppress(Exception):
@@ -612,7 +614,9 @@ def _claims(socket: WebSocket[Any, Any, Any], services: Services) -> AccessClaim
         token, scheme = socket.query_params.get("token", ""), "bearer"
     if scheme.lower() != "bearer" or not token.strip():
         raise InvalidToken("missing token")
-    return services.access_tokens.decode(token.strip())
+    claims = services.access_tokens.decode(token.strip())
+    note_user(claims.user_id)
+    return claims
 
 
 async def accept_authenticated(
@@ -625,12 +629,14 @@ async def accept_authenticated(
     await socket.accept()
     if not _origin_allowed(socket, services):
         metrics.SOCKET_CLOSES.labels(socket.scope["path"], str(CLOSE_FORBIDDEN)).inc()
+        log.info("refused a socket: origin not allowed", extra={"code": CLOSE_FORBIDDEN})
         await socket.close(code=CLOSE_FORBIDDEN, reason="origin not allowed")
         return None
     try:
         return _claims(socket, services)
     except InvalidToken as exc:
         metrics.SOCKET_CLOSES.labels(socket.scope["path"], str(CLOSE_UNAUTHORIZED)).inc()
+        log.info("refused a socket: %s", exc, extra={"code": CLOSE_UNAUTHORIZED})
         await socket.close(code=CLOSE_UNAUTHORIZED, reason=f"unauthorized: {exc}"[:120])
         return None
 

@@ -146,14 +146,16 @@ def _ws_roundtrip(url: str) -> tuple[int, str] | None:
     return None
 
 
-def _log_secrets(postgres_server: EmbeddedPostgres, tmp_path: Path) -> tuple[str, dict[str, str]]:
+def _log_secrets(
+    postgres_server: EmbeddedPostgres, tmp_path: Path, log_format: str
+) -> tuple[str, dict[str, str]]:
     """Runs sign-up, failed and good logins, refresh, refresh-token reuse, logout, a
     workspace join password, REST with good and forged tokens, and both WebSockets with
     ``?token=`` against a real ``chorus serve`` (log level info, uvicorn's access log on);
     returns its log and every secret it was handed."""
     secrets: dict[str, str] = {}
     with new_database(postgres_server) as url, processes() as started:
-        server = ChorusProcess(tmp_path / "serve", url)
+        server = ChorusProcess(tmp_path / "serve", url, env={"CHORUS_LOG_FORMAT": log_format})
         start_all(started, server)
         api = Api(server.url)
         try:
@@ -257,10 +259,12 @@ def _log_secrets(postgres_server: EmbeddedPostgres, tmp_path: Path) -> tuple[str
     return log, secrets
 
 
+@pytest.mark.parametrize("log_format", ["json", "text"])
 def test_no_password_or_token_reaches_the_server_log(
-    postgres_server: EmbeddedPostgres, tmp_path: Path
+    postgres_server: EmbeddedPostgres, tmp_path: Path, log_format: str
 ) -> None:
-    log, secrets = _log_secrets(postgres_server, tmp_path)
+    """In both formats (issue 22: JSON lines carry the request's fields too)."""
+    log, secrets = _log_secrets(postgres_server, tmp_path, log_format)
     # The log did record the flow (so finding nothing in it means something).
     for seen in (
         '"POST /api/auth/login',
