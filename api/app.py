@@ -32,7 +32,7 @@ from api.catalogue import Catalogue
 from api.contexts import CONTEXTS
 from api.errors import EXCEPTION_HANDLERS
 from api.events import EventController
-from api.health import health, ready
+from api.health import Started, health, ready
 from api.log_redaction import keep_secrets_out_of_logs
 from api.logs import RequestIds
 from api.loop_lag import LoopLagProbe
@@ -70,6 +70,7 @@ def create_app(
             "services": services,
             "ws_connections": UserConnections(settings.ws_connections_per_user),
             "loop_lag": LoopLagProbe(),
+            "started": Started.now(),
             **auth_limits(settings),
         }
     )

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import hmac
-from datetime import datetime
+import os
+import platform
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import version
 from typing import Any
 
 import anyio.to_thread
@@ -21,6 +26,36 @@ from projections.queries import run_async
 
 class Health(msgspec.Struct):
     status: str
+
+
+class Build(msgspec.Struct):
+    """What runs, and since when: for operators only (a version tells an attacker which
+    published bugs to try)."""
+
+    version: str
+    python: str
+    started_at: datetime
+    uptime_s: float
+    pid: int
+
+
+@dataclass(frozen=True)
+class Started:
+    at: datetime
+    monotonic: float
+
+    @classmethod
+    def now(cls) -> Started:
+        return cls(datetime.now(UTC), time.monotonic())
+
+    def build(self) -> Build:
+        return Build(
+            version("chorus"),
+            platform.python_version(),
+            self.at,
+            round(time.monotonic() - self.monotonic, 3),
+            os.getpid(),
+        )
 
 
 class ReadModelState(msgspec.Struct):
@@ -59,6 +94,7 @@ class Readiness(msgspec.Struct):
     stuck_reactions: list[str] | None = None
     reactions: dict[str, ReactionState] | None = None
     reaction_lag: int | None = None
+    build: Build | None = None
 
 
 @get("/health", operation_id="Health", tags=["health"])
@@ -144,6 +180,7 @@ async def ready(request: Request[Any, Any, Any]) -> Response[Readiness]:
             for name, r in sorted(reactions.items())
         }
         answer.reaction_lag = max((r.lag for r in reactions.values()), default=0)
+        answer.build = request.app.state.started.build()
     return Response(answer, status_code=503 if detail else 200)
 
 

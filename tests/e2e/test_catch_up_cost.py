@@ -8,7 +8,6 @@ timing)."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from websockets.sync.client import ClientConnection, connect
 from api import events as events_api
 from infrastructure.embedded_postgres import EmbeddedPostgres
 from tests.fixtures.chorus import Api, Running, User, running_chorus
+from tests.fixtures.websocket import recv, send
 
 TIMEOUT = 10
 NOISE = 300  # events the subscriber may not see, in other scopes
@@ -31,15 +31,6 @@ def socket(chorus: Running, user: User) -> Iterator[ClientConnection]:
     url = chorus.server.url.replace("http", "ws") + f"/ws?token={user.access_token}"
     with connect(url, open_timeout=TIMEOUT) as ws:
         yield ws
-
-
-def send(ws: ClientConnection, frame: dict[str, Any]) -> None:
-    ws.send(json.dumps(frame))
-
-
-def recv(ws: ClientConnection) -> dict[str, Any]:
-    frame: dict[str, Any] = json.loads(ws.recv(timeout=TIMEOUT))
-    return frame
 
 
 @dataclass

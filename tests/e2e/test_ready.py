@@ -3,6 +3,7 @@ behind, and positions only for the instance's operators (``CHORUS_OPS_TOKEN``)."
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from pathlib import Path
 
 import psycopg
@@ -12,7 +13,7 @@ from tests.fixtures.chorus import running_chorus
 from tests.fixtures.polling import wait_until
 
 OPS_TOKEN = "ops-" + "k" * 40
-POSITIONS = ("last_position", "projected_position", "projection_lag", "read_models")
+POSITIONS = ("last_position", "projected_position", "projection_lag", "read_models", "build")
 
 
 def test_positions_are_shown_only_to_operators(
@@ -34,6 +35,9 @@ def test_positions_are_shown_only_to_operators(
         body = api.ok(api.http.get("/ready", headers={"Authorization": f"Bearer {OPS_TOKEN}"}))
         assert body["last_position"] >= api.position and body["projection_lag"] >= 0
         assert set(body["read_models"]) >= {"users", "timelines"}
+        build = body["build"]  # issue 22: what runs and since when, for operators
+        assert build["version"] == version("chorus") and build["uptime_s"] >= 0
+        assert build["python"] and build["pid"] > 0 and build["started_at"]
 
 
 def test_no_operator_token_shows_positions_to_nobody(
