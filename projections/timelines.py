@@ -10,11 +10,37 @@ from projections.base import SetProjection, Span
 from projections.log import span_events
 from projections.queries import Query, Statement
 
+# Stores whose timelines predate issue 19: their messages are numbered, their channels' heads,
+# mentions and threads' last replies worked out, once (the column is then NOT NULL, which ends
+# it).
+_BACKFILL = """
+DO $backfill$ BEGIN
+IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('rm_messages')
+           AND attname = 'channel_seq' AND NOT attnotnull) THEN
+    UPDATE rm_messages m SET channel_seq = x.n FROM (SELECT message_id,
+        row_number() OVER (PARTITION BY channel_id ORDER BY seq) AS n FROM rm_messages) x
+        WHERE x.message_id = m.message_id;
+    UPDATE rm_messages p SET last_reply_at = r.last FROM (SELECT reply_to,
+        max(created_at) AS last FROM rm_messages WHERE reply_to IS NOT NULL AND NOT deleted
+        GROUP BY reply_to) r WHERE p.message_id = r.reply_to;
+    INSERT INTO rm_channel_heads (channel_id, messages, last_seq, last_message_id, last_at)
+        SELECT DISTINCT ON (channel_id) channel_id, channel_seq, seq, message_id, created_at
+        FROM rm_messages ORDER BY channel_id, seq DESC ON CONFLICT DO NOTHING;
+    INSERT INTO rm_mentions (user_id, channel_id, seq, message_id)
+        SELECT DISTINCT u.id, m.channel_id, m.seq, m.message_id
+        FROM rm_messages m CROSS JOIN LATERAL unnest(m.mentions) AS u(id)
+        WHERE u.id <> m.author_id AND NOT m.deleted ON CONFLICT DO NOTHING;
+    ALTER TABLE rm_messages ALTER COLUMN channel_seq SET NOT NULL;
+END IF;
+END $backfill$;
+"""
+
 
 class TimelinesProjection(SetProjection):
     name = "timelines"
-    tables = ("rm_messages", "rm_reactions")
-    create_sql = """
+    tables = ("rm_messages", "rm_reactions", "rm_channel_heads", "rm_mentions")
+    create_sql = (
+        """
     CREATE TABLE IF NOT EXISTS rm_messages (
         message_id uuid PRIMARY KEY,
         channel_id uuid NOT NULL,
@@ -38,7 +64,36 @@ class TimelinesProjection(SetProjection):
         reacted_at timestamptz NOT NULL,
         PRIMARY KEY (message_id, emoji, user_id)
     );
+    -- Issue 19. channel_seq numbers a channel's messages 1, 2, 3... in timeline order, so the
+    -- messages after a read marker are a subtraction, not a count (projections/
+    -- read_state.py); last_reply_at is the newest reply that is not deleted.
+    ALTER TABLE rm_messages ADD COLUMN IF NOT EXISTS channel_seq bigint;
+    ALTER TABLE rm_messages ADD COLUMN IF NOT EXISTS last_reply_at timestamptz;
+    CREATE INDEX IF NOT EXISTS rm_messages_author ON rm_messages (channel_id, author_id, seq);
+    CREATE INDEX IF NOT EXISTS rm_messages_deleted ON rm_messages (channel_id, seq)
+        WHERE deleted;
+    CREATE INDEX IF NOT EXISTS rm_messages_replies ON rm_messages (reply_to, seq)
+        WHERE reply_to IS NOT NULL;
+    -- Each channel's message count and newest message (deleted or not).
+    CREATE TABLE IF NOT EXISTS rm_channel_heads (
+        channel_id uuid PRIMARY KEY,
+        messages bigint NOT NULL,
+        last_seq bigint NOT NULL,
+        last_message_id uuid NOT NULL,
+        last_at timestamptz NOT NULL
+    );
+    -- Whom a message mentions (its author aside), while it is not deleted.
+    CREATE TABLE IF NOT EXISTS rm_mentions (
+        user_id uuid NOT NULL,
+        channel_id uuid NOT NULL,
+        seq bigint NOT NULL,
+        message_id uuid NOT NULL,
+        PRIMARY KEY (user_id, channel_id, seq)
+    );
+    CREATE INDEX IF NOT EXISTS rm_mentions_message ON rm_mentions (message_id);
     """
+        + _BACKFILL
+    )
     handles = frozenset(
         {"MessageSent", "MessageEdited", "MessageDeleted", "ReactionAdded", "ReactionRemoved"}
     )
@@ -68,21 +123,38 @@ class TimelinesProjection(SetProjection):
 
     @staticmethod
     def _sent(cur: Cursor[Any], span: Span, params: dict[str, int]) -> None:
-        # One statement, so each state is parsed once. Its UPDATE sees the rows as they were
-        # before it (not the ones it inserts): it counts the replies to older messages, and
-        # the INSERT those to messages of the span. The position of the first event orders
-        # the timeline: it is global, so it is also a stable, unique cursor.
+        # One statement, so each state is parsed once. Its data-changing parts all see the
+        # tables as they were before it (not what the others write): the UPDATE counts the
+        # replies to older messages and the INSERT those to messages of the span; numbers go
+        # on from each channel's count before the span. The position of the first event
+        # orders the timeline: it is global, so it is also a stable, unique cursor.
         cur.execute(
             f"WITH sent AS MATERIALIZED ({span_events(span, {'MessageSent'}, _SENT_FIELDS)}),"
-            " replies AS (SELECT reply_to, count(*) AS n FROM sent"
+            " numbered AS MATERIALIZED (SELECT s.*, coalesce(h.messages, 0)"
+            "  + row_number() OVER (PARTITION BY s.channel_id ORDER BY s.position) AS n"
+            "  FROM sent s LEFT JOIN rm_channel_heads h ON h.channel_id = s.channel_id),"
+            " replies AS (SELECT reply_to, count(*) AS n, max(at) AS last FROM sent"
             "  WHERE reply_to IS NOT NULL GROUP BY reply_to),"
-            " older AS (UPDATE rm_messages p SET reply_count = p.reply_count + r.n"
-            "  FROM replies r WHERE p.message_id = r.reply_to)"
+            " older AS (UPDATE rm_messages p SET reply_count = p.reply_count + r.n,"
+            "  last_reply_at = greatest(p.last_reply_at, r.last)"
+            "  FROM replies r WHERE p.message_id = r.reply_to),"
+            " heads AS (INSERT INTO rm_channel_heads"
+            "  (channel_id, messages, last_seq, last_message_id, last_at)"
+            "  SELECT DISTINCT ON (channel_id) channel_id, n, position, stream, at FROM numbered"
+            "  ORDER BY channel_id, position DESC"
+            "  ON CONFLICT (channel_id) DO UPDATE SET messages = excluded.messages,"
+            "  last_seq = excluded.last_seq, last_message_id = excluded.last_message_id,"
+            "  last_at = excluded.last_at),"
+            " mentioned AS (INSERT INTO rm_mentions (user_id, channel_id, seq, message_id)"
+            "  SELECT DISTINCT u.id, s.channel_id, s.position, s.stream"
+            "  FROM sent s CROSS JOIN LATERAL unnest(s.mentions) AS u(id)"
+            "  WHERE u.id <> s.author_id)"
             " INSERT INTO rm_messages (message_id, channel_id, workspace_id, author_id, text,"
-            " mentions, reply_to, reply_count, created_at, seq, version)"
+            " mentions, reply_to, reply_count, created_at, seq, version, channel_seq,"
+            " last_reply_at)"
             " SELECT s.stream, s.channel_id, s.workspace_id, s.author_id, s.text, s.mentions,"
-            " s.reply_to, coalesce(r.n, 0), s.at, s.position, 1"
-            " FROM sent s LEFT JOIN replies r ON r.reply_to = s.stream",
+            " s.reply_to, coalesce(r.n, 0), s.at, s.position, 1, s.n, r.last"
+            " FROM numbered s LEFT JOIN replies r ON r.reply_to = s.stream",
             params,
         )
 
@@ -94,6 +166,17 @@ class TimelinesProjection(SetProjection):
             f" FROM (SELECT DISTINCT ON (stream) * FROM ({edited}) ev"
             "  ORDER BY stream, position DESC) x"
             " WHERE m.message_id = x.stream",
+            params,
+        )
+        # Mentions follow the text: the edited messages' are taken away and made again from
+        # the mentions the edit left (the domain edits no deleted message).
+        touched = f"SELECT stream FROM ({edited}) ev"
+        cur.execute(f"DELETE FROM rm_mentions WHERE message_id IN ({touched})", params)
+        cur.execute(
+            "INSERT INTO rm_mentions (user_id, channel_id, seq, message_id)"
+            " SELECT DISTINCT u.id, m.channel_id, m.seq, m.message_id"
+            " FROM rm_messages m CROSS JOIN LATERAL unnest(m.mentions) AS u(id)"
+            f" WHERE m.message_id IN ({touched}) AND u.id <> m.author_id",
             params,
         )
 
@@ -135,6 +218,15 @@ class TimelinesProjection(SetProjection):
             params,
         )
         cur.execute(f"DELETE FROM rm_reactions WHERE message_id IN ({deleted})", params)
+        cur.execute(f"DELETE FROM rm_mentions WHERE message_id IN ({deleted})", params)
+        # A thread's last reply is its newest one left.
+        cur.execute(
+            "UPDATE rm_messages p SET last_reply_at = (SELECT max(r.created_at)"
+            "  FROM rm_messages r WHERE r.reply_to = p.message_id AND NOT r.deleted)"
+            " WHERE p.message_id IN (SELECT reply_to FROM rm_messages"
+            f"  WHERE message_id IN ({deleted}) AND reply_to IS NOT NULL)",
+            params,
+        )
 
 
 _SENT_FIELDS = {
@@ -176,8 +268,27 @@ def list_messages(
         more = len(rows) > limit
         rows = rows[:limit]
         next_cursor = rows[-1]["seq"] if more and rows else None
+    return (yield from _items(rows)), next_cursor
+
+
+def list_replies(
+    message_id: str, *, limit: int, after: int | None
+) -> Query[tuple[list[dict[str, Any]], int | None]]:
+    """A thread's replies, oldest first (deleted ones as tombstones, as in the timeline);
+    ``after`` is the previous page's cursor. Returns the items and the next cursor."""
+    rows = yield Statement(
+        "SELECT * FROM rm_messages WHERE reply_to = %s AND seq > %s ORDER BY seq LIMIT %s",
+        (message_id, after or 0, limit + 1),
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = rows[-1]["seq"] if more and rows else None
+    return (yield from _items(rows)), next_cursor
+
+
+def _items(rows: list[dict[str, Any]]) -> Query[list[dict[str, Any]]]:
     reactions = yield from _reactions([r["message_id"] for r in rows])
-    items = [
+    return [
         {
             "id": str(r["message_id"]),
             "channel_id": str(r["channel_id"]),
@@ -189,12 +300,13 @@ def list_messages(
             "reactions": reactions.get(r["message_id"], {}),
             "reply_to": None if r["reply_to"] is None else str(r["reply_to"]),
             "reply_count": r["reply_count"],
+            "last_reply_at": r["last_reply_at"],
             "version": r["version"],
             "mentions": [str(m) for m in r["mentions"]],
+            "position": r["seq"],
         }
         for r in rows
     ]
-    return items, next_cursor
 
 
 def _reactions(message_ids: list[Any]) -> Query[dict[Any, dict[str, list[str]]]]:
