@@ -140,7 +140,7 @@ def _frame(ws: ClientConnection) -> dict[str, Any]:
 
 def test_a_move_reaches_the_users_other_devices_and_no_one_else(chorus: Running) -> None:
     api = chorus.api
-    ann, ben, ws, ch = _room(api)
+    ann, ben, _, ch = _room(api)
     message = _say(api, ann, ch, "read me")
     with _socket(chorus, ben) as phone, _socket(chorus, ben) as laptop, _socket(chorus, ann) as spy:
         for device in (phone, laptop, spy):
