@@ -63,13 +63,12 @@ CREATE OR REPLACE VIEW analytics.channel_time_to_read AS
 CREATE OR REPLACE VIEW analytics.channel_unread_backlog AS
     SELECT c.channel_id, c.workspace_id, c.kind AS channel_kind, c.private AS channel_private,
            coalesce(h.messages, 0) AS messages, count(r.user_id) AS readers_with_marker,
-           coalesce(sum(h.messages - mm.channel_seq), 0) AS messages_after_markers,
-           max(h.messages - mm.channel_seq) AS largest_backlog,
+           coalesce(sum(h.messages - r.channel_seq), 0) AS messages_after_markers,
+           max(h.messages - r.channel_seq) AS largest_backlog,
            min(r.read_at) AS oldest_read_at
     FROM rm_channels c
     LEFT JOIN rm_channel_heads h ON h.channel_id = c.channel_id
     LEFT JOIN rm_read_markers r ON r.channel_id = c.channel_id
-    LEFT JOIN rm_messages mm ON mm.message_id = r.message_id
     GROUP BY c.channel_id, c.workspace_id, c.kind, c.private, h.messages;
 """
 

@@ -1,12 +1,12 @@
-"""Read model of read markers, and the unread and mention counts worked out from it.
+"""Read model of read markers' moves, and the unread and mention counts of the markers.
 
 Counts come from indexes, never from a scan of what is unread. A channel's messages are
-numbered in the timeline (``rm_messages.channel_seq``, with the count in
-``rm_channel_heads``), so the messages after a marker are the channel's count minus the
-number at the marker (one index probe); from that are taken the reader's own messages and
-the deleted ones after the marker (each an index range that holds only those). Mentions
-after the marker are a range of ``rm_mentions (user_id, channel_id, seq)``. A channel read
-to its end costs one comparison: its newest message is not after the marker.
+numbered in the timeline (``rm_messages.channel_seq``, the count in ``rm_channel_heads``, the
+marker's number in ``rm_read_markers``), so the messages after a marker are the channel's
+count minus the number at the marker; from that are taken the reader's own messages and the
+deleted ones after the marker (each an index range that holds only those). Mentions after
+the marker are a range of ``rm_mentions (user_id, channel_id, seq)``. A channel read to its
+end costs one comparison: its newest message is not after the marker.
 """
 
 from __future__ import annotations
@@ -21,18 +21,13 @@ from projections.queries import Query, Statement
 
 
 class ReadStateProjection(SetProjection):
+    """Every move of every marker, for analysts. The markers themselves, where the counts
+    read them, are kept by the timelines projection (``rm_read_markers``), beside the
+    numbers they point into."""
+
     name = "read_state"
-    tables = ("rm_read_markers", "rm_read_moves")
+    tables = ("rm_read_moves",)
     create_sql = """
-    CREATE TABLE IF NOT EXISTS rm_read_markers (
-        user_id uuid NOT NULL,
-        channel_id uuid NOT NULL,
-        position bigint NOT NULL,
-        message_id uuid NOT NULL,
-        read_at timestamptz NOT NULL,
-        PRIMARY KEY (user_id, channel_id)
-    );
-    -- Every move of a marker, for analysts (time to read: analytics.message_reads).
     CREATE TABLE IF NOT EXISTS rm_read_moves (
         event_position bigint PRIMARY KEY,
         user_id uuid NOT NULL,
@@ -47,30 +42,14 @@ class ReadStateProjection(SetProjection):
 
     def apply_span(self, cur: Cursor[Any], span: Span) -> None:
         read = span_events(span, {"ChannelRead"}, _READ_FIELDS)
-        params = span.params()
         cur.execute(
             "INSERT INTO rm_read_moves (event_position, user_id, channel_id, up_to, previous,"
             f" read_at) SELECT position, user_id, channel_id, up_to, previous, at FROM ({read}) ev",
-            params,
-        )
-        # The domain moves a marker only forward: the span's last move of it is where it is.
-        cur.execute(
-            "INSERT INTO rm_read_markers (user_id, channel_id, position, message_id, read_at)"
-            " SELECT DISTINCT ON (user_id, channel_id) user_id, channel_id, up_to, message_id,"
-            f" at FROM ({read}) ev ORDER BY user_id, channel_id, position DESC"
-            " ON CONFLICT (user_id, channel_id) DO UPDATE SET position = excluded.position,"
-            " message_id = excluded.message_id, read_at = excluded.read_at",
-            params,
+            span.params(),
         )
 
 
-_READ_FIELDS = {
-    "user_id": "uuid",
-    "channel_id": "uuid",
-    "up_to": "bigint",
-    "message_id": "uuid",
-    "previous": "bigint",
-}
+_READ_FIELDS = {"user_id": "uuid", "channel_id": "uuid", "up_to": "bigint", "previous": "bigint"}
 
 
 # -- queries ---------------------------------------------------------------------------------
@@ -82,7 +61,7 @@ def _counts_sql(channels: str) -> str:
     one range of an index that holds only what it counts; none runs for a channel read to
     its end."""
     unread = (
-        "h.messages - coalesce((SELECT m.channel_seq FROM rm_messages m"
+        "h.messages - coalesce(r.channel_seq, (SELECT m.channel_seq FROM rm_messages m"
         "   WHERE m.channel_id = c.id AND m.seq <= r.position ORDER BY m.seq DESC LIMIT 1), 0)"
         " - (SELECT count(*) FROM rm_messages m WHERE m.channel_id = c.id"
         "   AND m.author_id = %(user)s AND m.seq > coalesce(r.position, 0))"

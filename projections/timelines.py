@@ -11,12 +11,13 @@ from projections.log import span_events
 from projections.queries import Query, Statement
 
 # Stores whose timelines predate issue 19: their messages are numbered, their channels' heads,
-# mentions and threads' last replies worked out, once (the column is then NOT NULL, which ends
-# it).
+# mentions and threads' last replies worked out, once (the column's comment then says so: the
+# catalog, not a scan, tells later starts there is nothing to do).
 _BACKFILL = """
 DO $backfill$ BEGIN
-IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('rm_messages')
-           AND attname = 'channel_seq' AND NOT attnotnull) THEN
+IF col_description(to_regclass('rm_messages'), (SELECT attnum FROM pg_attribute
+       WHERE attrelid = to_regclass('rm_messages') AND attname = 'channel_seq'))
+   IS DISTINCT FROM 'numbered' THEN
     UPDATE rm_messages m SET channel_seq = x.n FROM (SELECT message_id,
         row_number() OVER (PARTITION BY channel_id ORDER BY seq) AS n FROM rm_messages) x
         WHERE x.message_id = m.message_id;
@@ -30,7 +31,7 @@ IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('rm_messages'
         SELECT DISTINCT u.id, m.channel_id, m.seq, m.message_id
         FROM rm_messages m CROSS JOIN LATERAL unnest(m.mentions) AS u(id)
         WHERE u.id <> m.author_id AND NOT m.deleted ON CONFLICT DO NOTHING;
-    ALTER TABLE rm_messages ALTER COLUMN channel_seq SET NOT NULL;
+    COMMENT ON COLUMN rm_messages.channel_seq IS 'numbered';
 END IF;
 END $backfill$;
 """
@@ -38,7 +39,7 @@ END $backfill$;
 
 class TimelinesProjection(SetProjection):
     name = "timelines"
-    tables = ("rm_messages", "rm_reactions", "rm_channel_heads", "rm_mentions")
+    tables = ("rm_messages", "rm_reactions", "rm_channel_heads", "rm_mentions", "rm_read_markers")
     create_sql = (
         """
     CREATE TABLE IF NOT EXISTS rm_messages (
@@ -91,11 +92,29 @@ class TimelinesProjection(SetProjection):
         PRIMARY KEY (user_id, channel_id, seq)
     );
     CREATE INDEX IF NOT EXISTS rm_mentions_message ON rm_mentions (message_id);
+    -- Where each user has read each channel up to: the message, its position and its number
+    -- in the channel (kept here, beside the numbers, so it is always the message's own).
+    CREATE TABLE IF NOT EXISTS rm_read_markers (
+        user_id uuid NOT NULL,
+        channel_id uuid NOT NULL,
+        position bigint NOT NULL,
+        message_id uuid NOT NULL,
+        channel_seq bigint,
+        read_at timestamptz NOT NULL,
+        PRIMARY KEY (user_id, channel_id)
+    );
     """
         + _BACKFILL
     )
     handles = frozenset(
-        {"MessageSent", "MessageEdited", "MessageDeleted", "ReactionAdded", "ReactionRemoved"}
+        {
+            "MessageSent",
+            "MessageEdited",
+            "MessageDeleted",
+            "ReactionAdded",
+            "ReactionRemoved",
+            "ChannelRead",
+        }
     )
 
     def apply_span(self, cur: Cursor[Any], span: Span) -> None:
@@ -111,6 +130,8 @@ class TimelinesProjection(SetProjection):
             self._reactions(cur, span, params)
         if "MessageDeleted" in types:
             self._deleted(cur, span, params)
+        if "ChannelRead" in types:
+            self._read(cur, span, params)
         if types & _CHANGES:
             # Clients send it back as If-Match on edits: the stream's last version.
             cur.execute(
@@ -228,6 +249,25 @@ class TimelinesProjection(SetProjection):
             params,
         )
 
+    @staticmethod
+    def _read(cur: Cursor[Any], span: Span, params: dict[str, int]) -> None:
+        # The domain moves a marker only forward: the span's last move of it is where it is.
+        # Its message was sent before it was read, so it is numbered by now (an earlier
+        # span, or this one's inserts above).
+        read = span_events(span, {"ChannelRead"}, _READ_FIELDS)
+        cur.execute(
+            "INSERT INTO rm_read_markers (user_id, channel_id, position, message_id,"
+            " channel_seq, read_at)"
+            " SELECT DISTINCT ON (ev.user_id, ev.channel_id) ev.user_id, ev.channel_id,"
+            " ev.up_to, ev.message_id, m.channel_seq, ev.at"
+            f" FROM ({read}) ev LEFT JOIN rm_messages m ON m.message_id = ev.message_id"
+            " ORDER BY ev.user_id, ev.channel_id, ev.position DESC"
+            " ON CONFLICT (user_id, channel_id) DO UPDATE SET position = excluded.position,"
+            " message_id = excluded.message_id, channel_seq = excluded.channel_seq,"
+            " read_at = excluded.read_at",
+            params,
+        )
+
 
 _SENT_FIELDS = {
     "channel_id": "uuid",
@@ -238,6 +278,7 @@ _SENT_FIELDS = {
     "reply_to": "uuid",
 }
 _REACTION_FIELDS = {"emoji": "text", "user_id": "uuid"}
+_READ_FIELDS = {"user_id": "uuid", "channel_id": "uuid", "up_to": "bigint", "message_id": "uuid"}
 # What changes a message after it was sent (and so its version).
 _CHANGES = frozenset({"MessageEdited", "MessageDeleted", "ReactionAdded", "ReactionRemoved"})
 

@@ -639,6 +639,11 @@ CASES: list[Case] = [
          may=holding("send_messages"), setup=a_reaction),
     Case("remove one's reaction", "DELETE", "/api/messages/{msg}/reactions/{emoji}",
          target="msg", sees=VIEW, setup=own_reaction, appends=holding("send_messages")),
+    # -- read state (issue 19): a reader's own markers; threads as their channel ---------------
+    Case("mark a channel read", "PUT", "/api/channels/{ch}/read", body={"up_to": "{fresh}"},
+         target="ch", sees=VIEW, setup=victims_message),
+    Case("read a thread", "GET", "/api/messages/{msg}/replies", target="msg", sees=VIEW),
+    Case("list my direct channels", "GET", "/api/dms", sees=anyone),
     # -- documents --------------------------------------------------------------------------
     Case("create a document", "POST", "/api/workspaces/{ws}/documents",
          body={"title": "d-{nonce}"}, target="ws", may=holding("edit_documents"), ok=201),
@@ -718,7 +723,7 @@ def call(
     if method == "PATCH":
         return api.patch(path, user, body)
     if method == "PUT":
-        return api.put(path, user)
+        return api.put(path, user, json=body)
     assert method == "DELETE"
     return api.delete(path, user)
 
