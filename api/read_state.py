@@ -13,7 +13,7 @@ from litestar.response import Response
 from api.commands import execute, reply
 from api.errors import problems
 from api.reads import DEFAULT_LIMIT, MAX_POSITION, check_limit, parse_cursor, read_cursor_async
-from application.commands import MarkChannelRead
+from application.commands import MarkChannelRead, SetReadReceipts
 from domain.base import as_uuid
 from domain.errors import InvalidValue, NotAMember, NotFound
 from projections import channels as channel_views
@@ -40,6 +40,26 @@ class ReadMarker(msgspec.Struct):
     moved: bool
     # The marker now: the timeline position read up to (None: nothing read yet).
     last_read: int | None
+
+
+class ReceiptsSetting(msgspec.Struct, forbid_unknown_fields=True):
+    send: bool
+
+
+class ReceiptsSettingWritten(msgspec.Struct):
+    position: int | None
+    send: bool
+
+
+class Receipt(msgspec.Struct):
+    user_id: str
+    last_read: int
+    message_id: str
+    read_at: datetime
+
+
+class ReceiptList(msgspec.Struct):
+    items: list[Receipt]
 
 
 class DirectParty(msgspec.Struct):
@@ -111,6 +131,49 @@ class ReadStateController(Controller):
         message_id, position = target
         cmd = MarkChannelRead(channel_id=channel_id, message_id=message_id, position=position)
         return reply(await execute(request, cmd, request.user), ReadMarker)
+
+    @get("/channels/{ch:str}/receipts", operation_id="ListReadReceipts", responses=READ_ERRORS)
+    async def receipts(
+        self, request: Req, ch: FromPath[str], min_position: FromQuery[int | None] = None
+    ) -> ReceiptList:
+        """How far the other members of a direct or small private channel I can read have
+        read (those who send read receipts)."""
+        async with read_cursor_async(request, min_position) as cur:
+            channel = await run_async(
+                cur, channel_views.visible_channel(str(as_uuid(ch)), request.user)
+            )
+            if channel is None:
+                raise NotAMember("unknown channel")
+            rows = await run_async(cur, read_state.channel_receipts(channel, request.user))
+        if rows is None:
+            raise InvalidValue(
+                "read receipts are shown in direct channels and private channels of at most"
+                f" {read_state.MAX_RECEIPT_MEMBERS} members"
+            )
+        return ReceiptList(items=[msgspec.convert(r, Receipt) for r in rows])
+
+    @get("/users/me/read-receipts", operation_id="GetReadReceiptsSetting", responses=READ_ERRORS)
+    async def receipts_setting(
+        self, request: Req, min_position: FromQuery[int | None] = None
+    ) -> ReceiptsSetting:
+        """Whether I send read receipts (by default I do)."""
+        async with read_cursor_async(request, min_position) as cur:
+            send = await run_async(cur, read_state.sends_receipts(request.user))
+        return ReceiptsSetting(send=send)
+
+    @put(
+        "/users/me/read-receipts",
+        operation_id="SetReadReceipts",
+        status_code=200,
+        responses=WRITE_ERRORS,
+    )
+    async def set_receipts(
+        self, request: Req, data: JSONBody[ReceiptsSetting]
+    ) -> Response[ReceiptsSettingWritten]:
+        """Whether the members of my direct and small private channels see how far I have
+        read (``position`` null when it already was so)."""
+        cmd = SetReadReceipts(send=data.send)
+        return reply(await execute(request, cmd, request.user), ReceiptsSettingWritten)
 
     @get("/dms", operation_id="ListDirectMessages", responses=READ_ERRORS)
     async def list_dms(

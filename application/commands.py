@@ -265,4 +265,10 @@ class MarkChannelRead(Command, frozen=True):
     position: int
 
 
+class SetReadReceipts(Command, frozen=True):
+    """Whether the members of my direct and small private channels see how far I have read."""
+
+    send: bool
+
+
 SERVER_ONLY = (*SERVER_ONLY, MarkChannelRead)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from application.channels import channel_with_workspace
-from application.commands import MarkChannelRead
+from application.commands import MarkChannelRead, SetReadReceipts
 from application.decisions import Decision, HandlerTable
 from application.ports import DecisionContext
 from domain.base import Cause, as_uuid
@@ -26,6 +26,13 @@ def mark_channel_read(app: DecisionContext, cmd: MarkChannelRead, cause: Cause) 
     moved = markers.mark_read(channel.id, cmd.position, as_uuid(cmd.message_id), cause)
     body = {"moved": moved, "last_read": markers.marker(channel.id)}
     return Decision([markers] if moved else [], body)
+
+
+@HANDLERS.on(SetReadReceipts)
+def set_read_receipts(app: DecisionContext, cmd: SetReadReceipts, cause: Cause) -> Decision:
+    markers = _markers(app, cause)
+    changed = markers.set_receipts(cmd.send, cause)
+    return Decision([markers] if changed else [], {"send": markers.sends_receipts})
 
 
 def _markers(app: DecisionContext, cause: Cause) -> ReadMarkers:

@@ -77,15 +77,25 @@ INSERT INTO rm_messages (message_id, channel_id, workspace_id, author_id, text, 
     CASE WHEN deleted THEN '' ELSE 'a message of about the usual length, give or take' END,
     CASE WHEN mentions_reader AND NOT deleted THEN ARRAY[%(reader)s::uuid] ELSE '{}' END,
     NULL, 0, now(), deleted, seq, 1, n FROM bench_msg;
-INSERT INTO rm_channel_heads (channel_id, messages, last_seq, last_message_id, last_at)
-    SELECT DISTINCT ON (channel_id) channel_id, channel_seq, seq, message_id, created_at
-    FROM rm_messages ORDER BY channel_id, seq DESC;
+INSERT INTO rm_channel_heads (channel_id, messages, last_seq, last_message_id, last_at,
+    last_deleted_seq)
+    SELECT DISTINCT ON (channel_id) channel_id, channel_seq, seq, message_id, created_at,
+    (SELECT coalesce(max(d.seq), 0) FROM rm_messages d WHERE d.channel_id = m.channel_id
+     AND d.deleted)
+    FROM rm_messages m ORDER BY channel_id, seq DESC;
+INSERT INTO rm_author_counts (author_id, channel_id, messages)
+    SELECT author_id, channel_id, count(*) FROM rm_messages GROUP BY 1, 2;
 INSERT INTO rm_mentions (user_id, channel_id, seq, message_id)
     SELECT %(reader)s, channel_id, seq, message_id FROM rm_messages
     WHERE %(reader)s = ANY(mentions) AND author_id <> %(reader)s;
+INSERT INTO rm_mention_heads (user_id, channel_id, last_seq)
+    SELECT user_id, channel_id, max(seq) FROM rm_mentions GROUP BY 1, 2;
 -- Every user's marker in every channel, anywhere from nothing read to everything.
-INSERT INTO rm_read_markers (user_id, channel_id, position, message_id, channel_seq, read_at)
-    SELECT k.u, m.channel_id, m.seq, m.message_id, m.channel_seq, now()
+INSERT INTO rm_read_markers (user_id, channel_id, position, message_id, channel_seq,
+    own_messages, read_at)
+    SELECT k.u, m.channel_id, m.seq, m.message_id, m.channel_seq,
+    (SELECT count(*) FROM rm_messages o WHERE o.channel_id = m.channel_id
+     AND o.author_id = k.u AND o.seq <= m.seq), now()
     FROM (SELECT ch.channel_id, u, 1 + floor(random() * %(messages)s)::int AS n
           FROM bench_ch ch CROSS JOIN unnest(%(users)s::uuid[]) AS u) k
     JOIN rm_messages m ON m.channel_id = k.channel_id AND m.channel_seq = k.n;

@@ -38,6 +38,7 @@ class ReadMarkersState(TypedDict):
     _modified_on: datetime
     user_id: str
     markers: dict[str, int]
+    sends_receipts: bool
 
 
 class ReadMarkers(ChorusAggregate):
@@ -68,6 +69,9 @@ class ReadMarkers(ChorusAggregate):
     ) -> None:
         self.user_id = user_id
         self.markers: dict[str, int] = {}
+        # Whether the members of the user's direct and small private channels see how far
+        # they have read (visible read receipts).
+        self.sends_receipts = True
 
     def marker(self, channel_id: UUID | str) -> int:
         """The position read up to in a channel (0: nothing read yet)."""
@@ -108,3 +112,21 @@ class ReadMarkers(ChorusAggregate):
         # ``previous`` and ``user_id`` are for readers of the log (time-to-read, which
         # messages a move passed) who would otherwise replay the stream to learn them.
         self.markers[str(channel_id)] = up_to
+
+    def set_receipts(self, send: bool, cause: Cause) -> bool:
+        """Whether others see this user's markers as read receipts. False, and nothing
+        recorded, when it already is so."""
+        if cause.actor != self.user_id:
+            raise PermissionDenied("only the user chooses whether to send read receipts")
+        if send == self.sends_receipts:
+            return False
+        self._receipts_changed(
+            send=send, user_id=self.user_id, actor_id=cause.actor_id, command_id=cause.command_id
+        )
+        return True
+
+    @event("ReadReceiptsChanged")
+    def _receipts_changed(
+        self, send: bool, user_id: str, actor_id: str | None, command_id: str | None
+    ) -> None:
+        self.sends_receipts = send

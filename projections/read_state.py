@@ -26,7 +26,7 @@ class ReadStateProjection(SetProjection):
     numbers they point into."""
 
     name = "read_state"
-    tables = ("rm_read_moves",)
+    tables = ("rm_read_moves", "rm_read_receipt_settings")
     create_sql = """
     CREATE TABLE IF NOT EXISTS rm_read_moves (
         event_position bigint PRIMARY KEY,
@@ -37,16 +37,35 @@ class ReadStateProjection(SetProjection):
         read_at timestamptz NOT NULL
     );
     CREATE INDEX IF NOT EXISTS rm_read_moves_channel ON rm_read_moves (channel_id, up_to);
+    -- Whether each user sends read receipts (a user with no row does).
+    CREATE TABLE IF NOT EXISTS rm_read_receipt_settings (
+        user_id uuid PRIMARY KEY,
+        send boolean NOT NULL
+    );
     """
-    handles = frozenset({"ChannelRead"})
+    handles = frozenset({"ChannelRead", "ReadReceiptsChanged"})
 
     def apply_span(self, cur: Cursor[Any], span: Span) -> None:
-        read = span_events(span, {"ChannelRead"}, _READ_FIELDS)
-        cur.execute(
-            "INSERT INTO rm_read_moves (event_position, user_id, channel_id, up_to, previous,"
-            f" read_at) SELECT position, user_id, channel_id, up_to, previous, at FROM ({read}) ev",
-            span.params(),
-        )
+        params = span.params()
+        if "ChannelRead" in span.types:
+            read = span_events(span, {"ChannelRead"}, _READ_FIELDS)
+            cur.execute(
+                "INSERT INTO rm_read_moves (event_position, user_id, channel_id, up_to,"
+                " previous, read_at) SELECT position, user_id, channel_id, up_to, previous, at"
+                f" FROM ({read}) ev",
+                params,
+            )
+        if "ReadReceiptsChanged" in span.types:
+            changed = span_events(
+                span, {"ReadReceiptsChanged"}, {"user_id": "uuid", "send": "boolean"}
+            )
+            cur.execute(
+                "INSERT INTO rm_read_receipt_settings (user_id, send)"
+                f" SELECT DISTINCT ON (user_id) user_id, send FROM ({changed}) ev"
+                " ORDER BY user_id, position DESC"
+                " ON CONFLICT (user_id) DO UPDATE SET send = excluded.send",
+                params,
+            )
 
 
 _READ_FIELDS = {"user_id": "uuid", "channel_id": "uuid", "up_to": "bigint", "previous": "bigint"}
@@ -56,30 +75,44 @@ _READ_FIELDS = {"user_id": "uuid", "channel_id": "uuid", "up_to": "bigint", "pre
 
 
 def _counts_sql(channels: str) -> str:
-    """Per channel of ``channels`` (SQL yielding a column ``id``): the caller's
-    (``%(user)s``) marker and unread and mention counts. Each subquery is one index probe or
-    one range of an index that holds only what it counts; none runs for a channel read to
-    its end."""
-    unread = (
-        "h.messages - coalesce(r.channel_seq, (SELECT m.channel_seq FROM rm_messages m"
+    """Per channel of ``channels`` (SQL yielding a column ``id``, and any others, which are
+    passed on): the caller's (``%(user)s``) marker and unread and mention counts.
+
+    Unread = the channel's count - the number at the marker - my messages after it (my
+    count - my count at the marker) - others' deleted messages after it. Only the last
+    needs an index range, and only where a message after the marker was deleted; mentions
+    after the marker one range of ``rm_mentions``, only where one may be there. A channel
+    read to its end costs none of them."""
+    marker = "coalesce(r.position, 0)"
+    at_marker = (
+        "coalesce(r.channel_seq, (SELECT m.channel_seq FROM rm_messages m"
         "   WHERE m.channel_id = c.id AND m.seq <= r.position ORDER BY m.seq DESC LIMIT 1), 0)"
-        " - (SELECT count(*) FROM rm_messages m WHERE m.channel_id = c.id"
-        "   AND m.author_id = %(user)s AND m.seq > coalesce(r.position, 0))"
-        " - (SELECT count(*) FROM rm_messages m WHERE m.channel_id = c.id AND m.deleted"
-        "   AND m.author_id <> %(user)s AND m.seq > coalesce(r.position, 0))"
+    )
+    # Set with every marker (timelines projection); none before the first read.
+    own_at_marker = "coalesce(r.own_messages, 0)"
+    deleted_after = (
+        f"CASE WHEN h.last_deleted_seq > {marker} THEN (SELECT count(*) FROM rm_messages m"
+        "   WHERE m.channel_id = c.id AND m.deleted AND m.author_id <> %(user)s"
+        f"   AND m.seq > {marker}) ELSE 0 END"
+    )
+    unread = (
+        f"h.messages - {at_marker} - (coalesce(a.messages, 0) - {own_at_marker}) - {deleted_after}"
     )
     mentions = (
-        "(SELECT count(*) FROM rm_mentions x WHERE x.user_id = %(user)s"
-        "  AND x.channel_id = c.id AND x.seq > coalesce(r.position, 0))"
+        f"CASE WHEN mh.last_seq > {marker} THEN (SELECT count(*) FROM rm_mentions x"
+        "  WHERE x.user_id = %(user)s AND x.channel_id = c.id"
+        f"  AND x.seq > {marker}) ELSE 0 END"
     )
-    unread_after = "h.last_seq IS NOT NULL AND h.last_seq > coalesce(r.position, 0)"
+    unread_after = f"h.last_seq IS NOT NULL AND h.last_seq > {marker}"
     return (
-        "SELECT c.id AS channel_id, r.position AS last_read,"
+        "SELECT c.*, r.position AS last_read,"
         f" CASE WHEN {unread_after} THEN {unread} ELSE 0 END AS unread_count,"
         f" CASE WHEN {unread_after} THEN {mentions} ELSE 0 END AS mention_count"
         f" FROM ({channels}) c"
         " LEFT JOIN rm_channel_heads h ON h.channel_id = c.id"
         " LEFT JOIN rm_read_markers r ON r.user_id = %(user)s AND r.channel_id = c.id"
+        " LEFT JOIN rm_author_counts a ON a.author_id = %(user)s AND a.channel_id = c.id"
+        " LEFT JOIN rm_mention_heads mh ON mh.user_id = %(user)s AND mh.channel_id = c.id"
     )
 
 
@@ -92,7 +125,7 @@ def channel_counts(user_id: str, channel_ids: list[str]) -> Query[dict[str, dict
         _counts_sql("SELECT unnest(%(channels)s::uuid[]) AS id"),
         {"user": user_id, "channels": channel_ids},
     )
-    return {str(r["channel_id"]): _counted(r) for r in rows}
+    return {str(r["id"]): _counted(r) for r in rows}
 
 
 def _counted(row: dict[str, Any]) -> dict[str, Any]:
@@ -121,10 +154,9 @@ def workspace_counts(user_id: str) -> Query[dict[str, dict[str, int]]]:
     """For each workspace of ``user_id``: unread and mention counts summed over the
     channels they may read in it (workspaces with none are left out)."""
     rows = yield Statement(
-        "SELECT rc.workspace_id::text, sum(k.unread_count) AS unread_count,"
+        "SELECT k.workspace_id::text, sum(k.unread_count) AS unread_count,"
         " sum(k.mention_count) AS mention_count"
-        f" FROM ({_counts_sql(_READABLE_CHANNELS)}) k"
-        f" JOIN ({_READABLE_CHANNELS}) rc ON rc.id = k.channel_id GROUP BY rc.workspace_id",
+        f" FROM ({_counts_sql(_READABLE_CHANNELS)}) k GROUP BY k.workspace_id",
         {"user": user_id},
     )
     return {
@@ -140,12 +172,12 @@ def all_channel_counts(user_id: str) -> Query[list[dict[str, Any]]]:
     """Counts for every channel ``user_id`` may read, direct channels included (what the
     bench measures: a user's badges, everywhere, in one statement)."""
     channels = (
-        f"SELECT id FROM ({_READABLE_CHANNELS}) rc UNION ALL"
+        f"SELECT rc.id FROM ({_READABLE_CHANNELS}) rc UNION ALL"
         " SELECT cm.channel_id FROM rm_channel_members cm JOIN rm_channels dc"
         "  ON dc.channel_id = cm.channel_id AND dc.kind = 'direct' WHERE cm.user_id = %(user)s"
     )
     rows = yield Statement(_counts_sql(channels), {"user": user_id})
-    return [{"channel_id": str(r["channel_id"]), **_counted(r)} for r in rows]
+    return [{"channel_id": str(r["id"]), **_counted(r)} for r in rows]
 
 
 def list_direct_channels(
@@ -226,3 +258,39 @@ def newest_at_or_before(channel_id: str, position: int) -> Query[tuple[str, int]
         (channel_id, position),
     )
     return (rows[0]["message_id"], int(rows[0]["seq"])) if rows else None
+
+
+# Read receipts are shown in direct channels and in private channels of at most this many
+# members: in a bigger room "who has read this" is surveillance more than conversation.
+MAX_RECEIPT_MEMBERS = 20
+
+
+def sends_receipts(user_id: str) -> Query[bool]:
+    rows = yield Statement(
+        "SELECT send FROM rm_read_receipt_settings WHERE user_id = %s", (user_id,)
+    )
+    return bool(rows[0]["send"]) if rows else True
+
+
+def channel_receipts(channel: dict[str, Any], user_id: str) -> Query[list[dict[str, Any]] | None]:
+    """How far each other member of ``channel`` (a row of ``visible_channel``) has read, for
+    those who send receipts and have read something; None for a channel that shows none
+    (public, or more than ``MAX_RECEIPT_MEMBERS`` members)."""
+    if not (channel["private"] or channel["kind"] == "direct"):
+        return None
+    rows = yield Statement(
+        "SELECT count(*) AS n FROM rm_channel_members WHERE channel_id = %s", (channel["id"],)
+    )
+    if rows[0]["n"] > MAX_RECEIPT_MEMBERS:
+        return None
+    return (
+        yield Statement(
+            "SELECT cm.user_id::text, r.position AS last_read, r.message_id::text,"
+            " r.read_at FROM rm_channel_members cm"
+            " JOIN rm_read_markers r ON r.user_id = cm.user_id AND r.channel_id = cm.channel_id"
+            " LEFT JOIN rm_read_receipt_settings s ON s.user_id = cm.user_id"
+            " WHERE cm.channel_id = %s AND cm.user_id <> %s AND coalesce(s.send, true)"
+            " ORDER BY r.position DESC, cm.user_id",
+            (channel["id"], user_id),
+        )
+    )

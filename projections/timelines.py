@@ -31,6 +31,15 @@ IF col_description(to_regclass('rm_messages'), (SELECT attnum FROM pg_attribute
         SELECT DISTINCT u.id, m.channel_id, m.seq, m.message_id
         FROM rm_messages m CROSS JOIN LATERAL unnest(m.mentions) AS u(id)
         WHERE u.id <> m.author_id AND NOT m.deleted ON CONFLICT DO NOTHING;
+    UPDATE rm_channel_heads h SET last_deleted_seq = d.seq FROM (SELECT channel_id,
+        max(seq) AS seq FROM rm_messages WHERE deleted GROUP BY channel_id) d
+        WHERE h.channel_id = d.channel_id;
+    INSERT INTO rm_author_counts (author_id, channel_id, messages)
+        SELECT author_id, channel_id, count(*) FROM rm_messages GROUP BY 1, 2
+        ON CONFLICT DO NOTHING;
+    INSERT INTO rm_mention_heads (user_id, channel_id, last_seq)
+        SELECT user_id, channel_id, max(seq) FROM rm_mentions GROUP BY 1, 2
+        ON CONFLICT DO NOTHING;
     COMMENT ON COLUMN rm_messages.channel_seq IS 'numbered';
 END IF;
 END $backfill$;
@@ -39,7 +48,15 @@ END $backfill$;
 
 class TimelinesProjection(SetProjection):
     name = "timelines"
-    tables = ("rm_messages", "rm_reactions", "rm_channel_heads", "rm_mentions", "rm_read_markers")
+    tables = (
+        "rm_messages",
+        "rm_reactions",
+        "rm_channel_heads",
+        "rm_mentions",
+        "rm_read_markers",
+        "rm_author_counts",
+        "rm_mention_heads",
+    )
     create_sql = (
         """
     CREATE TABLE IF NOT EXISTS rm_messages (
@@ -81,7 +98,25 @@ class TimelinesProjection(SetProjection):
         messages bigint NOT NULL,
         last_seq bigint NOT NULL,
         last_message_id uuid NOT NULL,
-        last_at timestamptz NOT NULL
+        last_at timestamptz NOT NULL,
+        -- The newest deleted message (0: none): no deleted message after a marker past it.
+        last_deleted_seq bigint NOT NULL DEFAULT 0
+    );
+    -- How many messages each author sent in each channel (deleted ones too): with the count
+    -- at a marker, one's own messages after it, without counting them.
+    CREATE TABLE IF NOT EXISTS rm_author_counts (
+        author_id uuid NOT NULL,
+        channel_id uuid NOT NULL,
+        messages bigint NOT NULL,
+        PRIMARY KEY (author_id, channel_id)
+    );
+    -- The newest message that ever mentioned a user in a channel: no mention after a marker
+    -- past it (a bound: a mention taken away later leaves it where it was).
+    CREATE TABLE IF NOT EXISTS rm_mention_heads (
+        user_id uuid NOT NULL,
+        channel_id uuid NOT NULL,
+        last_seq bigint NOT NULL,
+        PRIMARY KEY (user_id, channel_id)
     );
     -- Whom a message mentions (its author aside), while it is not deleted.
     CREATE TABLE IF NOT EXISTS rm_mentions (
@@ -100,6 +135,8 @@ class TimelinesProjection(SetProjection):
         position bigint NOT NULL,
         message_id uuid NOT NULL,
         channel_seq bigint,
+        -- The reader's own messages in the channel up to the marker.
+        own_messages bigint,
         read_at timestamptz NOT NULL,
         PRIMARY KEY (user_id, channel_id)
     );
@@ -169,7 +206,17 @@ class TimelinesProjection(SetProjection):
             " mentioned AS (INSERT INTO rm_mentions (user_id, channel_id, seq, message_id)"
             "  SELECT DISTINCT u.id, s.channel_id, s.position, s.stream"
             "  FROM sent s CROSS JOIN LATERAL unnest(s.mentions) AS u(id)"
-            "  WHERE u.id <> s.author_id)"
+            "  WHERE u.id <> s.author_id),"
+            " mention_heads AS (INSERT INTO rm_mention_heads AS mh (user_id, channel_id,"
+            "  last_seq) SELECT u.id, s.channel_id, max(s.position)"
+            "  FROM sent s CROSS JOIN LATERAL unnest(s.mentions) AS u(id)"
+            "  WHERE u.id <> s.author_id GROUP BY u.id, s.channel_id"
+            "  ON CONFLICT (user_id, channel_id)"
+            "  DO UPDATE SET last_seq = greatest(mh.last_seq, excluded.last_seq)),"
+            " authors AS (INSERT INTO rm_author_counts AS ac (author_id, channel_id, messages)"
+            "  SELECT author_id, channel_id, count(*) FROM sent GROUP BY author_id, channel_id"
+            "  ON CONFLICT (author_id, channel_id)"
+            "  DO UPDATE SET messages = ac.messages + excluded.messages)"
             " INSERT INTO rm_messages (message_id, channel_id, workspace_id, author_id, text,"
             " mentions, reply_to, reply_count, created_at, seq, version, channel_seq,"
             " last_reply_at)"
@@ -198,6 +245,17 @@ class TimelinesProjection(SetProjection):
             " SELECT DISTINCT u.id, m.channel_id, m.seq, m.message_id"
             " FROM rm_messages m CROSS JOIN LATERAL unnest(m.mentions) AS u(id)"
             f" WHERE m.message_id IN ({touched}) AND u.id <> m.author_id",
+            params,
+        )
+        # Every edit of the span, not only each message's last: the bound must not depend on
+        # where spans are cut.
+        cur.execute(
+            "INSERT INTO rm_mention_heads AS mh (user_id, channel_id, last_seq)"
+            " SELECT u.id, m.channel_id, max(m.seq)"
+            f" FROM ({edited}) ev JOIN rm_messages m ON m.message_id = ev.stream"
+            " CROSS JOIN LATERAL unnest(ev.mentions) AS u(id) WHERE u.id <> m.author_id"
+            " GROUP BY u.id, m.channel_id ON CONFLICT (user_id, channel_id)"
+            " DO UPDATE SET last_seq = greatest(mh.last_seq, excluded.last_seq)",
             params,
         )
 
@@ -240,6 +298,13 @@ class TimelinesProjection(SetProjection):
         )
         cur.execute(f"DELETE FROM rm_reactions WHERE message_id IN ({deleted})", params)
         cur.execute(f"DELETE FROM rm_mentions WHERE message_id IN ({deleted})", params)
+        cur.execute(
+            "UPDATE rm_channel_heads h SET last_deleted_seq = greatest(h.last_deleted_seq, d.seq)"
+            " FROM (SELECT channel_id, max(seq) AS seq FROM rm_messages"
+            f"  WHERE message_id IN ({deleted}) GROUP BY channel_id) d"
+            " WHERE h.channel_id = d.channel_id",
+            params,
+        )
         # A thread's last reply is its newest one left.
         cur.execute(
             "UPDATE rm_messages p SET last_reply_at = (SELECT max(r.created_at)"
@@ -257,14 +322,17 @@ class TimelinesProjection(SetProjection):
         read = span_events(span, {"ChannelRead"}, _READ_FIELDS)
         cur.execute(
             "INSERT INTO rm_read_markers (user_id, channel_id, position, message_id,"
-            " channel_seq, read_at)"
-            " SELECT DISTINCT ON (ev.user_id, ev.channel_id) ev.user_id, ev.channel_id,"
-            " ev.up_to, ev.message_id, m.channel_seq, ev.at"
-            f" FROM ({read}) ev LEFT JOIN rm_messages m ON m.message_id = ev.message_id"
-            " ORDER BY ev.user_id, ev.channel_id, ev.position DESC"
+            " channel_seq, own_messages, read_at)"
+            " SELECT x.user_id, x.channel_id, x.up_to, x.message_id, x.channel_seq,"
+            " (SELECT count(*) FROM rm_messages o WHERE o.channel_id = x.channel_id"
+            "  AND o.author_id = x.user_id AND o.seq <= x.up_to), x.at"
+            " FROM (SELECT DISTINCT ON (ev.user_id, ev.channel_id) ev.user_id, ev.channel_id,"
+            "  ev.up_to, ev.message_id, m.channel_seq, ev.at"
+            f"  FROM ({read}) ev LEFT JOIN rm_messages m ON m.message_id = ev.message_id"
+            "  ORDER BY ev.user_id, ev.channel_id, ev.position DESC) x"
             " ON CONFLICT (user_id, channel_id) DO UPDATE SET position = excluded.position,"
             " message_id = excluded.message_id, channel_seq = excluded.channel_seq,"
-            " read_at = excluded.read_at",
+            " own_messages = excluded.own_messages, read_at = excluded.read_at",
             params,
         )
 

@@ -14,7 +14,15 @@ from projections.runner import ProjectionRunner
 from tests.e2e.test_set_projections import _rebuild
 from tests.fixtures.chorus import Running, User
 
-TABLES = ("rm_messages", "rm_channel_heads", "rm_mentions", "rm_read_markers", "rm_read_moves")
+TABLES = (
+    "rm_messages",
+    "rm_channel_heads",
+    "rm_mentions",
+    "rm_mention_heads",
+    "rm_author_counts",
+    "rm_read_markers",
+    "rm_read_moves",
+)
 
 
 def _history(chorus: Running) -> dict[str, Any]:
@@ -90,8 +98,20 @@ def test_the_tables_mean_what_the_counts_take_them_to(
             for r in conn.execute("SELECT * FROM rm_mentions").fetchall()
         )
         markers = {
-            (str(r["user_id"]), str(r["channel_id"])): str(r["message_id"])
+            (str(r["user_id"]), str(r["channel_id"])): (
+                str(r["message_id"]),
+                r["channel_seq"],
+                r["own_messages"],
+            )
             for r in conn.execute("SELECT * FROM rm_read_markers").fetchall()
+        }
+        authors = {
+            (str(r["author_id"]), str(r["channel_id"])): r["messages"]
+            for r in conn.execute("SELECT * FROM rm_author_counts").fetchall()
+        }
+        mention_heads = {
+            (str(r["user_id"]), str(r["channel_id"])): r["last_seq"]
+            for r in conn.execute("SELECT * FROM rm_mention_heads").fetchall()
         }
     one = sorted((m for m in messages.values() if str(m["channel_id"]) == h["one"]),
                  key=lambda m: m["seq"])  # fmt: skip
@@ -106,7 +126,23 @@ def test_the_tables_mean_what_the_counts_take_them_to(
     assert messages[h["parent"]]["reply_count"] == 1
     assert messages[h["parent"]]["last_reply_at"] == messages[h["first"]]["created_at"]
     assert messages[h["first"]]["last_reply_at"] == messages[h["last"]]["created_at"]
+    # Each marker with the number of its message and the reader's own messages up to it.
     assert markers == {
-        (h["ben"].user_id, h["one"]): h["last"],
-        (h["ann"].user_id, h["one"]): h["first"],
+        (h["ben"].user_id, h["one"]): (h["last"], 4, 2),
+        (h["ann"].user_id, h["one"]): (h["first"], 2, 1),
+    }
+    assert authors == {
+        (h["ann"].user_id, h["one"]): 2,
+        (h["ben"].user_id, h["one"]): 2,
+        (h["ann"].user_id, h["two"]): 1,
+        (h["ben"].user_id, h["two"]): 1,
+    }
+    # Deleted messages: the newest one's position; none in channel two.
+    assert heads[h["one"]]["last_deleted_seq"] == messages[h["second"]]["seq"]
+    assert heads[h["two"]]["last_deleted_seq"] == 0
+    # A bound on where mentions may be: the newest message that ever mentioned the user
+    # (ben's were taken away since; the counts look, and find none).
+    assert mention_heads == {
+        (h["ben"].user_id, h["one"]): messages[h["second"]]["seq"],
+        (h["ann"].user_id, h["two"]): messages[h["mention"]]["seq"],
     }
