@@ -4,8 +4,12 @@ analytics role like the other views, and by nothing that is not in the schema.""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlparse
 
 import psycopg
@@ -13,8 +17,16 @@ import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from tests.e2e.test_analytics import _chorus
 from tests.fixtures.chorus import Running
+
+CHORUS = str(Path(sys.executable).with_name("chorus"))
+
+
+def _chorus(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": database_url}
+    return subprocess.run(
+        [CHORUS, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from api.contexts import all_projections
 from projections.runner import ProjectionRunner
-from tests.e2e.test_set_projections import _rebuild
 from tests.fixtures.chorus import Running, User
 
 TABLES = (
@@ -52,6 +52,20 @@ def _history(chorus: Running) -> dict[str, Any]:
     mention = send(ben, two, f"@{ann.username} here")
     return {"ann": ann, "ben": ben, "one": one, "two": two, "parent": parent,
             "first": first, "second": second, "last": last, "mention": mention}  # fmt: skip
+
+
+def _rebuild(chorus: Running, batch_size: int) -> None:
+    """Every read model again from position 0, in spans of ``batch_size`` events."""
+    rebuilder = ProjectionRunner(
+        chorus.server.services.read_pool,
+        chorus.database_url,
+        all_projections(),
+        batch_size=batch_size,
+    )
+    with psycopg.connect(chorus.database_url, autocommit=True) as conn, conn.cursor() as cur:
+        rebuilder.drop_tables(cur)
+        rebuilder.create_tables(cur)
+    rebuilder.catch_up()
 
 
 def _tables(url: str) -> dict[str, list[dict[str, Any]]]:

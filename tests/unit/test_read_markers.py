@@ -7,12 +7,20 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from domain.base import Cause, ChorusAggregate
 from domain.errors import InvalidValue, PermissionDenied
 from domain.read_markers import ReadMarkers, ReadMarkersState, read_markers_id
 from infrastructure.serialisation import MsgspecMapper
-from tests.unit.test_domain_workspaces import by, event_names
 
 ME, SOMEONE = str(uuid4()), str(uuid4())
+
+
+def by(actor: str) -> Cause:
+    return Cause(actor_id=actor, command_id="cmd-1")
+
+
+def event_names(aggregate: ChorusAggregate) -> list[str]:
+    return [type(e).__name__ for e in aggregate.collect_events()]
 
 
 def _markers() -> ReadMarkers:
