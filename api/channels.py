@@ -28,10 +28,10 @@ from application.commands import (
     UnarchiveChannel,
 )
 from domain.base import as_uuid
-from domain.errors import InvalidValue, NotAMember
+from domain.errors import InvalidValue, NotAMember, NotFound
 from domain.rules import MAX_CHANNEL_NAME, MAX_MESSAGE_TEXT, MAX_TOPIC
 from projections import channels as channel_views
-from projections import timelines
+from projections import read_state, timelines
 from projections.log import log_end
 from projections.queries import run_async
 from projections.workspaces import get_workspace, shared_workspaces
@@ -87,8 +87,17 @@ class ChannelView(msgspec.Struct):
     created_at: datetime
 
 
+class ListedChannel(ChannelView):
+    # For the caller (issue 19): messages after their read marker (their own and deleted
+    # ones aside), those that mention them, and the marker (a timeline position; None
+    # before the first read).
+    unread_count: int = 0
+    mention_count: int = 0
+    last_read: int | None = None
+
+
 class ChannelList(msgspec.Struct):
-    items: list[ChannelView]
+    items: list[ListedChannel]
     next: str | None = None
 
 
@@ -110,6 +119,10 @@ class MessageView(msgspec.Struct):
     reply_count: int
     mentions: list[str]
     version: int
+    # Issue 19: the newest reply left (None: no reply), and the message's timeline position
+    # (what ``PUT /api/channels/{id}/read`` and the cursors take).
+    last_reply_at: datetime | None = None
+    position: int = 0
 
 
 class ChannelMember(msgspec.Struct):
@@ -155,7 +168,12 @@ class ChannelController(Controller):
             rows = await run_async(
                 cur, channel_views.list_visible_channels(str(as_uuid(ws)), request.user)
             )
-        return ChannelList(items=[msgspec.convert(r, ChannelView) for r in rows])
+            counts = await run_async(
+                cur, read_state.channel_counts(request.user, [r["id"] for r in rows])
+            )
+        return ChannelList(
+            items=[msgspec.convert({**r, **counts[r["id"]]}, ListedChannel) for r in rows]
+        )
 
     @get("/channels/{ch:str}", operation_id="GetChannel", responses=READ_ERRORS)
     async def show(
@@ -310,6 +328,37 @@ class ChannelController(Controller):
                 timelines.list_messages(
                     channel["id"], limit=limit, before=before_seq, after=after_seq
                 ),
+            )
+        return MessagePage(
+            items=[msgspec.convert(i, MessageView) for i in items],
+            next=None if next_seq is None else str(next_seq),
+        )
+
+    @get("/messages/{msg:str}/replies", operation_id="ListReplies", responses=READ_ERRORS)
+    async def replies(
+        self,
+        request: Req,
+        msg: FromPath[str],
+        limit: FromQuery[int] = DEFAULT_LIMIT,
+        after: FromQuery[str | None] = None,
+        min_position: FromQuery[int | None] = None,
+    ) -> MessagePage:
+        """A message's replies, oldest first, for those who can read its channel. Pass
+        ``next`` back as ``after`` for the next page."""
+        check_limit(limit)
+        after_seq = parse_cursor(after, "after")
+        async with read_cursor_async(request, min_position) as cur:
+            channel_id = await run_async(cur, timelines.message_channel(str(as_uuid(msg))))
+            visible = None
+            if channel_id is not None:
+                visible = await run_async(
+                    cur, channel_views.visible_channel(channel_id, request.user)
+                )
+            if visible is None:
+                # A message of a channel the caller cannot read answers as an unknown id.
+                raise NotFound("unknown message")
+            items, next_seq = await run_async(
+                cur, timelines.list_replies(str(as_uuid(msg)), limit=limit, after=after_seq)
             )
         return MessagePage(
             items=[msgspec.convert(i, MessageView) for i in items],

@@ -13,6 +13,7 @@ from __future__ import annotations
 from api.catalogue import Catalogue, Context
 from api.channels import ChannelController
 from api.documents import DocumentController
+from api.read_state import ReadStateController
 from api.users import UserController
 from api.workspaces import InviteController, WorkspaceController
 from application import (
@@ -23,6 +24,7 @@ from application import (
     messages,
     notifications,
     presence,
+    read_markers,
     workspaces,
 )
 from domain.channels import Channel
@@ -34,11 +36,13 @@ from domain.messages import Message
 from domain.notifications import Inbox
 from domain.operations import ReadModelSkip
 from domain.presence import Session
+from domain.read_markers import ReadMarkers
 from domain.workspaces import Workspace
 from projections.base import Projection
 from projections.channels import ChannelsProjection
 from projections.documents import DocumentsProjection
 from projections.presence import PresenceProjection
+from projections.read_state import ReadStateProjection
 from projections.timelines import TimelinesProjection
 from projections.users import UsersProjection
 from projections.workspaces import WorkspacesProjection
@@ -89,6 +93,14 @@ NOTIFICATIONS = Context(
     handlers=notifications.HANDLERS,
     policies=(notifications.MENTIONS,),
 )
+# Issue 19: where each user stopped reading, and the counts worked out from it.
+READ_STATE = Context(
+    "read_state",
+    aggregates=(ReadMarkers,),
+    handlers=read_markers.HANDLERS,
+    read_models=(ReadStateProjection,),
+    routes=(ReadStateController,),
+)
 INSTANCE = Context(
     "instance",
     aggregates=(Instance, ReadModelSkip),
@@ -96,7 +108,17 @@ INSTANCE = Context(
 )
 
 CONTEXTS = Catalogue(
-    (IDENTITY, WORKSPACES, CHANNELS, MESSAGES, PRESENCE, DOCUMENTS, NOTIFICATIONS, INSTANCE)
+    (
+        IDENTITY,
+        WORKSPACES,
+        CHANNELS,
+        MESSAGES,
+        PRESENCE,
+        DOCUMENTS,
+        NOTIFICATIONS,
+        READ_STATE,
+        INSTANCE,
+    )
 )
 
 

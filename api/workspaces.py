@@ -31,6 +31,7 @@ from domain.base import as_uuid
 from domain.errors import NotAMember
 from domain.rules import MAX_PASSWORD, MAX_WORKSPACE_NAME
 from projections import presence as presence_views
+from projections import read_state
 from projections import workspaces as views
 from projections.queries import run_async
 
@@ -76,8 +77,15 @@ class WorkspaceView(msgspec.Struct):
     is_member: bool
 
 
+class ListedWorkspace(WorkspaceView):
+    # Issue 19: the caller's unread and mention counts summed over the channels they may
+    # read in it (projections/read_state.py).
+    unread_count: int = 0
+    mention_count: int = 0
+
+
 class WorkspaceList(msgspec.Struct):
-    items: list[WorkspaceView]
+    items: list[ListedWorkspace]
     next: str | None = None
 
 
@@ -155,7 +163,10 @@ class WorkspaceController(Controller):
         """The workspaces I belong to."""
         async with read_cursor_async(request, min_position) as cur:
             rows = await run_async(cur, views.list_my_workspaces(request.user))
-        return WorkspaceList(items=[msgspec.convert(r, WorkspaceView) for r in rows])
+            counts = await run_async(cur, read_state.workspace_counts(request.user))
+        return WorkspaceList(
+            items=[msgspec.convert({**r, **counts.get(r["id"], {})}, ListedWorkspace) for r in rows]
+        )
 
     @get("/{ws:str}", operation_id="GetWorkspace", responses=READ_ERRORS)
     async def show(

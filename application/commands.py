@@ -251,3 +251,24 @@ SERVER_ONLY: tuple[type[Command], ...] = (
     ChangePassword,
     NotifyMention,
 )
+
+
+# -- read state (issue 19) -----------------------------------------------------------------
+class MarkChannelRead(Command, frozen=True):
+    """Moves the caller's read marker in ``channel_id`` to ``message_id``, whose timeline
+    position is ``position``. Issued by ``PUT /api/channels/{id}/read``, which finds the
+    message (or the newest one at or before a position) in the timelines read model; a
+    client never sends it over ``/ws``, where nothing would tie the position to a message."""
+
+    channel_id: str
+    message_id: str
+    position: int
+
+
+class SetReadReceipts(Command, frozen=True):
+    """Whether the members of my direct and small private channels see how far I have read."""
+
+    send: bool
+
+
+SERVER_ONLY = (*SERVER_ONLY, MarkChannelRead)

@@ -398,6 +398,11 @@ def unblock_victim(w: World, a: Actor) -> None:
         w.ok(w.api.delete(path, w.user(a.name)), 200, 404)
 
 
+def send_receipts_again(w: World, a: Actor) -> None:
+    if a.signed_in:
+        w.api.put("/api/users/me/read-receipts", w.user(a.name), json={"send": True})
+
+
 def readmit_victim(w: World, _: Actor) -> None:
     w.readmit_victim()
 
@@ -639,6 +644,16 @@ CASES: list[Case] = [
          may=holding("send_messages"), setup=a_reaction),
     Case("remove one's reaction", "DELETE", "/api/messages/{msg}/reactions/{emoji}",
          target="msg", sees=VIEW, setup=own_reaction, appends=holding("send_messages")),
+    # -- read state (issue 19): a reader's own markers; threads as their channel ---------------
+    Case("mark a channel read", "PUT", "/api/channels/{ch}/read", body={"up_to": "{fresh}"},
+         target="ch", sees=VIEW, setup=victims_message),
+    Case("read a thread", "GET", "/api/messages/{msg}/replies", target="msg", sees=VIEW),
+    Case("list my direct channels", "GET", "/api/dms", sees=anyone),
+    Case("list a private channel's read receipts", "GET", "/api/channels/{priv}/receipts",
+         target="priv", sees=in_private_channel),
+    Case("read my read-receipts setting", "GET", "/api/users/me/read-receipts", sees=anyone),
+    Case("stop sending read receipts", "PUT", "/api/users/me/read-receipts",
+         body={"send": False}, sees=anyone, teardown=send_receipts_again),
     # -- documents --------------------------------------------------------------------------
     Case("create a document", "POST", "/api/workspaces/{ws}/documents",
          body={"title": "d-{nonce}"}, target="ws", may=holding("edit_documents"), ok=201),
@@ -718,7 +733,7 @@ def call(
     if method == "PATCH":
         return api.patch(path, user, body)
     if method == "PUT":
-        return api.put(path, user)
+        return api.put(path, user, json=body)
     assert method == "DELETE"
     return api.delete(path, user)
 
