@@ -168,43 +168,30 @@ class NotificationController(Controller):
         return PreferenceList(items=[msgspec.convert(r, Preference) for r in rows])
 
     @put(
-        "/workspaces/{ws:str}/notification-preferences",
-        operation_id="SetWorkspaceNotificationPreference",
+        "/notification-preferences/{target:str}/{target_id:str}",
+        operation_id="SetNotificationPreference",
         status_code=200,
         responses=WRITE_ERRORS,
     )
-    async def set_workspace(
-        self, request: Req, ws: FromPath[str], data: JSONBody[PreferenceBody]
+    async def set_preference(
+        self,
+        request: Req,
+        target: FromPath[str],
+        target_id: FromPath[str],
+        data: JSONBody[PreferenceBody],
     ) -> Response[Written]:
-        """``level``: all / mentions / nothing / default; ``muted_until`` (a time with its
-        zone) or ``unmute``. For a workspace I belong to (404 otherwise)."""
-        return await _set(request, "workspace", ws, data)
-
-    @put(
-        "/channels/{ch:str}/notification-preferences",
-        operation_id="SetChannelNotificationPreference",
-        status_code=200,
-        responses=WRITE_ERRORS,
-    )
-    async def set_channel(
-        self, request: Req, ch: FromPath[str], data: JSONBody[PreferenceBody]
-    ) -> Response[Written]:
-        """As for a workspace; a channel's setting wins over its workspace's. A direct
-        channel takes only a mute (a direct message always notifies otherwise)."""
-        return await _set(request, "channel", ch, data)
-
-
-async def _set(
-    request: Req, target: str, target_id: str, data: PreferenceBody
-) -> Response[Written]:
-    cmd = SetNotificationPreference(
-        target=target,
-        target_id=target_id,
-        level=data.level,
-        muted_until=None if data.muted_until is None else data.muted_until.isoformat(),
-        unmute=data.unmute,
-    )
-    return reply(await execute(request, cmd, request.user), Written)
+        """``target``: ``workspace`` or ``channel`` (a channel's setting wins over its
+        workspace's; a direct channel takes only a mute). ``level``: all / mentions /
+        nothing / default; ``muted_until`` (a time with its zone) or ``unmute``. Only for a
+        workspace I belong to or a channel I can read (404 otherwise, as for an unknown id)."""
+        cmd = SetNotificationPreference(
+            target=target,
+            target_id=target_id,
+            level=data.level,
+            muted_until=None if data.muted_until is None else data.muted_until.isoformat(),
+            unmute=data.unmute,
+        )
+        return reply(await execute(request, cmd, request.user), Written)
 
 
 def _uuids(ids: list[str]) -> list[str]:

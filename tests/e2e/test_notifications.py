@@ -249,37 +249,31 @@ def test_preferences_shape_what_notifies(chorus: Running) -> None:
     root = say(api, ann, ch, "my thread")
 
     # Mentions only, in this channel: a reply does not notify, a mention does.
-    api.ok(api.put(f"/api/channels/{ch}/notification-preferences", ann, json={"level": "mentions"}))
+    api.ok(api.put(f"/api/notification-preferences/channel/{ch}", ann, json={"level": "mentions"}))
     say(api, owner, ch, "a reply", reply_to=root)
     mention = say(api, owner, ch, f"@{ann.username} look")
     assert kinds(inbox(chorus, ann)) == [("mention", mention)]
     # Nothing from the workspace, but the channel's own setting wins over it.
-    api.ok(
-        api.put(f"/api/workspaces/{ws}/notification-preferences", ann, json={"level": "nothing"})
-    )
+    api.ok(api.put(f"/api/notification-preferences/workspace/{ws}", ann, json={"level": "nothing"}))
     in_other = say(api, owner, other, f"@{ann.username} elsewhere")
     in_ch = say(api, owner, ch, f"@{ann.username} here")
     assert kinds(inbox(chorus, ann)) == sorted([("mention", mention), ("mention", in_ch)])
     assert in_other
     # Muted until tomorrow: not even a mention; a direct message only when not muted.
     until = (datetime.now(UTC) + timedelta(days=1)).isoformat()
-    api.ok(
-        api.put(f"/api/channels/{ch}/notification-preferences", ann, json={"muted_until": until})
-    )
+    api.ok(api.put(f"/api/notification-preferences/channel/{ch}", ann, json={"muted_until": until}))
     say(api, owner, ch, f"@{ann.username} muted")
     dm = api.ok(api.post("/api/dms", owner, {"user_id": ann.user_id}), 201)["channel_id"]
     direct = say(api, owner, dm, "hello")
     # (A reaction decides with the preferences as they are when it runs: let it run first.)
     settle(chorus)
-    api.ok(
-        api.put(f"/api/channels/{dm}/notification-preferences", ann, json={"muted_until": until})
-    )
+    api.ok(api.put(f"/api/notification-preferences/channel/{dm}", ann, json={"muted_until": until}))
     say(api, owner, dm, "muted now")
     assert kinds(inbox(chorus, ann)) == sorted(
         [("mention", mention), ("mention", in_ch), ("direct_message", direct)]
     )
     # Unmuted: notifies again.
-    api.ok(api.put(f"/api/channels/{ch}/notification-preferences", ann, json={"unmute": True}))
+    api.ok(api.put(f"/api/notification-preferences/channel/{ch}", ann, json={"unmute": True}))
     again = say(api, owner, ch, f"@{ann.username} back")
     assert ("mention", again) in kinds(inbox(chorus, ann))
 
@@ -295,10 +289,11 @@ def test_preferences_shape_what_notifies(chorus: Running) -> None:
     stranger = api.signup("stranger")
     before = chorus.events()
     unknown = "5b1e61a6-2b48-4a8e-9d4e-2a62d4c7e001"
-    for path in (f"/api/workspaces/{ws}", f"/api/channels/{ch}", f"/api/channels/{unknown}"):
-        r = api.put(f"{path}/notification-preferences", stranger, json={"level": "all"})
+    for target in (f"workspace/{ws}", f"channel/{ch}", f"channel/{unknown}"):
+        path = f"/api/notification-preferences/{target}"
+        r = api.put(path, stranger, json={"level": "all"})
         assert r.status_code == 404, (path, r.text)
     for bad in ({"level": "loud"}, {"muted_until": "2030-01-01T00:00:00"}, {"colour": 1}):
-        r = api.put(f"/api/channels/{ch}/notification-preferences", ann, json=bad)
+        r = api.put(f"/api/notification-preferences/channel/{ch}", ann, json=bad)
         assert r.status_code in (400, 422), (bad, r.text)
     assert chorus.events() == before
