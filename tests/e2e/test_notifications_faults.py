@@ -106,7 +106,7 @@ def test_kill_9_mid_burst_loses_and_duplicates_no_notification(
         head = int(row[0]) if row else 0
         for reader in readers:
             items = everything(api_b, reader, head)
-            mentions = [i["message_id"] for i in items if i["kind"] == "mention"]
+            mentions = [str(i["message_id"]) for i in items if i["kind"] == "mention"]
             assert sorted(mentions) == sorted(burst), reader.username  # each exactly once
             assert len({i["id"] for i in items}) == len(items)
         api.close()
