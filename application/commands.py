@@ -240,6 +240,14 @@ class NotifyMention(Command, frozen=True):
 
 
 # -- notifications (issue 19) --------------------------------------------------------------
+class NotifyBroadcast(Command, frozen=True):
+    """Tells every reader of the channel of ``message_id`` that it says ``@channel`` or
+    ``@everyone`` (if its author holds ``mention_everyone``)."""
+
+    message_id: str
+    position: int
+
+
 class NotifyConversation(Command, frozen=True):
     """Tells the people ``message_id`` is for: the author of the message it replies to and
     the others who took part in that thread, or the other members of a direct channel."""
@@ -301,6 +309,7 @@ SERVER_ONLY: tuple[type[Command], ...] = (
     EndSignIns,
     ChangePassword,
     NotifyMention,
+    NotifyBroadcast,
     NotifyConversation,
     NotifyMemberJoined,
     NotifyRoleGranted,

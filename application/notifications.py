@@ -18,6 +18,7 @@ from application.channels import channel_with_workspace
 from application.commands import (
     Command,
     MarkNotificationsRead,
+    NotifyBroadcast,
     NotifyConversation,
     NotifyMemberJoined,
     NotifyMention,
@@ -32,10 +33,12 @@ from domain.base import Cause, ChorusAggregate, as_uuid
 from domain.channels import KIND_DIRECT, Channel
 from domain.errors import DomainError, InvalidValue, NotFound
 from domain.identity import User
-from domain.messages import Message
+from domain.messages import Message, parse_mentions
 from domain.notification_preferences import NotificationPreferences, preferences_id
 from domain.notifications import (
+    BROADCASTS,
     DIRECT_MESSAGE,
+    MAX_BROADCAST,
     MEMBER_JOINED,
     MENTION,
     MESSAGE_KINDS,
@@ -47,22 +50,32 @@ from domain.notifications import (
     inbox_id,
     notices_id,
 )
+from domain.permissions import Permission
 from domain.workspaces import Workspace
 
 # -- policies -------------------------------------------------------------------------------
 
 
+def broadcast_in(text: str) -> str | None:
+    """``channel`` or ``everyone`` when the text says ``@channel`` or ``@everyone``."""
+    names = parse_mentions(text)
+    return next((b for b in BROADCASTS if b in names), None)
+
+
 def mentioned(occurred: Occurred) -> list[Command]:
-    """One notification per user a sent message mentions (the author aside). The mentions
-    are the user ids resolved when the message was sent (readers of the channel then)."""
+    """One notification per user a sent message mentions (the author aside), then one for
+    ``@channel``/``@everyone``. The mentions are the user ids resolved when the message was
+    sent (readers of the channel then)."""
     sent = occurred.event
-    return [
-        NotifyMention(
-            user_id=user_id, message_id=str(sent.originator_id), position=occurred.position
-        )
+    message_id = str(sent.originator_id)
+    commands: list[Command] = [
+        NotifyMention(user_id=user_id, message_id=message_id, position=occurred.position)
         for user_id in sent.mentions
         if user_id != sent.author_id
     ]
+    if broadcast_in(sent.text) is not None:
+        commands.append(NotifyBroadcast(message_id=message_id, position=occurred.position))
+    return commands
 
 
 MENTIONS = Policy(
@@ -237,6 +250,49 @@ def notify_mention(app: DecisionContext, cmd: NotifyMention, cause: Cause) -> De
     return batch.decision()
 
 
+@HANDLERS.on(NotifyBroadcast)
+def notify_broadcast(app: DecisionContext, cmd: NotifyBroadcast, cause: Cause) -> Decision:
+    """Every reader of the channel (at most ``MAX_BROADCAST``, in id order), if the author
+    holds ``mention_everyone`` there when this runs; those the message names are told by
+    their own mention. A direct channel has no broadcast (its message notifies anyway)."""
+    try:
+        message = app.load(Message, cmd.message_id)
+        channel = app.load(Channel, message.channel_id)
+    except NotFound:
+        return Decision([], NOTHING)
+    word = broadcast_in(message.text)
+    if message.deleted or word is None or channel.workspace_id is None:
+        return Decision([], NOTHING)
+    workspace = app.load(Workspace, channel.workspace_id)
+    author = message.author_id
+    if Permission.MENTION_EVERYONE not in workspace.permissions_of(author):
+        return Decision([], NOTHING)
+    audience = [
+        u
+        for u in sorted(workspace.members)
+        if u != author and u not in message.mentions and channel.can_view(u, workspace)
+    ][:MAX_BROADCAST]
+    batch = _Batch(app, cause)
+    for user_id in audience:
+        if not (
+            _hears_from(app, user_id, author)
+            and _wants(app, user_id, MENTION, workspace.id, channel.id)
+        ):
+            continue
+        if batch.inbox(user_id).notify(
+            MENTION,
+            workspace_id=workspace.id,
+            channel_id=channel.id,
+            message_id=message.id,
+            from_id=author,
+            position=cmd.position,
+            cause=cause,
+            detail=word,
+        ):
+            batch.notices(message.id).told(user_id, MENTION, cause)
+    return batch.decision()
+
+
 @HANDLERS.on(NotifyConversation)
 def notify_conversation(app: DecisionContext, cmd: NotifyConversation, cause: Cause) -> Decision:
     """A direct message tells the channel's other members; a reply tells the author of the
@@ -307,7 +363,7 @@ def withdraw_notifications(
     for user_id in sorted(notices.notified):
         if message.deleted:
             kinds = list(MESSAGE_KINDS)
-        elif user_id not in message.mentions:
+        elif user_id not in message.mentions and broadcast_in(message.text) is None:
             kinds = [MENTION]
         else:
             continue

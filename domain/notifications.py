@@ -35,6 +35,11 @@ KINDS = (MENTION, REPLY, THREAD_REPLY, DIRECT_MESSAGE, MEMBER_JOINED, ROLE_GRANT
 # Kinds about a message: a deletion of the message withdraws them.
 MESSAGE_KINDS = (MENTION, REPLY, THREAD_REPLY, DIRECT_MESSAGE)
 
+# ``@channel`` and ``@everyone`` tell every reader of the channel (for those holding
+# ``mention_everyone``), at most this many of them.
+BROADCASTS = ("channel", "everyone")
+MAX_BROADCAST = 1000
+
 MAX_READ_IDS = 200
 INBOX_SNAPSHOT_INTERVAL = 100
 
@@ -143,9 +148,10 @@ class Inbox(ChorusAggregate):
         cause: Cause,
         detail: str | None = None,
     ) -> bool:
-        """A notification of ``kind`` (not a mention: ``notify_mention``), caused by
+        """A notification of ``kind`` (a mention of the user by name: ``notify_mention``;
+        here, a mention only as ``@channel``/``@everyone``, named in ``detail``), caused by
         ``from_id``'s event at ``position``. False (nothing recorded) for one's own doing."""
-        if kind not in KINDS or kind == MENTION:
+        if kind not in KINDS or (kind == MENTION and detail not in BROADCASTS):
             raise InvalidValue(f"unknown notification kind {kind!r}")
         if from_id == self.user_id:
             return False

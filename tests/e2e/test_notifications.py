@@ -154,6 +154,36 @@ def test_each_kind_of_notification_reaches_the_one_it_is_for(chorus: Running) ->
     assert counts == {"unread": 3, "mentions": 1}
 
 
+def test_channel_and_everyone_need_mention_everyone_and_reach_the_channels_readers(
+    chorus: Running,
+) -> None:
+    api = chorus.api
+    (owner, ann, bob, cat), ws, ch = team(api, 4)
+    private = api.ok(
+        api.post(f"/api/workspaces/{ws}/channels", owner, {"name": "p", "private": True}), 201
+    )["id"]
+    api.ok(api.post(f"/api/channels/{private}/members", owner, {"user_id": ann.user_id}))
+    # The owner holds mention_everyone: every reader but the author is told once (ann,
+    # also named, by her own mention).
+    everyone = say(api, owner, ch, f"@channel and @{ann.username}")
+    secret = say(api, owner, private, "@everyone in here")
+    # A member does not hold it: nobody is told.
+    say(api, bob, ch, "@everyone listen")
+    assert [(i["kind"], i["detail"]) for i in inbox(chorus, bob)] == [("mention", "channel")]
+    assert [i["message_id"] for i in inbox(chorus, cat)] == [everyone]
+    assert sorted((i["message_id"], i["detail"]) for i in inbox(chorus, ann)) == sorted(
+        [(everyone, None), (secret, "everyone")]
+    )
+    assert inbox(chorus, owner)[0]["kind"] == "member_joined"
+    # A custom role can hand it out.
+    role = {"name": "herald", "permissions": ["mention_everyone"]}
+    api.ok(api.post(f"/api/workspaces/{ws}/roles", owner, role), 201)
+    api.ok(api.put(f"/api/workspaces/{ws}/members/{bob.user_id}/roles/herald", owner))
+    heard = say(api, bob, ch, "@everyone now")
+    assert heard in [i["message_id"] for i in inbox(chorus, cat)]
+    assert heard in [i["message_id"] for i in inbox(chorus, owner)]
+
+
 def test_reading_by_ids_and_up_to_and_another_users_ids_change_nothing(chorus: Running) -> None:
     api = chorus.api
     (owner, ann, _), _, ch = team(api)
