@@ -19,6 +19,9 @@ each at every concurrency level, then
    a bare full-state load and a bare y-websocket server, memory per open document),
 7. catch-up over ``/ws``: server and PostgreSQL CPU per event the subscriber may see and per
    event stored, for a subscriber who sees few of a log's events (``bench/catch_up.py``),
+8. notifications: mention -> notification frame on the mentioned user's ``/ws`` under a
+   steady message rate, and write throughput with the reactions against without them
+   (``bench/notifications.py``),
 
 prints tables and writes JSON to bench/results/latest.json. Everything it starts is stopped
 and the temporary directory removed at the end.
@@ -48,7 +51,7 @@ from typing import Any
 from api.bootstrap import build_services
 from api.contexts import CONTEXTS
 from api.loop_lag import LoopLagCounts, percentile_ms
-from bench import catch_up, delivery, documents, rebuild, scenarios
+from bench import catch_up, delivery, documents, notifications, rebuild, scenarios
 from bench.delivery import DeliveryResult
 from bench.harness import (
     CpuProbe,
@@ -78,7 +81,7 @@ class Timing:
 
 FULL = Timing(warmup_s=2.0, duration_s=8.0, drain_s=10.0, rebuild_events=20_000)
 QUICK = Timing(warmup_s=0.3, duration_s=1.0, drain_s=3.0, rebuild_events=3_000)
-GROUPS = ("write", "delivery", "rebuild", "documents", "catch_up")
+GROUPS = ("write", "delivery", "rebuild", "documents", "catch_up", "notifications")
 
 # Figure keys, labels and what each is compared with (at the same concurrency).
 LABELS = {
@@ -337,6 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     reads: list[rebuild.ReadFigure] = []
     docs: dict[str, Any] | None = None
     catch: dict[str, Any] | None = None
+    notes: dict[str, Any] | None = None
     try:
         admin_url = pg.start()
         machine = machine_info(work, scenarios.REPO)
@@ -363,6 +367,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "catch_up" in args.group_set:
             print("7. catch-up over /ws: CPU per visible and per stored event")
             catch = catch_up.run(
+                pg, admin_url, work, quick=args.quick, probes=[probes.pg, *probes.machine]
+            )
+        if "notifications" in args.group_set:
+            print("8. notifications: mention -> /ws frame, writes with and without reactions")
+            notes = notifications.run(
                 pg, admin_url, work, quick=args.quick, probes=[probes.pg, *probes.machine]
             )
     finally:
@@ -410,6 +419,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if catch is not None:
         print()
         print(catch_up.line(catch))
+    if notes is not None:
+        print()
+        print(notifications.line(notes))
     busiest = max(
         [r.cores_busy().get("other", 0.0) for r in bench.results.values()]
         + [r.cores_busy().get("other", 0.0) for r in report.results]
@@ -434,6 +446,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra["documents"] = docs
     if catch is not None:
         extra["catch_up"] = catch
+    if notes is not None:
+        extra["notifications"] = notes
     write_json(args, started, elapsed, machine, pg_info, bench, extra)
     failed = any(r.errors for r in bench.results.values())
     failed = failed or any(r.failures for r in report.results) or report.errors > 0
