@@ -112,10 +112,11 @@ class Server:
 async def _people(client: httpx.AsyncClient, tag: str) -> dict[str, Any]:
     """An author and a reader in a public workspace with a channel."""
     out: dict[str, Any] = {}
+    names: dict[str, str] = {}
     for who in ("author", "reader"):
+        names[who] = f"n{tag}_{who}_{time.time_ns() % 10**9}"
         r = await client.post(
-            "/api/auth/signup",
-            json={"username": f"n{tag}_{who}_{time.time_ns() % 10**9}", "password": "x" * 12},
+            "/api/auth/signup", json={"username": names[who], "password": scenarios.PASSWORD}
         )
         r.raise_for_status()
         out[who] = r.json()
@@ -129,7 +130,7 @@ async def _people(client: httpx.AsyncClient, tag: str) -> dict[str, Any]:
     return {
         "author": author,
         "reader_token": out["reader"]["access_token"],
-        "reader_name": out["reader"]["username"],
+        "reader_name": names["reader"],
         "channel": ch,
     }
 
