@@ -101,9 +101,17 @@ CONVERSATIONS = Policy(
 )
 
 
+def _opens_no_stream(occurred: Occurred) -> bool:
+    """An edit, a deletion, a join or a grant is never a stream's first event: one that is
+    was written around the application (a broken or foreign stream) and concerns nobody."""
+    return int(getattr(occurred.event, "originator_version", 0)) > 1
+
+
 def changed(occurred: Occurred) -> list[Command]:
     """A deleted message withdraws every notification about it; an edited one those whose
     mention it dropped."""
+    if not _opens_no_stream(occurred):
+        return []
     return [
         WithdrawNotifications(
             message_id=str(occurred.event.originator_id), position=occurred.position
@@ -125,6 +133,8 @@ def membership(occurred: Occurred) -> list[Command]:
     """Someone joined a workspace (its owners are told: an invite is a code, addressed to
     nobody, so there is no "you were invited" to tell), or was granted a role (they are)."""
     e = occurred.event
+    if not _opens_no_stream(occurred):
+        return []
     workspace_id = str(e.originator_id)
     if type(e).__name__ == "MemberJoined":
         return [

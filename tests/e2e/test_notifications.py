@@ -18,6 +18,7 @@ import psycopg
 from websockets.sync.client import ClientConnection, connect
 
 from api.contexts import CONTEXTS
+from domain.notifications import inbox_id
 from tests.fixtures.chorus import SHORT_LINGER, Api, Running, User
 from tests.fixtures.polling import wait_until
 
@@ -75,6 +76,18 @@ def inbox(chorus: Running, user: User, **params: Any) -> list[dict[str, Any]]:
     page = api.ok(api.get("/api/notifications", user, min_position=settle(chorus), **params))
     items: list[dict[str, Any]] = page["items"]
     return items
+
+
+def withdrawn(chorus: Running, user: User) -> list[tuple[str, list[str]]]:
+    """(message id, kinds) of every NotificationsWithdrawn in the user's inbox, sorted."""
+    settle(chorus)
+    with psycopg.connect(chorus.database_url) as conn:
+        rows = conn.execute(
+            "SELECT convert_from(state, 'UTF8')::jsonb AS s FROM chorus_events"
+            " WHERE originator_id = %s AND topic LIKE '%%.NotificationsWithdrawn'",
+            (inbox_id(user.user_id),),
+        ).fetchall()
+    return sorted((r[0]["message_id"], r[0]["kinds"]) for r in rows)
 
 
 def kinds(items: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
@@ -233,6 +246,11 @@ def test_a_deleted_message_or_an_edit_that_drops_the_mention_withdraws_it(chorus
     assert kinds(inbox(chorus, bob)) == [("mention", edited)]
     # The reply's deletion withdrew the owner's "reply" notification.
     assert [i["kind"] for i in inbox(chorus, owner)] == ["member_joined", "member_joined"]
+    # Each withdrawal is an event in the inbox (the policy's), beside the read model hiding
+    # it at once.
+    assert withdrawn(chorus, ann) == sorted([(gone, ["mention"]), (edited, ["mention"])])
+    assert withdrawn(chorus, owner) == [(reply, ["reply"])]
+    assert withdrawn(chorus, bob) == []
 
 
 # -- delivery -------------------------------------------------------------------------------------
