@@ -13,6 +13,7 @@ from __future__ import annotations
 from api.catalogue import Catalogue, Context
 from api.channels import ChannelController
 from api.documents import DocumentController
+from api.notifications import NotificationController
 from api.read_state import ReadStateController
 from api.users import UserController
 from api.workspaces import InviteController, WorkspaceController
@@ -33,7 +34,8 @@ from domain.identity import SignIn, User
 from domain.indexes import DirectChannelPair, UsernameClaim
 from domain.instance import Instance
 from domain.messages import Message
-from domain.notifications import Inbox
+from domain.notification_preferences import NotificationPreferences
+from domain.notifications import Inbox, MessageNotices
 from domain.operations import ReadModelSkip
 from domain.presence import Session
 from domain.read_markers import ReadMarkers
@@ -41,6 +43,7 @@ from domain.workspaces import Workspace
 from projections.base import Projection
 from projections.channels import ChannelsProjection
 from projections.documents import DocumentsProjection
+from projections.notifications import NotificationsProjection
 from projections.presence import PresenceProjection
 from projections.read_state import ReadStateProjection
 from projections.timelines import TimelinesProjection
@@ -89,9 +92,11 @@ DOCUMENTS = Context(
 )
 NOTIFICATIONS = Context(
     "notifications",
-    aggregates=(Inbox,),
+    aggregates=(Inbox, MessageNotices, NotificationPreferences),
     handlers=notifications.HANDLERS,
-    policies=(notifications.MENTIONS,),
+    read_models=(NotificationsProjection,),
+    policies=notifications.POLICIES,
+    routes=(NotificationController,),
 )
 # Issue 19: where each user stopped reading, and the counts worked out from it.
 READ_STATE = Context(

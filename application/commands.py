@@ -239,6 +239,65 @@ class NotifyMention(Command, frozen=True):
     position: int
 
 
+# -- notifications (issue 19) --------------------------------------------------------------
+class NotifyBroadcast(Command, frozen=True):
+    """Tells every reader of the channel of ``message_id`` that it says ``@channel`` or
+    ``@everyone`` (if its author holds ``mention_everyone``)."""
+
+    message_id: str
+    position: int
+
+
+class NotifyConversation(Command, frozen=True):
+    """Tells the people ``message_id`` is for: the author of the message it replies to and
+    the others who took part in that thread, or the other members of a direct channel."""
+
+    message_id: str
+    position: int
+
+
+class NotifyMemberJoined(Command, frozen=True):
+    """Tells the owners of ``workspace_id`` that ``user_id`` joined it."""
+
+    workspace_id: str
+    user_id: str
+    position: int
+
+
+class NotifyRoleGranted(Command, frozen=True):
+    """Tells ``user_id`` they were granted ``role`` in ``workspace_id``."""
+
+    workspace_id: str
+    user_id: str
+    role: str
+    granted_by: str
+    position: int
+
+
+class WithdrawNotifications(Command, frozen=True):
+    """Takes back the notifications about ``message_id`` that no longer hold (deleted, or a
+    mention edited away), because of the event at ``position``."""
+
+    message_id: str
+    position: int
+
+
+class MarkNotificationsRead(Command, frozen=True):
+    ids: list[str] | None = None
+    up_to: int | None = None
+
+
+class SetNotificationPreference(Command, frozen=True):
+    """``target`` is "workspace" or "channel"; ``level`` all / mentions / nothing / default;
+    ``muted_until`` an ISO time with its zone, or ``unmute``."""
+
+    target: str
+    target_id: str
+    level: str | None = None
+    muted_until: str | None = None
+    unmute: bool = False
+
+
 SERVER_ONLY: tuple[type[Command], ...] = (
     RegisterUser,
     StartSession,
@@ -250,6 +309,11 @@ SERVER_ONLY: tuple[type[Command], ...] = (
     EndSignIns,
     ChangePassword,
     NotifyMention,
+    NotifyBroadcast,
+    NotifyConversation,
+    NotifyMemberJoined,
+    NotifyRoleGranted,
+    WithdrawNotifications,
 )
 
 

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from application.channels import channel_with_workspace
 from application.chorus import Chorus
+from application.notifications import deliverable
 from application.ports import LoggedEvent
 from domain.base import ChorusAggregate, as_uuid
 from domain.channels import Channel
@@ -22,6 +23,10 @@ from domain.scopes import Scope, StreamKind, StreamKinds, StreamScope
 from domain.workspaces import Workspace
 
 CONTAINERS = ("workspace", "channel", "user")
+# The user's inbox (domain/notifications.py): delivered on their user stream, each
+# notification only while they may read what it is about (checked on delivery).
+INBOX = "inbox"
+NOTIFICATION_EVENTS = frozenset({"MentionNotified", "Notified"})
 
 
 class Delivery(Protocol):
@@ -126,7 +131,11 @@ class Access:
             case "workspace":
                 return s.workspace == self.target.id
             case "user":
-                return self._owns(d) or (s.workspace is None and s.channel is not None)
+                return (
+                    self._owns(d)
+                    or self._my_inbox(d)
+                    or (s.workspace is None and s.channel is not None)
+                )
             case _:
                 # The workspace's own events may take access away.
                 return str(d.event.stream) == self.target.id or (
@@ -137,6 +146,9 @@ class Access:
         s = d.scope
         kind = self.kinds.by_name.get(s.kind)
         return kind is not None and kind.readers.rule == "owner" and s.owner == self.user_id
+
+    def _my_inbox(self, d: Delivery) -> bool:
+        return d.scope.kind == INBOX and d.scope.owner == self.user_id
 
     def stream_scope(self) -> StreamScope:
         """The streams a catch-up reads for this target (after ``check``): those ``concerns``
@@ -150,7 +162,7 @@ class Access:
             case "user":
                 return StreamScope(
                     owner=self.user_id,
-                    owned_kinds=frozenset(self.kinds.names("owner")),
+                    owned_kinds=frozenset([*self.kinds.names("owner"), INBOX]),
                     direct_member=self.user_id,
                 )
             case _:
@@ -174,6 +186,9 @@ class Access:
             case "user":
                 if self._owns(d):
                     return True
+                if self._my_inbox(d):
+                    # A notification: looked at when delivered (``admits``), never cached.
+                    return None if d.event.type in NOTIFICATION_EVENTS else True
                 return self._channels.get(s.channel or "")
             case _:
                 return str(d.event.stream) == self.target.id
@@ -201,6 +216,8 @@ class Access:
         cached = self.admits_cached(d)
         if cached is not None:
             return cached
+        if self.target.kind == "user" and self._my_inbox(d):
+            return deliverable(self.app, self.user_id, d.event.data)
         return self.sees_channel(d.scope.channel or "")
 
     # -- signals (api/realtime/signals.py) ---------------------------------------------------

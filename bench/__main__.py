@@ -21,6 +21,9 @@ each at every concurrency level, then
    event stored, for a subscriber who sees few of a log's events (``bench/catch_up.py``),
 8. unread counts: one user's unread and mention counts in 1,000 channels from the read model
    (``bench/unread.py``),
+9. notifications: mention -> notification frame on the mentioned user's ``/ws`` under a
+   steady message rate, and write throughput with the reactions against without them
+   (``bench/notifications.py``),
 
 prints tables and writes JSON to bench/results/latest.json. Everything it starts is stopped
 and the temporary directory removed at the end.
@@ -50,7 +53,7 @@ from typing import Any
 from api.bootstrap import build_services
 from api.contexts import CONTEXTS
 from api.loop_lag import LoopLagCounts, percentile_ms
-from bench import catch_up, delivery, documents, rebuild, scenarios, unread
+from bench import catch_up, delivery, documents, notifications, rebuild, scenarios, unread
 from bench.delivery import DeliveryResult
 from bench.harness import (
     CpuProbe,
@@ -80,7 +83,7 @@ class Timing:
 
 FULL = Timing(warmup_s=2.0, duration_s=8.0, drain_s=10.0, rebuild_events=20_000)
 QUICK = Timing(warmup_s=0.3, duration_s=1.0, drain_s=3.0, rebuild_events=3_000)
-GROUPS = ("write", "delivery", "rebuild", "documents", "catch_up", "unread")
+GROUPS = ("write", "delivery", "rebuild", "documents", "catch_up", "unread", "notifications")
 
 # Figure keys, labels and what each is compared with (at the same concurrency).
 LABELS = {
@@ -340,6 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     docs: dict[str, Any] | None = None
     catch: dict[str, Any] | None = None
     unread_figure: dict[str, Any] | None = None
+    notes: dict[str, Any] | None = None
     try:
         admin_url = pg.start()
         machine = machine_info(work, scenarios.REPO)
@@ -378,6 +382,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 warmup_s=args.timing.warmup_s,
                 duration_s=args.timing.duration_s,
                 probes=[probes.bench, probes.pg, *probes.machine],
+            )
+        if "notifications" in args.group_set:
+            print("9. notifications: mention -> /ws frame, writes with and without reactions")
+            notes = notifications.run(
+                pg, admin_url, work, quick=args.quick, probes=[probes.pg, *probes.machine]
             )
     finally:
         pg.stop()
@@ -424,6 +433,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if catch is not None:
         print()
         print(catch_up.line(catch))
+    if notes is not None:
+        print()
+        print(notifications.line(notes))
     busiest = max(
         [r.cores_busy().get("other", 0.0) for r in bench.results.values()]
         + [r.cores_busy().get("other", 0.0) for r in report.results]
@@ -450,6 +462,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra["catch_up"] = catch
     if unread_figure is not None:
         extra["unread"] = unread_figure
+    if notes is not None:
+        extra["notifications"] = notes
     write_json(args, started, elapsed, machine, pg_info, bench, extra)
     failed = any(r.errors for r in bench.results.values())
     failed = failed or any(r.failures for r in report.results) or report.errors > 0

@@ -18,6 +18,8 @@ class Permission(StrEnum):
     EDIT_DOCUMENTS = "edit_documents"
     MANAGE_DOCUMENTS = "manage_documents"
     VIEW_AUDIT = "view_audit"
+    # ``@channel`` / ``@everyone`` in a message notify every reader of the channel (issue 19).
+    MENTION_EVERYONE = "mention_everyone"
 
 
 ALL_PERMISSIONS: frozenset[str] = frozenset(p.value for p in Permission)

@@ -89,6 +89,15 @@ SAFE: dict[str, dict[str, str]] = {
     "InstanceRoleRevoked": {"role": "fixed set", "granted_by": "an operator's name"},
     "SessionEnded": {"reason": "one of a fixed set"},
     "SignedOut": {"reason": "one of a fixed set (api/auth.py)"},
+    # Notifications (issue 19): ids and fixed sets, never text; the inbox is read by its owner
+    # only, each notification checked against their access when delivered.
+    "Notified": {"kind": "one of a fixed set", "detail": "a role's name, or channel/everyone"},
+    "NotificationsWithdrawn": {"kinds": "fixed set"},
+    "NotificationsRead": {"ids": "notification ids"},
+    "NoticeGiven": {"kind": "fixed set"},
+    "NoticeWithdrawn": {"kinds": "fixed set"},
+    "NotificationLevelSet": {"target": "fixed set", "level": "fixed set"},
+    "NotificationsMuted": {"target": "fixed set"},
     "ProjectionEventSkipped": {
         "projection": "operators' record (the instance's own stream)",
         "error": "as projection",

@@ -43,7 +43,14 @@ from websockets.sync.client import ClientConnection, connect
 from application.commands import ApplyDocumentUpdate
 from domain.base import Cause
 from domain.permissions import ALL_PERMISSIONS, BUILTIN_ROLES
-from tests.fixtures.chorus import SHORT_LINGER, Api, Running, User, wait_for_sessions_to_end
+from tests.fixtures.chorus import (
+    NOT_BY_REACTIONS,
+    SHORT_LINGER,
+    Api,
+    Running,
+    User,
+    wait_for_sessions_to_end,
+)
 
 pytestmark = pytest.mark.security
 
@@ -154,6 +161,7 @@ class World:
             self._db = psycopg.connect(self.chorus.database_url, autocommit=True)
         row = self._db.execute(
             "SELECT count(*), coalesce(max(notification_id), 0) FROM chorus_events"
+            f" WHERE {NOT_BY_REACTIONS}"
         ).fetchone()
         assert row is not None
         return int(row[0]), int(row[1])
@@ -543,6 +551,14 @@ CASES: list[Case] = [
          status=_status_if_signed_in(403)),
     Case("log out everywhere", "POST", "/api/auth/logout-all", sees=anyone,
          teardown=sign_in_again),
+    # Notifications (issue 19): one's own inbox and settings only.
+    Case("list my notifications", "GET", "/api/notifications", sees=anyone),
+    Case("count my unread notifications", "GET", "/api/notifications/unread-count", sees=anyone),
+    # Nobody's id (as another user's): nothing to mark, nothing written.
+    Case("mark notifications read", "POST", "/api/notifications/read",
+         body={"ids": ["5b1e61a6-2b48-4a8e-9d4e-2a62d4c7e001"]}, sees=anyone, appends=nobody),
+    Case("list my notification preferences", "GET", "/api/notification-preferences",
+         sees=anyone),
     # -- workspaces, membership, roles, invites ---------------------------------------------
     Case("list my workspaces", "GET", "/api/workspaces", sees=anyone, shows=member, finds=lists("ws")),
     Case("create a workspace", "POST", "/api/workspaces", body={"name": "w-{nonce}"}, sees=anyone,
@@ -562,6 +578,12 @@ CASES: list[Case] = [
          status=lambda a: 409 if "owner" in a.roles else None, teardown=rejoin_if_left),
     Case("create an invite", "POST", "/api/workspaces/{ws}/invites", body={}, target="ws",
          may=holding("invite"), ok=201),
+    Case("set the workspace's notification level", "PUT",
+         "/api/notification-preferences/workspace/{ws}", body={"level": "mentions"},
+         target="ws"),
+    Case("mute the private channel", "PUT", "/api/notification-preferences/channel/{priv}",
+         body={"muted_until": "2099-01-01T00:00:00+00:00"}, target="priv",
+         sees=in_private_channel),
     # An invite code is a capability: whoever holds it joins (members: 409 already in).
     Case("accept an invite", "POST", "/api/invites/{code}/accept",
          status=lambda a: (409 if a.member else 200) if a.signed_in else None,
@@ -733,7 +755,7 @@ def call(
     if method == "PATCH":
         return api.patch(path, user, body)
     if method == "PUT":
-        return api.put(path, user, json=body)
+        return api.put(path, user) if body is None else api.put(path, user, json=body)
     assert method == "DELETE"
     return api.delete(path, user)
 

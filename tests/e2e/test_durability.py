@@ -9,7 +9,7 @@ import psycopg
 from api.contexts import all_projections
 from infrastructure.embedded_postgres import EmbeddedPostgres
 from projections.runner import ProjectionRunner
-from tests.fixtures.chorus import Api, Running, ServerThread, chorus_settings
+from tests.fixtures.chorus import Api, Running, ServerThread, chorus_settings, reactions_quiet
 from tests.fixtures.read_models import populate_chat, read_model_rows
 from tests.fixtures.servers import new_database
 
@@ -23,6 +23,8 @@ def test_a_restarted_server_shows_the_same_state(
         ws, ch = populate_chat(api)
         owner_token = api.signup("watcher")
         api.ok(api.post(f"/api/workspaces/{ws}/join", owner_token))
+        # The reactions' notifications too, before the first server's view is taken.
+        api.position = reactions_quiet(url)
         timeline = api.ok(api.get(f"/api/channels/{ch}/messages", owner_token))
         events = api.ok(api.get("/api/events", owner_token, limit=200))
         first.stop()
@@ -43,7 +45,7 @@ def test_a_restarted_server_shows_the_same_state(
 def test_read_models_rebuild_from_position_zero_identically(chorus: Running) -> None:
     populate_chat(chorus.api)
     runner: ProjectionRunner = chorus.server.services.runner
-    assert runner.wait_for(chorus.api.position, timeout=10)
+    assert runner.wait_for(reactions_quiet(chorus.database_url), timeout=10)
     live = read_model_rows(chorus.database_url)
     assert sum(len(rows) for rows in live.values()) > 30
 
@@ -67,7 +69,7 @@ def test_projection_resumes_from_its_tracking_position_exactly_once(chorus: Runn
     takes over produce the same read models as one uninterrupted run."""
     populate_chat(chorus.api)
     runner: ProjectionRunner = chorus.server.services.runner
-    assert runner.wait_for(chorus.api.position, timeout=10)
+    assert runner.wait_for(reactions_quiet(chorus.database_url), timeout=10)
     live = read_model_rows(chorus.database_url)
     runner.stop()
     try:

@@ -165,10 +165,11 @@ def backend_alive(url: str, pid: int) -> bool:
 
 
 def lock_holders(url: str) -> list[int]:
-    """The backends holding a reaction's advisory lock."""
+    """The backends holding a reaction's advisory lock (each holds every policy it runs)."""
     with psycopg.connect(url) as conn:
         rows = conn.execute(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND granted",
+            "SELECT DISTINCT pid FROM pg_locks"
+            " WHERE locktype = 'advisory' AND classid = %s AND granted",
             (LOCK_CLASS,),
         ).fetchall()
     return sorted(int(r[0]) for r in rows)

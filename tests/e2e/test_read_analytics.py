@@ -4,12 +4,8 @@ analytics role like the other views, and by nothing that is not in the schema.""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlparse
 
 import psycopg
@@ -17,22 +13,14 @@ import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from tests.fixtures.analytics import chorus_cli
 from tests.fixtures.chorus import Running
-
-CHORUS = str(Path(sys.executable).with_name("chorus"))
-
-
-def _chorus(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": database_url}
-    return subprocess.run(
-        [CHORUS, *args], env=env, capture_output=True, text=True, timeout=60, check=False
-    )
 
 
 @pytest.fixture
 def analyst(chorus: Running) -> Iterator[str]:
     name, password = f"analyst_{uuid.uuid4().hex[:8]}", "a long analyst password"
-    made = _chorus(chorus.database_url, "analytics-role", name, password)
+    made = chorus_cli(chorus.database_url, "analytics-role", name, password)
     assert made.returncode == 0, made.stderr
     url = urlparse(chorus.database_url)
     yield f"postgresql://{name}:{password.replace(' ', '%20')}@{url.hostname}:{url.port}{url.path}"

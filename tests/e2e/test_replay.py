@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from projections.replay import rebuild
-from tests.fixtures.chorus import Api, Running
+from tests.fixtures.chorus import Api, Running, reactions_quiet
 from tests.fixtures.read_models import populate_chat, read_model_rows
 
 CHORUS = str(Path(sys.executable).with_name("chorus"))
@@ -21,7 +21,9 @@ def test_replay_all_while_serving_leaves_identical_read_models(chorus: Running) 
     ws, ch = populate_chat(chorus.api)
     watcher = chorus.api.signup("watch")
     chorus.api.ok(chorus.api.post(f"/api/workspaces/{ws}/join", watcher))
-    assert chorus.server.services.runner.wait_for(chorus.api.position, timeout=10)
+    # The reactions' notifications too: nothing may change the tables but the replay.
+    quiet = reactions_quiet(chorus.database_url)
+    assert chorus.server.services.runner.wait_for(quiet, timeout=10)
     live = read_model_rows(chorus.database_url)
 
     # Readers and a writer keep going during the replay; every answer must be a success.
@@ -64,7 +66,8 @@ def test_replay_all_while_serving_leaves_identical_read_models(chorus: Running) 
 
 def test_replay_one_projection_and_refuse_unknown_ones(chorus: Running) -> None:
     populate_chat(chorus.api)
-    assert chorus.server.services.runner.wait_for(chorus.api.position, timeout=10)
+    quiet = reactions_quiet(chorus.database_url)
+    assert chorus.server.services.runner.wait_for(quiet, timeout=10)
     live = read_model_rows(chorus.database_url)
     env = {**os.environ, "DATABASE_URL": chorus.database_url}
     one = subprocess.run(

@@ -11,7 +11,7 @@ from psycopg.rows import dict_row
 
 from api.contexts import all_projections
 from projections.runner import ProjectionRunner
-from tests.fixtures.chorus import Api, Running, User
+from tests.fixtures.chorus import Api, Running, User, reactions_quiet
 from tests.fixtures.read_models import read_model_rows
 
 
@@ -62,7 +62,9 @@ def _rebuild(chorus: Running, batch_size: int) -> dict[str, list[dict[str, Any]]
 @pytest.fixture(scope="module")
 def history(chorus: Running) -> dict[str, Any]:
     made = _history(chorus.api)
-    assert chorus.server.services.runner.wait_for(chorus.api.position, timeout=10)
+    # The reactions' notifications too: nothing may change the log while it is cut up.
+    quiet = reactions_quiet(chorus.database_url)
+    assert chorus.server.services.runner.wait_for(quiet, timeout=10)
     return made
 
 
