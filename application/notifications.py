@@ -57,7 +57,8 @@ from domain.workspaces import Workspace
 
 
 def broadcast_in(text: str) -> str | None:
-    """``channel`` or ``everyone`` when the text says ``@channel`` or ``@everyone``."""
+    """``channel``, ``everyone`` or ``here`` when the text says ``@channel``, ``@everyone``
+    or ``@here`` (the first of them, in that order)."""
     names = parse_mentions(text)
     return next((b for b in BROADCASTS if b in names), None)
 
@@ -281,7 +282,12 @@ def notify_broadcast(app: DecisionContext, cmd: NotifyBroadcast, cause: Cause) -
         u
         for u in sorted(workspace.members)
         if u != author and u not in message.mentions and channel.can_view(u, workspace)
-    ][:MAX_BROADCAST]
+    ]
+    if word == "here":
+        # Those with a session open now, when this runs (a rerun after a crash asks again).
+        online = set() if app.directory is None else app.directory.online(audience)
+        audience = [u for u in audience if u in online]
+    audience = audience[:MAX_BROADCAST]
     batch = _Batch(app, cause)
     for user_id in audience:
         if not (

@@ -78,6 +78,11 @@ class Directory(Protocol):
 
     def shared_workspaces(self, user_a: str, user_b: str) -> list[str]: ...
 
+    def online(self, user_ids: Sequence[str]) -> set[str]:
+        """Which of these users have a session open (``@here``), from the presence read
+        model: as it is when the reaction runs."""
+        ...
+
 
 class DecisionContext(Protocol):
     """Everything a command handler may use: the current state of aggregates and the

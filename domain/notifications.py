@@ -37,7 +37,7 @@ MESSAGE_KINDS = (MENTION, REPLY, THREAD_REPLY, DIRECT_MESSAGE)
 
 # ``@channel`` and ``@everyone`` tell every reader of the channel (for those holding
 # ``mention_everyone``), at most this many of them.
-BROADCASTS = ("channel", "everyone")
+BROADCASTS = ("channel", "everyone", "here")
 MAX_BROADCAST = 1000
 
 MAX_READ_IDS = 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from psycopg import Cursor
@@ -273,3 +274,12 @@ class WorkspaceDirectory:
     def shared_workspaces(self, user_a: str, user_b: str) -> list[str]:
         with self.pool.connection() as conn, conn.cursor() as cur:
             return run(cur, shared_workspaces(user_a, user_b))
+
+    def online(self, user_ids: Sequence[str]) -> set[str]:
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT user_id::text AS user_id FROM rm_presence"
+                " WHERE online AND user_id::text = ANY(%s)",
+                (list(user_ids),),
+            )
+            return {row["user_id"] for row in cur.fetchall()}

@@ -9,6 +9,7 @@ reactions by their marks (``settle``) and for the read models by ``min_position`
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -195,6 +196,28 @@ def test_channel_and_everyone_need_mention_everyone_and_reach_the_channels_reade
     heard = say(api, bob, ch, "@everyone now")
     assert heard in [i["message_id"] for i in inbox(chorus, cat)]
     assert heard in [i["message_id"] for i in inbox(chorus, owner)]
+
+
+def test_here_reaches_only_the_readers_online_when_it_is_handled(chorus: Running) -> None:
+    """``@here``: the channel's readers with a session open when the reaction runs (the
+    presence read model), the author's ``mention_everyone`` as for ``@channel``."""
+    api = chorus.api
+    (owner, ann, bob), ws, ch = team(api, 3)
+    with socket(chorus, ann):
+        deadline = time.monotonic() + TIMEOUT
+        while True:  # ann's session reaches the presence read model
+            items = api.ok(api.get(f"/api/workspaces/{ws}/presence", owner))["items"]
+            if {i["user_id"]: i["status"] for i in items}.get(ann.user_id) == "online":
+                break
+            assert time.monotonic() < deadline, items
+        here = say(api, owner, ch, "@here standup")
+        told = inbox(chorus, ann)
+    assert [(i["message_id"], i["detail"]) for i in told] == [(here, "here")]
+    assert here not in [i["message_id"] for i in inbox(chorus, bob)]  # offline
+    # A member without mention_everyone tells nobody, online or not.
+    with socket(chorus, owner):
+        say(api, bob, ch, "@here anyone?")
+        assert [i["detail"] for i in inbox(chorus, owner) if i["kind"] == "mention"] == []
 
 
 def test_reading_by_ids_and_up_to_and_another_users_ids_change_nothing(chorus: Running) -> None:
