@@ -14,6 +14,7 @@ from api.catalogue import Catalogue, Context
 from api.channels import ChannelController
 from api.documents import DocumentController
 from api.users import UserController
+from api.webhooks import WebhookController
 from api.workspaces import InviteController, WorkspaceController
 from application import (
     channels,
@@ -23,6 +24,7 @@ from application import (
     messages,
     notifications,
     presence,
+    webhooks,
     workspaces,
 )
 from domain.channels import Channel
@@ -34,6 +36,7 @@ from domain.messages import Message
 from domain.notifications import Inbox
 from domain.operations import ReadModelSkip
 from domain.presence import Session
+from domain.webhooks import Delivery, Webhooks
 from domain.workspaces import Workspace
 from projections.base import Projection
 from projections.channels import ChannelsProjection
@@ -41,6 +44,7 @@ from projections.documents import DocumentsProjection
 from projections.presence import PresenceProjection
 from projections.timelines import TimelinesProjection
 from projections.users import UsersProjection
+from projections.webhooks import WebhooksProjection
 from projections.workspaces import WorkspacesProjection
 
 IDENTITY = Context(
@@ -89,6 +93,14 @@ NOTIFICATIONS = Context(
     handlers=notifications.HANDLERS,
     policies=(notifications.MENTIONS,),
 )
+WEBHOOKS = Context(
+    "webhooks",
+    aggregates=(Webhooks, Delivery),
+    handlers=webhooks.HANDLERS,
+    read_models=(WebhooksProjection,),
+    policies=(webhooks.WEBHOOKS,),
+    routes=(WebhookController,),
+)
 INSTANCE = Context(
     "instance",
     aggregates=(Instance, ReadModelSkip),
@@ -96,7 +108,17 @@ INSTANCE = Context(
 )
 
 CONTEXTS = Catalogue(
-    (IDENTITY, WORKSPACES, CHANNELS, MESSAGES, PRESENCE, DOCUMENTS, NOTIFICATIONS, INSTANCE)
+    (
+        IDENTITY,
+        WORKSPACES,
+        CHANNELS,
+        MESSAGES,
+        PRESENCE,
+        DOCUMENTS,
+        NOTIFICATIONS,
+        WEBHOOKS,
+        INSTANCE,
+    )
 )
 
 

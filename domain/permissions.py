@@ -18,6 +18,8 @@ class Permission(StrEnum):
     EDIT_DOCUMENTS = "edit_documents"
     MANAGE_DOCUMENTS = "manage_documents"
     VIEW_AUDIT = "view_audit"
+    # Register, change and delete a workspace's outgoing webhooks, and read their deliveries.
+    MANAGE_WEBHOOKS = "manage_webhooks"
 
 
 ALL_PERMISSIONS: frozenset[str] = frozenset(p.value for p in Permission)
