@@ -132,30 +132,27 @@ async def _require_admin(cur: AsyncCursor[Any], ws: str, user: str) -> None:
         raise PermissionDenied(f"missing permission {Permission.MANAGE_WEBHOOKS.value!r}")
 
 
-async def _admin(request: Req, ws: str) -> str:
-    workspace = str(as_uuid(ws))
-    async with read_cursor_async(request, None) as cur:
-        await _require_admin(cur, workspace, request.user)
-    return workspace
-
-
-async def _checked_url(request: Req, url: str) -> str:
-    """Refuses (422) a URL of a scheme or host the operator does not allow: a literal
-    address in any spelling, or a name resolving to one. A name that does not resolve now is
-    taken: each delivery resolves and checks again."""
+async def _url_refused(request: Req, url: str) -> str | None:
+    """Why the operator's policy refuses ``url`` (a scheme, a literal address in any
+    spelling, or a name resolving to a refused address), or None. The handler tells it
+    (422) only to an admin of the workspace, after its own checks: nobody else learns how a
+    URL fares. A name that does not resolve now is taken: each delivery checks again."""
     settings = services_of(request).settings
     policy = OutboundPolicy(settings.webhook_allow_private, settings.webhook_allow_http)
-    check_url_shape(url, allow_http=policy.allow_http)
+    try:
+        check_url_shape(url, allow_http=policy.allow_http)
+    except InvalidValue as exc:
+        return str(exc)
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         await anyio.to_thread.run_sync(checked_addresses, host, port, policy)
     except AddressRefused as exc:
-        raise InvalidValue(f"url refused: {exc}") from None
+        return f"url refused: {exc}"
     except HostUnresolved:
         pass
-    return url
+    return None
 
 
 def _webhook_id(value: str) -> str:
@@ -175,9 +172,12 @@ class WebhookController(Controller):
     ) -> Response[Registered]:
         """Registers a URL for the event types named (needs ``manage_webhooks``). The answer
         carries the signing secret, shown only here."""
-        workspace = await _admin(request, ws)
-        url = await _checked_url(request, data.url)
-        cmd = RegisterWebhook(workspace_id=workspace, url=url, event_types=data.event_types)
+        cmd = RegisterWebhook(
+            workspace_id=ws,
+            url=data.url,
+            event_types=data.event_types,
+            url_refused=await _url_refused(request, data.url),
+        )
         return reply(await execute(request, cmd, request.user), Registered)
 
     @get("/", operation_id="ListWebhooks", responses=READ_ERRORS)
@@ -212,13 +212,12 @@ class WebhookController(Controller):
         self, request: Req, ws: FromPath[str], webhook: FromPath[str], data: JSONBody[ChangeBody]
     ) -> Response[Written]:
         """Changes the URL or the event types (a field left out keeps its value)."""
-        workspace = await _admin(request, ws)
-        url = None if data.url is None else await _checked_url(request, data.url)
         cmd = ChangeWebhook(
-            workspace_id=workspace,
+            workspace_id=ws,
             webhook_id=_webhook_id(webhook),
-            url=url,
+            url=data.url,
             event_types=data.event_types,
+            url_refused=None if data.url is None else await _url_refused(request, data.url),
         )
         return reply(await execute(request, cmd, request.user), Written)
 

@@ -241,11 +241,13 @@ class NotifyMention(Command, frozen=True):
 
 # -- webhooks (issue 19) --------------------------------------------------------------------
 class RegisterWebhook(Command, frozen=True):
-    """Over HTTP only: where the URL points is checked there, with a look-up, before it runs."""
+    """Over HTTP only: where the URL points is checked there, with a look-up, before it runs
+    (``url_refused``: why it may not be used; the handler says so only to an admin)."""
 
     workspace_id: str
     url: str
     event_types: list[str]
+    url_refused: str | None = None
 
 
 class ChangeWebhook(Command, frozen=True):
@@ -255,6 +257,7 @@ class ChangeWebhook(Command, frozen=True):
     webhook_id: str
     url: str | None = None
     event_types: list[str] | None = None
+    url_refused: str | None = None
 
 
 class RotateWebhookSecret(Command, frozen=True):

@@ -228,7 +228,9 @@ def register_webhook(app: DecisionContext, cmd: RegisterWebhook, cause: Cause) -
     in an event."""
     workspace = _admin_of(app, cmd.workspace_id, cause)
     # The scheme and addresses allowed are the operator's (checked over HTTP, with a look-up,
-    # before this runs): here only the shape.
+    # before this runs: told only to an admin); here the shape.
+    if cmd.url_refused is not None:
+        raise InvalidValue(cmd.url_refused)
     url = check_url_shape(cmd.url, allow_http=True)
     types = check_event_types(cmd.event_types)
     uid = webhooks_id(workspace.id)
@@ -247,6 +249,9 @@ def register_webhook(app: DecisionContext, cmd: RegisterWebhook, cause: Cause) -
 @HANDLERS.on(ChangeWebhook)
 def change_webhook(app: DecisionContext, cmd: ChangeWebhook, cause: Cause) -> Decision:
     hooks = _webhooks(app, cmd.workspace_id, cause)
+    hooks.hook(cmd.webhook_id)
+    if cmd.url_refused is not None:
+        raise InvalidValue(cmd.url_refused)
     url = None if cmd.url is None else check_url_shape(cmd.url, allow_http=True)
     types = None if cmd.event_types is None else check_event_types(cmd.event_types)
     hooks.change(cmd.webhook_id, url, types, cause)
