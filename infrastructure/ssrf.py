@@ -200,4 +200,8 @@ def checked_addresses(host: str, port: int, policy: OutboundPolicy) -> list[IPAd
         reason = refusal(address, policy)
         if reason is not None:
             raise AddressRefused(f"{host} resolves to {reason}")
-    return addresses
+    # An IPv4-mapped address is connected to as the IPv4 address it is.
+    return [
+        a.ipv4_mapped if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped else a
+        for a in addresses
+    ]
