@@ -288,6 +288,8 @@ class QueueWebhookDeliveries(Command, frozen=True):
     stream_id: str
     event_type: str
     position: int
+    # When it happened (microseconds since 1970, UTC): a webhook registered later skips it.
+    occurred_at_us: int
 
 
 class RecordWebhookAttempt(Command, frozen=True):

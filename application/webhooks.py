@@ -15,7 +15,7 @@ import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -144,6 +144,7 @@ def routed(occurred: Occurred) -> list[Command]:
             stream_id=str(event.originator_id),
             event_type=type(event).__name__,
             position=occurred.position,
+            occurred_at_us=round(event.timestamp.timestamp() * 1_000_000),
         )
     ]
 
@@ -167,7 +168,8 @@ def queue_deliveries(app: DecisionContext, cmd: QueueWebhookDeliveries, cause: C
     if workspace_id is None or not app.exists(webhooks_id(workspace_id)):
         return nothing
     hooks = app.load(Webhooks, webhooks_id(workspace_id))
-    wanting = hooks.wanting(cmd.event_type)
+    occurred_at = datetime.fromtimestamp(cmd.occurred_at_us / 1_000_000, UTC)
+    wanting = hooks.wanting(cmd.event_type, occurred_at)
     if not wanting:
         return nothing
     workspace = app.load(Workspace, workspace_id)
@@ -237,7 +239,7 @@ def register_webhook(app: DecisionContext, cmd: RegisterWebhook, cause: Cause) -
     hooks = app.load(Webhooks, uid) if app.exists(uid) else Webhooks.open(workspace.id, cause)
     webhook_id = uuid4()
     secret = new_secret()
-    hooks.register(webhook_id, url, types, secret_hint(secret), cause)
+    hooks.register(webhook_id, url, types, secret_hint(secret), app.clock(), cause)
     return Decision(
         [hooks],
         {"id": str(webhook_id), "secret": secret},

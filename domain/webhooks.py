@@ -104,13 +104,20 @@ class Hook:
     event_types: list[str]
     registered_by: str
     secret_hint: str
+    # Events that happened before are not its business, however late the reaction runs.
+    registered_at: datetime | None = None
     enabled: bool = True
     disabled_reason: str | None = None
     consecutive_failures: int = 0
     deleted: bool = False
 
-    def wants(self, event_type: str) -> bool:
-        return self.enabled and not self.deleted and event_type in self.event_types
+    def wants(self, event_type: str, occurred_at: datetime) -> bool:
+        return (
+            self.enabled
+            and not self.deleted
+            and event_type in self.event_types
+            and (self.registered_at is None or self.registered_at <= occurred_at)
+        )
 
 
 class Webhooks(ChorusAggregate):
@@ -147,9 +154,10 @@ class Webhooks(ChorusAggregate):
             raise NotFound("unknown webhook")
         return found
 
-    def wanting(self, event_type: str) -> list[tuple[str, Hook]]:
-        """The enabled webhooks that want ``event_type``, in registration order."""
-        return [(i, h) for i, h in self.hooks.items() if h.wants(event_type)]
+    def wanting(self, event_type: str, occurred_at: datetime) -> list[tuple[str, Hook]]:
+        """The enabled webhooks that want ``event_type`` and were registered before
+        ``occurred_at``, in registration order."""
+        return [(i, h) for i, h in self.hooks.items() if h.wants(event_type, occurred_at)]
 
     # -- an admin's changes -----------------------------------------------------------------
 
@@ -159,6 +167,7 @@ class Webhooks(ChorusAggregate):
         url: str,
         event_types: list[str],
         secret_hint: str,
+        now: datetime,
         cause: Cause,
     ) -> None:
         live = sum(1 for h in self.hooks.values() if not h.deleted)
@@ -170,6 +179,7 @@ class Webhooks(ChorusAggregate):
             event_types=event_types,
             secret_hint=secret_hint,
             registered_by=cause.actor,
+            registered_at=now,
             actor_id=cause.actor_id,
             command_id=cause.command_id,
         )
@@ -182,10 +192,13 @@ class Webhooks(ChorusAggregate):
         event_types: list[str],
         secret_hint: str,
         registered_by: str,
+        registered_at: datetime,
         actor_id: str | None,
         command_id: str | None,
     ) -> None:
-        self.hooks[webhook_id] = Hook(url, list(event_types), registered_by, secret_hint)
+        self.hooks[webhook_id] = Hook(
+            url, list(event_types), registered_by, secret_hint, registered_at
+        )
 
     def change(
         self, webhook_id: str, url: str | None, event_types: list[str] | None, cause: Cause

@@ -339,3 +339,22 @@ def test_private_addresses_and_plain_http_are_refused_by_default(
             f"/api/workspaces/{ws}/webhooks/{hook}", owner, {"url": "https://127.0.0.1/"}
         )
         assert changed.status_code == 422, changed.text
+
+
+def test_events_from_before_a_registration_are_not_delivered_however_late_the_reaction_runs(
+    scene: Scene, hooks: Receiver
+) -> None:
+    with psycopg.connect(scene.url) as gate:
+        # The reaction's next step waits for its mark's row: it runs late, after the
+        # registration below.
+        gate.execute("SELECT 1 FROM chorus_reactions WHERE policy = 'webhooks' FOR UPDATE")
+        before = scene.say("before the webhook")
+        made = scene.register(hooks.url("/late"), ["MessageSent"])
+        after = scene.say("after the webhook")
+        gate.rollback()
+    got = hooks.wait_for(1, path="/late")
+    scene.reacted_past(after["position"])
+    assert [verified(made["secret"], r)["stream"] for r in hooks.of("/late")] == [after["id"]]
+    log = wait_until("the delivery in the log", lambda: scene.delivered(made["id"], 1))
+    assert [d["position"] for d in log] == [after["position"]]
+    assert before["position"] < after["position"] and len(got) == 1
