@@ -94,6 +94,7 @@ SAFE: dict[str, dict[str, str]] = {
         "url": "where the workspace's events go: its admins' configuration",
         "event_types": "names from a fixed set",
         "secret_hint": "a short digest of the secret, not the secret",
+        "registered_by": "a user id",
     },
     "WebhookChanged": {"url": "as WebhookRegistered", "event_types": "as WebhookRegistered"},
     "WebhookSecretRotated": {"secret_hint": "as WebhookRegistered"},
