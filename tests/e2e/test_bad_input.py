@@ -498,6 +498,7 @@ def path_ids(world: World) -> dict[str, str]:
         "doc": world.document, "user": world.member.user_id, "stream_id": world.workspace,
         "role": "admin", "emoji": "x", "code": "no-such-code",
         "session_id": "00000000-0000-4000-8000-000000000000",
+        "webhook": "00000000-0000-4000-8000-000000000001",
     }  # fmt: skip
 
 
