@@ -14,6 +14,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,9 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from api.catalogue import Catalogue
 from api.cli import main as chorus_main
-from api.contexts import all_projections
+from api.contexts import CONTEXTS, all_projections
 from infrastructure.chain import CHAIN_TABLE, GENESIS, link, record_bytes
 from infrastructure.embedded_postgres import EmbeddedPostgres
 from tests.e2e.test_durability import _populate
@@ -33,6 +35,16 @@ from tests.fixtures.processes import CHORUS
 OPS_TOKEN = "ops-" + "o" * 40
 READ_WAIT_S = 3.0
 NAMES = sorted(p.name for p in all_projections())
+# The reactions but the webhooks one (issue 19): it handles nearly every event type, so a
+# poison event that every read model takes but that does not decode stops it, and no operator
+# action passes a reaction over such an event yet (a skip needs a stuck read model). Its
+# isolation is that of every policy (tests/e2e/test_reactions.py).
+WITHOUT_WEBHOOKS = Catalogue(
+    tuple(
+        replace(c, policies=tuple(p for p in c.policies if p.name != "webhooks"))
+        for c in CONTEXTS.contexts
+    )
+)
 # Fields of the stored state the envelope takes apart: the read side needs them as they are.
 _ENVELOPE = ("timestamp", "originator_topic")
 
@@ -118,6 +130,7 @@ def served(
     with running_chorus(
         postgres_server,
         tmp_path_factory.mktemp("stuck"),
+        catalogue=WITHOUT_WEBHOOKS,
         read_wait_timeout_s=READ_WAIT_S,
         ops_token=OPS_TOKEN,
     ) as running:
