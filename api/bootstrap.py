@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+import msgspec
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from api.catalogue import Catalogue
+from api.envelopes import envelope
 from api.realtime.hub import EventHub
 from api.realtime.signals import SignalBus
 from api.session_ends import SessionEnds
@@ -23,6 +25,7 @@ from application.live_documents.rooms import Rooms
 from application.presence_upkeep import PresenceKeeper
 from application.reaction_runner import ReactionRunner
 from application.reactions import Policy
+from application.webhook_delivery import DeliveryWorker, Schedule
 from infrastructure import migrations
 from infrastructure.eventstore import eventsourcing_env
 from infrastructure.instances import Instances
@@ -30,11 +33,14 @@ from infrastructure.passwords import PasswordHasher
 from infrastructure.reaction_log import ReactionLog
 from infrastructure.refresh_tokens import RefreshTokens
 from infrastructure.settings import Settings
+from infrastructure.ssrf import OutboundPolicy
 from infrastructure.tokens import AccessTokens
+from infrastructure.webhook_delivery import SenderLock, WebhookSender
 from projections.base import Projection
 from projections.log import follow_store
 from projections.readers import sessions_on, stored_document
 from projections.runner import ProjectionRunner, create_tables
+from projections.webhooks import DeliveryReads
 from projections.workspaces import WorkspaceDirectory
 
 
@@ -89,6 +95,8 @@ class Services:
     last_writes: LastWrites = field(default_factory=LastWrites)
     # Reactions (application/reaction_runner.py): running beside the projections.
     reactions: ReactionRunner | None = None
+    # Outgoing webhooks' delivery worker (application/webhook_delivery.py), beside the reactions.
+    webhooks: DeliveryWorker | None = None
 
     def close(self) -> None:
         self.presence.stop()
@@ -96,6 +104,8 @@ class Services:
         self.runner.stop()
         if self.reactions is not None:
             self.reactions.stop()
+        if self.webhooks is not None:
+            self.webhooks.stop()
         self.app.close()
         self.read_pool.close()
         self.auth_pool.close()
@@ -192,8 +202,10 @@ def build_services(
         catalogue.policies if policies is None else policies,
         follow=partial(follow_store, database_url),
     )
+    webhooks = build_webhooks(settings, database_url, app, read_pool, runner)
     if run_projections:
         reactions.start()
+        webhooks.start()
     return Services(
         settings=settings,
         database_url=database_url,
@@ -212,4 +224,32 @@ def build_services(
         rooms=rooms,
         session_ends=SessionEnds(hub, access_tokens, refresh_tokens),
         reactions=reactions,
+        webhooks=webhooks,
+    )
+
+
+def build_webhooks(
+    settings: Settings,
+    database_url: str,
+    app: Chorus,
+    read_pool: ConnectionPool[Any],
+    runner: ProjectionRunner,
+) -> DeliveryWorker:
+    """The webhook delivery worker: deliveries from the read model, each event as the
+    public envelope, sent where the operator's policy allows, recorded through ``app``."""
+    return DeliveryWorker(
+        DeliveryReads(read_pool, lambda event: msgspec.json.encode(envelope(event))),
+        WebhookSender(
+            OutboundPolicy(settings.webhook_allow_private, settings.webhook_allow_http),
+            timeout_s=settings.webhook_timeout_s,
+            max_response_bytes=settings.webhook_max_response_bytes,
+        ),
+        SenderLock(database_url),
+        record=lambda command, cause: app.execute_now(command, cause).position,
+        wait_for=lambda position: runner.wait_for(position, settings.read_wait_timeout_s),
+        secret=lambda webhook_id: app.store.find_password_hash(uuid.UUID(webhook_id)),
+        schedule=Schedule(
+            settings.webhook_attempts, settings.webhook_retry_base_s, settings.webhook_retry_max_s
+        ),
+        disable_after=settings.webhook_disable_after,
     )

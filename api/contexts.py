@@ -16,6 +16,7 @@ from api.documents import DocumentController
 from api.notifications import NotificationController
 from api.read_state import ReadStateController
 from api.users import UserController
+from api.webhooks import WebhookController
 from api.workspaces import InviteController, WorkspaceController
 from application import (
     channels,
@@ -26,6 +27,7 @@ from application import (
     notifications,
     presence,
     read_markers,
+    webhooks,
     workspaces,
 )
 from domain.channels import Channel
@@ -39,6 +41,7 @@ from domain.notifications import Inbox, MessageNotices
 from domain.operations import ReadModelSkip
 from domain.presence import Session
 from domain.read_markers import ReadMarkers
+from domain.webhooks import Delivery, Webhooks
 from domain.workspaces import Workspace
 from projections.base import Projection
 from projections.channels import ChannelsProjection
@@ -48,6 +51,7 @@ from projections.presence import PresenceProjection
 from projections.read_state import ReadStateProjection
 from projections.timelines import TimelinesProjection
 from projections.users import UsersProjection
+from projections.webhooks import WebhooksProjection
 from projections.workspaces import WorkspacesProjection
 
 IDENTITY = Context(
@@ -106,6 +110,14 @@ READ_STATE = Context(
     read_models=(ReadStateProjection,),
     routes=(ReadStateController,),
 )
+WEBHOOKS = Context(
+    "webhooks",
+    aggregates=(Webhooks, Delivery),
+    handlers=webhooks.HANDLERS,
+    read_models=(WebhooksProjection,),
+    policies=(webhooks.WEBHOOKS,),
+    routes=(WebhookController,),
+)
 INSTANCE = Context(
     "instance",
     aggregates=(Instance, ReadModelSkip),
@@ -122,6 +134,7 @@ CONTEXTS = Catalogue(
         DOCUMENTS,
         NOTIFICATIONS,
         READ_STATE,
+        WEBHOOKS,
         INSTANCE,
     )
 )

@@ -298,6 +298,83 @@ class SetNotificationPreference(Command, frozen=True):
     unmute: bool = False
 
 
+# -- webhooks (issue 19) --------------------------------------------------------------------
+class RegisterWebhook(Command, frozen=True):
+    """Over HTTP only: where the URL points is checked there, with a look-up, before it runs
+    (``url_refused``: why it may not be used; the handler says so only to an admin)."""
+
+    workspace_id: str
+    url: str
+    event_types: list[str]
+    url_refused: str | None = None
+
+
+class ChangeWebhook(Command, frozen=True):
+    """Over HTTP only, as RegisterWebhook. A field left out keeps its value."""
+
+    workspace_id: str
+    webhook_id: str
+    url: str | None = None
+    event_types: list[str] | None = None
+    url_refused: str | None = None
+
+
+class RotateWebhookSecret(Command, frozen=True):
+    workspace_id: str
+    webhook_id: str
+
+
+class DisableWebhook(Command, frozen=True):
+    workspace_id: str
+    webhook_id: str
+
+
+class EnableWebhook(Command, frozen=True):
+    workspace_id: str
+    webhook_id: str
+
+
+class DeleteWebhook(Command, frozen=True):
+    workspace_id: str
+    webhook_id: str
+
+
+class QueueWebhookDeliveries(Command, frozen=True):
+    """Issued by the webhooks reaction: the event at ``position`` (of ``stream_id``, the
+    aggregate ``source``) goes to each webhook of its workspace that wants it."""
+
+    source: str
+    stream_id: str
+    event_type: str
+    position: int
+    # When it happened (microseconds since 1970, UTC): a webhook registered later skips it.
+    occurred_at_us: int
+
+
+class RecordWebhookAttempt(Command, frozen=True):
+    """Issued by the delivery worker after each attempt (application/webhook_delivery.py)."""
+
+    delivery_id: str
+    attempt: int
+    status_code: int | None
+    error: str | None
+    succeeded: bool
+    # The next attempt is due this many milliseconds after this one is recorded; None: that was
+    # the last (or it succeeded).
+    retry_after_ms: int | None
+    # Failed attempts in a row after which the webhook is disabled.
+    disable_after: int
+
+
+# Commands no client sends over /ws.
+WEBHOOK_SERVER_ONLY: tuple[type[Command], ...] = (
+    RegisterWebhook,
+    ChangeWebhook,
+    QueueWebhookDeliveries,
+    RecordWebhookAttempt,
+)
+
+
 SERVER_ONLY: tuple[type[Command], ...] = (
     RegisterUser,
     StartSession,
@@ -314,6 +391,7 @@ SERVER_ONLY: tuple[type[Command], ...] = (
     NotifyMemberJoined,
     NotifyRoleGranted,
     WithdrawNotifications,
+    *WEBHOOK_SERVER_ONLY,
 )
 
 

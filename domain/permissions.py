@@ -21,6 +21,9 @@ class Permission(StrEnum):
     # ``@channel`` / ``@everyone`` in a message notify every reader of the channel (issue 19).
     MENTION_EVERYONE = "mention_everyone"
 
+    # Register, change and delete a workspace's outgoing webhooks, and read their deliveries.
+    MANAGE_WEBHOOKS = "manage_webhooks"
+
 
 ALL_PERMISSIONS: frozenset[str] = frozenset(p.value for p in Permission)
 

@@ -120,6 +120,19 @@ class Settings:
     log_format: str = "auto"
     slow_request_s: float = 1.0
 
+    # -- outgoing webhooks (issue 19): see docs/API.md, "Outgoing webhooks" -------------------
+    # Off by default: webhook URLs must be https and reach public addresses only.
+    webhook_allow_private: bool = False
+    webhook_allow_http: bool = False
+    webhook_timeout_s: float = 10.0
+    webhook_max_response_bytes: int = 64 * 1024
+    # Attempts per delivery, the first retry's delay (doubling, at most the max) and the failed
+    # attempts in a row after which a webhook is disabled.
+    webhook_attempts: int = 8
+    webhook_retry_base_s: float = 10.0
+    webhook_retry_max_s: float = 3600.0
+    webhook_disable_after: int = 20
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         """Raises SettingsError naming every malformed variable."""
@@ -231,6 +244,15 @@ class Settings:
             ),
             signups_per_hour=_int(env, "CHORUS_SIGNUPS_PER_HOUR", 1000, 0, 1_000_000),
             presence_linger_s=_float(env, "CHORUS_PRESENCE_LINGER_S", 2.0, 0.0, 600.0),
+            webhook_allow_private=_bool(env, "CHORUS_WEBHOOK_ALLOW_PRIVATE", False),
+            webhook_allow_http=_bool(env, "CHORUS_WEBHOOK_ALLOW_HTTP", False),
+            webhook_timeout_s=_float(env, "CHORUS_WEBHOOK_TIMEOUT_S", 10.0, 0.1, 120.0),
+            webhook_attempts=_int(env, "CHORUS_WEBHOOK_ATTEMPTS", 8, 1, 100),
+            webhook_retry_base_s=_float(env, "CHORUS_WEBHOOK_RETRY_BASE_S", 10.0, 0.01, 86400.0),
+            webhook_retry_max_s=_float(
+                env, "CHORUS_WEBHOOK_RETRY_MAX_S", 3600.0, 0.01, 7 * 86400.0
+            ),
+            webhook_disable_after=_int(env, "CHORUS_WEBHOOK_DISABLE_AFTER", 20, 1, 100_000),
         )
 
     def resolved_jwt_secret(self) -> str:

@@ -98,6 +98,18 @@ SAFE: dict[str, dict[str, str]] = {
     "NoticeWithdrawn": {"kinds": "fixed set"},
     "NotificationLevelSet": {"target": "fixed set", "level": "fixed set"},
     "NotificationsMuted": {"target": "fixed set"},
+    # Webhooks (issue 19): read by holders of manage_webhooks; the secret is never in them.
+    "WebhookRegistered": {
+        "url": "where the workspace's events go: its admins' configuration",
+        "event_types": "names from a fixed set",
+        "secret_hint": "a short digest of the secret, not the secret",
+        "registered_by": "a user id",
+    },
+    "WebhookChanged": {"url": "as WebhookRegistered", "event_types": "as WebhookRegistered"},
+    "WebhookSecretRotated": {"secret_hint": "as WebhookRegistered"},
+    "WebhookDisabled": {"reason": "one of a fixed set"},
+    "DeliveryQueued": {"event_type": "an event type's name"},
+    "DeliveryAttempted": {"error": "what the receiver's side did, written by the server"},
     "ProjectionEventSkipped": {
         "projection": "operators' record (the instance's own stream)",
         "error": "as projection",

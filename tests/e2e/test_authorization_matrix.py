@@ -304,11 +304,41 @@ def world(chorus: Running) -> Iterator[World]:
         api.post(f"/api/workspaces/{ws_b}/roles", stranger, {"name": "b-only", "permissions": []}),
         201,
     )
+    # Webhooks (issue 19), for an event type the matrix never causes: nothing is sent.
+    w.ids["hook"] = w.ok(api.post(f"/api/workspaces/{ws}/webhooks", owner, WEBHOOK), 201)["id"]
+    w.ids["hook_b"] = w.ok(api.post(f"/api/workspaces/{ws_b}/webhooks", stranger, WEBHOOK), 201)[
+        "id"
+    ]
     yield w
     w.close()
 
 
 # -- per-attempt set-up: fresh targets so that every allowed attempt can succeed --------------
+
+# A public address (no look-up) and an event type no case here causes in A or B after the
+# webhooks are registered.
+WEBHOOK = {"url": "https://93.184.215.14/hook", "event_types": ["WorkspaceCreated"]}
+
+
+def fresh_webhook(w: World, _: Actor) -> dict[str, Any]:
+    path = f"/api/workspaces/{w.ids['ws']}/webhooks"
+    return {"fresh": w.ok(w.api.post(path, w.user("owner"), WEBHOOK), 201)["id"]}
+
+
+def disabled_webhook(w: World, a: Actor) -> dict[str, Any]:
+    made = fresh_webhook(w, a)
+    path = f"/api/workspaces/{w.ids['ws']}/webhooks/{made['fresh']}/disable"
+    w.ok(w.api.post(path, w.user("owner")))
+    return made
+
+
+def drop_webhooks(w: World, _: Actor) -> None:
+    """Every webhook of A but the standing one is deleted (a workspace holds at most 20)."""
+    path = f"/api/workspaces/{w.ids['ws']}/webhooks"
+    for hook in w.ok(w.api.get(path, w.user("owner")))["items"]:
+        if hook["id"] != w.ids["hook"]:
+            w.ok(w.api.delete(f"{path}/{hook['id']}", w.user("owner")))
+
 
 Setup = Callable[[World, Actor], dict[str, Any]]
 Teardown = Callable[[World, Actor], None]
@@ -699,6 +729,30 @@ CASES: list[Case] = [
     Case("restore a document version", "POST", "/api/documents/{fresh}/restore",
          body={"position": "{then}"}, target="fresh", sees=VIEW_DOCS,
          may=holding("edit_documents"), setup=document_with_content),
+    # -- outgoing webhooks (issue 19): manage_webhooks, for every route ----------------------
+    Case("register a webhook", "POST", "/api/workspaces/{ws}/webhooks", target="ws",
+         body={"url": "https://93.184.215.14/{nonce}", "event_types": ["WorkspaceCreated"]},
+         may=holding("manage_webhooks"), ok=201, teardown=drop_webhooks),
+    Case("list webhooks", "GET", "/api/workspaces/{ws}/webhooks", target="ws",
+         may=holding("manage_webhooks")),
+    Case("read a webhook", "GET", "/api/workspaces/{ws}/webhooks/{hook}", target="ws",
+         may=holding("manage_webhooks")),
+    Case("read a webhook's deliveries", "GET", "/api/workspaces/{ws}/webhooks/{hook}/deliveries",
+         target="ws", may=holding("manage_webhooks")),
+    Case("change a webhook", "PATCH", "/api/workspaces/{ws}/webhooks/{fresh}", target="ws",
+         body={"url": "https://93.184.215.14/changed-{nonce}"}, may=holding("manage_webhooks"),
+         setup=fresh_webhook, teardown=drop_webhooks),
+    Case("disable a webhook", "POST", "/api/workspaces/{ws}/webhooks/{fresh}/disable",
+         target="ws", may=holding("manage_webhooks"), setup=fresh_webhook,
+         teardown=drop_webhooks),
+    Case("enable a webhook", "POST", "/api/workspaces/{ws}/webhooks/{fresh}/enable",
+         target="ws", may=holding("manage_webhooks"), setup=disabled_webhook,
+         teardown=drop_webhooks),
+    Case("rotate a webhook's secret", "POST", "/api/workspaces/{ws}/webhooks/{fresh}/rotate-secret",
+         target="ws", may=holding("manage_webhooks"), setup=fresh_webhook,
+         teardown=drop_webhooks),
+    Case("delete a webhook", "DELETE", "/api/workspaces/{ws}/webhooks/{fresh}", target="ws",
+         may=holding("manage_webhooks"), setup=fresh_webhook, teardown=drop_webhooks),
     # -- the event log, time travel, audit --------------------------------------------------
     Case("events of the workspace", "GET", "/api/events", query={"stream": "{ws}"},
          sees=anyone, shows=member, finds=has_items),
@@ -885,6 +939,9 @@ CROSSINGS = [
     Crossing("create a document in B", "owner", "POST", "/api/workspaces/{ws_b}/documents", {"title": "x"}, foreign="ws_b"),
     Crossing("create a channel in B", "owner", "POST", "/api/workspaces/{ws_b}/channels", {"name": "x"}, foreign="ws_b"),
     Crossing("ban from B", "owner", "POST", "/api/workspaces/{ws_b}/members/{victim}/ban", foreign="ws_b"),
+    Crossing("read a webhook of B in A", "owner", "GET", "/api/workspaces/{ws}/webhooks/{hook_b}", foreign="hook_b"),
+    Crossing("disable a webhook of B in A", "owner", "POST", "/api/workspaces/{ws}/webhooks/{hook_b}/disable", foreign="hook_b"),
+    Crossing("B's webhooks", "owner", "GET", "/api/workspaces/{ws_b}/webhooks", foreign="ws_b"),
     # And the other way round: B's owner with A's ids in B's paths and bodies.
     Crossing("kick a member of A from B", "stranger", "POST", "/api/workspaces/{ws_b}/members/{victim}/kick", foreign="victim", worded_as_unknown=False),
     Crossing("grant a member of A a role in B", "stranger", "PUT", "/api/workspaces/{ws_b}/members/{victim}/roles/viewer", foreign="victim", worded_as_unknown=False),

@@ -56,7 +56,7 @@ TIMEOUT = 10
 
 # REST path parameters are short names of command fields.
 PATH_FIELDS = {"ws": "workspace_id", "ch": "channel_id", "msg": "message_id",
-               "doc": "document_id", "user": "user_id"}  # fmt: skip
+               "doc": "document_id", "user": "user_id", "webhook": "webhook_id"}  # fmt: skip
 
 LIMITS = sorted(
     {
@@ -116,17 +116,21 @@ def world(chorus: Running, people: People) -> World:
     code = api.ok(api.post(f"/api/workspaces/{ws['id']}/invites", owner, {}), 201)["code"]
     role = {"name": "helpers", "permissions": ["send_messages"]}
     api.ok(api.post(f"/api/workspaces/{ws['id']}/roles", owner, role), 201)
+    # A webhook (issue 19) at a public address, for an event type nothing here causes.
+    hook_body = {"url": "https://93.184.215.14/fuzz", "event_types": ["WorkspaceCreated"]}
+    hook = api.ok(api.post(f"/api/workspaces/{ws['id']}/webhooks", owner, hook_body), 201)
     ids = {"ws": ws["id"], "ch": ch["id"], "msg": msg["id"], "doc": doc["id"],
            "user": member.user_id, "stream_id": ws["id"], "role": "helpers",
            "emoji": "👍", "code": code, "session_id": str(uuid.uuid4()),
-           "target": "workspace", "target_id": ws["id"]}  # fmt: skip
+           "target": "workspace", "target_id": ws["id"],
+           "webhook": hook["id"]}  # fmt: skip
     names = [*ids.values(), owner.user_id, "admin", "member", "viewer", "public"]
     by_field = {"workspace_id": ws["id"], "channel_id": ch["id"], "message_id": msg["id"],
                 "reply_to": msg["id"], "document_id": doc["id"], "user_id": member.user_id,
                 "role": "helpers", "emoji": "👍", "code": code, "username": "fz_newcomer",
                 "password": "a good password", "visibility": "public",
                 "permissions": "send_messages", "target": "workspace",
-                "target_id": ws["id"]}  # fmt: skip
+                "target_id": ws["id"], "webhook_id": hook["id"]}  # fmt: skip
     spec = people.spec
     gets, operations = [], {}
     for template, methods in spec["paths"].items():

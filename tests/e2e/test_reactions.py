@@ -164,13 +164,14 @@ def backend_alive(url: str, pid: int) -> bool:
     return bool(found and found[0])
 
 
-def lock_holders(url: str) -> list[int]:
-    """The backends holding a reaction's advisory lock (each holds every policy it runs)."""
+def lock_holders(url: str, policy: str = "mentions") -> list[int]:
+    """The backends holding ``policy``'s advisory lock (each policy has its own: the
+    webhooks reaction, issue 19, runs beside the mentions)."""
     with psycopg.connect(url) as conn:
         rows = conn.execute(
-            "SELECT DISTINCT pid FROM pg_locks"
-            " WHERE locktype = 'advisory' AND classid = %s AND granted",
-            (LOCK_CLASS,),
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND granted"
+            " AND objid::bigint = (hashtext(%s)::bigint & 4294967295)",
+            (LOCK_CLASS, policy),
         ).fetchall()
     return sorted(int(r[0]) for r in rows)
 
