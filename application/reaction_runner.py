@@ -257,7 +257,10 @@ class ReactionRunner:
             return None
         first = stored.done if position == stored.position else 0
         for index in range(first, len(commands)):
-            step = Step(policy.name, stored, Mark(position, index + 1))
+            # The last command's move says the event is done (done 0): the next read starts
+            # after it, and a mark at the log's end shows the policy has nothing pending.
+            last = index == len(commands) - 1
+            step = Step(policy.name, stored, Mark(position, 0 if last else index + 1))
             cause = Cause(actor_id=None, command_id=command_id(policy.name, position, index))
             try:
                 result = self.app.execute_now(commands[index], cause, reaction=step)

@@ -56,8 +56,9 @@ def command_id(policy: str, position: int, index: int) -> str:
 @dataclass(frozen=True)
 class Mark:
     """Where a policy is: every event up to ``position`` is done, except that when ``done``
-    is not 0, only the first ``done`` commands of the event at ``position`` are (all of them,
-    when that is how many it causes: the event is read again to tell)."""
+    is not 0, only the first ``done`` commands of the event at ``position`` are (the runner
+    writes 0 with an event's last command; a mark of an older release may say all of them:
+    the event is read again to tell)."""
 
     position: int
     done: int

@@ -201,6 +201,14 @@ def test_each_mention_notifies_each_mentioned_reader_exactly_once(
         end = c.say("later")["position"]
         reacted_past(chorus.database_url, end)
         assert notified(chorus.database_url) == want
+        # An event whose last command is done is passed (done 0), though it caused some:
+        # a mark at the log's end then says nothing is pending.
+        last = c.say(c.mentioning(ann, text="last"))["position"]
+        wait_until(
+            "the mention's notification", lambda: len(notified(chorus.database_url)) > len(want)
+        )
+        assert mark(chorus.database_url)[1] == 0
+        assert mark(chorus.database_url)[0] >= last
 
 
 # -- servers whose reactions the test chooses ---------------------------------------------------
