@@ -15,6 +15,7 @@ from tests.fixtures.chorus import (
     ServerThread,
     User,
     chorus_settings,
+    reactions_quiet,
     running_chorus,
 )
 from tests.fixtures.servers import RedisServer
@@ -52,6 +53,8 @@ def test_a_typing_signal_reaches_subscribers_and_is_not_stored(chorus: Running) 
     api = chorus.api
     ws, owner, member, outsider = _workspace(api)
     ch = _channel(api, ws, owner)
+    # The reactions to the set-up (a join's notification) are in before the signals.
+    settled = reactions_quiet(chorus.database_url)
     with (
         socket(chorus, owner.access_token) as watcher,
         socket(chorus, member.access_token) as typist,
@@ -76,7 +79,7 @@ def test_a_typing_signal_reaches_subscribers_and_is_not_stored(chorus: Running) 
     with socket(chorus, outsider.access_token) as intruder:
         send(intruder, {"op": "signal", "channel": ch, "kind": "typing"})
         assert until(intruder, "error")["status"] == 404
-    assert _stored_besides_presence(chorus.database_url, api.position) == []
+    assert _stored_besides_presence(chorus.database_url, settled) == []
 
 
 def test_signals_reach_only_those_who_can_read_what_they_are_about(chorus: Running) -> None:
@@ -119,6 +122,8 @@ def test_signals_reach_only_those_who_can_read_what_they_are_about(chorus: Runni
             seen = [hidden["id"]] if name == "insider" else []
             assert [until(ws_, "event")["event"]["stream"] for _ in seen] == seen
             assert until(ws_, "event")["event"]["stream"] == shown["id"]
+        # The reactions to the set-up and to these messages are in before the signals.
+        settled = reactions_quiet(chorus.database_url)
 
         def signal(target: dict[str, str], n: int) -> None:
             send(typist, {"op": "signal", "kind": "typing", "data": {"n": n}, **target})
@@ -135,7 +140,7 @@ def test_signals_reach_only_those_who_can_read_what_they_are_about(chorus: Runni
         signal({"channel": dm}, 4)
         got = until(peer_ws, "signal")
         assert (got["channel"], got["workspace"], got["data"]) == (dm, None, {"n": 4})
-    assert _stored_besides_presence(chorus.database_url, api.position) == []
+    assert _stored_besides_presence(chorus.database_url, settled) == []
 
 
 def test_signals_are_rate_limited(chorus: Running) -> None:
@@ -162,6 +167,8 @@ def test_a_signal_crosses_instances_through_redis(
         try:
             ws, owner, member, _ = _workspace(a.api)
             ch = _channel(a.api, ws, owner)
+            # The reactions to the set-up (a join's notification) are in before the signals.
+            settled = reactions_quiet(a.database_url)
             with (
                 socket(a, owner.access_token) as watcher,
                 socket(b, member.access_token) as typist,
@@ -169,7 +176,7 @@ def test_a_signal_crosses_instances_through_redis(
                 send(watcher, {"op": "subscribe", "sub": "w", "streams": [{"workspace": ws}]})
                 until(watcher, "subscribed")
                 assert crosses(watcher, typist, ch)["from"] == member.user_id
-            assert _stored_besides_presence(a.database_url, a.api.position) == []
+            assert _stored_besides_presence(a.database_url, settled) == []
         finally:
             b.api.close()
             b_server.stop()
