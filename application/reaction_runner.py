@@ -79,6 +79,8 @@ class ReactionStore(Protocol):
 
     def log_end(self) -> int: ...
 
+    def first_of(self, topics: Sequence[str], *, after: int, upto: int) -> int | None: ...
+
     def skipped(self, position: int) -> bool: ...
 
 
@@ -135,6 +137,10 @@ class ReactionRunner:
         self._retry_at: dict[str, tuple[float, float]] = {}  # stuck: (when, next delay)
         self._stuck_at: dict[str, tuple[int, float]] = {}  # stuck: (position, looked at)
         self._marks: dict[str, Mark] = {}
+        # Per policy with ``starts_with``: the position of its first start event once found
+        # (the log is append-only, so it never changes), and up to where none was found.
+        self._started: dict[str, int] = {}
+        self._not_started_upto: dict[str, int] = {}
         self._locks_checked = 0.0
         self._stop = StopSignal()
         self._thread: threading.Thread | None = None
@@ -218,7 +224,10 @@ class ReactionRunner:
             count, upto, events = self.store.events(
                 after=after, topics=policy.topics, limit=self.batch_size
             )
+            start = self._start(policy, upto)
             for position, event in events:
+                if start is None or position < start:
+                    continue  # before the policy's start: it causes nothing
                 moved = self._handle(policy, stored, position, event)
                 if moved is None:
                     return  # stuck
@@ -232,6 +241,23 @@ class ReactionRunner:
             if count < self.batch_size:
                 self._marks[policy.name] = stored
                 return
+
+    def _start(self, policy: Policy, upto: int) -> int | None:
+        """The position of the first start event of ``policy`` at or before ``upto`` (0 for a
+        policy without start events), or None when there is none yet. Each stretch of the log
+        is looked at once per process (a restart looks at the stretch before its mark once)."""
+        if not policy.starts_with:
+            return 0
+        if policy.name in self._started:
+            return self._started[policy.name]
+        after = self._not_started_upto.get(policy.name, 0)
+        if upto > after:
+            found = self.store.first_of(policy.start_topics, after=after, upto=upto)
+            if found is not None:
+                self._started[policy.name] = found
+                return found
+            self._not_started_upto[policy.name] = upto
+        return None
 
     def _handle(
         self, policy: Policy, stored: Mark, position: int, event: StoredEvent

@@ -40,11 +40,20 @@ class Policy:
     name: str
     handles: tuple[type[Any], ...]
     react: Callable[[Occurred], Sequence[Command]]
+    # When set, the policy can cause nothing before the first stored event of one of these
+    # types (webhooks: nothing is delivered before the first registration opened a
+    # workspace's webhooks): every event before it is passed without being handed to
+    # ``react``, in one move per batch, so an instance without any webhook pays nothing.
+    starts_with: tuple[type[Any], ...] = ()
 
     @property
     def topics(self) -> list[str]:
         """The stored topics of the handled event types."""
         return [get_topic(cls) for cls in self.handles]
+
+    @property
+    def start_topics(self) -> list[str]:
+        return [get_topic(cls) for cls in self.starts_with]
 
 
 def command_id(policy: str, position: int, index: int) -> str:

@@ -149,7 +149,15 @@ def routed(occurred: Occurred) -> list[Command]:
     ]
 
 
-WEBHOOKS = Policy(name="webhooks", handles=tuple(subscribable()), react=routed)
+WEBHOOKS = Policy(
+    name="webhooks",
+    handles=tuple(subscribable()),
+    react=routed,
+    starts_with=(
+        getattr(Webhooks, "WebhooksOpened"),  # noqa: B009 (made by eventsourcing)
+        getattr(Webhooks, "WebhookRegistered"),  # noqa: B009
+    ),
+)
 
 
 @HANDLERS.on(QueueWebhookDeliveries)

@@ -143,6 +143,19 @@ class ReactionLog:
 
     # -- the log -----------------------------------------------------------------------------
 
+    def first_of(self, topics: Sequence[str], *, after: int, upto: int) -> int | None:
+        """The position of the first event of one of ``topics`` in ``(after, upto]``. A scan
+        of that stretch (no index on topics: one would tax every append): the runner asks
+        once per stretch."""
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                f"SELECT min(notification_id) AS first FROM {EVENTS_TABLE}"
+                " WHERE notification_id > %s AND notification_id <= %s AND topic = ANY(%s)",
+                (after, upto, list(topics)),
+            )
+            row = cur.fetchone()
+        return None if row is None or row["first"] is None else int(row["first"])
+
     def events(
         self, *, after: int, topics: Sequence[str], limit: int
     ) -> tuple[int, int, list[tuple[int, StoredEvent]]]:

@@ -33,6 +33,7 @@ from application.commands import Command
 from application.notifications import MENTIONS
 from application.reaction_runner import ReactionRunner
 from application.reactions import Occurred, Policy
+from application.webhooks import WEBHOOKS
 from domain.messages import Message
 from domain.notifications import inbox_id
 from infrastructure.embedded_postgres import EmbeddedPostgres
@@ -62,6 +63,7 @@ class Chat:
     author: User
     readers: list[User]  # members of the workspace and its channel
     channel: str
+    ws: str
 
     def say(self, text: str, user: User | None = None) -> dict[str, Any]:
         r = self.api.post(
@@ -79,7 +81,7 @@ def chat(api: Api, readers: int = 3) -> Chat:
     others = [api.signup("reader") for _ in range(readers)]
     ws = api.acquaint(author, *others)
     channel = api.ok(api.post(f"/api/workspaces/{ws}/channels", author, {"name": "general"}), 201)
-    return Chat(api, author, others, channel["id"])
+    return Chat(api, author, others, channel["id"], ws)
 
 
 def sent(url: str) -> list[tuple[int, str, str, list[str]]]:
@@ -216,12 +218,12 @@ def test_each_mention_notifies_each_mentioned_reader_exactly_once(
 
 @contextmanager
 def server_with(
-    postgres_server: EmbeddedPostgres, tmp_path: Path, policies: list[Policy]
+    postgres_server: EmbeddedPostgres, tmp_path: Path, policies: list[Policy], **settings_: Any
 ) -> Iterator[Running]:
     """An in-process server running ``policies`` as its reactions (none: the test runs
     them itself, when it says)."""
     with new_database(postgres_server) as url:
-        settings = chorus_settings(tmp_path, ops_token=OPS_TOKEN)
+        settings = chorus_settings(tmp_path, ops_token=OPS_TOKEN, **settings_)
         thread = ServerThread(settings, url)
         thread.app.state.services = build_services(
             settings, url, catalogue=CONTEXTS, policies=policies
@@ -299,6 +301,68 @@ def test_a_rerun_of_events_already_reacted_to_appends_nothing(
         assert chorus.events() == events  # ... and replayed
         assert notified(chorus.database_url) == want
         assert mark(chorus.database_url)[0] >= end
+
+
+# -- a policy that starts with an event passes what comes before it --------------------------
+
+
+def handled_after(url: str, policy: Policy, position: int) -> int:
+    """How many events of the types ``policy`` handles the log holds after ``position``."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM chorus_events WHERE notification_id > %s AND topic = ANY(%s)",
+            (position, policy.topics),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_the_webhooks_policy_runs_no_command_before_the_first_webhook_and_after_restarts(
+    postgres_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """An instance without webhooks pays no command per event for the webhooks reaction;
+    from the first registration on, every event it handles gets its command, also in a
+    runner started after its mark passed that registration."""
+    hooks_allowed = {"webhook_allow_private": True, "webhook_allow_http": True}
+    with server_with(postgres_server, tmp_path, [], **hooks_allowed) as chorus:
+        c = chat(chorus.api)
+        for i in range(5):
+            c.say(str(i))
+        end = c.say("-")["position"]
+        assert handled_after(chorus.database_url, WEBHOOKS, 0) > 6
+        before = runner_of(chorus, [WEBHOOKS])
+        before.catch_up()
+        before.stop()  # lets the next runner take the policy's lock
+        assert before.commands_run == 0
+        assert mark(chorus.database_url, "webhooks")[0] >= end
+
+        body = {"url": "http://127.0.0.1:9/hook", "event_types": ["MessageSent"]}
+        hooks = chorus.api.post(f"/api/workspaces/{c.ws}/webhooks", c.author, body)
+        registered = chorus.api.ok(hooks, 201)
+        with psycopg.connect(chorus.database_url) as conn:
+            found = conn.execute(
+                "SELECT min(notification_id) FROM chorus_events WHERE topic = ANY(%s)",
+                (WEBHOOKS.start_topics,),
+            ).fetchone()
+        assert found is not None and found[0] > end
+        start = int(found[0])
+        for i in range(3):
+            c.say(f"after {i}")
+        after = runner_of(chorus, [WEBHOOKS])
+        after.catch_up()
+        after.stop()
+        assert after.commands_run == handled_after(chorus.database_url, WEBHOOKS, start) >= 3
+        deliveries = chorus.api.get(
+            f"/api/workspaces/{c.ws}/webhooks/{registered['id']}/deliveries", c.author
+        )
+        assert len(chorus.api.ok(deliveries)["items"]) == 3
+
+        # A runner of a fresh process: its mark is past the registration, which it finds.
+        passed = mark(chorus.database_url, "webhooks")[0]
+        c.say("later")
+        restarted = runner_of(chorus, [WEBHOOKS])
+        restarted.catch_up()
+        restarted.stop()
+        assert restarted.commands_run == handled_after(chorus.database_url, WEBHOOKS, passed) >= 1
 
 
 # -- 4. a failing policy is held alone ------------------------------------------------------------
@@ -451,7 +515,7 @@ def test_instances_take_turns_on_a_policy_and_each_mention_notifies_once(
         b = ChorusProcess(tmp_path / "b", url)
         start_all(started, b)
         via_a = chat(Api(a.url))
-        via_b = Chat(Api(b.url), via_a.author, via_a.readers, via_a.channel)
+        via_b = Chat(Api(b.url), via_a.author, via_a.readers, via_a.channel, via_a.ws)
         for i in range(20):
             (via_a if i % 2 else via_b).say(via_a.mentioning(*via_a.readers, text=str(i)))
         reacted_past(url, via_b.say("-")["position"])
