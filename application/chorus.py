@@ -113,7 +113,8 @@ class Chorus(Application[UUID]):
         return aggregate
 
     def exists(self, aggregate_id: UUID) -> bool:
-        return aggregate_id in self.repository
+        # Not ``in self.repository``: eventsourcing answers that by rebuilding the aggregate.
+        return bool(self.store.current_versions([aggregate_id]))
 
     def existing(self, aggregate_ids: Sequence[UUID]) -> set[UUID]:
         """Which of ``aggregate_ids`` have events: one query, however many are asked."""
@@ -132,12 +133,19 @@ class Chorus(Application[UUID]):
         return self.execute_now(command, cause)
 
     def execute_now(
-        self, command: Command, cause: Cause, *, reaction: Step | None = None
+        self,
+        command: Command,
+        cause: Cause,
+        *,
+        reaction: Step | None = None,
+        scope: str | None = None,
     ) -> CommandResult:
         """``execute`` in the calling thread, committing this command alone. ``reaction``: a
         reaction's mark moves with the command's events, in their transaction (and its key
-        is in the reactions' own scope)."""
-        scope = REACTIONS_SCOPE if reaction is not None else None
+        is in the reactions' own scope). ``scope``: whose keys the command's key is among
+        (the actor's unless given)."""
+        if reaction is not None:
+            scope = REACTIONS_SCOPE
         for attempt in range(MAX_ATTEMPTS):
             reads = Reads(self)
             decided = decide(reads, command, cause, self.handlers, scope=scope)

@@ -104,7 +104,9 @@ class Host(DecisionContext, Protocol):
     @property
     def handlers(self) -> Mapping[type[Command], Handler]: ...
 
-    def execute_now(self, command: Command, cause: Cause) -> CommandResult: ...
+    def execute_now(
+        self, command: Command, cause: Cause, *, scope: str | None = None
+    ) -> CommandResult: ...
 
     def take_due_snapshots(
         self,
@@ -130,6 +132,7 @@ class _Item:
     command: Command
     cause: Cause
     future: Future[CommandResult]
+    scope: str | None = None  # the idempotency keys' owner, when not the actor (reactions)
     result: CommandResult | None = None
     error: BaseException | None = None
     record: CommandRecord | None = None
@@ -188,6 +191,9 @@ class _BatchView:
         return self
 
     def find_command(self, scope: str, key: str) -> StoredCommand | None:
+        asked = self._committer.commands_asked
+        if (scope, key) in asked:
+            return asked[(scope, key)]
         return self._app.store.find_command(scope, key)
 
     def find_password_hash(self, subject_id: UUID) -> str | None:
@@ -218,12 +224,21 @@ class _BatchView:
         return aggregate
 
     def exists(self, aggregate_id: UUID) -> bool:
-        return (
+        if (
             aggregate_id in self.loaded
             or aggregate_id in self._working
             or aggregate_id in self._committer.known
-            or self._app.exists(aggregate_id)
-        )
+        ):
+            return True
+        # Absent when an earlier command of the batch asked, and none has created it since
+        # (it would be in the working set): one query per batch, not per command.
+        absent = self._committer.absent
+        if aggregate_id in absent:
+            return False
+        if self._app.exists(aggregate_id):
+            return True
+        absent.add(aggregate_id)
+        return False
 
     def existing(self, aggregate_ids: Sequence[UUID]) -> set[UUID]:
         held = self.loaded.keys() | self._working.keys() | self._committer.known.keys()
@@ -254,6 +269,10 @@ class GroupCommitter:
         self.stats = Stats()
         # What committed batches left their aggregates as (writer thread only).
         self.known: OrderedDict[UUID, ChorusAggregate] = OrderedDict()
+        # During a batch (writer thread only): the idempotency records of its commands' keys,
+        # read in one query (None: not recorded), and aggregates found not to exist.
+        self.commands_asked: dict[tuple[str, str], StoredCommand | None] = {}
+        self.absent: set[UUID] = set()
         # Set by a command run outside the batches: what is remembered may be stale.
         self._forget = False
         # Tests: ``hold()`` keeps the writer from starting a batch, so that commands
@@ -270,12 +289,16 @@ class GroupCommitter:
 
     # -- callers ----------------------------------------------------------------------------
 
-    def submit(self, command: Command, cause: Cause) -> Future[CommandResult]:
+    def submit(
+        self, command: Command, cause: Cause, *, scope: str | None = None
+    ) -> Future[CommandResult]:
+        """Queues ``command``; ``scope``: whose idempotency keys its key is among (the
+        actor's unless given: the reactions keep theirs apart)."""
         future: Future[CommandResult] = Future()
         with self._close_lock:
             if self._closed:
                 raise RuntimeError("the group committer is closed")
-            self._queue.put(_Item(command, cause, future))
+            self._queue.put(_Item(command, cause, future, scope))
         return future
 
     def takes(self, command: Command) -> bool:
@@ -367,6 +390,8 @@ class GroupCommitter:
         # command's changes (the aggregate is read again and these applied to it).
         decided: dict[UUID, list[Event]] = {}
         reads = Reads(self.app)
+        self.absent = set()
+        self.commands_asked = self._ask_commands(batch)
         for item in batch:
             self._decide(item, working, credentials, decided, reads)
         writing = [i for i in batch if i.events]
@@ -413,6 +438,20 @@ class GroupCommitter:
         for item in batch:
             self._answer(item)
 
+    def _ask_commands(self, batch: list[_Item]) -> dict[tuple[str, str], StoredCommand | None]:
+        """The records of the batch's idempotency keys, in one query when there are several
+        (a reaction's batch has one per command). A key is in a batch once
+        (``_split_at_repeated_keys``), so what this batch records cannot change the answer."""
+        keys = [
+            (item.scope or idempotency_scope(item.cause), item.cause.command_id)
+            for item in batch
+            if item.cause.command_id is not None
+        ]
+        if len(keys) < 2:
+            return {}
+        found = self.app.store.find_commands(keys)
+        return {k: found.get(k) for k in keys}
+
     def _changed_since(self, read: dict[UUID, int]) -> bool:
         return self.app.store.current_versions(list(read)) != read
 
@@ -454,7 +493,7 @@ class GroupCommitter:
     ) -> None:
         view = _BatchView(self, working, credentials, reads)
         try:
-            outcome = decide(view, item.command, item.cause, self.app.handlers)
+            outcome = decide(view, item.command, item.cause, self.app.handlers, scope=item.scope)
             events = [e for a in outcome.aggregates for e in a.collect_events()]
         except Exception as error:  # the command's own answer
             item.error = error
@@ -525,7 +564,7 @@ class GroupCommitter:
     def _run_alone(self, batch: list[_Item]) -> None:
         for item in batch:
             try:
-                result = self.app.execute_now(item.command, item.cause)
+                result = self.app.execute_now(item.command, item.cause, scope=item.scope)
             except Exception as error:  # the command's own answer
                 item.future.set_exception(error)
             else:
@@ -548,7 +587,7 @@ def _split_at_repeated_keys(batch: list[_Item]) -> tuple[list[_Item], list[_Item
     for item in batch:
         key = item.cause.command_id
         if key is not None:
-            scoped = (idempotency_scope(item.cause), key)
+            scoped = (item.scope or idempotency_scope(item.cause), key)
             if scoped in keys:
                 later.append(item)
                 continue

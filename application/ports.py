@@ -69,6 +69,10 @@ class Recorder(CommandStore, Protocol):
 
     def current_versions(self, ids: Sequence[UUID]) -> dict[UUID, int]: ...
 
+    def find_commands(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> Mapping[tuple[str, str], StoredCommand]: ...
+
     def find_recorded(self, stored_events: Sequence[StoredEvent]) -> int | None: ...
 
 

@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -33,6 +34,10 @@ from typing import Any, Protocol
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 
 from application.chorus import Chorus, IdempotencyKeyReused
+from application.command_path import CommandResult
+from application.commands import Command
+from application.group_commit import GroupCommitter
+from application.reactions import SCOPE as REACTIONS_SCOPE
 from application.reactions import Mark, Occurred, Policy, Step, command_id
 from domain.base import Cause
 from domain.errors import Conflict, DomainError
@@ -225,9 +230,15 @@ class ReactionRunner:
                 after=after, topics=policy.topics, limit=self.batch_size
             )
             start = self._start(policy, upto)
-            for position, event in events:
-                if start is None or position < start:
-                    continue  # before the policy's start: it causes nothing
+            # Before the policy's start it causes nothing.
+            todo = [(p, e) for p, e in events if start is not None and p >= start]
+            committer = self.app.group_committer
+            if committer is not None and todo:
+                moved = self._run_together(committer, policy, stored, todo, upto)
+                if moved is None:
+                    return  # stuck
+                stored = moved
+            for position, event in todo if committer is None else ():
                 moved = self._handle(policy, stored, position, event)
                 if moved is None:
                     return  # stuck
@@ -259,12 +270,10 @@ class ReactionRunner:
             self._not_started_upto[policy.name] = upto
         return None
 
-    def _handle(
-        self, policy: Policy, stored: Mark, position: int, event: StoredEvent
-    ) -> Mark | None:
-        """Runs the commands the event at ``position`` causes that are not done yet. Returns
-        the stored mark afterwards (unchanged when there were none: such events are passed
-        in one move at the end of a batch), or None when the policy is stuck on it."""
+    def _commands(
+        self, policy: Policy, position: int, event: StoredEvent
+    ) -> list[Command] | Exception:
+        """The commands the event at ``position`` causes, or why there are none to be had."""
         try:
             happened = Occurred(position, self.app.mapper.to_domain_event(event))
         except Exception as exc:
@@ -273,13 +282,74 @@ class ReactionRunner:
             # them (``chorus projections skip``) lets the reactions pass it as well.
             if self.store.skipped(position):
                 log.warning("reaction %s: passes the skipped event at %d", policy.name, position)
-                return stored
-            self._stick(policy.name, stored, position, exc)
-            return None
+                return []
+            return exc
         try:
-            commands = list(policy.react(happened))
+            return list(policy.react(happened))
         except Exception as exc:
-            self._stick(policy.name, stored, position, exc)
+            return exc
+
+    def _run_together(
+        self,
+        committer: GroupCommitter,
+        policy: Policy,
+        stored: Mark,
+        events: list[tuple[int, StoredEvent]],
+        upto: int,
+    ) -> Mark | None:
+        """Runs the commands of a batch of events through the group committer, which
+        decides them in order and commits many in one transaction, then moves the mark once
+        to ``upto``. Exactly once still: a command's key comes from its event, so were the
+        process to die before the mark moved, the rerun replays what had committed. Returns
+        the mark, or None when the policy is stuck (its mark then says which command of
+        which event is next)."""
+        submitted: list[tuple[int, int, Future[CommandResult]]] = []
+        held: tuple[int, Exception] | None = None
+        for position, event in events:
+            commands = self._commands(policy, position, event)
+            if isinstance(commands, Exception):
+                held = (position, commands)
+                break
+            first = stored.done if position == stored.position else 0
+            for index in range(first, len(commands)):
+                cause = Cause(actor_id=None, command_id=command_id(policy.name, position, index))
+                future = committer.submit(commands[index], cause, scope=REACTIONS_SCOPE)
+                submitted.append((position, index, future))
+        wait([f for _, _, f in submitted])
+        for position, index, future in submitted:
+            try:
+                future.result()
+            except _TRANSIENT:
+                raise
+            except DomainError as exc:
+                log.info("reaction %s: event %d: refused: %s", policy.name, position, exc)
+            except Exception as exc:  # IdempotencyKeyReused (a policy not deterministic) too
+                # Held before this command: those after it that committed replay on rerun.
+                at = Mark(position, index) if index else Mark(position - 1, 0)
+                if at != stored and at.position >= stored.position:
+                    self.store.advance(Step(policy.name, stored, at))
+                    stored = at
+                self._stick(policy.name, stored, position, exc)
+                return None
+            self.commands_run += 1
+        if held is not None:
+            self._stick(policy.name, stored, *held)
+            return None
+        end = Mark(upto, 0)
+        if end != stored:
+            self.store.advance(Step(policy.name, stored, end))
+        return end
+
+    def _handle(
+        self, policy: Policy, stored: Mark, position: int, event: StoredEvent
+    ) -> Mark | None:
+        """Runs the commands the event at ``position`` causes that are not done yet, one
+        transaction each (without a group committer). Returns the stored mark afterwards
+        (unchanged when there were none: such events are passed in one move at the end of a
+        batch), or None when the policy is stuck on it."""
+        commands = self._commands(policy, position, event)
+        if isinstance(commands, Exception):
+            self._stick(policy.name, stored, position, commands)
             return None
         first = stored.done if position == stored.position else 0
         for index in range(first, len(commands)):

@@ -293,6 +293,26 @@ class ChorusRecorder(PostgresApplicationRecorder):
             return None
         return StoredCommand(row["fingerprint"], row["status"], row["result"])
 
+    def find_commands(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], StoredCommand]:
+        """``find_command`` for many (scope, key) pairs in one query: those recorded."""
+        if not keys:
+            return {}
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(
+                "SELECT c.scope, c.key, c.fingerprint, c.status, c.result FROM chorus_commands c"
+                " JOIN unnest(%s::text[], %s::text[]) AS k(scope, key)"
+                " ON c.scope = k.scope AND c.key = k.key",
+                ([s for s, _ in keys], [k for _, k in keys]),
+            )
+            return {
+                (row["scope"], row["key"]): StoredCommand(
+                    row["fingerprint"], row["status"], row["result"]
+                )
+                for row in curs.fetchall()
+            }
+
     def find_recorded(self, stored_events: Sequence[StoredEvent]) -> int | None:
         """The position of the last of ``stored_events`` if each of them is in the store
         exactly as given, else None. An append whose commit answer was lost (the connection

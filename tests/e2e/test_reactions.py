@@ -447,8 +447,9 @@ _HOLD_MARK = "SELECT 1 FROM chorus_reactions WHERE policy = 'mentions' FOR UPDAT
 def test_kill_9_between_two_commands_of_one_event_resumes_exactly_once(
     postgres_server: EmbeddedPostgres, tmp_path: Path
 ) -> None:
+    """Without group commit each command commits alone, with its mark move."""
     with new_database(postgres_server) as url, processes() as started:
-        a = ChorusProcess(tmp_path / "a", url)
+        a = ChorusProcess(tmp_path / "a", url, env={"CHORUS_GROUP_COMMIT": "false"})
         start_all(started, a)
         c = chat(Api(a.url))
         for i in range(10):
@@ -493,11 +494,67 @@ def test_kill_9_between_two_commands_of_one_event_resumes_exactly_once(
         assert len(done) == 31 and len(set(done)) == 31
         assert set(done) <= set(expected(url))
 
-        a2 = ChorusProcess(tmp_path / "a2", url)
+        a2 = ChorusProcess(tmp_path / "a2", url, env={"CHORUS_GROUP_COMMIT": "false"})
         start_all(started, a2)
         reacted_past(url, end)
         assert notified(url) == expected(url)
         assert len(expected(url)) == 60
+
+
+def replayed_keys(url: str, policy: str = "mentions") -> int:
+    """How many reaction commands of ``policy`` have an idempotency record."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM chorus_commands WHERE scope = 'reactions' AND key LIKE %s",
+            (f"{policy}:%",),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+@pytest.mark.slow
+@pytest.mark.faults
+def test_kill_9_after_a_batch_committed_and_before_its_mark_moved_resumes_exactly_once(
+    postgres_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """With group commit (the default) a batch's commands commit together and the mark moves
+    after them: killed in between, the next process runs them again and each replays its
+    first answer (the key comes from the event), so nothing is told twice."""
+    with new_database(postgres_server) as url, processes() as started:
+        a = ChorusProcess(tmp_path / "a", url)
+        start_all(started, a)
+        c = chat(Api(a.url))
+        reacted_past(url, c.say("-")["position"])
+        with psycopg.connect(url) as gate:
+            gate.execute(_HOLD_MARK)  # the runner's mark move waits for this row
+            first = c.say(c.mentioning(*c.readers, text="b0"))
+            runner = wait_until(
+                "the runner to wait to move its mark",
+                lambda: blocked_by(url, gate.info.backend_pid),
+            )
+            # The first event's three commands committed; the mark is still before it.
+            assert len(notified(url)) == 3
+            assert mark(url)[0] < first["position"]
+            for i in range(1, 10):
+                c.say(c.mentioning(*c.readers, text=f"b{i}"))
+            end = c.say("-")["position"]
+            a.kill9()
+            gate.rollback()
+        # The dead process's mark move (one statement) may have gone through once the row
+        # was free: set back to where it stood, as if the process had died just before it.
+        wait_until("the orphaned statement to end", lambda: not backend_alive(url, runner))
+        with psycopg.connect(url) as conn:
+            conn.execute(
+                "UPDATE chorus_reactions SET position = %s, done = 0 WHERE policy = 'mentions'",
+                (first["position"] - 1,),
+            )
+        assert replayed_keys(url) == 3
+
+        a2 = ChorusProcess(tmp_path / "a2", url)
+        start_all(started, a2)
+        reacted_past(url, end)
+        assert notified(url) == expected(url)
+        assert len(expected(url)) == 30
+        assert replayed_keys(url) == 30  # the first three replayed, not recorded again
 
 
 # -- 3. several instances -------------------------------------------------------------------------
