@@ -142,6 +142,9 @@ class ReactionRunner:
         self._retry_at: dict[str, tuple[float, float]] = {}  # stuck: (when, next delay)
         self._stuck_at: dict[str, tuple[int, float]] = {}  # stuck: (position, looked at)
         self._marks: dict[str, Mark] = {}
+        # Every policy's event types, and what one ``catch_up`` read of them, by mark.
+        self._topics = sorted({t for p in self.policies for t in p.topics})
+        self._read: dict[int, tuple[int, int, list[tuple[int, StoredEvent]]]] = {}
         # Per policy with ``starts_with``: the position of its first start event once found
         # (the log is append-only, so it never changes), and up to where none was found.
         self._started: dict[str, int] = {}
@@ -190,6 +193,7 @@ class ReactionRunner:
         except Exception as exc:
             log.warning("reaction runner: %s; retrying", exc)
             return
+        self._read = {}
         for policy in self.policies:
             if self._stop.is_set():
                 return
@@ -226,9 +230,7 @@ class ReactionRunner:
         while not self._stop.is_set():
             # A mark with commands done holds its event: it may cause more.
             after = stored.position - 1 if stored.done else stored.position
-            count, upto, events = self.store.events(
-                after=after, topics=policy.topics, limit=self.batch_size
-            )
+            count, upto, events = self._events(policy, after)
             start = self._start(policy, upto)
             # Before the policy's start it causes nothing.
             todo = [(p, e) for p, e in events if start is not None and p >= start]
@@ -252,6 +254,17 @@ class ReactionRunner:
             if count < self.batch_size:
                 self._marks[policy.name] = stored
                 return
+
+    def _events(self, policy: Policy, after: int) -> tuple[int, int, list[tuple[int, StoredEvent]]]:
+        """The store's ``events`` for ``policy``. The policies mostly stand at the same mark:
+        one read of every policy's types serves all of them in one ``catch_up``."""
+        read = self._read.get(after)
+        if read is None:
+            read = self.store.events(after=after, topics=self._topics, limit=self.batch_size)
+            self._read[after] = read
+        count, upto, events = read
+        wanted = set(policy.topics)
+        return count, upto, [(p, e) for p, e in events if e.topic in wanted]
 
     def _start(self, policy: Policy, upto: int) -> int | None:
         """The position of the first start event of ``policy`` at or before ``upto`` (0 for a
