@@ -9,7 +9,7 @@ from typing import Any
 
 from websockets.sync.client import ClientConnection, connect
 
-from tests.fixtures.chorus import SHORT_LINGER, Api, Running, User
+from tests.fixtures.chorus import SHORT_LINGER, Api, Running, User, reactions_quiet
 
 CHORUS_SETTINGS = SHORT_LINGER
 TIMEOUT = 10
@@ -142,6 +142,8 @@ def test_a_move_reaches_the_users_other_devices_and_no_one_else(chorus: Running)
     api = chorus.api
     ann, ben, _, ch = _room(api)
     message = _say(api, ann, ch, "read me")
+    # Ben's join tells Ann, the owner, in her inbox (a reaction, later): in before she listens.
+    reactions_quiet(chorus.database_url)
     with _socket(chorus, ben) as phone, _socket(chorus, ben) as laptop, _socket(chorus, ann) as spy:
         for device in (phone, laptop, spy):
             device.send(json.dumps({"op": "subscribe", "sub": "me", "streams": [{"user": "me"}]}))
