@@ -38,7 +38,7 @@ from domain.instance import Instance
 from domain.messages import Message
 from domain.notification_preferences import NotificationPreferences
 from domain.notifications import Inbox, MessageNotices
-from domain.operations import ReadModelSkip
+from domain.operations import ReactionSkip, ReadModelSkip
 from domain.presence import Session
 from domain.read_markers import ReadMarkers
 from domain.webhooks import Delivery, Webhooks
@@ -120,7 +120,7 @@ WEBHOOKS = Context(
 )
 INSTANCE = Context(
     "instance",
-    aggregates=(Instance, ReadModelSkip),
+    aggregates=(Instance, ReadModelSkip, ReactionSkip),
     handlers=instance.HANDLERS,
 )
 

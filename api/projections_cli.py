@@ -4,20 +4,15 @@ read models, and the audited way past a stored event one of them cannot apply.""
 from __future__ import annotations
 
 import argparse
-import getpass
 import sys
-import unicodedata
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
-from api.contexts import CONTEXTS
-from api.database import NoPasswords
 from api.log_cli import require_database_url
+from api.operator_records import append, reason_and_operator
 from infrastructure.settings import Settings
-
-MAX_REASON = 1000
 
 
 def status(args: argparse.Namespace, settings: Settings) -> int:
@@ -51,14 +46,10 @@ def skip(args: argparse.Namespace, settings: Settings) -> int:
     url = require_database_url(settings, "projections skip")
     if url is None:
         return 2
-    reason = args.reason.strip()
-    if not reason or len(reason) > MAX_REASON or not _printable(reason):
-        print(f"--reason must be 1-{MAX_REASON} printable characters", file=sys.stderr)
+    checked = reason_and_operator(args)
+    if checked is None:
         return 2
-    operator = args.by or getpass.getuser()
-    if not operator or len(operator) > 200 or not _printable(operator):
-        print("--by must be printable", file=sys.stderr)
-        return 2
+    reason, operator = checked
     from projections.runner import read_tracking
 
     with psycopg.connect(url, row_factory=dict_row) as conn, conn.cursor() as cur:
@@ -80,34 +71,16 @@ def skip(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 2
     who = f"{operator} (database role {row['who'] if row else '?'})"
-    recorded = _record(url, args.name, held.position, held.error, reason, who)
+    from application.read_model_skips import record_skip
+
+    recorded = append(
+        url, lambda app: record_skip(app, args.name, held.position, held.error, reason, who)
+    )
     print(
         f"recorded at position {recorded}: read model {args.name} passes over the event at"
         f" {held.position}; the projection runners move it on"
     )
     return 0
-
-
-def _record(url: str, name: str, position: int, error: str, reason: str, who: str) -> int:
-    """Appends the skip to the log and returns its position."""
-    from application.chorus import Chorus
-    from application.read_model_skips import record_skip
-    from infrastructure.eventstore import eventsourcing_env
-
-    app = Chorus(
-        eventsourcing_env(url, pool_size=1),
-        passwords=NoPasswords(),
-        handlers=CONTEXTS.handlers,
-        snapshotting=CONTEXTS.snapshotting,
-    )
-    try:
-        return record_skip(app, name, position, error, reason, who)
-    finally:
-        app.close()
-
-
-def _printable(text: str) -> bool:
-    return all(c.isprintable() and unicodedata.category(c) != "Cf" for c in text)
 
 
 def add_commands(sub: Any) -> None:

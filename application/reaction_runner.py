@@ -86,7 +86,7 @@ class ReactionStore(Protocol):
 
     def first_of(self, topics: Sequence[str], *, after: int, upto: int) -> int | None: ...
 
-    def skipped(self, position: int) -> bool: ...
+    def skipped(self, position: int, policy: str | None = None) -> bool: ...
 
 
 class Follow(Protocol):
@@ -218,7 +218,7 @@ class ReactionRunner:
         if now - looked < 1.0:
             return False
         self._stuck_at[name] = (position, now)
-        return self.store.skipped(position)
+        return self.store.skipped(position, name)
 
     def _run(self, policy: Policy) -> None:
         # The mark as this process left it (every move is a compare-and-set from it, so a
@@ -293,14 +293,21 @@ class ReactionRunner:
             # A stored event nobody can read (written around the application, or by an older
             # release) is the read models' fault too: the operator's audited skip of it for
             # them (``chorus projections skip``) lets the reactions pass it as well.
-            if self.store.skipped(position):
-                log.warning("reaction %s: passes the skipped event at %d", policy.name, position)
+            if self._skipped(policy, position):
                 return []
             return exc
         try:
             return list(policy.react(happened))
         except Exception as exc:
-            return exc
+            return [] if self._skipped(policy, position) else exc
+
+    def _skipped(self, policy: Policy, position: int) -> bool:
+        """Whether an operator skipped the event at ``position`` for ``policy`` (``chorus
+        reactions skip``) or for the read models (an event nobody can read concerns both)."""
+        if not self.store.skipped(position, policy.name):
+            return False
+        log.warning("reaction %s: passes the skipped event at %d", policy.name, position)
+        return True
 
     def _run_together(
         self,
@@ -337,6 +344,8 @@ class ReactionRunner:
             except DomainError as exc:
                 log.info("reaction %s: event %d: refused: %s", policy.name, position, exc)
             except Exception as exc:  # IdempotencyKeyReused (a policy not deterministic) too
+                if self._skipped(policy, position):
+                    continue
                 # Held before this command: those after it that committed replay on rerun.
                 at = Mark(position, index) if index else Mark(position - 1, 0)
                 if at != stored and at.position >= stored.position:
@@ -385,8 +394,10 @@ class ReactionRunner:
             except Exception as exc:
                 if self._moved(policy.name, stored):
                     raise _Lost from exc
-                self._stick(policy.name, stored, position, exc)
-                return None
+                if not self._skipped(policy, position):
+                    self._stick(policy.name, stored, position, exc)
+                    return None
+                self.store.advance(step)
             else:
                 if result.replayed or result.position is None:
                     # Nothing appended now: the mark moves alone.

@@ -47,3 +47,42 @@ class ReadModelSkip(ChorusAggregate):
     ) -> None:
         self.projection = projection
         self.position = position
+
+
+class ReactionSkip(ChorusAggregate):
+    """An operator's decision that one reaction policy passes over one stored event it
+    cannot handle (``chorus reactions skip``): its function fails on it, or a command it
+    causes fails other than by a business rule. The reaction runner honours it; the other
+    policies and the read models are not concerned."""
+
+    stream_kind = StreamKind("reaction_skip", OPERATORS)
+
+    @classmethod
+    def record(
+        cls, policy: str, position: int, error: str, reason: str, operator: str
+    ) -> ReactionSkip:
+        return cls(
+            id=uuid4(),
+            policy=policy,
+            position=position,
+            error=error,
+            reason=reason,
+            operator=operator,
+            actor_id=None,
+            command_id=None,
+        )
+
+    @event("ReactionEventSkipped")
+    def __init__(
+        self,
+        id: UUID,
+        policy: str,
+        position: int,
+        error: str,
+        reason: str,
+        operator: str,
+        actor_id: str | None,
+        command_id: str | None,
+    ) -> None:
+        self.policy = policy
+        self.position = position

@@ -19,11 +19,12 @@ from eventsourcing.utils import get_topic
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from domain.operations import ReadModelSkip
+from domain.operations import ReactionSkip, ReadModelSkip
 from infrastructure.eventstore import EVENTS_TABLE
 from infrastructure.reaction_tracking import LOCK_CLASS, MarkMoved, Move, advance_params
 
 _SKIP_TOPIC = get_topic(getattr(ReadModelSkip, "ProjectionEventSkipped"))  # noqa: B009
+_REACTION_SKIP_TOPIC = get_topic(getattr(ReactionSkip, "ReactionEventSkipped"))  # noqa: B009
 # ``ADVANCE``, also content with a mark already moved there: a command whose commit answer was
 # lost is found by its key, and its transaction had moved the mark.
 _ADVANCE_ALONE = (
@@ -195,14 +196,17 @@ class ReactionLog:
             ]
         return count, upto, found
 
-    def skipped(self, position: int) -> bool:
+    def skipped(self, position: int, policy: str | None = None) -> bool:
         """Whether the log holds an operator's skip of the event at ``position`` for a read
-        model (necessarily later in the log than the event)."""
+        model, or for ``policy`` (necessarily later in the log than the event)."""
+        at = msgspec.json.encode({"position": position}).decode()
+        mine = msgspec.json.encode({"position": position, "policy": policy}).decode()
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
-                f"SELECT 1 FROM {EVENTS_TABLE} WHERE notification_id > %s AND topic = %s"
-                " AND convert_from(state, 'UTF8')::jsonb @> %s::jsonb LIMIT 1",
-                (position, _SKIP_TOPIC, msgspec.json.encode({"position": position}).decode()),
+                f"SELECT 1 FROM {EVENTS_TABLE} WHERE notification_id > %s AND ("
+                " (topic = %s AND convert_from(state, 'UTF8')::jsonb @> %s::jsonb)"
+                " OR (topic = %s AND convert_from(state, 'UTF8')::jsonb @> %s::jsonb)) LIMIT 1",
+                (position, _SKIP_TOPIC, at, _REACTION_SKIP_TOPIC, mine),
             )
             return cur.fetchone() is not None
 

@@ -116,6 +116,12 @@ SAFE: dict[str, dict[str, str]] = {
         "reason": "as projection",
         "operator": "as projection",
     },
+    "ReactionEventSkipped": {
+        "policy": "as ProjectionEventSkipped's projection",
+        "error": "as projection",
+        "reason": "as projection",
+        "operator": "as projection",
+    },
 }
 
 

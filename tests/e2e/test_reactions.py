@@ -36,6 +36,7 @@ from application.reactions import Occurred, Policy
 from application.webhooks import WEBHOOKS
 from domain.messages import Message
 from domain.notifications import inbox_id
+from domain.operations import ReactionSkip
 from infrastructure.embedded_postgres import EmbeddedPostgres
 from infrastructure.reaction_log import ReactionLog
 from infrastructure.reaction_tracking import LOCK_CLASS
@@ -415,6 +416,7 @@ def test_a_policy_that_fails_on_an_event_is_stuck_alone_and_ready_says_so(
         assert mentions_state["position"] >= end
 
         # Tried again (by a runner of its own, at once), it stays where it is.
+        events_before_skip = chorus.events()
         reactions = chorus.server.services.reactions
         reactions.stop()
         again = runner_of(chorus, [FRAGILE])
@@ -435,6 +437,39 @@ def test_a_policy_that_fails_on_an_event_is_stuck_alone_and_ready_says_so(
         assert re.search(held_line, out.stdout, re.M), out.stdout
         assert "ValueError: cannot take this one" in out.stdout
         assert re.search(r"^mentions +position \d+  behind by \d+$", out.stdout, re.M), out.stdout
+
+        # The operator skips it, for this policy only, at the one position it is stuck at
+        # (any other is refused, and so is a policy that is not stuck); recorded in the log.
+        def chorus_cli(*args: str) -> subprocess.CompletedProcess[str]:
+            env = {**os.environ, "DATABASE_URL": url}
+            return subprocess.run(
+                [CHORUS, *args], env=env, capture_output=True, text=True, timeout=60
+            )
+
+        why = ["--reason", "a bug in the fragile policy", "--by", "ops"]
+        elsewhere = chorus_cli("reactions", "skip", "fragile", "--position", str(end), *why)
+        assert elsewhere.returncode == 2 and "only that event" in elsewhere.stderr
+        unstuck = chorus_cli("reactions", "skip", "mentions", "--position", str(end), *why)
+        assert unstuck.returncode == 2 and "not stuck" in unstuck.stderr
+        assert chorus.events() == events_before_skip
+        skipped = chorus_cli(
+            "reactions", "skip", "fragile", "--position", str(boom["position"]), *why
+        )
+        assert skipped.returncode == 0, skipped.stderr
+        again.catch_up()
+        assert again.status()["fragile"].stuck is None
+        assert mark(url, "fragile")[0] > boom["position"]
+        with psycopg.connect(url) as conn:
+            row = conn.execute(
+                "SELECT convert_from(state, 'UTF8')::jsonb FROM chorus_events WHERE topic = %s",
+                (get_topic(getattr(ReactionSkip, "ReactionEventSkipped")),),  # noqa: B009
+            ).fetchone()
+        assert row is not None
+        recorded = row[0]
+        assert (recorded["policy"], recorded["position"]) == ("fragile", boom["position"])
+        assert recorded["reason"] == "a bug in the fragile policy"
+        assert "ValueError: cannot take this one" in recorded["error"]
+        again.stop()
 
 
 # -- 2. kill -9 in the middle of a run ------------------------------------------------------------

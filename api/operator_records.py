@@ -1,0 +1,56 @@
+"""What the operators' console commands that record a decision in the log share (``chorus
+projections skip``, ``chorus reactions skip``): the checked reason and operator, and an
+application to append with."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+import unicodedata
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from api.contexts import CONTEXTS
+from api.database import NoPasswords
+
+if TYPE_CHECKING:
+    from application.chorus import Chorus
+
+MAX_REASON = 1000
+
+
+def reason_and_operator(args: argparse.Namespace) -> tuple[str, str] | None:
+    """``--reason`` and ``--by`` (default: this login's user name), checked; None (with the
+    problem printed) when either is unfit for the auditors' record."""
+    reason = args.reason.strip()
+    if not reason or len(reason) > MAX_REASON or not _printable(reason):
+        print(f"--reason must be 1-{MAX_REASON} printable characters", file=sys.stderr)
+        return None
+    operator = args.by or getpass.getuser()
+    if not operator or len(operator) > 200 or not _printable(operator):
+        print("--by must be printable", file=sys.stderr)
+        return None
+    return reason, operator
+
+
+def append(url: str, save: Callable[[Chorus], int]) -> int:
+    """Runs ``save`` on an application of its own over the store at ``url``; its answer
+    (the position appended at)."""
+    from application.chorus import Chorus
+    from infrastructure.eventstore import eventsourcing_env
+
+    app = Chorus(
+        eventsourcing_env(url, pool_size=1),
+        passwords=NoPasswords(),
+        handlers=CONTEXTS.handlers,
+        snapshotting=CONTEXTS.snapshotting,
+    )
+    try:
+        return save(app)
+    finally:
+        app.close()
+
+
+def _printable(text: str) -> bool:
+    return all(c.isprintable() and unicodedata.category(c) != "Cf" for c in text)
