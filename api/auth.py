@@ -24,12 +24,18 @@ from api.errors import problem, problems
 from api.logs import note_user
 from api.rate_limits import client_address
 from api.reads import read_cursor_async
-from application.commands import ChangePassword, EndSignIns, RegisterUser, StartSignIn
+from application.commands import (
+    ChangePassword,
+    EndSignIns,
+    RegisterUser,
+    ResetPassword,
+    StartSignIn,
+)
 from application.identity import user_id_of
 from application.sign_ins import ended_in_log
 from domain.base import Cause, as_uuid
 from domain.errors import InvalidValue, NotFound, PermissionDenied, UsernameTaken
-from domain.identity import User, display_name_rule
+from domain.identity import User, display_name_rule, reset_token_hash
 from domain.rules import MAX_PASSWORD, check_user_password, normalise_username
 from infrastructure.passwords import PasswordsBusy
 from infrastructure.refresh_tokens import InvalidRefreshToken, RefreshTokenReused
@@ -45,6 +51,8 @@ PUBLIC_PATHS = [
     r"^/metrics$",
     r"^/schema",
     r"^/api/auth/(signup|login|refresh|logout)$",
+    # The reset token is the credential (issue 20).
+    r"^/api/auth/password-reset$",
     # The socket authenticates itself after accepting, to refuse with a close code.
     r"^/ws$",
     r"^/yjs/",
@@ -131,6 +139,12 @@ class Me(msgspec.Struct):
     user_id: str
     username: str
     display_name: str
+    avatar_url: str | None = None
+
+
+class PasswordResetBody(msgspec.Struct, forbid_unknown_fields=True):
+    token: Opaque
+    new_password: Password
 
 
 async def _sign_in(
@@ -174,12 +188,19 @@ async def _end_sessions(
     )
     if result.position is not None:
         services.last_writes.record(user_id, result.position)
-    services.access_tokens.end_sessions(session_ids)
-    await anyio.to_thread.run_sync(services.refresh_tokens.end, user_id, session_ids)
+    await end_tokens(request, user_id, session_ids)
     return Written(result.position)
 
 
-def _claims(request: Request[Any, Any, Any]) -> AccessClaims:
+async def end_tokens(request: Request[Any, Any, Any], user_id: str, session_ids: list[str]) -> None:
+    """After the sessions' ends are in the log: their access tokens are refused here at
+    once, their refresh-token families spent."""
+    services = services_of(request)
+    services.access_tokens.end_sessions(session_ids)
+    await anyio.to_thread.run_sync(services.refresh_tokens.end, user_id, session_ids)
+
+
+def claims_of(request: Request[Any, Any, Any]) -> AccessClaims:
     claims = request.auth
     assert isinstance(claims, AccessClaims)
     return claims
@@ -223,7 +244,7 @@ def _passwords_busy(_: Request[Any, Any, Any], exc: PasswordsBusy) -> Response[A
 AUTH_LIMIT_HANDLERS: dict[Any, Any] = {Throttled: _throttled, PasswordsBusy: _passwords_busy}
 
 
-def _account_key(username: str) -> str:
+def account_key(username: str) -> str:
     try:
         return "name:" + normalise_username(username)
     except Exception:  # an impossible username: its own key, as for an unknown user
@@ -284,7 +305,7 @@ class AuthController(Controller):
         """Exchanges a username and password for a token pair."""
         services = services_of(request)
         throttle: LoginThrottle = request.app.state.login_throttle
-        account = _account_key(data.username)
+        account = account_key(data.username)
         throttle.attempt(account, client_address(request.scope))
 
         def lookup() -> tuple[Any, str | None]:
@@ -304,6 +325,11 @@ class AuthController(Controller):
             throttle.failed(account, client_address(request.scope))
             raise NotAuthorizedException("wrong username or password")
         throttle.succeeded(account)
+        # Said only to whoever knows the password: a deactivated account (issue 20) is
+        # not told apart from an unknown one before that.
+        user = await anyio.to_thread.run_sync(services.app.load, User, user_id)
+        if not user.active:
+            raise PermissionDenied("this account is deactivated: an operator can reactivate it")
         return await _sign_in(request, str(user_id), None)
 
     @post(
@@ -374,8 +400,8 @@ class AuthController(Controller):
     )
     async def logout_all(self, request: Request[str, Any, Any]) -> Written:
         """Ends every session of the caller, this one included."""
-        claims = _claims(request)
-        live = await _live_sessions(request, claims.user_id)
+        claims = claims_of(request)
+        live = await live_sessions(request, claims.user_id)
         ids = [s.session_id for s in live]
         if claims.session_id is not None and claims.session_id not in ids:
             ids.append(claims.session_id)
@@ -389,8 +415,8 @@ class AuthController(Controller):
     )
     async def sessions(self, request: Request[str, Any, Any]) -> SessionList:
         """The caller's live sessions, most recently used first (at most 200)."""
-        claims = _claims(request)
-        live = await _live_sessions(request, claims.user_id)
+        claims = claims_of(request)
+        live = await live_sessions(request, claims.user_id)
         return SessionList(
             [
                 SessionItem(
@@ -412,8 +438,8 @@ class AuthController(Controller):
     ) -> Written:
         """Ends one of the caller's live sessions; any other id (another user's, ended,
         unknown, malformed) is 404 alike."""
-        claims = _claims(request)
-        live = await _live_sessions(request, claims.user_id)
+        claims = claims_of(request)
+        live = await live_sessions(request, claims.user_id)
         if session_id not in {s.session_id for s in live}:
             raise NotFound("unknown session")
         return await _end_sessions(request, claims.user_id, [session_id], "ended")
@@ -431,12 +457,12 @@ class AuthController(Controller):
         """Changes the caller's password (the old one is required: a wrong one counts as a
         failed login). Every other session ends; this one goes on."""
         services = services_of(request)
-        claims = _claims(request)
+        claims = claims_of(request)
         user = await anyio.to_thread.run_sync(services.app.load, User, claims.user_id)
         # Refused before the costly part, and before a guess of the old one counts.
         check_user_password(data.new_password, user.username, user.display_name)
         throttle: LoginThrottle = request.app.state.login_throttle
-        account = _account_key(user.username)
+        account = account_key(user.username)
         throttle.attempt(account, client_address(request.scope))
         stored = await anyio.to_thread.run_sync(services.app.store.find_password_hash, user.id)
         if stored is None or not await services.passwords.verify_async(stored, data.old_password):
@@ -445,7 +471,7 @@ class AuthController(Controller):
         throttle.succeeded(account)
         others = [
             s.session_id
-            for s in await _live_sessions(request, claims.user_id)
+            for s in await live_sessions(request, claims.user_id)
             if s.session_id != claims.session_id
         ]
         command = ChangePassword(
@@ -457,6 +483,55 @@ class AuthController(Controller):
         result = await execute(request, command, claims.user_id)
         services.access_tokens.end_sessions(others)
         await anyio.to_thread.run_sync(services.refresh_tokens.end, claims.user_id, others)
+        return Written(result.position)
+
+    @post(
+        "/password-reset",
+        operation_id="ResetPassword",
+        status_code=200,
+        responses=problems(400, 403, 413, 422, 429),
+    )
+    async def reset_password(
+        self, request: Request[Any, Any, Any], data: JSONBody[PasswordResetBody]
+    ) -> Written:
+        """Sets a new password with a one-time token an operator issued (``chorus
+        issue-password-reset``). The token is spent (with any other pending one), and
+        every session of the user ends. An unknown, used or expired token: 403, alike."""
+        services = services_of(request)
+        user_part, _, secret = data.token.partition(".")
+        throttle: LoginThrottle = request.app.state.login_throttle
+        account = "reset:" + user_part[:64]
+        throttle.attempt(account, client_address(request.scope))
+        token_hash = reset_token_hash(secret)
+
+        def checked() -> User:
+            try:
+                user = services.app.load(User, user_part, "user")
+            except NotFound:
+                raise PermissionDenied("invalid or expired reset token") from None
+            user.check_reset_token(token_hash, services.app.clock())
+            return user
+
+        try:
+            user = await anyio.to_thread.run_sync(checked)
+        except PermissionDenied:
+            throttle.failed(account, client_address(request.scope))
+            raise
+        throttle.succeeded(account)
+        # Refused before the costly part.
+        check_user_password(data.new_password, user.username, user.display_name)
+        user_id = str(user.id)
+        ended = [s.session_id for s in await live_sessions(request, user_id)]
+        command = ResetPassword(
+            token_hash=token_hash,
+            password=data.new_password,
+            password_hash=await services.passwords.hash_async(data.new_password),
+            ended_session_ids=ended,
+        )
+        result = await execute(request, command, user_id)
+        if result.position is not None:
+            services.last_writes.record(user_id, result.position)
+        await end_tokens(request, user_id, ended)
         return Written(result.position)
 
     @get(
@@ -473,10 +548,10 @@ class AuthController(Controller):
             row = await run_async(cur, get_user(request.user))
         if row is None:
             raise NotFound("unknown user")
-        return Me(row["user_id"], row["username"], row["display_name"])
+        return Me(row["user_id"], row["username"], row["display_name"], row["avatar_url"])
 
 
-async def _live_sessions(request: Request[Any, Any, Any], user_id: str) -> list[Any]:
+async def live_sessions(request: Request[Any, Any, Any], user_id: str) -> list[Any]:
     return await anyio.to_thread.run_sync(
         services_of(request).refresh_tokens.live_sessions, user_id
     )

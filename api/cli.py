@@ -144,6 +144,9 @@ def parser() -> argparse.ArgumentParser:
     from api.reactions_cli import add_commands as add_reactions_commands
 
     add_reactions_commands(sub)  # reactions status
+    from api.user_cli import add_commands as add_user_commands
+
+    add_user_commands(sub)  # issue-password-reset, reactivate-user
     return p
 
 

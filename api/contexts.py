@@ -15,7 +15,7 @@ from api.channels import ChannelController
 from api.documents import DocumentController
 from api.notifications import NotificationController
 from api.read_state import ReadStateController
-from api.users import UserController
+from api.users import ProfileController, UserController
 from api.webhooks import WebhookController
 from api.workspaces import InviteController, WorkspaceController
 from application import (
@@ -59,7 +59,7 @@ IDENTITY = Context(
     aggregates=(User, SignIn, UsernameClaim, DirectChannelPair),
     handlers=identity.HANDLERS,
     read_models=(UsersProjection,),
-    routes=(UserController,),
+    routes=(UserController, ProfileController),
 )
 WORKSPACES = Context(
     "workspaces",

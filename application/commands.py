@@ -132,6 +132,46 @@ class UnblockUser(Command, frozen=True):
     user_id: str
 
 
+# -- identity: a user's whole life (issue 20) ----------------------------------------------
+class ChangeProfile(Command, frozen=True):
+    """A field left out keeps its value; ``avatar_url: ""`` removes the avatar."""
+
+    display_name: str | None = None
+    avatar_url: str | None = None
+    username: str | None = None
+
+
+class DeactivateAccount(Command, frozen=True):
+    """Issued by ``POST /api/users/me/deactivate`` once it has checked the password."""
+
+    ended_session_ids: list[str] = []
+
+
+class ReactivateUser(Command, frozen=True):
+    """Issued at the console (``chorus reactivate-user``)."""
+
+    user_id: str
+    reactivated_by: str
+
+
+class IssuePasswordReset(Command, frozen=True):
+    """Issued at the console (``chorus issue-password-reset``): the token's hash only."""
+
+    user_id: str
+    token_hash: str
+    issued_by: str
+    expires_in_s: int | None = None
+
+
+class ResetPassword(Command, frozen=True):
+    """Issued by ``POST /api/auth/password-reset``; the actor is the token's user."""
+
+    token_hash: str
+    password: str
+    password_hash: str | None = None
+    ended_session_ids: list[str] = []
+
+
 # -- messages ----------------------------------------------------------------------------
 class SendMessage(Command, frozen=True):
     channel_id: str
@@ -414,3 +454,12 @@ class SetReadReceipts(Command, frozen=True):
 
 
 SERVER_ONLY = (*SERVER_ONLY, MarkChannelRead)
+
+# Issue 20: the account's life beyond what a client may say over /ws.
+SERVER_ONLY = (
+    *SERVER_ONLY,
+    DeactivateAccount,
+    ReactivateUser,
+    IssuePasswordReset,
+    ResetPassword,
+)

@@ -7,15 +7,20 @@ from uuid import UUID, uuid4
 from application.commands import (
     BlockUser,
     ChangePassword,
+    ChangeProfile,
+    DeactivateAccount,
     EndSignIns,
+    IssuePasswordReset,
+    ReactivateUser,
     RegisterUser,
+    ResetPassword,
     StartSignIn,
     UnblockUser,
 )
 from application.decisions import Decision, HandlerTable
 from application.ports import DecisionContext
 from domain.base import Cause, ChorusAggregate, as_uuid
-from domain.errors import Conflict, UsernameTaken
+from domain.errors import Conflict, InvalidValue, UsernameTaken
 from domain.identity import SignIn, User, legacy_user_id, username_read_in
 from domain.indexes import UsernameClaim, username_claim_id
 from domain.rules import check_user_password, normalise_username
@@ -50,6 +55,17 @@ def user_ids_of(app: DecisionContext, usernames: list[str]) -> dict[str, UUID]:
     return found
 
 
+def _claim(app: DecisionContext, username: str, user_id: UUID, cause: Cause) -> UsernameClaim:
+    """The claim of ``username`` for ``user_id``: a new claim stream, or, for a name a
+    rename released (issue 20), the next event of its stream (saved under its version)."""
+    claim_id = username_claim_id(username)
+    if app.exists(claim_id):
+        claim = app.load(UsernameClaim, claim_id, "username")
+        claim.reclaim(user_id, cause)
+        return claim
+    return UsernameClaim.claim(username, user_id, cause)
+
+
 @HANDLERS.on(RegisterUser)
 def register_user(app: DecisionContext, cmd: RegisterUser, cause: Cause) -> Decision:
     username = normalise_username(cmd.username)
@@ -59,7 +75,7 @@ def register_user(app: DecisionContext, cmd: RegisterUser, cause: Cause) -> Deci
     # A random id tells nothing about the name; the claim, saved in the same transaction,
     # is what a second registration of the name (another process's too) conflicts on.
     user = User.register(uuid4(), username, cmd.display_name, cause)
-    claim = UsernameClaim.claim(username, user.id, Cause(str(user.id), cause.command_id))
+    claim = _claim(app, username, user.id, Cause(str(user.id), cause.command_id))
     # Checked as the username itself is: against the users the store holds.
     looks_like = username_read_in(user.display_name)
     if looks_like not in (None, username) and user_id_of(app, looks_like) is not None:
@@ -124,6 +140,92 @@ def change_password(app: DecisionContext, cmd: ChangePassword, cause: Cause) -> 
     check_user_password(cmd.password, user.username, user.display_name)
     user.change_password(cmd.kept_session_id, cause)
     ended = _ended(app, cmd.ended_session_ids, "password changed", cause)
+    return Decision(
+        [user, *ended],
+        credentials={user.id: cmd.password_hash or app.passwords.hash(cmd.password)},
+    )
+
+
+# -- a user's whole life (issue 20) ----------------------------------------------------------
+
+
+def _check_not_another_username(app: DecisionContext, user: User, display_name: str) -> None:
+    """As at sign-up: a display name may not read as another user's username."""
+    looks_like = username_read_in(display_name)
+    if looks_like not in (None, user.username):
+        holder = user_id_of(app, looks_like)
+        if holder is not None and holder != user.id:
+            raise Conflict("display_name is another user's username")
+
+
+def _claims_for_rename(
+    app: DecisionContext, user: User, new: str, previous: str, cause: Cause
+) -> list[ChorusAggregate]:
+    """Claims ``new`` for ``user`` and releases ``previous``, to be saved with the rename:
+    the claim stream's version check refuses a concurrent claim of ``new`` (one of the two
+    transactions fails), and the released ``previous`` can be claimed by anyone after."""
+    holder = user_id_of(app, new)
+    if holder is not None:
+        raise UsernameTaken("that username is taken")
+    claim = _claim(app, new, user.id, cause)
+    old_id = username_claim_id(previous)
+    if app.exists(old_id):
+        old = app.load(UsernameClaim, old_id, "username")
+    else:
+        # A user registered before claims (their id derived from the name): a claim is
+        # made for the old name and released at once, so the name no longer resolves to
+        # them (a claim is looked at before the derived id).
+        old = UsernameClaim.claim(previous, user.id, cause)
+    old.release(str(user.id), cause)
+    return [claim, old]
+
+
+@HANDLERS.on(ChangeProfile)
+def change_profile(app: DecisionContext, cmd: ChangeProfile, cause: Cause) -> Decision:
+    if cmd.display_name is None and cmd.avatar_url is None and cmd.username is None:
+        raise InvalidValue("nothing to change: send display_name, avatar_url or username")
+    user = app.load(User, cause.actor, "user")
+    changed: list[ChorusAggregate] = []
+    if cmd.username is not None:
+        new = normalise_username(cmd.username)
+        previous = user.change_username(new, cause)
+        if previous is not None:
+            changed += _claims_for_rename(app, user, new, previous, cause)
+    if cmd.display_name is not None and user.change_display_name(cmd.display_name, cause):
+        _check_not_another_username(app, user, user.display_name)
+    if cmd.avatar_url is not None:
+        user.change_avatar(cmd.avatar_url or None, cause)
+    return Decision([user, *changed])
+
+
+@HANDLERS.on(DeactivateAccount)
+def deactivate_account(app: DecisionContext, cmd: DeactivateAccount, cause: Cause) -> Decision:
+    user = app.load(User, cause.actor, "user")
+    user.deactivate(cause)
+    ended = _ended(app, cmd.ended_session_ids, "account deactivated", cause)
+    return Decision([user, *ended])
+
+
+@HANDLERS.on(ReactivateUser)
+def reactivate_user(app: DecisionContext, cmd: ReactivateUser, cause: Cause) -> Decision:
+    user = app.load(User, cmd.user_id, "user")
+    user.reactivate(cmd.reactivated_by, cause)
+    return Decision([user])
+
+
+@HANDLERS.on(IssuePasswordReset)
+def issue_password_reset(app: DecisionContext, cmd: IssuePasswordReset, cause: Cause) -> Decision:
+    user = app.load(User, cmd.user_id, "user")
+    user.issue_password_reset(cmd.token_hash, cmd.expires_in_s, cmd.issued_by, app.clock(), cause)
+    return Decision([user])
+
+
+@HANDLERS.on(ResetPassword)
+def reset_password(app: DecisionContext, cmd: ResetPassword, cause: Cause) -> Decision:
+    user = app.load(User, cause.actor, "user")
+    user.reset_password(cmd.token_hash, app.clock(), cause)
+    check_user_password(cmd.password, user.username, user.display_name)
+    ended = _ended(app, cmd.ended_session_ids, "password reset", cause)
     return Decision(
         [user, *ended],
         credentials={user.id: cmd.password_hash or app.passwords.hash(cmd.password)},

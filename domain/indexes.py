@@ -16,6 +16,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import event
 
 from domain.base import Cause, ChorusAggregate, as_uuid, caused
+from domain.errors import PermissionDenied, UsernameTaken
 from domain.rules import normalise_username
 from domain.scopes import OPERATORS, StreamKind
 
@@ -60,6 +61,29 @@ class UsernameClaim(ChorusAggregate):
     ) -> None:
         self.username = username
         self.holder: str | None = user_id
+
+    @caused
+    def release(self, user_id: str, cause: Cause) -> None:
+        """The holder gave the name up (a rename, issue 20): anyone may claim it again, on
+        this same stream, so two claims still conflict on its version."""
+        if self.holder != user_id:
+            raise PermissionDenied("only the holder releases a username")
+        self._released(user_id=user_id)
+
+    @event("UsernameReleased")
+    def _released(self, user_id: str) -> None:
+        self.holder = None
+
+    @caused
+    def reclaim(self, user_id: UUID, cause: Cause) -> None:
+        """Claims a released name again."""
+        if self.holder is not None:
+            raise UsernameTaken("that username is taken")
+        self._reclaimed(user_id=str(user_id))
+
+    @event("UsernameReclaimed")
+    def _reclaimed(self, user_id: str) -> None:
+        self.holder = user_id
 
 
 class DirectChannelPair(ChorusAggregate):

@@ -85,6 +85,17 @@ SAFE: dict[str, dict[str, str]] = {
         "display_name": "public identity (only its user reads the user stream)",
     },
     "UsernameClaimed": {"username": "an index stream: no read path hands its events out"},
+    # Issue 20: the profile, read by its user alone (the user stream); the read models show
+    # the current values. What erasure does to them is crypto-shredding's business.
+    "DisplayNameChanged": {"display_name": "as UserRegistered"},
+    "AvatarChanged": {"avatar_url": "a public profile's picture, as display_name"},
+    "UsernameChanged": {"username": "as UserRegistered", "previous": "as UserRegistered"},
+    "UserReactivated": {"reactivated_by": "an operator's name"},
+    "PasswordResetIssued": {
+        "token_hash": "a SHA-256 of a 256-bit token, not the token",
+        "issued_by": "an operator's name",
+    },
+    "PasswordReset": {"token_hash": "as PasswordResetIssued"},
     "InstanceRoleGranted": {"role": "fixed set", "granted_by": "an operator's name"},
     "InstanceRoleRevoked": {"role": "fixed set", "granted_by": "an operator's name"},
     "SessionEnded": {"reason": "one of a fixed set"},

@@ -20,6 +20,9 @@ class UsersProjection(EventProjection):
         display_name text NOT NULL,
         registered_at timestamptz NOT NULL
     );
+    -- Issue 20: the profile's avatar, and whether the account is deactivated.
+    ALTER TABLE rm_users ADD COLUMN IF NOT EXISTS avatar_url text;
+    ALTER TABLE rm_users ADD COLUMN IF NOT EXISTS deactivated_at timestamptz;
     CREATE TABLE IF NOT EXISTS rm_user_blocks (
         user_id uuid NOT NULL,
         blocked_id uuid NOT NULL,
@@ -36,6 +39,11 @@ class UsersProjection(EventProjection):
     handles = frozenset(
         {
             "UserRegistered",
+            "DisplayNameChanged",
+            "AvatarChanged",
+            "UsernameChanged",
+            "UserDeactivated",
+            "UserReactivated",
             "UserBlocked",
             "UserUnblocked",
             "InstanceRoleGranted",
@@ -51,6 +59,34 @@ class UsersProjection(EventProjection):
                     "INSERT INTO rm_users (user_id, username, display_name, registered_at)"
                     " VALUES (%s, %s, %s, %s)",
                     (event.stream, d["username"], d["display_name"], event.at),
+                )
+            # Issue 20. Every read path that shows a user's names (members of workspaces and
+            # channels, direct-message lists, blocks, /api/auth/me) joins this table: one
+            # row changed here is the new name everywhere.
+            case "DisplayNameChanged":
+                cur.execute(
+                    "UPDATE rm_users SET display_name = %s WHERE user_id = %s",
+                    (d["display_name"], event.stream),
+                )
+            case "AvatarChanged":
+                cur.execute(
+                    "UPDATE rm_users SET avatar_url = %s WHERE user_id = %s",
+                    (d["avatar_url"], event.stream),
+                )
+            case "UsernameChanged":
+                cur.execute(
+                    "UPDATE rm_users SET username = %s WHERE user_id = %s",
+                    (d["username"], event.stream),
+                )
+            case "UserDeactivated":
+                cur.execute(
+                    "UPDATE rm_users SET deactivated_at = %s WHERE user_id = %s",
+                    (event.at, event.stream),
+                )
+            case "UserReactivated":
+                cur.execute(
+                    "UPDATE rm_users SET deactivated_at = NULL WHERE user_id = %s",
+                    (event.stream,),
                 )
             case "UserBlocked":
                 cur.execute(
@@ -81,8 +117,24 @@ class UsersProjection(EventProjection):
 
 def get_user(user_id: str) -> Query[dict[str, Any] | None]:
     rows = yield Statement(
-        "SELECT user_id::text, username, display_name FROM rm_users WHERE user_id = %s",
+        "SELECT user_id::text, username, display_name, avatar_url,"
+        " deactivated_at IS NOT NULL AS deactivated FROM rm_users WHERE user_id = %s",
         (user_id,),
+    )
+    return rows[0] if rows else None
+
+
+def find_acquaintance(caller_id: str, username: str) -> Query[dict[str, Any] | None]:
+    """The public profile of the active user holding ``username`` (normalised), if the
+    caller is that user or shares a workspace with them; None otherwise, whether or not
+    the name is taken (a caller must not learn who exists beyond their workspaces)."""
+    rows = yield Statement(
+        "SELECT u.user_id::text, u.username, u.display_name, u.avatar_url FROM rm_users u"
+        " WHERE u.username = %s AND u.deactivated_at IS NULL AND (u.user_id = %s::uuid"
+        "  OR EXISTS (SELECT 1 FROM rm_workspace_members a JOIN rm_workspace_members b"
+        "   ON b.workspace_id = a.workspace_id AND b.user_id = u.user_id"
+        "   WHERE a.user_id = %s::uuid))",
+        (username, caller_id, caller_id),
     )
     return rows[0] if rows else None
 

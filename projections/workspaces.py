@@ -224,7 +224,9 @@ def list_members(
         yield Statement(
             "SELECT m.user_id::text, m.roles, m.joined_at, u.username, u.display_name"
             " FROM rm_workspace_members m LEFT JOIN rm_users u ON u.user_id = m.user_id"
-            " WHERE m.workspace_id = %s AND (%s::uuid IS NULL OR (m.joined_at, m.user_id) >"
+            # A deactivated account (issue 20) is no active member: left out until reactivated.
+            " WHERE m.workspace_id = %s AND u.deactivated_at IS NULL"
+            " AND (%s::uuid IS NULL OR (m.joined_at, m.user_id) >"
             "   (SELECT joined_at, user_id FROM rm_workspace_members"
             "    WHERE workspace_id = %s AND user_id = %s::uuid))"
             " ORDER BY m.joined_at, m.user_id LIMIT %s",

@@ -23,7 +23,12 @@ def test_signup_then_me_and_login(chorus: Running) -> None:
     me = api.ok(
         api.http.get("/api/auth/me", headers={"Authorization": f"Bearer {body['access_token']}"})
     )
-    assert me == {"user_id": body["user_id"], "username": name.lower(), "display_name": "Grace H"}
+    assert me == {
+        "user_id": body["user_id"],
+        "username": name.lower(),
+        "display_name": "Grace H",
+        "avatar_url": None,  # issue 20: none until the user sets one
+    }
     # Usernames are case-insensitive: the same name differently cased is taken.
     dup = api.http.post(
         "/api/auth/signup", json={"username": name.upper(), "password": "another-Strong-pass-77"}

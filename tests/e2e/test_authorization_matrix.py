@@ -254,7 +254,7 @@ def world(chorus: Running) -> Iterator[World]:
     w = World(chorus, users, {})
     owner, admin, stranger = users["owner"], users["admin"], users["stranger"]
     ws = w.ok(api.post("/api/workspaces", owner, {"name": "A", "visibility": "private"}), 201)["id"]
-    w.ids.update(ws=ws, victim=users["victim"].user_id)
+    w.ids.update(ws=ws, victim=users["victim"].user_id, victim_name=users["victim"].username)
     w.ids["code"] = w.ok(api.post(f"/api/workspaces/{ws}/invites", owner, {}), 201)["code"]
     w.ok(api.post(f"/api/workspaces/{ws}/roles", owner, {"name": MUTED, "permissions": []}), 201)
     for name in ("admin", "member", "viewer", MUTED, "outsider", "victim"):
@@ -581,6 +581,14 @@ CASES: list[Case] = [
          status=_status_if_signed_in(403)),
     Case("log out everywhere", "POST", "/api/auth/logout-all", sees=anyone,
          teardown=sign_in_again),
+    # A user's whole life (issue 20): one's own profile and account only; another user is
+    # found by name only through a shared workspace (others: 404 as for nobody's name).
+    Case("change my display name", "PATCH", "/api/users/me",
+         body={"display_name": "Name {nonce}"}, sees=anyone),
+    Case("deactivate with a wrong password", "POST", "/api/users/me/deactivate",
+         body={"password": "not-Their-password-{nonce}"}, status=_status_if_signed_in(403)),
+    Case("find a user by username", "GET", "/api/users/by-username/{victim_name}",
+         target="victim_name"),
     # Notifications (issue 19): one's own inbox and settings only.
     Case("list my notifications", "GET", "/api/notifications", sees=anyone),
     Case("count my unread notifications", "GET", "/api/notifications/unread-count", sees=anyone),
@@ -1034,6 +1042,8 @@ class Smuggle:
 SMUGGLED = [
     Smuggle("anonymous", "POST", "/api/auth/signup", {"username": "mass_{nonce}", "password": "a good password", "user_id": "{victim}"}),
     Smuggle("anonymous", "POST", "/api/auth/signup", {"username": "mass_{nonce}", "password": "a good password", "roles": ["owner"]}),
+    Smuggle("member", "PATCH", "/api/users/me", {"display_name": "x", "user_id": "{victim}"}),
+    Smuggle("member", "POST", "/api/users/me/deactivate", {"password": "x", "user_id": "{victim}"}),
     Smuggle("member", "POST", "/api/workspaces", {"name": "x", "owner_id": "{victim}"}),
     Smuggle("member", "POST", "/api/workspaces", {"name": "x", "id": "{ws}"}),
     Smuggle("member", "POST", "/api/workspaces", {"name": "x", "members": {"{victim}": ["owner"]}}),
@@ -1111,6 +1121,7 @@ WS_COMMANDS = {
     "create a document": ("CreateDocument", {"workspace_id": "{ws}", "title": "ws {nonce}"}),
     "change a channel": ("ChangeChannel", {"channel_id": "{ch}", "topic": "ws {nonce}"}),
     "send in the private channel": ("SendMessage", {"channel_id": "{priv}", "text": "p {nonce}"}),
+    "change my display name": ("ChangeProfile", {"display_name": "ws {nonce}"}),
 }
 
 
@@ -1161,6 +1172,10 @@ NOT_IN_MATRIX: dict[tuple[str, str], str] = {
     ("POST", "/api/auth/login"): "public: authenticates the caller (test_auth.py)",
     ("POST", "/api/auth/refresh"): "public: the refresh token is the credential (test_auth.py)",
     ("POST", "/api/auth/logout"): "public: the refresh token is the credential (test_auth.py)",
+    (
+        "POST",
+        "/api/auth/password-reset",
+    ): "public: the reset token is the credential (test_user_lifecycle.py)",
 }
 
 

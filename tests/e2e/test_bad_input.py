@@ -499,7 +499,7 @@ def path_ids(world: World) -> dict[str, str]:
         "role": "admin", "emoji": "x", "code": "no-such-code",
         "session_id": "00000000-0000-4000-8000-000000000000",
         "target": "workspace", "target_id": world.workspace,
-        "webhook": "00000000-0000-4000-8000-000000000001",
+        "webhook": "00000000-0000-4000-8000-000000000001", "username": world.member.username,
     }  # fmt: skip
 
 

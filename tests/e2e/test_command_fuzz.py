@@ -123,7 +123,7 @@ def world(chorus: Running, people: People) -> World:
            "user": member.user_id, "stream_id": ws["id"], "role": "helpers",
            "emoji": "👍", "code": code, "session_id": str(uuid.uuid4()),
            "target": "workspace", "target_id": ws["id"],
-           "webhook": hook["id"]}  # fmt: skip
+           "webhook": hook["id"], "username": member.username}  # fmt: skip
     names = [*ids.values(), owner.user_id, "admin", "member", "viewer", "public"]
     by_field = {"workspace_id": ws["id"], "channel_id": ch["id"], "message_id": msg["id"],
                 "reply_to": msg["id"], "document_id": doc["id"], "user_id": member.user_id,
