@@ -549,9 +549,10 @@ class Workspace(ChorusAggregate):
     @caused
     def rename_role(self, name: str, new_name: str, cause: Cause) -> None:
         actor = _actor(cause)
-        self._check_can_edit_role(actor, name)
+        # A name no role may have is refused as such, whichever role it was meant for.
         if not ROLE_NAME_PATTERN.fullmatch(new_name):
             raise InvalidValue("role name must be 1 to 32 characters of a-z, 0-9, '_' or '-'")
+        self._check_can_edit_role(actor, name)
         if self.roles.exists(new_name):
             raise Conflict(f"role {new_name!r} already exists")
         self._role_renamed(name=name, new_name=new_name)
