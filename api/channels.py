@@ -19,6 +19,7 @@ from application.commands import (
     ArchiveChannel,
     ChangeChannel,
     CreateChannel,
+    DeleteChannel,
     DeleteMessage,
     EditMessage,
     OpenDirectMessage,
@@ -217,6 +218,18 @@ class ChannelController(Controller):
     )
     async def unarchive(self, request: Req, ch: FromPath[str]) -> Response[Written]:
         return reply(await execute(request, UnarchiveChannel(channel_id=ch), request.user), Written)
+
+    @delete(
+        "/channels/{ch:str}",
+        operation_id="DeleteChannel",
+        status_code=200,
+        responses=WRITE_ERRORS,
+    )
+    async def delete_channel(self, request: Req, ch: FromPath[str]) -> Response[Written]:
+        """Deletes a channel (needs ``manage_channels``), not only archives it: nobody reads
+        or posts in it any more, ``/ws`` subscriptions to it end; the log keeps its messages
+        for the workspace's auditors."""
+        return reply(await execute(request, DeleteChannel(channel_id=ch), request.user), Written)
 
     @post(
         "/channels/{ch:str}/members",

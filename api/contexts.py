@@ -17,7 +17,7 @@ from api.notifications import NotificationController
 from api.read_state import ReadStateController
 from api.users import ProfileController, UserController
 from api.webhooks import WebhookController
-from api.workspaces import InviteController, WorkspaceController
+from api.workspaces import InviteController, WorkspaceController, WorkspaceLifecycleController
 from application import (
     channels,
     documents,
@@ -66,7 +66,7 @@ WORKSPACES = Context(
     aggregates=(Workspace,),
     handlers=workspaces.HANDLERS,
     read_models=(WorkspacesProjection,),
-    routes=(WorkspaceController, InviteController),
+    routes=(WorkspaceController, WorkspaceLifecycleController, InviteController),
 )
 CHANNELS = Context(
     "channels",

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import Controller, Request, delete, get, post, put
+from litestar import Controller, Request, delete, get, patch, post, put
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import Response
 from psycopg import AsyncCursor
@@ -17,19 +17,28 @@ from api.reads import DEFAULT_LIMIT, check_limit, paged, read_cursor_async
 from application.commands import (
     AcceptInvite,
     BanMember,
+    ChangeRolePermissions,
+    ChangeWorkspaceVisibility,
     CreateInvite,
     CreateRole,
     CreateWorkspace,
+    DeleteRole,
+    DeleteWorkspace,
     GrantRole,
     JoinWorkspace,
     KickMember,
     LeaveWorkspace,
+    RenameRole,
+    RenameWorkspace,
+    ReorderRoles,
+    RevokeInvite,
     RevokeRole,
+    TransferWorkspace,
     UnbanMember,
 )
 from domain.base import as_uuid
-from domain.errors import NotAMember
-from domain.rules import MAX_PASSWORD, MAX_WORKSPACE_NAME
+from domain.errors import NotAMember, PermissionDenied
+from domain.rules import MAX_CUSTOM_ROLES, MAX_PASSWORD, MAX_WORKSPACE_NAME
 from projections import presence as presence_views
 from projections import read_state
 from projections import workspaces as views
@@ -64,6 +73,68 @@ class RoleBody(msgspec.Struct, forbid_unknown_fields=True):
     permissions: Annotated[
         list[Annotated[str, msgspec.Meta(max_length=64)]], msgspec.Meta(max_length=64)
     ]
+
+
+# Issue 20: the whole life of a workspace, its roles and invites.
+# Raw input may be looser than the domain's limits (it strips white space first): these
+# only stop absurd sizes early, the domain gives the precise message.
+WorkspaceName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_WORKSPACE_NAME * 2)]
+RoleName = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+Permissions = Annotated[
+    list[Annotated[str, msgspec.Meta(max_length=64)]], msgspec.Meta(max_length=64)
+]
+
+
+class RenameWorkspaceBody(msgspec.Struct, forbid_unknown_fields=True):
+    name: WorkspaceName
+
+
+class VisibilityBody(msgspec.Struct, forbid_unknown_fields=True):
+    visibility: Literal["public", "private"]
+    # A public workspace's join password; left out: none (the old one stops working).
+    password: Annotated[str, msgspec.Meta(max_length=MAX_PASSWORD)] | None = None
+
+
+class TransferBody(msgspec.Struct, forbid_unknown_fields=True):
+    user_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class DeleteWorkspaceBody(msgspec.Struct, forbid_unknown_fields=True):
+    # The workspace's exact name: what stands between a slip and the loss of a workspace.
+    confirm_name: WorkspaceName
+
+
+class RenameRoleBody(msgspec.Struct, forbid_unknown_fields=True):
+    name: RoleName
+
+
+class RolePermissionsBody(msgspec.Struct, forbid_unknown_fields=True):
+    permissions: Permissions
+
+
+class RoleOrderBody(msgspec.Struct, forbid_unknown_fields=True):
+    # Every custom role, highest first.
+    roles: Annotated[list[RoleName], msgspec.Meta(max_length=MAX_CUSTOM_ROLES)]
+
+
+class InviteView(msgspec.Struct):
+    id: str
+    created_by: str | None
+    max_uses: int | None
+    uses: int
+    uses_left: int | None
+    expires_at: datetime
+    expired: bool
+
+
+class InviteList(msgspec.Struct):
+    items: list[InviteView]
+    next: str | None = None
+
+
+class RoleRenamed(msgspec.Struct):
+    name: str
+    position: int | None
 
 
 class WorkspaceView(msgspec.Struct):
@@ -344,6 +415,144 @@ class WorkspaceController(Controller):
             ),
             Written,
         )
+
+
+class WorkspaceLifecycleController(Controller):
+    """Issue 20: renaming, visibility, ownership and deletion of a workspace; the roles' own
+    life; listing and revoking invites."""
+
+    path = "/api/workspaces"
+    tags = ["workspaces"]
+
+    @patch("/{ws:str}", operation_id="RenameWorkspace", responses=WRITE_ERRORS)
+    async def rename(
+        self, request: Req, ws: FromPath[str], data: JSONBody[RenameWorkspaceBody]
+    ) -> Response[Written]:
+        """Renames the workspace (needs ``manage_workspace``)."""
+        cmd = RenameWorkspace(workspace_id=ws, name=data.name)
+        return reply(await execute(request, cmd, request.user), Written)
+
+    @put(
+        "/{ws:str}/visibility",
+        operation_id="ChangeWorkspaceVisibility",
+        status_code=200,
+        responses=WRITE_ERRORS,
+    )
+    async def visibility(
+        self, request: Req, ws: FromPath[str], data: JSONBody[VisibilityBody]
+    ) -> Response[Written]:
+        """Sets visibility and the join password of a public workspace (needs
+        ``manage_workspace``); without ``password`` joining needs none."""
+        cmd = ChangeWorkspaceVisibility(
+            workspace_id=ws, visibility=data.visibility, password=data.password
+        )
+        return reply(await execute(request, cmd, request.user), Written)
+
+    @post(
+        "/{ws:str}/transfer",
+        operation_id="TransferWorkspace",
+        status_code=200,
+        responses=WRITE_ERRORS,
+    )
+    async def transfer(
+        self, request: Req, ws: FromPath[str], data: JSONBody[TransferBody]
+    ) -> Response[Written]:
+        """Hands the workspace to another member (owners only): they become its owner, the
+        giver an admin."""
+        cmd = TransferWorkspace(workspace_id=ws, user_id=data.user_id)
+        return reply(await execute(request, cmd, request.user), Written)
+
+    @delete("/{ws:str}", operation_id="DeleteWorkspace", status_code=200, responses=WRITE_ERRORS)
+    async def delete_workspace(
+        self, request: Req, ws: FromPath[str], data: JSONBody[DeleteWorkspaceBody]
+    ) -> Response[Written]:
+        """Deletes the workspace (owners only, ``confirm_name`` its exact name): every
+        member loses access at once; the log keeps what it held."""
+        cmd = DeleteWorkspace(workspace_id=ws, confirm_name=data.confirm_name)
+        return reply(await execute(request, cmd, request.user), Written)
+
+    @get(
+        "/{ws:str}/invites", operation_id="ListInvites", responses=problems(401, 403, 404, 422, 429)
+    )
+    async def invites(
+        self, request: Req, ws: FromPath[str], min_position: FromQuery[int | None] = None
+    ) -> InviteList:
+        """The invites not revoked, with uses left and expiry (needs ``invite``, which
+        creates them)."""
+        async with read_cursor_async(request, min_position) as cur:
+            await _member_view(cur, request, _uuid(ws))
+            perms = await run_async(cur, views.permissions_of(_uuid(ws), request.user))
+            if perms is None or "invite" not in perms:
+                raise PermissionDenied("missing permission 'invite'")
+            rows = await run_async(cur, views.list_invites(_uuid(ws)))
+        return InviteList(items=[msgspec.convert(r, InviteView) for r in rows])
+
+    @delete(
+        "/{ws:str}/invites/{invite:str}",
+        operation_id="RevokeInvite",
+        status_code=200,
+        responses=WRITE_ERRORS,
+    )
+    async def revoke_invite(
+        self, request: Req, ws: FromPath[str], invite: FromPath[str]
+    ) -> Response[Written]:
+        """Revokes an invite (needs ``invite``; another's only below one's own rank): it
+        then answers as an unknown code."""
+        cmd = RevokeInvite(workspace_id=ws, invite_id=invite)
+        return reply(await execute(request, cmd, request.user), Written)
+
+    @patch("/{ws:str}/roles/{role:str}", operation_id="RenameRole", responses=WRITE_ERRORS)
+    async def rename_role(
+        self, request: Req, ws: FromPath[str], role: FromPath[str], data: JSONBody[RenameRoleBody]
+    ) -> Response[RoleRenamed]:
+        """Renames a custom role below one's own (needs ``manage_roles``); holders keep it."""
+        cmd = RenameRole(workspace_id=ws, role=role, name=data.name)
+        return reply(await execute(request, cmd, request.user), RoleRenamed)
+
+    @put(
+        "/{ws:str}/roles/{role:str}/permissions",
+        operation_id="ChangeRolePermissions",
+        status_code=200,
+        responses=WRITE_ERRORS,
+    )
+    async def role_permissions(
+        self,
+        request: Req,
+        ws: FromPath[str],
+        role: FromPath[str],
+        data: JSONBody[RolePermissionsBody],
+    ) -> Response[Written]:
+        """Sets a custom role's permissions (below one's own role; nobody gives or takes away
+        a permission they do not hold)."""
+        cmd = ChangeRolePermissions(workspace_id=ws, role=role, permissions=data.permissions)
+        return reply(await execute(request, cmd, request.user), Written)
+
+    @put(
+        "/{ws:str}/roles/order",
+        operation_id="ReorderRoles",
+        status_code=200,
+        responses=WRITE_ERRORS,
+    )
+    async def reorder_roles(
+        self, request: Req, ws: FromPath[str], data: JSONBody[RoleOrderBody]
+    ) -> Response[Written]:
+        """Orders the custom roles, highest first: the full list, in which the roles at or
+        above one's own keep their places (needs ``manage_roles``)."""
+        cmd = ReorderRoles(workspace_id=ws, roles=data.roles)
+        return reply(await execute(request, cmd, request.user), Written)
+
+    @delete(
+        "/{ws:str}/roles/{role:str}",
+        operation_id="DeleteRole",
+        status_code=200,
+        responses=WRITE_ERRORS,
+    )
+    async def delete_role(
+        self, request: Req, ws: FromPath[str], role: FromPath[str]
+    ) -> Response[Written]:
+        """Deletes a custom role below one's own: its holders lose it at once."""
+        cmd = DeleteRole(workspace_id=ws, role=role)
+        return reply(await execute(request, cmd, request.user), Written)
 
 
 class InviteController(Controller):

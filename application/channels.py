@@ -9,6 +9,7 @@ from application.commands import (
     ArchiveChannel,
     ChangeChannel,
     CreateChannel,
+    DeleteChannel,
     OpenDirectMessage,
     RemoveChannelMember,
     UnarchiveChannel,
@@ -62,6 +63,13 @@ def archive_channel(app: DecisionContext, cmd: ArchiveChannel, cause: Cause) -> 
 def unarchive_channel(app: DecisionContext, cmd: UnarchiveChannel, cause: Cause) -> Decision:
     channel, workspace = channel_with_workspace(app, cmd.channel_id, cause.actor)
     channel.unarchive(workspace, cause)
+    return Decision([channel])
+
+
+@HANDLERS.on(DeleteChannel)
+def delete_channel(app: DecisionContext, cmd: DeleteChannel, cause: Cause) -> Decision:
+    channel, workspace = channel_with_workspace(app, cmd.channel_id, cause.actor)
+    channel.delete(workspace, cause)
     return Decision([channel])
 
 

@@ -83,6 +83,58 @@ class RevokeRole(Command, frozen=True):
     role: str
 
 
+# Issue 20: the whole life of a workspace, its roles and invites.
+class RenameWorkspace(Command, frozen=True):
+    workspace_id: str
+    name: str
+
+
+class ChangeWorkspaceVisibility(Command, frozen=True):
+    workspace_id: str
+    visibility: str
+    # A public workspace's join password (hashed by the handler); None: none.
+    password: str | None = None
+
+
+class TransferWorkspace(Command, frozen=True):
+    workspace_id: str
+    user_id: str
+
+
+class DeleteWorkspace(Command, frozen=True):
+    workspace_id: str
+    # The workspace's exact name, so a slip of the id deletes nothing.
+    confirm_name: str
+
+
+class RevokeInvite(Command, frozen=True):
+    workspace_id: str
+    invite_id: str
+
+
+class RenameRole(Command, frozen=True):
+    workspace_id: str
+    role: str
+    name: str
+
+
+class ChangeRolePermissions(Command, frozen=True):
+    workspace_id: str
+    role: str
+    permissions: list[str]
+
+
+class ReorderRoles(Command, frozen=True):
+    workspace_id: str
+    # Every custom role, highest first.
+    roles: list[str]
+
+
+class DeleteRole(Command, frozen=True):
+    workspace_id: str
+    role: str
+
+
 # -- channels ----------------------------------------------------------------------------
 class CreateChannel(Command, frozen=True):
     workspace_id: str
@@ -102,6 +154,10 @@ class ArchiveChannel(Command, frozen=True):
 
 
 class UnarchiveChannel(Command, frozen=True):
+    channel_id: str
+
+
+class DeleteChannel(Command, frozen=True):
     channel_id: str
 
 

@@ -169,9 +169,12 @@ class Access:
                 return StreamScope(streams=workspace | {self.target.id})
 
     def changes_access(self, d: Delivery) -> bool:
-        return (
-            d.event.type in self.kinds.access_events and d.event.data.get("user_id") == self.user_id
-        )
+        """An access event naming this user, or naming nobody (a workspace or channel deleted,
+        a role changed: issue 20) about what this subscription reads."""
+        if d.event.type not in self.kinds.access_events:
+            return False
+        named = d.event.data.get("user_id")
+        return named == self.user_id or (named is None and self.concerns(d))
 
     def admits_cached(self, d: Delivery) -> bool | None:
         """Whether to deliver, or None when it needs a look at current state (a thread)."""

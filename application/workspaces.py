@@ -8,14 +8,23 @@ from uuid import UUID, uuid4
 from application.commands import (
     AcceptInvite,
     BanMember,
+    ChangeRolePermissions,
+    ChangeWorkspaceVisibility,
     CreateInvite,
     CreateRole,
     CreateWorkspace,
+    DeleteRole,
+    DeleteWorkspace,
     GrantRole,
     JoinWorkspace,
     KickMember,
     LeaveWorkspace,
+    RenameRole,
+    RenameWorkspace,
+    ReorderRoles,
+    RevokeInvite,
     RevokeRole,
+    TransferWorkspace,
     UnbanMember,
 )
 from application.decisions import Decision, HandlerTable
@@ -30,6 +39,8 @@ from domain.workspaces import Workspace
 HANDLERS = HandlerTable()
 
 INVITE_CODE_MAX = 80
+# Bounds on lists in commands, checked before the domain looks at them.
+MAX_LISTED_PERMISSIONS = 64
 
 
 def _visible_workspace(app: DecisionContext, workspace_id: str, user_id: str) -> Workspace:
@@ -136,7 +147,7 @@ def unban_member(app: DecisionContext, cmd: UnbanMember, cause: Cause) -> Decisi
 @HANDLERS.on(CreateRole)
 def create_role(app: DecisionContext, cmd: CreateRole, cause: Cause) -> Decision:
     workspace = _member_workspace(app, cmd.workspace_id, cause.actor)
-    if len(cmd.permissions) > 64:
+    if len(cmd.permissions) > MAX_LISTED_PERMISSIONS:
         raise InvalidValue("too many permissions")
     workspace.create_role(cmd.name, cmd.permissions, cause)
     return Decision([workspace], {"name": cmd.name}, status=201)
@@ -153,4 +164,81 @@ def grant_role(app: DecisionContext, cmd: GrantRole, cause: Cause) -> Decision:
 def revoke_role(app: DecisionContext, cmd: RevokeRole, cause: Cause) -> Decision:
     workspace = _member_workspace(app, cmd.workspace_id, cause.actor)
     workspace.revoke_role(_user_id(app, cmd.user_id), cmd.role, cause)
+    return Decision([workspace])
+
+
+# -- the whole life of a workspace, its roles and invites (issue 20) ---------------------------
+
+
+@HANDLERS.on(RenameWorkspace)
+def rename_workspace(app: DecisionContext, cmd: RenameWorkspace, cause: Cause) -> Decision:
+    workspace = _member_workspace(app, cmd.workspace_id, cause.actor)
+    workspace.rename(cmd.name, cause)
+    return Decision([workspace])
+
+
+@HANDLERS.on(ChangeWorkspaceVisibility)
+def change_workspace_visibility(
+    app: DecisionContext, cmd: ChangeWorkspaceVisibility, cause: Cause
+) -> Decision:
+    workspace = _member_workspace(app, cmd.workspace_id, cause.actor)
+    if cmd.password is not None:
+        check_password_length(cmd.password)
+    workspace.change_visibility(cmd.visibility, cmd.password is not None, cause)
+    # Hashed as at creation; a workspace without a password keeps no usable one (joining
+    # asks for it only while ``has_password``).
+    credentials = {} if cmd.password is None else {workspace.id: app.passwords.hash(cmd.password)}
+    return Decision([workspace], credentials=credentials)
+
+
+@HANDLERS.on(TransferWorkspace)
+def transfer_workspace(app: DecisionContext, cmd: TransferWorkspace, cause: Cause) -> Decision:
+    workspace = _member_workspace(app, cmd.workspace_id, cause.actor)
+    workspace.transfer_ownership(_user_id(app, cmd.user_id), cause)
+    return Decision([workspace])
+
+
+@HANDLERS.on(DeleteWorkspace)
+def delete_workspace(app: DecisionContext, cmd: DeleteWorkspace, cause: Cause) -> Decision:
+    workspace = _member_workspace(app, cmd.workspace_id, cause.actor)
+    workspace.delete(cmd.confirm_name, cause)
+    return Decision([workspace])
+
+
+@HANDLERS.on(RevokeInvite)
+def revoke_invite(app: DecisionContext, cmd: RevokeInvite, cause: Cause) -> Decision:
+    workspace = _member_workspace(app, cmd.workspace_id, cause.actor)
+    workspace.revoke_invite(cmd.invite_id, cause)
+    return Decision([workspace])
+
+
+@HANDLERS.on(RenameRole)
+def rename_role(app: DecisionContext, cmd: RenameRole, cause: Cause) -> Decision:
+    workspace = _member_workspace(app, cmd.workspace_id, cause.actor)
+    workspace.rename_role(cmd.role, cmd.name, cause)
+    return Decision([workspace], {"name": cmd.name})
+
+
+@HANDLERS.on(ChangeRolePermissions)
+def change_role_permissions(
+    app: DecisionContext, cmd: ChangeRolePermissions, cause: Cause
+) -> Decision:
+    workspace = _member_workspace(app, cmd.workspace_id, cause.actor)
+    if len(cmd.permissions) > MAX_LISTED_PERMISSIONS:
+        raise InvalidValue("too many permissions")
+    workspace.change_role_permissions(cmd.role, cmd.permissions, cause)
+    return Decision([workspace])
+
+
+@HANDLERS.on(ReorderRoles)
+def reorder_roles(app: DecisionContext, cmd: ReorderRoles, cause: Cause) -> Decision:
+    workspace = _member_workspace(app, cmd.workspace_id, cause.actor)
+    workspace.reorder_roles(cmd.roles, cause)
+    return Decision([workspace])
+
+
+@HANDLERS.on(DeleteRole)
+def delete_role(app: DecisionContext, cmd: DeleteRole, cause: Cause) -> Decision:
+    workspace = _member_workspace(app, cmd.workspace_id, cause.actor)
+    workspace.delete_role(cmd.role, cause)
     return Decision([workspace])

@@ -43,7 +43,8 @@ class Channel(ChorusAggregate):
         CHANNEL_READERS,
         workspace="workspace_id",
         channel=SELF,
-        access_events=("ChannelMemberAdded", "ChannelMemberRemoved"),
+        # ChannelDeleted names no member: it ends every reader's access (issue 20).
+        access_events=("ChannelMemberAdded", "ChannelMemberRemoved", "ChannelDeleted"),
     )
 
     @classmethod
@@ -113,7 +114,14 @@ class Channel(ChorusAggregate):
 
     # -- access ------------------------------------------------------------------------------
 
+    @property
+    def deleted(self) -> bool:
+        # Snapshots taken before deletion existed lack the attribute.
+        return bool(self.__dict__.get("is_deleted", False))
+
     def can_view(self, user_id: str, workspace: Workspace | None) -> bool:
+        if self.deleted:
+            return False
         if self.kind == KIND_DIRECT:
             return user_id in self.member_ids
         if workspace is None or "view_channels" not in workspace.permissions_of(user_id):
@@ -161,6 +169,8 @@ class Channel(ChorusAggregate):
         """Channel managers who can read the channel, and the workspace's owners even when
         they cannot: a private channel whose members have all left would otherwise be out of
         everyone's reach, since coming back does not restore a membership."""
+        if self.deleted:
+            raise NotAMember("unknown channel")
         if workspace is not None and self.kind != KIND_DIRECT and actor in workspace.owners():
             return
         self._check_can_manage(actor, workspace)
@@ -245,6 +255,18 @@ class Channel(ChorusAggregate):
     @event("ChannelUnarchived")
     def _unarchived(self) -> None:
         self.archived = False
+
+    @caused
+    def delete(self, workspace: Workspace | None, cause: Cause) -> None:
+        """Deletes the channel (needs ``manage_channels``): nobody reads or posts in it any
+        more; its messages stay in the log, for the workspace's auditors."""
+        actor = cause.actor
+        self._check_can_manage(actor, workspace)
+        self._deleted()
+
+    @event("ChannelDeleted")
+    def _deleted(self) -> None:
+        self.is_deleted = True
 
 
 def _topic(topic: str | None) -> str:

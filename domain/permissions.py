@@ -24,6 +24,10 @@ class Permission(StrEnum):
     # Register, change and delete a workspace's outgoing webhooks, and read their deliveries.
     MANAGE_WEBHOOKS = "manage_webhooks"
 
+    # Rename the workspace, change its visibility and join password (issue 20). Transferring
+    # and deleting it stay with its owners.
+    MANAGE_WORKSPACE = "manage_workspace"
+
 
 ALL_PERMISSIONS: frozenset[str] = frozenset(p.value for p in Permission)
 

@@ -66,7 +66,9 @@ class StreamKind:
     workspace: str | None = None
     channel: str | None = None
     owner: str | None = None
-    # Events of this kind that change what the user they name (``user_id``) may read.
+    # Events of this kind that change what the user they name (``user_id``) may read; one
+    # naming no user changes what every reader of its workspace or channel may read (a
+    # workspace or channel deleted, a role's permissions changed: issue 20).
     access_events: tuple[str, ...] = ()
 
     def scope_of(self, stream: str, data: Mapping[str, Any]) -> Scope:

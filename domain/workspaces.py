@@ -58,9 +58,8 @@ class Invite:
     expires_at: datetime
     uses: int = 0
 
-    def check_usable(self, now: datetime) -> None:
-        if now >= self.expires_at:
-            raise Gone("this invite has expired")
+    def check_usable(self) -> None:
+        # An expired invite answers as an unknown code (Workspace.accept_invite).
         if self.max_uses is not None and self.uses >= self.max_uses:
             raise Gone("this invite has been used up")
 
@@ -120,6 +119,11 @@ class Workspace(ChorusAggregate):
             "MemberBanned",
             "RoleGranted",
             "RoleRevoked",
+            # They name no member: each may change what every member reads (issue 20).
+            "WorkspaceOwnershipTransferred",
+            "WorkspaceDeleted",
+            "RolePermissionsChanged",
+            "RoleDeleted",
         ),
     )
 
@@ -171,12 +175,18 @@ class Workspace(ChorusAggregate):
 
     # -- queries on current state --------------------------------------------------------
 
+    @property
+    def deleted(self) -> bool:
+        # Snapshots taken before deletion existed lack the attribute.
+        return bool(self.__dict__.get("is_deleted", False))
+
     def is_member(self, user_id: str) -> bool:
-        return user_id in self.members
+        """A deleted workspace has no members: its content stays in the log, out of reach."""
+        return user_id in self.members and not self.deleted
 
     def permissions_of(self, user_id: str) -> frozenset[str]:
         member = self.members.get(user_id)
-        if member is None:
+        if member is None or self.deleted:
             return frozenset()
         perms: set[str] = set()
         for role in member:
@@ -199,17 +209,19 @@ class Workspace(ChorusAggregate):
         )
 
     def owners(self) -> list[str]:
+        if self.deleted:
+            return []
         return [uid for uid, m in self.members.items() if OWNER in m]
 
     def check_visible_to(self, user_id: str) -> None:
-        """Private workspaces do not exist for those outside them."""
-        if self.visibility == PRIVATE and not self.is_member(user_id):
+        """Private workspaces do not exist for those outside them, deleted ones for anyone."""
+        if self.deleted or (self.visibility == PRIVATE and not self.is_member(user_id)):
             raise NotAMember("unknown workspace")
 
     def check_member(self, user_id: str) -> None:
         if not self.is_member(user_id):
-            # A private workspace answers outsiders exactly as an unknown id does.
-            if self.visibility == PRIVATE:
+            # A private (or deleted) workspace answers outsiders exactly as an unknown id does.
+            if self.visibility == PRIVATE or self.deleted:
                 raise NotAMember("unknown workspace")
             raise NotAMember("you are not a member of this workspace")
 
@@ -230,7 +242,7 @@ class Workspace(ChorusAggregate):
     def join(self, cause: Cause, *, password_ok: bool) -> None:
         """Joins a public workspace; one with a password needs it checked by the caller."""
         user_id = _actor(cause)
-        if self.visibility != PUBLIC:
+        if self.visibility != PUBLIC or self.deleted:
             raise NotAMember("unknown workspace")
         self._check_can_join(user_id)
         if self.has_password and not password_ok:
@@ -242,10 +254,11 @@ class Workspace(ChorusAggregate):
         user_id = _actor(cause)
         code_hash = invite_code_hash(code)
         invite = self.invites.get(code_hash)
-        if invite is None:
+        # Revoked (gone from ``invites``), expired, or of a deleted workspace: as unknown.
+        if invite is None or self.deleted or now >= invite.expires_at:
             raise NotFound("unknown invite")
         self._check_can_join(user_id)
-        invite.check_usable(now)
+        invite.check_usable()
         self._member_joined(user_id=user_id, invite_hash=code_hash)
 
     @event("MemberJoined")
@@ -429,6 +442,185 @@ class Workspace(ChorusAggregate):
                     f"role {role!r} is at or above your highest role: you cannot grant or revoke it"
                 )
         self._check_holds(actor, self.roles.permissions_of(role))
+
+    # -- the workspace's own life (issue 20) ------------------------------------------------
+
+    def _check_owner(self, actor: str, what: str) -> None:
+        self.check_member(actor)
+        if OWNER not in self.members[actor]:
+            raise PermissionDenied(f"only an owner can {what}")
+
+    @caused
+    def rename(self, name: str, cause: Cause) -> None:
+        actor = _actor(cause)
+        self.check_permission(actor, "manage_workspace")
+        new_name = shown_name(name, field="name", max_length=MAX_WORKSPACE_NAME)
+        if new_name == self.name:
+            raise Conflict("the workspace already has that name")
+        self._renamed(name=new_name)
+
+    @event("WorkspaceRenamed")
+    def _renamed(self, name: str) -> None:
+        self.name = name
+
+    @caused
+    def change_visibility(self, visibility: str, has_password: bool, cause: Cause) -> None:
+        """Sets visibility and whether joining needs a password (the caller stores its hash:
+        a new password, even with nothing else changed, is a change)."""
+        actor = _actor(cause)
+        self.check_permission(actor, "manage_workspace")
+        if visibility not in (PUBLIC, PRIVATE):
+            raise InvalidValue("visibility must be 'public' or 'private'")
+        if has_password and visibility != PUBLIC:
+            raise InvalidValue("only a public workspace can have a join password")
+        self._visibility_changed(visibility=visibility, has_password=has_password)
+
+    @event("WorkspaceVisibilityChanged")
+    def _visibility_changed(self, visibility: str, has_password: bool) -> None:
+        self.visibility = visibility
+        self.has_password = has_password
+
+    @caused
+    def transfer_ownership(self, user_id: str, cause: Cause) -> None:
+        """Hands the workspace to another member: they become its owner, the giver an admin."""
+        actor = _actor(cause)
+        self._check_owner(actor, "transfer the workspace")
+        if user_id == actor:
+            raise InvalidValue("you own the workspace already")
+        if not self.is_member(user_id):
+            raise NotFound("no such member")
+        self._ownership_transferred(previous_owner_id=actor, owner_id=user_id)
+
+    @event("WorkspaceOwnershipTransferred")
+    def _ownership_transferred(self, previous_owner_id: str, owner_id: str) -> None:
+        self.owner_id = owner_id
+        self.members[owner_id].add(OWNER)
+        giver = self.members[previous_owner_id]
+        giver.discard(OWNER)
+        giver.add(ADMIN)
+
+    @caused
+    def delete(self, confirm_name: str, cause: Cause) -> None:
+        """Deletes the workspace: every member loses access at once; what it held stays in
+        the log (for the auditors and the erasure rules)."""
+        actor = _actor(cause)
+        self._check_owner(actor, "delete the workspace")
+        if confirm_name != self.name:
+            raise InvalidValue("confirm with the workspace's exact name")
+        self._deleted()
+
+    @event("WorkspaceDeleted")
+    def _deleted(self) -> None:
+        self.is_deleted = True
+
+    # -- invites: listing is the read model's; revoking is here ------------------------------
+
+    @caused
+    def revoke_invite(self, code_hash: str, cause: Cause) -> None:
+        """Revokes an invite (needs ``invite``); one made by a member at or above one's own
+        rank stays theirs to revoke."""
+        actor = _actor(cause)
+        self.check_permission(actor, "invite")
+        invite = self.invites.get(code_hash)
+        if invite is None:
+            raise NotFound("unknown invite")
+        creator = invite.created_by
+        # A creator who has left ranks nowhere: any holder of ``invite`` may revoke.
+        if creator != actor and OWNER not in self.members[actor] and self.is_member(creator):
+            self._check_outranks(actor, creator)
+        self._invite_revoked(code_hash=code_hash)
+
+    @event("InviteRevoked")
+    def _invite_revoked(self, code_hash: str) -> None:
+        del self.invites[code_hash]
+
+    # -- roles' own life ---------------------------------------------------------------------
+
+    def _check_can_edit_role(self, actor: str, name: str) -> None:
+        """Custom roles below the actor's highest (the owner's: all of them)."""
+        self.check_permission(actor, "manage_roles")
+        if name in BUILTIN_ROLES:
+            raise PermissionDenied("built-in roles cannot be changed")
+        if name not in self.roles.custom:
+            raise NotFound(f"unknown role {name!r}")
+        if self.roles.rank(name) >= self.rank_of(actor):
+            raise PermissionDenied(f"role {name!r} is at or above your highest role")
+
+    @caused
+    def rename_role(self, name: str, new_name: str, cause: Cause) -> None:
+        actor = _actor(cause)
+        # A name no role may have is refused as such, whichever role it was meant for.
+        if not ROLE_NAME_PATTERN.fullmatch(new_name):
+            raise InvalidValue("role name must be 1 to 32 characters of a-z, 0-9, '_' or '-'")
+        self._check_can_edit_role(actor, name)
+        if self.roles.exists(new_name):
+            raise Conflict(f"role {new_name!r} already exists")
+        self._role_renamed(name=name, new_name=new_name)
+
+    @event("RoleRenamed")
+    def _role_renamed(self, name: str, new_name: str) -> None:
+        # The role keeps its place: the dict is rebuilt in the same order.
+        self.roles.custom = {
+            (new_name if n == name else n): p for n, p in self.roles.custom.items()
+        }
+        for roles in self.members.values():
+            if name in roles:
+                roles.discard(name)
+                roles.add(new_name)
+
+    @caused
+    def change_role_permissions(self, name: str, permissions: list[str], cause: Cause) -> None:
+        actor = _actor(cause)
+        self._check_can_edit_role(actor, name)
+        unknown = set(permissions) - ALL_PERMISSIONS
+        if unknown:
+            raise InvalidValue(f"unknown permissions: {', '.join(sorted(unknown))}")
+        new = frozenset(permissions)
+        old = self.roles.custom[name]
+        if new == old:
+            raise Conflict("the role has these permissions already")
+        # Nobody gives or takes away a permission they do not hold themselves.
+        self._check_holds(actor, new ^ old)
+        self._role_permissions_changed(name=name, permissions=sorted(new))
+
+    @event("RolePermissionsChanged")
+    def _role_permissions_changed(self, name: str, permissions: list[str]) -> None:
+        self.roles.custom[name] = frozenset(permissions)
+
+    @caused
+    def reorder_roles(self, names: list[str], cause: Cause) -> None:
+        """Puts the custom roles in this order, highest first. The list names every custom
+        role once; those at or above the actor's highest role keep their places."""
+        actor = _actor(cause)
+        self.check_permission(actor, "manage_roles")
+        current = list(self.roles.custom)
+        if sorted(names) != sorted(current) or len(set(names)) != len(names):
+            raise InvalidValue("give every custom role of the workspace once, highest first")
+        if names == current:
+            raise Conflict("the roles are in this order already")
+        own = self.rank_of(actor)
+        for i, name in enumerate(current):
+            if self.roles.rank(name) >= own and names[i] != name:
+                raise PermissionDenied(f"role {name!r} is at or above your highest role")
+        self._roles_reordered(names=list(names))
+
+    @event("RolesReordered")
+    def _roles_reordered(self, names: list[str]) -> None:
+        self.roles.custom = {n: self.roles.custom[n] for n in names}
+
+    @caused
+    def delete_role(self, name: str, cause: Cause) -> None:
+        """Deletes a custom role: its holders lose it at once."""
+        actor = _actor(cause)
+        self._check_can_edit_role(actor, name)
+        self._check_holds(actor, self.roles.custom[name])
+        self._role_deleted(name=name)
+
+    @event("RoleDeleted")
+    def _role_deleted(self, name: str) -> None:
+        del self.roles.custom[name]
+        for roles in self.members.values():
+            roles.discard(name)
 
     def _check_outranks(self, actor: str, target: str) -> None:
         if self.rank_of(target) >= self.rank_of(actor):

@@ -42,6 +42,7 @@ class ChannelsProjection(EventProjection):
             "ChannelUnarchived",
             "ChannelMemberAdded",
             "ChannelMemberRemoved",
+            "ChannelDeleted",
             # Leaving the workspace ends its private-channel memberships (Channel.is_member).
             "MemberLeft",
             "MemberKicked",
@@ -91,6 +92,11 @@ class ChannelsProjection(EventProjection):
                     "DELETE FROM rm_channel_members WHERE channel_id = %s AND user_id = %s",
                     (ch, d["user_id"]),
                 )
+            case "ChannelDeleted":
+                # Out of every reader's reach (its messages' events too: the event log's
+                # visibility filter joins rm_channels); the log keeps it for auditors.
+                cur.execute("DELETE FROM rm_channel_members WHERE channel_id = %s", (ch,))
+                cur.execute("DELETE FROM rm_channels WHERE channel_id = %s", (ch,))
             case "MemberLeft" | "MemberKicked" | "MemberBanned":
                 cur.execute(
                     "DELETE FROM rm_channel_members cm USING rm_channels c"

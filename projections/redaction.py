@@ -68,6 +68,14 @@ SAFE: dict[str, dict[str, str]] = {
     "RoleCreated": {"name": "a role's name is workspace structure", "permissions": "fixed set"},
     "RoleGranted": {"role": "a role's name"},
     "RoleRevoked": {"role": "a role's name"},
+    # Issue 20: the workspace's and its roles' own life; names and fixed sets, as above.
+    "WorkspaceRenamed": {"name": "as WorkspaceCreated"},
+    "WorkspaceVisibilityChanged": {"visibility": "one of a fixed set"},
+    "InviteRevoked": {"code_hash": "as InviteCreated"},
+    "RoleRenamed": {"name": "as RoleCreated", "new_name": "as RoleCreated"},
+    "RolePermissionsChanged": {"name": "as RoleCreated", "permissions": "fixed set"},
+    "RolesReordered": {"names": "role names, as RoleCreated"},
+    "RoleDeleted": {"name": "as RoleCreated"},
     "ChannelCreated": {
         "name": "channel names and topics are structure, shown in every channel list",
         "topic": "as name",

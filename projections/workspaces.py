@@ -8,9 +8,12 @@ from typing import Any
 from psycopg import Cursor
 from psycopg_pool import ConnectionPool
 
-from domain.permissions import BUILTIN_ROLES, DEFAULT_ROLE, OWNER
+from domain.permissions import ADMIN, BUILTIN_ROLES, DEFAULT_ROLE, MEMBER, OWNER, VIEWER
 from projections.base import EventProjection, LogEvent
 from projections.queries import Query, Statement, run
+
+# At most this many invites are listed (the newest expiry first).
+MAX_LISTED_INVITES = 500
 
 
 class WorkspacesProjection(EventProjection):
@@ -62,6 +65,8 @@ class WorkspacesProjection(EventProjection):
         uses integer NOT NULL,
         expires_at timestamptz NOT NULL
     );
+    -- Issue 20: a custom role's place among the custom roles (1: the highest).
+    ALTER TABLE rm_workspace_roles ADD COLUMN IF NOT EXISTS position integer NOT NULL DEFAULT 0;
     """
     handles = frozenset(
         {
@@ -75,6 +80,16 @@ class WorkspacesProjection(EventProjection):
             "RoleCreated",
             "RoleGranted",
             "RoleRevoked",
+            # Issue 20: the whole life of a workspace, its roles and invites.
+            "WorkspaceRenamed",
+            "WorkspaceVisibilityChanged",
+            "WorkspaceOwnershipTransferred",
+            "WorkspaceDeleted",
+            "InviteRevoked",
+            "RoleRenamed",
+            "RolePermissionsChanged",
+            "RolesReordered",
+            "RoleDeleted",
         }
     )
 
@@ -130,10 +145,12 @@ class WorkspacesProjection(EventProjection):
                     (d["code_hash"], ws, event.actor, d["max_uses"], d["expires_at"]),
                 )
             case "RoleCreated":
+                # The newest custom role is the lowest (domain/workspaces.py).
                 cur.execute(
-                    "INSERT INTO rm_workspace_roles (workspace_id, name, permissions, builtin)"
-                    " VALUES (%s, %s, %s, false)",
-                    (ws, d["name"], d["permissions"]),
+                    "INSERT INTO rm_workspace_roles (workspace_id, name, permissions, builtin,"
+                    " position) SELECT %s, %s, %s, false, coalesce(max(position), 0) + 1"
+                    " FROM rm_workspace_roles WHERE workspace_id = %s AND NOT builtin",
+                    (ws, d["name"], d["permissions"], ws),
                 )
             case "RoleGranted":
                 cur.execute(
@@ -146,6 +163,95 @@ class WorkspacesProjection(EventProjection):
                     "UPDATE rm_workspace_members SET roles = array_remove(roles, %s)"
                     " WHERE workspace_id = %s AND user_id = %s",
                     (d["role"], ws, d["user_id"]),
+                )
+
+            case _:
+                self._apply_lifecycle(cur, event)
+
+    @staticmethod
+    def _apply_lifecycle(cur: Cursor[Any], event: LogEvent) -> None:
+        """The changes issue 20 added: renames, visibility, ownership, deletion, revoked
+        invites and the roles' own life."""
+        d, ws = event.data, event.stream
+        match event.type:
+            case "WorkspaceRenamed":
+                cur.execute(
+                    "UPDATE rm_workspaces SET name = %s WHERE workspace_id = %s", (d["name"], ws)
+                )
+            case "WorkspaceVisibilityChanged":
+                cur.execute(
+                    "UPDATE rm_workspaces SET visibility = %s, has_password = %s"
+                    " WHERE workspace_id = %s",
+                    (d["visibility"], d["has_password"], ws),
+                )
+            case "WorkspaceOwnershipTransferred":
+                cur.execute(
+                    "UPDATE rm_workspaces SET owner_id = %s WHERE workspace_id = %s",
+                    (d["owner_id"], ws),
+                )
+                cur.execute(
+                    "UPDATE rm_workspace_members SET roles = CASE"
+                    "   WHEN user_id = %(to)s AND NOT %(owner)s = ANY(roles)"
+                    "     THEN array_append(roles, %(owner)s)"
+                    "   WHEN user_id = %(from)s THEN array_remove(roles, %(owner)s)"
+                    "     || CASE WHEN %(admin)s = ANY(roles) THEN '{}'::text[]"
+                    "        ELSE ARRAY[%(admin)s] END"
+                    "   ELSE roles END"
+                    " WHERE workspace_id = %(ws)s AND user_id IN (%(to)s, %(from)s)",
+                    {
+                        "to": d["owner_id"],
+                        "from": d["previous_owner_id"],
+                        "owner": OWNER,
+                        "admin": ADMIN,
+                        "ws": ws,
+                    },
+                )
+            case "WorkspaceDeleted":
+                # Members lose it at once; the log keeps what it held.
+                for table in (
+                    "rm_workspace_members",
+                    "rm_workspace_roles",
+                    "rm_workspace_bans",
+                    "rm_workspace_invites",
+                    "rm_workspaces",
+                ):
+                    cur.execute(f"DELETE FROM {table} WHERE workspace_id = %s", (ws,))
+            case "InviteRevoked":
+                cur.execute(
+                    "DELETE FROM rm_workspace_invites WHERE code_hash = %s AND workspace_id = %s",
+                    (d["code_hash"], ws),
+                )
+            case "RoleRenamed":
+                cur.execute(
+                    "UPDATE rm_workspace_roles SET name = %s WHERE workspace_id = %s AND name = %s",
+                    (d["new_name"], ws, d["name"]),
+                )
+                cur.execute(
+                    "UPDATE rm_workspace_members SET roles = array_replace(roles, %s, %s)"
+                    " WHERE workspace_id = %s AND %s = ANY(roles)",
+                    (d["name"], d["new_name"], ws, d["name"]),
+                )
+            case "RolePermissionsChanged":
+                cur.execute(
+                    "UPDATE rm_workspace_roles SET permissions = %s"
+                    " WHERE workspace_id = %s AND name = %s",
+                    (d["permissions"], ws, d["name"]),
+                )
+            case "RolesReordered":
+                cur.execute(
+                    "UPDATE rm_workspace_roles SET position = array_position(%s::text[], name)"
+                    " WHERE workspace_id = %s AND NOT builtin",
+                    (d["names"], ws),
+                )
+            case "RoleDeleted":
+                cur.execute(
+                    "DELETE FROM rm_workspace_roles WHERE workspace_id = %s AND name = %s",
+                    (ws, d["name"]),
+                )
+                cur.execute(
+                    "UPDATE rm_workspace_members SET roles = array_remove(roles, %s)"
+                    " WHERE workspace_id = %s AND %s = ANY(roles)",
+                    (d["name"], ws, d["name"]),
                 )
 
     @staticmethod
@@ -236,11 +342,32 @@ def list_members(
 
 
 def list_roles(workspace_id: str) -> Query[list[dict[str, Any]]]:
+    """Every role, highest first: owner, admin, the custom roles in their order, member,
+    viewer (the hierarchy of domain/workspaces.py)."""
     return (
         yield Statement(
             "SELECT name, permissions, builtin FROM rm_workspace_roles"
-            " WHERE workspace_id = %s ORDER BY builtin DESC, name",
-            (workspace_id,),
+            " WHERE workspace_id = %s ORDER BY CASE name"
+            "   WHEN %s THEN 0 WHEN %s THEN 1 WHEN %s THEN 3 WHEN %s THEN 4 ELSE 2 END,"
+            " CASE WHEN builtin THEN 0 ELSE position END, name",
+            (workspace_id, OWNER, ADMIN, MEMBER, VIEWER),
+        )
+    )
+
+
+def list_invites(workspace_id: str) -> Query[list[dict[str, Any]]]:
+    """The workspace's invites not revoked, newest expiry first, with uses left (None: no
+    limit) and whether they have expired. An invite's id is its code's hash (never the code,
+    which is not stored)."""
+    return (
+        yield Statement(
+            "SELECT code_hash AS id, created_by::text, max_uses, uses,"
+            " CASE WHEN max_uses IS NULL THEN NULL ELSE greatest(max_uses - uses, 0) END"
+            "   AS uses_left,"
+            " expires_at, expires_at <= now() AS expired"
+            " FROM rm_workspace_invites WHERE workspace_id = %s"
+            " ORDER BY expires_at DESC, code_hash LIMIT %s",
+            (workspace_id, MAX_LISTED_INVITES),
         )
     )
 

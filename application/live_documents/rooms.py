@@ -625,9 +625,15 @@ class Rooms:
             if live is not None:
                 self._apply_delivery(live, d)
             if d.event.type in self.access_events:
-                # At this position, before anything later is sent to the editors concerned.
+                # At this position, before anything later is sent to the editors concerned:
+                # the user it names, or (naming nobody: a workspace deleted, a role changed)
+                # every editor in its workspace.
                 user_id = d.event.data.get("user_id")
-                for peer in list(self.editors.get(user_id, ())) if user_id else []:
+                if user_id:
+                    concerned = list(self.editors.get(user_id, ()))
+                else:
+                    concerned = [p for peers in self.editors.values() for p in peers]
+                for peer in concerned:
                     if peer.workspace_id in (None, d.scope.workspace):
                         peer.suspend()
                         self._spawn(self._recheck(peer))

@@ -26,6 +26,7 @@ read-only viewer and 4404 (test_documents.py).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import uuid
@@ -300,6 +301,7 @@ def world(chorus: Running) -> Iterator[World]:
         role_b="b-only",
         code_b=w.ok(api.post(f"/api/workspaces/{ws_b}/invites", stranger, {}), 201)["code"],
     )
+    w.ids["invite_b"] = hashlib.sha256(w.ids["code_b"].encode()).hexdigest()
     w.ok(
         api.post(f"/api/workspaces/{ws_b}/roles", stranger, {"name": "b-only", "permissions": []}),
         201,
@@ -367,6 +369,58 @@ def private_channel_with_victim(w: World, a: Actor) -> dict[str, Any]:
     body = {"user_id": w.ids["victim"]}
     w.ok(w.api.post(f"/api/channels/{made['fresh']}/members", w.user("admin"), body))
     return made
+
+
+def fresh_workspace(w: World, a: Actor) -> dict[str, Any]:
+    """Issue 20: a workspace of the owner's of its own (transfer and deletion would end A)
+    in which the actor holds its roles, the victim is a plain member."""
+    api, owner = w.api, w.user("owner")
+    ws = w.ok(api.post("/api/workspaces", owner, {"name": "F", "visibility": "private"}), 201)["id"]
+    code = w.ok(api.post(f"/api/workspaces/{ws}/invites", owner, {}), 201)["code"]
+    w.ok(api.post(f"/api/invites/{code}/accept", w.user("victim")))
+    if a.member and a.name != "owner":
+        user = w.user(a.name)
+        w.ok(api.post(f"/api/invites/{code}/accept", user))
+        for role in a.roles:
+            if role == MUTED:
+                body = {"name": MUTED, "permissions": []}
+                w.ok(api.post(f"/api/workspaces/{ws}/roles", owner, body), 201)
+            if role != "member":
+                w.ok(api.put(f"/api/workspaces/{ws}/members/{user.user_id}/roles/{role}", owner))
+        if "member" not in a.roles:
+            w.ok(api.delete(f"/api/workspaces/{ws}/members/{user.user_id}/roles/member", owner))
+    return {"fresh": ws}
+
+
+def fresh_role(w: World, _: Actor) -> dict[str, Any]:
+    """A custom role without permissions, the lowest of A's (the newest)."""
+    name = f"f-{uuid.uuid4().hex[:8]}"
+    body = {"name": name, "permissions": []}
+    w.ok(w.api.post(f"/api/workspaces/{w.ids['ws']}/roles", w.user("owner"), body), 201)
+    return {"role": name}
+
+
+def drop_fresh_roles(w: World, _: Actor) -> None:
+    """A workspace holds at most 100 custom roles: the fresh ones go again."""
+    path = f"/api/workspaces/{w.ids['ws']}/roles"
+    for role in w.ok(w.api.get(path, w.user("owner")))["items"]:
+        if not role["builtin"] and role["name"] != MUTED:
+            w.ok(w.api.delete(f"{path}/{role['name']}", w.user("owner")), 200, 404)
+
+
+def roles_reversed(w: World, a: Actor) -> dict[str, Any]:
+    fresh_role(w, a)
+    path = f"/api/workspaces/{w.ids['ws']}/roles"
+    names = [r["name"] for r in w.ok(w.api.get(path, w.user("owner")))["items"]]
+    custom = [n for n in names if n not in BUILTIN_ROLES]
+    return {"order": custom[::-1]}
+
+
+def victims_invite(w: World, _: Actor) -> dict[str, Any]:
+    """An invite the victim (a plain member) made; its id is its code's SHA-256."""
+    path = f"/api/workspaces/{w.ids['ws']}/invites"
+    code = w.ok(w.api.post(path, w.user("victim"), {}), 201)["code"]
+    return {"fresh": hashlib.sha256(code.encode()).hexdigest()}
 
 
 def victims_message(w: World, _: Actor) -> dict[str, Any]:
@@ -654,6 +708,33 @@ CASES: list[Case] = [
     Case("revoke a role", "DELETE", "/api/workspaces/{ws}/members/{victim}/roles/viewer",
          target="ws", may=holding_all_of_role("viewer"), setup=victim_holds("viewer"),
          teardown=drop_victim_role("viewer")),
+    # -- the whole life of a workspace, its roles and invites (issue 20) ----------------------
+    Case("rename the workspace", "PATCH", "/api/workspaces/{ws}", body={"name": "A {nonce}"},
+         target="ws", may=holding("manage_workspace")),
+    Case("change the workspace's visibility", "PUT", "/api/workspaces/{ws}/visibility",
+         body={"visibility": "private"}, target="ws", may=holding("manage_workspace")),
+    # Transfer and deletion would end A: each attempt has a workspace of its own.
+    Case("transfer a workspace", "POST", "/api/workspaces/{fresh}/transfer",
+         body={"user_id": "{victim}"}, target="fresh", may=is_owner, setup=fresh_workspace),
+    Case("delete a workspace", "DELETE", "/api/workspaces/{fresh}", body={"confirm_name": "F"},
+         target="fresh", may=is_owner, setup=fresh_workspace),
+    # Custom roles below one's own: the fresh role is the lowest, so manage_roles decides.
+    Case("rename a role", "PATCH", "/api/workspaces/{ws}/roles/{role}", body={"name": "n-{nonce}"},
+         target="ws", may=holding("manage_roles"), setup=fresh_role, teardown=drop_fresh_roles),
+    Case("change a role's permissions", "PUT", "/api/workspaces/{ws}/roles/{role}/permissions",
+         body={"permissions": ["view_channels"]}, target="ws",
+         may=holding("manage_roles", "view_channels"), setup=fresh_role,
+         teardown=drop_fresh_roles),
+    Case("reorder the roles", "PUT", "/api/workspaces/{ws}/roles/order",
+         body={"roles": "{order}"}, target="ws", may=holding("manage_roles"),
+         setup=roles_reversed, teardown=drop_fresh_roles),
+    Case("delete a role", "DELETE", "/api/workspaces/{ws}/roles/{role}", target="ws",
+         may=holding("manage_roles"), setup=fresh_role, teardown=drop_fresh_roles),
+    Case("list invites", "GET", "/api/workspaces/{ws}/invites", target="ws",
+         may=holding("invite")),
+    # Another's invite: only above its maker's rank (the victim is a plain member).
+    Case("revoke an invite", "DELETE", "/api/workspaces/{ws}/invites/{fresh}", target="ws",
+         may=lambda a: "owner" in a.roles or "admin" in a.roles, setup=victims_invite),
     # -- channels ---------------------------------------------------------------------------
     Case("create a channel", "POST", "/api/workspaces/{ws}/channels", body={"name": "c-{nonce}"},
          target="ws", may=holding("manage_channels"), ok=201),
@@ -666,6 +747,8 @@ CASES: list[Case] = [
          target="priv", sees=either(in_private_channel, AUDIT)),
     Case("change a channel", "PATCH", "/api/channels/{ch}", body={"topic": "t-{nonce}"},
          target="ch", sees=VIEW, may=holding("manage_channels")),
+    Case("delete a channel", "DELETE", "/api/channels/{fresh}", target="fresh", sees=VIEW,
+         may=holding("manage_channels"), setup=fresh_channel),
     Case("archive a channel", "POST", "/api/channels/{fresh}/archive", target="fresh", sees=VIEW,
          may=holding("manage_channels"), setup=fresh_channel),
     Case("unarchive a channel", "POST", "/api/channels/{fresh}/unarchive", target="fresh",
@@ -819,7 +902,7 @@ def call(
     if method == "PUT":
         return api.put(path, user) if body is None else api.put(path, user, json=body)
     assert method == "DELETE"
-    return api.delete(path, user)
+    return api.delete(path, user) if body is None else api.delete(path, user, json=body)
 
 
 def assert_problem(response: httpx.Response, status: int, context: str) -> dict[str, Any]:
@@ -950,6 +1033,15 @@ CROSSINGS = [
     Crossing("read a webhook of B in A", "owner", "GET", "/api/workspaces/{ws}/webhooks/{hook_b}", foreign="hook_b"),
     Crossing("disable a webhook of B in A", "owner", "POST", "/api/workspaces/{ws}/webhooks/{hook_b}/disable", foreign="hook_b"),
     Crossing("B's webhooks", "owner", "GET", "/api/workspaces/{ws_b}/webhooks", foreign="ws_b"),
+    # Issue 20: B's workspace, roles, invites and channels, from A.
+    Crossing("rename B", "owner", "PATCH", "/api/workspaces/{ws_b}", {"name": "x"}, foreign="ws_b"),
+    Crossing("delete B", "owner", "DELETE", "/api/workspaces/{ws_b}", {"confirm_name": "B"}, foreign="ws_b"),
+    Crossing("transfer B", "owner", "POST", "/api/workspaces/{ws_b}/transfer", {"user_id": "{victim}"}, foreign="ws_b"),
+    Crossing("B's invites", "owner", "GET", "/api/workspaces/{ws_b}/invites", foreign="ws_b"),
+    Crossing("revoke B's invite in A", "owner", "DELETE", "/api/workspaces/{ws}/invites/{invite_b}", foreign="invite_b"),
+    Crossing("delete B's role in A", "owner", "DELETE", "/api/workspaces/{ws}/roles/{role_b}", foreign="role_b", worded_as_unknown=False),
+    Crossing("rename B's role in A", "owner", "PATCH", "/api/workspaces/{ws}/roles/{role_b}", {"name": "x"}, foreign="role_b", worded_as_unknown=False),
+    Crossing("delete a channel of B", "owner", "DELETE", "/api/channels/{ch_b}", foreign="ch_b"),
     # And the other way round: B's owner with A's ids in B's paths and bodies.
     Crossing("kick a member of A from B", "stranger", "POST", "/api/workspaces/{ws_b}/members/{victim}/kick", foreign="victim", worded_as_unknown=False),
     Crossing("grant a member of A a role in B", "stranger", "PUT", "/api/workspaces/{ws_b}/members/{victim}/roles/viewer", foreign="victim", worded_as_unknown=False),

@@ -500,6 +500,8 @@ def path_ids(world: World) -> dict[str, str]:
         "session_id": "00000000-0000-4000-8000-000000000000",
         "target": "workspace", "target_id": world.workspace,
         "webhook": "00000000-0000-4000-8000-000000000001", "username": world.member.username,
+        # Issue 20: an invite's id is its code's SHA-256 (this one names none).
+        "invite": "0" * 64,
     }  # fmt: skip
 
 

@@ -18,6 +18,7 @@ or a 503) and the event itself is readable from the log. Never a 5xx, never a cl
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import re
@@ -56,7 +57,8 @@ TIMEOUT = 10
 
 # REST path parameters are short names of command fields.
 PATH_FIELDS = {"ws": "workspace_id", "ch": "channel_id", "msg": "message_id",
-               "doc": "document_id", "user": "user_id", "webhook": "webhook_id"}  # fmt: skip
+               "doc": "document_id", "user": "user_id", "webhook": "webhook_id",
+               "invite": "invite_id"}  # fmt: skip
 
 LIMITS = sorted(
     {
@@ -114,6 +116,8 @@ def world(chorus: Running, people: People) -> World:
     msg = api.ok(api.post(f"/api/channels/{ch['id']}/messages", owner, {"text": "hi"}), 201)
     doc = api.ok(api.post(f"/api/workspaces/{ws['id']}/documents", owner, {"title": "d"}), 201)
     code = api.ok(api.post(f"/api/workspaces/{ws['id']}/invites", owner, {}), 201)["code"]
+    # An invite's id (issue 20) is its code's SHA-256.
+    invite_id = hashlib.sha256(code.encode()).hexdigest()
     role = {"name": "helpers", "permissions": ["send_messages"]}
     api.ok(api.post(f"/api/workspaces/{ws['id']}/roles", owner, role), 201)
     # A webhook (issue 19) at a public address, for an event type nothing here causes.
@@ -123,14 +127,16 @@ def world(chorus: Running, people: People) -> World:
            "user": member.user_id, "stream_id": ws["id"], "role": "helpers",
            "emoji": "👍", "code": code, "session_id": str(uuid.uuid4()),
            "target": "workspace", "target_id": ws["id"],
-           "webhook": hook["id"], "username": member.username}  # fmt: skip
+           "webhook": hook["id"], "username": member.username,
+           "invite": invite_id}  # fmt: skip
     names = [*ids.values(), owner.user_id, "admin", "member", "viewer", "public"]
     by_field = {"workspace_id": ws["id"], "channel_id": ch["id"], "message_id": msg["id"],
                 "reply_to": msg["id"], "document_id": doc["id"], "user_id": member.user_id,
                 "role": "helpers", "emoji": "👍", "code": code, "username": "fz_newcomer",
                 "password": "a good password", "visibility": "public",
                 "permissions": "send_messages", "target": "workspace",
-                "target_id": ws["id"], "webhook_id": hook["id"]}  # fmt: skip
+                "target_id": ws["id"], "webhook_id": hook["id"], "invite_id": invite_id,
+                "confirm_name": "Fuzz"}  # fmt: skip
     spec = people.spec
     gets, operations = [], {}
     for template, methods in spec["paths"].items():
