@@ -68,12 +68,12 @@ def test_every_metric_and_label_the_dashboard_asks_for_is_exposed(
             ws.recv(timeout=10)
         samples = scrape(url)
     exposed: dict[str, set[str]] = {}
-    for name, labels in samples:
-        exposed.setdefault(name, set()).update(label for label, _ in labels)
+    for name, pairs in samples:
+        exposed.setdefault(name, set()).update(label for label, _ in pairs)
     for expr in queries:
         names = set(METRIC.findall(expr))
         assert names, expr
         missing = names - exposed.keys()
         assert not missing, f"{expr}: {sorted(missing)} not exposed"
-        labels = set().union(*(exposed[name] for name in names))
+        labels: set[str] = set().union(*(exposed[name] for name in names))
         assert _labels_used(expr) <= labels, (expr, _labels_used(expr) - labels)
