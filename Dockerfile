@@ -4,7 +4,7 @@
 # binaries for the embedded default) and REDIS_URL come from the environment (compose.yaml).
 
 # -- build: the project and its runtime dependencies into a virtualenv -----------------------
-FROM python:3.11-slim-bookworm AS build
+FROM docker.io/library/python:3.11-slim-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/chorus
 WORKDIR /src
@@ -19,7 +19,7 @@ COPY api ./api
 RUN /opt/chorus/bin/pip install --no-cache-dir .
 
 # -- run: the virtualenv only, as an unprivileged user -------------------------------------
-FROM python:3.11-slim-bookworm AS run
+FROM docker.io/library/python:3.11-slim-bookworm AS run
 RUN groupadd --system --gid 10001 chorus \
     && useradd --system --uid 10001 --gid chorus --home-dir /var/lib/chorus --create-home chorus
 COPY --from=build /opt/chorus /opt/chorus

@@ -72,7 +72,8 @@ def test_the_image_is_multi_stage_slim_unprivileged_and_checks_its_health() -> N
     stages = _stage_lines((ROOT / "Dockerfile").read_text())
     assert len(stages) >= 2, "a build stage and a run stage"
     final = stages[-1]
-    assert re.match(r"FROM python:3\.11-slim\S* ", final[0] + " "), final[0]
+    # Fully qualified: podman, unlike docker, may not resolve short names.
+    assert re.match(r"FROM docker\.io/library/python:3\.11-slim\S* ", final[0] + " "), final[0]
     # The final stage takes the built virtualenv, and never installs (no compilers, no pip).
     assert any(line.startswith("COPY --from=") for line in final)
     assert not any(re.search(r"\bpip\b|apt-get", line) for line in final if "RUN" in line)
@@ -122,8 +123,10 @@ def test_compose_yaml_follows_the_compose_specification() -> None:
 
 def test_the_compose_stack_has_what_scaling_out_needs() -> None:
     services = _compose()["services"]
-    assert re.fullmatch(r"postgres:15(\.\d+)*(-\S+)?", services["postgres"]["image"])
-    assert services["redis"]["image"].startswith("redis:")
+    assert re.fullmatch(
+        r"docker\.io/library/postgres:15(\.\d+)*(-\S+)?", services["postgres"]["image"]
+    )
+    assert services["redis"]["image"].startswith("docker.io/library/redis:")
     for name in INSTANCES:
         env = _environment(services[name])
         assert services[name].get("command") is None  # the image's: chorus serve
@@ -137,7 +140,7 @@ def test_the_compose_stack_has_what_scaling_out_needs() -> None:
     assert len(secrets) == 1 and secrets.pop().startswith("${CHORUS_JWT_SECRET:?")
     assert services["projector"]["command"] == ["project"]
     caddy = services["caddy"]
-    assert caddy["image"].startswith("caddy:")
+    assert caddy["image"].startswith("docker.io/library/caddy:")
     assert "./deploy/Caddyfile:/etc/caddy/Caddyfile:ro" in caddy["volumes"]
     # The proxy's address is the one whose forwarded headers the instances believe.
     address = caddy["networks"]["chorus"]["ipv4_address"]
