@@ -9,12 +9,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from infrastructure.embedded_postgres import EmbeddedPostgres
-from tests.e2e.test_metrics import scrape
 from tests.fixtures.chorus import running_chorus
 from tests.fixtures.failover import set_up_channel
 
@@ -22,6 +23,17 @@ DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana" / "chorus-d
 METRIC = re.compile(r"\bchorus_[a-z0-9_]+\b")
 # Labels Prometheus adds at the scrape (instance) or histograms carry on their buckets (le).
 ADDED_LABELS = {"instance", "job", "le"}
+
+
+def _exposed(url: str) -> dict[str, set[str]]:
+    """Each sample name a scrape of ``/metrics`` shows, with the label names it carries."""
+    response = httpx.get(f"{url}/metrics", timeout=10)
+    assert response.status_code == 200, response.text
+    exposed: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            exposed.setdefault(sample.name, set()).update(sample.labels)
+    return exposed
 
 
 def _queries(dashboard: dict[str, Any]) -> list[str]:
@@ -66,10 +78,7 @@ def test_every_metric_and_label_the_dashboard_asks_for_is_exposed(
         refused = url.replace("http", "ws") + "/ws?token=not-a-token"
         with connect(refused, open_timeout=10) as ws, pytest.raises(ConnectionClosed):
             ws.recv(timeout=10)
-        samples = scrape(url)
-    exposed: dict[str, set[str]] = {}
-    for name, pairs in samples:
-        exposed.setdefault(name, set()).update(label for label, _ in pairs)
+        exposed = _exposed(url)
     for expr in queries:
         names = set(METRIC.findall(expr))
         assert names, expr
