@@ -71,6 +71,9 @@ def test_a_zero_threshold_never_fails_ready_for_the_loop(
     with running_chorus(postgres_server, tmp_path, ready_max_loop_lag_s=0.0) as chorus:
         probe: LoopLagProbe = chorus.server.app.state.loop_lag
         assert probe.loop is not None
+        # A kept-alive connection: the request below is answered in the loop's first turns
+        # after the block, before the probe's next on-time wake-up (20 ms) resets the figure.
+        assert chorus.api.http.get("/health").status_code == 200
         blocked = threading.Event()
 
         def block() -> None:
