@@ -85,6 +85,8 @@ class Readiness(msgspec.Struct):
     projection_lag: int | None
     # How late the event loop ran its timers, counted since start (api/loop_lag.py).
     loop_lag: LoopLagCounts | None = None
+    # How late the event loop ran at this request, in seconds (``CHORUS_READY_MAX_LOOP_LAG_S``).
+    loop_late_s: float | None = None
     detail: str | None = None
     # The read models stuck on an event they cannot apply (names only).
     stuck: list[str] | None = None
@@ -111,7 +113,8 @@ async def health() -> Health:
         503: ResponseSpec(
             data_container=Readiness,
             description="The database is not answering (unavailable), or a read model is"
-            " stuck or too far behind, or a reaction is stuck (degraded)",
+            " stuck or too far behind, or a reaction is stuck, or the event loop runs more"
+            " than CHORUS_READY_MAX_LOOP_LAG_S late (degraded)",
         )
     },
 )
@@ -119,12 +122,16 @@ async def ready(request: Request[Any, Any, Any]) -> Response[Readiness]:
     """The database answers, through both read pools (the event loop's, which HTTP reads
     use, and the worker threads'), no read model is stuck on an event it cannot apply, the
     slowest one is at most ``CHORUS_READY_MAX_LAG`` positions behind the store
-    (``projection_lag``), and no reaction is stuck on an event it cannot handle. Positions,
+    (``projection_lag``), no reaction is stuck on an event it cannot handle, and the event
+    loop runs its timers at most ``CHORUS_READY_MAX_LOOP_LAG_S`` late. Positions,
     lags and errors are shown only to a request carrying the operators' bearer secret
     (``CHORUS_OPS_TOKEN``)."""
     services = services_of(request)
     probe: LoopLagProbe = request.app.state.loop_lag
     lag = probe.snapshot()
+    # Read before this handler awaits anything: its awaits let the probe's overdue wake-up
+    # run, which would then report only the few milliseconds since.
+    late_s = round(probe.late_now_s(), 3)
     try:
         async with services.async_read_pool.connection(timeout=2) as conn, conn.cursor() as cur:
             last = await run_async(cur, log_end())
@@ -136,13 +143,16 @@ async def ready(request: Request[Any, Any, Any]) -> Response[Readiness]:
         )
     except Exception as exc:
         return Response(
-            Readiness("unavailable", False, None, None, None, lag, detail=type(exc).__name__),
+            Readiness(
+                "unavailable", False, None, None, None, lag, late_s, detail=type(exc).__name__
+            ),
             status_code=503,
         )
     runner = services.runner
     stuck = runner.stuck()
     behind = max(0, last - projected)
     limit = services.settings.ready_max_lag
+    max_late_s = services.settings.ready_max_loop_lag_s
     detail = None
     stuck_reactions = sorted(name for name, r in reactions.items() if r.stuck is not None)
     if stuck:
@@ -151,6 +161,8 @@ async def ready(request: Request[Any, Any, Any]) -> Response[Readiness]:
         detail = f"read models more than {limit} positions behind the log"
     elif stuck_reactions:
         detail = f"reactions stuck on an event they cannot handle: {', '.join(stuck_reactions)}"
+    elif max_late_s and late_s > max_late_s:
+        detail = f"event loop saturated: running {late_s} s late (more than {max_late_s} s)"
     answer = Readiness(
         "degraded" if detail else "ok",
         True,
@@ -158,6 +170,7 @@ async def ready(request: Request[Any, Any, Any]) -> Response[Readiness]:
         None,
         None,
         lag,
+        late_s,
         detail=detail,
         stuck=sorted(stuck),
         stuck_reactions=stuck_reactions,

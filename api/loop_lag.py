@@ -33,6 +33,10 @@ class LoopLagProbe:
         self.interval_s = interval_s
         self._counts = [0] * (len(BOUNDS_MS) + 1)
         self._max_ms = 0.0
+        # The latest wake-up's lateness and when the pending one is due (loop time): what
+        # ``late_now_s`` reads for ``/ready`` (a saturated loop is one late *now*, not once).
+        self._last_ms = 0.0
+        self._due: float | None = None
         self._lock = threading.Lock()  # read from worker threads
         self._task: asyncio.Task[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -53,16 +57,26 @@ class LoopLagProbe:
         with self._lock:
             self._counts[bucket] += 1
             self._max_ms = max(self._max_ms, late_ms)
+            self._last_ms = late_ms
 
     def snapshot(self) -> LoopLagCounts:
         with self._lock:
             counts, max_ms = list(self._counts), self._max_ms
         return LoopLagCounts(self.interval_s * 1000, list(BOUNDS_MS), counts, round(max_ms, 3))
 
+    def late_now_s(self) -> float:
+        """How late the loop runs now: the latest wake-up's lateness or, if the pending one is
+        already overdue by more (the caller ran first after a block), by how much."""
+        loop, due = self.loop, self._due
+        overdue = 0.0 if loop is None or due is None else max(0.0, loop.time() - due)
+        with self._lock:
+            last = self._last_ms / 1000
+        return max(last, overdue)
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            due = loop.time() + self.interval_s
+            due = self._due = loop.time() + self.interval_s
             await asyncio.sleep(self.interval_s)
             self.record(max(0.0, loop.time() - due) * 1000)
 

@@ -84,6 +84,9 @@ class Settings:
     # ``/ready`` says degraded (503) while the slowest read model is this many positions
     # behind the log (0: never for lag; a stuck read model always does).
     ready_max_lag: int = 10_000
+    # ``/ready`` says degraded (503) while the event loop runs its timers more than this late
+    # (a blocking call or CPU-bound work starving every request of the process; 0: never).
+    ready_max_loop_lag_s: float = 1.0
 
     # -- hostile input (issue 16): see docs/API.md, "Server bounds" ---------------------------
     # Password hashes waiting for a slot of the hashing pool beyond those running; past it a
@@ -222,6 +225,7 @@ class Settings:
             projections=_choice(env, "CHORUS_PROJECTIONS", PROJECTIONS_MODES),
             ops_token=_ops_token(env),
             ready_max_lag=_int(env, "CHORUS_READY_MAX_LAG", 10_000, 0, 2**62),
+            ready_max_loop_lag_s=_float(env, "CHORUS_READY_MAX_LOOP_LAG_S", 1.0, 0.0, 3600.0),
             password_hash_queue=_int(env, "CHORUS_PASSWORD_HASH_QUEUE", 16, 0, 10_000),
             login_free_failures_per_account=_int(
                 env, "CHORUS_LOGIN_FREE_FAILURES_PER_ACCOUNT", 5, 0, 1_000_000
