@@ -76,6 +76,8 @@ class ReactionStore(Protocol):
 
     def advance(self, move: Step) -> None: ...
 
+    def advance_many(self, moves: Sequence[Step]) -> set[str]: ...
+
     def stick(self, policy: str, position: int, error: str) -> datetime: ...
 
     def events(
@@ -145,6 +147,7 @@ class ReactionRunner:
         # Every policy's event types, and what one ``catch_up`` read of them, by mark.
         self._topics = sorted({t for p in self.policies for t in p.topics})
         self._read: dict[int, tuple[int, int, list[tuple[int, StoredEvent]]]] = {}
+        self._passed: list[Step] = []  # marks to move at the end of this ``catch_up``
         # Per policy with ``starts_with``: the position of its first start event once found
         # (the log is append-only, so it never changes), and up to where none was found.
         self._started: dict[str, int] = {}
@@ -194,18 +197,37 @@ class ReactionRunner:
             log.warning("reaction runner: %s; retrying", exc)
             return
         self._read = {}
-        for policy in self.policies:
-            if self._stop.is_set():
-                return
-            if not self._due(policy.name):
-                continue
-            try:
-                if self.store.lock(policy.name):
-                    self._run(policy)
-            except _Lost:
-                log.warning("reaction %s: another process moved it; leaving it", policy.name)
-            except Exception as exc:  # the database is away: tried again at the next wake-up
-                log.warning("reaction %s: %s; retrying", policy.name, exc)
+        try:
+            for policy in self.policies:
+                if self._stop.is_set():
+                    return
+                if not self._due(policy.name):
+                    continue
+                try:
+                    if self.store.lock(policy.name):
+                        self._run(policy)
+                except _Lost:
+                    log.warning("reaction %s: another process moved it; leaving it", policy.name)
+                except Exception as exc:  # the database is away: tried at the next wake-up
+                    log.warning("reaction %s: %s; retrying", policy.name, exc)
+        finally:
+            self._move_passed()
+
+    def _move_passed(self) -> None:
+        """Moves, in one statement, the marks of the policies whose last read caused nothing
+        (most of them, at most wake-ups): one transaction a wake-up, not one per policy. A
+        mark that moved elsewhere meanwhile is read again next time."""
+        moves, self._passed = self._passed, []
+        if not moves:
+            return
+        try:
+            moved = self.store.advance_many(moves)
+        except Exception as exc:  # the database is away: the events are read again later
+            log.warning("reaction runner: %s; retrying", exc)
+            moved = set()
+        for move in moves:
+            if move.policy not in moved:
+                self._marks.pop(move.policy, None)
 
     def _due(self, name: str) -> bool:
         """Not stuck, or its backoff has passed, or (looked at once a second) an operator has
@@ -246,9 +268,13 @@ class ReactionRunner:
                     return  # stuck
                 stored = moved
             if upto > stored.position:
-                # Past events that caused nothing, up to the end of what was read.
+                # Past events that caused nothing, up to the end of what was read (the last
+                # read's move goes with the other policies', in ``_move_passed``).
                 end = Mark(upto, 0)
-                self.store.advance(Step(policy.name, stored, end))
+                if count < self.batch_size:
+                    self._passed.append(Step(policy.name, stored, end))
+                else:
+                    self.store.advance(Step(policy.name, stored, end))
                 stored = end
             self._unstick(policy.name, stored.position)
             if count < self.batch_size:

@@ -128,6 +128,28 @@ class ReactionLog:
             if cur.execute(_ADVANCE_ALONE, params).fetchone() is None:
                 raise MarkMoved(move.policy)
 
+    def advance_many(self, moves: Sequence[Move]) -> set[str]:
+        """``advance`` for several policies in one statement; the policies whose mark it
+        moved (the others' marks were not where their runner read them)."""
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(
+                "UPDATE chorus_reactions r SET position = m.after_position,"
+                " done = m.after_done, stuck_position = NULL, error = NULL, since = NULL"
+                " FROM unnest(%s::text[], %s::bigint[], %s::int[], %s::bigint[], %s::int[])"
+                "  AS m(policy, before_position, before_done, after_position, after_done)"
+                " WHERE r.policy = m.policy AND ((r.position = m.before_position"
+                "  AND r.done = m.before_done) OR (r.position = m.after_position"
+                "  AND r.done = m.after_done)) RETURNING r.policy",
+                (
+                    [m.policy for m in moves],
+                    [m.before.position for m in moves],
+                    [m.before.done for m in moves],
+                    [m.after.position for m in moves],
+                    [m.after.done for m in moves],
+                ),
+            ).fetchall()
+        return {str(r["policy"]) for r in rows}
+
     def stick(self, policy: str, position: int, error: str) -> datetime:
         """Records that ``policy`` cannot handle the event at ``position``."""
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
