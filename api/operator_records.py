@@ -1,6 +1,6 @@
-"""What the operators' console commands that record a decision in the log share (``chorus
-projections skip``, ``chorus reactions skip``): the checked reason and operator, and an
-application to append with."""
+"""What the operators' console commands that write to the log share (``chorus projections
+skip``, ``chorus reactions skip``, the account commands of api/user_cli.py): the checked
+reason and operator, and an application of their own over the store."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import argparse
 import getpass
 import sys
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from api.contexts import CONTEXTS
-from api.database import NoPasswords
+from api.contexts import CONTEXTS, all_projections
+from api.database import NoPasswords, shared_database
+from infrastructure.settings import Settings
 
 if TYPE_CHECKING:
     from application.chorus import Chorus
@@ -37,6 +39,13 @@ def reason_and_operator(args: argparse.Namespace) -> tuple[str, str] | None:
 def append(url: str, save: Callable[[Chorus], int]) -> int:
     """Runs ``save`` on an application of its own over the store at ``url``; its answer
     (the position appended at)."""
+    with console_app_at(url) as app:
+        return save(app)
+
+
+@contextmanager
+def console_app_at(url: str) -> Iterator[Chorus]:
+    """An application over the store at ``url``, one connection, no password hashing."""
     from application.chorus import Chorus
     from infrastructure.eventstore import eventsourcing_env
 
@@ -47,9 +56,21 @@ def append(url: str, save: Callable[[Chorus], int]) -> int:
         snapshotting=CONTEXTS.snapshotting,
     )
     try:
-        return save(app)
+        yield app
     finally:
         app.close()
+
+
+@contextmanager
+def console_app(settings: Settings) -> Iterator[Chorus]:
+    """``console_app_at`` the database these settings name (a running server's private one
+    too), its tables made first."""
+    from api.bootstrap import migrate
+
+    with shared_database(settings) as url:
+        migrate(url, all_projections())
+        with console_app_at(url) as app:
+            yield app
 
 
 def _printable(text: str) -> bool:

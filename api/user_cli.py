@@ -19,12 +19,9 @@ import shlex
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Protocol
 
-from api.contexts import CONTEXTS, all_projections
-from api.database import NoPasswords, shared_database
+from api.operator_records import console_app
 from application.chorus import Chorus
 from application.commands import IssuePasswordReset, ReactivateUser
 from application.identity import user_id_of
@@ -32,7 +29,6 @@ from domain.base import Cause
 from domain.errors import DomainError, NotFound
 from domain.identity import MAX_RESET_TTL_S, MIN_RESET_TTL_S, reset_token_hash
 from domain.rules import normalise_username
-from infrastructure.eventstore import eventsourcing_env
 from infrastructure.settings import Settings
 
 # What a delivery command may take to hand the token on.
@@ -90,24 +86,6 @@ def new_reset_token(user_id: str) -> tuple[str, str]:
     return f"{user_id}.{secret}", reset_token_hash(secret)
 
 
-@contextmanager
-def _console_app(settings: Settings) -> Iterator[Chorus]:
-    from api.bootstrap import migrate
-
-    with shared_database(settings) as url:
-        migrate(url, all_projections())
-        app = Chorus(
-            eventsourcing_env(url, pool_size=1),
-            passwords=NoPasswords(),
-            handlers=CONTEXTS.handlers,
-            snapshotting=CONTEXTS.snapshotting,
-        )
-        try:
-            yield app
-        finally:
-            app.close()
-
-
 def _operator() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()}"
 
@@ -126,7 +104,7 @@ def issue_password_reset(args: argparse.Namespace, settings: Settings) -> int:
     except DomainError as exc:
         print(f"chorus {args.command}: {exc}", file=sys.stderr)
         return 2
-    with _console_app(settings) as app:
+    with console_app(settings) as app:
         try:
             user_id = _user_id(app, args.username)
             token, token_hash = new_reset_token(user_id)
@@ -157,7 +135,7 @@ def reactivate_user(args: argparse.Namespace, settings: Settings) -> int:
     except DomainError as exc:
         print(f"chorus {args.command}: {exc}", file=sys.stderr)
         return 2
-    with _console_app(settings) as app:
+    with console_app(settings) as app:
         try:
             user_id = _user_id(app, args.username)
             result = app.execute_now(
