@@ -144,6 +144,9 @@ def parser() -> argparse.ArgumentParser:
     from api.reactions_cli import add_commands as add_reactions_commands
 
     add_reactions_commands(sub)  # reactions status
+    from api.erasure_cli import add_commands as add_erasure_commands
+
+    add_erasure_commands(sub)  # erase-user, rotate-master-key (issue 20)
     return p
 
 

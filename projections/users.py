@@ -9,6 +9,9 @@ from psycopg import Cursor
 from projections.base import EventProjection, LogEvent
 from projections.queries import Query, Statement
 
+# An erased user's username in the read model: no username can start with it.
+ERASED_USERNAME = "erased:"
+
 
 class UsersProjection(EventProjection):
     name = "users"
@@ -36,6 +39,7 @@ class UsersProjection(EventProjection):
     handles = frozenset(
         {
             "UserRegistered",
+            "UserErased",
             "UserBlocked",
             "UserUnblocked",
             "InstanceRoleGranted",
@@ -47,10 +51,24 @@ class UsersProjection(EventProjection):
         d = event.data
         match event.type:
             case "UserRegistered":
+                # Erased (issue 20), a user's name reads null: the row keeps a placeholder.
                 cur.execute(
                     "INSERT INTO rm_users (user_id, username, display_name, registered_at)"
-                    " VALUES (%s, %s, %s, %s)",
-                    (event.stream, d["username"], d["display_name"], event.at),
+                    " VALUES (%(u)s, coalesce(%(name)s, %(erased)s || %(u)s),"
+                    " coalesce(%(shown)s, ''), %(at)s)",
+                    {
+                        "u": str(event.stream),
+                        "name": d["username"],
+                        "shown": d["display_name"],
+                        "erased": ERASED_USERNAME,
+                        "at": event.at,
+                    },
+                )
+            case "UserErased":
+                cur.execute(
+                    "UPDATE rm_users SET username = %s || user_id, display_name = ''"
+                    " WHERE user_id = %s",
+                    (ERASED_USERNAME, event.stream),
                 )
             case "UserBlocked":
                 cur.execute(
