@@ -54,7 +54,7 @@ class UsersProjection(EventProjection):
                 # Erased (issue 20), a user's name reads null: the row keeps a placeholder.
                 cur.execute(
                     "INSERT INTO rm_users (user_id, username, display_name, registered_at)"
-                    " VALUES (%(u)s, coalesce(%(name)s, %(erased)s || %(u)s),"
+                    " VALUES (%(u)s::uuid, coalesce(%(name)s, %(erased)s || %(u)s::text),"
                     " coalesce(%(shown)s, ''), %(at)s)",
                     {
                         "u": str(event.stream),
@@ -66,7 +66,7 @@ class UsersProjection(EventProjection):
                 )
             case "UserErased":
                 cur.execute(
-                    "UPDATE rm_users SET username = %s || user_id, display_name = ''"
+                    "UPDATE rm_users SET username = %s || user_id::text, display_name = ''"
                     " WHERE user_id = %s",
                     (ERASED_USERNAME, event.stream),
                 )
