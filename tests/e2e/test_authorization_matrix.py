@@ -579,6 +579,10 @@ CASES: list[Case] = [
          body={"old_password": "not-Their-password-{nonce}",
                "new_password": "violet-Harbour-lantern-{nonce}"},
          status=_status_if_signed_in(403)),
+    # Erasure (issue 20): the caller alone, with their password (the right one is in
+    # tests/e2e/test_erasure.py: it ends the user).
+    Case("erase oneself with a wrong password", "DELETE", "/api/users/me",
+         body={"password": "not-Their-password-{nonce}"}, status=_status_if_signed_in(403)),
     Case("log out everywhere", "POST", "/api/auth/logout-all", sees=anyone,
          teardown=sign_in_again),
     # Notifications (issue 19): one's own inbox and settings only.
@@ -811,6 +815,9 @@ def call(
     if method == "PUT":
         return api.put(path, user) if body is None else api.put(path, user, json=body)
     assert method == "DELETE"
+    if body is not None:  # DELETE /api/users/me takes the password (httpx: only by request)
+        headers = {} if user is None else user.headers
+        return api.http.request("DELETE", path, json=body, headers=headers)
     return api.delete(path, user)
 
 

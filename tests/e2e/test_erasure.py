@@ -23,7 +23,12 @@ from typing import Any
 import psycopg
 import pytest
 
-from infrastructure.eventstore import EVENTS_TABLE
+from api.contexts import CONTEXTS
+from api.database import NoPasswords
+from application.chorus import Chorus
+from application.commands import SendMessage
+from domain.base import Cause
+from infrastructure.eventstore import EVENTS_TABLE, eventsourcing_env
 from infrastructure.keys import KEYS_TABLE, new_master_key
 from infrastructure.serialisation import NOT_PERSONAL, PERSONAL, STREAM, state_type
 from projections.analytics import VIEWS
@@ -351,3 +356,76 @@ def test_erasure_needs_the_password_and_a_signed_in_user(chorus: Running) -> Non
     again = cli(chorus, "erase-user", dana.username)
     assert again.returncode == 1 and "unknown user" in again.stderr
     assert cli(chorus, "erase-user", "nobody-here").returncode == 1
+
+
+def test_events_stored_in_the_clear_before_this_issue_read_as_before(
+    chorus: Running, world: World
+) -> None:
+    """A store written before erasure existed: an application without a key ring writes
+    as Chorus did then; the server reads it as it was (nothing to open, nothing erased)."""
+    text = f"plain-{uuid.uuid4().hex[:8]}"
+    old = Chorus(
+        eventsourcing_env(chorus.database_url, pool_size=1),
+        passwords=NoPasswords(),
+        handlers=CONTEXTS.handlers,
+        snapshotting=CONTEXTS.snapshotting,
+    )
+    try:
+        sent = old.execute(
+            SendMessage(channel_id=world.ch, text=text), Cause(actor_id=world.bob.user_id)
+        )
+    finally:
+        old.close()
+    assert text.encode() in _stored(chorus.database_url)
+    assert sent.position is not None
+    assert chorus.server.services.runner.wait_for(sent.position, 30)
+    (event,) = events_of(chorus, world.owner, stream=str(sent.body["id"]))
+    assert event["data"]["text"] == text and ERASED not in event["data"]
+    got = chorus.api.ok(chorus.api.get(f"/api/channels/{world.ch}/messages", world.bob))
+    assert text in {m["text"] for m in got["items"]}
+
+
+def test_rotating_the_master_key_rewraps_every_key(chorus: Running, world: World) -> None:
+    """Last in the module: the server still holds the old key. The console re-wraps every
+    live key under a new one, read from stdin; the log then opens with the new key only."""
+    new = new_master_key()
+    env = {**os.environ, "DATABASE_URL": chorus.database_url, "CHORUS_MASTER_KEY": MASTER_KEY}
+    out = subprocess.run(
+        [CHORUS, "rotate-master-key", "--new-key-from-stdin"],
+        env=env,
+        input=new + "\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == new  # to be set as CHORUS_MASTER_KEY
+    with psycopg.connect(chorus.database_url) as conn:
+        live = conn.execute(
+            f"SELECT count(*), count(DISTINCT master_id) FROM {KEYS_TABLE}"
+            " WHERE wrapped IS NOT NULL"
+        ).fetchone()
+    assert live is not None and live[0] > 0 and live[1] == 1
+    assert f"re-wrapped {live[0]} data keys" in out.stdout
+    read = subprocess.run(
+        [CHORUS, "events", "--stream", world.bob_message],
+        env={**env, "CHORUS_MASTER_KEY": new},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert read.returncode == 0, read.stderr
+    assert json.loads(read.stdout.splitlines()[0])["data"]["text"] == world.kept
+    stale = subprocess.run(
+        [CHORUS, "events", "--stream", world.bob_message],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    # The old key is refused, loudly: not read as if everything were erased.
+    assert stale.returncode != 0 and world.kept not in stale.stdout
+    assert "KeyRefused" in stale.stderr or "wrapped by master key" in stale.stderr
