@@ -24,6 +24,7 @@ from domain.errors import DomainError, NotFound
 from domain.instance import INSTANCE_ROLES
 from domain.rules import normalise_username
 from infrastructure.eventstore import eventsourcing_env
+from infrastructure.serialisation import close_key_ring
 from infrastructure.settings import Settings
 
 
@@ -40,7 +41,8 @@ def change_role(args: argparse.Namespace, settings: Settings) -> int:
     with shared_database(settings) as url:
         migrate(url, all_projections())
         app = Chorus(
-            eventsourcing_env(url, pool_size=1),
+            # Users' names are sealed (issue 20): loading one needs the store's keys.
+            eventsourcing_env(url, pool_size=1, master_key=settings.existing_master_key()),
             passwords=NoPasswords(),
             handlers=CONTEXTS.handlers,
             snapshotting=CONTEXTS.snapshotting,
@@ -56,6 +58,7 @@ def change_role(args: argparse.Namespace, settings: Settings) -> int:
             print(f"chorus {args.command}: {exc}", file=sys.stderr)
             return 1
         finally:
+            close_key_ring(app.mapper)
             app.close()
     done = "granted to" if args.grant else "revoked from"
     print(f"instance role {args.role} {done} {args.username} at position {result.position}")

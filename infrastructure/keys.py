@@ -288,8 +288,9 @@ def open_for_reading(database_url: str, master_key: str) -> KeyRing:
 
 def open_keys(key_ids: Iterable[UUID]) -> dict[UUID, bytes | None]:
     """The data keys among ``key_ids`` that any ring of this process holds (None: erased).
-    A key no ring holds is left out, and reads as erased: a reader without the key store
-    (or with the wrong one) is shown nothing it cannot vouch for."""
+    A key no ring holds is refused (KeyRefused): "erased" means a destroyed key, never a
+    missing master key, or a console command run without it would rebuild every read
+    model as if everyone had been erased."""
     wanted = set(key_ids)
     found: dict[UUID, bytes | None] = {}
     failures: list[psycopg.Error] = []
@@ -307,12 +308,18 @@ def open_keys(key_ids: Iterable[UUID]) -> dict[UUID, bytes | None]:
         wanted -= set(got)
     if wanted and failures:
         raise failures[0]
+    if wanted:
+        raise KeyRefused(
+            f"{len(wanted)} sealed fields have no key in this process's key stores"
+            " (is CHORUS_MASTER_KEY, or the data directory's master-key, the server's?)"
+        )
     return found
 
 
 def open_states(states: list[dict[str, Any]]) -> list[list[str]]:
     """Opens the sealed fields of stored states, in place: each becomes its value, or None
-    when its key was erased. For each state, the names of the fields read as erased."""
+    when its key was erased. For each state, the names of the fields read as erased.
+    KeyRefused when a key is in no key store this process has."""
     wanted = {k for state in states for v in state.values() if (k := sealed_key(v)) is not None}
     if not wanted:
         return [[] for _ in states]
@@ -324,7 +331,7 @@ def open_states(states: list[dict[str, Any]]) -> list[list[str]]:
             key_id = sealed_key(value)
             if key_id is None:
                 continue
-            key = keys.get(key_id)
+            key = keys[key_id]
             if key is None:
                 state[field] = None
                 gone.append(field)

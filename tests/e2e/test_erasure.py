@@ -33,14 +33,14 @@ from infrastructure.keys import KEYS_TABLE, new_master_key
 from infrastructure.serialisation import NOT_PERSONAL, PERSONAL, STREAM, state_type
 from projections.analytics import VIEWS
 from projections.log import ERASED
-from tests.fixtures.chorus import GOOD_PASSWORD, Running, User
+from tests.fixtures.chorus import GOOD_PASSWORD, TEST_MASTER_KEY, Running, User
 from tests.fixtures.event_classes import event_classes, text_fields
 from tests.fixtures.operators import instance_role
 from tests.fixtures.processes import CHORUS
 from tests.fixtures.websocket import send, socket, until
 
-MASTER_KEY = new_master_key()
-CHORUS_SETTINGS = {"master_key": MASTER_KEY}
+# The test servers' (tests/fixtures/chorus.py), which the console commands are given.
+MASTER_KEY = TEST_MASTER_KEY
 
 # -- the class: every text-like field of every event is declared personal or not ---------------
 

@@ -94,9 +94,12 @@ def test_erasing_one_subject_leaves_its_owners_other_keys(ring: KeyRing) -> None
     assert ring.keys([first[0], second[0]]) == {first[0]: None, second[0]: second[1]}
 
 
-def test_a_key_no_ring_holds_reads_as_erased(ring: KeyRing) -> None:
+def test_a_key_no_ring_holds_is_refused_not_read_as_erased(ring: KeyRing) -> None:
+    """A reader without the store's master key must fail, not rebuild read models as if
+    everyone had been erased."""
     state = {"text": seal(uuid4(), b"k" * 32, "text", "from elsewhere")}
-    assert open_states([state]) == [["text"]] and state["text"] is None
+    with pytest.raises(KeyRefused):
+        open_states([state])
 
 
 def test_rotation_rewraps_every_key_under_the_new_master(ring: KeyRing, database_url: str) -> None:
