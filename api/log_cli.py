@@ -190,10 +190,14 @@ def verify_chain(args: argparse.Namespace, settings: Settings) -> int:
             f"ok: {report.count} events verified; head position {report.head_position}"
             f" hash {report.head_hash.hex()}"
         )
-        with psycopg.connect(url, autocommit=True) as conn:
-            sealed, shredded = count_shredded(conn, EVENTS_TABLE)
-        # The chain covers what is stored, the ciphertext: erasures leave it whole.
-        print(f"shredded: {shredded} events hold erased fields ({sealed} hold sealed fields)")
+        # The chain covers what is stored, the ciphertext: erasures leave it whole. The
+        # count is a report, never a reason to fail the verification.
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
+                sealed, shredded = count_shredded(conn, EVENTS_TABLE)
+            print(f"shredded: {shredded} events hold erased fields ({sealed} hold sealed fields)")
+        except psycopg.Error as exc:
+            print(f"shredded: not counted ({type(exc).__name__})")
     if not (args.read_models or args.projection):
         return 0
     status, read_models = verify_cli.check_read_models(args, url, report)

@@ -265,15 +265,18 @@ def erase_statement(subjects: Iterable[UUID], owners: Iterable[UUID]) -> tuple[s
 
 
 def count_shredded(conn: psycopg.Connection[Any], events_table: str) -> tuple[int, int]:
-    """(events holding sealed fields, events holding fields whose key was erased)."""
+    """(events holding sealed fields, events holding fields whose key was erased). Only
+    states holding the seal's marker are parsed, as ``json`` (a state ``jsonb`` refuses,
+    such as one holding ``\\u0000``, is not in the way)."""
     row = conn.execute(
         "SELECT count(DISTINCT e.notification_id),"
         " count(DISTINCT e.notification_id) FILTER (WHERE k.erased_at IS NOT NULL)"
         f" FROM {events_table} e"
-        " CROSS JOIN LATERAL jsonb_each(convert_from(e.state, 'UTF8')::jsonb) f"
+        " CROSS JOIN LATERAL json_each(convert_from(e.state, 'UTF8')::json) f"
         f" LEFT JOIN {KEYS_TABLE} k ON k.key_id = (f.value ->> %s)::uuid"
-        " WHERE jsonb_typeof(f.value) = 'object' AND f.value ? %s",
-        (SEALED, SEALED),
+        " WHERE strpos(convert_from(e.state, 'UTF8'), %s) > 0"
+        " AND json_typeof(f.value) = 'object' AND f.value ->> %s IS NOT NULL",
+        (SEALED, f'"{SEALED}"', SEALED),
     ).fetchone()
     return (0, 0) if row is None else (int(row[0]), int(row[1]))
 
