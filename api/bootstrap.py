@@ -32,6 +32,7 @@ from infrastructure.instances import Instances
 from infrastructure.passwords import PasswordHasher
 from infrastructure.reaction_log import ReactionLog
 from infrastructure.refresh_tokens import RefreshTokens
+from infrastructure.serialisation import close_key_ring
 from infrastructure.settings import Settings
 from infrastructure.ssrf import OutboundPolicy
 from infrastructure.tokens import AccessTokens
@@ -107,6 +108,7 @@ class Services:
         if self.webhooks is not None:
             self.webhooks.stop()
         self.app.close()
+        close_key_ring(self.app.mapper)
         self.read_pool.close()
         self.auth_pool.close()
         self.passwords.close()
@@ -124,7 +126,11 @@ def build_services(
     migrate(database_url, catalogue.read_models())
     passwords = PasswordHasher(max_queued=settings.password_hash_queue)
     app = Chorus(
-        eventsourcing_env(database_url, pool_size=settings.db_pool_size),
+        eventsourcing_env(
+            database_url,
+            pool_size=settings.db_pool_size,
+            master_key=settings.resolved_master_key(),
+        ),
         passwords=passwords,
         handlers=catalogue.handlers,
         snapshotting=catalogue.snapshotting,

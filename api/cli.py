@@ -143,10 +143,14 @@ def parser() -> argparse.ArgumentParser:
     add_projections_commands(sub)  # projections status, projections skip
     from api.reactions_cli import add_commands as add_reactions_commands
 
-    add_reactions_commands(sub)  # reactions status
+    add_reactions_commands(sub)  # reactions status, reactions skip
     from api.user_cli import add_commands as add_user_commands
 
     add_user_commands(sub)  # issue-password-reset, reactivate-user
+
+    from api.erasure_cli import add_commands as add_erasure_commands
+
+    add_erasure_commands(sub)  # erase-user, rotate-master-key (issue 20)
     return p
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from api.catalogue import Catalogue, Context
 from api.channels import ChannelController
 from api.documents import DocumentController
+from api.erasure import ErasureController
 from api.notifications import NotificationController
 from api.read_state import ReadStateController
 from api.users import ProfileController, UserController
@@ -21,6 +22,7 @@ from api.workspaces import InviteController, WorkspaceController, WorkspaceLifec
 from application import (
     channels,
     documents,
+    erasure,
     identity,
     instance,
     messages,
@@ -46,6 +48,7 @@ from domain.workspaces import Workspace
 from projections.base import Projection
 from projections.channels import ChannelsProjection
 from projections.documents import DocumentsProjection
+from projections.erasures import ErasuresProjection
 from projections.notifications import NotificationsProjection
 from projections.presence import PresenceProjection
 from projections.read_state import ReadStateProjection
@@ -118,6 +121,14 @@ WEBHOOKS = Context(
     policies=(webhooks.WEBHOOKS,),
     routes=(WebhookController,),
 )
+# Issue 20: erasure by crypto-shredding (its event is the user's: UserErased).
+ERASURE = Context(
+    "erasure",
+    aggregates=(),
+    handlers=erasure.HANDLERS,
+    read_models=(ErasuresProjection,),
+    routes=(ErasureController,),
+)
 INSTANCE = Context(
     "instance",
     aggregates=(Instance, ReadModelSkip, ReactionSkip),
@@ -135,6 +146,7 @@ CONTEXTS = Catalogue(
         NOTIFICATIONS,
         READ_STATE,
         WEBHOOKS,
+        ERASURE,
         INSTANCE,
     )
 )

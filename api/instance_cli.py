@@ -14,22 +14,17 @@ import socket
 import sys
 from typing import Any
 
-from api.contexts import CONTEXTS, all_projections
-from api.database import NoPasswords, shared_database
-from application.chorus import Chorus
+from api.operator_records import console_app
 from application.commands import GrantInstanceRole, RevokeInstanceRole
 from application.identity import user_id_of
 from domain.base import Cause
 from domain.errors import DomainError, NotFound
 from domain.instance import INSTANCE_ROLES
 from domain.rules import normalise_username
-from infrastructure.eventstore import eventsourcing_env
 from infrastructure.settings import Settings
 
 
 def change_role(args: argparse.Namespace, settings: Settings) -> int:
-    from api.bootstrap import migrate
-
     command_type: Any = GrantInstanceRole if args.grant else RevokeInstanceRole
     try:
         normalise_username(args.username)
@@ -37,14 +32,7 @@ def change_role(args: argparse.Namespace, settings: Settings) -> int:
         print(f"chorus {args.command}: {exc}", file=sys.stderr)
         return 2
     by = f"{getpass.getuser()}@{socket.gethostname()}"
-    with shared_database(settings) as url:
-        migrate(url, all_projections())
-        app = Chorus(
-            eventsourcing_env(url, pool_size=1),
-            passwords=NoPasswords(),
-            handlers=CONTEXTS.handlers,
-            snapshotting=CONTEXTS.snapshotting,
-        )
+    with console_app(settings) as app:
         try:
             found = user_id_of(app, args.username)
             if found is None:
@@ -55,8 +43,6 @@ def change_role(args: argparse.Namespace, settings: Settings) -> int:
         except DomainError as exc:
             print(f"chorus {args.command}: {exc}", file=sys.stderr)
             return 1
-        finally:
-            app.close()
     done = "granted to" if args.grant else "revoked from"
     print(f"instance role {args.role} {done} {args.username} at position {result.position}")
     return 0

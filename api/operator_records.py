@@ -44,13 +44,15 @@ def append(url: str, save: Callable[[Chorus], int]) -> int:
 
 
 @contextmanager
-def console_app_at(url: str) -> Iterator[Chorus]:
-    """An application over the store at ``url``, one connection, no password hashing."""
+def console_app_at(url: str, master_key: str | None = None) -> Iterator[Chorus]:
+    """An application over the store at ``url``, one connection, no password hashing; with
+    the store's ``master_key``, it reads and writes personal fields sealed (issue 20)."""
     from application.chorus import Chorus
     from infrastructure.eventstore import eventsourcing_env
+    from infrastructure.serialisation import close_key_ring
 
     app = Chorus(
-        eventsourcing_env(url, pool_size=1),
+        eventsourcing_env(url, pool_size=1, master_key=master_key),
         passwords=NoPasswords(),
         handlers=CONTEXTS.handlers,
         snapshotting=CONTEXTS.snapshotting,
@@ -58,18 +60,20 @@ def console_app_at(url: str) -> Iterator[Chorus]:
     try:
         yield app
     finally:
+        close_key_ring(app.mapper)
         app.close()
 
 
 @contextmanager
 def console_app(settings: Settings) -> Iterator[Chorus]:
     """``console_app_at`` the database these settings name (a running server's private one
-    too), its tables made first."""
+    too), its tables made first, with the store's master key: users' names are sealed, so
+    loading a user needs it."""
     from api.bootstrap import migrate
 
     with shared_database(settings) as url:
         migrate(url, all_projections())
-        with console_app_at(url) as app:
+        with console_app_at(url, settings.existing_master_key()) as app:
             yield app
 
 

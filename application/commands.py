@@ -471,7 +471,16 @@ WEBHOOK_SERVER_ONLY: tuple[type[Command], ...] = (
 )
 
 
+# -- erasure (issue 20) ---------------------------------------------------------------------
+class EraseUser(Command, frozen=True):
+    """Erases a user's personal data (``DELETE /api/users/me`` after its password check, or
+    ``chorus erase-user``): records it, and leaves them no usable password."""
+
+    user_id: str
+
+
 SERVER_ONLY: tuple[type[Command], ...] = (
+    EraseUser,
     RegisterUser,
     StartSession,
     EndSession,

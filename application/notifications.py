@@ -74,7 +74,7 @@ def mentioned(occurred: Occurred) -> list[Command]:
         for user_id in sent.mentions
         if user_id != sent.author_id
     ]
-    if broadcast_in(sent.text) is not None:
+    if broadcast_in(sent.text or "") is not None:
         commands.append(NotifyBroadcast(message_id=message_id, position=occurred.position))
     return commands
 
@@ -271,7 +271,7 @@ def notify_broadcast(app: DecisionContext, cmd: NotifyBroadcast, cause: Cause) -
         channel = app.load(Channel, message.channel_id)
     except NotFound:
         return Decision([], NOTHING)
-    word = broadcast_in(message.text)
+    word = broadcast_in(message.text or "")
     if message.deleted or word is None or channel.workspace_id is None:
         return Decision([], NOTHING)
     workspace = app.load(Workspace, channel.workspace_id)
@@ -379,7 +379,7 @@ def withdraw_notifications(
     for user_id in sorted(notices.notified):
         if message.deleted:
             kinds = list(MESSAGE_KINDS)
-        elif user_id not in message.mentions and broadcast_in(message.text) is None:
+        elif user_id not in message.mentions and broadcast_in(message.text or "") is None:
             kinds = [MENTION]
         else:
             continue

@@ -327,6 +327,27 @@ class User(ChorusAggregate):
         # A reset token outlives no password change: whoever changed it knew the old one.
         self.resets = {}
 
+    # -- erasure (issue 20): the event says that it happened and what kind, never the data --
+
+    @property
+    def erased(self) -> bool:
+        return getattr(self, "_erased_kinds", None) is not None
+
+    @caused
+    def erase(self, kinds: list[str], cause: Cause) -> None:
+        """Records that the user's personal data of ``kinds`` was erased (its keys are
+        destroyed beside the log: infrastructure/keys.py). By the user, or by an operator
+        (``chorus erase-user``, no actor)."""
+        if cause.actor_id not in (None, str(self.id)):
+            raise PermissionDenied("only a user erases themselves")
+        if self.erased:
+            raise NotFound("unknown user")
+        self._user_erased(kinds=kinds)
+
+    @event("UserErased")
+    def _user_erased(self, kinds: list[str]) -> None:
+        self._erased_kinds = kinds
+
 
 def check_can_message(sender: User, recipient: User) -> None:
     """A direct message needs neither of the two to have blocked the other."""

@@ -377,12 +377,26 @@ def _command_row(command: CommandRecord, position: int) -> tuple[Any, ...]:
     )
 
 
-def eventsourcing_env(database_url: str, *, pool_size: int = 8) -> dict[str, str]:
-    """The eventsourcing environment for a ``postgresql://`` URL."""
+def eventsourcing_env(
+    database_url: str, *, pool_size: int = 8, master_key: str | None = None
+) -> dict[str, str]:
+    """The eventsourcing environment for a ``postgresql://`` URL. With ``master_key``, the
+    application's cipher is the store's key ring (infrastructure/keys.py): personal fields
+    are stored sealed."""
     url = urlparse(database_url)
     if url.scheme not in ("postgresql", "postgres"):
         raise ValueError("DATABASE_URL must be a postgresql:// URL")
+    keys = (
+        {}
+        if master_key is None
+        else {
+            "CIPHER_TOPIC": "infrastructure.keys:KeyRing",
+            "CHORUS_KEYS_DATABASE_URL": database_url,
+            "CHORUS_MASTER_KEY": master_key,
+        }
+    )
     return {
+        **keys,
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
         "APPLICATION_RECORDER_TOPIC": "infrastructure.eventstore:ChorusRecorder",
         "MAPPER_TOPIC": "infrastructure.serialisation:MsgspecMapper",

@@ -11,6 +11,7 @@ from psycopg.rows import dict_row
 from infrastructure.chain import CHAIN_SQL
 from infrastructure.eventstore import SCHEMA_SQL, create_event_store_tables
 from infrastructure.instances import INSTANCES_SQL
+from infrastructure.keys import SCHEMA_SQL as KEYS_SQL
 from infrastructure.reaction_tracking import TRACKING_SQL as REACTIONS_SQL
 from infrastructure.refresh_tokens import RefreshTokens
 
@@ -32,6 +33,7 @@ def migrate(database_url: str, create_read_models: Callable[[psycopg.Cursor[Any]
                 cur.execute(RefreshTokens.TABLES_SQL)
                 cur.execute(INSTANCES_SQL)
                 cur.execute(REACTIONS_SQL)
+                cur.execute(KEYS_SQL)
                 create_read_models(cur)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from infrastructure.keys import KeyRefused, new_master_key, parse_master_key
+
 
 class SettingsError(ValueError):
     """Configuration values are missing or malformed: every problem found, one per line."""
@@ -46,6 +48,8 @@ class Settings:
     database_url: str | None = None
     redis_url: str | None = None
     jwt_secret: str | None = None
+    # Wraps the data keys of personal fields (issue 20, infrastructure/keys.py).
+    master_key: str | None = None
     cors_origins: tuple[str, ...] = ()
     data_dir: Path = field(default_factory=lambda: Path(".chorus"))
     access_token_ttl_s: int = 900
@@ -185,10 +189,18 @@ class Settings:
         origins = tuple(
             o.strip() for o in env.get("CHORUS_CORS_ORIGINS", "").split(",") if o.strip()
         )
+        master_key = env.get("CHORUS_MASTER_KEY") or None
+        if master_key is not None:
+            try:
+                parse_master_key(master_key)
+            except KeyRefused as exc:
+                env.problem(str(exc))
+                master_key = None
         return cls(
             database_url=database_url,
             redis_url=redis_url,
             jwt_secret=secret,
+            master_key=master_key,
             cors_origins=origins,
             data_dir=Path(env.get("CHORUS_DATA_DIR", ".chorus")),
             access_token_ttl_s=_int(env, "CHORUS_ACCESS_TOKEN_TTL_S", 900, 30, 24 * 3600),
@@ -272,6 +284,29 @@ class Settings:
         with os.fdopen(fd, "w") as f:
             f.write(secret)
         return secret
+
+    def existing_master_key(self) -> str | None:
+        """The configured master key or the one in the data directory; never a new one (a
+        console command given a new key would read every personal field as erased)."""
+        if self.master_key is not None:
+            return self.master_key
+        path = self.data_dir / "master-key"
+        return path.read_text().strip() if path.exists() else None
+
+    def resolved_master_key(self) -> str:
+        """The configured master key, or one generated once and kept in the data directory
+        (as the JWT secret is): losing that file loses every personal field."""
+        if self.master_key is not None:
+            return self.master_key
+        path = self.data_dir / "master-key"
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = new_master_key()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(key)
+        return key
 
 
 PROJECTIONS_MODES = ("in-process", "external")

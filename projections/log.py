@@ -17,6 +17,7 @@ from psycopg import Cursor
 
 from domain.scopes import StreamKinds, StreamScope
 from infrastructure.eventstore import EVENTS_TABLE, NOTIFY_CHANNEL
+from infrastructure.keys import open_states
 from infrastructure.serialisation import event_type_name
 from infrastructure.stop_signal import StopSignal
 from projections.base import LogEvent, Span
@@ -33,8 +34,28 @@ SELECT_EVENTS = (
 )
 
 
+# The key in an event's ``data`` listing the personal fields whose key was erased (issue 20).
+# No event has a field of that name (tests/e2e/test_erasure.py checks every event class).
+ERASED = "erased"
+
+
 def to_log_event(row: dict[str, Any]) -> LogEvent:
-    state: dict[str, Any] = msgspec.json.decode(bytes(row["state"]))
+    """A stored row as a reader gets it: sealed personal fields opened, or null and named
+    under ``ERASED`` once their key is gone (infrastructure/keys.py)."""
+    return to_log_events([row])[0]
+
+
+def to_log_events(rows: Iterable[dict[str, Any]]) -> list[LogEvent]:
+    """``to_log_event`` for many rows, their keys fetched at once."""
+    rows = list(rows)
+    states: list[dict[str, Any]] = [msgspec.json.decode(bytes(row["state"])) for row in rows]
+    erased = open_states(states)
+    return [_log_event(r, s, e) for r, s, e in zip(rows, states, erased, strict=True)]
+
+
+def _log_event(row: dict[str, Any], state: dict[str, Any], erased: list[str]) -> LogEvent:
+    if erased:
+        state[ERASED] = erased
     at = state.pop("timestamp")
     actor = state.pop("actor_id", None)
     command_id = state.pop("command_id", None)
@@ -56,7 +77,7 @@ def read_events(cur: Cursor[Any], *, after: int, limit: int) -> list[LogEvent]:
         f"{SELECT_EVENTS} WHERE e.notification_id > %s ORDER BY e.notification_id LIMIT %s",
         (after, limit),
     )
-    return [to_log_event(row) for row in cur.fetchall()]
+    return to_log_events(cur.fetchall())
 
 
 def next_span(cur: Cursor[Any], *, after: int, limit: int, until: int | None = None) -> Span:
@@ -120,7 +141,7 @@ def read_span(cur: Cursor[Any], span: Span, after: int, types: Iterable[str]) ->
         f" AND {_topic_filter(span, types)} ORDER BY e.notification_id",
         (after, span.upto),
     )
-    return [to_log_event(row) for row in cur.fetchall()]
+    return to_log_events(cur.fetchall())
 
 
 def first_event(cur: Cursor[Any], stream: str) -> tuple[str, dict[str, Any]] | None:
@@ -212,15 +233,16 @@ def scoped_events(
             "limit": limit,
         },
     )
+    rows = cur.fetchall()
     return [
         ScopedEvent(
-            to_log_event(row),
+            event,
             row["kind"],
             None if row["workspace_id"] is None else str(row["workspace_id"]),
             None if row["channel_id"] is None else str(row["channel_id"]),
             None if row["owner_id"] is None else str(row["owner_id"]),
         )
-        for row in cur.fetchall()
+        for row, event in zip(rows, to_log_events(rows), strict=True)
     ]
 
 
@@ -287,7 +309,7 @@ def visible_events(
             "limit": limit,
         },
     )
-    return [to_log_event(row) for row in rows]
+    return to_log_events(rows)
 
 
 # A NOTIFY is only a wake-up, and any database login can send one: however many arrive, the

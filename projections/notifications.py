@@ -140,7 +140,7 @@ class NotificationsProjection(EventProjection):
             case "MessageEdited":
                 # As the withdrawal policy decides: a mention goes when the edit names the
                 # user no more and says neither ``@channel`` nor ``@everyone``.
-                broadcast = any(b in parse_mentions(d["text"]) for b in BROADCASTS)
+                broadcast = any(b in parse_mentions(d["text"] or "") for b in BROADCASTS)
                 cur.execute(
                     "UPDATE rm_notifications SET withdrawn = true"
                     " WHERE message_id = %s AND kind = 'mention' AND NOT withdrawn"

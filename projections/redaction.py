@@ -107,6 +107,7 @@ SAFE: dict[str, dict[str, str]] = {
     "InstanceRoleGranted": {"role": "fixed set", "granted_by": "an operator's name"},
     "InstanceRoleRevoked": {"role": "fixed set", "granted_by": "an operator's name"},
     "SessionEnded": {"reason": "one of a fixed set"},
+    "UserErased": {"kinds": "a fixed set: what kind of data was erased, never the data"},
     "SignedOut": {"reason": "one of a fixed set (api/auth.py)"},
     # Notifications (issue 19): ids and fixed sets, never text; the inbox is read by its owner
     # only, each notification checked against their access when delivered.

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from psycopg import Cursor
 
+from infrastructure.keys import SEALED, open_states
 from projections.base import SetProjection, Span
 from projections.log import span_events
 from projections.queries import Query, Statement
@@ -44,6 +46,10 @@ IF col_description(to_regclass('rm_messages'), (SELECT attnum FROM pg_attribute
 END IF;
 END $backfill$;
 """
+
+
+# How a sealed value starts once ``json_to_record`` has made it text.
+SEALED_TEXT = f'{{"{SEALED}":'
 
 
 class TimelinesProjection(SetProjection):
@@ -151,6 +157,7 @@ class TimelinesProjection(SetProjection):
             "ReactionAdded",
             "ReactionRemoved",
             "ChannelRead",
+            "UserErased",
         }
     )
 
@@ -163,6 +170,16 @@ class TimelinesProjection(SetProjection):
             self._sent(cur, span, params)
         if "MessageEdited" in types:
             self._edited(cur, span, params)
+        if types & {"MessageSent", "MessageEdited"}:
+            self._open_sealed(cur, span, params)
+        if "UserErased" in types:
+            # Their keys are destroyed (projections/erasures.py): the read model forgets
+            # the texts too.
+            cur.execute(
+                "UPDATE rm_messages SET text = '' WHERE author_id IN"
+                f" (SELECT stream FROM ({span_events(span, {'UserErased'})}) ev)",
+                params,
+            )
         if {"ReactionAdded", "ReactionRemoved"} & types:
             self._reactions(cur, span, params)
         if "MessageDeleted" in types:
@@ -257,6 +274,29 @@ class TimelinesProjection(SetProjection):
             " GROUP BY u.id, m.channel_id ON CONFLICT (user_id, channel_id)"
             " DO UPDATE SET last_seq = greatest(mh.last_seq, excluded.last_seq)",
             params,
+        )
+
+    @staticmethod
+    def _open_sealed(cur: Cursor[Any], span: Span, params: dict[str, int]) -> None:
+        # The statements above copy a sealed text as the JSON of its seal (issue 20): it is
+        # opened here, in Python, where the keys are; an erased one becomes empty, as a
+        # deleted message's text does.
+        written = span_events(span, {"MessageSent", "MessageEdited"})
+        cur.execute(
+            "SELECT message_id, text FROM rm_messages"
+            f" WHERE message_id IN (SELECT stream FROM ({written}) ev)"
+            f" AND starts_with(text, %(sealed)s)",
+            {**params, "sealed": SEALED_TEXT},
+        )
+        rows = cur.fetchall()
+        if not rows:
+            return
+        states = [{"text": msgspec.json.decode(r["text"])} for r in rows]
+        open_states(states)
+        cur.execute(
+            "UPDATE rm_messages m SET text = x.text"
+            " FROM unnest(%s::uuid[], %s::text[]) AS x(id, text) WHERE m.message_id = x.id",
+            ([r["message_id"] for r in rows], [s["text"] or "" for s in states]),
         )
 
     @staticmethod

@@ -9,6 +9,9 @@ from psycopg import Cursor
 from projections.base import EventProjection, LogEvent
 from projections.queries import Query, Statement
 
+# An erased user's username in the read model: no username can start with it.
+ERASED_USERNAME = "erased:"
+
 
 class UsersProjection(EventProjection):
     name = "users"
@@ -44,6 +47,7 @@ class UsersProjection(EventProjection):
             "UsernameChanged",
             "UserDeactivated",
             "UserReactivated",
+            "UserErased",
             "UserBlocked",
             "UserUnblocked",
             "InstanceRoleGranted",
@@ -55,17 +59,33 @@ class UsersProjection(EventProjection):
         d = event.data
         match event.type:
             case "UserRegistered":
+                # Erased (issue 20), a user's name reads null: the row keeps a placeholder.
                 cur.execute(
                     "INSERT INTO rm_users (user_id, username, display_name, registered_at)"
-                    " VALUES (%s, %s, %s, %s)",
-                    (event.stream, d["username"], d["display_name"], event.at),
+                    " VALUES (%(u)s::uuid, coalesce(%(name)s, %(erased)s || %(u)s::text),"
+                    " coalesce(%(shown)s, ''), %(at)s)",
+                    {
+                        "u": str(event.stream),
+                        "name": d["username"],
+                        "shown": d["display_name"],
+                        "erased": ERASED_USERNAME,
+                        "at": event.at,
+                    },
+                )
+            case "UserErased":
+                cur.execute(
+                    "UPDATE rm_users SET username = %s || user_id::text, display_name = ''"
+                    " WHERE user_id = %s",
+                    (ERASED_USERNAME, event.stream),
                 )
             # Issue 20. Every read path that shows a user's names (members of workspaces and
             # channels, direct-message lists, blocks, /api/auth/me) joins this table: one
             # row changed here is the new name everywhere.
             case "DisplayNameChanged":
                 cur.execute(
-                    "UPDATE rm_users SET display_name = %s WHERE user_id = %s",
+                    # Erased (issue 20), the name reads null: the row keeps what erasure left.
+                    "UPDATE rm_users SET display_name = coalesce(%s, display_name)"
+                    " WHERE user_id = %s",
                     (d["display_name"], event.stream),
                 )
             case "AvatarChanged":
@@ -75,7 +95,7 @@ class UsersProjection(EventProjection):
                 )
             case "UsernameChanged":
                 cur.execute(
-                    "UPDATE rm_users SET username = %s WHERE user_id = %s",
+                    "UPDATE rm_users SET username = coalesce(%s, username) WHERE user_id = %s",
                     (d["username"], event.stream),
                 )
             case "UserDeactivated":

@@ -133,7 +133,7 @@ def test_access_tokens_are_checked(chorus: Running) -> None:
         "other key": jwt.encode(
             {"sub": user.user_id}, "another-secret-" + "y" * 40, algorithm="HS256"
         ),
-        "alg none": jwt.encode({"sub": user.user_id, "exp": now + 60}, key=None, algorithm="none"),
+        "alg none": jwt.encode({"sub": user.user_id, "exp": now + 60}, key=None, algorithm="none"),  # type: ignore[arg-type]
         "refresh token as access": user.refresh_token,
         "tampered": user.access_token[:-3]
         + ("AAA" if not user.access_token.endswith("AAA") else "BBB"),

@@ -633,6 +633,10 @@ CASES: list[Case] = [
          body={"old_password": "not-Their-password-{nonce}",
                "new_password": "violet-Harbour-lantern-{nonce}"},
          status=_status_if_signed_in(403)),
+    # Erasure (issue 20): the caller alone, with their password (the right one is in
+    # tests/e2e/test_erasure.py: it ends the user).
+    Case("erase oneself with a wrong password", "DELETE", "/api/users/me",
+         body={"password": "not-Their-password-{nonce}"}, status=_status_if_signed_in(403)),
     Case("log out everywhere", "POST", "/api/auth/logout-all", sees=anyone,
          teardown=sign_in_again),
     # A user's whole life (issue 20): one's own profile and account only; another user is

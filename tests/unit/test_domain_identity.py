@@ -245,3 +245,21 @@ def test_nobody_adds_a_user_who_blocked_them() -> None:
     check_can_add(str(friend.id), me)
     # Blocking is one user's own choice: whom I block may still be added by me.
     check_can_add(str(me.id), pest)
+
+
+# -- erasure (issue 20) ---------------------------------------------------------------------
+
+
+def test_a_user_is_erased_by_themselves_or_an_operator_once() -> None:
+    user_id = uuid4()
+    for actor in (str(user_id), None):
+        user = User.register(user_id, "erin", None, by(str(user_id)))
+        user.collect_events()
+        with refused(PermissionDenied):
+            user.erase(["profile"], by(str(uuid4())))
+        assert not user.erased
+        user.erase(["profile", "messages"], by(actor))
+        recorded(user, "UserErased", by(actor), kinds=["profile", "messages"])
+        assert user.erased
+        with refused(NotFound):
+            user.erase(["profile"], by(actor))
