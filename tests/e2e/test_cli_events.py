@@ -19,6 +19,7 @@ from infrastructure.embedded_postgres import EmbeddedPostgres
 from tests.fixtures.chorus import Running, all_events, reactions_quiet, running_chorus
 from tests.fixtures.cli import MESSAGES, TIMEOUT, cli_env, populate_audit, run
 from tests.fixtures.processes import CHORUS
+from tests.fixtures.sealed import opened
 
 
 def events(database_url: str, *args: str) -> list[dict[str, Any]]:
@@ -153,20 +154,27 @@ def test_verify_passes_then_names_the_tampered_position(
         ok = run(url, "verify")
         assert ok.returncode == 0, ok.stdout + ok.stderr
         assert f"ok: {count} events verified" in ok.stdout
-        head_position, head_hash = ok.stdout.split("head position ")[1].split(" hash ")
+        # The first line (the next counts shredded events, issue 20).
+        first = ok.stdout.splitlines()[0]
+        head_position, head_hash = first.split("head position ")[1].split(" hash ")
         published = f"{head_position}:{head_hash.strip()}"
         assert run(url, "verify", "--expect", published).returncode == 0
 
         # One stored event's bytes altered in SQL.
-        (target,) = _sql(
+        sent = _sql(
             url,
-            "SELECT notification_id FROM chorus_events"
-            " WHERE convert_from(state, 'UTF8')::jsonb ->> 'text' = 'm7'",
-        )[0]
+            "SELECT notification_id, convert_from(state, 'UTF8')::jsonb -> 'text'"
+            " FROM chorus_events WHERE topic LIKE '%%MessageSent' ORDER BY notification_id",
+        )
+        texts = opened(url, "text", [text for _, text in sent])
+        (target,) = [
+            position for (position, _), text in zip(sent, texts, strict=True) if text == "m7"
+        ]
         with psycopg.connect(url, autocommit=True) as conn:
+            # The text is stored sealed (issue 20): the field's name is what is rewritten.
             conn.execute(
                 "UPDATE chorus_events SET state = convert_to(replace(convert_from(state, 'UTF8'),"
-                " '\"m7\"', '\"m8\"'), 'UTF8') WHERE notification_id = %s",
+                " '\"text\":', '\"text\" :'), 'UTF8') WHERE notification_id = %s",
                 (target,),
             )
         bad = run(url, "verify")
@@ -178,7 +186,7 @@ def test_verify_passes_then_names_the_tampered_position(
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(
                 "UPDATE chorus_events SET state = convert_to(replace(convert_from(state, 'UTF8'),"
-                " '\"m8\"', '\"m7\"'), 'UTF8') WHERE notification_id = %s",
+                " '\"text\" :', '\"text\":'), 'UTF8') WHERE notification_id = %s",
                 (target,),
             )
         assert run(url, "verify").returncode == 0
