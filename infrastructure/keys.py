@@ -158,12 +158,12 @@ class KeyRing(Cipher):
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            # A key row need not wait for its own flush: the event it is for commits after
-            # it, and that commit's flush carries every earlier record of the WAL, the key
-            # row's commit included. Without it each sealed event paid a second fsync.
-            self._conn = psycopg.connect(
-                self.database_url, autocommit=True, options="-c synchronous_commit=off"
-            )
+            # A key row waits for its own flush. Were it committed without one, a PostgreSQL
+            # crash could lose it while the event's insert, retried on the restarted server
+            # with the same sealed bytes, is stored: an event whose key never existed
+            # (tests/e2e/test_faults.py, the crash during appends). Inserting the key rows in
+            # the event's own transaction would save this second flush; not built yet.
+            self._conn = psycopg.connect(self.database_url, autocommit=True)
         return self._conn
 
     def close(self) -> None:
