@@ -50,6 +50,7 @@ from tests.fixtures.polling import wait_until
 from tests.fixtures.processes import ChorusProcess, processes, start_all
 from tests.fixtures.read_models import read_model_rows
 from tests.fixtures.relays import TcpRelay, shut
+from tests.fixtures.sealed import keys_for
 from tests.fixtures.servers import RedisServer, _free_port, new_database
 from tests.fixtures.signals import crosses
 
@@ -520,9 +521,12 @@ def test_kill_9_inside_a_projection_batch_resumes_exactly_once(
         # Every read model equals a rebuild from position 0 of the same log.
         a2.stop()
         live = read_model_rows(url)
-        with ConnectionPool(
-            url, min_size=1, max_size=2, kwargs={"autocommit": True, "row_factory": dict_row}
-        ) as pool:
+        with (
+            keys_for(url),
+            ConnectionPool(
+                url, min_size=1, max_size=2, kwargs={"autocommit": True, "row_factory": dict_row}
+            ) as pool,
+        ):
             rebuilder = ProjectionRunner(pool, url, all_projections())
             with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur:
                 rebuilder.drop_tables(cur)
