@@ -106,10 +106,12 @@ def test_passwords_are_only_argon2id_hashes_in_every_table(chorus: Running) -> N
     for secret in (user_password, join_password):
         assert _tables_holding(chorus.database_url, secret) == set()
     # The same search finds what is meant to be there (so it reads every kind of column):
-    # the username in the log (bytea) and in the users read model (text).
-    assert {"public.chorus_events", "public.rm_users"} <= _tables_holding(
-        chorus.database_url, owner.username
+    # the workspace's name in the log (bytea) and in its read model (text), the username in
+    # the users read model (in the log it is sealed, issue 20).
+    assert {"public.chorus_events", "public.rm_workspaces"} <= _tables_holding(
+        chorus.database_url, "locked"
     )
+    assert "public.rm_users" in _tables_holding(chorus.database_url, owner.username)
     assert "public.chorus_credentials" in _tables_holding(
         chorus.database_url, hashes[owner.user_id]
     )

@@ -106,7 +106,17 @@ def test_projection_queries_answer_the_same_on_sync_and_async_cursors(
         (BUILTIN_ROLES[OWNER],) * 2
     )
     user, user_async = both_ways(read_pool, store_url, lambda: users.get_user(bob))
-    assert user == user_async == {"user_id": bob, "username": "bob", "display_name": "bob"}
+    assert (
+        user
+        == user_async
+        == {
+            "user_id": bob,
+            "username": "bob",
+            "display_name": "bob",
+            "avatar_url": None,
+            "deactivated": False,
+        }
+    )
     events, events_async = both_ways(
         read_pool,
         store_url,
