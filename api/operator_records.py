@@ -36,6 +36,29 @@ def reason_and_operator(args: argparse.Namespace) -> tuple[str, str] | None:
     return reason, operator
 
 
+def refused_skip(
+    what: str, name: str, known: list[str], stuck_at: int | None, position: int
+) -> bool:
+    """Whether a skip of ``what`` NAME at ``position`` must be refused (printed why): NAME is
+    unknown, not stuck, or stuck at another position. Only the event it is stuck at may be
+    skipped."""
+    if name not in known:
+        print(f"unknown {what} {name!r}: one of {', '.join(sorted(known))}", file=sys.stderr)
+        return True
+    label = "read model" if what == "read model" else "reaction"
+    if stuck_at is None:
+        print(f"{label} {name} is not stuck: nothing to skip", file=sys.stderr)
+        return True
+    if position != stuck_at:
+        print(
+            f"{label} {name} is stuck at position {stuck_at}: only that event"
+            f" can be skipped, not {position}",
+            file=sys.stderr,
+        )
+        return True
+    return False
+
+
 def append(url: str, save: Callable[[Chorus], int]) -> int:
     """Runs ``save`` on an application of its own over the store at ``url``; its answer
     (the position appended at)."""

@@ -4,14 +4,13 @@ read models, and the audited way past a stored event one of them cannot apply.""
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
 from api.log_cli import require_database_url
-from api.operator_records import append, reason_and_operator
+from api.operator_records import append, reason_and_operator, refused_skip
 from infrastructure.settings import Settings
 
 
@@ -55,21 +54,11 @@ def skip(args: argparse.Namespace, settings: Settings) -> int:
     with psycopg.connect(url, row_factory=dict_row) as conn, conn.cursor() as cur:
         positions, stuck = read_tracking(cur)
         row = cur.execute("SELECT current_user AS who").fetchone()
-    if args.name not in positions:
-        known = ", ".join(sorted(positions))
-        print(f"unknown read model {args.name!r}: one of {known}", file=sys.stderr)
-        return 2
     held = stuck.get(args.name)
-    if held is None:
-        print(f"read model {args.name} is not stuck: nothing to skip", file=sys.stderr)
+    at = None if held is None else held.position
+    if refused_skip("read model", args.name, list(positions), at, args.position):
         return 2
-    if args.position != held.position:
-        print(
-            f"read model {args.name} is stuck at position {held.position}: only that event"
-            f" can be skipped, not {args.position}",
-            file=sys.stderr,
-        )
-        return 2
+    assert held is not None
     who = f"{operator} (database role {row['who'] if row else '?'})"
     from application.read_model_skips import record_skip
 

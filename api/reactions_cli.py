@@ -4,14 +4,13 @@ which one is stuck, and the audited way past the event a stuck one cannot handle
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from api.log_cli import require_database_url
-from api.operator_records import append, reason_and_operator
+from api.operator_records import append, reason_and_operator, refused_skip
 from infrastructure.reaction_log import ReactionLog
 from infrastructure.settings import Settings
 
@@ -59,20 +58,10 @@ def skip(args: argparse.Namespace, settings: Settings) -> int:
         with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             row = cur.execute("SELECT current_user AS who").fetchone()
     held = states.get(args.name)
-    if held is None:
-        known = ", ".join(sorted(states))
-        print(f"unknown reaction policy {args.name!r}: one of {known}", file=sys.stderr)
+    at = None if held is None else held.stuck_position
+    if refused_skip("reaction policy", args.name, list(states), at, args.position):
         return 2
-    if held.stuck_position is None:
-        print(f"reaction {args.name} is not stuck: nothing to skip", file=sys.stderr)
-        return 2
-    if args.position != held.stuck_position:
-        print(
-            f"reaction {args.name} is stuck at position {held.stuck_position}: only that event"
-            f" can be skipped, not {args.position}",
-            file=sys.stderr,
-        )
-        return 2
+    assert held is not None and held.stuck_position is not None
     from application.read_model_skips import record_reaction_skip
 
     who = f"{operator} (database role {row['who'] if row else '?'})"
