@@ -126,6 +126,8 @@ class Settings:
     # and the time past which a request is logged as slow (0: never).
     log_format: str = "auto"
     slow_request_s: float = 1.0
+    # OpenTelemetry traces to this OTLP/HTTP collector (infrastructure/tracing.py); None: off.
+    otlp_endpoint: str | None = None
 
     # -- outgoing webhooks (issue 19): see docs/API.md, "Outgoing webhooks" -------------------
     # Off by default: webhook URLs must be https and reach public addresses only.
@@ -208,6 +210,7 @@ class Settings:
             metrics=_choice(env, "CHORUS_METRICS", METRICS_MODES),
             log_format=_choice(env, "CHORUS_LOG_FORMAT", LOG_FORMATS),
             slow_request_s=_float(env, "CHORUS_SLOW_REQUEST_S", 1.0, 0.0, 3600.0),
+            otlp_endpoint=_otlp_endpoint(env),
             refresh_token_ttl_s=_int(
                 env, "CHORUS_REFRESH_TOKEN_TTL_S", 30 * 24 * 3600, 300, 365 * 24 * 3600
             ),
@@ -345,6 +348,18 @@ def _choice(env: _Env, name: str, choices: tuple[str, ...]) -> str:
         env.problem(f"{name} must be one of {', '.join(choices)}, not {raw!r:.40}")
         return choices[0]
     return raw
+
+
+def _otlp_endpoint(env: _Env) -> str | None:
+    """``CHORUS_OTLP_ENDPOINT``, else OpenTelemetry's own ``OTEL_EXPORTER_OTLP_ENDPOINT``."""
+    found: list[str] = []
+    for name in ("CHORUS_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        value = env.get(name) or None
+        if value is not None and not value.startswith(("http://", "https://")):
+            env.problem(f"{name} must be an http:// or https:// URL (an OTLP/HTTP collector)")
+        elif value is not None:
+            found.append(str(value))
+    return found[0] if found else None
 
 
 def _bool(env: _Env, name: str, default: bool) -> bool:

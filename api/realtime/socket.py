@@ -29,7 +29,7 @@ from domain.base import Cause
 from domain.errors import DomainError, InvalidValue, NotAMember
 from domain.scopes import StreamScope
 from domain.workspaces import Workspace
-from infrastructure import metrics
+from infrastructure import metrics, tracing
 from infrastructure.tokens import AccessClaims, InvalidToken
 from projections.log import (
     max_position,
@@ -523,7 +523,15 @@ class Connection:
                 admitted = await anyio.to_thread.run_sync(sub.admits, d)
             if admitted:
                 metrics.DELIVERED.inc()
-                await self.send(frames.event(sub.name, d.envelope))
+                if d.trace is None:
+                    await self.send(frames.event(sub.name, d.envelope))
+                else:
+                    with tracing.span(
+                        "chorus.ws.deliver",
+                        parent=d.trace,
+                        attributes={"chorus.position": position, "chorus.user_id": self.user_id},
+                    ):
+                        await self.send(frames.event(sub.name, d.envelope))
             sub.last = position
         return True
 
