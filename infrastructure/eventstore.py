@@ -1,6 +1,9 @@
 """The PostgreSQL event store: eventsourcing's recorder, plus what must commit with events.
 
-Two things are written in the same transaction as a command's events:
+Three things are written in the same transaction as a command's events:
+- the data keys their personal fields are sealed under (infrastructure/keys.py): an event
+  must never be stored without its key (it would be unreadable), nor need a key be kept
+  for an event that was not stored;
 - its idempotency record (so a retry finds the first result, even after a crash or when two
   retries race: the primary key lets only one of them commit), and
 - credentials (password hashes), which must not exist without their events or vice versa;
@@ -45,7 +48,9 @@ from psycopg.sql import SQL, Identifier
 
 from infrastructure import metrics
 from infrastructure.chain import CHAIN_TABLE, GENESIS, link, record_bytes
+from infrastructure.keys import INSERT_KEYS, key_rows
 from infrastructure.reaction_tracking import ADVANCE, MarkMoved, Move, advance_params
+from infrastructure.serialisation import keys_of
 
 APPLICATION_NAME = "Chorus"
 EVENTS_TABLE = "chorus_events"
@@ -236,6 +241,12 @@ class ChorusRecorder(PostgresApplicationRecorder):
             ),
             prepare=True,
         )
+        # The data keys of the events' sealed fields (infrastructure/keys.py), in the
+        # events' own transaction: both are stored, or neither. One statement a batch.
+        made = keys_of(stored_events)
+        if made:
+            # A cursor of its own: ``curs`` is read for the positions below.
+            curs.connection.execute(INSERT_KEYS, key_rows(made), prepare=True)
         pipeline.sync()  # the positions come back (or the conflict is raised) here
         ids = [int(row["notification_id"]) for row in curs.fetchall()]
         if len(ids) != len(stored_events):
