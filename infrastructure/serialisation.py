@@ -61,6 +61,11 @@ PERSONAL: dict[str, Personal] = {
     "UsernameChanged": Personal(("username", "previous"), owner=STREAM),
 }
 
+# Events whose storing erases the personal data of their own stream: the data keys of that
+# subject are destroyed in the same transaction (infrastructure/eventstore.py), so the text
+# reads as erased from the moment the event is visible, and never after a failed write.
+SHREDS: frozenset[str] = frozenset({"MessageTextErased"})
+
 # Text-like fields that are not personal data, and why (the class test requires a reason).
 NOT_PERSONAL: dict[str, dict[str, str]] = {
     "UserReactivated": {"reactivated_by": "an operator's login, as ProjectionEventSkipped's"},
@@ -141,12 +146,19 @@ class SealedStoredEvent(StoredEvent):
     transaction leaves neither and a committed one both."""
 
     keys: tuple[NewKey, ...] = ()
+    # Subjects whose data keys storing this event destroys (``SHREDS``).
+    erases: tuple[UUID, ...] = ()
 
 
 def keys_of(stored_events: Sequence[StoredEvent]) -> list[NewKey]:
     """The data keys the stored events' sealed fields were sealed under, to be stored with
     them."""
     return [k for e in stored_events if isinstance(e, SealedStoredEvent) for k in e.keys]
+
+
+def erasures_of(stored_events: Sequence[StoredEvent]) -> list[UUID]:
+    """The subjects whose keys storing these events destroys."""
+    return [s for e in stored_events if isinstance(e, SealedStoredEvent) for s in e.erases]
 
 
 @cache
@@ -216,6 +228,11 @@ class MsgspecMapper(Mapper[UUID]):
         if made is not None:
             return SealedStoredEvent(
                 originator_id, originator_version, topic, _encoder.encode(state), keys=(made,)
+            )
+        if self.keys is not None and type(domain_event).__name__ in SHREDS:
+            subject = originator_id if isinstance(originator_id, UUID) else UUID(originator_id)
+            return SealedStoredEvent(
+                originator_id, originator_version, topic, _encoder.encode(state), erases=(subject,)
             )
         return StoredEvent(
             originator_id=originator_id,
