@@ -61,10 +61,11 @@ PERSONAL: dict[str, Personal] = {
     "UsernameChanged": Personal(("username", "previous"), owner=STREAM),
 }
 
-# Events whose storing erases the personal data of their own stream: the data keys of that
-# subject are destroyed in the same transaction (infrastructure/eventstore.py), so the text
-# reads as erased from the moment the event is visible, and never after a failed write.
-SHREDS: frozenset[str] = frozenset({"MessageTextErased"})
+# Events whose storing erases the personal data of their own stream when the named field is
+# true: the data keys of that subject are destroyed in the same transaction
+# (infrastructure/eventstore.py), so the text reads as erased from the moment the event is
+# visible, and never after a failed write.
+SHREDS: dict[str, str] = {"MessageDeleted": "text_erased"}
 
 # Text-like fields that are not personal data, and why (the class test requires a reason).
 NOT_PERSONAL: dict[str, dict[str, str]] = {
@@ -229,7 +230,8 @@ class MsgspecMapper(Mapper[UUID]):
             return SealedStoredEvent(
                 originator_id, originator_version, topic, _encoder.encode(state), keys=(made,)
             )
-        if self.keys is not None and type(domain_event).__name__ in SHREDS:
+        shreds = SHREDS.get(type(domain_event).__name__)
+        if self.keys is not None and shreds is not None and state.get(shreds):
             subject = originator_id if isinstance(originator_id, UUID) else UUID(originator_id)
             return SealedStoredEvent(
                 originator_id, originator_version, topic, _encoder.encode(state), erases=(subject,)
