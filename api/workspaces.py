@@ -33,6 +33,7 @@ from application.commands import (
     ReorderRoles,
     RevokeInvite,
     RevokeRole,
+    SetDeletedMeansErased,
     TransferWorkspace,
     UnbanMember,
 )
@@ -93,6 +94,10 @@ class VisibilityBody(msgspec.Struct, forbid_unknown_fields=True):
     visibility: Literal["public", "private"]
     # A public workspace's join password; left out: none (the old one stops working).
     password: Annotated[str, msgspec.Meta(max_length=MAX_PASSWORD)] | None = None
+
+
+class DeletedMeansErasedBody(msgspec.Struct, forbid_unknown_fields=True):
+    enabled: bool
 
 
 class TransferBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -446,6 +451,22 @@ class WorkspaceLifecycleController(Controller):
         cmd = ChangeWorkspaceVisibility(
             workspace_id=ws, visibility=data.visibility, password=data.password
         )
+        return reply(await execute(request, cmd, request.user), Written)
+
+    @put(
+        "/{ws:str}/settings/deleted-means-erased",
+        operation_id="SetDeletedMeansErased",
+        status_code=200,
+        responses=WRITE_ERRORS,
+    )
+    async def deleted_means_erased(
+        self, request: Req, ws: FromPath[str], data: JSONBody[DeletedMeansErasedBody]
+    ) -> Response[Written]:
+        """Whether deleting a message erases its text (issue 20; needs
+        ``manage_workspace``; on by default): on, a deletion destroys the keys of every text
+        the message had, and the text reads as erased on every read path, audits and time
+        travel included; off, a deletion only hides it from members."""
+        cmd = SetDeletedMeansErased(workspace_id=ws, enabled=data.enabled)
         return reply(await execute(request, cmd, request.user), Written)
 
     @post(

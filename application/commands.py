@@ -89,6 +89,13 @@ class RenameWorkspace(Command, frozen=True):
     name: str
 
 
+class SetDeletedMeansErased(Command, frozen=True):
+    """Issue 20: whether deleting a message in the workspace erases its text."""
+
+    workspace_id: str
+    enabled: bool
+
+
 class ChangeWorkspaceVisibility(Command, frozen=True):
     workspace_id: str
     visibility: str

@@ -24,6 +24,7 @@ from application.commands import (
     ReorderRoles,
     RevokeInvite,
     RevokeRole,
+    SetDeletedMeansErased,
     TransferWorkspace,
     UnbanMember,
 )
@@ -174,6 +175,15 @@ def revoke_role(app: DecisionContext, cmd: RevokeRole, cause: Cause) -> Decision
 def rename_workspace(app: DecisionContext, cmd: RenameWorkspace, cause: Cause) -> Decision:
     workspace = _member_workspace(app, cmd.workspace_id, cause.actor)
     workspace.rename(cmd.name, cause)
+    return Decision([workspace])
+
+
+@HANDLERS.on(SetDeletedMeansErased)
+def set_deleted_means_erased(
+    app: DecisionContext, cmd: SetDeletedMeansErased, cause: Cause
+) -> Decision:
+    workspace = _member_workspace(app, cmd.workspace_id, cause.actor)
+    workspace.set_deleted_means_erased(cmd.enabled, cause)
     return Decision([workspace])
 
 

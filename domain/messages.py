@@ -152,15 +152,20 @@ class Message(ChorusAggregate):
 
     @caused
     def delete(self, channel: Channel, workspace: Workspace | None, cause: Cause) -> None:
+        """Deletes the message. Where "deleted means erased" (the workspace's setting, on
+        unless turned off; always for a channel outside a workspace) the deletion says so
+        (``text_erased``), and storing it destroys the data keys of every text the message
+        had (infrastructure/serialisation.py: ``SHREDS``)."""
         actor = cause.actor
         channel.check_can_view(actor, workspace)
         self._check_not_deleted()
         if actor != self.author_id:
             channel.check_can_moderate(actor, workspace)
-        self._deleted()
+        self._deleted(text_erased=workspace is None or workspace.deleted_means_erased)
 
     @event("MessageDeleted")
-    def _deleted(self) -> None:
+    def _deleted(self, text_erased: bool | None = None) -> None:
+        # None: deleted before the setting existed (nothing was erased then).
         self.deleted = True
         self.text = ""
 

@@ -513,6 +513,27 @@ class Workspace(ChorusAggregate):
     def _deleted(self) -> None:
         self.is_deleted = True
 
+    # -- "deleted means erased" (issue 20, crypto-shredding) --------------------------------
+
+    @property
+    def deleted_means_erased(self) -> bool:
+        """Whether deleting a message in this workspace erases its text (destroys its data
+        keys), rather than only hiding it. On unless an admin turned it off; workspaces (and
+        snapshots) from before the setting existed have it on."""
+        return bool(self.__dict__.get("deletion_erases", True))
+
+    @caused
+    def set_deleted_means_erased(self, enabled: bool, cause: Cause) -> None:
+        actor = _actor(cause)
+        self.check_permission(actor, "manage_workspace")
+        if enabled == self.deleted_means_erased:
+            raise Conflict(f"deleted means erased is already {'on' if enabled else 'off'}")
+        self._deletion_erasure_changed(enabled=enabled)
+
+    @event("DeletionErasureChanged")
+    def _deletion_erasure_changed(self, enabled: bool) -> None:
+        self.deletion_erases = enabled
+
     # -- invites: listing is the read model's; revoking is here ------------------------------
 
     @caused

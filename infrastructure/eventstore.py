@@ -1,6 +1,10 @@
 """The PostgreSQL event store: eventsourcing's recorder, plus what must commit with events.
 
-Two things are written in the same transaction as a command's events:
+Three things are written in the same transaction as a command's events:
+- the data keys their personal fields are sealed under (infrastructure/keys.py): an event
+  must never be stored without its key (it would be unreadable), nor need a key be kept
+  for an event that was not stored; and the keys an event erases (a deleted message's),
+  destroyed as it is stored;
 - its idempotency record (so a retry finds the first result, even after a crash or when two
   retries race: the primary key lets only one of them commit), and
 - credentials (password hashes), which must not exist without their events or vice versa;
@@ -45,7 +49,9 @@ from psycopg.sql import SQL, Identifier
 
 from infrastructure import metrics, tracing
 from infrastructure.chain import CHAIN_TABLE, GENESIS, link, record_bytes
+from infrastructure.keys import INSERT_KEYS, erase_statement, key_rows
 from infrastructure.reaction_tracking import ADVANCE, MarkMoved, Move, advance_params
+from infrastructure.serialisation import erasures_of, keys_of
 
 APPLICATION_NAME = "Chorus"
 EVENTS_TABLE = "chorus_events"
@@ -278,6 +284,16 @@ class ChorusRecorder(PostgresApplicationRecorder):
             ),
             prepare=True,
         )
+        # The data keys of the events' sealed fields (infrastructure/keys.py), in the
+        # events' own transaction: both are stored, or neither. One statement a batch.
+        made = keys_of(stored_events)
+        if made:
+            # A cursor of its own: ``curs`` is read for the positions below.
+            curs.connection.execute(INSERT_KEYS, key_rows(made), prepare=True)
+        # After them: a batch may hold a message's text and the deletion erasing it.
+        erased = erasures_of(stored_events)
+        if erased:
+            curs.connection.execute(*erase_statement(erased, []))
         pipeline.sync()  # the positions come back (or the conflict is raised) here
         ids = [int(row["notification_id"]) for row in curs.fetchall()]
         if len(ids) != len(stored_events):

@@ -13,8 +13,9 @@ a fingerprint, so ``chorus rotate-master-key`` re-wraps every row under a new ma
 one transaction, and a row a wrong key wrapped is refused rather than misread.
 
 A key per event (not per subject) costs a row per sealed event, and spares the write path a
-lookup: a new event's key is made, not found. Erasing a user's 10,000 messages is one UPDATE
-through the owner index.
+lookup: a new event's key is made, not found, and its row is inserted by the recorder in the
+event's own transaction (one statement for a batch's keys). Erasing a user's 10,000 messages
+is one UPDATE through the owner index.
 """
 
 from __future__ import annotations
@@ -123,6 +124,37 @@ def _aad(key_id: UUID, field: str) -> bytes:
 
 
 @dataclass(frozen=True)
+class NewKey:
+    """A data key made for an event about to be stored, and its row as it will be stored."""
+
+    key_id: UUID
+    key: bytes
+    subject_id: UUID
+    owner_id: UUID | None
+    master_id: str
+    wrapped: bytes
+
+
+# Every key row of a batch in one statement, columns as binary arrays.
+INSERT_KEYS = (
+    f"INSERT INTO {KEYS_TABLE} (key_id, subject_id, owner_id, master_id, wrapped)"
+    " SELECT * FROM unnest(%b::uuid[], %b::uuid[], %b::uuid[], %b::text[], %b::bytea[])"
+)
+
+
+def key_rows(made: Iterable[NewKey]) -> tuple[list[Any], ...]:
+    """``INSERT_KEYS``'s parameters for ``made``."""
+    rows = list(made)
+    return (
+        [k.key_id for k in rows],
+        [k.subject_id for k in rows],
+        [k.owner_id for k in rows],
+        [k.master_id for k in rows],
+        [k.wrapped for k in rows],
+    )
+
+
+@dataclass(frozen=True)
 class Erased:
     """What an erasure destroyed: key rows, and the subjects and owners named."""
 
@@ -158,11 +190,8 @@ class KeyRing(Cipher):
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            # A key row waits for its own flush. Were it committed without one, a PostgreSQL
-            # crash could lose it while the event's insert, retried on the restarted server
-            # with the same sealed bytes, is stored: an event whose key never existed
-            # (tests/e2e/test_faults.py, the crash during appends). Inserting the key rows in
-            # the event's own transaction would save this second flush; not built yet.
+            # Reads, erasures and keys stored outside an event's transaction (``new_keys``):
+            # events' keys travel in the events' own transaction.
             self._conn = psycopg.connect(self.database_url, autocommit=True)
         return self._conn
 
@@ -173,26 +202,27 @@ class KeyRing(Cipher):
                 self._conn = None
         _RINGS.discard(self)
 
+    def make_keys(self, subjects: Iterable[tuple[UUID, UUID | None]]) -> list[NewKey]:
+        """A new data key for each (subject, owner), wrapped, not stored: the recorder
+        inserts their rows in the transaction of the events sealed under them
+        (infrastructure/eventstore.py), so an event is never stored without its key, nor a
+        key kept for an event that was not. No I/O."""
+        made = []
+        for subject, owner in subjects:
+            key_id, key = uuid4(), os.urandom(KEY_BYTES)
+            wrapped = _wrap(self.master, key_id, key)
+            made.append(NewKey(key_id, key, subject, owner, self.master_id, wrapped))
+        return made
+
     def new_keys(self, subjects: Iterable[tuple[UUID, UUID | None]]) -> list[tuple[UUID, bytes]]:
-        """A new data key for each (subject, owner), stored wrapped before it is used: a key
-        row without its event is harmless, an event without its key would be unreadable."""
-        made = [(uuid4(), os.urandom(KEY_BYTES), s, o) for s, o in subjects]
+        """``make_keys`` stored at once, in a transaction of their own (tools and tests that
+        seal outside an event's transaction)."""
+        made = self.make_keys(subjects)
         if not made:
             return []
         with self._lock:
-            self._connection().execute(
-                f"INSERT INTO {KEYS_TABLE} (key_id, subject_id, owner_id, master_id, wrapped)"
-                " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::text[],"
-                " %s::bytea[])",
-                (
-                    [k for k, _, _, _ in made],
-                    [s for _, _, s, _ in made],
-                    [o for _, _, _, o in made],
-                    [self.master_id] * len(made),
-                    [_wrap(self.master, k, key) for k, key, _, _ in made],
-                ),
-            )
-        return [(k, key) for k, key, _, _ in made]
+            self._connection().execute(INSERT_KEYS, key_rows(made))
+        return [(k.key_id, k.key) for k in made]
 
     def keys(self, key_ids: Iterable[UUID]) -> dict[UUID, bytes | None]:
         """The data keys this ring holds among ``key_ids``: bytes, or None for an erased key.

@@ -14,6 +14,7 @@ stays readable in SQL. Reading opens them again, or gives None once their key is
 from __future__ import annotations
 
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, ClassVar, get_origin
@@ -24,7 +25,7 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 from eventsourcing.utils import get_topic, resolve_topic
 
-from infrastructure.keys import KeyRing, open_states, seal
+from infrastructure.keys import KeyRing, NewKey, open_states, seal
 
 # Kept in the record's own columns, not in its JSON state.
 _COLUMNS = ("originator_id", "originator_version")
@@ -59,6 +60,12 @@ PERSONAL: dict[str, Personal] = {
     "AvatarChanged": Personal(("avatar_url",), owner=STREAM),
     "UsernameChanged": Personal(("username", "previous"), owner=STREAM),
 }
+
+# Events whose storing erases the personal data of their own stream when the named field is
+# true: the data keys of that subject are destroyed in the same transaction
+# (infrastructure/eventstore.py), so the text reads as erased from the moment the event is
+# visible, and never after a failed write.
+SHREDS: dict[str, str] = {"MessageDeleted": "text_erased"}
 
 # Text-like fields that are not personal data, and why (the class test requires a reason).
 NOT_PERSONAL: dict[str, dict[str, str]] = {
@@ -133,6 +140,28 @@ NOT_PERSONAL: dict[str, dict[str, str]] = {
 }
 
 
+@dataclass(frozen=True)
+class SealedStoredEvent(StoredEvent):
+    """A stored event with the data keys its sealed fields need: the recorder stores their
+    rows in the event's own transaction (infrastructure/eventstore.py), so a failed
+    transaction leaves neither and a committed one both."""
+
+    keys: tuple[NewKey, ...] = ()
+    # Subjects whose data keys storing this event destroys (``SHREDS``).
+    erases: tuple[UUID, ...] = ()
+
+
+def keys_of(stored_events: Sequence[StoredEvent]) -> list[NewKey]:
+    """The data keys the stored events' sealed fields were sealed under, to be stored with
+    them."""
+    return [k for e in stored_events if isinstance(e, SealedStoredEvent) for k in e.keys]
+
+
+def erasures_of(stored_events: Sequence[StoredEvent]) -> list[UUID]:
+    """The subjects whose keys storing these events destroys."""
+    return [s for e in stored_events if isinstance(e, SealedStoredEvent) for s in e.erases]
+
+
 @cache
 def state_type(event_class: type[Any]) -> type[msgspec.Struct]:
     """A msgspec Struct with the event class's fields, for typed decoding."""
@@ -191,27 +220,40 @@ class MsgspecMapper(Mapper[UUID]):
     def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
         state = dict(vars(domain_event))
         personal = PERSONAL.get(type(domain_event).__name__)
+        made = None
         if personal is not None and self.keys is not None:
-            self._seal(state, personal)
+            made = self._seal(state, personal)
         originator_id = state.pop("originator_id")
         originator_version = state.pop("originator_version")
+        topic = get_topic(type(domain_event))
+        if made is not None:
+            return SealedStoredEvent(
+                originator_id, originator_version, topic, _encoder.encode(state), keys=(made,)
+            )
+        shreds = SHREDS.get(type(domain_event).__name__)
+        if self.keys is not None and shreds is not None and state.get(shreds):
+            subject = originator_id if isinstance(originator_id, UUID) else UUID(originator_id)
+            return SealedStoredEvent(
+                originator_id, originator_version, topic, _encoder.encode(state), erases=(subject,)
+            )
         return StoredEvent(
             originator_id=originator_id,
             originator_version=originator_version,
-            topic=get_topic(type(domain_event)),
+            topic=topic,
             state=_encoder.encode(state),
         )
 
-    def _seal(self, state: dict[str, Any], personal: Personal) -> None:
+    def _seal(self, state: dict[str, Any], personal: Personal) -> NewKey | None:
         present = [f for f in personal.fields if state.get(f) is not None]
         if not present or self.keys is None:
-            return
+            return None
         owner = state.get(personal.owner)
-        ((key_id, key),) = self.keys.new_keys(
+        (made,) = self.keys.make_keys(
             [(state["originator_id"], None if owner is None else UUID(str(owner)))]
         )
         for field in present:
-            state[field] = seal(key_id, key, field, state[field])
+            state[field] = seal(made.key_id, made.key, field, state[field])
+        return made
 
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
         cls = resolve_topic(stored_event.topic)

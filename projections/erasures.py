@@ -2,9 +2,10 @@
 
 Keeping no table of its own, it runs ``infrastructure.keys.erase_statement`` in the runner's
 transaction for each ``UserErased`` (the user's keys and those of every subject they own:
-their messages): exactly once with its tracking position, again on a rebuild (a key already
-destroyed stays so), and with no window in which a crash between the command and the key
-store leaves the data readable for good.
+their messages) and each ``MessageDeleted`` that erased its text (``text_erased``): exactly once
+with its tracking position, again on a rebuild (a key already destroyed stays so), and with
+no window in which a crash between the command and the key store leaves the data readable
+for good.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ class ErasuresProjection(EventProjection):
     name = "erasures"
     tables = ()
     create_sql = "SELECT 1"
-    handles = frozenset({"UserErased"})
+    handles = frozenset({"UserErased", "MessageDeleted"})
 
     def apply(self, cur: Cursor[Any], event: LogEvent) -> None:
-        cur.execute(*erase_statement([event.stream], [event.stream]))
+        if event.type == "MessageDeleted":
+            if not event.data.get("text_erased"):
+                return
+            # Destroyed when the event was stored (infrastructure/eventstore.py); again here
+            # for a key store restored from before it.
+            cur.execute(*erase_statement([event.stream], []))
+        else:
+            cur.execute(*erase_statement([event.stream], [event.stream]))
