@@ -16,6 +16,7 @@ from api.documents import DocumentController
 from api.erasure import ErasureController
 from api.notifications import NotificationController
 from api.read_state import ReadStateController
+from api.retention import RetentionController
 from api.users import ProfileController, UserController
 from api.webhooks import WebhookController
 from api.workspaces import InviteController, WorkspaceController, WorkspaceLifecycleController
@@ -29,6 +30,7 @@ from application import (
     notifications,
     presence,
     read_markers,
+    retention,
     webhooks,
     workspaces,
 )
@@ -52,6 +54,7 @@ from projections.erasures import ErasuresProjection
 from projections.notifications import NotificationsProjection
 from projections.presence import PresenceProjection
 from projections.read_state import ReadStateProjection
+from projections.retention import RetentionProjection
 from projections.timelines import TimelinesProjection
 from projections.users import UsersProjection
 from projections.webhooks import WebhooksProjection
@@ -129,6 +132,15 @@ ERASURE = Context(
     read_models=(ErasuresProjection,),
     routes=(ErasureController,),
 )
+# Issue 20: per-workspace retention (its events are the workspace's; its worker is in
+# application/retention.py, started by api/bootstrap.py).
+RETENTION = Context(
+    "retention",
+    aggregates=(),
+    handlers=retention.HANDLERS,
+    read_models=(RetentionProjection,),
+    routes=(RetentionController,),
+)
 INSTANCE = Context(
     "instance",
     aggregates=(Instance, ReadModelSkip, ReactionSkip),
@@ -147,6 +159,7 @@ CONTEXTS = Catalogue(
         READ_STATE,
         WEBHOOKS,
         ERASURE,
+        RETENTION,
         INSTANCE,
     )
 )
