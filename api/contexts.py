@@ -14,6 +14,7 @@ from api.catalogue import Catalogue, Context
 from api.channels import ChannelController
 from api.documents import DocumentController
 from api.erasure import ErasureController
+from api.erasure_audit import ErasureAuditController
 from api.notifications import NotificationController
 from api.read_state import ReadStateController
 from api.retention import RetentionController
@@ -50,6 +51,7 @@ from domain.workspaces import Workspace
 from projections.base import Projection
 from projections.channels import ChannelsProjection
 from projections.documents import DocumentsProjection
+from projections.erasure_audit import ErasureAuditProjection
 from projections.erasures import ErasuresProjection
 from projections.notifications import NotificationsProjection
 from projections.presence import PresenceProjection
@@ -129,8 +131,8 @@ ERASURE = Context(
     "erasure",
     aggregates=(),
     handlers=erasure.HANDLERS,
-    read_models=(ErasuresProjection,),
-    routes=(ErasureController,),
+    read_models=(ErasuresProjection, ErasureAuditProjection),
+    routes=(ErasureController, ErasureAuditController),
 )
 # Issue 20: per-workspace retention (its events are the workspace's; its worker is in
 # application/retention.py, started by api/bootstrap.py).

@@ -887,6 +887,8 @@ CASES: list[Case] = [
     Case("verify the log", "GET", "/api/audit/verify", sees=anyone, may=nobody),
     Case("verify the read models", "POST", "/api/audit/verify-read-models", sees=anyone,
          may=nobody),
+    # Issue 20: the erasure trail, as global (tests/e2e/test_erasure_audit.py: an auditor's).
+    Case("list the erasures", "GET", "/api/audit/erasures", sees=anyone, may=nobody),
 ]  # fmt: skip
 
 
