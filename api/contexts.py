@@ -14,8 +14,10 @@ from api.catalogue import Catalogue, Context
 from api.channels import ChannelController
 from api.documents import DocumentController
 from api.erasure import ErasureController
+from api.erasure_audit import ErasureAuditController
 from api.notifications import NotificationController
 from api.read_state import ReadStateController
+from api.retention import RetentionController
 from api.users import ProfileController, UserController
 from api.webhooks import WebhookController
 from api.workspaces import InviteController, WorkspaceController, WorkspaceLifecycleController
@@ -29,6 +31,7 @@ from application import (
     notifications,
     presence,
     read_markers,
+    retention,
     webhooks,
     workspaces,
 )
@@ -48,10 +51,12 @@ from domain.workspaces import Workspace
 from projections.base import Projection
 from projections.channels import ChannelsProjection
 from projections.documents import DocumentsProjection
+from projections.erasure_audit import ErasureAuditProjection
 from projections.erasures import ErasuresProjection
 from projections.notifications import NotificationsProjection
 from projections.presence import PresenceProjection
 from projections.read_state import ReadStateProjection
+from projections.retention import RetentionProjection
 from projections.timelines import TimelinesProjection
 from projections.users import UsersProjection
 from projections.webhooks import WebhooksProjection
@@ -126,8 +131,17 @@ ERASURE = Context(
     "erasure",
     aggregates=(),
     handlers=erasure.HANDLERS,
-    read_models=(ErasuresProjection,),
-    routes=(ErasureController,),
+    read_models=(ErasuresProjection, ErasureAuditProjection),
+    routes=(ErasureController, ErasureAuditController),
+)
+# Issue 20: per-workspace retention (its events are the workspace's; its worker is in
+# application/retention.py, started by api/bootstrap.py).
+RETENTION = Context(
+    "retention",
+    aggregates=(),
+    handlers=retention.HANDLERS,
+    read_models=(RetentionProjection,),
+    routes=(RetentionController,),
 )
 INSTANCE = Context(
     "instance",
@@ -147,6 +161,7 @@ CONTEXTS = Catalogue(
         READ_STATE,
         WEBHOOKS,
         ERASURE,
+        RETENTION,
         INSTANCE,
     )
 )

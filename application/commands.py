@@ -7,6 +7,8 @@ fields with defaults.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import msgspec
 
 
@@ -486,8 +488,27 @@ class EraseUser(Command, frozen=True):
     user_id: str
 
 
+class SetRetention(Command, frozen=True):
+    """Sets how many days a workspace keeps its messages (``null``: for ever); older ones
+    are erased by the retention worker (application/retention.py)."""
+
+    workspace_id: str
+    days: int | None
+
+
+class ApplyRetention(Command, frozen=True):
+    """A retention run (the server's worker, never a client): erases the messages sent in
+    ``[since, cutoff)`` in a workspace, ``since`` being the previous run's cut-off."""
+
+    workspace_id: str
+    since: datetime | None
+    cutoff: datetime
+    message_ids: list[str]
+
+
 SERVER_ONLY: tuple[type[Command], ...] = (
     EraseUser,
+    ApplyRetention,
     RegisterUser,
     StartSession,
     EndSession,

@@ -141,6 +141,9 @@ class Settings:
     webhook_retry_base_s: float = 10.0
     webhook_retry_max_s: float = 3600.0
     webhook_disable_after: int = 20
+    # How often the retention worker looks for messages past their workspace's retention
+    # (issue 20; application/retention.py).
+    retention_poll_s: float = 60.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -272,6 +275,7 @@ class Settings:
                 env, "CHORUS_WEBHOOK_RETRY_MAX_S", 3600.0, 0.01, 7 * 86400.0
             ),
             webhook_disable_after=_int(env, "CHORUS_WEBHOOK_DISABLE_AFTER", 20, 1, 100_000),
+            retention_poll_s=_float(env, "CHORUS_RETENTION_POLL_S", 60.0, 0.01, 86400.0),
         )
 
     def resolved_jwt_secret(self) -> str:

@@ -484,6 +484,12 @@ def victim_holds(role: str) -> Setup:
     return setup
 
 
+def retention_off(w: World, _: Actor) -> None:
+    """A retention set to the same value again is a 409: back to off after each case."""
+    path = f"/api/workspaces/{w.ids['ws']}/retention"
+    w.ok(w.api.put(path, w.user("owner"), json={"days": None}), 200, 409)
+
+
 def unblock_victim(w: World, a: Actor) -> None:
     if a.signed_in:
         path = f"/api/users/me/blocks/{w.ids['victim']}"
@@ -739,6 +745,10 @@ CASES: list[Case] = [
     # Another's invite: only above its maker's rank (the victim is a plain member).
     Case("revoke an invite", "DELETE", "/api/workspaces/{ws}/invites/{fresh}", target="ws",
          may=lambda a: "owner" in a.roles or "admin" in a.roles, setup=victims_invite),
+    # Retention (issue 20): every member may read it; manage_workspace sets it.
+    Case("read the retention", "GET", "/api/workspaces/{ws}/retention", target="ws"),
+    Case("set the retention", "PUT", "/api/workspaces/{ws}/retention", body={"days": 3650},
+         target="ws", may=holding("manage_workspace"), teardown=retention_off),
     # -- channels ---------------------------------------------------------------------------
     Case("create a channel", "POST", "/api/workspaces/{ws}/channels", body={"name": "c-{nonce}"},
          target="ws", may=holding("manage_channels"), ok=201),
@@ -877,6 +887,8 @@ CASES: list[Case] = [
     Case("verify the log", "GET", "/api/audit/verify", sees=anyone, may=nobody),
     Case("verify the read models", "POST", "/api/audit/verify-read-models", sees=anyone,
          may=nobody),
+    # Issue 20: the erasure trail, as global (tests/e2e/test_erasure_audit.py: an auditor's).
+    Case("list the erasures", "GET", "/api/audit/erasures", sees=anyone, may=nobody),
 ]  # fmt: skip
 
 
@@ -1042,6 +1054,8 @@ CROSSINGS = [
     Crossing("delete B", "owner", "DELETE", "/api/workspaces/{ws_b}", {"confirm_name": "B"}, foreign="ws_b"),
     Crossing("transfer B", "owner", "POST", "/api/workspaces/{ws_b}/transfer", {"user_id": "{victim}"}, foreign="ws_b"),
     Crossing("B's invites", "owner", "GET", "/api/workspaces/{ws_b}/invites", foreign="ws_b"),
+    Crossing("B's retention", "owner", "GET", "/api/workspaces/{ws_b}/retention", foreign="ws_b"),
+    Crossing("set B's retention", "owner", "PUT", "/api/workspaces/{ws_b}/retention", {"days": 1}, foreign="ws_b"),
     Crossing("revoke B's invite in A", "owner", "DELETE", "/api/workspaces/{ws}/invites/{invite_b}", foreign="invite_b"),
     Crossing("delete B's role in A", "owner", "DELETE", "/api/workspaces/{ws}/roles/{role_b}", foreign="role_b", worded_as_unknown=False),
     Crossing("rename B's role in A", "owner", "PATCH", "/api/workspaces/{ws}/roles/{role_b}", {"name": "x"}, foreign="role_b", worded_as_unknown=False),
