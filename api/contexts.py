@@ -15,6 +15,7 @@ from api.channels import ChannelController
 from api.documents import DocumentController
 from api.erasure import ErasureController
 from api.notifications import NotificationController
+from api.projects import ProjectController, TaskController
 from api.read_state import ReadStateController
 from api.users import ProfileController, UserController
 from api.webhooks import WebhookController
@@ -28,6 +29,7 @@ from application import (
     messages,
     notifications,
     presence,
+    projects,
     read_markers,
     webhooks,
     workspaces,
@@ -42,7 +44,9 @@ from domain.notification_preferences import NotificationPreferences
 from domain.notifications import Inbox, MessageNotices
 from domain.operations import ReactionSkip, ReadModelSkip
 from domain.presence import Session
+from domain.projects import Project
 from domain.read_markers import ReadMarkers
+from domain.tasks import Task
 from domain.webhooks import Delivery, Webhooks
 from domain.workspaces import Workspace
 from projections.base import Projection
@@ -51,6 +55,7 @@ from projections.documents import DocumentsProjection
 from projections.erasures import ErasuresProjection
 from projections.notifications import NotificationsProjection
 from projections.presence import PresenceProjection
+from projections.projects import ProjectsProjection
 from projections.read_state import ReadStateProjection
 from projections.timelines import TimelinesProjection
 from projections.users import UsersProjection
@@ -129,6 +134,14 @@ ERASURE = Context(
     read_models=(ErasuresProjection,),
     routes=(ErasureController,),
 )
+# Issue 21: projects, their workflow and their tasks (a live task board).
+PROJECTS = Context(
+    "projects",
+    aggregates=(Project, Task),
+    handlers=projects.HANDLERS,
+    read_models=(ProjectsProjection,),
+    routes=(ProjectController, TaskController),
+)
 INSTANCE = Context(
     "instance",
     aggregates=(Instance, ReadModelSkip, ReactionSkip),
@@ -147,6 +160,7 @@ CONTEXTS = Catalogue(
         READ_STATE,
         WEBHOOKS,
         ERASURE,
+        PROJECTS,
         INSTANCE,
     )
 )
