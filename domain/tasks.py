@@ -320,7 +320,11 @@ def normalise_due(value: str) -> str:
         raise InvalidValue("due is an ISO 8601 date and time with an offset") from None
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise InvalidValue("due needs a time zone offset, e.g. 2027-01-31T17:00:00+01:00")
-    utc = moment.astimezone(UTC)
+    try:
+        utc = moment.astimezone(UTC)
+    except OverflowError:
+        # Year 1 at +14:00 is before the first instant Python can name in UTC.
+        raise InvalidValue("due is out of range") from None
     if not _EARLIEST <= utc < _LATEST:
         raise InvalidValue("due is out of range")
     return utc.isoformat()
