@@ -16,6 +16,7 @@ from api.documents import DocumentController
 from api.erasure import ErasureController
 from api.erasure_audit import ErasureAuditController
 from api.notifications import NotificationController
+from api.projects import ProjectController, TaskController
 from api.read_state import ReadStateController
 from api.retention import RetentionController
 from api.users import ProfileController, UserController
@@ -30,6 +31,7 @@ from application import (
     messages,
     notifications,
     presence,
+    projects,
     read_markers,
     retention,
     webhooks,
@@ -45,7 +47,9 @@ from domain.notification_preferences import NotificationPreferences
 from domain.notifications import Inbox, MessageNotices
 from domain.operations import ReactionSkip, ReadModelSkip
 from domain.presence import Session
+from domain.projects import Project
 from domain.read_markers import ReadMarkers
+from domain.tasks import Task
 from domain.webhooks import Delivery, Webhooks
 from domain.workspaces import Workspace
 from projections.base import Projection
@@ -55,6 +59,7 @@ from projections.erasure_audit import ErasureAuditProjection
 from projections.erasures import ErasuresProjection
 from projections.notifications import NotificationsProjection
 from projections.presence import PresenceProjection
+from projections.projects import ProjectsProjection
 from projections.read_state import ReadStateProjection
 from projections.retention import RetentionProjection
 from projections.timelines import TimelinesProjection
@@ -143,6 +148,14 @@ RETENTION = Context(
     read_models=(RetentionProjection,),
     routes=(RetentionController,),
 )
+# Issue 21: projects, their workflow and their tasks (a live task board).
+PROJECTS = Context(
+    "projects",
+    aggregates=(Project, Task),
+    handlers=projects.HANDLERS,
+    read_models=(ProjectsProjection,),
+    routes=(ProjectController, TaskController),
+)
 INSTANCE = Context(
     "instance",
     aggregates=(Instance, ReadModelSkip, ReactionSkip),
@@ -162,6 +175,8 @@ CONTEXTS = Catalogue(
         WEBHOOKS,
         ERASURE,
         RETENTION,
+
+        PROJECTS,
         INSTANCE,
     )
 )
