@@ -263,6 +263,7 @@ def build_webhooks(
             OutboundPolicy(settings.webhook_allow_private, settings.webhook_allow_http),
             timeout_s=settings.webhook_timeout_s,
             max_response_bytes=settings.webhook_max_response_bytes,
+            ca_file=settings.webhook_ca_file,
         ),
         SenderLock(database_url),
         record=lambda command, cause: app.execute_now(command, cause).position,
@@ -272,4 +273,5 @@ def build_webhooks(
             settings.webhook_attempts, settings.webhook_retry_base_s, settings.webhook_retry_max_s
         ),
         disable_after=settings.webhook_disable_after,
+        max_payload_bytes=settings.webhook_max_payload_bytes,
     )

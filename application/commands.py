@@ -188,6 +188,17 @@ class OpenDirectMessage(Command, frozen=True):
     workspace_id: str | None = None
 
 
+class OpenGroupDirectMessage(Command, frozen=True):
+    """A group direct message with 2 to 9 others who each share a workspace with the caller
+    (a new one each time)."""
+
+    user_ids: list[str]
+
+
+class LeaveGroupDirectMessage(Command, frozen=True):
+    channel_id: str
+
+
 # -- identity: whom a user hears from ------------------------------------------------------
 class BlockUser(Command, frozen=True):
     user_id: str

@@ -135,6 +135,11 @@ class Settings:
     webhook_allow_http: bool = False
     webhook_timeout_s: float = 10.0
     webhook_max_response_bytes: int = 64 * 1024
+    # A larger envelope is sent with its largest data fields withheld (docs/API.md).
+    webhook_max_payload_bytes: int = 64 * 1024
+    # A PEM file of the CAs receivers' certificates are checked against, instead of the
+    # usual public ones (a private CA; the tests' own).
+    webhook_ca_file: str | None = None
     # Attempts per delivery, the first retry's delay (doubling, at most the max) and the failed
     # attempts in a row after which a webhook is disabled.
     webhook_attempts: int = 8
@@ -276,6 +281,11 @@ class Settings:
             ),
             webhook_disable_after=_int(env, "CHORUS_WEBHOOK_DISABLE_AFTER", 20, 1, 100_000),
             retention_poll_s=_float(env, "CHORUS_RETENTION_POLL_S", 60.0, 0.01, 86400.0),
+
+            webhook_max_payload_bytes=_int(
+                env, "CHORUS_WEBHOOK_MAX_PAYLOAD_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024
+            ),
+            webhook_ca_file=env.get("CHORUS_WEBHOOK_CA_FILE") or None,
         )
 
     def resolved_jwt_secret(self) -> str:

@@ -17,8 +17,9 @@ from litestar.exceptions import WebSocketDisconnect
 
 from api.bootstrap import Services
 from api.commands import run_command
-from api.errors import status_of
+from api.errors import ServiceUnavailable, status_of
 from api.logs import note_user
+from api.notifications import CLIENT_CHECKS
 from api.realtime import frames, signals
 from api.realtime.hub import Delivery, deliveries, scoped_deliveries
 from api.session_ends import SESSION_ENDED
@@ -361,9 +362,17 @@ class Connection:
             await self.send(frames.error(422, f"invalid command: {exc}", id=frame.id))
             return
         try:
-            result = await run_command(self.services, command, Cause(self.user_id, frame.id))
+            check = CLIENT_CHECKS.get(kind)
+            checked = command if check is None else await check(self.socket, self.user_id, command)
+            if checked is None:  # nothing left to do: as the route answers
+                await self.send(frames.ack(frame.id, None, {}))
+                return
+            result = await run_command(self.services, checked, Cause(self.user_id, frame.id))
         except DomainError as exc:
             await self.send(frames.error(status_of(exc), str(exc), id=frame.id))
+            return
+        except ServiceUnavailable as exc:  # a check's read models did not answer in time
+            await self.send(frames.error(503, str(exc), id=frame.id))
             return
         if result.position is not None:
             self.services.last_writes.record(self.user_id, result.position)
