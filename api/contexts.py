@@ -175,7 +175,6 @@ CONTEXTS = Catalogue(
         WEBHOOKS,
         ERASURE,
         RETENTION,
-
         PROJECTS,
         INSTANCE,
     )

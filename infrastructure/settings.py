@@ -281,7 +281,6 @@ class Settings:
             ),
             webhook_disable_after=_int(env, "CHORUS_WEBHOOK_DISABLE_AFTER", 20, 1, 100_000),
             retention_poll_s=_float(env, "CHORUS_RETENTION_POLL_S", 60.0, 0.01, 86400.0),
-
             webhook_max_payload_bytes=_int(
                 env, "CHORUS_WEBHOOK_MAX_PAYLOAD_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024
             ),
