@@ -234,15 +234,15 @@ class ReadStateController(Controller):
         return reply(await execute(request, cmd, request.user), GroupChannel)
 
     @post(
-        "/group-dms/{channel_id:str}/leave",
+        "/group-dms/{ch:str}/leave",
         operation_id="LeaveGroupDirectMessage",
         status_code=200,
         responses=WRITE_ERRORS,
     )
-    async def leave_group(self, request: Req, channel_id: FromPath[str]) -> Response[Written]:
+    async def leave_group(self, request: Req, ch: FromPath[str]) -> Response[Written]:
         """I leave a group direct message: it is gone from my list, I read and hear nothing
         more of it (404 for one I am not in, or a two-person one, as for an unknown id)."""
-        cmd = LeaveGroupDirectMessage(channel_id=channel_id)
+        cmd = LeaveGroupDirectMessage(channel_id=ch)
         return reply(await execute(request, cmd, request.user), Written)
 
 

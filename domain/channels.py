@@ -248,7 +248,7 @@ class Channel(ChorusAggregate):
         that is none, is "unknown" to them, as an id that does not exist)."""
         actor = cause.actor
         if not (self.kind == KIND_DIRECT and self.is_group) or not self.can_view(actor, None):
-            raise NotAMember("unknown group direct message")
+            raise NotAMember("unknown channel")  # as for an id that does not exist
         self._member_removed(user_id=actor)
 
     @event("ChannelMemberRemoved")

@@ -411,6 +411,11 @@ def fresh_private_channel(w: World, _: Actor) -> dict[str, Any]:
     return {"fresh": w.ok(w.api.post(path, w.user("admin"), body), 201)["id"]}
 
 
+def a_peer(w: World, a: Actor) -> dict[str, Any]:
+    """Another member of A than the actor (the owner, or the admin for the owner)."""
+    return {"peer": w.user("admin" if a.name == "owner" else "owner").user_id}
+
+
 def private_channel_with_victim(w: World, a: Actor) -> dict[str, Any]:
     made = fresh_private_channel(w, a)
     body = {"user_id": w.ids["victim"]}
@@ -826,6 +831,12 @@ CASES: list[Case] = [
          target="victim", sees=member, ok=201),
     Case("read someone else's direct channel", "GET", "/api/channels/{dm}", target="dm",
          sees=nobody),
+    # Issue 19: a group of the actor and two other members of A (for one who is not a
+    # member, people they share no workspace with: 404, as unknown users).
+    Case("open a group direct message", "POST", "/api/group-dms",
+         body={"user_ids": ["{victim}", "{peer}"]}, sees=member, ok=201, setup=a_peer),
+    Case("leave someone else's direct channel", "POST", "/api/group-dms/{dm}/leave",
+         target="dm", sees=nobody),
     # -- messages ---------------------------------------------------------------------------
     Case("send a message", "POST", "/api/channels/{ch}/messages", body={"text": "hi {nonce}"},
          target="ch", sees=VIEW, may=holding("send_messages"), ok=201),
