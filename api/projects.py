@@ -12,7 +12,7 @@ from litestar.response import Response
 
 from api.commands import Created, Written, execute, reply
 from api.errors import problems
-from api.reads import read_cursor_async
+from api.reads import DEFAULT_LIMIT, check_limit, parse_cursor, read_cursor_async
 from application.commands import (
     AddProjectColumn,
     ArchiveProject,
@@ -39,7 +39,14 @@ from domain.projects import (
     MAX_PROJECT_MEMBERS,
     MAX_PROJECT_NAME,
 )
-from domain.tasks import MAX_ASSIGNEES, MAX_LABEL, MAX_LABELS, MAX_TASK_TITLE, StaleNeighbour
+from domain.tasks import (
+    MAX_ASSIGNEES,
+    MAX_LABEL,
+    MAX_LABELS,
+    MAX_TASK_TITLE,
+    StaleNeighbour,
+    normalise_due,
+)
 from projections import projects as views
 from projections.log import log_end
 from projections.queries import run_async
@@ -376,9 +383,53 @@ class ProjectController(Controller):
         return reply(await execute(request, cmd, request.user), Created)
 
 
+class TaskPage(msgspec.Struct):
+    items: list[TaskView]
+    next: str | None
+
+
 class TaskController(Controller):
     path = "/api/tasks"
     tags = ["projects"]
+
+    @get("/", operation_id="ListTasks", responses=READ_ERRORS)
+    async def list_tasks(
+        self,
+        request: Req,
+        assignee: FromQuery[Annotated[str, msgspec.Meta(max_length=64)] | None] = None,
+        status: FromQuery[Annotated[str, msgspec.Meta(max_length=MAX_COLUMN_ID)] | None] = None,
+        label: FromQuery[Annotated[str, msgspec.Meta(max_length=MAX_LABEL * 2)] | None] = None,
+        due_before: FromQuery[Annotated[str, msgspec.Meta(max_length=64)] | None] = None,
+        limit: FromQuery[int] = DEFAULT_LIMIT,
+        after: FromQuery[str | None] = None,
+        min_position: FromQuery[int | None] = None,
+    ) -> TaskPage:
+        """Tasks of every project I read, across my workspaces, oldest first: ``assignee``
+        (``me`` or a user id), ``status`` (a column id), ``label``, ``due_before`` (an ISO 8601
+        instant with an offset). Pass ``next`` back as ``after`` for the next page."""
+        check_limit(limit)
+        after_seq = parse_cursor(after, "after")
+        who = request.user if assignee == "me" else assignee
+        if who is not None:
+            who = str(as_uuid(who))
+        due = None if due_before is None else normalise_due(due_before)
+        async with read_cursor_async(request, min_position) as cur:
+            rows, next_seq = await run_async(
+                cur,
+                views.list_tasks(
+                    request.user,
+                    assignee=who,
+                    status=status,
+                    label=label,
+                    due_before=due,
+                    after=after_seq,
+                    limit=limit,
+                ),
+            )
+        return TaskPage(
+            items=[msgspec.convert(r, TaskView) for r in rows],
+            next=None if next_seq is None else str(next_seq),
+        )
 
     @get("/{task:str}", operation_id="GetTask", responses=READ_ERRORS)
     async def show(

@@ -58,8 +58,11 @@ class ProjectsProjection(EventProjection):
         created_by uuid,
         created_at timestamptz NOT NULL,
         updated_at timestamptz NOT NULL,
-        version integer NOT NULL
+        version integer NOT NULL,
+        -- The position of its creation: the cursor of task lists.
+        seq bigint NOT NULL
     );
+    CREATE INDEX IF NOT EXISTS rm_tasks_seq ON rm_tasks (seq);
     CREATE INDEX IF NOT EXISTS rm_tasks_board ON rm_tasks (project_id, status, rank, task_id);
     """
     handles = frozenset(
@@ -168,9 +171,9 @@ class ProjectsProjection(EventProjection):
                 cur.execute(
                     "INSERT INTO rm_tasks (task_id, project_id, workspace_id, title, status,"
                     " rank, priority, assignee_ids, due, labels, parent_id, estimate,"
-                    " watcher_ids, created_by, created_at, updated_at, version)"
+                    " watcher_ids, created_by, created_at, updated_at, version, seq)"
                     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-                    " %s)",
+                    " %s, %s)",
                     (
                         t,
                         d["project_id"],
@@ -189,6 +192,7 @@ class ProjectsProjection(EventProjection):
                         event.at,
                         event.at,
                         event.version,
+                        event.position,
                     ),
                 )
             case "TaskChanged":
@@ -321,3 +325,40 @@ def is_member(workspace_id: str, user_id: str) -> Query[bool]:
         (workspace_id, user_id),
     )
     return bool(rows)
+
+
+def list_tasks(
+    user_id: str,
+    *,
+    assignee: str | None,
+    status: str | None,
+    label: str | None,
+    due_before: str | None,
+    after: int | None,
+    limit: int,
+) -> Query[tuple[list[dict[str, Any]], int | None]]:
+    """Tasks of every project the user reads, across workspaces, oldest first, filtered;
+    and the cursor of the next page (None: no more)."""
+    rows = yield Statement(
+        f"SELECT {_TASK_COLUMNS}, t.seq FROM rm_tasks t"
+        " JOIN rm_projects p ON p.project_id = t.project_id"
+        f" WHERE {_READABLE}"
+        " AND (%(after)s::bigint IS NULL OR t.seq > %(after)s::bigint)"
+        " AND (%(assignee)s::text IS NULL OR %(assignee)s::text = ANY(t.assignee_ids))"
+        " AND (%(status)s::text IS NULL OR t.status = %(status)s::text)"
+        " AND (%(label)s::text IS NULL OR %(label)s::text = ANY(t.labels))"
+        " AND (%(due)s::timestamptz IS NULL OR t.due < %(due)s::timestamptz)"
+        " ORDER BY t.seq LIMIT %(limit)s",
+        {
+            "u": user_id,
+            "after": after,
+            "assignee": assignee,
+            "status": status,
+            "label": label,
+            "due": due_before,
+            "limit": limit + 1,
+        },
+    )
+    more = len(rows) > limit
+    page = rows[:limit]
+    return page, (int(page[-1]["seq"]) if more else None)

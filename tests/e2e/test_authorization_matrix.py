@@ -912,6 +912,11 @@ CASES: list[Case] = [
          body={"title": "t-{nonce}"}, target="lproj", sees=in_listed_project,
          may=holding("manage_tasks"), ok=201),
     Case("read a task", "GET", "/api/tasks/{task}", target="task"),
+    # Across workspaces, filtered: what each caller reads, nobody's refused.
+    Case("list tasks: the open project's", "GET", "/api/tasks", sees=anyone, shows=member,
+         finds=lists("task")),
+    Case("list tasks: the listed project's", "GET", "/api/tasks",
+         sees=anyone, shows=in_listed_project, finds=lists("ltask")),
     Case("read a task of the listed project", "GET", "/api/tasks/{ltask}", target="ltask",
          sees=in_listed_project),
     Case("change a task", "PATCH", "/api/tasks/{task}", body={"title": "t-{nonce}"},

@@ -285,3 +285,42 @@ def test_board_order_is_byte_wise_in_the_read_model(chorus: Running) -> None:
             " WHERE table_name = 'rm_tasks' AND column_name = 'rank'"
         ).fetchone()
     assert row is not None and row[0] == "C"
+
+
+def test_my_tasks_across_workspaces_filtered_and_cursor_paged(chorus: Running) -> None:
+    api = chorus.api
+    owner, ada, bob = api.signup("town"), api.signup("tada"), api.signup("tbob")
+    ws1, p1 = _project(api, owner, ada, bob)
+    _, p2 = _project(api, bob, ada)
+    listed = {"name": "L", "access": "listed", "member_ids": [owner.user_id]}
+    hidden = api.ok(api.post(f"/api/workspaces/{ws1}/projects", owner, listed), 201)["id"]
+    mine = [
+        _task(api, p1, owner, title="a", assignee_ids=[ada.user_id], labels=["x"]),
+        _task(api, p2, bob, title="b", assignee_ids=[ada.user_id], due="2027-01-01T09:00:00+09:00"),
+        _task(api, p1, owner, title="c", assignee_ids=[ada.user_id], status="done"),
+    ]
+    _task(api, p1, owner, title="not hers")
+    secret = _task(api, hidden, owner, title="secret", assignee_ids=[owner.user_id])
+
+    def ids(user: User, **query: Any) -> list[str]:
+        got, after = [], None
+        while True:
+            params = {**query, "limit": 2, **({"after": after} if after else {})}
+            page = api.ok(api.get("/api/tasks", user, **params))
+            got += [t["id"] for t in page["items"]]
+            after = page["next"]
+            if after is None:
+                return got
+
+    assert ids(ada, assignee="me") == mine
+    assert ids(ada, assignee="me", status="done") == [mine[2]]
+    assert ids(ada, assignee="me", label="x") == [mine[0]]
+    # Due before 2027-01-01T00:30Z (the due date was 00:00Z): an offset of its own is fine.
+    assert ids(ada, due_before="2027-01-01T01:30:00+01:00") == [mine[1]]
+    # Bob reads both projects but not the listed one; the owner's secret task is theirs alone.
+    assert secret not in ids(bob)
+    assert ids(bob, assignee=owner.user_id) == []
+    assert ids(owner, assignee="me") == [secret]
+    for bad in ({"due_before": "2027-01-01"}, {"limit": 0}, {"after": "x"}, {"assignee": "nope"}):
+        response = api.get("/api/tasks", ada, **bad)
+        assert response.status_code in (404, 422), (bad, response.text)
