@@ -30,7 +30,7 @@ from application.commands import (
     WatchTask,
 )
 from domain.base import as_uuid
-from domain.errors import InvalidValue, NotAMember, NotFound
+from domain.errors import InvalidValue, NotAMember, NotFound, PermissionDenied
 from domain.projects import (
     MAX_COLUMN_ID,
     MAX_COLUMN_NAME,
@@ -50,6 +50,7 @@ from domain.tasks import (
 from projections import projects as views
 from projections.log import log_end
 from projections.queries import run_async
+from projections.workspaces import permissions_of
 
 Req = Request[str, Any, Any]
 WRITE_ERRORS = problems(400, 401, 403, 404, 409, 410, 413, 422, 429)
@@ -334,11 +335,32 @@ class ProjectController(Controller):
 
     @get("/projects/{project:str}/board", operation_id="GetBoard", responses=READ_ERRORS)
     async def board(
-        self, request: Req, project: FromPath[str], min_position: FromQuery[int | None] = None
+        self,
+        request: Req,
+        project: FromPath[str],
+        at: FromQuery[int | None] = None,
+        min_position: FromQuery[int | None] = None,
     ) -> Board:
-        """The columns in workflow order, each with its tasks in board order."""
-        async with read_cursor_async(request, min_position) as cur:
-            row = await run_async(cur, views.board(_project_id(project), request.user))
+        """The columns in workflow order, each with its tasks in board order. With ``at``
+        (a log position; holders of ``view_audit`` in the workspace): the board as it stood
+        then, folded from the log."""
+        project_id = _project_id(project)
+        if at is not None and at < 1:
+            raise InvalidValue("at is a log position, 1 or more")
+        async with read_cursor_async(request, max(min_position or 0, at or 0) or None) as cur:
+            row = await run_async(cur, views.board(project_id, request.user))
+            if at is not None:
+                workspace = await run_async(cur, views.project_workspace(project_id))
+                perms = (
+                    None
+                    if workspace is None
+                    else await run_async(cur, permissions_of(workspace, request.user))
+                )
+                if perms is None or "view_audit" not in perms:
+                    if row is None:
+                        raise NotFound("unknown project")
+                    raise PermissionDenied("the board as it was needs view_audit")
+                row = await run_async(cur, views.board_at(project_id, at))
         if row is None:
             raise NotFound("unknown project")
         return msgspec.convert(row, Board)

@@ -319,6 +319,7 @@ def world(chorus: Running) -> Iterator[World]:
     w.ids["task"] = w.ok(
         api.post(f"/api/projects/{w.ids['proj']}/tasks", owner, {"title": "T"}), 201
     )["id"]
+    w.ids["proj_at"] = api.position
     listed = {"name": "L", "access": "listed"}
     w.ids["lproj"] = w.ok(api.post(f"/api/workspaces/{ws}/projects", admin, listed), 201)["id"]
     w.ids["ltask"] = w.ok(
@@ -883,6 +884,8 @@ CASES: list[Case] = [
     Case("read the listed project", "GET", "/api/projects/{lproj}", target="lproj",
          sees=in_listed_project),
     Case("read a board", "GET", "/api/projects/{proj}/board", target="proj"),
+    Case("a board as it was", "GET", "/api/projects/{proj}/board", query={"at": "{proj_at}"},
+         target="proj", may=AUDIT),
     Case("read the listed project's board", "GET", "/api/projects/{lproj}/board",
          target="lproj", sees=in_listed_project),
     Case("change a project", "PATCH", "/api/projects/{proj}", body={"description": "d-{nonce}"},

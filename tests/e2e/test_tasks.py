@@ -324,3 +324,37 @@ def test_my_tasks_across_workspaces_filtered_and_cursor_paged(chorus: Running) -
     for bad in ({"due_before": "2027-01-01"}, {"limit": 0}, {"after": "x"}, {"assignee": "nope"}):
         response = api.get("/api/tasks", ada, **bad)
         assert response.status_code in (404, 422), (bad, response.text)
+
+
+def test_the_board_as_it_was_for_auditors(chorus: Running) -> None:
+    api = chorus.api
+    owner, ada, stranger = api.signup("town"), api.signup("tada"), api.signup("tstr")
+    _, p = _project(api, owner, ada)
+    a, b = _task(api, p, owner, title="a"), _task(api, p, owner, title="b")
+    then = api.position
+    api.ok(api.post(f"/api/tasks/{a}/move", owner, {"status": "done"}))
+    api.ok(api.patch(f"/api/tasks/{b}", owner, {"title": "b2"}))
+    api.ok(api.post(f"/api/projects/{p}/columns", owner, {"name": "Later"}), 201)
+    c = _task(api, p, owner, title="c")
+
+    def shape(board: dict[str, Any]) -> list[tuple[str, list[str]]]:
+        return [(col["id"], [t["title"] for t in col["tasks"]]) for col in board["columns"]]
+
+    old = api.ok(api.get(f"/api/projects/{p}/board", owner, at=then))
+    assert shape(old) == [("todo", ["a", "b"]), ("in-progress", []), ("done", [])]
+    now = api.ok(api.get(f"/api/projects/{p}/board", owner, at=api.position))
+    assert now == api.ok(api.get(f"/api/projects/{p}/board", owner))
+    assert c in [t["id"] for col in now["columns"] for t in col["tasks"]]
+    # Deleted since: the auditor still sees it as it was.
+    api.ok(api.delete(f"/api/projects/{p}", owner))
+    assert shape(api.ok(api.get(f"/api/projects/{p}/board", owner, at=then)))[0] == (
+        "todo",
+        ["a", "b"],
+    )
+    assert api.get(f"/api/projects/{p}/board", owner, at=api.position).status_code == 404
+    # Not for plain readers (ada read it before it was deleted: 404 now), nor outsiders.
+    _, q = _project(api, owner, ada)
+    assert api.get(f"/api/projects/{q}/board", ada, at=api.position).status_code == 403
+    assert api.get(f"/api/projects/{q}/board", stranger, at=api.position).status_code == 404
+    assert api.get(f"/api/projects/{q}/board", owner, at=10**12).status_code == 422
+    assert api.get(f"/api/projects/{q}/board", owner, at=0).status_code in (400, 422)
