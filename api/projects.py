@@ -12,7 +12,7 @@ from litestar.response import Response
 
 from api.commands import Created, Written, execute, reply
 from api.errors import problems
-from api.reads import read_cursor_async
+from api.reads import DEFAULT_LIMIT, check_limit, parse_cursor, read_cursor_async
 from application.commands import (
     AddProjectColumn,
     ArchiveProject,
@@ -30,7 +30,7 @@ from application.commands import (
     WatchTask,
 )
 from domain.base import as_uuid
-from domain.errors import InvalidValue, NotAMember, NotFound
+from domain.errors import InvalidValue, NotAMember, NotFound, PermissionDenied
 from domain.projects import (
     MAX_COLUMN_ID,
     MAX_COLUMN_NAME,
@@ -39,10 +39,18 @@ from domain.projects import (
     MAX_PROJECT_MEMBERS,
     MAX_PROJECT_NAME,
 )
-from domain.tasks import MAX_ASSIGNEES, MAX_LABEL, MAX_LABELS, MAX_TASK_TITLE, StaleNeighbour
+from domain.tasks import (
+    MAX_ASSIGNEES,
+    MAX_LABEL,
+    MAX_LABELS,
+    MAX_TASK_TITLE,
+    StaleNeighbour,
+    normalise_due,
+)
 from projections import projects as views
 from projections.log import log_end
 from projections.queries import run_async
+from projections.workspaces import permissions_of
 
 Req = Request[str, Any, Any]
 WRITE_ERRORS = problems(400, 401, 403, 404, 409, 410, 413, 422, 429)
@@ -327,11 +335,32 @@ class ProjectController(Controller):
 
     @get("/projects/{project:str}/board", operation_id="GetBoard", responses=READ_ERRORS)
     async def board(
-        self, request: Req, project: FromPath[str], min_position: FromQuery[int | None] = None
+        self,
+        request: Req,
+        project: FromPath[str],
+        at: FromQuery[int | None] = None,
+        min_position: FromQuery[int | None] = None,
     ) -> Board:
-        """The columns in workflow order, each with its tasks in board order."""
-        async with read_cursor_async(request, min_position) as cur:
-            row = await run_async(cur, views.board(_project_id(project), request.user))
+        """The columns in workflow order, each with its tasks in board order. With ``at``
+        (a log position; holders of ``view_audit`` in the workspace): the board as it stood
+        then, folded from the log."""
+        project_id = _project_id(project)
+        if at is not None and at < 1:
+            raise InvalidValue("at is a log position, 1 or more")
+        async with read_cursor_async(request, max(min_position or 0, at or 0) or None) as cur:
+            row = await run_async(cur, views.board(project_id, request.user))
+            if at is not None:
+                workspace = await run_async(cur, views.project_workspace(project_id))
+                perms = (
+                    None
+                    if workspace is None
+                    else await run_async(cur, permissions_of(workspace, request.user))
+                )
+                if perms is None or "view_audit" not in perms:
+                    if row is None:
+                        raise NotFound("unknown project")
+                    raise PermissionDenied("the board as it was needs view_audit")
+                row = await run_async(cur, views.board_at(project_id, at))
         if row is None:
             raise NotFound("unknown project")
         return msgspec.convert(row, Board)
@@ -376,9 +405,53 @@ class ProjectController(Controller):
         return reply(await execute(request, cmd, request.user), Created)
 
 
+class TaskPage(msgspec.Struct):
+    items: list[TaskView]
+    next: str | None
+
+
 class TaskController(Controller):
     path = "/api/tasks"
     tags = ["projects"]
+
+    @get("/", operation_id="ListTasks", responses=READ_ERRORS)
+    async def list_tasks(
+        self,
+        request: Req,
+        assignee: FromQuery[Annotated[str, msgspec.Meta(max_length=64)] | None] = None,
+        status: FromQuery[Annotated[str, msgspec.Meta(max_length=MAX_COLUMN_ID)] | None] = None,
+        label: FromQuery[Annotated[str, msgspec.Meta(max_length=MAX_LABEL * 2)] | None] = None,
+        due_before: FromQuery[Annotated[str, msgspec.Meta(max_length=64)] | None] = None,
+        limit: FromQuery[int] = DEFAULT_LIMIT,
+        after: FromQuery[str | None] = None,
+        min_position: FromQuery[int | None] = None,
+    ) -> TaskPage:
+        """Tasks of every project I read, across my workspaces, oldest first: ``assignee``
+        (``me`` or a user id), ``status`` (a column id), ``label``, ``due_before`` (an ISO 8601
+        instant with an offset). Pass ``next`` back as ``after`` for the next page."""
+        check_limit(limit)
+        after_seq = parse_cursor(after, "after")
+        who = request.user if assignee == "me" else assignee
+        if who is not None:
+            who = str(as_uuid(who))
+        due = None if due_before is None else normalise_due(due_before)
+        async with read_cursor_async(request, min_position) as cur:
+            rows, next_seq = await run_async(
+                cur,
+                views.list_tasks(
+                    request.user,
+                    assignee=who,
+                    status=status,
+                    label=label,
+                    due_before=due,
+                    after=after_seq,
+                    limit=limit,
+                ),
+            )
+        return TaskPage(
+            items=[msgspec.convert(r, TaskView) for r in rows],
+            next=None if next_seq is None else str(next_seq),
+        )
 
     @get("/{task:str}", operation_id="GetTask", responses=READ_ERRORS)
     async def show(

@@ -8,7 +8,9 @@ from typing import Any
 from psycopg import Cursor
 from psycopg.types.json import Jsonb
 
+from infrastructure.eventstore import EVENTS_TABLE
 from projections.base import EventProjection, LogEvent
+from projections.log import to_log_events
 from projections.queries import Query, Statement
 
 # Order keys compare byte-wise (domain/fractional_index.py): never by a locale's collation.
@@ -58,8 +60,11 @@ class ProjectsProjection(EventProjection):
         created_by uuid,
         created_at timestamptz NOT NULL,
         updated_at timestamptz NOT NULL,
-        version integer NOT NULL
+        version integer NOT NULL,
+        -- The position of its creation: the cursor of task lists.
+        seq bigint NOT NULL
     );
+    CREATE INDEX IF NOT EXISTS rm_tasks_seq ON rm_tasks (seq);
     CREATE INDEX IF NOT EXISTS rm_tasks_board ON rm_tasks (project_id, status, rank, task_id);
     """
     handles = frozenset(
@@ -168,9 +173,9 @@ class ProjectsProjection(EventProjection):
                 cur.execute(
                     "INSERT INTO rm_tasks (task_id, project_id, workspace_id, title, status,"
                     " rank, priority, assignee_ids, due, labels, parent_id, estimate,"
-                    " watcher_ids, created_by, created_at, updated_at, version)"
+                    " watcher_ids, created_by, created_at, updated_at, version, seq)"
                     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-                    " %s)",
+                    " %s, %s)",
                     (
                         t,
                         d["project_id"],
@@ -189,6 +194,7 @@ class ProjectsProjection(EventProjection):
                         event.at,
                         event.at,
                         event.version,
+                        event.position,
                     ),
                 )
             case "TaskChanged":
@@ -321,3 +327,147 @@ def is_member(workspace_id: str, user_id: str) -> Query[bool]:
         (workspace_id, user_id),
     )
     return bool(rows)
+
+
+def list_tasks(
+    user_id: str,
+    *,
+    assignee: str | None,
+    status: str | None,
+    label: str | None,
+    due_before: str | None,
+    after: int | None,
+    limit: int,
+) -> Query[tuple[list[dict[str, Any]], int | None]]:
+    """Tasks of every project the user reads, across workspaces, oldest first, filtered;
+    and the cursor of the next page (None: no more)."""
+    rows = yield Statement(
+        f"SELECT {_TASK_COLUMNS}, t.seq FROM rm_tasks t"
+        " JOIN rm_projects p ON p.project_id = t.project_id"
+        f" WHERE {_READABLE}"
+        " AND (%(after)s::bigint IS NULL OR t.seq > %(after)s::bigint)"
+        " AND (%(assignee)s::text IS NULL OR %(assignee)s::text = ANY(t.assignee_ids))"
+        " AND (%(status)s::text IS NULL OR t.status = %(status)s::text)"
+        " AND (%(label)s::text IS NULL OR %(label)s::text = ANY(t.labels))"
+        " AND (%(due)s::timestamptz IS NULL OR t.due < %(due)s::timestamptz)"
+        " ORDER BY t.seq LIMIT %(limit)s",
+        {
+            "u": user_id,
+            "after": after,
+            "assignee": assignee,
+            "status": status,
+            "label": label,
+            "due": due_before,
+            "limit": limit + 1,
+        },
+    )
+    more = len(rows) > limit
+    page = rows[:limit]
+    return page, (int(page[-1]["seq"]) if more else None)
+
+
+# -- the board as it was (auditors: ``GET /api/projects/{id}/board?at=``) ----------------------
+
+
+def project_workspace(project_id: str) -> Query[str | None]:
+    """The workspace a project (deleted or not) lives in, from the streams read model."""
+    rows = yield Statement(
+        "SELECT workspace_id::text AS w FROM rm_streams WHERE stream_id = %s AND kind = 'project'",
+        (project_id,),
+    )
+    return rows[0]["w"] if rows else None
+
+
+def board_at(project_id: str, at: int) -> Query[dict[str, Any] | None]:
+    """The board as the log stood at position ``at``: the project's and its tasks' events up
+    to it, folded as the read model folds them (None: the project did not exist yet, or was
+    deleted by then). Every field of these events is declared SAFE (projections/redaction.py),
+    and only holders of ``view_audit`` ask, so nothing is withheld."""
+    rows = yield Statement(
+        "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state"
+        f" FROM {EVENTS_TABLE} e JOIN rm_streams s ON s.stream_id = e.originator_id"
+        " WHERE s.channel_id = %s AND s.kind IN ('project', 'task')"
+        " AND e.notification_id <= %s ORDER BY e.notification_id",
+        (project_id, at),
+    )
+    project: dict[str, Any] | None = None
+    tasks: dict[str, dict[str, Any]] = {}
+    for event in to_log_events(rows):
+        d, stream = event.data, str(event.stream)
+        if event.type == "ProjectCreated":
+            project = {
+                "id": stream,
+                "workspace_id": str(d["workspace_id"]),
+                "name": d["name"],
+                "archived": False,
+                "version": event.version,
+                "columns": [dict(c) for c in d["columns"]],
+            }
+            continue
+        if project is None:
+            continue
+        if event.type.startswith("Project"):
+            project["version"] = event.version
+            _fold_project(project, event.type, d)
+        elif event.type == "TaskCreated":
+            tasks[stream] = {
+                "id": stream,
+                "project_id": project_id,
+                **{k: d[k] for k in _TASK_FIELDS},
+                "status": d["status"],
+                "rank": d["rank"],
+                "watcher_ids": list(d["watcher_ids"]),
+                "created_by": event.actor,
+                "created_at": event.at,
+                "updated_at": event.at,
+                "version": event.version,
+            }
+        elif stream in tasks:
+            _fold_task(tasks, stream, event)
+    if project is None or project.get("deleted"):
+        return None
+    by_column: dict[str, list[dict[str, Any]]] = {c["id"]: [] for c in project["columns"]}
+    for task in sorted(tasks.values(), key=lambda t: (t["rank"].encode(), t["id"])):
+        by_column.setdefault(task["status"], []).append(task)
+    project["columns"] = [{**c, "tasks": by_column[c["id"]]} for c in project["columns"]]
+    return project
+
+
+_TASK_FIELDS = ("title", "priority", "assignee_ids", "due", "labels", "parent_id", "estimate")
+
+
+def _fold_project(project: dict[str, Any], kind: str, d: dict[str, Any]) -> None:
+    columns: list[dict[str, Any]] = project["columns"]
+    match kind:
+        case "ProjectRenamed":
+            project["name"] = d["name"]
+        case "ProjectArchived" | "ProjectUnarchived":
+            project["archived"] = kind == "ProjectArchived"
+        case "ProjectDeleted":
+            project["deleted"] = True
+        case "ProjectColumnAdded":
+            columns.append({"id": d["column_id"], "name": d["name"]})
+        case "ProjectColumnRenamed":
+            for column in columns:
+                if column["id"] == d["column_id"]:
+                    column["name"] = d["name"]
+        case "ProjectColumnsReordered":
+            by_id = {c["id"]: c for c in columns}
+            project["columns"] = [by_id[c] for c in d["column_ids"] if c in by_id]
+
+
+def _fold_task(tasks: dict[str, dict[str, Any]], stream: str, event: LogEvent) -> None:
+    task, d = tasks[stream], event.data
+    task["version"] = event.version
+    match event.type:
+        case "TaskChanged":
+            task.update({k: d[k] for k in _TASK_FIELDS}, watcher_ids=list(d["watcher_ids"]))
+            task["updated_at"] = event.at
+        case "TaskMoved":
+            task.update(status=d["status"], rank=d["rank"], updated_at=event.at)
+        case "TaskDeleted":
+            del tasks[stream]
+        case "TaskWatched":
+            task["watcher_ids"].append(d["user_id"])
+        case "TaskUnwatched":
+            task["watcher_ids"].remove(d["user_id"])

@@ -319,6 +319,7 @@ def world(chorus: Running) -> Iterator[World]:
     w.ids["task"] = w.ok(
         api.post(f"/api/projects/{w.ids['proj']}/tasks", owner, {"title": "T"}), 201
     )["id"]
+    w.ids["proj_at"] = api.position
     listed = {"name": "L", "access": "listed"}
     w.ids["lproj"] = w.ok(api.post(f"/api/workspaces/{ws}/projects", admin, listed), 201)["id"]
     w.ids["ltask"] = w.ok(
@@ -904,6 +905,8 @@ CASES: list[Case] = [
     Case("read the listed project", "GET", "/api/projects/{lproj}", target="lproj",
          sees=in_listed_project),
     Case("read a board", "GET", "/api/projects/{proj}/board", target="proj"),
+    Case("a board as it was", "GET", "/api/projects/{proj}/board", query={"at": "{proj_at}"},
+         target="proj", may=AUDIT),
     Case("read the listed project's board", "GET", "/api/projects/{lproj}/board",
          target="lproj", sees=in_listed_project),
     Case("change a project", "PATCH", "/api/projects/{proj}", body={"description": "d-{nonce}"},
@@ -933,6 +936,11 @@ CASES: list[Case] = [
          body={"title": "t-{nonce}"}, target="lproj", sees=in_listed_project,
          may=holding("manage_tasks"), ok=201),
     Case("read a task", "GET", "/api/tasks/{task}", target="task"),
+    # Across workspaces, filtered: what each caller reads, nobody's refused.
+    Case("list tasks: the open project's", "GET", "/api/tasks", sees=anyone, shows=member,
+         finds=lists("task")),
+    Case("list tasks: the listed project's", "GET", "/api/tasks",
+         sees=anyone, shows=in_listed_project, finds=lists("ltask")),
     Case("read a task of the listed project", "GET", "/api/tasks/{ltask}", target="ltask",
          sees=in_listed_project),
     Case("change a task", "PATCH", "/api/tasks/{task}", body={"title": "t-{nonce}"},

@@ -32,7 +32,7 @@ from urllib.parse import quote
 import msgspec
 import psycopg
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 from websockets.sync.client import ClientConnection, connect
 
@@ -58,7 +58,8 @@ TIMEOUT = 10
 # REST path parameters are short names of command fields.
 PATH_FIELDS = {"ws": "workspace_id", "ch": "channel_id", "msg": "message_id",
                "doc": "document_id", "user": "user_id", "webhook": "webhook_id",
-               "invite": "invite_id"}  # fmt: skip
+               "invite": "invite_id", "project": "project_id", "task": "task_id",
+               "column": "column_id"}  # fmt: skip
 
 LIMITS = sorted(
     {
@@ -123,7 +124,12 @@ def world(chorus: Running, people: People) -> World:
     # A webhook (issue 19) at a public address, for an event type nothing here causes.
     hook_body = {"url": "https://93.184.215.14/fuzz", "event_types": ["WorkspaceCreated"]}
     hook = api.ok(api.post(f"/api/workspaces/{ws['id']}/webhooks", owner, hook_body), 201)
+    # Issue 21: a project, with a task, another task to be its neighbour or parent.
+    project = api.ok(api.post(f"/api/workspaces/{ws['id']}/projects", owner, {"name": "p"}), 201)
+    task = api.ok(api.post(f"/api/projects/{project['id']}/tasks", owner, {"title": "t"}), 201)
+    other = api.ok(api.post(f"/api/projects/{project['id']}/tasks", owner, {"title": "o"}), 201)
     ids = {"ws": ws["id"], "ch": ch["id"], "msg": msg["id"], "doc": doc["id"],
+           "project": project["id"], "task": task["id"], "column": "todo",
            "user": member.user_id, "stream_id": ws["id"], "role": "helpers",
            "emoji": "👍", "code": code, "session_id": str(uuid.uuid4()),
            "target": "workspace", "target_id": ws["id"],
@@ -136,7 +142,10 @@ def world(chorus: Running, people: People) -> World:
                 "password": "a good password", "visibility": "public",
                 "permissions": "send_messages", "target": "workspace",
                 "target_id": ws["id"], "webhook_id": hook["id"], "invite_id": invite_id,
-                "confirm_name": "Fuzz"}  # fmt: skip
+                "confirm_name": "Fuzz", "project_id": project["id"], "task_id": task["id"],
+                "column_id": "todo", "status": "done", "after_id": other["id"],
+                "before_id": other["id"], "parent_id": other["id"],
+                "access": "workspace"}  # fmt: skip
     spec = people.spec
     gets, operations = [], {}
     for template, methods in spec["paths"].items():
@@ -399,6 +408,8 @@ def test_every_command_over_rest_is_refused_or_caught_up(
             **{p: quote(str(data.get(PATH_FIELDS.get(p, p), "")), safe="",
                         errors="surrogatepass") for p in params}
         )  # fmt: skip
+        # A path no HTTP client sends (httpx refuses URLs past 64 KiB) tests nothing here.
+        assume(len(path) < 16_000)
         # The body: the fields the route's body declares, and whatever is not a field at all.
         body = {k: v for k, v in data.items() if k in body_fields or k not in fields}
         before = checker.events()

@@ -285,3 +285,76 @@ def test_board_order_is_byte_wise_in_the_read_model(chorus: Running) -> None:
             " WHERE table_name = 'rm_tasks' AND column_name = 'rank'"
         ).fetchone()
     assert row is not None and row[0] == "C"
+
+
+def test_my_tasks_across_workspaces_filtered_and_cursor_paged(chorus: Running) -> None:
+    api = chorus.api
+    owner, ada, bob = api.signup("town"), api.signup("tada"), api.signup("tbob")
+    ws1, p1 = _project(api, owner, ada, bob)
+    _, p2 = _project(api, bob, ada)
+    listed = {"name": "L", "access": "listed", "member_ids": [owner.user_id]}
+    hidden = api.ok(api.post(f"/api/workspaces/{ws1}/projects", owner, listed), 201)["id"]
+    mine = [
+        _task(api, p1, owner, title="a", assignee_ids=[ada.user_id], labels=["x"]),
+        _task(api, p2, bob, title="b", assignee_ids=[ada.user_id], due="2027-01-01T09:00:00+09:00"),
+        _task(api, p1, owner, title="c", assignee_ids=[ada.user_id], status="done"),
+    ]
+    _task(api, p1, owner, title="not hers")
+    secret = _task(api, hidden, owner, title="secret", assignee_ids=[owner.user_id])
+
+    def ids(user: User, **query: Any) -> list[str]:
+        got, after = [], None
+        while True:
+            params = {**query, "limit": 2, **({"after": after} if after else {})}
+            page = api.ok(api.get("/api/tasks", user, **params))
+            got += [t["id"] for t in page["items"]]
+            after = page["next"]
+            if after is None:
+                return got
+
+    assert ids(ada, assignee="me") == mine
+    assert ids(ada, assignee="me", status="done") == [mine[2]]
+    assert ids(ada, assignee="me", label="x") == [mine[0]]
+    # Due before 2027-01-01T00:30Z (the due date was 00:00Z): an offset of its own is fine.
+    assert ids(ada, due_before="2027-01-01T01:30:00+01:00") == [mine[1]]
+    # Bob reads both projects but not the listed one; the owner's secret task is theirs alone.
+    assert secret not in ids(bob)
+    assert ids(bob, assignee=owner.user_id) == []
+    assert ids(owner, assignee="me") == [secret]
+    for bad in ({"due_before": "2027-01-01"}, {"limit": 0}, {"after": "x"}, {"assignee": "nope"}):
+        response = api.get("/api/tasks", ada, **bad)
+        assert response.status_code in (404, 422), (bad, response.text)
+
+
+def test_the_board_as_it_was_for_auditors(chorus: Running) -> None:
+    api = chorus.api
+    owner, ada, stranger = api.signup("town"), api.signup("tada"), api.signup("tstr")
+    _, p = _project(api, owner, ada)
+    a, b = _task(api, p, owner, title="a"), _task(api, p, owner, title="b")
+    then = api.position
+    api.ok(api.post(f"/api/tasks/{a}/move", owner, {"status": "done"}))
+    api.ok(api.patch(f"/api/tasks/{b}", owner, {"title": "b2"}))
+    api.ok(api.post(f"/api/projects/{p}/columns", owner, {"name": "Later"}), 201)
+    c = _task(api, p, owner, title="c")
+
+    def shape(board: dict[str, Any]) -> list[tuple[str, list[str]]]:
+        return [(col["id"], [t["title"] for t in col["tasks"]]) for col in board["columns"]]
+
+    old = api.ok(api.get(f"/api/projects/{p}/board", owner, at=then))
+    assert shape(old) == [("todo", ["a", "b"]), ("in-progress", []), ("done", [])]
+    now = api.ok(api.get(f"/api/projects/{p}/board", owner, at=api.position))
+    assert now == api.ok(api.get(f"/api/projects/{p}/board", owner))
+    assert c in [t["id"] for col in now["columns"] for t in col["tasks"]]
+    # Deleted since: the auditor still sees it as it was.
+    api.ok(api.delete(f"/api/projects/{p}", owner))
+    assert shape(api.ok(api.get(f"/api/projects/{p}/board", owner, at=then)))[0] == (
+        "todo",
+        ["a", "b"],
+    )
+    assert api.get(f"/api/projects/{p}/board", owner, at=api.position).status_code == 404
+    # Not for plain readers (ada read it before it was deleted: 404 now), nor outsiders.
+    _, q = _project(api, owner, ada)
+    assert api.get(f"/api/projects/{q}/board", ada, at=api.position).status_code == 403
+    assert api.get(f"/api/projects/{q}/board", stranger, at=api.position).status_code == 404
+    assert api.get(f"/api/projects/{q}/board", owner, at=10**12).status_code == 422
+    assert api.get(f"/api/projects/{q}/board", owner, at=0).status_code in (400, 422)
