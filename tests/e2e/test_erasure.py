@@ -72,6 +72,8 @@ _STATE_DECODERS = {
     " that say where a stream lives",
     "projections.documents": "document updates: not declared personal",
     "application.live_documents.awareness": "awareness frames, not stored events",
+    "application.time_travel": "erased_fields opens them with keys.open_states, only to name"
+    " the fields that read as erased",
 }
 
 
