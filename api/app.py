@@ -34,7 +34,7 @@ from api.errors import EXCEPTION_HANDLERS
 from api.events import EventController
 from api.health import Started, health, ready
 from api.log_redaction import keep_secrets_out_of_logs
-from api.logs import RequestIds
+from api.logs import RequestIds, echo_request_id
 from api.loop_lag import LoopLagProbe
 from api.metrics import metrics_page
 from api.openapi import StrictStructSchemaPlugin
@@ -42,6 +42,7 @@ from api.rate_limits import RateLimiter, RateLimitMiddleware
 from api.realtime.socket import UserConnections, ws_endpoint
 from api.security_headers import add_security_headers
 from api.streams import StreamController
+from api.tracing import setup as setup_tracing
 from api.yjs.endpoint import yjs_endpoint
 from infrastructure.settings import Settings
 
@@ -105,16 +106,19 @@ def create_app(
     middleware: list[Any] = [
         # Outermost: every line the request's handling writes carries its id.
         DefineMiddleware(RequestIds, slow_s=settings.slow_request_s),
-        # Latency and count per route template and status (never per id: bounded labels).
-        PrometheusConfig(
+        DefineMiddleware(BearerAuthMiddleware, exclude=PUBLIC_PATHS),
+    ]
+    if settings.metrics != "off":
+        # Latency and count per route template and status (never per id: bounded labels);
+        # with metrics off nothing would read them (the bench's baseline, issue 22).
+        prometheus = PrometheusConfig(
             app_name="chorus",
             prefix="chorus_http",
             group_path=True,
             scopes={ScopeType.HTTP},
             exclude=[r"^/metrics$"],
-        ).middleware,
-        DefineMiddleware(BearerAuthMiddleware, exclude=PUBLIC_PATHS),
-    ]
+        )
+        middleware.insert(1, prometheus.middleware)
     if limiter is not None:
         # Before authentication: floods of unauthenticated requests are limited too.
         middleware.insert(0, RateLimitMiddleware(limiter))
@@ -143,7 +147,7 @@ def create_app(
         on_startup=[start],
         on_shutdown=[stop],
         state=state,
-        plugins=[StrictStructSchemaPlugin()],
+        plugins=[StrictStructSchemaPlugin(), *setup_tracing(settings)],
         # Litestar's lines go to the one handler api/logs.py sets up, in its format.
         logging_config=LoggingConfig(
             configure_root_logger=False,
@@ -154,7 +158,7 @@ def create_app(
         middleware=middleware,
         exception_handlers={**EXCEPTION_HANDLERS, **AUTH_LIMIT_HANDLERS},
         request_class=JsonRequest,
-        before_send=[add_security_headers],
+        before_send=[add_security_headers, echo_request_id],
         request_max_body_size=settings.max_body_bytes,
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins))
         if settings.cors_origins

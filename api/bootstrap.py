@@ -25,6 +25,7 @@ from application.live_documents.rooms import Rooms
 from application.presence_upkeep import PresenceKeeper
 from application.reaction_runner import ReactionRunner
 from application.reactions import Policy
+from application.retention import RetentionWorker
 from application.webhook_delivery import DeliveryWorker, Schedule
 from infrastructure import migrations
 from infrastructure.eventstore import eventsourcing_env
@@ -40,6 +41,7 @@ from infrastructure.webhook_delivery import SenderLock, WebhookSender
 from projections.base import Projection
 from projections.log import follow_store
 from projections.readers import sessions_on, stored_document
+from projections.retention import RetentionReadsSql
 from projections.runner import ProjectionRunner, create_tables
 from projections.webhooks import DeliveryReads
 from projections.workspaces import WorkspaceDirectory
@@ -98,6 +100,8 @@ class Services:
     reactions: ReactionRunner | None = None
     # Outgoing webhooks' delivery worker (application/webhook_delivery.py), beside the reactions.
     webhooks: DeliveryWorker | None = None
+    # Per-workspace retention's worker (application/retention.py).
+    retention: RetentionWorker | None = None
 
     def close(self) -> None:
         self.presence.stop()
@@ -107,6 +111,8 @@ class Services:
             self.reactions.stop()
         if self.webhooks is not None:
             self.webhooks.stop()
+        if self.retention is not None:
+            self.retention.stop()
         self.app.close()
         close_key_ring(self.app.mapper)
         self.read_pool.close()
@@ -209,9 +215,16 @@ def build_services(
         follow=partial(follow_store, database_url),
     )
     webhooks = build_webhooks(settings, database_url, app, read_pool, runner)
+    retention = RetentionWorker(
+        RetentionReadsSql(read_pool),
+        record=lambda command, cause: app.execute_now(command, cause).position,
+        wait_for=lambda position: runner.wait_for(position, settings.read_wait_timeout_s),
+        poll_s=settings.retention_poll_s,
+    )
     if run_projections:
         reactions.start()
         webhooks.start()
+        retention.start()
     return Services(
         settings=settings,
         database_url=database_url,
@@ -231,6 +244,7 @@ def build_services(
         session_ends=SessionEnds(hub, access_tokens, refresh_tokens),
         reactions=reactions,
         webhooks=webhooks,
+        retention=retention,
     )
 
 
@@ -249,6 +263,7 @@ def build_webhooks(
             OutboundPolicy(settings.webhook_allow_private, settings.webhook_allow_http),
             timeout_s=settings.webhook_timeout_s,
             max_response_bytes=settings.webhook_max_response_bytes,
+            ca_file=settings.webhook_ca_file,
         ),
         SenderLock(database_url),
         record=lambda command, cause: app.execute_now(command, cause).position,
@@ -258,4 +273,5 @@ def build_webhooks(
             settings.webhook_attempts, settings.webhook_retry_base_s, settings.webhook_retry_max_s
         ),
         disable_after=settings.webhook_disable_after,
+        max_payload_bytes=settings.webhook_max_payload_bytes,
     )

@@ -17,7 +17,7 @@ from application.commands import Command
 from domain.base import Cause
 from domain.errors import DomainError, InvalidValue
 from domain.rules import check_every_text, check_text
-from infrastructure import metrics
+from infrastructure import metrics, tracing
 
 MAX_IDEMPOTENCY_KEY = 128
 T = TypeVar("T")
@@ -76,11 +76,14 @@ async def run_command(services: Services, command: Command, cause: Cause) -> Com
         check_text(cause.command_id, field="command id")
     kind = type(command).__name__
     try:
-        committer = services.app.group_committer
-        if committer is not None and committer.takes(command):
-            result = await asyncio.wrap_future(committer.submit(command, cause))
-        else:
-            result = await anyio.to_thread.run_sync(services.app.execute, command, cause)
+        # Tracing on: a span per command type; the commit's span (in the writer's thread, or
+        # the worker's) is its child, and its events carry the trace on.
+        with tracing.span(f"chorus.command {kind}", attributes={"chorus.command": kind}):
+            committer = services.app.group_committer
+            if committer is not None and committer.takes(command):
+                result = await asyncio.wrap_future(committer.submit(command, cause))
+            else:
+                result = await anyio.to_thread.run_sync(services.app.execute, command, cause)
     except DomainError:
         metrics.COMMANDS.labels(kind, "refused").inc()
         raise

@@ -14,8 +14,11 @@ from api.catalogue import Catalogue, Context
 from api.channels import ChannelController
 from api.documents import DocumentController
 from api.erasure import ErasureController
+from api.erasure_audit import ErasureAuditController
 from api.notifications import NotificationController
+from api.projects import ProjectController, TaskController
 from api.read_state import ReadStateController
+from api.retention import RetentionController
 from api.users import ProfileController, UserController
 from api.webhooks import WebhookController
 from api.workspaces import InviteController, WorkspaceController, WorkspaceLifecycleController
@@ -28,7 +31,9 @@ from application import (
     messages,
     notifications,
     presence,
+    projects,
     read_markers,
+    retention,
     webhooks,
     workspaces,
 )
@@ -42,16 +47,21 @@ from domain.notification_preferences import NotificationPreferences
 from domain.notifications import Inbox, MessageNotices
 from domain.operations import ReactionSkip, ReadModelSkip
 from domain.presence import Session
+from domain.projects import Project
 from domain.read_markers import ReadMarkers
+from domain.tasks import Task
 from domain.webhooks import Delivery, Webhooks
 from domain.workspaces import Workspace
 from projections.base import Projection
 from projections.channels import ChannelsProjection
 from projections.documents import DocumentsProjection
+from projections.erasure_audit import ErasureAuditProjection
 from projections.erasures import ErasuresProjection
 from projections.notifications import NotificationsProjection
 from projections.presence import PresenceProjection
+from projections.projects import ProjectsProjection
 from projections.read_state import ReadStateProjection
+from projections.retention import RetentionProjection
 from projections.timelines import TimelinesProjection
 from projections.users import UsersProjection
 from projections.webhooks import WebhooksProjection
@@ -126,8 +136,25 @@ ERASURE = Context(
     "erasure",
     aggregates=(),
     handlers=erasure.HANDLERS,
-    read_models=(ErasuresProjection,),
-    routes=(ErasureController,),
+    read_models=(ErasuresProjection, ErasureAuditProjection),
+    routes=(ErasureController, ErasureAuditController),
+)
+# Issue 20: per-workspace retention (its events are the workspace's; its worker is in
+# application/retention.py, started by api/bootstrap.py).
+RETENTION = Context(
+    "retention",
+    aggregates=(),
+    handlers=retention.HANDLERS,
+    read_models=(RetentionProjection,),
+    routes=(RetentionController,),
+)
+# Issue 21: projects, their workflow and their tasks (a live task board).
+PROJECTS = Context(
+    "projects",
+    aggregates=(Project, Task),
+    handlers=projects.HANDLERS,
+    read_models=(ProjectsProjection,),
+    routes=(ProjectController, TaskController),
 )
 INSTANCE = Context(
     "instance",
@@ -147,6 +174,8 @@ CONTEXTS = Catalogue(
         READ_STATE,
         WEBHOOKS,
         ERASURE,
+        RETENTION,
+        PROJECTS,
         INSTANCE,
     )
 )

@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from contextvars import ContextVar
+from typing import IO
 
 from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
@@ -24,6 +25,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from pythonjsonlogger.json import JsonFormatter
 
 from api.log_redaction import RedactSecrets
+from infrastructure import tracing
 
 log = logging.getLogger("chorus.requests")
 
@@ -55,6 +57,11 @@ class WithContext(logging.Filter):
             value = var.get()
             if value is not None and not hasattr(record, name):
                 setattr(record, name, value)
+        # Tracing on: the trace this line was written in, to find it from a failing
+        # request's line.
+        trace_id = tracing.current_trace_id()
+        if trace_id is not None and not hasattr(record, "trace_id"):
+            record.trace_id = trace_id
         # uvicorn's copy of the message with terminal colours: noise in a JSON line.
         record.__dict__.pop("color_message", None)
         args = record.args
@@ -74,13 +81,9 @@ class _Text(logging.Formatter):
         return f"{line} [{request_id}]" if request_id else line
 
 
-def configure(fmt: str, level: str = "info") -> None:
-    """One handler on the root logger, on stderr; uvicorn's loggers hand their lines to it
-    (``log_config=None`` in api/server.py). Redaction and context on the handler: every
-    logger's lines pass them."""
-    if fmt == "auto":
-        fmt = "text" if sys.stderr.isatty() else "json"
-    handler = logging.StreamHandler(sys.stderr)
+def log_handler(fmt: str, stream: IO[str]) -> logging.Handler:
+    """The server's handler: ``fmt`` "json" or "text", secrets redacted, ids added."""
+    handler = logging.StreamHandler(stream)
     if fmt == "json":
         handler.setFormatter(
             JsonFormatter(
@@ -93,6 +96,16 @@ def configure(fmt: str, level: str = "info") -> None:
         handler.setFormatter(_Text(TEXT))
     handler.addFilter(RedactSecrets())
     handler.addFilter(WithContext())
+    return handler
+
+
+def configure(fmt: str, level: str = "info") -> None:
+    """One handler on the root logger, on stderr; uvicorn's loggers hand their lines to it
+    (``log_config=None`` in api/server.py). Redaction and context on the handler: every
+    logger's lines pass them."""
+    if fmt == "auto":
+        fmt = "text" if sys.stderr.isatty() else "json"
+    handler = log_handler(fmt, sys.stderr)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -105,8 +118,8 @@ def configure(fmt: str, level: str = "info") -> None:
 
 
 class RequestIds:
-    """ASGI middleware, outermost: gives every HTTP request and WebSocket its id, echoes it in
-    ``X-Request-ID``, and logs a request slower than ``slow_s``."""
+    """ASGI middleware, outermost of a route's: gives every HTTP request and WebSocket its
+    id and logs a request slower than ``slow_s``; ``echo_request_id`` echoes the id."""
 
     def __init__(self, app: ASGIApp, slow_s: float) -> None:
         self.app = app
@@ -116,18 +129,12 @@ class RequestIds:
         if scope["type"] not in (ScopeType.HTTP, ScopeType.WEBSOCKET):
             await self.app(scope, receive, send)
             return
-        given = _header(scope, HEADER)
-        request_id = given if given and _SANE_ID.fullmatch(given) else uuid.uuid4().hex
+        request_id = _request_id_of(scope)
         REQUEST_ID.set(request_id)
+        tracing.set_attribute("chorus.request_id", request_id)
         started = time.monotonic()
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                MutableScopeHeaders.from_message(message)[HEADER] = request_id
-            await send(message)
-
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send)
         finally:
             took = time.monotonic() - started
             if scope["type"] == ScopeType.HTTP and self.slow_s and took > self.slow_s:
@@ -138,6 +145,27 @@ class RequestIds:
                     took,
                     extra={"duration_s": round(took, 3), "path": scope.get("path")},
                 )
+
+
+async def echo_request_id(message: Message, scope: Scope) -> None:
+    """The app's ``before_send`` hook: every HTTP response carries ``X-Request-ID``, also
+    those made outside a route's middleware (the authentication middleware's 401 and the
+    rate limiter's 429 are answered by the app's exception handling, a 404 or 405 by the
+    router), which ``RequestIds`` never sees the response of."""
+    if message["type"] != "http.response.start":
+        return
+    request_id = REQUEST_ID.get()
+    if request_id is None:
+        # No route's middleware ran: the id is made here, for the access line too.
+        request_id = _request_id_of(scope)
+        REQUEST_ID.set(request_id)
+    MutableScopeHeaders.from_message(message)[HEADER] = request_id
+
+
+def _request_id_of(scope: Scope) -> str:
+    """The client's id when it is a sane one, else a new one."""
+    given = _header(scope, HEADER)
+    return given if given and _SANE_ID.fullmatch(given) else uuid.uuid4().hex
 
 
 def _header(scope: Scope, name: str) -> str | None:

@@ -22,6 +22,7 @@ from api.commands import services_of
 from api.health import is_operator
 from api.loop_lag import LoopLagProbe
 from infrastructure import metrics
+from infrastructure.eventstore import EVENTS_TABLE
 from projections.log import log_end
 from projections.queries import run_async
 
@@ -44,6 +45,10 @@ async def metrics_page(request: Request[Any, Any, Any]) -> Response[bytes]:
     except Exception:
         pass
     _pools(services)
+    _documents(services)
+    up = await services.signals.redis_up()
+    if up is not None:
+        metrics.REDIS_UP.set(1 if up else 0)
     body = await anyio.to_thread.run_sync(metrics.exposition)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
@@ -53,12 +58,52 @@ def _read_state(services: Services, last: int) -> None:
     runner = services.runner
     runner.refresh_positions()
     stuck = runner.stuck()
-    for name, position in runner.positions().items():
+    models = runner.positions()
+    policies = (
+        {name: state.position for name, state in services.reactions.status().items()}
+        if services.reactions is not None
+        else {}
+    )
+    ages = _ages(services, {*models.values(), *policies.values()}, last)
+    for name, position in models.items():
         metrics.READ_MODEL_LAG.labels(name).set(max(0, last - position))
+        metrics.READ_MODEL_LAG_SECONDS.labels(name).set(ages.get(position, 0.0))
         metrics.READ_MODEL_STUCK.labels(name).set(1 if name in stuck else 0)
-    if services.reactions is not None:
-        for name, state in services.reactions.status().items():
-            metrics.REACTION_LAG.labels(name).set(state.lag)
+    for name, position in policies.items():
+        metrics.REACTION_LAG.labels(name).set(max(0, last - position))
+        metrics.REACTION_LAG_SECONDS.labels(name).set(ages.get(position, 0.0))
+
+
+# For each position, the age of the first event after it: how long the oldest event a reader
+# at that position has yet to take has been waiting (one indexed look-up per position).
+_AGES = (
+    "SELECT p.pos, extract(epoch FROM now() - (SELECT"
+    " (convert_from(e.state, 'UTF8')::jsonb ->> 'timestamp')::timestamptz"
+    f" FROM {EVENTS_TABLE} e WHERE e.notification_id > p.pos"
+    " ORDER BY e.notification_id LIMIT 1)) AS age"
+    " FROM unnest(%s::int8[]) AS p(pos)"
+)
+
+
+def _ages(services: Services, positions: set[int], last: int) -> dict[int, float]:
+    behind = sorted(p for p in positions if p < last)
+    if not behind:
+        return {}
+    with services.read_pool.connection() as conn, conn.cursor() as cur:
+        cur.execute(_AGES, (behind,))
+        rows = cur.fetchall()
+    ages = {}
+    for row in rows:
+        pos, age = (row["pos"], row["age"]) if isinstance(row, dict) else row
+        ages[int(pos)] = max(0.0, float(age or 0))
+    return ages
+
+
+def _documents(services: Services) -> None:
+    live = list(services.rooms.live.values())
+    metrics.LIVE_DOCUMENTS.set(len(live))
+    metrics.LIVE_DOCUMENT_BYTES.set(sum(d.room.size for d in live))
+    metrics.AWARENESS_STATES.set(sum(len(d.awareness) for d in live))
 
 
 def _pools(services: Services) -> None:

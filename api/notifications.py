@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, get, post, put
+from litestar.connection import ASGIConnection
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import Response
 
@@ -21,7 +23,7 @@ from api.reads import (
     parse_cursor,
     read_cursor_async,
 )
-from application.commands import MarkNotificationsRead, SetNotificationPreference
+from application.commands import Command, MarkNotificationsRead, SetNotificationPreference
 from domain.errors import InvalidValue
 from domain.notifications import MAX_READ_IDS
 from projections import notifications as views
@@ -138,20 +140,11 @@ class NotificationController(Controller):
         and unknown ids change nothing) or ``{"up_to": position}`` (every notification at or
         before it, also ones the read models have not shown yet). ``position`` is null when
         nothing changed."""
-        if (data.ids is None) == (data.up_to is None):
-            raise InvalidValue("give ids or up_to")
-        if data.ids is not None:
-            async with read_cursor_async(request, None) as cur:
-                ids = await run_async(cur, views.unread_ids(request.user, _uuids(data.ids)))
-            if not ids:
-                return Response(Written(position=None), status_code=200)
-            cmd = MarkNotificationsRead(ids=ids)
-        else:
-            check_position("up_to", data.up_to)
-            async with read_cursor_async(request, None) as cur:
-                if (data.up_to or 0) > await run_async(cur, log_end()):
-                    raise InvalidValue("up_to is past the last event")
-            cmd = MarkNotificationsRead(up_to=data.up_to)
+        cmd = await checked_mark_read(
+            request, request.user, MarkNotificationsRead(ids=data.ids, up_to=data.up_to)
+        )
+        if cmd is None:
+            return Response(Written(position=None), status_code=200)
         return reply(await execute(request, cmd, request.user), Written)
 
     @get(
@@ -192,6 +185,36 @@ class NotificationController(Controller):
             unmute=data.unmute,
         )
         return reply(await execute(request, cmd, request.user), Written)
+
+
+async def checked_mark_read(
+    connection: ASGIConnection[Any, Any, Any, Any], user: str, cmd: MarkNotificationsRead
+) -> MarkNotificationsRead | None:
+    """The one check of a ``MarkNotificationsRead`` from a client, over HTTP and ``/ws``
+    alike: ``ids`` keeps the caller's own unread notifications (another user's id, an
+    unknown one or one that is no id changes nothing: the same answer, so ids cannot be
+    probed), ``up_to`` must not be past the log's end. None when nothing is left to mark.
+    The inbox takes ids as given (it holds no list of its notifications), so without this
+    a client could append ids that are not theirs to their inbox's log."""
+    if (cmd.ids is None) == (cmd.up_to is None):
+        raise InvalidValue("give ids or up_to")
+    if cmd.ids is not None:
+        if not cmd.ids or len(cmd.ids) > MAX_READ_IDS:
+            raise InvalidValue(f"give 1 to {MAX_READ_IDS} notification ids")
+        async with read_cursor_async(connection, None) as cur:
+            ids = await run_async(cur, views.unread_ids(user, _uuids(cmd.ids)))
+        return MarkNotificationsRead(ids=ids) if ids else None
+    check_position("up_to", cmd.up_to)
+    async with read_cursor_async(connection, None) as cur:
+        if (cmd.up_to or 0) > await run_async(cur, log_end()):
+            raise InvalidValue("up_to is past the last event")
+    return cmd
+
+
+ClientCheck = Callable[[ASGIConnection[Any, Any, Any, Any], str, Any], Awaitable[Command | None]]
+# Client commands checked against the read models before they run, by type: /ws runs the
+# same check as the route (api/realtime/socket.py).
+CLIENT_CHECKS: dict[type[Command], ClientCheck] = {MarkNotificationsRead: checked_mark_read}
 
 
 def _uuids(ids: list[str]) -> list[str]:

@@ -32,6 +32,11 @@ def project(args: argparse.Namespace, settings: Settings) -> int:
     from projections.runner import ProjectionRunner
 
     migrate(url, all_projections())
+    if settings.otlp_endpoint is not None:
+        # Its steps continue the traces of the writes they apply (infrastructure/tracing.py).
+        from infrastructure import tracing
+
+        tracing.configure(endpoint=settings.otlp_endpoint)
     stop = threading.Event()
 
     def stopping(signum: int, frame: Any) -> None:

@@ -94,6 +94,7 @@ class RateLimiter:
                 self._script = self._redis.register_script(_INCR_WITH_EXPIRY)
             result = await self._script(keys=[f"{KEY_PREFIX}{window}:{address}"], args=[KEY_TTL_MS])
         except Exception as exc:  # Redis down or slow: count here rather than fail requests
+            metrics.REDIS_ERRORS.labels("rate_limits").inc()
             if not self._redis_failing:
                 log.warning("rate limits: Redis unavailable (%s); counting in this process", exc)
             self._redis_failing = True

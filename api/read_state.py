@@ -6,15 +6,21 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, get, put
+from litestar import Controller, Request, get, post, put
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import Response
 
-from api.commands import execute, reply
+from api.commands import Written, execute, reply
 from api.errors import problems
 from api.reads import DEFAULT_LIMIT, MAX_POSITION, check_limit, parse_cursor, read_cursor_async
-from application.commands import MarkChannelRead, SetReadReceipts
+from application.commands import (
+    LeaveGroupDirectMessage,
+    MarkChannelRead,
+    OpenGroupDirectMessage,
+    SetReadReceipts,
+)
 from domain.base import as_uuid
+from domain.channels import MAX_GROUP
 from domain.errors import InvalidValue, NotAMember, NotFound
 from projections import channels as channel_views
 from projections import read_state
@@ -81,11 +87,26 @@ class LastMessage(msgspec.Struct):
 class DirectChannelView(msgspec.Struct):
     channel_id: str
     created_at: datetime
+    # The other person of a two-person channel (null in a group).
     other: DirectParty | None
+    # Every other member (a group direct message has up to 9).
+    others: list[DirectParty]
     last_message: LastMessage | None
     unread_count: int
     mention_count: int
     last_read: int | None
+
+
+class GroupBody(msgspec.Struct, forbid_unknown_fields=True):
+    # The others (the caller is in it): 2 to 9.
+    user_ids: Annotated[
+        list[Annotated[str, msgspec.Meta(max_length=64)]], msgspec.Meta(max_length=MAX_GROUP - 1)
+    ]
+
+
+class GroupChannel(msgspec.Struct):
+    channel_id: str
+    position: int | None
 
 
 class DirectChannelPage(msgspec.Struct):
@@ -196,6 +217,33 @@ class ReadStateController(Controller):
             items=[msgspec.convert(i, DirectChannelView) for i in items],
             next=None if next_cursor is None else f"{next_cursor[0]}.{next_cursor[1]}",
         )
+
+    @post("/group-dms", operation_id="OpenGroupDirectMessage", responses=WRITE_ERRORS)
+    async def open_group(self, request: Req, data: JSONBody[GroupBody]) -> Response[GroupChannel]:
+        """A new group direct message with 2 to 9 others, each sharing a workspace with me
+        (one who does not, or does not exist, is a 404 "unknown user"; naming someone twice
+        or myself, or too few or too many, a 422). Messages, read markers and notifications
+        are as in a two-person one."""
+        # The workspaces shared are looked up in the read models: they are awaited up to
+        # the log's end, so that a workspace someone just joined counts.
+        async with read_cursor_async(request, None) as cur:
+            head = await run_async(cur, log_end())
+        async with read_cursor_async(request, head):
+            pass
+        cmd = OpenGroupDirectMessage(user_ids=data.user_ids)
+        return reply(await execute(request, cmd, request.user), GroupChannel)
+
+    @post(
+        "/group-dms/{channel_id:str}/leave",
+        operation_id="LeaveGroupDirectMessage",
+        status_code=200,
+        responses=WRITE_ERRORS,
+    )
+    async def leave_group(self, request: Req, channel_id: FromPath[str]) -> Response[Written]:
+        """I leave a group direct message: it is gone from my list, I read and hear nothing
+        more of it (404 for one I am not in, or a two-person one, as for an unknown id)."""
+        cmd = LeaveGroupDirectMessage(channel_id=channel_id)
+        return reply(await execute(request, cmd, request.user), Written)
 
 
 def _target(channel_id: str, up_to: str | int) -> Query[tuple[str, int] | None]:

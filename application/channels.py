@@ -10,15 +10,17 @@ from application.commands import (
     ChangeChannel,
     CreateChannel,
     DeleteChannel,
+    LeaveGroupDirectMessage,
     OpenDirectMessage,
+    OpenGroupDirectMessage,
     RemoveChannelMember,
     UnarchiveChannel,
 )
 from application.decisions import Decision, HandlerTable
 from application.ports import DecisionContext
 from domain.base import Cause, as_uuid
-from domain.channels import KIND_DIRECT, Channel, legacy_direct_channel_id
-from domain.errors import NotFound
+from domain.channels import KIND_DIRECT, MAX_GROUP, Channel, legacy_direct_channel_id
+from domain.errors import InvalidValue, NotFound
 from domain.identity import User, check_can_add, check_can_message
 from domain.indexes import DirectChannelPair, direct_pair_id
 from domain.workspaces import Workspace
@@ -109,7 +111,7 @@ def open_direct_message(app: DecisionContext, cmd: OpenDirectMessage, cause: Cau
     channel_id = direct_channel_of(app, actor, str(other.id))
     opened = channel_id is not None
     if str(other.id) != actor:
-        if not opened and not _share_a_workspace(app, actor, str(other.id), cmd):
+        if not opened and not _share_a_workspace(app, actor, str(other.id), cmd.workspace_id):
             # Someone you share no workspace with does not exist for you.
             raise NotFound("unknown user")
         check_can_message(app.load(User, actor, "user"), other)
@@ -136,13 +138,42 @@ def direct_channel_of(app: DecisionContext, user_a: str, user_b: str) -> UUID | 
     return None
 
 
+@HANDLERS.on(OpenGroupDirectMessage)
+def open_group_direct_message(
+    app: DecisionContext, cmd: OpenGroupDirectMessage, cause: Cause
+) -> Decision:
+    """Each other person must exist, share a workspace with the caller, and neither may have
+    blocked the other; one who does not is "unknown", as an id that does not exist."""
+    actor = cause.actor
+    if len(cmd.user_ids) > MAX_GROUP:  # before anything is loaded for them
+        raise InvalidValue(f"a group direct message has at most {MAX_GROUP} people")
+    others = [str(as_uuid(u)) for u in cmd.user_ids]
+    channel = Channel.open_group(uuid4(), others, cause)
+    me = app.load(User, actor, "user")
+    for other_id in others:
+        other = app.load(User, other_id, "user")
+        if not _share_a_workspace(app, actor, other_id, None):
+            raise NotFound("unknown user")
+        check_can_message(me, other)
+    return Decision([channel], {"channel_id": str(channel.id)}, status=201)
+
+
+@HANDLERS.on(LeaveGroupDirectMessage)
+def leave_group_direct_message(
+    app: DecisionContext, cmd: LeaveGroupDirectMessage, cause: Cause
+) -> Decision:
+    channel = app.load(Channel, cmd.channel_id)
+    channel.leave_group(cause)
+    return Decision([channel])
+
+
 def _share_a_workspace(
-    app: DecisionContext, user_a: str, user_b: str, cmd: OpenDirectMessage
+    app: DecisionContext, user_a: str, user_b: str, workspace_id: str | None
 ) -> bool:
     """Whether both are members of the named workspace, or (none named) of one of those the
     directory suggests, as the Workspace aggregates say."""
-    if cmd.workspace_id is not None:
-        candidates = [cmd.workspace_id]
+    if workspace_id is not None:
+        candidates = [workspace_id]
     elif app.directory is not None:
         candidates = app.directory.shared_workspaces(user_a, user_b)
     else:

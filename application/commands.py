@@ -7,6 +7,8 @@ fields with defaults.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import msgspec
 
 
@@ -184,6 +186,17 @@ class OpenDirectMessage(Command, frozen=True):
 
     user_id: str
     workspace_id: str | None = None
+
+
+class OpenGroupDirectMessage(Command, frozen=True):
+    """A group direct message with 2 to 9 others who each share a workspace with the caller
+    (a new one each time)."""
+
+    user_ids: list[str]
+
+
+class LeaveGroupDirectMessage(Command, frozen=True):
+    channel_id: str
 
 
 # -- identity: whom a user hears from ------------------------------------------------------
@@ -486,8 +499,27 @@ class EraseUser(Command, frozen=True):
     user_id: str
 
 
+class SetRetention(Command, frozen=True):
+    """Sets how many days a workspace keeps its messages (``null``: for ever); older ones
+    are erased by the retention worker (application/retention.py)."""
+
+    workspace_id: str
+    days: int | None
+
+
+class ApplyRetention(Command, frozen=True):
+    """A retention run (the server's worker, never a client): erases the messages sent in
+    ``[since, cutoff)`` in a workspace, ``since`` being the previous run's cut-off."""
+
+    workspace_id: str
+    since: datetime | None
+    cutoff: datetime
+    message_ids: list[str]
+
+
 SERVER_ONLY: tuple[type[Command], ...] = (
     EraseUser,
+    ApplyRetention,
     RegisterUser,
     StartSession,
     EndSession,
@@ -535,3 +567,110 @@ SERVER_ONLY = (
     IssuePasswordReset,
     ResetPassword,
 )
+
+
+# -- projects and tasks (issue 21) -----------------------------------------------------------
+class CreateProject(Command, frozen=True):
+    workspace_id: str
+    name: str
+    description: str | None = None
+    # "workspace" (every member) or "listed" (``member_ids`` and the creator).
+    access: str = "workspace"
+    member_ids: list[str] = []
+
+
+class ChangeProject(Command, frozen=True):
+    """Renames and/or describes a project."""
+
+    project_id: str
+    name: str | None = None
+    description: str | None = None
+
+
+class SetProjectAccess(Command, frozen=True):
+    project_id: str
+    access: str
+    member_ids: list[str] = []
+
+
+class ArchiveProject(Command, frozen=True):
+    project_id: str
+    archived: bool = True
+
+
+class DeleteProject(Command, frozen=True):
+    project_id: str
+
+
+class AddProjectColumn(Command, frozen=True):
+    project_id: str
+    name: str
+
+
+class RenameProjectColumn(Command, frozen=True):
+    project_id: str
+    column_id: str
+    name: str
+
+
+class ReorderProjectColumns(Command, frozen=True):
+    project_id: str
+    column_ids: list[str]
+
+
+class CreateTask(Command, frozen=True):
+    """A task in column ``status`` (a column id; the first column if left out), after the
+    card ``after_id``."""
+
+    project_id: str
+    title: str
+    status: str | None = None
+    priority: str = "none"
+    assignee_ids: list[str] = []
+    due: str | None = None
+    labels: list[str] = []
+    parent_id: str | None = None
+    estimate: int | None = None
+    # The card it goes after (HTTP passes the column's last); None: the column's start.
+    after_id: str | None = None
+
+
+class ChangeTask(Command, frozen=True):
+    """Changes the fields given (None: kept as they are); ``clear`` names the optional ones
+    (``due``, ``parent_id``, ``estimate``) to empty. Refused with 409 when
+    ``expected_version`` is stale."""
+
+    task_id: str
+    title: str | None = None
+    priority: str | None = None
+    assignee_ids: list[str] | None = None
+    due: str | None = None
+    labels: list[str] | None = None
+    parent_id: str | None = None
+    estimate: int | None = None
+    clear: list[str] = []
+    expected_version: int | None = None
+
+
+class MoveTask(Command, frozen=True):
+    """Moves a task into column ``status`` between two neighbours (task ids; None: the
+    column's start or end), writing the moved task alone."""
+
+    task_id: str
+    status: str
+    after_id: str | None = None
+    before_id: str | None = None
+    expected_version: int | None = None
+
+
+class DeleteTask(Command, frozen=True):
+    task_id: str
+    expected_version: int | None = None
+
+
+class WatchTask(Command, frozen=True):
+    task_id: str
+
+
+class UnwatchTask(Command, frozen=True):
+    task_id: str

@@ -54,7 +54,7 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Repository
@@ -86,7 +86,7 @@ from application.ports import (
 )
 from domain.base import Cause, ChorusAggregate, as_uuid
 from domain.errors import NotFound
-from infrastructure import metrics
+from infrastructure import metrics, tracing
 
 Event = CanMutateAggregate[UUID]
 
@@ -137,6 +137,9 @@ class _Item:
     error: BaseException | None = None
     record: CommandRecord | None = None
     events: list[Event] = field(default_factory=list)
+    # The submitting command's span (tracing on): its commit span is a child of it.
+    trace: str | None = None
+    queued_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -298,7 +301,7 @@ class GroupCommitter:
         with self._close_lock:
             if self._closed:
                 raise RuntimeError("the group committer is closed")
-            self._queue.put(_Item(command, cause, future, scope))
+            self._queue.put(_Item(command, cause, future, scope, trace=tracing.traceparent()))
         return future
 
     def takes(self, command: Command) -> bool:
@@ -381,6 +384,9 @@ class GroupCommitter:
         return False
 
     def _process(self, batch: list[_Item]) -> None:
+        started = time.monotonic()
+        for item in batch:
+            metrics.GROUP_COMMIT_WAIT.observe(started - item.queued_at)
         if self._forget:
             self._forget = False
             self.known.clear()
@@ -410,12 +416,21 @@ class GroupCommitter:
                 start = stop
             if self.before_commit is not None:
                 self.before_commit()
+            commits, traces = _commit_spans(spans, len(batch))
             try:
-                ids = self._insert(stored, records, credentials, reads.versions)
+                # One transaction for every command of the batch: its statements show in
+                # the first traced command's commit span.
+                with tracing.current(commits[0] if commits else None):
+                    ids = self._insert(stored, records, credentials, reads.versions, traces)
             except IntegrityError:
+                _end(commits, "conflict: run again alone")
                 self.known.clear()
                 self._fall_back(batch, stored, spans)
                 return
+            except BaseException:
+                _end(commits, "failed")
+                raise
+            _end(commits, None)
             for item, start, stop in spans:
                 position = max(ids[start:stop])
                 assert item.result is not None
@@ -468,6 +483,7 @@ class GroupCommitter:
         records: list[tuple[CommandRecord, int, int]],
         credentials: dict[UUID, str],
         expect: dict[UUID, int],
+        traces: list[str | None] | None = None,
     ) -> Sequence[int]:
         """The batch's insert, tried again while the database is unreachable (up to
         ``outage_wait_s``): a caller without an idempotency key cannot retry safely, so its
@@ -476,7 +492,7 @@ class GroupCommitter:
         deadline = time.monotonic() + self.outage_wait_s
         while True:
             try:
-                return self.app.store.insert_batch(stored, records, credentials, expect)
+                return self.app.store.insert_batch(stored, records, credentials, expect, traces)
             except (OperationalError, InterfaceError):
                 if time.monotonic() >= deadline:
                     raise
@@ -575,6 +591,37 @@ class GroupCommitter:
             self.app.take_due_snapshots(events, working)
         except Exception:  # a snapshot is a cache: the commands are committed anyway
             log.exception("snapshot after a group commit failed")
+
+
+def _commit_spans(
+    spans: list[tuple[_Item, int, int]], size: int
+) -> tuple[list[Any], list[str | None] | None]:
+    """One ``chorus.commit`` span per traced command of the batch, child of its command's
+    span, and each event's traceparent (its command's commit span): the batch is one
+    transaction, but each trace sees its own command committed. Nothing when untraced."""
+    if not tracing.ENABLED or not any(item.trace for item, _, _ in spans):
+        return [], None
+    commits: list[Any] = []
+    traces: list[str | None] = []
+    for item, start, stop in spans:
+        if item.trace is None:
+            traces.extend([None] * (stop - start))
+            continue
+        commit = tracing.start(
+            "chorus.commit",
+            parent=item.trace,
+            attributes={"chorus.batch_size": size, "chorus.events": stop - start},
+        )
+        commits.append(commit)
+        traces.extend([tracing.traceparent_of(commit)] * (stop - start))
+    return commits, traces
+
+
+def _end(commits: list[Any], error: str | None) -> None:
+    for commit in commits:
+        if error is not None:
+            commit.set_attribute("chorus.outcome", error)
+        commit.end()
 
 
 def _split_at_repeated_keys(batch: list[_Item]) -> tuple[list[_Item], list[_Item]]:

@@ -65,6 +65,7 @@ class Recorder(CommandStore, Protocol):
         commands: Sequence[tuple[CommandRecord, int, int]],
         credentials: Mapping[UUID, str],
         expect: Mapping[UUID, int] | None = None,
+        traces: Sequence[str | None] | None = None,
     ) -> Sequence[int]: ...
 
     def current_versions(self, ids: Sequence[UUID]) -> dict[UUID, int]: ...

@@ -16,13 +16,15 @@ from application.channels import channel_with_workspace
 from application.chorus import Chorus
 from application.notifications import deliverable
 from application.ports import LoggedEvent
+from application.projects import project_with_workspace
 from domain.base import ChorusAggregate, as_uuid
 from domain.channels import Channel
 from domain.errors import InvalidValue, NotAMember, NotFound, PermissionDenied
 from domain.scopes import Scope, StreamKind, StreamKinds, StreamScope
 from domain.workspaces import Workspace
 
-CONTAINERS = ("workspace", "channel", "user")
+# A project (issue 21) contains its tasks as a channel its messages: both scope-name it.
+CONTAINERS = ("workspace", "channel", "user", "project")
 # The user's inbox (domain/notifications.py): delivered on their user stream, each
 # notification only while they may read what it is about (checked on delivery).
 INBOX = "inbox"
@@ -92,6 +94,9 @@ class Access:
                 workspace = self.app.load(Workspace, self.target.id)
                 workspace.check_member(self.user_id)
                 self._enter(workspace)
+            case "project":
+                _, workspace = project_with_workspace(self.app, self.target.id, self.user_id)
+                self._enter(workspace)
             case "user":
                 pass
             case kind:
@@ -123,7 +128,7 @@ class Access:
         """Cheap test, on the event loop, of whether the event is about this target at all."""
         s = d.scope
         match self.target.kind:
-            case "channel":
+            case "channel" | "project":
                 # The workspace's own events may take access away (a direct channel has none).
                 return s.channel == self.target.id or (
                     s.kind == "workspace" and s.workspace == self.workspace_id
@@ -155,7 +160,7 @@ class Access:
         accepts, narrowed to the user's own direct channels (their members never change)."""
         workspace = frozenset() if self.workspace_id is None else frozenset({self.workspace_id})
         match self.target.kind:
-            case "channel":
+            case "channel" | "project":
                 return StreamScope(streams=workspace, channels=frozenset({self.target.id}))
             case "workspace":
                 return StreamScope(workspaces=frozenset({self.target.id}))
@@ -182,7 +187,7 @@ class Access:
         if not self.concerns(d):
             return False
         match self.target.kind:
-            case "channel":
+            case "channel" | "project":
                 return s.channel == self.target.id
             case "workspace":
                 return self._readable(s.kind, s.channel, s.owner)

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 from uuid import UUID
 
+import msgspec
 from standardwebhooks.webhooks import Webhook as Signer
 
 from application.commands import RecordWebhookAttempt
@@ -31,6 +32,36 @@ from domain.errors import DomainError
 from domain.webhooks import Due, message_id
 
 log = logging.getLogger(__name__)
+
+MAX_PAYLOAD_BYTES = 64 * 1024
+# The key naming withheld fields in an envelope's ``data``, as redaction names them
+# (projections/redaction.py ``REDACTED``, which this layer may not import).
+REDACTED = "redacted"
+
+
+def fitted(body: bytes, limit: int) -> bytes | None:
+    """The envelope ``body`` as sent: whole when it fits in ``limit`` bytes, else with its
+    largest ``data`` fields withheld (nulled and named under ``redacted``, as content gone
+    is withheld) until it fits, the rest (ids, type, position) kept, so that a receiver can
+    still fetch the event with its own access. None when even that does not fit."""
+    if len(body) <= limit:
+        return body
+    envelope = msgspec.json.decode(body)
+    data = envelope.get("data")
+    if not isinstance(data, dict):
+        return None
+    sizes = {k: len(msgspec.json.encode(v)) for k, v in data.items() if k != REDACTED}
+    gone = [k for k in data.get(REDACTED) or [] if isinstance(k, str)]
+    for key in sorted(sizes, key=lambda k: (-sizes[k], k)):
+        if data[key] is None:
+            continue
+        data[key] = None
+        gone.append(key)
+        data[REDACTED] = sorted(set(gone))
+        out = msgspec.json.encode(envelope)
+        if len(out) <= limit:
+            return out
+    return None
 
 
 class Queue(Protocol):
@@ -93,6 +124,7 @@ class DeliveryWorker:
         secret: Callable[[str], str | None],
         schedule: Schedule,
         disable_after: int,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         poll_s: float = 0.25,
         batch: int = 20,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -105,6 +137,7 @@ class DeliveryWorker:
         self.secret = secret
         self.schedule = schedule
         self.disable_after = disable_after
+        self.max_payload_bytes = max_payload_bytes
         self.poll_s = poll_s
         self.batch = batch
         self.clock = clock
@@ -158,10 +191,16 @@ class DeliveryWorker:
     def deliver(self, delivery: Due) -> None:
         secret = self.secret(delivery.webhook_id)
         body = self.queue.payload(delivery)
+        if body is not None:
+            body = fitted(body, self.max_payload_bytes)
         status: int | None
         error: str | None
         if secret is None or body is None:
-            status, error, succeeded = None, "nothing to send (no secret or no event)", False
+            status, error, succeeded = (
+                None,
+                "nothing to send (no secret, no event or too large)",
+                False,
+            )
         else:
             outcome = self.sender.send(delivery.url, self.headers(delivery, secret, body), body)
             status, error, succeeded = outcome.status_code, outcome.error, outcome.succeeded

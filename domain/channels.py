@@ -24,6 +24,9 @@ _DIRECT = uuid5(NAMESPACE_URL, "chorus:direct-messages")
 
 KIND_CHANNEL = "channel"
 KIND_DIRECT = "direct"
+# People in a group direct message, its creator included.
+MIN_GROUP = 3
+MAX_GROUP = 10
 
 
 def legacy_direct_channel_id(user_a: str, user_b: str) -> UUID:
@@ -89,6 +92,30 @@ class Channel(ChorusAggregate):
             member_ids=sorted([actor, other_user_id]),
         )
 
+    @classmethod
+    @caused
+    def open_group(cls, id: UUID, other_user_ids: list[str], cause: Cause) -> Channel:
+        """A group direct message: the caller and ``MIN_GROUP - 1`` to ``MAX_GROUP - 1``
+        others, each named once (whether each may be messaged is the handler's to check)."""
+        actor = cause.actor
+        others = list(other_user_ids)
+        if len(set(others)) != len(others) or actor in others:
+            raise InvalidValue("name each other person once, and not yourself")
+        if not MIN_GROUP - 1 <= len(others) <= MAX_GROUP - 1:
+            raise InvalidValue(
+                f"a group direct message has {MIN_GROUP} to {MAX_GROUP} people, you included"
+            )
+        return cls(
+            id=id,
+            workspace_id=None,
+            name="",
+            private=True,
+            topic="",
+            kind=KIND_DIRECT,
+            member_ids=sorted([actor, *others]),
+            group=True,
+        )
+
     @event("ChannelCreated")
     def __init__(
         self,
@@ -100,8 +127,12 @@ class Channel(ChorusAggregate):
         kind: str,
         member_ids: list[str],
         member_tenures: dict[str, int] | None = None,
+        group: bool = False,
     ) -> None:
         self.workspace_id = workspace_id
+        # A group direct message (open_group), which members may leave; a two-person one
+        # is for good.
+        self.group = group
         self.name = name
         self.private = private
         self.topic = topic
@@ -205,6 +236,20 @@ class Channel(ChorusAggregate):
         if not self.is_member(user_id, workspace):
             raise NotFound("not a member of this channel")
         self._member_removed(user_id=user_id)
+
+    @property
+    def is_group(self) -> bool:
+        # Snapshots taken before group direct messages existed lack the attribute.
+        return bool(self.__dict__.get("group", False))
+
+    @caused
+    def leave_group(self, cause: Cause) -> None:
+        """The caller leaves a group direct message they are in (another's, or a channel
+        that is none, is "unknown" to them, as an id that does not exist)."""
+        actor = cause.actor
+        if not (self.kind == KIND_DIRECT and self.is_group) or not self.can_view(actor, None):
+            raise NotAMember("unknown group direct message")
+        self._member_removed(user_id=actor)
 
     @event("ChannelMemberRemoved")
     def _member_removed(self, user_id: str) -> None:

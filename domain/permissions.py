@@ -28,6 +28,11 @@ class Permission(StrEnum):
     # and deleting it stay with its owners.
     MANAGE_WORKSPACE = "manage_workspace"
 
+    # Projects and their tasks (issue 21): create, rename, describe, archive and delete
+    # projects, their access and workflow columns; create, change, move and delete tasks.
+    MANAGE_PROJECTS = "manage_projects"
+    MANAGE_TASKS = "manage_tasks"
+
 
 ALL_PERMISSIONS: frozenset[str] = frozenset(p.value for p in Permission)
 
@@ -48,6 +53,7 @@ BUILTIN_ROLES: dict[str, frozenset[str]] = {
             Permission.INVITE,
             Permission.VIEW_DOCUMENTS,
             Permission.EDIT_DOCUMENTS,
+            Permission.MANAGE_TASKS,
         }
     ),
     VIEWER: frozenset({Permission.VIEW_CHANNELS, Permission.VIEW_DOCUMENTS}),

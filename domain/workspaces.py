@@ -30,6 +30,7 @@ from domain.permissions import (
     OWNER,
     VIEWER,
 )
+from domain.retention import check_days, run_is_due
 from domain.rules import (
     DEFAULT_INVITE_TTL_S,
     MAX_CUSTOM_ROLES,
@@ -533,6 +534,54 @@ class Workspace(ChorusAggregate):
     @event("DeletionErasureChanged")
     def _deletion_erasure_changed(self, enabled: bool) -> None:
         self.deletion_erases = enabled
+
+    # -- retention (issue 20): messages older than N days are erased -----------------------
+
+    @property
+    def retention_days(self) -> int | None:
+        # Workspaces (and snapshots) from before retention have none: off.
+        days = self.__dict__.get("retention", None)
+        return None if days is None else int(days)
+
+    @property
+    def retained_before(self) -> datetime | None:
+        """The cut-off of the last retention run: every message sent before it is erased."""
+        value = self.__dict__.get("retention_cutoff", None)
+        return value if isinstance(value, datetime) else None
+
+    @caused
+    def set_retention(self, days: int | None, cause: Cause) -> None:
+        """Sets how many days messages are kept (None: for ever); needs ``manage_workspace``."""
+        actor = _actor(cause)
+        self.check_permission(actor, "manage_workspace")
+        days = check_days(days)
+        if days == self.retention_days:
+            raise Conflict("the workspace already has that retention")
+        self._retention_set(days=days)
+
+    @event("RetentionSet")
+    def _retention_set(self, days: int | None) -> None:
+        self.retention = days
+
+    def retention_due(self, since: datetime | None, cutoff: datetime) -> bool:
+        """Whether a run decided from ``since`` to ``cutoff`` is still the next one: retention
+        on, ``since`` the last run's cut-off (not a stale read), and the cut-off moved on."""
+        return (
+            self.retention_days is not None
+            and since == self.retained_before
+            and run_is_due(since, cutoff)
+        )
+
+    @caused
+    def apply_retention(self, cutoff: datetime, message_ids: list[str], cause: Cause) -> None:
+        """Records a run (a server's, with no actor): the messages sent before ``cutoff``
+        since the last run, whose keys the retention read model destroys from this event.
+        Ids, a count and a time: nothing of what the messages said."""
+        self._retention_applied(cutoff=cutoff, count=len(message_ids), message_ids=message_ids)
+
+    @event("RetentionApplied")
+    def _retention_applied(self, cutoff: datetime, count: int, message_ids: list[str]) -> None:
+        self.retention_cutoff = cutoff
 
     # -- invites: listing is the read model's; revoking is here ------------------------------
 

@@ -47,7 +47,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
-from infrastructure import metrics
+from infrastructure import metrics, tracing
 from infrastructure.chain import CHAIN_TABLE, GENESIS, link, record_bytes
 from infrastructure.keys import INSERT_KEYS, erase_statement, key_rows
 from infrastructure.reaction_tracking import ADVANCE, MarkMoved, Move, advance_params
@@ -69,7 +69,20 @@ _INSERT_COMMANDS = (
     " AS t(s, k, f, st, r, p)"
 )
 
-SCHEMA_SQL = """
+# Each event's W3C traceparent when it was written under a trace (infrastructure/tracing.py):
+# beside the log, not in it, so the hash chain (topic and state) means what it did, events
+# written before (or untraced) simply have no row, and nothing is written with tracing off.
+TRACES_TABLE = "chorus_event_traces"
+_INSERT_TRACES = (
+    f"INSERT INTO {TRACES_TABLE} (notification_id, traceparent)"
+    " SELECT * FROM unnest(%b::int8[], %b::text[])"
+)
+
+SCHEMA_SQL = f"""
+CREATE TABLE IF NOT EXISTS {TRACES_TABLE} (
+    notification_id bigint PRIMARY KEY,
+    traceparent text NOT NULL
+);
 CREATE TABLE IF NOT EXISTS chorus_commands (
     scope text NOT NULL,
     key text NOT NULL,
@@ -152,7 +165,6 @@ class ChorusRecorder(PostgresApplicationRecorder):
             id_type=Identifier(datastore.originator_id_type),
         )
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(
         self,
         stored_events: Sequence[StoredEvent],
@@ -162,7 +174,35 @@ class ChorusRecorder(PostgresApplicationRecorder):
         credentials: Mapping[UUID, str] | None = None,
         expect: Mapping[UUID, int] | None = None,
         reaction: Move | None = None,
+        traces: Sequence[str | None] | None = None,
         **_: Any,
+    ) -> Sequence[int] | None:
+        """``_insert_events``; ``traces``: each event's traceparent (the group commit's,
+        one commit span per command). Without them, a write under a trace (a command run
+        in its caller's thread) gets a commit span of its own, and its events its id."""
+        ids: Sequence[int] | None
+        if traces is None and stored_events and tracing.traceparent() is not None:
+            with tracing.span("chorus.commit", attributes={"chorus.events": len(stored_events)}):
+                traces = [tracing.traceparent()] * len(stored_events)
+                ids = self._insert_events(
+                    stored_events, command, commands, credentials, expect, reaction, traces
+                )
+            return ids
+        ids = self._insert_events(
+            stored_events, command, commands, credentials, expect, reaction, traces
+        )
+        return ids
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def _insert_events(
+        self,
+        stored_events: Sequence[StoredEvent],
+        command: CommandRecord | None,
+        commands: Sequence[tuple[CommandRecord, int, int]],
+        credentials: Mapping[UUID, str] | None,
+        expect: Mapping[UUID, int] | None,
+        reaction: Move | None,
+        traces: Sequence[str | None] | None,
     ) -> Sequence[int] | None:
         """One transaction in two round trips. The first takes the table lock, checks
         ``expect``, reads the chain head and inserts the events (their positions, or a
@@ -197,6 +237,8 @@ class ChorusRecorder(PostgresApplicationRecorder):
                             ids = self._insert_rows_and_links(
                                 pipeline, curs, head, stored_events, command, commands, expect
                             )
+                            if traces is not None:
+                                _insert_traces(curs, ids, traces)
                         if reaction is not None and mark.fetchone() is None:
                             raise MarkMoved(reaction.policy)
                         curs.execute("COMMIT")
@@ -274,6 +316,7 @@ class ChorusRecorder(PostgresApplicationRecorder):
         commands: Sequence[tuple[CommandRecord, int, int]],
         credentials: Mapping[UUID, str],
         expect: Mapping[UUID, int] | None = None,
+        traces: Sequence[str | None] | None = None,
     ) -> Sequence[int]:
         """Several commands' events, idempotency records and credentials in one transaction
         (same table lock and chain links as a single command's). ``commands`` holds each
@@ -281,7 +324,7 @@ class ChorusRecorder(PostgresApplicationRecorder):
         ``expect``: aggregates that must still be at these versions, or nothing is stored
         (IntegrityError). The positions returned are in the order of ``stored_events``."""
         ids = self.insert_events(
-            stored_events, commands=commands, credentials=credentials, expect=expect
+            stored_events, commands=commands, credentials=credentials, expect=expect, traces=traces
         )
         return list(ids or ())
 
@@ -362,6 +405,27 @@ class ChorusRecorder(PostgresApplicationRecorder):
             )
             row = curs.fetchone()
         return None if row is None else str(row["password_hash"])
+
+
+def _insert_traces(curs: Cursor[DictRow], ids: Sequence[int], traces: Sequence[str | None]) -> None:
+    traced = [(i, t) for i, t in zip(ids, traces, strict=True) if t is not None]
+    if traced:
+        curs.execute(_INSERT_TRACES, ([i for i, _ in traced], [t for _, t in traced]))
+
+
+def read_traces(cur: Cursor[Any], after: int, upto: int) -> dict[int, str]:
+    """The traceparents stored with the events in ``(after, upto]`` (tracing on only)."""
+    cur.execute(
+        f"SELECT notification_id, traceparent FROM {TRACES_TABLE}"
+        " WHERE notification_id > %s AND notification_id <= %s",
+        (after, upto),
+    )
+    rows = cur.fetchall()
+    return {int(_column(r, 0, "notification_id")): _column(r, 1, "traceparent") for r in rows}
+
+
+def _column(row: Any, index: int, name: str) -> Any:
+    return row[name] if isinstance(row, dict) else row[index]
 
 
 def _append_links(

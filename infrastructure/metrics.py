@@ -92,6 +92,44 @@ LOOP_LAG = Gauge(
     "The latest the event loop has run a timer since the process started.",
     multiprocess_mode="max",
 )
+READ_MODEL_LAG_SECONDS = Gauge(
+    "chorus_read_model_lag_seconds",
+    "Age of the oldest event a read model has yet to apply (0 when caught up; at the scrape).",
+    ["model"],
+    multiprocess_mode="max",
+)
+REACTION_LAG_SECONDS = Gauge(
+    "chorus_reaction_lag_seconds",
+    "Age of the oldest event a reaction policy has yet to read (0 when caught up).",
+    ["policy"],
+    multiprocess_mode="max",
+)
+LIVE_DOCUMENTS = Gauge(
+    "chorus_live_documents",
+    "Documents open for live editing (/yjs) in memory.",
+    multiprocess_mode="livesum",
+)
+LIVE_DOCUMENT_BYTES = Gauge(
+    "chorus_live_document_bytes",
+    "Encoded size of the documents open for live editing: what their memory grows with.",
+    multiprocess_mode="livesum",
+)
+AWARENESS_STATES = Gauge(
+    "chorus_awareness_states",
+    "Awareness states (cursors, selections) held for open documents.",
+    multiprocess_mode="livesum",
+)
+REDIS_UP = Gauge(
+    "chorus_redis_up",
+    "1 when Redis answered the scrape's PING (the signal bus's connection), else 0;"
+    " absent without REDIS_URL.",
+    multiprocess_mode="min",
+)
+REDIS_ERRORS = Counter(
+    "chorus_redis_errors_total",
+    "Redis operations that failed, by use (signals publish/subscribe, rate limits).",
+    ["use"],
+)
 LAST_POSITION = Gauge(
     "chorus_log_position",
     "The last position of the event log (at the scrape).",
@@ -116,6 +154,8 @@ for _limit in LIMITS:
     REFUSED.labels(_limit)
 for _endpoint in ("/ws", "/yjs"):
     SOCKETS.labels(_endpoint)
+for _use in ("signals_publish", "signals_subscribe", "rate_limits"):
+    REDIS_ERRORS.labels(_use)
 
 
 def exposition() -> bytes:

@@ -69,6 +69,42 @@ SHREDS: dict[str, str] = {"MessageDeleted": "text_erased"}
 
 # Text-like fields that are not personal data, and why (the class test requires a reason).
 NOT_PERSONAL: dict[str, dict[str, str]] = {
+    # Issue 21: projects and tasks are the workspace's work, not a person's data (as
+    # channel names and document titles): they stay when their author is erased.
+    "ProjectCreated": {
+        "name": "workspace content",
+        "description": "workspace content",
+        "access": "a fixed set",
+        "member_ids": "user ids",
+        "columns": "workflow structure",
+    },
+    "ProjectRenamed": {"name": "workspace content"},
+    "ProjectDescribed": {"description": "workspace content"},
+    "ProjectAccessChanged": {"access": "a fixed set", "member_ids": "user ids"},
+    "ProjectColumnAdded": {"column_id": "an id", "name": "workflow structure"},
+    "ProjectColumnRenamed": {"column_id": "an id", "name": "workflow structure"},
+    "ProjectColumnsReordered": {"column_ids": "ids"},
+    "TaskCreated": {
+        "title": "workspace content",
+        "status": "a column id",
+        "rank": "an order key",
+        "priority": "a fixed set",
+        "assignee_ids": "user ids",
+        "due": "a date",
+        "labels": "workspace content",
+        "parent_id": "an id",
+        "watcher_ids": "user ids",
+    },
+    "TaskChanged": {
+        "title": "workspace content",
+        "priority": "a fixed set",
+        "assignee_ids": "user ids",
+        "due": "a date",
+        "labels": "workspace content",
+        "parent_id": "an id",
+        "watcher_ids": "user ids",
+    },
+    "TaskMoved": {"status": "a column id", "rank": "an order key"},
     "UserReactivated": {"reactivated_by": "an operator's login, as ProjectionEventSkipped's"},
     "PasswordResetIssued": {"issued_by": "as UserReactivated", "token_hash": "a hash"},
     "PasswordReset": {"token_hash": "a hash"},

@@ -126,6 +126,8 @@ class Settings:
     # and the time past which a request is logged as slow (0: never).
     log_format: str = "auto"
     slow_request_s: float = 1.0
+    # OpenTelemetry traces to this OTLP/HTTP collector (infrastructure/tracing.py); None: off.
+    otlp_endpoint: str | None = None
 
     # -- outgoing webhooks (issue 19): see docs/API.md, "Outgoing webhooks" -------------------
     # Off by default: webhook URLs must be https and reach public addresses only.
@@ -133,12 +135,20 @@ class Settings:
     webhook_allow_http: bool = False
     webhook_timeout_s: float = 10.0
     webhook_max_response_bytes: int = 64 * 1024
+    # A larger envelope is sent with its largest data fields withheld (docs/API.md).
+    webhook_max_payload_bytes: int = 64 * 1024
+    # A PEM file of the CAs receivers' certificates are checked against, instead of the
+    # usual public ones (a private CA; the tests' own).
+    webhook_ca_file: str | None = None
     # Attempts per delivery, the first retry's delay (doubling, at most the max) and the failed
     # attempts in a row after which a webhook is disabled.
     webhook_attempts: int = 8
     webhook_retry_base_s: float = 10.0
     webhook_retry_max_s: float = 3600.0
     webhook_disable_after: int = 20
+    # How often the retention worker looks for messages past their workspace's retention
+    # (issue 20; application/retention.py).
+    retention_poll_s: float = 60.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -208,6 +218,7 @@ class Settings:
             metrics=_choice(env, "CHORUS_METRICS", METRICS_MODES),
             log_format=_choice(env, "CHORUS_LOG_FORMAT", LOG_FORMATS),
             slow_request_s=_float(env, "CHORUS_SLOW_REQUEST_S", 1.0, 0.0, 3600.0),
+            otlp_endpoint=_otlp_endpoint(env),
             refresh_token_ttl_s=_int(
                 env, "CHORUS_REFRESH_TOKEN_TTL_S", 30 * 24 * 3600, 300, 365 * 24 * 3600
             ),
@@ -269,6 +280,11 @@ class Settings:
                 env, "CHORUS_WEBHOOK_RETRY_MAX_S", 3600.0, 0.01, 7 * 86400.0
             ),
             webhook_disable_after=_int(env, "CHORUS_WEBHOOK_DISABLE_AFTER", 20, 1, 100_000),
+            retention_poll_s=_float(env, "CHORUS_RETENTION_POLL_S", 60.0, 0.01, 86400.0),
+            webhook_max_payload_bytes=_int(
+                env, "CHORUS_WEBHOOK_MAX_PAYLOAD_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024
+            ),
+            webhook_ca_file=env.get("CHORUS_WEBHOOK_CA_FILE") or None,
         )
 
     def resolved_jwt_secret(self) -> str:
@@ -345,6 +361,18 @@ def _choice(env: _Env, name: str, choices: tuple[str, ...]) -> str:
         env.problem(f"{name} must be one of {', '.join(choices)}, not {raw!r:.40}")
         return choices[0]
     return raw
+
+
+def _otlp_endpoint(env: _Env) -> str | None:
+    """``CHORUS_OTLP_ENDPOINT``, else OpenTelemetry's own ``OTEL_EXPORTER_OTLP_ENDPOINT``."""
+    found: list[str] = []
+    for name in ("CHORUS_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        value = env.get(name) or None
+        if value is not None and not value.startswith(("http://", "https://")):
+            env.problem(f"{name} must be an http:// or https:// URL (an OTLP/HTTP collector)")
+        elif value is not None:
+            found.append(str(value))
+    return found[0] if found else None
 
 
 def _bool(env: _Env, name: str, default: bool) -> bool:

@@ -11,6 +11,7 @@ limit and at most ``max_response_bytes`` of the answer are read.
 from __future__ import annotations
 
 import contextlib
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ ERROR_CHARS = 300
 USER_AGENT = "Chorus-Webhooks/1"
 # pg_try_advisory_lock(key1, key2): the reactions use 7140412.
 LOCK_CLASS = 7140413
+_UNREACHED = "could not connect to "
 
 
 @dataclass(frozen=True)
@@ -59,12 +61,19 @@ class WebhookSender:
         timeout_s: float = 10.0,
         max_response_bytes: int = 64 * 1024,
         addresses: Callable[[str, int, OutboundPolicy], list[IPAddress]] = checked_addresses,
+        ca_file: str | None = None,
     ) -> None:
         self.policy = policy
         self.timeout_s = timeout_s
         self.max_response_bytes = max_response_bytes
         self.addresses = addresses
+        # Certificates are always checked: against ``ca_file``'s CAs when the operator gives
+        # one (a private CA), else the usual public ones.
+        verify: ssl.SSLContext | bool = (
+            True if ca_file is None else ssl.create_default_context(cafile=ca_file)
+        )
         self.client = httpx.Client(
+            verify=verify,
             follow_redirects=False,
             trust_env=False,  # no proxy from the environment: it would connect for us
             timeout=httpx.Timeout(timeout_s),
@@ -84,7 +93,7 @@ class WebhookSender:
             return Outcome(None, "url refused: https only")
         port = target.port or (443 if target.scheme == "https" else 80)
         try:
-            address = self.addresses(target.host, port, self.policy)[0]
+            addresses = self.addresses(target.host, port, self.policy)
         except (AddressRefused, HostUnresolved) as exc:
             return Outcome(None, one_line(f"address refused: {exc}"))
         host_header = target.host if target.port is None else f"{target.host}:{target.port}"
@@ -96,14 +105,33 @@ class WebhookSender:
             "content-type": "application/json",
             "user-agent": USER_AGENT,
         }
-        extensions: dict[str, Any] = {"sni_hostname": target.host}
         deadline = time.monotonic() + self.timeout_s
+        outcome = Outcome(None, "no address")
+        # Each checked address in turn while none takes the connection (a name may resolve
+        # to ::1 and 127.0.0.1 with a receiver on one of them); nothing else is retried here.
+        for address in addresses:
+            outcome = self._post(target, address, request_headers, body, deadline)
+            if outcome.error is None or not outcome.error.startswith(_UNREACHED):
+                break
+        return outcome
+
+    def _post(
+        self,
+        target: httpx.URL,
+        address: IPAddress,
+        headers: dict[str, str],
+        body: bytes,
+        deadline: float,
+    ) -> Outcome:
+        # The checked address is connected to; the URL's host names it in SNI, so the
+        # certificate is checked against the name the admin gave.
+        extensions: dict[str, Any] = {"sni_hostname": target.host}
         try:
             with self.client.stream(
                 "POST",
                 target.copy_with(host=str(address)),
                 content=body,
-                headers=request_headers,
+                headers=headers,
                 extensions=extensions,
             ) as response:
                 read = 0
@@ -116,6 +144,8 @@ class WebhookSender:
                 status = response.status_code
         except httpx.TimeoutException:
             return Outcome(None, "timed out")
+        except httpx.ConnectError as exc:
+            return Outcome(None, one_line(f"{_UNREACHED}{address}: {exc}"))
         except httpx.HTTPError as exc:
             return Outcome(None, one_line(f"{type(exc).__name__}: {exc}"))
         if 200 <= status < 300:

@@ -156,7 +156,10 @@ def channel_members(channel_id: str, user_id: str) -> Query[list[dict[str, Any]]
             yield Statement(
                 "SELECT cm.user_id::text, u.username, u.display_name FROM rm_channel_members cm"
                 " LEFT JOIN rm_users u ON u.user_id = cm.user_id"
-                " WHERE cm.channel_id = %s ORDER BY u.username, cm.user_id",
+                # A deactivated account (issue 20) is left out until reactivated, as from
+                # the workspace's member list (Slack's way: gone from member lists).
+                " WHERE cm.channel_id = %s AND u.deactivated_at IS NULL"
+                " ORDER BY u.username, cm.user_id",
                 (channel_id,),
             )
         )
@@ -164,7 +167,8 @@ def channel_members(channel_id: str, user_id: str) -> Query[list[dict[str, Any]]
         yield Statement(
             "SELECT m.user_id::text, u.username, u.display_name FROM rm_workspace_members m"
             " LEFT JOIN rm_users u ON u.user_id = m.user_id"
-            " WHERE m.workspace_id = %s AND EXISTS (SELECT 1 FROM rm_workspace_roles r"
+            " WHERE m.workspace_id = %s AND u.deactivated_at IS NULL"
+            " AND EXISTS (SELECT 1 FROM rm_workspace_roles r"
             "   WHERE r.workspace_id = m.workspace_id AND r.name = ANY(m.roles)"
             "   AND 'view_channels' = ANY(r.permissions))"
             " ORDER BY u.username, m.user_id",

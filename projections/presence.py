@@ -73,7 +73,10 @@ def workspace_presence(
             "SELECT m.user_id::text,"
             " CASE WHEN p.online THEN 'online' ELSE 'offline' END AS status, p.last_seen"
             " FROM rm_workspace_members m LEFT JOIN rm_presence p ON p.user_id = m.user_id"
-            " WHERE m.workspace_id = %s AND (%s::uuid IS NULL OR (m.joined_at, m.user_id) >"
+            # A deactivated account (issue 20) has no presence to show until reactivated.
+            " WHERE m.workspace_id = %s AND NOT EXISTS (SELECT 1 FROM rm_users u"
+            "   WHERE u.user_id = m.user_id AND u.deactivated_at IS NOT NULL)"
+            " AND (%s::uuid IS NULL OR (m.joined_at, m.user_id) >"
             "   (SELECT joined_at, user_id FROM rm_workspace_members"
             "    WHERE workspace_id = %s AND user_id = %s::uuid))"
             " ORDER BY m.joined_at, m.user_id LIMIT %s",

@@ -184,21 +184,23 @@ def list_direct_channels(
     user_id: str, *, limit: int, before: tuple[int, str] | None
 ) -> Query[tuple[list[dict[str, Any]], tuple[int, str] | None]]:
     """The user's direct channels, the most recently active first (a channel with no message
-    last), with the other person, the newest message and the counts. ``before``: the
+    last), with the other people, the newest message and the counts. ``before``: the
     previous page's cursor (activity, channel id). Returns the page and the next cursor."""
     activity, channel = before if before is not None else (None, None)
     rows = yield Statement(
         "SELECT c.channel_id::text AS id, c.created_at, coalesce(h.last_seq, 0) AS activity,"
-        " o.user_id::text AS other_id, u.username AS other_username,"
-        " u.display_name AS other_display_name,"
+        " os.others,"
         " lm.message_id::text AS last_id, lm.author_id::text AS last_author_id,"
         " lm.created_at AS last_at, lm.text AS last_text, lm.deleted AS last_deleted,"
         " lm.seq AS last_position"
         " FROM rm_channel_members me"
         " JOIN rm_channels c ON c.channel_id = me.channel_id AND c.kind = 'direct'"
-        " LEFT JOIN rm_channel_members o ON o.channel_id = c.channel_id"
-        "  AND o.user_id <> me.user_id"
-        " LEFT JOIN rm_users u ON u.user_id = o.user_id"
+        # Every other member (one in a two-person channel, up to 9 in a group).
+        " LEFT JOIN LATERAL (SELECT coalesce(json_agg(json_build_object('id', o.user_id::text,"
+        "   'username', u.username, 'display_name', u.display_name)"
+        "   ORDER BY u.username, o.user_id), '[]') AS others"
+        "  FROM rm_channel_members o LEFT JOIN rm_users u ON u.user_id = o.user_id"
+        "  WHERE o.channel_id = c.channel_id AND o.user_id <> me.user_id) os ON true"
         " LEFT JOIN rm_channel_heads h ON h.channel_id = c.channel_id"
         " LEFT JOIN rm_messages lm ON lm.message_id = h.last_message_id"
         " WHERE me.user_id = %(user)s AND (%(activity)s::bigint IS NULL"
@@ -221,18 +223,13 @@ def list_direct_channels(
                 "text": None if r["last_deleted"] else r["last_text"],
                 "position": r["last_position"],
             }
-        other = None
-        if r["other_id"] is not None:
-            other = {
-                "id": r["other_id"],
-                "username": r["other_username"],
-                "display_name": r["other_display_name"],
-            }
+        others = list(r["others"])
         items.append(
             {
                 "channel_id": r["id"],
                 "created_at": r["created_at"],
-                "other": other,
+                "other": others[0] if len(others) == 1 else None,
+                "others": others,
                 "last_message": last,
                 **counts[r["id"]],
             }

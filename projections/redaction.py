@@ -59,6 +59,42 @@ ENDINGS = frozenset({"MessageDeleted", "DocumentDeleted"})
 # later, and why. A new field of an event (a string, bytes or a collection of them, other
 # than an id) must be named here or in CONTENT: tests/e2e/test_redaction.py checks it.
 SAFE: dict[str, dict[str, str]] = {
+    # Issue 21: a project's and its tasks' fields are board structure, shown to every reader
+    # of the project (a task's deletion says it is gone, as a document's).
+    "ProjectCreated": {
+        "name": "as DocumentCreated's title",
+        "description": "as name",
+        "access": "one of a fixed set",
+        "member_ids": "user ids",
+        "columns": "column ids and names: workflow structure",
+    },
+    "ProjectRenamed": {"name": "as ProjectCreated"},
+    "ProjectDescribed": {"description": "as ProjectCreated"},
+    "ProjectAccessChanged": {"access": "one of a fixed set", "member_ids": "user ids"},
+    "ProjectColumnAdded": {"column_id": "an id", "name": "as ProjectCreated's columns"},
+    "ProjectColumnRenamed": {"column_id": "an id", "name": "as ProjectCreated's columns"},
+    "ProjectColumnsReordered": {"column_ids": "ids"},
+    "TaskCreated": {
+        "title": "as DocumentCreated's title",
+        "status": "a column id",
+        "rank": "an order key",
+        "priority": "one of a fixed set",
+        "assignee_ids": "user ids",
+        "due": "a date",
+        "labels": "as title",
+        "parent_id": "an id",
+        "watcher_ids": "user ids",
+    },
+    "TaskChanged": {
+        "title": "as TaskCreated",
+        "priority": "one of a fixed set",
+        "assignee_ids": "user ids",
+        "due": "a date",
+        "labels": "as TaskCreated",
+        "parent_id": "an id",
+        "watcher_ids": "user ids",
+    },
+    "TaskMoved": {"status": "a column id", "rank": "an order key"},
     "WorkspaceCreated": {
         "name": "a workspace's name is shown to every member and to whoever is invited",
         "visibility": "one of a fixed set",

@@ -33,7 +33,8 @@ from eventsourcing.utils import get_topic
 from psycopg_pool import ConnectionPool
 
 from domain.operations import ReadModelSkip
-from infrastructure.eventstore import EVENTS_TABLE
+from infrastructure import tracing
+from infrastructure.eventstore import EVENTS_TABLE, read_traces
 from infrastructure.stop_signal import StopSignal
 from projections.analytics import create_views
 from projections.base import EventProjection, LogEvent, Projection, SetProjection, Span
@@ -87,6 +88,10 @@ class Batch:
     positions: dict[str, int]
     stuck: dict[str, Stuck]
     topics: frozenset[str]
+    # Tracing on: the traceparents stored with the span's events (each gets a projection
+    # span once the step commits), and the span itself.
+    traces: frozenset[str] = frozenset()
+    upto: int = 0
 
 
 def create_tables(
@@ -171,7 +176,12 @@ def run_batch(
             with cur.connection.pipeline():
                 if _apply(cur, live, span, events, positions) and announce:
                     cur.execute("SELECT pg_notify(%s, '')", (PROJECTED_CHANNEL,))
-    return Batch(span.count, positions, stuck, span.topics)
+    traces = (
+        frozenset(read_traces(cur, span.after, span.upto).values())
+        if span.count and tracing.ENABLED
+        else frozenset()
+    )
+    return Batch(span.count, positions, stuck, span.topics, traces, span.upto)
 
 
 def _events_for(
@@ -436,6 +446,7 @@ class ProjectionRunner:
         stuck) in one transaction; if one of them fails, again with each in a savepoint of
         its own (it is marked stuck, the others move). Returns how many events it read."""
         chosen = list(self.projections if projections is None else projections)
+        started_ns = time.time_ns()
         try:
             batch = self._batch(chosen)
         except TRANSIENT:
@@ -444,6 +455,17 @@ class ProjectionRunner:
             # The pipelined transaction failed as a whole: which model failed, on which
             # event, is found out with a savepoint each.
             batch = self._batch(chosen, isolated=True)
+        if batch.traces:
+            tracing.record_span(
+                "chorus.projection",
+                batch.traces,
+                started_ns,
+                {
+                    "chorus.events": batch.count,
+                    "chorus.position": batch.upto,
+                    "chorus.read_models": [p.name for p in chosen],
+                },
+            )
         self._took(batch, chosen)
         return batch.count
 

@@ -98,6 +98,8 @@ class TimelinesProjection(SetProjection):
         WHERE deleted;
     CREATE INDEX IF NOT EXISTS rm_messages_replies ON rm_messages (reply_to, seq)
         WHERE reply_to IS NOT NULL;
+    -- A workspace's messages by age: what its retention finds (projections/retention.py).
+    CREATE INDEX IF NOT EXISTS rm_messages_age ON rm_messages (workspace_id, created_at);
     -- Each channel's message count and newest message (deleted or not).
     CREATE TABLE IF NOT EXISTS rm_channel_heads (
         channel_id uuid PRIMARY KEY,
@@ -158,6 +160,7 @@ class TimelinesProjection(SetProjection):
             "ReactionRemoved",
             "ChannelRead",
             "UserErased",
+            "RetentionApplied",
         }
     )
 
@@ -178,6 +181,15 @@ class TimelinesProjection(SetProjection):
             cur.execute(
                 "UPDATE rm_messages SET text = '' WHERE author_id IN"
                 f" (SELECT stream FROM ({span_events(span, {'UserErased'})}) ev)",
+                params,
+            )
+        if "RetentionApplied" in types:
+            # A workspace's retention erased them (projections/retention.py destroys the
+            # keys): the read model forgets their texts too.
+            cur.execute(
+                "UPDATE rm_messages SET text = '' WHERE message_id IN (SELECT unnest(ev.ids)"
+                f" FROM ({span_events(span, {'RetentionApplied'}, {'message_ids': 'uuid[]'})})"
+                " ev(position, stream, version, type, at, ids))",
                 params,
             )
         if {"ReactionAdded", "ReactionRemoved"} & types:

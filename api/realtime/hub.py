@@ -12,7 +12,7 @@ import asyncio
 import logging
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import msgspec
@@ -21,6 +21,8 @@ from psycopg_pool import ConnectionPool
 
 from api.envelopes import envelope
 from domain.scopes import UNKNOWN, Scope, StreamKinds
+from infrastructure import tracing
+from infrastructure.eventstore import read_traces
 from infrastructure.stop_signal import StopSignal
 from projections.base import LogEvent
 from projections.log import ScopedEvent, first_event, follow_store, max_position, read_events
@@ -35,6 +37,9 @@ class Delivery:
     # The event's JSON, encoded once for every subscriber (as text: what a text frame
     # carries, so no subscriber decodes it again).
     envelope: str
+    # The traceparent stored with the event (tracing on, live deliveries): each send
+    # continues the trace of the request that wrote it.
+    trace: str | None = None
 
 
 class Listener(Protocol):
@@ -164,9 +169,16 @@ class EventHub:
         while not self._stop.is_set():
             with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
                 events = read_events(cur, after=self.position, limit=self.batch_size)
+                traces = (
+                    read_traces(cur, self.position, events[-1].position)
+                    if events and tracing.ENABLED
+                    else None
+                )
             if not events:
                 return
             batch = deliveries(events, self.scopes)
+            if traces:
+                batch = [replace(d, trace=traces.get(d.event.position)) for d in batch]
             self.position = events[-1].position
             loop = self._loop
             if loop is not None and not loop.is_closed():

@@ -19,6 +19,8 @@ from typing import Any, Protocol, runtime_checkable
 import msgspec
 import redis.asyncio as aioredis
 
+from infrastructure import metrics
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "chorus:signals"
@@ -110,9 +112,19 @@ class SignalBus:
         try:
             await asyncio.wait_for(self._redis.publish(CHANNEL, wire), PUBLISH_TIMEOUT_S)
         except Exception as exc:  # Redis down: this instance's sockets still got it
+            metrics.REDIS_ERRORS.labels("signals_publish").inc()
             log.warning("signals: publish failed: %s", exc)
 
     # -- Redis --------------------------------------------------------------------------------
+
+    async def redis_up(self, timeout_s: float = 0.5) -> bool | None:
+        """Whether Redis answers a PING now (None without Redis): the metrics' health."""
+        if self._redis is None:
+            return None
+        try:
+            return bool(await asyncio.wait_for(self._redis.ping(), timeout_s))
+        except Exception:
+            return False
 
     async def start(self) -> None:
         if self.redis_url is None:
@@ -147,5 +159,6 @@ class SignalBus:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # reconnect when Redis comes back
+                metrics.REDIS_ERRORS.labels("signals_subscribe").inc()
                 log.warning("signals: Redis subscription lost: %s; retrying", exc)
                 await asyncio.sleep(1.0)

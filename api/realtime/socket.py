@@ -17,8 +17,9 @@ from litestar.exceptions import WebSocketDisconnect
 
 from api.bootstrap import Services
 from api.commands import run_command
-from api.errors import status_of
+from api.errors import ServiceUnavailable, status_of
 from api.logs import note_user
+from api.notifications import CLIENT_CHECKS
 from api.realtime import frames, signals
 from api.realtime.hub import Delivery, deliveries, scoped_deliveries
 from api.session_ends import SESSION_ENDED
@@ -29,7 +30,7 @@ from domain.base import Cause
 from domain.errors import DomainError, InvalidValue, NotAMember
 from domain.scopes import StreamScope
 from domain.workspaces import Workspace
-from infrastructure import metrics
+from infrastructure import metrics, tracing
 from infrastructure.tokens import AccessClaims, InvalidToken
 from projections.log import (
     max_position,
@@ -361,9 +362,17 @@ class Connection:
             await self.send(frames.error(422, f"invalid command: {exc}", id=frame.id))
             return
         try:
-            result = await run_command(self.services, command, Cause(self.user_id, frame.id))
+            check = CLIENT_CHECKS.get(kind)
+            checked = command if check is None else await check(self.socket, self.user_id, command)
+            if checked is None:  # nothing left to do: as the route answers
+                await self.send(frames.ack(frame.id, None, {}))
+                return
+            result = await run_command(self.services, checked, Cause(self.user_id, frame.id))
         except DomainError as exc:
             await self.send(frames.error(status_of(exc), str(exc), id=frame.id))
+            return
+        except ServiceUnavailable as exc:  # a check's read models did not answer in time
+            await self.send(frames.error(503, str(exc), id=frame.id))
             return
         if result.position is not None:
             self.services.last_writes.record(self.user_id, result.position)
@@ -523,7 +532,15 @@ class Connection:
                 admitted = await anyio.to_thread.run_sync(sub.admits, d)
             if admitted:
                 metrics.DELIVERED.inc()
-                await self.send(frames.event(sub.name, d.envelope))
+                if d.trace is None:
+                    await self.send(frames.event(sub.name, d.envelope))
+                else:
+                    with tracing.span(
+                        "chorus.ws.deliver",
+                        parent=d.trace,
+                        attributes={"chorus.position": position, "chorus.user_id": self.user_id},
+                    ):
+                        await self.send(frames.event(sub.name, d.envelope))
             sub.last = position
         return True
 

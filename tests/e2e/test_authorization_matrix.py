@@ -311,6 +311,25 @@ def world(chorus: Running) -> Iterator[World]:
     w.ids["hook_b"] = w.ok(api.post(f"/api/workspaces/{ws_b}/webhooks", stranger, WEBHOOK), 201)[
         "id"
     ]
+    # Projects and tasks (issue 21): one open to A, one listed (its creator, the admin, and
+    # A's owners read it), a task in each; and B's.
+    w.ids["proj"] = w.ok(api.post(f"/api/workspaces/{ws}/projects", owner, {"name": "P"}), 201)[
+        "id"
+    ]
+    w.ids["task"] = w.ok(
+        api.post(f"/api/projects/{w.ids['proj']}/tasks", owner, {"title": "T"}), 201
+    )["id"]
+    listed = {"name": "L", "access": "listed"}
+    w.ids["lproj"] = w.ok(api.post(f"/api/workspaces/{ws}/projects", admin, listed), 201)["id"]
+    w.ids["ltask"] = w.ok(
+        api.post(f"/api/projects/{w.ids['lproj']}/tasks", admin, {"title": "L"}), 201
+    )["id"]
+    w.ids["proj_b"] = w.ok(
+        api.post(f"/api/workspaces/{ws_b}/projects", stranger, {"name": "B"}), 201
+    )["id"]
+    w.ids["task_b"] = w.ok(
+        api.post(f"/api/projects/{w.ids['proj_b']}/tasks", stranger, {"title": "B"}), 201
+    )["id"]
     yield w
     w.close()
 
@@ -344,6 +363,34 @@ def drop_webhooks(w: World, _: Actor) -> None:
 
 Setup = Callable[[World, Actor], dict[str, Any]]
 Teardown = Callable[[World, Actor], None]
+
+
+def fresh_project(w: World, _: Actor) -> dict[str, Any]:
+    path = f"/api/workspaces/{w.ids['ws']}/projects"
+    return {"fresh": w.ok(w.api.post(path, w.user("owner"), {"name": "fresh"}), 201)["id"]}
+
+
+def archived_project(w: World, a: Actor) -> dict[str, Any]:
+    made = fresh_project(w, a)
+    w.ok(w.api.post(f"/api/projects/{made['fresh']}/archive", w.user("owner")))
+    return made
+
+
+def fresh_task(w: World, _: Actor) -> dict[str, Any]:
+    """A task the owner made (so the owner, and nobody else, watches it)."""
+    path = f"/api/projects/{w.ids['proj']}/tasks"
+    return {"fresh": w.ok(w.api.post(path, w.user("owner"), {"title": "fresh"}), 201)["id"]}
+
+
+def in_listed_project(a: Actor) -> bool:
+    """Reads the listed project: its creator (the admin) and A's owners."""
+    return a.name == "admin" or is_owner(a)
+
+
+def unwatch_ltask(w: World, a: Actor) -> None:
+    """The owner, whom the case made a watcher, stops watching again."""
+    if is_owner(a):
+        w.ok(w.api.delete(f"/api/tasks/{w.ids['ltask']}/watch", w.user(a.name)), 200, 404)
 
 
 def fresh_channel(w: World, _: Actor) -> dict[str, Any]:
@@ -482,6 +529,12 @@ def victim_holds(role: str) -> Setup:
         return {}
 
     return setup
+
+
+def retention_off(w: World, _: Actor) -> None:
+    """A retention set to the same value again is a 409: back to off after each case."""
+    path = f"/api/workspaces/{w.ids['ws']}/retention"
+    w.ok(w.api.put(path, w.user("owner"), json={"days": None}), 200, 409)
 
 
 def unblock_victim(w: World, a: Actor) -> None:
@@ -739,6 +792,10 @@ CASES: list[Case] = [
     # Another's invite: only above its maker's rank (the victim is a plain member).
     Case("revoke an invite", "DELETE", "/api/workspaces/{ws}/invites/{fresh}", target="ws",
          may=lambda a: "owner" in a.roles or "admin" in a.roles, setup=victims_invite),
+    # Retention (issue 20): every member may read it; manage_workspace sets it.
+    Case("read the retention", "GET", "/api/workspaces/{ws}/retention", target="ws"),
+    Case("set the retention", "PUT", "/api/workspaces/{ws}/retention", body={"days": 3650},
+         target="ws", may=holding("manage_workspace"), teardown=retention_off),
     # -- channels ---------------------------------------------------------------------------
     Case("create a channel", "POST", "/api/workspaces/{ws}/channels", body={"name": "c-{nonce}"},
          target="ws", may=holding("manage_channels"), ok=201),
@@ -824,6 +881,63 @@ CASES: list[Case] = [
     Case("restore a document version", "POST", "/api/documents/{fresh}/restore",
          body={"position": "{then}"}, target="fresh", sees=VIEW_DOCS,
          may=holding("edit_documents"), setup=document_with_content),
+    # -- projects and tasks (issue 21): members read open projects, a listed one only its
+    # members and the owners; manage_projects changes projects, manage_tasks tasks -----------
+    Case("create a project", "POST", "/api/workspaces/{ws}/projects", body={"name": "p-{nonce}"},
+         target="ws", may=holding("manage_projects"), ok=201),
+    Case("list projects: the open one", "GET", "/api/workspaces/{ws}/projects", target="ws",
+         shows=member, finds=lists("proj")),
+    Case("list projects: the listed one", "GET", "/api/workspaces/{ws}/projects", target="ws",
+         shows=in_listed_project, finds=lists("lproj")),
+    Case("read a project", "GET", "/api/projects/{proj}", target="proj"),
+    Case("read the listed project", "GET", "/api/projects/{lproj}", target="lproj",
+         sees=in_listed_project),
+    Case("read a board", "GET", "/api/projects/{proj}/board", target="proj"),
+    Case("read the listed project's board", "GET", "/api/projects/{lproj}/board",
+         target="lproj", sees=in_listed_project),
+    Case("change a project", "PATCH", "/api/projects/{proj}", body={"description": "d-{nonce}"},
+         target="proj", may=holding("manage_projects")),
+    Case("change the listed project", "PATCH", "/api/projects/{lproj}",
+         body={"description": "d-{nonce}"}, target="lproj", sees=in_listed_project,
+         may=holding("manage_projects")),
+    Case("set a project's access", "PUT", "/api/projects/{fresh}/access",
+         body={"access": "listed"}, target="fresh", may=holding("manage_projects"),
+         setup=fresh_project),
+    Case("archive a project", "POST", "/api/projects/{fresh}/archive", target="fresh",
+         may=holding("manage_projects"), setup=fresh_project),
+    Case("unarchive a project", "POST", "/api/projects/{fresh}/unarchive", target="fresh",
+         may=holding("manage_projects"), setup=archived_project),
+    Case("delete a project", "DELETE", "/api/projects/{fresh}", target="fresh",
+         may=holding("manage_projects"), setup=fresh_project),
+    Case("add a column", "POST", "/api/projects/{fresh}/columns", body={"name": "c-{nonce}"},
+         target="fresh", may=holding("manage_projects"), ok=201, setup=fresh_project),
+    Case("rename a column", "PATCH", "/api/projects/{proj}/columns/todo",
+         body={"name": "T {nonce}"}, target="proj", may=holding("manage_projects")),
+    Case("reorder the columns", "PUT", "/api/projects/{proj}/columns/order",
+         body={"column_ids": ["todo", "in-progress", "done"]}, target="proj",
+         may=holding("manage_projects")),
+    Case("create a task", "POST", "/api/projects/{proj}/tasks", body={"title": "t-{nonce}"},
+         target="proj", may=holding("manage_tasks"), ok=201),
+    Case("create a task in the listed project", "POST", "/api/projects/{lproj}/tasks",
+         body={"title": "t-{nonce}"}, target="lproj", sees=in_listed_project,
+         may=holding("manage_tasks"), ok=201),
+    Case("read a task", "GET", "/api/tasks/{task}", target="task"),
+    Case("read a task of the listed project", "GET", "/api/tasks/{ltask}", target="ltask",
+         sees=in_listed_project),
+    Case("change a task", "PATCH", "/api/tasks/{task}", body={"title": "t-{nonce}"},
+         target="task", may=holding("manage_tasks")),
+    Case("move a task", "POST", "/api/tasks/{task}/move", body={"status": "in-progress"},
+         target="task", may=holding("manage_tasks")),
+    Case("delete a task", "DELETE", "/api/tasks/{fresh}", target="fresh",
+         may=holding("manage_tasks"), setup=fresh_task),
+    # Anyone who reads the project watches what they like; its maker watches it already.
+    Case("watch a task", "PUT", "/api/tasks/{fresh}/watch", target="fresh", setup=fresh_task,
+         appends=lambda a: a.member and not is_owner(a)),
+    Case("unwatch a task", "DELETE", "/api/tasks/{fresh}/watch", target="fresh",
+         setup=fresh_task, appends=is_owner),
+    Case("watch a task of the listed project", "PUT", "/api/tasks/{ltask}/watch",
+         target="ltask", sees=in_listed_project, appends=is_owner,
+         teardown=unwatch_ltask),
     # -- outgoing webhooks (issue 19): manage_webhooks, for every route ----------------------
     Case("register a webhook", "POST", "/api/workspaces/{ws}/webhooks", target="ws",
          body={"url": "https://93.184.215.14/{nonce}", "event_types": ["WorkspaceCreated"]},
@@ -877,6 +991,8 @@ CASES: list[Case] = [
     Case("verify the log", "GET", "/api/audit/verify", sees=anyone, may=nobody),
     Case("verify the read models", "POST", "/api/audit/verify-read-models", sees=anyone,
          may=nobody),
+    # Issue 20: the erasure trail, as global (tests/e2e/test_erasure_audit.py: an auditor's).
+    Case("list the erasures", "GET", "/api/audit/erasures", sees=anyone, may=nobody),
 ]  # fmt: skip
 
 
@@ -1042,10 +1158,26 @@ CROSSINGS = [
     Crossing("delete B", "owner", "DELETE", "/api/workspaces/{ws_b}", {"confirm_name": "B"}, foreign="ws_b"),
     Crossing("transfer B", "owner", "POST", "/api/workspaces/{ws_b}/transfer", {"user_id": "{victim}"}, foreign="ws_b"),
     Crossing("B's invites", "owner", "GET", "/api/workspaces/{ws_b}/invites", foreign="ws_b"),
+    Crossing("B's retention", "owner", "GET", "/api/workspaces/{ws_b}/retention", foreign="ws_b"),
+    Crossing("set B's retention", "owner", "PUT", "/api/workspaces/{ws_b}/retention", {"days": 1}, foreign="ws_b"),
     Crossing("revoke B's invite in A", "owner", "DELETE", "/api/workspaces/{ws}/invites/{invite_b}", foreign="invite_b"),
     Crossing("delete B's role in A", "owner", "DELETE", "/api/workspaces/{ws}/roles/{role_b}", foreign="role_b", worded_as_unknown=False),
     Crossing("rename B's role in A", "owner", "PATCH", "/api/workspaces/{ws}/roles/{role_b}", {"name": "x"}, foreign="role_b", worded_as_unknown=False),
     Crossing("delete a channel of B", "owner", "DELETE", "/api/channels/{ch_b}", foreign="ch_b"),
+    # Issue 21: B's projects and tasks, from A.
+    Crossing("create a project in B", "owner", "POST", "/api/workspaces/{ws_b}/projects", {"name": "x"}, foreign="ws_b"),
+    Crossing("read a project of B", "owner", "GET", "/api/projects/{proj_b}", foreign="proj_b"),
+    Crossing("read B's board", "owner", "GET", "/api/projects/{proj_b}/board", foreign="proj_b"),
+    Crossing("rename a project of B", "owner", "PATCH", "/api/projects/{proj_b}", {"name": "x"}, foreign="proj_b"),
+    Crossing("create a task in B", "owner", "POST", "/api/projects/{proj_b}/tasks", {"title": "x"}, foreign="proj_b"),
+    Crossing("read a task of B", "owner", "GET", "/api/tasks/{task_b}", foreign="task_b"),
+    Crossing("change a task of B", "owner", "PATCH", "/api/tasks/{task_b}", {"title": "x"}, foreign="task_b"),
+    Crossing("move a task of B", "owner", "POST", "/api/tasks/{task_b}/move", {"status": "done"}, foreign="task_b"),
+    Crossing("delete a task of B", "owner", "DELETE", "/api/tasks/{task_b}", foreign="task_b"),
+    Crossing("watch a task of B", "owner", "PUT", "/api/tasks/{task_b}/watch", foreign="task_b"),
+    Crossing("move a task of A after one of B", "owner", "POST", "/api/tasks/{task}/move", {"status": "todo", "after_id": "{task_b}"}, foreign="task_b", worded_as_unknown=False),
+    Crossing("a project of A", "stranger", "GET", "/api/projects/{proj}", foreign="proj"),
+    Crossing("a task of A", "stranger", "PATCH", "/api/tasks/{task}", {"title": "x"}, foreign="task"),
     # And the other way round: B's owner with A's ids in B's paths and bodies.
     Crossing("kick a member of A from B", "stranger", "POST", "/api/workspaces/{ws_b}/members/{victim}/kick", foreign="victim", worded_as_unknown=False),
     Crossing("grant a member of A a role in B", "stranger", "PUT", "/api/workspaces/{ws_b}/members/{victim}/roles/viewer", foreign="victim", worded_as_unknown=False),
@@ -1166,6 +1298,11 @@ SMUGGLED = [
     Smuggle("member", "POST", "/api/workspaces/{ws}/documents", {"title": "d", "workspace_id": "{ws_b}"}),
     Smuggle("victim", "PATCH", "/api/documents/{doc}", {"title": "d", "created_by": "{member}"}),
     Smuggle("member", "POST", "/api/documents/{doc}/restore", {"position": 1, "document_id": "{doc_b}"}),
+    Smuggle("admin", "POST", "/api/workspaces/{ws}/projects", {"name": "p", "workspace_id": "{ws_b}"}),
+    Smuggle("member", "POST", "/api/projects/{proj}/tasks", {"title": "t", "project_id": "{proj_b}"}),
+    Smuggle("member", "POST", "/api/projects/{proj}/tasks", {"title": "t", "watcher_ids": ["{victim}"]}),
+    Smuggle("member", "PATCH", "/api/tasks/{task}", {"title": "t", "version": 1}),
+    Smuggle("member", "POST", "/api/tasks/{task}/move", {"status": "done", "rank": "a0"}),
 ]  # fmt: skip
 
 
@@ -1218,6 +1355,11 @@ WS_COMMANDS = {
     "change a channel": ("ChangeChannel", {"channel_id": "{ch}", "topic": "ws {nonce}"}),
     "send in the private channel": ("SendMessage", {"channel_id": "{priv}", "text": "p {nonce}"}),
     "change my display name": ("ChangeProfile", {"display_name": "ws {nonce}"}),
+    "create a task": ("CreateTask", {"project_id": "{proj}", "title": "ws {nonce}"}),
+    "change the listed project": (
+        "ChangeProject",
+        {"project_id": "{lproj}", "description": "ws {nonce}"},
+    ),
 }
 
 

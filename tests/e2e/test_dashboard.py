@@ -66,12 +66,13 @@ def _labels_used(expr: str) -> set[str]:
 
 @pytest.mark.slow
 def test_every_metric_and_label_the_dashboard_asks_for_is_exposed(
-    postgres_server: EmbeddedPostgres, tmp_path: Path
+    postgres_server: EmbeddedPostgres, redis_url: str, tmp_path: Path
 ) -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     queries = _queries(dashboard)
     assert len(queries) >= 15
-    with running_chorus(postgres_server, tmp_path, metrics="public") as chorus:
+    # With Redis: its health shows only where it is configured.
+    with running_chorus(postgres_server, tmp_path, metrics="public", redis_url=redis_url) as chorus:
         url = chorus.server.url
         # What makes the labelled series appear: commands over HTTP and a refused socket.
         set_up_channel(url)

@@ -16,6 +16,7 @@ from websockets.sync.client import connect
 
 from infrastructure.embedded_postgres import EmbeddedPostgres
 from tests.fixtures.chorus import Api, running_chorus
+from tests.fixtures.documents import client, new_document, type_text, workspace_with
 from tests.fixtures.failover import set_up_channel
 from tests.fixtures.processes import OPS_HEADERS, ChorusProcess, processes
 from tests.fixtures.servers import new_database
@@ -37,6 +38,13 @@ NAMES = {
     "chorus_log_position",
     "chorus_http_requests_total",
     "chorus_http_request_duration_seconds",
+    "chorus_group_commit_wait_seconds",
+    "chorus_read_model_lag_seconds",
+    "chorus_reaction_lag_seconds",
+    "chorus_live_documents",
+    "chorus_live_document_bytes",
+    "chorus_awareness_states",
+    "chorus_redis_errors_total",
 }
 
 
@@ -116,6 +124,8 @@ def test_every_metric_is_named_and_moves_with_what_happens(server: ChorusProcess
         return value(during, name, **labels) - value(before, name, **labels)
 
     assert d("chorus_commands_total", type="SendMessage", outcome="accepted") == 3
+    # Each command waited for its group-commit batch: three more waits observed.
+    assert d("chorus_group_commit_wait_seconds_count") >= 3
     assert d("chorus_events_appended_total") >= 3
     assert d("chorus_ws_events_delivered_total") >= 3
     route = "/api/channels/{ch}/messages"
@@ -171,3 +181,57 @@ def test_metrics_off_has_no_route(postgres_server: EmbeddedPostgres, tmp_path: P
         api: Api = running.api
         r = api.http.get("/metrics", headers={"Authorization": "Bearer " + "o" * 40})
         assert r.status_code == 404
+
+
+def test_lag_in_seconds_grows_while_nothing_projects(
+    postgres_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """Projections and reactions in another process that is not running: the events wait,
+    and the age of the oldest one each read model and policy has yet to take grows."""
+    with running_chorus(
+        postgres_server, tmp_path, metrics="public", projections="external"
+    ) as running:
+        caught_up = scrape(running.server.url)
+        assert value(caught_up, "chorus_read_model_lag_seconds", model="users") == 0
+        running.api.signup("lag")  # the sign-up answers without waiting for read models
+        first = scrape(running.server.url)
+        later = first
+        deadline = time.monotonic() + 10
+        while value(later, "chorus_read_model_lag_seconds", model="users") <= value(
+            first, "chorus_read_model_lag_seconds", model="users"
+        ):
+            assert time.monotonic() < deadline, "the lag in seconds did not grow"
+            later = scrape(running.server.url)
+    assert value(first, "chorus_read_model_lag_seconds", model="users") > 0
+    assert value(first, "chorus_read_model_lag_events", model="users") >= 1
+    policies = {dict(ls)["policy"] for n, ls in first if n == "chorus_reaction_lag_seconds"}
+    assert policies
+    assert all(
+        value(first, "chorus_reaction_lag_seconds", policy=p) > 0
+        for p in policies
+        if value(first, "chorus_reaction_lag_events", policy=p) > 0
+    )
+
+
+def test_open_documents_their_size_and_awareness_states_and_redis_up(
+    postgres_server: EmbeddedPostgres, redis_url: str, tmp_path: Path
+) -> None:
+    with running_chorus(
+        postgres_server, tmp_path, metrics="public", redis_url=redis_url
+    ) as running:
+        api = running.api
+        owner = api.signup("docs")
+        doc = new_document(api, owner, workspace_with(api, owner))
+        before = scrape(running.server.url)
+        assert value(before, "chorus_live_documents") == 0
+        with client(running, doc, owner).wait_synced() as a:
+            type_text(a, "x" * 500)
+            a.set_awareness(99, 1, b'{"who":"a"}')
+            b = client(running, doc, owner).wait_synced()
+            b.wait(lambda: 99 in b.awareness and "x" * 500 in str(b.text()))
+            during = scrape(running.server.url)
+            b.close()
+    assert value(during, "chorus_live_documents") == 1
+    assert value(during, "chorus_live_document_bytes") >= 500
+    assert value(during, "chorus_awareness_states") == 1
+    assert value(during, "chorus_redis_up") == 1

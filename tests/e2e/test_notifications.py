@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import uuid4
 
 import psycopg
 from websockets.sync.client import ClientConnection, connect
@@ -247,6 +248,61 @@ def test_reading_by_ids_and_up_to_and_another_users_ids_change_nothing(chorus: R
     assert rest["next"] is None
     for bad in ({}, {"ids": [], "up_to": 1}, {"up_to": -1}, {"up_to": 2**62}, {"ids": ["x"] * 201}):
         assert api.post("/api/notifications/read", ann, bad).status_code in (400, 422), bad
+
+
+def _reads_in(chorus: Running, user: User) -> list[list[str]]:
+    """The ids of every NotificationsRead event in the user's inbox."""
+    with psycopg.connect(chorus.database_url) as conn:
+        rows = conn.execute(
+            "SELECT convert_from(state, 'UTF8')::jsonb AS s FROM chorus_events"
+            " WHERE originator_id = %s AND topic LIKE '%%.NotificationsRead'",
+            (inbox_id(user.user_id),),
+        ).fetchall()
+    return [r[0]["ids"] for r in rows]
+
+
+def _ws_mark(live: ClientConnection, frame_id: str, data: dict[str, Any]) -> dict[str, Any]:
+    live.send(
+        json.dumps({"op": "command", "id": frame_id, "type": "MarkNotificationsRead", "data": data})
+    )
+    while True:
+        frame: dict[str, Any] = json.loads(live.recv(timeout=TIMEOUT))
+        if frame.get("id") == frame_id:
+            return frame
+
+
+def test_marking_read_over_ws_and_http_keeps_only_the_callers_own_ids(chorus: Running) -> None:
+    """One check on both paths: another user's notification id, an unknown id and a non-id
+    change nothing (no event in the caller's inbox), the caller's own are marked."""
+    api = chorus.api
+    (owner, ann, _), _, ch = team(api)
+    say(api, owner, ch, f"@{ann.username} one")
+    say(api, owner, ch, f"@{ann.username} two")
+    say(api, ann, ch, f"@{owner.username} back")
+    first, second = inbox(chorus, ann)
+    (owners,) = [i for i in inbox(chorus, owner) if i["kind"] == "mention"]
+    strangers = [first["id"], str(uuid4()), "not-an-id"]
+
+    assert api.ok(api.post("/api/notifications/read", owner, {"ids": strangers})) == {
+        "position": None
+    }
+    with socket(chorus, owner) as live:
+        refused = _ws_mark(live, "a", {"ids": strangers})
+        assert refused["op"] == "ack" and refused["position"] is None, refused
+        too_many = _ws_mark(live, "b", {"ids": [str(uuid4()) for _ in range(201)]})
+        assert too_many["op"] == "error" and too_many["status"] in (400, 422), too_many
+        mine = _ws_mark(live, "c", {"ids": [owners["id"], *strangers]})
+        assert mine["op"] == "ack" and mine["position"] is not None, mine
+    settle(chorus)
+    assert _reads_in(chorus, owner) == [[owners["id"]]]
+    assert {i["id"] for i in inbox(chorus, ann, unread="true")} == {first["id"], second["id"]}
+
+    # The owner of the ids marks them, on each path.
+    api.ok(api.post("/api/notifications/read", ann, {"ids": [second["id"]]}))
+    with socket(chorus, ann) as live:
+        assert _ws_mark(live, "d", {"ids": [first["id"]]})["position"] is not None
+    assert inbox(chorus, ann, unread="true") == []
+    assert sorted(_reads_in(chorus, ann)) == sorted([[first["id"]], [second["id"]]])
 
 
 # -- withdrawal -----------------------------------------------------------------------------------

@@ -71,10 +71,15 @@ class Objects:
     channel: str
     message: str
     document: str
+    # Issue 20's role and invite routes name them: fuzzed with real ones, their requests
+    # reach the handlers rather than stopping at "unknown role" or "unknown invite".
+    role: str
+    invite: str
 
     @property
     def ids(self) -> list[str]:
-        return [self.workspace, self.channel, self.message, self.document]
+        # Not the role: a name, not an id (another workspace may have a role of that name).
+        return [self.workspace, self.channel, self.message, self.document, self.invite]
 
 
 @dataclass
@@ -92,7 +97,11 @@ def _objects(chorus: Running, owner: User, name: str) -> Objects:
     ch = api.ok(api.post(f"/api/workspaces/{ws['id']}/channels", owner, {"name": "general"}), 201)
     msg = api.ok(api.post(f"/api/channels/{ch['id']}/messages", owner, {"text": "hello"}), 201)
     doc = api.ok(api.post(f"/api/workspaces/{ws['id']}/documents", owner, {"title": "Plan"}), 201)
-    return Objects(ws["id"], ch["id"], msg["id"], doc["id"])
+    role = {"name": "fuzzed", "permissions": ["view_channels"]}
+    api.ok(api.post(f"/api/workspaces/{ws['id']}/roles", owner, role), 201)
+    api.ok(api.post(f"/api/workspaces/{ws['id']}/invites", owner, {}), 201)
+    (invite,) = api.ok(api.get(f"/api/workspaces/{ws['id']}/invites", owner))["items"]
+    return Objects(ws["id"], ch["id"], msg["id"], doc["id"], "fuzzed", invite["id"])
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +135,8 @@ def _path_parameters(objects: Objects, user: str) -> dict[str, str]:
         "doc": objects.document,
         "stream_id": objects.workspace,
         "user": user,
+        "role": objects.role,
+        "invite": objects.invite,
     }
 
 

@@ -114,6 +114,8 @@ def test_a_member_reads_writes_and_invites_but_moderates_nothing() -> None:
         "invite",
         "view_documents",
         "edit_documents",
+        # Issue 21: members work on their projects' tasks.
+        "manage_tasks",
     }
 
 

@@ -44,6 +44,21 @@ def test_it_connects_to_the_checked_address_with_the_url_s_host(hooks: Receiver)
     assert got.headers["webhook-id"] == "msg_1" and got.body == b"{}"
 
 
+def test_an_address_that_takes_no_connection_is_passed_for_the_next_checked_one(
+    hooks: Receiver,
+) -> None:
+    """A name checked at two addresses, the receiver listening on the second only (as a
+    name resolving to ::1 and 127.0.0.1 with a receiver on 127.0.0.1): it arrives."""
+    nobody = ipaddress.ip_address("127.0.0.2")  # loopback too, with nothing on the port
+    sender = WebhookSender(OPEN, timeout_s=5, addresses=lambda h, p, o: [nobody, LOOPBACK])
+    try:
+        outcome = sender.send(f"http://hooks.invalid:{hooks.port}/second", {}, b"{}")
+    finally:
+        sender.close()
+    assert outcome.succeeded, outcome
+    assert len(hooks.of("/second")) == 1
+
+
 def test_a_name_resolving_to_one_refused_address_is_refused_before_connecting(
     hooks: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
