@@ -13,7 +13,7 @@ from psycopg import Cursor
 from api.commands import services_of
 from api.errors import problems
 from api.reads import check_position, read_cursor
-from application.time_travel import aggregate_at, state_of
+from application.time_travel import aggregate_at, erased_fields, state_of
 from domain.base import as_uuid
 from domain.documents import Document
 from domain.errors import NotFound, PermissionDenied
@@ -32,6 +32,8 @@ class StreamState(msgspec.Struct):
     created_on: datetime
     modified_on: datetime
     state: dict[str, Any]
+    # Fields of ``state`` that read null because they were erased since (issue 20).
+    erased: list[str] = msgspec.field(default_factory=list)
 
 
 def _sees(cur: Cursor[Any], scope: dict[str, Any], perms: frozenset[str], user_id: str) -> bool:
@@ -69,7 +71,8 @@ class StreamController(Controller):
     ) -> StreamState:
         """The aggregate of a stream as it was at position ``at`` (default: now), rebuilt
         from its events. Needs ``view_audit`` in the stream's workspace (your own user
-        stream needs nothing)."""
+        stream needs nothing). What was erased since, even after ``at``, is not shown as it
+        was: those fields read null and ``erased`` names them (issue 20)."""
         check_position("at", at)
         stream = as_uuid(stream_id)
         services = services_of(request)
@@ -106,4 +109,5 @@ class StreamController(Controller):
             created_on=aggregate.created_on,
             modified_on=aggregate.modified_on,
             state=state,
+            erased=erased_fields(services.app, stream, aggregate.version, state),
         )

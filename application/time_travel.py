@@ -1,4 +1,9 @@
-"""Time travel for auditors: an aggregate as it was at one of its versions, as plain data."""
+"""Time travel for auditors: an aggregate as it was at one of its versions, as plain data.
+
+Issue 20: what was erased since (crypto-shredding, infrastructure/keys.py) is not shown as it
+was: the aggregate is rebuilt from the log as it reads now, so an erased field is None, and
+``erased_fields`` names those fields, so a reader tells "erased" from "never set".
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,13 @@ import dataclasses
 from typing import Any
 from uuid import UUID
 
+import msgspec
 from eventsourcing.application import AggregateNotFoundError
 
 from application.chorus import Chorus
 from domain.errors import NotFound
+from infrastructure.keys import open_states
+from infrastructure.serialisation import PERSONAL, event_type_name
 
 
 def aggregate_at(app: Chorus, stream: UUID, version: int) -> Any:
@@ -19,6 +27,18 @@ def aggregate_at(app: Chorus, stream: UUID, version: int) -> Any:
         return app.repository.get(stream, version=version)
     except AggregateNotFoundError:
         raise NotFound("unknown stream") from None
+
+
+def erased_fields(app: Chorus, stream: UUID, version: int, state: dict[str, Any]) -> list[str]:
+    """The attributes of ``state`` (the stream's aggregate at ``version``) that read None
+    because a personal field of one of its events up to ``version`` was erased."""
+    stored = [
+        msgspec.json.decode(e.state)
+        for e in app.recorder.select_events(stream, lte=version)
+        if event_type_name(e.topic) in PERSONAL
+    ]
+    gone = {field for fields in open_states(stored) for field in fields}
+    return sorted(f for f in gone if f in state and state[f] is None)
 
 
 def state_of(aggregate: object) -> dict[str, Any]:

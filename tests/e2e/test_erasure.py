@@ -72,6 +72,8 @@ _STATE_DECODERS = {
     " that say where a stream lives",
     "projections.documents": "document updates: not declared personal",
     "application.live_documents.awareness": "awareness frames, not stored events",
+    "application.time_travel": "erased_fields opens them with keys.open_states, only to name"
+    " the fields that read as erased",
 }
 
 
@@ -272,9 +274,10 @@ def test_time_travel_before_the_erasure_shows_them_erased(chorus: Running, world
     api = chorus.api
     then = api.ok(api.get(f"/api/streams/{world.ana_messages[0]}", world.owner, at=world.sent_at))
     assert then["version"] == 1 and then["state"]["text"] is None
+    assert then["erased"] == ["text"]  # erased, not "never set"
     assert_none_of(world, then)
     bob = api.ok(api.get(f"/api/streams/{world.bob_message}", world.owner))
-    assert bob["state"]["text"] == world.kept
+    assert bob["state"]["text"] == world.kept and bob["erased"] == []
 
 
 def test_the_timeline_and_the_users_read_model_forget_them(chorus: Running, world: World) -> None:

@@ -163,6 +163,13 @@ class World:
     doc_text: str
 
 
+def erasing_off(api: Api, owner: User, ws: str) -> Any:
+    """Turns the workspace's "deleted means erased" off (issue 20)."""
+    return api.put(
+        f"/api/workspaces/{ws}/settings/deleted-means-erased", owner, json={"enabled": False}
+    )
+
+
 @pytest.fixture(scope="module")
 def world(chorus: Running) -> World:
     api = chorus.api
@@ -174,6 +181,10 @@ def world(chorus: Running) -> World:
     start = ws["position"] - 1
     for user in (admin, member, auditor):
         api.ok(api.post(f"/api/workspaces/{ws_id}/join", user))
+    # "Deleted means erased" off: with it on (the default since issue 20) a deletion destroys
+    # the text for every reader, auditors included (tests/e2e/test_shred_deleted_messages.py).
+    # This module is about what "off" keeps: withheld from plain readers, not destroyed.
+    api.ok(erasing_off(api, owner, ws_id))
     api.ok(api.put(f"/api/workspaces/{ws_id}/members/{admin.user_id}/roles/admin", owner))
     instance_role(chorus, "grant", auditor)
     ch = api.ok(api.post(f"/api/workspaces/{ws_id}/channels", owner, {"name": "r"}), 201)["id"]
@@ -356,6 +367,7 @@ def test_ws_catch_up_past_the_read_models_withholds_them(chorus: Running) -> Non
     owner, member = api.signup("own"), api.signup("mem")
     ws = api.ok(api.post("/api/workspaces", owner, {"name": "T", "visibility": "public"}), 201)
     api.ok(api.post(f"/api/workspaces/{ws['id']}/join", member))
+    api.ok(erasing_off(api, owner, ws["id"]))
     ch = api.ok(api.post(f"/api/workspaces/{ws['id']}/channels", owner, {"name": "t"}), 201)
     assert chorus.server.services.runner.wait_for(ch["position"], 30)
     tag = uuid.uuid4().hex[:8]

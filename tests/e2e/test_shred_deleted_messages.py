@@ -158,6 +158,7 @@ def test_time_travel_before_the_deletion_shows_the_text_erased(
     for user in (world.owner,):  # a stream's history needs view_audit in its workspace
         then = api.ok(api.get(f"/api/streams/{world.on.message}", user, at=world.on.before_delete))
         assert then["version"] == 2 and then["state"]["text"] is None, then
+        assert then["erased"] == ["text"], then
         _none_of(world.on, then)
 
 
@@ -189,7 +190,7 @@ def test_with_the_setting_off_a_deletion_hides_but_does_not_erase(
     # Members who may not read deleted texts do not, as before (projections/redaction.py).
     _none_of(off, events_of(chorus, world.bob, stream=off.message))
     then = api.ok(api.get(f"/api/streams/{off.message}", world.owner, at=off.before_delete))
-    assert then["state"]["text"] == off.texts[1]
+    assert then["state"]["text"] == off.texts[1] and then["erased"] == []
     timeline = api.ok(api.get(f"/api/channels/{off.ch}/messages", world.bob))["items"]
     _none_of(off, timeline)
 

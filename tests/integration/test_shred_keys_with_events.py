@@ -15,7 +15,14 @@ from psycopg.rows import dict_row
 
 from api.contexts import CONTEXTS
 from application.chorus import Chorus
-from application.commands import CreateChannel, CreateWorkspace, RegisterUser, SendMessage
+from application.commands import (
+    CreateChannel,
+    CreateWorkspace,
+    DeleteMessage,
+    EditMessage,
+    RegisterUser,
+    SendMessage,
+)
 from domain.base import Cause
 from infrastructure.eventstore import EVENTS_TABLE, eventsourcing_env
 from infrastructure.keys import KEYS_TABLE
@@ -141,3 +148,31 @@ def copy(event: Any, **changes: Any) -> Any:
     made = object.__new__(type(event))
     object.__setattr__(made, "__dict__", {**vars(event), **changes})
     return made
+
+
+def _live_keys(url: str, subject: str) -> list[bool]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            f"SELECT wrapped IS NOT NULL FROM {KEYS_TABLE}"
+            " WHERE subject_id = %s ORDER BY created_at",
+            (UUID(subject),),
+        ).fetchall()
+    return [bool(r[0]) for r in rows]
+
+
+def test_a_deletion_that_erases_destroys_the_keys_as_it_is_stored(
+    sealed_app: Chorus, store_url: str
+) -> None:
+    """No read model runs here: the keys are gone because the deletion's own transaction
+    destroyed them, not because the erasures read model did later."""
+    owner, ch = _channel(sealed_app)
+    sent = sealed_app.execute(SendMessage(channel_id=ch, text="one"), Cause(owner, "one"))
+    other = sealed_app.execute(SendMessage(channel_id=ch, text="two"), Cause(owner, "two"))
+    message = str(sent.body["id"])
+    sealed_app.execute(EditMessage(message_id=message, text="one, edited"), Cause(owner, "e"))
+    assert _live_keys(store_url, message) == [True, True]
+    sealed_app.execute(DeleteMessage(message_id=message), Cause(owner, "d"))
+    assert _live_keys(store_url, message) == [False, False]
+    assert _live_keys(store_url, str(other.body["id"])) == [True]
+    edited: Any = sealed_app.repository.get(UUID(message), version=2)
+    assert edited.text is None  # the edit's text, as a reader rebuilds it now
