@@ -543,6 +543,12 @@ def retention_off(w: World, _: Actor) -> None:
     w.ok(w.api.put(path, w.user("owner"), json={"days": None}), 200, 409)
 
 
+def deletion_erases_again(w: World, _: Actor) -> None:
+    """The setting turned off again is a 409: back on (its default) after each case."""
+    path = f"/api/workspaces/{w.ids['ws']}/settings/deleted-means-erased"
+    w.ok(w.api.put(path, w.user("owner"), json={"enabled": True}), 200, 409)
+
+
 def unblock_victim(w: World, a: Actor) -> None:
     if a.signed_in:
         path = f"/api/users/me/blocks/{w.ids['victim']}"
@@ -799,6 +805,9 @@ CASES: list[Case] = [
     Case("revoke an invite", "DELETE", "/api/workspaces/{ws}/invites/{fresh}", target="ws",
          may=lambda a: "owner" in a.roles or "admin" in a.roles, setup=victims_invite),
     # Retention (issue 20): every member may read it; manage_workspace sets it.
+    Case("turn deleted-means-erased off", "PUT",
+         "/api/workspaces/{ws}/settings/deleted-means-erased", body={"enabled": False},
+         target="ws", may=holding("manage_workspace"), teardown=deletion_erases_again),
     Case("read the retention", "GET", "/api/workspaces/{ws}/retention", target="ws"),
     Case("set the retention", "PUT", "/api/workspaces/{ws}/retention", body={"days": 3650},
          target="ws", may=holding("manage_workspace"), teardown=retention_off),
@@ -1177,6 +1186,7 @@ CROSSINGS = [
     Crossing("delete B", "owner", "DELETE", "/api/workspaces/{ws_b}", {"confirm_name": "B"}, foreign="ws_b"),
     Crossing("transfer B", "owner", "POST", "/api/workspaces/{ws_b}/transfer", {"user_id": "{victim}"}, foreign="ws_b"),
     Crossing("B's invites", "owner", "GET", "/api/workspaces/{ws_b}/invites", foreign="ws_b"),
+    Crossing("B's deleted-means-erased", "owner", "PUT", "/api/workspaces/{ws_b}/settings/deleted-means-erased", {"enabled": False}, foreign="ws_b"),
     Crossing("B's retention", "owner", "GET", "/api/workspaces/{ws_b}/retention", foreign="ws_b"),
     Crossing("set B's retention", "owner", "PUT", "/api/workspaces/{ws_b}/retention", {"days": 1}, foreign="ws_b"),
     Crossing("revoke B's invite in A", "owner", "DELETE", "/api/workspaces/{ws}/invites/{invite_b}", foreign="invite_b"),
