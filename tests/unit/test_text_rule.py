@@ -4,6 +4,7 @@ text of every command meets it, whatever the command's fields are."""
 from __future__ import annotations
 
 import unicodedata
+from datetime import UTC, timedelta, timezone
 from typing import Any
 
 import msgspec
@@ -143,6 +144,10 @@ def hostile(kind: Any) -> st.SearchStrategy[Any]:
         return st.booleans()
     if isinstance(kind, msgspec.inspect.BytesType):
         return st.binary(max_size=8)
+    if isinstance(kind, msgspec.inspect.DateTimeType):
+        # No text in it: any instant, naive or not, passes the rule untouched.
+        offsets = [None, UTC, timezone(timedelta(hours=14)), timezone(timedelta(hours=-12))]
+        return st.datetimes(timezones=st.sampled_from(offsets))
     raise AssertionError(f"a command field of a type this test cannot build: {kind}")
 
 
