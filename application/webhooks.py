@@ -33,6 +33,7 @@ from application.commands import (
 )
 from application.decisions import Decision, HandlerTable
 from application.ports import DecisionContext
+from application.projects import project_with_workspace, task_in_project
 from application.reactions import Occurred, Policy
 from domain.base import Cause, ChorusAggregate
 from domain.channels import Channel
@@ -40,7 +41,9 @@ from domain.documents import Document
 from domain.errors import InvalidValue, NotFound
 from domain.messages import Message
 from domain.permissions import Permission
+from domain.projects import Project
 from domain.scopes import event_classes
+from domain.tasks import Task
 from domain.webhooks import (
     MAX_EVENT_TYPES,
     Delivery,
@@ -93,6 +96,22 @@ def _document_readable(app: DecisionContext, document: Document, user_id: str) -
     return Permission.VIEW_DOCUMENTS.value in workspace.permissions_of(user_id)
 
 
+def _project_readable(app: DecisionContext, project: Project, user_id: str) -> bool:
+    try:
+        project_with_workspace(app, project.id, user_id)
+    except NotFound:
+        return False
+    return True
+
+
+def _task_readable(app: DecisionContext, task: Task, user_id: str) -> bool:
+    try:
+        task_in_project(app, task.id, user_id)
+    except NotFound:
+        return False
+    return True
+
+
 SOURCES: dict[str, Source] = {
     "Workspace": Source(Workspace, lambda w: w.id, lambda app, w, user: True),
     "Channel": Source(
@@ -106,6 +125,10 @@ SOURCES: dict[str, Source] = {
         lambda app, m, user: _channel_readable(app, str(m.channel_id), user),
     ),
     "Document": Source(Document, lambda d: d.workspace_id, _document_readable),
+    # Issue 21: a board's changes reach a workspace's integrations, a listed project's only
+    # while the webhook's owner may read it.
+    "Project": Source(Project, lambda p: p.workspace_id, _project_readable),
+    "Task": Source(Task, lambda t: t.workspace_id, _task_readable),
 }
 
 

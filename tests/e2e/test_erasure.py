@@ -34,6 +34,7 @@ from infrastructure.serialisation import NOT_PERSONAL, PERSONAL, STREAM, state_t
 from projections.analytics import VIEWS
 from projections.log import ERASED
 from tests.fixtures.chorus import GOOD_PASSWORD, TEST_MASTER_KEY, Running, User
+from tests.fixtures.erasure import cli, events_of
 from tests.fixtures.event_classes import event_classes, text_fields
 from tests.fixtures.operators import instance_role
 from tests.fixtures.processes import CHORUS
@@ -137,13 +138,6 @@ def erase(chorus: Running, user: User | None, body: Any) -> Any:
     return chorus.api.http.request("DELETE", "/api/users/me", json=body, headers=headers)
 
 
-def cli(chorus: Running, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": chorus.database_url, "CHORUS_MASTER_KEY": MASTER_KEY}
-    return subprocess.run(
-        [CHORUS, *args], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
-
-
 @pytest.fixture(scope="module")
 def world(chorus: Running) -> World:
     api = chorus.api
@@ -201,16 +195,6 @@ def assert_none_of(w: World, got: Any) -> None:
     dump = json.dumps(got).replace(w.kept, "")
     for what, secret in w.secrets.items():
         assert secret not in dump, f"{what} reached a reader after the erasure"
-
-
-def events_of(chorus: Running, user: User, **params: Any) -> list[dict[str, Any]]:
-    got: list[dict[str, Any]] = []
-    while True:
-        page = chorus.api.ok(chorus.api.get("/api/events", user, **params))
-        got += page["items"]
-        if page["next"] is None:
-            return got
-        params["after"] = int(page["next"])
 
 
 def assert_erased_envelopes(w: World, events: list[dict[str, Any]]) -> None:

@@ -23,8 +23,8 @@ import pytest
 from infrastructure.keys import KEYS_TABLE
 from projections.analytics import VIEWS
 from projections.log import ERASED
-from tests.e2e.test_erasure import cli, events_of
 from tests.fixtures.chorus import Running, User
+from tests.fixtures.erasure import cli, events_of
 from tests.fixtures.operators import instance_role
 from tests.fixtures.websocket import send, socket, until
 
