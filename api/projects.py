@@ -12,7 +12,13 @@ from litestar.response import Response
 
 from api.commands import Created, Written, execute, reply
 from api.errors import problems
-from api.reads import DEFAULT_LIMIT, check_limit, parse_cursor, read_cursor_async
+from api.reads import (
+    DEFAULT_LIMIT,
+    check_limit,
+    check_position,
+    parse_cursor,
+    read_cursor_async,
+)
 from application.commands import (
     AddProjectColumn,
     ArchiveProject,
@@ -39,6 +45,7 @@ from domain.projects import (
     MAX_PROJECT_MEMBERS,
     MAX_PROJECT_NAME,
 )
+from domain.rules import check_text
 from domain.tasks import (
     MAX_ASSIGNEES,
     MAX_LABEL,
@@ -345,6 +352,8 @@ class ProjectController(Controller):
         (a log position; holders of ``view_audit`` in the workspace): the board as it stood
         then, folded from the log."""
         project_id = _project_id(project)
+        # Checked here: the wait below takes the larger of the two, and would drop the other.
+        check_position("min_position", min_position)
         if at is not None and at < 1:
             raise InvalidValue("at is a log position, 1 or more")
         async with read_cursor_async(request, max(min_position or 0, at or 0) or None) as cur:
@@ -430,6 +439,10 @@ class TaskController(Controller):
         (``me`` or a user id), ``status`` (a column id), ``label``, ``due_before`` (an ISO 8601
         instant with an offset). Pass ``next`` back as ``after`` for the next page."""
         check_limit(limit)
+        # What reaches the database's text comparisons meets the text rule (NUL, controls).
+        for name, text in (("status", status), ("label", label)):
+            if text is not None:
+                check_text(text, field=name)
         after_seq = parse_cursor(after, "after")
         who = request.user if assignee == "me" else assignee
         if who is not None:

@@ -284,7 +284,7 @@ class Settings:
             webhook_max_payload_bytes=_int(
                 env, "CHORUS_WEBHOOK_MAX_PAYLOAD_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024
             ),
-            webhook_ca_file=env.get("CHORUS_WEBHOOK_CA_FILE") or None,
+            webhook_ca_file=_ca_file(env),
         )
 
     def resolved_jwt_secret(self) -> str:
@@ -361,6 +361,24 @@ def _choice(env: _Env, name: str, choices: tuple[str, ...]) -> str:
         env.problem(f"{name} must be one of {', '.join(choices)}, not {raw!r:.40}")
         return choices[0]
     return raw
+
+
+def _ca_file(env: _Env) -> str | None:
+    """A file of PEM certificates webhooks' TLS trusts instead of the public roots: a
+    misspelt path would otherwise fail every delivery, one by one, long after start."""
+    name = "CHORUS_WEBHOOK_CA_FILE"
+    path = env.get(name) or None
+    if path is None:
+        return None
+    try:
+        head = Path(path).read_bytes()[:65536]
+    except OSError:
+        env.problem(f"{name} must name a readable file of PEM certificates")
+        return None
+    if b"-----BEGIN CERTIFICATE-----" not in head:
+        env.problem(f"{name} must name a file of PEM certificates (none found in it)")
+        return None
+    return str(path)
 
 
 def _otlp_endpoint(env: _Env) -> str | None:

@@ -37,6 +37,9 @@ class World:
     channel: str
     message: str
     document: str
+    # Issue 21: a project of the workspace, and a task on its board.
+    project: str
+    task: str
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +54,11 @@ def world(chorus: Running) -> Iterator[World]:
     ch = api.ok(api.post(f"/api/workspaces/{ws['id']}/channels", owner, {"name": "general"}), 201)
     msg = api.ok(api.post(f"/api/channels/{ch['id']}/messages", owner, {"text": "mine"}), 201)
     doc = api.ok(api.post(f"/api/workspaces/{ws['id']}/documents", owner, {"title": "d"}), 201)
-    yield World(owner, member, outsider, ws["id"], ch["id"], msg["id"], doc["id"])
+    project = api.ok(api.post(f"/api/workspaces/{ws['id']}/projects", owner, {"name": "P"}), 201)
+    task = api.ok(api.post(f"/api/projects/{project['id']}/tasks", owner, {"title": "T"}), 201)
+    yield World(
+        owner, member, outsider, ws["id"], ch["id"], msg["id"], doc["id"], project["id"], task["id"]
+    )
 
 
 def assert_problem(response: httpx.Response, status: int, fragment: str = "") -> None:
@@ -502,6 +509,7 @@ def path_ids(world: World) -> dict[str, str]:
         "webhook": "00000000-0000-4000-8000-000000000001", "username": world.member.username,
         # Issue 20: an invite's id is its code's SHA-256 (this one names none).
         "invite": "0" * 64,
+        "project": world.project, "task": world.task, "column": "todo",
     }  # fmt: skip
 
 
