@@ -441,8 +441,10 @@ class Connection:
             for group in sub.signal_groups():
                 self.services.signals.join(group, self)
             await self.send(frames.subscribed(sub.name, sub.last, head))
-            if after is not None:
-                await self._catch_up(sub)
+            if after is not None and not await self._catch_up(sub):
+                # Ended during its catch-up (budget, access): what the live path queued
+                # meanwhile is not this subscription's any more.
+                return
             while not self.closed:
                 batch = await sub.inbox.get()
                 if not await self._send_batch(sub, batch):
@@ -461,10 +463,11 @@ class Connection:
         with self.services.read_pool.connection() as conn, conn.cursor() as cur:
             return max_position(cur)
 
-    async def _catch_up(self, sub: Subscription) -> None:
+    async def _catch_up(self, sub: Subscription) -> bool:
         """Sends the subscription's events from ``sub.last`` to the end of the log, reading
         only its scope where the streams read model covers the log, and charging the work to
-        the connection's budget; ends the subscription (resumable) when that runs out."""
+        the connection's budget; ends the subscription (resumable) when that runs out.
+        False when the subscription ended (or the socket closed) rather than caught up."""
         scope = sub.stream_scope()
         budget = self.catch_up_budget
         while not self.closed:
@@ -474,7 +477,7 @@ class Connection:
                 reason = f"catch-up budget spent: resume with after in {wait} s"
                 await self.send(frames.end(sub.name, reason, sub.last))
                 self._drop(sub)
-                return
+                return False
             try:
                 page = await anyio.to_thread.run_sync(
                     self._catch_up_page, sub, scope, sub.last, limit
@@ -485,10 +488,11 @@ class Connection:
             self.services.hub.catch_up_decoded += page.decoded
             budget.settle(limit, page.cost)
             if not await self._send_batch(sub, page.batch):
-                return
+                return False
             if page.reached is None:
-                return
+                return True
             sub.last = max(sub.last, page.reached)
+        return False
 
     def _catch_up_page(
         self, sub: Subscription, scope: StreamScope, after: int, limit: int
