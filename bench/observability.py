@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -37,7 +36,6 @@ from typing import Any
 import httpx
 from websockets.sync.client import connect
 
-from bench.delivery import free_port
 from bench.harness import run_load
 from bench.scenarios import (
     BENCH_OPS_HEADERS,
@@ -52,31 +50,6 @@ ARMS = {
     "off": ({"CHORUS_METRICS": "off"}, "warning"),
     "on": ({"CHORUS_METRICS": "ops", "CHORUS_LOG_FORMAT": "json"}, "info"),
 }
-
-
-class LoggingServer(ChorusServer):
-    """``ChorusServer`` at a chosen log level (it always starts ``--log-level warning``)."""
-
-    def __init__(self, database_url: str, work_dir: Path, env: dict[str, str], level: str):
-        super().__init__(database_url, work_dir, env=env)
-        self.level = level
-
-    def start(self, timeout_s: float = 60.0) -> LoggingServer:
-        self.port = free_port()
-        argv = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1"]
-        argv += ["--port", str(self.port), "--log-level", self.level]
-        self.proc = self._spawn(argv, self.log_path, self._env())
-        deadline = time.monotonic() + timeout_s
-        with httpx.Client(base_url=self.url, timeout=2) as client:
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"chorus serve exited:\n{self.log_tail()}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get("/health").status_code == 200:
-                        return self
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"chorus serve did not start:\n{self.log_tail()}")
-                time.sleep(0.1)
 
 
 class Subscribers:
@@ -160,7 +133,7 @@ def one_round(
     url = admin_url.rsplit("/", 1)[0] + f"/{name}"
     run_dir = work / name
     run_dir.mkdir()
-    server = LoggingServer(url, run_dir, env, level).start()
+    server = ChorusServer(url, run_dir, env=env, log_level=level).start()
     try:
         chat = prepare_http_chat(server.url)
         subs = Subscribers(server.url, chat.access_token, chat.channel_id, args.subscribers)

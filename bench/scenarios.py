@@ -222,8 +222,10 @@ class ChorusServer:
         projections: bool = True,
         projector: bool = False,
         env: dict[str, str] | None = None,
+        log_level: str = "warning",
     ) -> None:
         self.database_url = database_url
+        self.log_level = log_level
         self.work_dir = work_dir
         self.projections = projections
         self.extra_env = dict(env or {})
@@ -257,7 +259,7 @@ class ChorusServer:
             argv = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1"]
         else:
             argv = [sys.executable, "-m", "bench.server"]
-        argv += ["--port", str(self.port), "--log-level", "warning"]
+        argv += ["--port", str(self.port), "--log-level", self.log_level]
         self.proc = self._spawn(argv, self.log_path, env)
         if self.with_projector:
             log_path = self.work_dir / "chorus-project.log"
